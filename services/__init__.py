@@ -1,0 +1,1 @@
+"""The five tipline services. Each imports shared code, never another service."""

@@ -1,0 +1,1 @@
+"""Referral: sends each report to the agencies that must receive it and keeps the ledger."""

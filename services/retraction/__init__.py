@@ -1,0 +1,1 @@
+"""Retraction: marks reports retracted and corrects every agency that received them."""

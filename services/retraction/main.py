@@ -1,0 +1,17 @@
+"""Retraction service wiring."""
+
+from faststream import FastStream
+
+from services.retraction.handlers import register
+from shared.kafka import make_broker
+from shared.ledger import Ledger
+from shared.settings import Settings
+from shared.store import connect
+from shared.timeline import Timeline
+
+
+def create_app(settings: Settings) -> FastStream:
+    broker = make_broker(settings, "retraction")
+    redis = connect(settings)
+    register(broker, settings, Ledger(redis), Timeline(redis))
+    return FastStream(broker, on_shutdown=[redis.aclose])

@@ -1,0 +1,1 @@
+"""Supplementation: works out each report's jurisdiction and priority before referral."""

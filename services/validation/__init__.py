@@ -1,0 +1,1 @@
+"""Validation: checks each submitted report against the report rules."""

@@ -1,0 +1,4 @@
+from services.validation.main import create_app
+from shared.service import run
+
+run(create_app)

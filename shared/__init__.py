@@ -1,0 +1,1 @@
+"""What every tipline service shares: event contracts, topic names, settings and plumbing."""

@@ -1,0 +1,177 @@
+"""The event contracts every service shares.
+
+Commands are asks (RetractReport); events are facts in the past tense (ReportSubmitted).
+Every event id is derived from what it is about, so a redelivery carries the same id and
+consumers can recognise it.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+_NAMESPACE = uuid.UUID("6f1c1a52-54b6-4c39-9d6f-3b0f4c1d2e7a")
+
+
+def derived_id(*parts: str) -> str:
+    """A stable id for the thing named by `parts` (the same on every redelivery)."""
+    return str(uuid.uuid5(_NAMESPACE, "|".join(parts)))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+# --- The report as an ESP files it -------------------------------------------------------
+
+
+class Location(Message):
+    country: str | None = None
+    us_state: str | None = None
+    ip_address: str | None = None
+
+
+class ReportedUser(Message):
+    screen_name: str | None = None
+    esp_identifier: str | None = None
+    email: str | None = None
+    ip_address: str | None = None
+
+
+class FileInfo(Message):
+    file_id: str
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+    original_name: str | None = None
+    relevance: str = "Reported"
+    duplicate_of: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Report(Message):
+    """An ESP's report. Fields are optional here: the validation rules say what is required."""
+
+    incident_type: str | None = None
+    incident_at: AwareDatetime | None = None
+    platform: str | None = None
+    escalate_to_high_priority: str | None = None
+    child_in_imminent_danger: bool = False
+    reporter_email: str | None = None
+    reported_users: list[ReportedUser] = Field(default_factory=list)
+    location: Location = Field(default_factory=Location)
+    files: list[FileInfo] = Field(default_factory=list)
+    additional_info: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class FieldError(Message):
+    """One reason a report was refused, tied to the element it concerns."""
+
+    path: str
+    reason: str
+    line: int | None = None
+    column: int | None = None
+
+
+class Priority(IntEnum):
+    BULK = 0
+    NORMAL = 1
+    HIGH = 2
+    IMMINENT = 3
+
+
+# --- Events ------------------------------------------------------------------------------
+
+
+class Event(Message):
+    event_id: str
+    report_id: str
+    occurred_at: datetime = Field(default_factory=now)
+
+
+class ReportSubmitted(Event):
+    esp_id: str
+    report: Report
+    supersedes: str | None = None
+
+
+class ReportValidated(Event):
+    esp_id: str
+    report: Report
+    supersedes: str | None = None
+
+
+class ReportRejected(Event):
+    esp_id: str
+    reasons: list[FieldError]
+
+
+class ReportSupplemented(Event):
+    esp_id: str
+    report: Report
+    agencies: list[str]
+    priority: Priority
+    jurisdiction: str
+    rules_version: str
+    supplements: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ReportReferred(Event):
+    agencies: list[str]
+    priority: Priority = Priority.NORMAL
+
+
+Retractor = Literal["esp", "analyst", "system"]
+
+
+class RetractReport(Message):
+    """A command: retract this report, whoever asks (ESP, analyst, or the abandonment timer)."""
+
+    command_id: str
+    report_id: str
+    requested_by: Retractor
+    actor: str
+    reason: str
+    requested_at: datetime = Field(default_factory=now)
+
+
+class ReportRetracted(Event):
+    requested_by: Retractor
+    actor: str
+    reason: str
+    corrected_agencies: list[str]
+
+
+NoticeKind = Literal["referral", "correction", "amendment"]
+
+
+class AgencyNotice(Message):
+    """What an agency receives on tipline.agency.<agency_id>. The Kafka key is the report id."""
+
+    kind: NoticeKind
+    notice_id: str
+    report_id: str
+    agency_id: str
+    issued_at: datetime
+    priority: Priority = Priority.NORMAL
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeadLetter(Message):
+    """A message a service could not process, kept with its cause and origin."""
+
+    service: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str
+    error: str
+    failed_at: datetime = Field(default_factory=now)

@@ -1,0 +1,126 @@
+"""Kafka plumbing, written once: the broker, how a subscriber consumes, and dead letters.
+
+Delivery is at-least-once (the embedded broker has no idempotent producer):
+- a message's offset is committed only after its handler finished, so its effects are durable;
+- a message that can never be processed (bad JSON, wrong schema) goes to the dead-letter topic
+  with its cause and origin, then is committed, so it neither blocks nor vanishes;
+- any other failure (Redis down, broker hiccup) is retried after a pause, without committing.
+"""
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream import AckPolicy
+from faststream._internal.middlewares import BaseMiddleware
+from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.message import StreamMessage
+from pydantic import ValidationError
+
+from shared import topics
+from shared.contracts import DeadLetter
+from shared.settings import Settings
+from shared.telemetry import tracer_provider
+
+log = logging.getLogger("tipline.kafka")
+
+# Errors that redelivery cannot fix: the message itself is wrong.
+POISON = (ValidationError, ValueError, TypeError, UnicodeDecodeError, json.JSONDecodeError)
+
+
+class Poison(Exception):
+    """Raised by a handler for a well-formed message it must refuse (for example, a bad id)."""
+
+
+def make_broker(settings: Settings, service: str) -> KafkaBroker:
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"tipline-{service}",
+        acks="all",
+        linger_ms=settings.kafka_linger_ms,
+        max_request_size=settings.kafka_max_message_bytes,
+        graceful_timeout=30.0,
+        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider(settings, service))],
+        logger=logging.getLogger(f"tipline.{service}"),
+        log_level=logging.DEBUG,  # one line a message is too much at INFO
+    )
+    broker.add_middleware(_delivery_middleware(broker, settings, service))
+    return broker
+
+
+def consumer_options(settings: Settings, group: str) -> dict[str, Any]:
+    """How every tipline subscriber consumes: its own group, manual commits, short fetch waits."""
+    return {
+        "group_id": group,
+        "ack_policy": AckPolicy.MANUAL,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
+    }
+
+
+def _delivery_middleware(broker: KafkaBroker, settings: Settings, service: str) -> type:
+    class Delivery(BaseMiddleware):
+        async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+            try:
+                result = await call_next(msg)
+            except (*POISON, Poison) as exc:
+                await dead_letter(broker, service, msg, exc)
+                await msg.ack()
+                return None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: transient failure, will retry: %r", service, exc)
+                await asyncio.sleep(settings.tipline_retry_backoff_s)
+                await msg.nack()
+                return None
+            await msg.ack()
+            return result
+
+    return Delivery
+
+
+async def dead_letter(
+    broker: KafkaBroker, service: str, msg: StreamMessage[Any], exc: BaseException
+) -> None:
+    raw = msg.raw_message
+    record = raw[0] if isinstance(raw, tuple) else raw
+    key = getattr(record, "key", None)
+    letter = DeadLetter(
+        service=service,
+        topic=getattr(record, "topic", "?"),
+        partition=getattr(record, "partition", -1),
+        offset=getattr(record, "offset", -1),
+        key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+        value=msg.body.decode("utf-8", "replace")[:65536],
+        error=f"{type(exc).__name__}: {exc}"[:4096],
+    )
+    log.error(
+        "%s: dead-lettered %s[%s]@%s: %s",
+        service, letter.topic, letter.partition, letter.offset, letter.error.splitlines()[0],
+    )
+    await broker.publish(letter, topics.DEAD_LETTERS, key=letter.key.encode() if letter.key else None)
+
+
+async def ensure_topics(settings: Settings, names: list[str]) -> None:
+    """Create topics up front (so consumers join at once and partitions are what we want)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if missing:
+            await admin.create_topics(
+                [
+                    NewTopic(n, settings.kafka_partitions, settings.kafka_replication_factor)
+                    for n in missing
+                ]
+            )
+    finally:
+        await admin.close()

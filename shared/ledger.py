@@ -1,0 +1,125 @@
+"""The referral ledger: which agency got which report, and who owes it a correction.
+
+Referral and retraction meet here, in Redis, one Lua script at a time, so they never interleave
+inside a step. Each (report, agency) moves through:
+
+    referring -> referred -> correcting -> corrected
+
+- `claim` is the moment of referral: a report already retracted is never claimed, so it is never
+  referred; agencies already claimed before the retraction are finished, then corrected.
+- `confirm_referral` runs after the broker acknowledged the referral notice. If the report was
+  retracted meanwhile, the agency moves straight to `correcting` and the referral service sends
+  the correction itself, after its own referral.
+- `retract` marks the report (the mark is never removed) and moves every `referred` agency to
+  `correcting`. Agencies still `referring` are left to the referral service.
+So an agency is only ever corrected after its referral was delivered, and every agency that got a
+referral of a retracted report reaches `correcting`. Corrections carry a stable notice id, so a
+correction sent twice (by either side, on a redelivery) is one correction to the agency.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from redis.asyncio import Redis
+
+_CLAIM = """
+local retracted = redis.call('EXISTS', KEYS[2])
+if retracted == 0 then
+  for _, agency in ipairs(ARGV) do redis.call('HSETNX', KEYS[1], agency, 'referring') end
+end
+local out = {retracted}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i + 1] == 'referring' then table.insert(out, all[i]) end
+end
+return out
+"""
+
+_CONFIRM_REFERRAL = """
+local state = redis.call('HGET', KEYS[1], ARGV[1])
+if state == 'referring' then
+  if redis.call('EXISTS', KEYS[2]) == 1 then state = 'correcting' else state = 'referred' end
+  redis.call('HSET', KEYS[1], ARGV[1], state)
+end
+return state or 'none'
+"""
+
+_RETRACT = """
+local first = redis.call('HSETNX', KEYS[2], 'at', ARGV[1])
+if first == 1 then
+  redis.call('HSET', KEYS[2], 'by', ARGV[2], 'actor', ARGV[3], 'reason', ARGV[4])
+end
+local out = {first}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local state = all[i + 1]
+  if state == 'referred' then
+    redis.call('HSET', KEYS[1], all[i], 'correcting')
+    state = 'correcting'
+  end
+  if state == 'correcting' then table.insert(out, all[i]) end
+end
+return out
+"""
+
+_CONFIRM_CORRECTION = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == 'correcting' then
+  redis.call('HSET', KEYS[1], ARGV[1], 'corrected')
+end
+return redis.call('HGET', KEYS[1], ARGV[1]) or 'none'
+"""
+
+RECEIVED_REFERRAL = frozenset({"referred", "correcting", "corrected"})
+
+
+@dataclass(frozen=True)
+class Claim:
+    retracted: bool
+    to_refer: list[str]
+
+
+@dataclass(frozen=True)
+class Retraction:
+    first: bool
+    to_correct: list[str]
+
+
+class Ledger:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._claim = redis.register_script(_CLAIM)
+        self._confirm_referral = redis.register_script(_CONFIRM_REFERRAL)
+        self._retract = redis.register_script(_RETRACT)
+        self._confirm_correction = redis.register_script(_CONFIRM_CORRECTION)
+
+    @staticmethod
+    def _keys(report_id: str) -> list[str]:
+        # One hash tag a report, so both keys live on one slot of a Redis cluster.
+        return [f"tipline:{{{report_id}}}:ledger", f"tipline:{{{report_id}}}:retracted"]
+
+    async def claim(self, report_id: str, agencies: list[str]) -> Claim:
+        retracted, *to_refer = await self._claim(keys=self._keys(report_id), args=agencies)
+        return Claim(bool(retracted), sorted(to_refer))
+
+    async def confirm_referral(self, report_id: str, agency: str) -> bool:
+        """Record a delivered referral; True when the agency is now owed a correction."""
+        state = await self._confirm_referral(keys=self._keys(report_id), args=[agency])
+        return bool(state == "correcting")
+
+    async def retract(
+        self, report_id: str, *, at: datetime, by: str, actor: str, reason: str
+    ) -> Retraction:
+        first, *to_correct = await self._retract(
+            keys=self._keys(report_id), args=[at.isoformat(), by, actor, reason]
+        )
+        return Retraction(bool(first), sorted(to_correct))
+
+    async def confirm_correction(self, report_id: str, agency: str) -> None:
+        await self._confirm_correction(keys=self._keys(report_id), args=[agency])
+
+    async def states(self, report_id: str) -> dict[str, str]:
+        return dict(await self._redis.hgetall(self._keys(report_id)[0]))
+
+    async def retraction(self, report_id: str) -> dict[str, str] | None:
+        mark = await self._redis.hgetall(self._keys(report_id)[1])
+        return dict(mark) or None

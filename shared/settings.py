@@ -1,0 +1,57 @@
+"""Typed settings, read from the environment once at start-up.
+
+Defaults suit the embedded stack (Tansu broker, Valkey); real Kafka and Redis are a URL away.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "deploy" / "config"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    service_name: str = Field("tipline", alias="OTEL_SERVICE_NAME")
+
+    # Consumer tuning. The embedded broker needs short sessions and fetch waits (see
+    # docs/operations.md); real Kafka wants session_timeout_ms >= 6000.
+    kafka_session_timeout_ms: int = 1000
+    kafka_heartbeat_interval_ms: int = 100
+    kafka_fetch_max_wait_ms: int = 5
+    kafka_linger_ms: int = 1
+    kafka_partitions: int = 4
+    kafka_replication_factor: int = 1
+    kafka_max_message_bytes: int = 4 * 1024 * 1024
+
+    # Telemetry: "none", "console" or "otlp" (then OTEL_EXPORTER_OTLP_ENDPOINT applies).
+    tipline_trace_exporter: Literal["none", "console", "otlp"] = "none"
+    tipline_log_level: str = "INFO"
+
+    # Routing: jurisdiction rules and the agency registry.
+    tipline_routing_file: Path = CONFIG_DIR / "routing.yaml"
+
+    # Intake HTTP.
+    tipline_http_host: str = "127.0.0.1"
+    tipline_http_port: int = 8080
+
+    # Transient failures are retried after this pause (seconds), without committing.
+    tipline_retry_backoff_s: float = 0.5
+
+    @field_validator("kafka_bootstrap_servers", "redis_url")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

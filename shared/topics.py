@@ -1,0 +1,43 @@
+"""Topic names: one kind of message a topic."""
+
+import re
+
+REPORTS_SUBMITTED = "tipline.reports.submitted"
+REPORTS_VALIDATED = "tipline.reports.validated"
+REPORTS_REJECTED = "tipline.reports.rejected"
+REPORTS_SUPPLEMENTED = "tipline.reports.supplemented"
+REPORTS_REFERRED = "tipline.reports.referred"
+RETRACTIONS_REQUESTED = "tipline.retractions.requested"
+REPORTS_RETRACTED = "tipline.reports.retracted"
+AGENCY_ACKS = "tipline.agency.acks"
+DEAD_LETTERS = "tipline.deadletter"
+
+AGENCY_PREFIX = "tipline.agency."
+AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+RESERVED_AGENCY_IDS = frozenset({"acks"})
+
+PIPELINE_TOPICS = (
+    REPORTS_SUBMITTED,
+    REPORTS_VALIDATED,
+    REPORTS_REJECTED,
+    REPORTS_SUPPLEMENTED,
+    REPORTS_REFERRED,
+    RETRACTIONS_REQUESTED,
+    REPORTS_RETRACTED,
+    AGENCY_ACKS,
+    DEAD_LETTERS,
+)
+
+
+def agency_topic(agency_id: str) -> str:
+    if not AGENCY_ID.match(agency_id) or agency_id in RESERVED_AGENCY_IDS:
+        raise ValueError(f"not a valid agency id: {agency_id!r}")
+    return AGENCY_PREFIX + agency_id
+
+
+def agency_of_topic(topic: str) -> str | None:
+    """The agency id a notice topic belongs to, or None for any other topic."""
+    if not topic.startswith(AGENCY_PREFIX):
+        return None
+    agency_id = topic.removeprefix(AGENCY_PREFIX)
+    return None if agency_id in RESERVED_AGENCY_IDS else agency_id

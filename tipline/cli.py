@@ -1,0 +1,109 @@
+"""tipline: run the embedded stack, the demo, and an agency's reference client."""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from shared.settings import Settings
+
+WORKDIR = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
+
+
+def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa: F821
+    print(f"kafka   {stack.kafka}")
+    print(f"redis   {stack.redis}")
+    print(f"intake  {stack.http}  (POST /v1/reports, GET /v1/reports/{{id}})")
+    for child in stack.children:
+        print(f"  {child.name:<16} pid {child.process.pid:<8} log {child.log}")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from tipline.stack import running
+
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with running(WORKDIR, http_port=args.port) as stack:
+        _print_stack(stack)
+        print("tipline is up; Ctrl-C stops everything.", flush=True)
+        while not stop:
+            if dead := stack.check():
+                print(f"stopped unexpectedly: {', '.join(dead)}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        print("stopping...", flush=True)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tipline import demo
+
+    if args.url:
+        return demo.main(Settings(), args.url, args.reports, args.seed)
+    from tipline.stack import running
+
+    with running(WORKDIR) as stack:
+        _print_stack(stack)
+        settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis)
+        return demo.main(settings, stack.http, args.reports, args.seed)
+
+
+def cmd_agency_tail(args: argparse.Namespace) -> int:
+    from tipline.agency import AgencyClient
+
+    async def tail() -> None:
+        client = AgencyClient(Settings(), args.agency_id, group_id=args.group)
+        await client.start()
+        try:
+            async for notice in client.notices():
+                print(json.dumps(notice.model_dump(mode="json")), flush=True)
+        finally:
+            await client.stop()
+
+    try:
+        asyncio.run(tail())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tipline", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the whole system (embedded broker and Valkey by default)")
+    up.add_argument("--port", type=int, default=8080, help="intake HTTP port (default 8080)")
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="send synthetic reports and retractions, show what agencies got")
+    demo.add_argument("--url", help="intake URL of a running stack (default: start one)")
+    demo.add_argument("--reports", type=int, default=40)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=cmd_demo)
+
+    agency = sub.add_parser("agency", help="the reference agency client")
+    agency_sub = agency.add_subparsers(dest="agency_command", required=True)
+    tail = agency_sub.add_parser("tail", help="print one agency's notices as they arrive")
+    tail.add_argument("agency_id")
+    tail.add_argument("--group", help="consumer group (default agency-<id>)")
+    tail.set_defaults(func=cmd_agency_tail)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

