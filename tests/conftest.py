@@ -1,0 +1,47 @@
+"""Real servers for the tests: the embedded broker and Valkey, unless URLs are given.
+
+Set KAFKA_BOOTSTRAP_SERVERS / REDIS_URL to run the same tests against real Kafka and Redis.
+"""
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.settings import Settings
+from tipline.stack import Stack, start_servers
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(
+        kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""),
+        redis=os.environ.get("REDIS_URL", ""),
+        http="",
+        workdir=tmp_path_factory.mktemp("servers"),
+    )
+    try:
+        start_servers(stack)
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(servers: Stack) -> Settings:
+    return Settings(kafka_bootstrap_servers=servers.kafka, redis_url=servers.redis,
+                    tipline_retry_backoff_s=0.05)
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
