@@ -1,0 +1,35 @@
+# Every target sets up what it needs: a virtual environment in .venv with tipline installed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run up test lint bench clean
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tipline needs Python 3.11+"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+## run: the main job, the demo on the embedded stack (broker, Valkey and five services)
+run: $(INSTALLED)
+	$(BIN)/tipline demo
+
+## up: start the whole system and keep it running until Ctrl-C
+up: $(INSTALLED)
+	$(BIN)/tipline up
+
+## test: the whole test suite; "no tests ran" (pytest exit 5) counts as a failure
+test: $(INSTALLED)
+	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: no tests ran"; exit 1; fi; exit $$rc
+
+## lint: ruff and mypy
+lint: $(INSTALLED)
+	$(BIN)/ruff check shared services tipline tests
+	$(BIN)/mypy shared services tipline
+
+clean:
+	rm -rf $(VENV) .tipline .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""The retraction invariant, under randomized interleavings against real Redis.
+
+Referral and retraction run concurrently on the real ledger, through the same functions the
+services use, with a recording broker that yields at random and sometimes "crashes" after
+publishing (the service then gets the message again). For every interleaving:
+1. a report retracted before its referral claim is never referred;
+2. every agency that got the referral gets a correction, after it.
+"""
+
+import asyncio
+import random
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.referral.handlers import refer
+from services.retraction.handlers import retract
+from shared.contracts import (
+    Priority,
+    Report,
+    ReportSupplemented,
+    RetractReport,
+    derived_id,
+)
+from shared.ledger import Ledger
+from shared.timeline import Timeline
+
+INTERLEAVINGS = 1000
+AGENCIES = ["a1", "a2", "a3", "a4"]
+
+
+class Crash(Exception):
+    """The process died after the broker took the message, before the handler finished."""
+
+
+class RecordingBroker:
+    """Stands in for Kafka: one ordered log per agency topic, random latency, random crashes."""
+
+    def __init__(self, rng: random.Random, crash_rate: float) -> None:
+        self.rng = rng
+        self.crash_rate = crash_rate
+        self.logs: dict[str, list[tuple[str, str]]] = defaultdict(list)
+
+    async def publish(self, message: Any, topic: str, key: bytes | None = None) -> None:
+        await asyncio.sleep(self.rng.random() * 0.0005)
+        self.logs[topic].append((message.kind, message.notice_id))
+        await asyncio.sleep(0)
+        if self.rng.random() < self.crash_rate:
+            raise Crash
+
+
+class OrderedLedger(Ledger):
+    """The real ledger, noting when claims start and retractions finish.
+
+    A retraction that finished before the first claim started certainly came first.
+    """
+
+    def __init__(self, redis: Redis, order: list[str]) -> None:
+        super().__init__(redis)
+        self.order = order
+
+    async def claim(self, report_id: str, agencies: list[str]) -> Any:
+        self.order.append("claim")
+        return await super().claim(report_id, agencies)
+
+    async def retract(self, report_id: str, **kwargs: Any) -> Any:
+        result = await super().retract(report_id, **kwargs)
+        self.order.append("retract")
+        return result
+
+
+async def until_done(step: Any, rng: random.Random) -> None:
+    """Run a handler as the broker would: again and again until it finishes (redelivery)."""
+    await asyncio.sleep(rng.random() * 0.002)
+    for _ in range(50):
+        try:
+            await step()
+            return
+        except Crash:
+            await asyncio.sleep(rng.random() * 0.001)
+    raise AssertionError("handler never finished")
+
+
+async def one_interleaving(redis: Redis, rng: random.Random) -> dict[str, int]:
+    report_id = f"inv-{uuid.uuid4().hex}"
+    agencies = rng.sample(AGENCIES, rng.randint(1, len(AGENCIES)))
+    order: list[str] = []
+    ledger = OrderedLedger(redis, order)
+    timeline = Timeline(redis)
+    broker = RecordingBroker(rng, crash_rate=rng.choice([0.0, 0.2, 0.5]))
+    supplemented = ReportSupplemented(
+        event_id=derived_id(report_id, "supplemented"), report_id=report_id, esp_id="esp",
+        report=Report(), agencies=agencies, priority=Priority.NORMAL,
+        jurisdiction="test", rules_version="test",
+    )
+    command = RetractReport(command_id=derived_id(report_id, "retract"), report_id=report_id,
+                            requested_by="esp", actor="esp", reason="test")
+    await asyncio.gather(
+        until_done(lambda: refer(broker, ledger, timeline, supplemented), rng),  # type: ignore[arg-type]
+        until_done(lambda: retract(broker, ledger, timeline, command), rng),  # type: ignore[arg-type]
+    )
+
+    referred = 0
+    for agency in agencies:
+        log = broker.logs[f"tipline.agency.{agency}"]
+        kinds = [kind for kind, _ in dict.fromkeys(log)]  # dedupe by notice id, keep order
+        if order[0] == "retract":  # retracted before its referral: never referred
+            assert "referral" not in kinds, (report_id, agency, log)
+        if "referral" in kinds:
+            referred += 1
+            assert kinds == ["referral", "correction"], (report_id, agency, log)
+        else:
+            assert kinds == [], (report_id, agency, log)
+    return {"referred_agencies": referred, "retracted_first": order[0] == "retract"}
+
+
+async def test_retraction_invariant_holds_under_random_interleavings(redis: Redis) -> None:
+    rng = random.Random(20261125)
+    tallies = {"interleavings": 0, "referred_agencies": 0, "retracted_first": 0}
+    for _ in range(INTERLEAVINGS):
+        outcome = await one_interleaving(redis, rng)
+        tallies["interleavings"] += 1
+        tallies["referred_agencies"] += outcome["referred_agencies"]
+        tallies["retracted_first"] += int(outcome["retracted_first"])
+    print(tallies)
+    assert tallies["interleavings"] >= 1000
+    # Both orders must actually have been exercised for the test to mean anything.
+    assert 0 < tallies["retracted_first"] < INTERLEAVINGS
+    assert tallies["referred_agencies"] > 0
