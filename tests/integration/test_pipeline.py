@@ -1,0 +1,199 @@
+"""The five services as separate processes on the session's broker and Valkey: delivery rules."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared import topics
+from shared.contracts import Report, ReportSubmitted, derived_id
+from shared.settings import Settings
+from tipline.stack import Stack, create_topics, free_port, start_services
+
+VALID = {
+    "incident_type": "Child Sex Tourism",
+    "incident_at": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
+    "reporter_email": "ts@esp.example",
+    "location": {"country": "US", "us_state": "TX"},
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline(servers: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(kafka=servers.kafka, redis=servers.redis,
+                  http=f"http://127.0.0.1:{free_port()}",
+                  workdir=tmp_path_factory.mktemp("pipeline"))
+    create_topics(stack)
+    try:
+        start_services(stack)
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+async def http(pipeline: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=pipeline.http, timeout=10,
+                                 headers={"X-ESP-Id": "esp-test"}) as client:
+        yield client
+
+
+async def settle(http: httpx.AsyncClient, report_id: str, until: Any, timeout: float = 30) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status = (await http.get(f"/v1/reports/{report_id}")).json()
+        if until(status) or asyncio.get_running_loop().time() > deadline:
+            return status
+        await asyncio.sleep(0.05)
+
+
+async def read_topic(settings: Settings, topic: str, want: Any, timeout: float = 20) -> list[Any]:
+    """Records of a topic (from the start) until `want(records)` holds."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=f"test-{uuid.uuid4().hex}", auto_offset_reset="earliest",
+                                fetch_max_wait_ms=5, session_timeout_ms=1000,
+                                heartbeat_interval_ms=100)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not want(records) and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_a_report_is_referred_and_a_late_retraction_corrected(
+    http: httpx.AsyncClient,
+) -> None:
+    report_id = (await http.post("/v1/reports", json={"report": VALID})).json()["report_id"]
+    status = await settle(http, report_id, lambda s: s["status"] == "referred")
+    assert status["agencies"] == {"icac-tx": "referred", "us-federal": "referred"}
+
+    assert (await http.post(f"/v1/reports/{report_id}/retract")).status_code == 202
+    status = await settle(http, report_id,
+                          lambda s: set(s["agencies"].values()) == {"corrected"})
+    assert status["status"] == "retracted"
+    whats = [e["what"] for e in status["timeline"]]
+    assert whats[:3] == ["submitted", "validated", "supplemented"]
+    assert whats.count("correction delivered") == 2
+    assert whats.index("retracted") > max(i for i, w in enumerate(whats) if w == "referral delivered")
+
+
+async def test_invalid_reports_are_rejected_with_field_reasons(http: httpx.AsyncClient) -> None:
+    bad = {**VALID, "incident_at": (datetime.now(UTC) + timedelta(days=1)).isoformat()}
+    report_id = (await http.post("/v1/reports", json={"report": bad})).json()["report_id"]
+    status = await settle(http, report_id, lambda s: s["status"] == "rejected")
+    (rejected,) = [e for e in status["timeline"] if e["what"] == "rejected"]
+    assert rejected["reasons"] == [
+        {"path": "incidentSummary/incidentDateTime", "reason": "must be in the past"}
+    ]
+    assert status["agencies"] == {}
+
+
+async def test_malformed_requests_get_field_level_4xx(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/reports", json={"report": {"incident_at": "yesterday"}})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "report", "incident_at"]
+    assert (await http.get("/v1/reports/999999999")).status_code == 404
+    other = await http.get("/v1/reports/1", headers={"X-ESP-Id": "someone-else"})
+    assert other.status_code == 404
+
+
+async def test_poison_goes_to_dead_letters_and_the_pipeline_keeps_flowing(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    marker = uuid.uuid4().hex
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.REPORTS_SUBMITTED, f"not json {marker}".encode(),
+                                     key=b"poison")
+        await producer.send_and_wait(topics.REPORTS_SUBMITTED,
+                                     json.dumps({"wrong": marker}).encode(), key=b"poison")
+    finally:
+        await producer.stop()
+
+    def both(records: list[Any]) -> bool:
+        return sum(marker in r.value.decode() for r in records) >= 2
+
+    letters = [json.loads(r.value) for r in await read_topic(settings, topics.DEAD_LETTERS, both)
+               if marker in r.value.decode()]
+    assert len(letters) == 2
+    for letter in letters:
+        assert letter["service"] == "validation"
+        assert letter["topic"] == topics.REPORTS_SUBMITTED
+        assert letter["offset"] >= 0 and letter["error"]
+
+    report_id = (await http.post("/v1/reports", json={"report": VALID})).json()["report_id"]
+    status = await settle(http, report_id, lambda s: s["status"] == "referred")
+    assert status["status"] == "referred"
+
+
+async def test_a_redelivered_event_has_no_second_effect(
+    http: httpx.AsyncClient, settings: Settings, pipeline: Stack
+) -> None:
+    report_id = f"redelivered-{uuid.uuid4().hex[:8]}"
+    event = ReportSubmitted(event_id=derived_id(report_id, "submitted"), report_id=report_id,
+                            esp_id="esp-test", report=Report.model_validate(VALID))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for _ in range(3):  # the same event, three times
+            await producer.send_and_wait(topics.REPORTS_SUBMITTED,
+                                         event.model_dump_json().encode(), key=report_id.encode())
+    finally:
+        await producer.stop()
+    from redis.asyncio import Redis
+
+    from shared.timeline import Timeline
+
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    timeline = Timeline(redis)
+    await timeline.set_fields(report_id, esp_id="esp-test")
+    status = await settle(http, report_id, lambda s: s["status"] == "referred")
+    await asyncio.sleep(0.5)  # give the duplicates time to arrive
+    status = (await http.get(f"/v1/reports/{report_id}")).json()
+    await redis.aclose()
+    whats = [e["what"] for e in status["timeline"]]
+    assert whats.count("validated") == 1 and whats.count("supplemented") == 1
+    assert whats.count("referral delivered") == 2
+
+    notices = await read_topic(
+        settings, topics.agency_topic("icac-tx"),
+        lambda rs: any(r.key == report_id.encode() for r in rs), timeout=10)
+    ids = {json.loads(r.value)["notice_id"] for r in notices if r.key == report_id.encode()}
+    assert len(ids) == 1, "every copy of the referral carries the same notice id"
+
+
+async def test_trace_context_travels_to_the_agency_topic(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    report_id = (await http.post("/v1/reports", json={"report": VALID})).json()["report_id"]
+    await settle(http, report_id, lambda s: s["status"] == "referred")
+    submitted = await read_topic(settings, topics.REPORTS_SUBMITTED,
+                                 lambda rs: any(r.key == report_id.encode() for r in rs))
+    notices = await read_topic(settings, topics.agency_topic("icac-tx"),
+                               lambda rs: any(r.key == report_id.encode() for r in rs))
+
+    def trace_id(record: Any) -> str:
+        headers = dict(record.headers)
+        return headers["traceparent"].decode().split("-")[1]
+
+    (first,) = [r for r in submitted if r.key == report_id.encode()]
+    (notice,) = [r for r in notices if r.key == report_id.encode()]
+    assert trace_id(first) == trace_id(notice)
+
+
+def test_logs_exist(pipeline: Stack) -> None:
+    assert all(Path(c.log).exists() for c in pipeline.children if c.log)
