@@ -10,6 +10,7 @@ Delivery is at-least-once (the embedded broker has no idempotent producer):
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -20,10 +21,10 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.message import StreamMessage
 from pydantic import ValidationError
 
-from shared import topics
+from shared import metrics, topics
 from shared.contracts import DeadLetter
 from shared.settings import Settings
-from shared.telemetry import tracer_provider
+from shared.telemetry import describe_error, report_id_var, tracer_provider
 
 log = logging.getLogger("tipline.kafka")
 
@@ -67,30 +68,53 @@ def consumer_options(settings: Settings, group: str) -> dict[str, Any]:
 def _delivery_middleware(broker: KafkaBroker, settings: Settings, service: str) -> type:
     class Delivery(BaseMiddleware):
         async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+            record = _record(msg)
+            topic = getattr(record, "topic", "?")
+            key = getattr(record, "key", None)
+            # Every topic is keyed by report id: log lines of this message carry it.
+            token = report_id_var.set(key.decode("utf-8", "replace") if key else None)
+            metrics.EVENTS_IN.labels(service, topic).inc()
+            started = time.perf_counter()
             try:
                 result = await call_next(msg)
             except (*POISON, Poison) as exc:
+                metrics.ERRORS.labels(service, topic, "poison").inc()
                 await dead_letter(broker, service, msg, exc)
                 await msg.ack()
                 return None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("%s: transient failure, will retry: %r", service, exc)
+                metrics.ERRORS.labels(service, topic, "transient").inc()
+                log.warning("%s: transient failure, will retry: %s", service, describe_error(exc))
                 await asyncio.sleep(settings.tipline_retry_backoff_s)
                 await msg.nack()
                 return None
+            finally:
+                report_id_var.reset(token)
+                metrics.HANDLER_SECONDS.labels(service, topic).observe(
+                    time.perf_counter() - started
+                )
             await msg.ack()
+            return result
+
+        async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
+            result = await call_next(cmd)
+            metrics.EVENTS_OUT.labels(service, getattr(cmd, "destination", "?")).inc()
             return result
 
     return Delivery
 
 
+def _record(msg: StreamMessage[Any]) -> Any:
+    raw = msg.raw_message
+    return raw[0] if isinstance(raw, tuple) else raw
+
+
 async def dead_letter(
     broker: KafkaBroker, service: str, msg: StreamMessage[Any], exc: BaseException
 ) -> None:
-    raw = msg.raw_message
-    record = raw[0] if isinstance(raw, tuple) else raw
+    record = _record(msg)
     key = getattr(record, "key", None)
     letter = DeadLetter(
         service=service,
@@ -101,11 +125,13 @@ async def dead_letter(
         value=msg.body.decode("utf-8", "replace")[:65536],
         error=f"{type(exc).__name__}: {exc}"[:4096],
     )
+    metrics.DEAD_LETTERS.labels(service, letter.topic).inc()
     log.error(
         "%s: dead-lettered %s[%s]@%s: %s",
-        service, letter.topic, letter.partition, letter.offset, letter.error.splitlines()[0],
+        service, letter.topic, letter.partition, letter.offset, describe_error(exc),
     )
-    await broker.publish(letter, topics.DEAD_LETTERS, key=letter.key.encode() if letter.key else None)
+    key_bytes = letter.key.encode() if letter.key else None
+    await broker.publish(letter, topics.DEAD_LETTERS, key=key_bytes)
 
 
 async def ensure_topics(settings: Settings, names: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""Running a service process: settings, logging, then the FastStream app until SIGTERM.
+"""Running a service process: settings, logging, the ops endpoint, then the app until SIGTERM.
 
 FastStream stops consuming on SIGTERM/SIGINT, lets the message in hand finish (its offset is
 committed by the delivery middleware) and closes the broker.
@@ -9,11 +9,34 @@ from collections.abc import Callable
 
 from faststream import FastStream
 
+from shared import ops
 from shared.settings import Settings, get_settings
+from shared.store import connect
 from shared.telemetry import configure_logging
+
+
+def service_name(create_app: Callable[..., object]) -> str:
+    """`services.<name>.main.create_app` -> `<name>`."""
+    parts = create_app.__module__.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "services" else parts[0]
 
 
 def run(create_app: Callable[[Settings], FastStream]) -> None:
     settings = get_settings()
-    configure_logging(settings)
-    asyncio.run(create_app(settings).run())
+    service = service_name(create_app)
+    configure_logging(settings, service)
+    asyncio.run(serve(create_app(settings), settings, service))
+
+
+async def serve(app: FastStream, settings: Settings, service: str) -> None:
+    # Readiness asks Redis over a connection of its own, so a wedged app client shows too.
+    redis = connect(settings)
+    broker = app.broker
+    checks: dict[str, ops.Check] = {"redis": redis.ping}
+    if broker is not None:
+        checks["broker"] = lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S)
+    try:
+        async with ops.serving(settings, ops.Ops(service, checks, [broker] if broker else [])):
+            await app.run()
+    finally:
+        await redis.aclose()

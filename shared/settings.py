@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     tipline_http_host: str = "127.0.0.1"
     tipline_http_port: int = 8080
 
+    # Ops endpoint (/healthz, /readyz, /metrics) of FastStream services; 0 = off. Intake serves
+    # the same paths on its HTTP port.
+    tipline_ops_host: str = "127.0.0.1"
+    tipline_ops_port: int = 0
+    # Logs: "json" (one object a line, for collectors) or "text" (for people at a terminal).
+    tipline_log_format: Literal["json", "text"] = "json"
+
     # Transient failures are retried after this pause (seconds), without committing.
     tipline_retry_backoff_s: float = 0.5
 

@@ -19,7 +19,8 @@ def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa:
     print(f"redis   {stack.redis}")
     print(f"intake  {stack.http}  (POST /v1/reports, GET /v1/reports/{{id}})")
     for child in stack.children:
-        print(f"  {child.name:<16} pid {child.process.pid:<8} log {child.log}")
+        ops = f"  ops {child.ops}" if child.ops else ""
+        print(f"  {child.name:<16} pid {child.process.pid:<8} log {child.log}{ops}")
 
 
 def cmd_up(args: argparse.Namespace) -> int:

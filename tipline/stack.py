@@ -60,6 +60,7 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log: Path | None = None
+    ops: str | None = None  # base URL of its /healthz, /readyz and /metrics
 
 
 @dataclass
@@ -142,8 +143,11 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
     env = {**stack.env(), "TIPLINE_HTTP_HOST": http.hostname or "127.0.0.1",
            "TIPLINE_HTTP_PORT": str(http.port)}
     for name in services:
-        stack.spawn(name, [sys.executable, "-m", f"services.{name}"], env={
-            **env, "OTEL_SERVICE_NAME": name})
+        # Intake serves the ops paths on its HTTP port; the others get a port each.
+        ops_port = http.port if name == "intake" else free_port()
+        child = stack.spawn(name, [sys.executable, "-m", f"services.{name}"], env={
+            **env, "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": str(ops_port)})
+        child.ops = f"http://127.0.0.1:{ops_port}"
     if "intake" in services:
         wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=30)
 

@@ -7,7 +7,7 @@ from shared.settings import get_settings
 from shared.telemetry import configure_logging
 
 settings = get_settings()
-configure_logging(settings)
+configure_logging(settings, "intake")
 uvicorn.run(
     create_app(settings),
     host=settings.tipline_http_host,

@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.intake.api import Intake, router
+from shared import ops
 from shared.kafka import make_broker
 from shared.ledger import Ledger
 from shared.settings import Settings
@@ -34,4 +35,9 @@ def create_app(settings: Settings) -> FastAPI:
         tracer=tracer_provider(settings, "intake").get_tracer("tipline.intake"),
     )
     app.include_router(router)
+    checks: dict[str, ops.Check] = {
+        "broker": lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S),
+        "redis": redis.ping,
+    }
+    app.include_router(ops.router(ops.Ops("intake", checks, [broker]), skip={"/healthz"}))
     return app

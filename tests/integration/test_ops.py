@@ -1,0 +1,86 @@
+"""The ops endpoint: liveness, readiness on the real broker and Redis, metrics that move."""
+
+import asyncio
+import uuid
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from services.validation.main import create_app
+from shared import ops, topics
+from shared.kafka import ensure_topics
+from shared.service import serve, service_name
+from shared.settings import Settings
+from tipline.stack import free_port, wait_for_port
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus text (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and want in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_ready_metrics_and_a_dead_letter_counted(settings: Settings) -> None:
+    port = free_port()
+    config = settings.model_copy(update={"tipline_ops_port": port})
+    await ensure_topics(config, [topics.REPORTS_SUBMITTED, topics.DEAD_LETTERS])
+    app = create_app(config)
+    task = asyncio.create_task(serve(app, config, "validation"))
+    try:
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 10)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            for _ in range(100):  # ready once the broker and Redis answer
+                ready = await http.get("/readyz")
+                if ready.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert ready.json() == {"ready": True, "checks": {"redis": "ok", "broker": "ok"}}
+            assert (await http.get("/nope")).status_code == 404
+
+            before = sample((await http.get("/metrics")).text, "tipline_dead_letters_total",
+                            service="validation", topic=topics.REPORTS_SUBMITTED)
+            producer = AIOKafkaProducer(bootstrap_servers=config.kafka_bootstrap_servers)
+            await producer.start()
+            try:
+                key = f"ops-{uuid.uuid4().hex}".encode()
+                await producer.send_and_wait(topics.REPORTS_SUBMITTED, b"not json", key=key)
+            finally:
+                await producer.stop()
+            text = ""
+            for _ in range(200):
+                text = (await http.get("/metrics")).text
+                if sample(text, "tipline_dead_letters_total", service="validation",
+                          topic=topics.REPORTS_SUBMITTED) > before:
+                    break
+                await asyncio.sleep(0.05)
+            labels = {"service": "validation", "topic": topics.REPORTS_SUBMITTED}
+            assert sample(text, "tipline_dead_letters_total", **labels) == before + 1
+            assert sample(text, "tipline_events_in_total", **labels) >= 1
+            assert sample(text, "tipline_handler_errors_total", kind="poison", **labels) >= 1
+            assert sample(text, "tipline_events_out_total", service="validation",
+                          topic=topics.DEAD_LETTERS) >= 1
+            assert "tipline_handler_seconds_bucket" in text
+            assert "tipline_consumer_lag{" in text
+    finally:
+        app.exit()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_failing_check_is_not_ready() -> None:
+    async def broken() -> bool:
+        raise ConnectionError("down")
+
+    async def fine() -> bool:
+        return True
+
+    ready, states = await ops.Ops("x", {"redis": broken, "broker": fine}).readiness()
+    assert not ready
+    assert states == {"redis": "failing: ConnectionError", "broker": "ok"}
+
+
+def test_service_name_comes_from_the_module() -> None:
+    assert service_name(create_app) == "validation"
