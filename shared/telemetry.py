@@ -46,6 +46,18 @@ def tracer_provider(settings: Settings, service: str) -> TracerProvider:
     return _provider(settings.tipline_trace_exporter, service)
 
 
+def instrument_http(app: Any, settings: Settings, service: str) -> None:
+    """A server span for each HTTP request (joining the caller's trace if it sent one)."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=tracer_provider(settings, service),
+        excluded_urls="healthz,readyz,metrics",
+        exclude_spans=["receive", "send"],  # one span a request, not one per ASGI message
+    )
+
+
 # Context that FastStream and our own code put on log records; safe to keep (names, not content).
 _EXTRAS = ("topic", "group_id", "message_id", "agency_id", "notice_id")
 
@@ -97,3 +109,6 @@ def configure_logging(settings: Settings, service: str | None = None) -> None:
     logging.basicConfig(level=settings.tipline_log_level.upper(), handlers=[handler], force=True)
     # FastStream's app logger keeps a handler of its own that would bypass the format above.
     logging.getLogger("faststream").handlers = [handler]
+    # aiokafka logs whole records at DEBUG: report content. Never below INFO, whatever the level.
+    kafka_log = logging.getLogger("aiokafka")
+    kafka_log.setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))

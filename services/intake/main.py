@@ -11,7 +11,7 @@ from shared.kafka import make_broker
 from shared.ledger import Ledger
 from shared.settings import Settings
 from shared.store import connect
-from shared.telemetry import tracer_provider
+from shared.telemetry import instrument_http, tracer_provider
 from shared.timeline import Timeline
 
 
@@ -40,4 +40,5 @@ def create_app(settings: Settings) -> FastAPI:
         "redis": redis.ping,
     }
     app.include_router(ops.router(ops.Ops("intake", checks, [broker]), skip={"/healthz"}))
+    instrument_http(app, settings, "intake")
     return app
