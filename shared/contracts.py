@@ -164,6 +164,23 @@ class AgencyNotice(Message):
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
+DraftChange = Literal["opened", "file uploaded", "file described"]
+
+
+class ReportDraftChanged(Event):
+    """A step in a report an ESP has opened but not finished (the /ispws flow).
+
+    Every step carries when the report was opened, so a consumer can compute the abandonment
+    deadline from any one of them. Finishing is ReportSubmitted.
+    """
+
+    esp_id: str
+    change: DraftChange
+    opened_at: AwareDatetime
+    file: FileInfo | None = None
+    supersedes: str | None = None
+
+
 class DeadLetter(Message):
     """A message a service could not process, kept with its cause and origin."""
 

@@ -5,7 +5,9 @@ CyberTipline API answers at once) and by the validation service (the authority o
 """
 
 import re
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 from shared.contracts import FieldError, Report, now
 
@@ -65,3 +67,145 @@ def check_report(report: Report, *, at: datetime | None = None) -> list[FieldErr
     if location.us_state is not None and not US_STATE.match(location.us_state):
         fail("location/usState", "must be a US postal code, such as CA")
     return errors
+
+
+# --- Rules over the CyberTipline-style document (report.extra["ispws"]) -----------------------
+# Schema checks (element order, types) belong to the XSD; these are the rules a schema cannot say.
+
+BATCHED_FORBIDDEN = (
+    "escalateToHighPriority", "internetDetails", "lawEnforcement", "intendedRecipient", "victim",
+    "additionalInfo",
+)
+INCIDENT_EMAIL_KINDS = ("emailIncident", "newsgroupIncident")
+PERSON_ELEMENTS = (
+    ("personOrUserReported", "personOrUserReportedPerson"),
+    ("intendedRecipient", "intendedRecipientPerson"),
+    ("victim", "victimPerson"),
+)
+
+
+def _items(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("#text")
+    return value if isinstance(value, str) else None
+
+
+def _leaves(data: Any, path: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key.startswith("@"):
+                continue
+            sub = path if key == "#text" else f"{path}/{key}" if path else key
+            for item in _items(value):
+                yield from _leaves(item, sub)
+    else:
+        yield path, data
+
+
+def check_document(doc: dict[str, Any]) -> list[FieldError]:
+    """Rules over a <report> as data: no blank or oversized text; incident emails on a person."""
+    errors: list[FieldError] = []
+    for path, value in _leaves(doc, ""):
+        if value == "":
+            errors.append(FieldError(path=path, reason="must not be blank"))
+        elif isinstance(value, str) and len(value) > MAX_TEXT:
+            errors.append(FieldError(path=path, reason=f"must be at most {MAX_TEXT} characters"))
+
+    on_people = {
+        (_text(e) or "").lower()
+        for section, person in PERSON_ELEMENTS
+        for entry in _items(doc.get(section))
+        if isinstance(entry, dict)
+        for who in _items(entry.get(person))
+        if isinstance(who, dict)
+        for e in _items(who.get("email"))
+    }
+    for details in _items(doc.get("internetDetails")):
+        for kind in INCIDENT_EMAIL_KINDS:
+            for incident in _items(details.get(kind) if isinstance(details, dict) else None):
+                for address in _items(incident.get("emailAddress") if incident else None):
+                    email = _text(address)
+                    if email and email.lower() not in on_people:
+                        errors.append(FieldError(
+                            path=f"internetDetails/{kind}/emailAddress",
+                            reason=f"{email} must also appear as the email of a reported person, "
+                                   "intended recipient or victim",
+                        ))
+    return errors
+
+
+def check_file_details(details: dict[str, Any]) -> list[FieldError]:
+    """Rules over one <fileDetails> as data."""
+    errors: list[FieldError] = []
+    if _text(details.get("exifViewedByEsp")) == "true" and _text(
+        details.get("fileViewedByEsp")
+    ) != "true":
+        errors.append(FieldError(
+            path="fileViewedByEsp", reason="must be true when exifViewedByEsp is true"
+        ))
+    relevance = _text(details.get("fileRelevance")) or "Reported"
+    if details.get("industryClassification") is not None and relevance != "Reported":
+        errors.append(FieldError(
+            path="industryClassification",
+            reason=f"is only allowed on Reported files, not on {relevance} files",
+        ))
+    for path, value in _leaves(details, ""):
+        if value == "":
+            errors.append(FieldError(path=path, reason="must not be blank"))
+    return errors
+
+
+def check_batched(report: Report) -> list[FieldError]:
+    """The batched (VIRAL_POTENTIAL_MEME) rules, checked at /finish when the files are known."""
+    doc = report.extra.get("ispws")
+    if not report.extra.get("batched") or not isinstance(doc, dict):
+        return []
+    errors: list[FieldError] = []
+    summary = doc.get("incidentSummary") or {}
+    for name in BATCHED_FORBIDDEN:
+        present = summary.get(name) if name == "escalateToHighPriority" else doc.get(name)
+        if present is not None:
+            where = f"incidentSummary/{name}" if name == "escalateToHighPriority" else name
+            errors.append(FieldError(path=where, reason="is not allowed in a batched report"))
+    for user in _items(doc.get("personOrUserReported")):
+        if not isinstance(user, dict) or set(user) - {"espIdentifier"}:
+            errors.append(FieldError(
+                path="personOrUserReported",
+                reason="may only contain espIdentifier in a batched report",
+            ))
+            break
+    if len(report.files) != 1:
+        errors.append(FieldError(
+            path="files", reason=f"a batched report has exactly one file, not {len(report.files)}"
+        ))
+    for file in report.files:
+        annotations = file.details.get("fileAnnotations")
+        flags = set(annotations) if isinstance(annotations, dict) else set()
+        legacy = _text(file.details.get("potentialMeme")) == "true"
+        if not (flags & {"viral", "potentialMeme"} or legacy) or file.relevance != "Reported":
+            errors.append(FieldError(
+                path=f"files/{file.file_id}",
+                reason="the batched file must be Reported and annotated viral or potentialMeme",
+            ))
+    return errors
+
+
+def check_submission(report: Report, *, at: datetime | None = None) -> list[FieldError]:
+    """What /submit can say at once: the report rules and the document rules."""
+    doc = report.extra.get("ispws")
+    return check_report(report, at=at) + (check_document(doc) if isinstance(doc, dict) else [])
+
+
+def check_finished(report: Report, *, at: datetime | None = None) -> list[FieldError]:
+    """Every rule for a finished report: the whole module, as the validation service runs it."""
+    errors = check_submission(report, at=at)
+    for file in report.files:
+        for e in check_file_details(file.details):
+            errors.append(e.model_copy(update={"path": f"files/{file.file_id}/{e.path}"}))
+    return errors + check_batched(report)

@@ -3,6 +3,7 @@
 Defaults suit the embedded stack (Tansu broker, Valkey); real Kafka and Redis are a URL away.
 """
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -47,6 +48,23 @@ class Settings(BaseSettings):
     tipline_ops_port: int = 0
     # Logs: "json" (one object a line, for collectors) or "text" (for people at a terminal).
     tipline_log_format: Literal["json", "text"] = "json"
+
+    # The ESP reporting API (/ispws). Uploads go to a content-addressed store in this directory.
+    tipline_files_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")) / "files"
+    )
+    tipline_max_upload_bytes: int = 1024 * 1024 * 1024
+    tipline_max_body_bytes: int = 4 * 1024 * 1024
+    # An unfinished report is abandoned (auto-retracted) this long after it was opened or last
+    # changed, whichever is later; the timer looks every tipline_abandon_tick_s.
+    tipline_abandon_after_open_s: float = 24 * 3600.0
+    tipline_abandon_after_change_s: float = 3600.0
+    tipline_abandon_tick_s: float = 1.0
+    # Strict compatibility: /retract on a finished report answers 5102, as NCMEC does, instead
+    # of a post-finish retraction.
+    tipline_strict_compat: bool = False
+    # How long an Idempotency-Key's first answer is kept (seconds).
+    tipline_idempotency_ttl_s: int = 24 * 3600
 
     # Transient failures are retried after this pause (seconds), without committing.
     tipline_retry_backoff_s: float = 0.5

@@ -3,6 +3,8 @@
 import re
 
 REPORTS_SUBMITTED = "tipline.reports.submitted"
+# Steps of a report opened over /ispws and not finished yet (ReportDraftChanged).
+REPORTS_DRAFTS = "tipline.reports.drafts"
 REPORTS_VALIDATED = "tipline.reports.validated"
 REPORTS_REJECTED = "tipline.reports.rejected"
 REPORTS_SUPPLEMENTED = "tipline.reports.supplemented"
@@ -17,6 +19,7 @@ AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 RESERVED_AGENCY_IDS = frozenset({"acks"})
 
 PIPELINE_TOPICS = (
+    REPORTS_DRAFTS,
     REPORTS_SUBMITTED,
     REPORTS_VALIDATED,
     REPORTS_REJECTED,

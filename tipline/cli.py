@@ -98,6 +98,10 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("agency_id")
     tail.add_argument("--group", help="consumer group (default agency-<id>)")
     tail.set_defaults(func=cmd_agency_tail)
+
+    from tipline.esps import add_commands as add_esp_commands  # esp add NAME, esp list
+
+    add_esp_commands(sub)
     return p
 
 

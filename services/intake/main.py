@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.intake.api import Intake, router
+from services.intake.ispws import install as install_ispws
 from shared import ops
 from shared.kafka import make_broker
 from shared.ledger import Ledger
@@ -35,6 +36,7 @@ def create_app(settings: Settings) -> FastAPI:
         tracer=tracer_provider(settings, "intake").get_tracer("tipline.intake"),
     )
     app.include_router(router)
+    install_ispws(app, settings, broker, redis, app.state.intake.tracer)
     checks: dict[str, ops.Check] = {
         "broker": lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S),
         "redis": redis.ping,

@@ -1,23 +1,41 @@
-"""Validation handlers: a submitted report is validated or rejected, with reasons."""
+"""Validation handlers: a finished report is validated or rejected, with reasons; the steps of an
+unfinished report feed the abandonment timer and the checks across reports."""
 
 from faststream.kafka import KafkaBroker
 
+from services.validation.abandonment import Abandonment, deadline_of
+from services.validation.crosscheck import CrossCheck
 from shared import topics
-from shared.contracts import ReportRejected, ReportSubmitted, ReportValidated, derived_id
+from shared.contracts import (
+    ReportDraftChanged,
+    ReportRejected,
+    ReportSubmitted,
+    ReportValidated,
+    derived_id,
+)
 from shared.kafka import consumer_options
-from shared.rules import check_report
+from shared.rules import check_finished
 from shared.settings import Settings
 from shared.timeline import Timeline
 
 
-def register(broker: KafkaBroker, settings: Settings, timeline: Timeline) -> None:
+def register(
+    broker: KafkaBroker,
+    settings: Settings,
+    timeline: Timeline,
+    abandonment: Abandonment,
+    crosscheck: CrossCheck,
+) -> None:
     validated = broker.publisher(topics.REPORTS_VALIDATED, schema=ReportValidated)
     rejected = broker.publisher(topics.REPORTS_REJECTED, schema=ReportRejected)
 
     @broker.subscriber(topics.REPORTS_SUBMITTED, **consumer_options(settings, "validation"))
     async def on_report_submitted(event: ReportSubmitted) -> None:
         key = event.report_id.encode()
-        errors = check_report(event.report, at=event.occurred_at)
+        await abandonment.forget(event.report_id)
+        if event.supersedes:
+            await crosscheck.link_supersession(event.report_id, event.esp_id, event.supersedes)
+        errors = check_finished(event.report, at=event.occurred_at)
         if errors:
             await timeline.record(
                 event.report_id,
@@ -50,3 +68,13 @@ def register(broker: KafkaBroker, settings: Settings, timeline: Timeline) -> Non
             ),
             key=key,
         )
+
+    @broker.subscriber(topics.REPORTS_DRAFTS, **consumer_options(settings, "validation-drafts"))
+    async def on_report_draft_changed(event: ReportDraftChanged) -> None:
+        await abandonment.watch(
+            event.report_id,
+            deadline_of(event, settings.tipline_abandon_after_open_s,
+                        settings.tipline_abandon_after_change_s),
+        )
+        if event.change == "file uploaded" and event.file is not None:
+            await crosscheck.content_seen(event.report_id, event.esp_id, event.file)

@@ -1,0 +1,151 @@
+"""The answers the API gives: response codes, their HTTP statuses, and XML or JSON bodies."""
+
+import json
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from fastapi.responses import Response
+from lxml import etree
+
+from shared.contracts import FieldError
+
+
+class Code(IntEnum):
+    SUCCESS = 0
+    SERVER_ERROR = 1000
+    AUTHENTICATION_REQUIRED = 2000
+    NOT_AUTHORIZED = 3000
+    INVALID_REQUEST = 4000
+    VALIDATION_FAILED = 4100
+    MALFORMED_XML = 4110
+    MALFORMED_FILE = 4200
+    REPORT_DOES_NOT_EXIST = 5001
+    FILE_DOES_NOT_EXIST = 5002
+    ALREADY_RETRACTED = 5101
+    ALREADY_FINISHED = 5102
+    # tipline's own: the report was not finished in time and was retracted as abandoned.
+    ABANDONED = 5103
+
+
+DESCRIPTIONS = {
+    Code.SUCCESS: "Success",
+    Code.SERVER_ERROR: "Server error",
+    Code.AUTHENTICATION_REQUIRED: "Authentication required",
+    Code.NOT_AUTHORIZED: "User is not authorized to perform this action",
+    Code.INVALID_REQUEST: "Invalid request",
+    Code.VALIDATION_FAILED: "Validation failed",
+    Code.MALFORMED_XML: "Malformed XML submittal",
+    Code.MALFORMED_FILE: "Malformed file submittal",
+    Code.REPORT_DOES_NOT_EXIST: "Report does not exist",
+    Code.FILE_DOES_NOT_EXIST: "File does not exist",
+    Code.ALREADY_RETRACTED: "Report already retracted",
+    Code.ALREADY_FINISHED: "Report already finished",
+    Code.ABANDONED: "Report abandoned: not finished within the abandonment period, so retracted",
+}
+
+HTTP_STATUS = {
+    Code.SUCCESS: 200,
+    Code.SERVER_ERROR: 500,
+    Code.AUTHENTICATION_REQUIRED: 401,
+    Code.NOT_AUTHORIZED: 403,
+    Code.INVALID_REQUEST: 400,
+    Code.VALIDATION_FAILED: 400,
+    Code.MALFORMED_XML: 400,
+    Code.MALFORMED_FILE: 400,
+    Code.REPORT_DOES_NOT_EXIST: 404,
+    Code.FILE_DOES_NOT_EXIST: 404,
+    Code.ALREADY_RETRACTED: 409,
+    Code.ALREADY_FINISHED: 409,
+    Code.ABANDONED: 409,
+}
+
+
+@dataclass
+class Answer(Exception):
+    """A <reportResponse>; raised anywhere in a route to answer at once."""
+
+    code: Code
+    detail: str = ""
+    report_id: str | None = None
+    file_id: str | None = None
+    hash: str | None = None
+    errors: list[FieldError] = field(default_factory=list)
+    http_status: int | None = None
+
+    @property
+    def description(self) -> str:
+        text = DESCRIPTIONS[self.code]
+        if self.detail and self.code is Code.SUCCESS:
+            text = self.detail  # as /status: "Remote User : {name}, Remote Ip : {ip}"
+        elif self.detail:
+            text = f"{text}: {self.detail}"
+        for e in self.errors:
+            where = f"[{e.line},{e.column}] " if e.line is not None else ""
+            text += f"\n{where}{e.path} - {e.reason}"
+        return text
+
+    @property
+    def status(self) -> int:
+        return self.http_status or HTTP_STATUS[self.code]
+
+    def data(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "responseCode": int(self.code),
+            "responseDescription": self.description,
+        }
+        for key, value in (("reportId", self.report_id), ("fileId", self.file_id),
+                           ("hash", self.hash)):
+            if value is not None:
+                out[key] = int(value) if key == "reportId" and value.isdigit() else value
+        if self.errors:  # a tipline extension: the same errors, one field each
+            out["errors"] = [e.model_dump(exclude_none=True) for e in self.errors]
+        return {"reportResponse": out}
+
+
+@dataclass
+class Done:
+    """A <reportDoneResponse>: the answer to /finish, the ESP's receipt."""
+
+    report_id: str
+    file_ids: list[str]
+    status: int = 200
+
+    def data(self) -> dict[str, Any]:
+        return {"reportDoneResponse": {"responseCode": 0, "reportId": int(self.report_id),
+                                       "files": {"fileId": self.file_ids}}}
+
+
+def _xml(data: dict[str, Any]) -> bytes:
+    ((root, body),) = data.items()
+    element = etree.Element(root)
+    for key, value in body.items():
+        if key == "errors":
+            continue  # the XML spelling keeps the documented elements only
+        if key == "files":
+            files = etree.SubElement(element, "files")
+            for file_id in value["fileId"]:
+                etree.SubElement(files, "fileId").text = file_id
+        else:
+            etree.SubElement(element, key).text = str(value)
+    return etree.tostring(element, xml_declaration=True, encoding="UTF-8", standalone=True)
+
+
+def wants_json(accept: str | None) -> bool:
+    """JSON only when asked for and preferred to XML (XML stays the default)."""
+    if not accept:
+        return False
+    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    json_at = next((i for i, k in enumerate(kinds) if k in ("application/json", "*/json")), None)
+    xml_at = next((i for i, k in enumerate(kinds) if k.endswith("/xml")), None)
+    return json_at is not None and (xml_at is None or json_at < xml_at)
+
+
+def render(answer: Answer | Done, accept: str | None) -> Response:
+    headers = {}
+    if isinstance(answer, Answer) and answer.code is Code.AUTHENTICATION_REQUIRED:
+        headers["WWW-Authenticate"] = 'Basic realm="tipline"'
+    if wants_json(accept):
+        return Response(json.dumps(answer.data()), answer.status, headers,
+                        media_type="application/json")
+    return Response(_xml(answer.data()), answer.status, headers, media_type="application/xml")

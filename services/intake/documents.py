@@ -1,0 +1,244 @@
+"""The /ispws documents: safe parsing, schema validation with plain reasons, JSON twins.
+
+XML is parsed twice on purpose: defusedxml first refuses DTDs, entity declarations and external
+references (before anything can expand), then lxml parses the now-safe text with line numbers
+and validates it against our schema (ispws.xsd). A JSON body is the same document spelled as
+JSON (see `from_json`), turned into XML and validated by the same schema, so both spellings obey
+one set of rules.
+"""
+
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import defusedxml.ElementTree as safe_xml
+from defusedxml import DefusedXmlException
+from lxml import etree
+
+from shared.contracts import FieldError
+
+XSD_PATH = Path(__file__).with_name("ispws.xsd")
+XS = "{http://www.w3.org/2001/XMLSchema}"
+
+Data = dict[str, Any]
+
+
+class MalformedDocument(Exception):
+    """Not well-formed XML (or JSON), or forbidden constructs such as a DTD: code 4110."""
+
+
+class InvalidDocument(Exception):
+    """Well-formed but not valid against the schema: code 4100, with every error."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.path}: {e.reason}" for e in errors))
+        self.errors = errors
+
+
+@cache
+def schema() -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(XSD_PATH)))
+
+
+def xsd_text() -> bytes:
+    return XSD_PATH.read_bytes()
+
+
+@cache
+def child_order() -> dict[str, list[str]]:
+    """Element name -> the names of its child elements, in schema order (for plain reasons)."""
+    tree = etree.parse(str(XSD_PATH)).getroot()
+    types = {t.get("name"): t for t in tree.iter(f"{XS}complexType") if t.get("name")}
+    groups = {g.get("name"): g for g in tree.iter(f"{XS}group") if g.get("name")}
+
+    def children(node: Any) -> Iterator[str]:
+        for sub in node:
+            if not isinstance(sub.tag, str):
+                continue
+            if sub.tag == f"{XS}element":
+                yield sub.get("name")
+            elif sub.tag == f"{XS}group" and sub.get("ref") in groups:
+                yield from children(groups[sub.get("ref")])
+            elif sub.tag != f"{XS}complexType" or sub is node:
+                yield from children(sub)
+
+    order: dict[str, list[str]] = {}
+    for element in tree.iter(f"{XS}element"):
+        body = element.find(f"{XS}complexType")
+        if body is None and element.get("type") in types:
+            body = types[element.get("type")]
+        if body is not None:
+            names = order.setdefault(element.get("name"), [])
+            names.extend(n for n in children(body) if n not in names)
+    return order
+
+
+def parse(body: bytes, root: str) -> etree._Element:
+    """A safe, schema-valid document whose root is `root`, or MalformedDocument/InvalidDocument."""
+    try:
+        safe_xml.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        refused = type(exc).__name__
+        raise MalformedDocument(f"refused: {refused} (DTDs and entities are not allowed)") from None
+    except (safe_xml.ParseError, ValueError) as exc:
+        raise MalformedDocument(f"not well-formed XML: {exc}") from None
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    try:
+        doc = etree.fromstring(body, parser)
+    except etree.XMLSyntaxError as exc:
+        raise MalformedDocument(f"not well-formed XML: {exc}") from None
+    if doc.tag != root:
+        raise InvalidDocument(
+            [FieldError(path=str(doc.tag), reason=f"the document must be a <{root}>",
+                        line=doc.sourceline, column=1)]
+        )
+    validator = schema()
+    if not validator.validate(doc):
+        raise InvalidDocument([_explain(doc, body, e) for e in validator.error_log])
+    return doc
+
+
+_NOT_EXPECTED = re.compile(r"Element '([^']+)': This element is not expected\. Expected is (.*)\.$")
+_MISSING = re.compile(r"Element '([^']+)': Missing child element\(s\)\. Expected is (.*)\.$")
+_ELEMENT = re.compile(r"^Element '([^']+)'(?:, attribute '([^']+)')?: ")
+
+
+def _expected(text: str) -> str:
+    names = re.findall(r"[A-Za-z][\w.-]*", text.replace("one of", ""))
+    return " or ".join(f"<{n}>" for n in names) or text
+
+
+def _explain(doc: etree._Element, body: bytes, error: Any) -> FieldError:
+    """One schema error in plain words, with the element's path, line and column."""
+    message: str = error.message.strip()
+    path = (error.path or "").lstrip("/")
+    element = _find(doc, error.path)
+    line = error.line or (element.sourceline if element is not None else None)
+    column = _column(doc, body, element) if element is not None else None
+    if m := _NOT_EXPECTED.match(message):
+        name, parent = m.group(1), path.rsplit("/", 2)[-2] if "/" in path else doc.tag
+        known = child_order().get(parent, [])
+        expected = _expected(m.group(2))
+        if name in known:
+            reason = f"<{name}> is out of order (or repeated too often): expected {expected} here"
+        else:
+            reason = f"<{name}> is not allowed here: expected {expected}"
+    elif m := _MISSING.match(message):
+        reason = f"<{m.group(1)}> is missing required element {_expected(m.group(2))}"
+    else:
+        reason = _ELEMENT.sub(
+            lambda m: f"<{m.group(1)}>" + (f" attribute {m.group(2)}" if m.group(2) else "") + ": ",
+            message,
+        )
+    return FieldError(path=_relative(path), reason=reason, line=line, column=column)
+
+
+def _relative(path: str) -> str:
+    # Paths are relative to the root, like the rules' paths: incidentSummary/incidentType.
+    parts = path.split("/")
+    return "/".join(parts[1:]) if len(parts) > 1 else path
+
+
+def _find(doc: etree._Element, path: str | None) -> etree._Element | None:
+    if not path:
+        return None
+    try:
+        found = doc.getroottree().xpath(path)
+    except etree.XPathError:
+        return None
+    return found[0] if isinstance(found, list) and found else None
+
+
+def _column(doc: etree._Element, body: bytes, element: etree._Element) -> int | None:
+    """1-based column of the element's start tag (libxml2 reports lines only)."""
+    line_no = element.sourceline
+    if not line_no:
+        return None
+    lines = body.decode("utf-8", "replace").splitlines()
+    if line_no > len(lines):
+        return None
+    same = [e for e in doc.iter(element.tag) if e.sourceline == line_no]
+    nth = same.index(element) if element in same else 0
+    tag = re.compile(rf"<{re.escape(element.tag)}[\s/>]")
+    starts = [m.start() for m in tag.finditer(lines[line_no - 1])]
+    return starts[nth] + 1 if nth < len(starts) else None
+
+
+# --- Documents as data (JSON) ---------------------------------------------------------------
+
+
+def to_data(element: etree._Element) -> Any:
+    """An element as JSON-ready data: attributes as "@name", text as "#text", repeats as lists."""
+    out: Data = {f"@{k}": v for k, v in element.attrib.items()}
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue
+        value = to_data(child)
+        if child.tag in out:
+            if not isinstance(out[child.tag], list):
+                out[child.tag] = [out[child.tag]]
+            out[child.tag].append(value)
+        else:
+            out[child.tag] = value
+    text = (element.text or "").strip()
+    if len(element):
+        return out
+    if out:
+        if text:
+            out["#text"] = text
+        return out
+    return text if text or element.text else None
+
+
+def from_json(data: Any, root: str) -> bytes:
+    """The XML spelling of a JSON document ({root: {...}} or the root's content itself)."""
+    if isinstance(data, dict) and set(data) == {root}:
+        data = data[root]
+    if not isinstance(data, dict):
+        raise MalformedDocument(f"a JSON <{root}> must be an object of its elements")
+    element = etree.Element(root)
+    _fill(element, data)
+    return etree.tostring(element, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _fill(element: etree._Element, value: Any) -> None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if not isinstance(key, str) or not key:
+                raise MalformedDocument("JSON keys must be element names")
+            if key.startswith("@"):
+                element.set(_name(key[1:]), _scalar(sub))
+            elif key == "#text":
+                element.text = _scalar(sub)
+            else:
+                for item in sub if isinstance(sub, list) else [sub]:
+                    _fill(etree.SubElement(element, _name(key)), item)
+    elif value is not None:
+        element.text = _scalar(value)
+
+
+def _name(key: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][\w.-]{0,100}", key):
+        raise MalformedDocument(f"not an element or attribute name: {key[:40]!r}")
+    return key
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        text = str(value)
+        if any(ord(c) < 32 and c not in "\t\n\r" for c in text):
+            raise MalformedDocument("control characters are not allowed in XML text")
+        return text
+    raise MalformedDocument(f"not a text value: {type(value).__name__}")
+
+
+def to_data_of(doc: etree._Element) -> Data:
+    """A valid document's root as data (always an object)."""
+    data = to_data(doc)
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,56 @@
+"""Checks across reports: the same content in several reports, and supersession links.
+
+Facts land in both reports' timelines. What one ESP may not learn about another ESP's report is
+recorded for analysts only (`esp_visible: false`), never shown on the ESP's own timeline.
+"""
+
+from redis.asyncio import Redis
+
+from shared.contracts import FileInfo, derived_id
+from shared.timeline import Timeline
+
+
+class CrossCheck:
+    def __init__(self, redis: Redis, timeline: Timeline) -> None:
+        self._redis = redis
+        self._timeline = timeline
+
+    async def content_seen(self, report_id: str, esp_id: str, file: FileInfo) -> list[str]:
+        """Flag this file's content on every other report holding it; returns those reports."""
+        if not file.sha256:
+            return []
+        key = f"tipline:content:{file.sha256}"
+        await self._redis.hsetnx(key, report_id, f"{esp_id}|{file.file_id}")
+        seen = await self._redis.hgetall(key)
+        others = {str(r): str(v) for r, v in seen.items() if str(r) != report_id}
+        for other, value in others.items():
+            other_esp, other_file = value.split("|", 1)
+            same_esp = other_esp == esp_id
+            await self._timeline.record(
+                report_id, derived_id(report_id, "same content", file.sha256, other),
+                "duplicate content across reports", file_id=file.file_id, sha256=file.sha256,
+                other_report=other if same_esp else None, esp_visible=same_esp,
+            )
+            await self._timeline.record(
+                other, derived_id(other, "same content", file.sha256, report_id),
+                "duplicate content across reports", file_id=other_file, sha256=file.sha256,
+                other_report=report_id if same_esp else None, esp_visible=same_esp,
+            )
+        return sorted(others)
+
+    async def link_supersession(self, report_id: str, esp_id: str, supersedes: str) -> bool:
+        """Link a resubmission and the report it replaces, both ways; only within one ESP."""
+        owner = (await self._timeline.fields(supersedes)).get("esp_id")
+        if owner != esp_id:
+            await self._timeline.record(
+                report_id, derived_id(report_id, "supersedes", supersedes), "supersession refused",
+                supersedes=supersedes, reason="no such report of this ESP",
+            )
+            return False
+        await self._timeline.record(report_id, derived_id(report_id, "supersedes", supersedes),
+                                    "supersedes", report=supersedes)
+        await self._timeline.record(supersedes, derived_id(supersedes, "superseded", report_id),
+                                    "superseded", by_report=report_id)
+        await self._timeline.set_fields(supersedes, superseded_by=report_id)
+        await self._timeline.set_fields(report_id, supersedes=supersedes)
+        return True
