@@ -25,6 +25,7 @@ from shared import metrics, topics
 from shared.contracts import DeadLetter
 from shared.settings import Settings
 from shared.telemetry import describe_error, report_id_var, tracer_provider
+from shared.topology import topic_config
 
 log = logging.getLogger("tipline.kafka")
 
@@ -65,8 +66,10 @@ def consumer_options(settings: Settings, group: str) -> dict[str, Any]:
     }
 
 
-def _delivery_middleware(broker: KafkaBroker, settings: Settings, service: str) -> type:
-    class Delivery(BaseMiddleware):
+def _delivery_middleware(
+    broker: KafkaBroker, settings: Settings, service: str
+) -> type[BaseMiddleware[Any, Any]]:
+    class Delivery(BaseMiddleware[Any, Any]):
         async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
             record = _record(msg)
             topic = getattr(record, "topic", "?")
@@ -137,19 +140,29 @@ async def dead_letter(
     await broker.publish(letter, topics.DEAD_LETTERS, key=key_bytes)
 
 
-async def ensure_topics(settings: Settings, names: list[str]) -> None:
-    """Create topics up front (so consumers join at once and partitions are what we want)."""
+async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
+    """Create topics up front (so consumers join at once and partitions are what we want).
+
+    tipline's topics get their retention from `shared.topology` (preservation); returns the
+    names created by this call.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
+    replication = settings.kafka_replication_factor
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:
             await admin.create_topics(
                 [
-                    NewTopic(n, settings.kafka_partitions, settings.kafka_replication_factor)
+                    NewTopic(
+                        n, settings.kafka_partitions, replication,
+                        topic_configs=topic_config(n, replication)
+                        if n.startswith("tipline.") else None,
+                    )
                     for n in missing
                 ]
             )
+        return missing
     finally:
         await admin.close()

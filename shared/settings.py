@@ -19,7 +19,7 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    service_name: str = Field("tipline", alias="OTEL_SERVICE_NAME")
+    service_name: str = Field(default="tipline", validation_alias="OTEL_SERVICE_NAME")
 
     # Consumer tuning. The embedded broker needs short sessions and fetch waits (see
     # docs/operations.md); real Kafka wants session_timeout_ms >= 6000.
