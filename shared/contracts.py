@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 _NAMESPACE = uuid.UUID("6f1c1a52-54b6-4c39-9d6f-3b0f4c1d2e7a")
 
@@ -121,6 +121,8 @@ class ReportSupplemented(Event):
     jurisdiction: str
     rules_version: str
     supplements: list[dict[str, Any]] = Field(default_factory=list)
+    # Analyst amendments made before referral; `report` stays the ESP's original.
+    amendments: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ReportReferred(Event):
@@ -162,6 +164,60 @@ class AgencyNotice(Message):
     issued_at: datetime
     priority: Priority = Priority.NORMAL
     payload: dict[str, Any] = Field(default_factory=dict)
+    # Ed25519 signature over every other field (shared/signing.py), and the key that made it.
+    key_id: str | None = None
+    signature: str | None = None
+
+
+SupplementKind = Literal["geolocation", "open_source", "related_report", "note"]
+
+
+class Supplement(Message):
+    """An analyst's addition to a report, with its provenance."""
+
+    supplement_id: str
+    kind: SupplementKind
+    content: dict[str, Any] | str
+    source: str = Field(min_length=1, max_length=500)
+    verified: bool
+    analyst_id: str
+    added_at: AwareDatetime
+
+
+class Amendment(Message):
+    """An analyst's change to one field of a report; the ESP's value is kept beside it."""
+
+    amendment_id: str
+    path: str
+    value: Any
+    previous: Any = None
+    reason: str = Field(min_length=1, max_length=3000)
+    analyst_id: str
+    amended_at: AwareDatetime
+
+
+Outcome = Literal["received", "investigating", "closed", "unfounded", "note"]
+
+
+class AgencyResponse(Message):
+    """What an agency sends on tipline.agency.acks: an ack of one notice, or an outcome."""
+
+    response_id: str
+    agency_id: str
+    report_id: str
+    kind: Literal["ack", "outcome"]
+    notice_id: str | None = None
+    outcome: Outcome | None = None
+    text: str | None = Field(None, max_length=3000)
+    sent_at: datetime = Field(default_factory=now)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "AgencyResponse":
+        if self.kind == "ack" and not self.notice_id:
+            raise ValueError("an ack names the notice_id it acknowledges")
+        if self.kind == "outcome" and not self.outcome:
+            raise ValueError("an outcome response names its outcome")
+        return self
 
 
 DraftChange = Literal["opened", "file uploaded", "file described"]

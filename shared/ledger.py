@@ -69,6 +69,22 @@ end
 return redis.call('HGET', KEYS[1], ARGV[1]) or 'none'
 """
 
+# An amendment after referral: appended to the report's amendments (never replaced) and owed at
+# once to every agency whose referral was delivered. Agencies still `referring` get every
+# amendment from the referral service, after their referral (see `amendments`).
+_AMEND = """
+local version = redis.call('RPUSH', KEYS[3], ARGV[1])
+local out = {version}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local state = all[i + 1]
+  if state == 'referred' or state == 'correcting' or state == 'corrected' then
+    table.insert(out, all[i])
+  end
+end
+return out
+"""
+
 RECEIVED_REFERRAL = frozenset({"referred", "correcting", "corrected"})
 
 
@@ -84,6 +100,12 @@ class Retraction:
     to_correct: list[str]
 
 
+@dataclass(frozen=True)
+class Amended:
+    version: int
+    to_notify: list[str]
+
+
 class Ledger:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -91,11 +113,16 @@ class Ledger:
         self._confirm_referral = redis.register_script(_CONFIRM_REFERRAL)
         self._retract = redis.register_script(_RETRACT)
         self._confirm_correction = redis.register_script(_CONFIRM_CORRECTION)
+        self._amend = redis.register_script(_AMEND)
 
     @staticmethod
     def _keys(report_id: str) -> list[str]:
         # One hash tag a report, so both keys live on one slot of a Redis cluster.
-        return [f"tipline:{{{report_id}}}:ledger", f"tipline:{{{report_id}}}:retracted"]
+        return [
+            f"tipline:{{{report_id}}}:ledger",
+            f"tipline:{{{report_id}}}:retracted",
+            f"tipline:{{{report_id}}}:amendments",
+        ]
 
     async def claim(self, report_id: str, agencies: list[str]) -> Claim:
         retracted, *to_refer = await self._claim(keys=self._keys(report_id), args=agencies)
@@ -123,3 +150,12 @@ class Ledger:
     async def retraction(self, report_id: str) -> dict[str, str] | None:
         mark = await self._redis.hgetall(self._keys(report_id)[1])
         return dict(mark) or None
+
+    async def amend(self, report_id: str, amendment: str) -> Amended:
+        """Append an amendment (JSON); returns its version and the agencies owed it now."""
+        version, *to_notify = await self._amend(keys=self._keys(report_id), args=[amendment])
+        return Amended(int(version), sorted(to_notify))
+
+    async def amendments(self, report_id: str) -> list[str]:
+        """Every amendment after release, oldest first (version n is item n - 1)."""
+        return [str(a) for a in await self._redis.lrange(self._keys(report_id)[2], 0, -1)]

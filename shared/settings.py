@@ -49,6 +49,21 @@ class Settings(BaseSettings):
     # Logs: "json" (one object a line, for collectors) or "text" (for people at a terminal).
     tipline_log_format: Literal["json", "text"] = "json"
 
+    # Analyst API (served by the supplementation service); 0 = off.
+    tipline_analyst_host: str = "127.0.0.1"
+    tipline_analyst_port: int = 0
+    # Notice signing: the keys directory (signing-keys.json private, public-keys.json public).
+    tipline_keys_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")) / "keys"
+    )
+    # Agency acknowledgements: a correction or amendment not acknowledged within this many
+    # seconds is sent again; after this many re-sends the report is "correction escalated".
+    tipline_ack_timeout_s: float = 300.0
+    tipline_max_resends: int = 3
+    tipline_resend_tick_s: float = 1.0
+    # How often the routing file is checked for changes (seconds).
+    tipline_routing_reload_s: float = 2.0
+
     # The ESP reporting API (/ispws). Uploads go to a content-addressed store in this directory.
     tipline_files_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")) / "files"

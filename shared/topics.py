@@ -8,6 +8,10 @@ REPORTS_DRAFTS = "tipline.reports.drafts"
 REPORTS_VALIDATED = "tipline.reports.validated"
 REPORTS_REJECTED = "tipline.reports.rejected"
 REPORTS_SUPPLEMENTED = "tipline.reports.supplemented"
+# Urgent (high, imminent) and bulk supplemented reports travel on their own topics, each consumed
+# by its own subscriber, so a bulk backlog never delays an urgent referral.
+REPORTS_SUPPLEMENTED_URGENT = "tipline.reports.supplemented.urgent"
+REPORTS_SUPPLEMENTED_BULK = "tipline.reports.supplemented.bulk"
 REPORTS_REFERRED = "tipline.reports.referred"
 RETRACTIONS_REQUESTED = "tipline.retractions.requested"
 REPORTS_RETRACTED = "tipline.reports.retracted"
@@ -24,6 +28,8 @@ PIPELINE_TOPICS = (
     REPORTS_VALIDATED,
     REPORTS_REJECTED,
     REPORTS_SUPPLEMENTED,
+    REPORTS_SUPPLEMENTED_URGENT,
+    REPORTS_SUPPLEMENTED_BULK,
     REPORTS_REFERRED,
     RETRACTIONS_REQUESTED,
     REPORTS_RETRACTED,

@@ -1,24 +1,52 @@
 """The reference agency client: what an agency embeds to receive tipline's notices.
 
-It consumes the agency's topic in its own consumer group, drops redelivered notices by notice_id
-and commits only after the caller has taken a notice.
+It consumes the agency's topic in its own consumer group and, for each notice:
+- verifies tipline's Ed25519 signature against the published keyring, and refuses (loudly: an
+  ERROR log line and the `refused` list) a notice that is unsigned, altered or from a retired key;
+- drops a redelivered or re-sent notice by its notice_id (and acknowledges it again, in case the
+  first ack was lost);
+- acknowledges it on tipline.agency.acks once the caller has taken it (or leaves that to the
+  caller: `auto_ack=False`, then `ack(notice)`), and commits only then.
 """
 
 import json
+import logging
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
-from shared.contracts import AgencyNotice
+from shared.contracts import AgencyNotice, AgencyResponse, Outcome
 from shared.settings import Settings
-from shared.topics import agency_topic
+from shared.signing import PUBLIC_FILE, BadSignature, Verifier
+from shared.topics import AGENCY_ACKS, agency_topic
+
+log = logging.getLogger("tipline.agency")
+
+
+def public_keyring(settings: Settings) -> Path:
+    path = settings.tipline_keys_dir / PUBLIC_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no tipline public keys at {path}: set TIPLINE_KEYS_DIR")
+    return path
 
 
 class AgencyClient:
-    def __init__(self, settings: Settings, agency_id: str, group_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        agency_id: str,
+        group_id: str | None = None,
+        *,
+        verifier: Verifier | None = None,
+        auto_ack: bool = True,
+    ) -> None:
         self.agency_id = agency_id
+        self.auto_ack = auto_ack
+        self.verifier = verifier or Verifier(public_keyring(settings))
         self.seen: set[str] = set()
         self.duplicates = 0
         self.refused: list[tuple[Any, str]] = []
@@ -33,31 +61,72 @@ class AgencyClient:
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             max_partition_fetch_bytes=settings.kafka_max_message_bytes,
         )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+            linger_ms=settings.kafka_linger_ms,
+        )
 
     async def start(self) -> None:
+        await self._producer.start()
         await self._consumer.start()
 
     async def stop(self) -> None:
         await self._consumer.stop()
+        await self._producer.stop()
 
     async def notices(self) -> AsyncIterator[AgencyNotice]:
-        """Each notice once, in the order the agency's partitions hold them."""
+        """Each genuine notice once, in the order the agency's partitions hold them."""
         async for record in self._consumer:
-            notice = self._parse(record.value)
+            notice = self._accept(record.value)
             if notice is not None and notice.notice_id not in self.seen:
                 self.seen.add(notice.notice_id)
                 yield notice
+                if self.auto_ack:
+                    await self.ack(notice)
             elif notice is not None:
                 self.duplicates += 1
+                if self.auto_ack:
+                    await self.ack(notice)
             await self._consumer.commit()
 
-    def _parse(self, value: bytes | None) -> AgencyNotice | None:
+    async def ack(self, notice: AgencyNotice) -> None:
+        await self.acknowledge(notice.report_id, notice.notice_id)
+
+    async def acknowledge(self, report_id: str, notice_id: str) -> None:
+        await self._respond(AgencyResponse(
+            response_id=str(uuid.uuid4()), agency_id=self.agency_id, report_id=report_id,
+            kind="ack", notice_id=notice_id, text=None,
+        ))
+
+    async def outcome(self, report_id: str, outcome: Outcome, text: str | None = None) -> None:
+        """Tell tipline what became of a referral; it shows in the report's timeline."""
+        await self._respond(AgencyResponse(
+            response_id=str(uuid.uuid4()), agency_id=self.agency_id, report_id=report_id,
+            kind="outcome", outcome=outcome, text=text,
+        ))
+
+    async def _respond(self, response: AgencyResponse) -> None:
+        await self._producer.send_and_wait(
+            AGENCY_ACKS, response.model_dump_json().encode(), key=response.report_id.encode()
+        )
+
+    def _accept(self, value: bytes | None) -> AgencyNotice | None:
         try:
-            notice = AgencyNotice.model_validate(json.loads(value or b""))
-        except (ValueError, ValidationError) as exc:
-            self.refused.append((value, f"not a notice: {exc}"))
+            document = json.loads(value or b"")
+            key_id = self.verifier.verify(document)
+            notice = AgencyNotice.model_validate(document)
+        except BadSignature as exc:
+            self._refuse(value, f"bad signature: {exc}")
+            return None
+        except (ValueError, ValidationError, AttributeError) as exc:
+            self._refuse(value, f"not a notice: {exc}")
             return None
         if notice.agency_id != self.agency_id:
-            self.refused.append((value, f"addressed to {notice.agency_id}"))
+            self._refuse(value, f"addressed to {notice.agency_id}")
             return None
+        log.debug("notice %s verified with key %s", notice.notice_id, key_id)
         return notice
+
+    def _refuse(self, value: bytes | None, reason: str) -> None:
+        self.refused.append((value, reason))
+        log.error("REFUSED a notice on %s: %s", agency_topic(self.agency_id), reason)

@@ -70,6 +70,7 @@ class Stack:
     http: str
     workdir: Path
     children: list[Child] = field(default_factory=list)
+    analyst: str = ""  # the analyst API's URL ("" = not served)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis}
@@ -141,7 +142,11 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
 
     http = urlparse(stack.http)
     env = {**stack.env(), "TIPLINE_HTTP_HOST": http.hostname or "127.0.0.1",
-           "TIPLINE_HTTP_PORT": str(http.port)}
+           "TIPLINE_HTTP_PORT": str(http.port), "TIPLINE_KEYS_DIR": str(signing_keys(stack))}
+    analyst = urlparse(stack.analyst) if stack.analyst else None
+    if analyst:
+        env.update(TIPLINE_ANALYST_HOST=analyst.hostname or "127.0.0.1",
+                   TIPLINE_ANALYST_PORT=str(analyst.port))
     for name in services:
         # Intake serves the ops paths on its HTTP port; the others get a port each.
         ops_port = http.port if name == "intake" else free_port()
@@ -150,6 +155,17 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
         child.ops = f"http://127.0.0.1:{ops_port}"
     if "intake" in services:
         wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=30)
+    if analyst and "supplementation" in services:
+        wait_for_port(analyst.hostname or "127.0.0.1", analyst.port or 80, timeout=30)
+
+
+def signing_keys(stack: Stack) -> Path:
+    """The notice-signing keys: TIPLINE_KEYS_DIR, or dev keys made in the workdir at first start."""
+    from shared.signing import ensure_keys
+
+    keys = Path(os.environ.get("TIPLINE_KEYS_DIR") or stack.workdir / "keys")
+    ensure_keys(keys)
+    return keys
 
 
 def create_topics(stack: Stack) -> None:
@@ -167,13 +183,16 @@ def create_topics(stack: Stack) -> None:
 
 
 @contextmanager
-def running(workdir: Path, http_port: int | None = None) -> Iterator[Stack]:
+def running(
+    workdir: Path, http_port: int | None = None, analyst_port: int | None = None
+) -> Iterator[Stack]:
     """The whole system, up until the block ends."""
     stack = Stack(
         kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""),
         redis=os.environ.get("REDIS_URL", ""),
         http=f"http://127.0.0.1:{http_port or free_port()}",
         workdir=workdir,
+        analyst=f"http://127.0.0.1:{analyst_port or free_port()}",
     )
     try:
         start_servers(stack)

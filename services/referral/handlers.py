@@ -1,4 +1,4 @@
-"""Referral handlers: claim in the ledger, notify each agency, confirm, correct if retracted."""
+"""Referral handlers: claim in the ledger, notify each agency, confirm, amend and correct."""
 
 from faststream.kafka import KafkaBroker
 
@@ -9,9 +9,21 @@ from shared.ledger import Ledger
 from shared.settings import Settings
 from shared.timeline import Timeline
 
+# One subscriber (and consumer group) a priority class: a bulk backlog never delays an urgent
+# referral, because they are not in the same queue.
+SUPPLEMENTED = {
+    topics.REPORTS_SUPPLEMENTED_URGENT: "referral-urgent",
+    topics.REPORTS_SUPPLEMENTED: "referral",
+    topics.REPORTS_SUPPLEMENTED_BULK: "referral-bulk",
+}
+
 
 async def refer(
-    broker: KafkaBroker, ledger: Ledger, timeline: Timeline, event: ReportSupplemented
+    broker: KafkaBroker,
+    ledger: Ledger,
+    timeline: Timeline,
+    event: ReportSupplemented,
+    dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> list[str]:
     """Refer one report; returns the agencies notified by this call."""
     claim = await ledger.claim(event.report_id, event.agencies)
@@ -21,7 +33,8 @@ async def refer(
             reason="retracted before referral",
         )
         return []
-    await notices.send(broker, [notices.referral_notice(event, a) for a in claim.to_refer])
+    referrals = [notices.referral_notice(event, a) for a in claim.to_refer]
+    await notices.send(broker, referrals, dispatch)
     owed = [a for a in claim.to_refer if await ledger.confirm_referral(event.report_id, a)]
     for agency in claim.to_refer:
         await timeline.record(
@@ -30,18 +43,32 @@ async def refer(
             "referral delivered",
             status="referred",
             agency=agency,
+            priority=event.priority.name.lower(),
         )
+    # Amended after release while these referrals were in flight: amend them now, after the
+    # referral (an agency already amended by the analyst API drops the repeat by notice id).
+    changes = list(enumerate(await ledger.amendments(event.report_id), start=1))
+    await notices.send_amendments(
+        broker, timeline, event.report_id, claim.to_refer, changes, event.priority, dispatch
+    )
     # Retracted while these referrals were in flight: correct them now, after the referral.
-    await notices.send_corrections(broker, ledger, timeline, event.report_id, owed, event.priority)
+    await notices.send_corrections(
+        broker, ledger, timeline, event.report_id, owed, event.priority, dispatch
+    )
     return claim.to_refer
 
 
-def register(broker: KafkaBroker, settings: Settings, ledger: Ledger, timeline: Timeline) -> None:
+def register(
+    broker: KafkaBroker,
+    settings: Settings,
+    ledger: Ledger,
+    timeline: Timeline,
+    dispatch: notices.Dispatch = notices.UNSIGNED,
+) -> None:
     referred = broker.publisher(topics.REPORTS_REFERRED, schema=ReportReferred)
 
-    @broker.subscriber(topics.REPORTS_SUPPLEMENTED, **consumer_options(settings, "referral"))
     async def on_report_supplemented(event: ReportSupplemented) -> None:
-        agencies = await refer(broker, ledger, timeline, event)
+        agencies = await refer(broker, ledger, timeline, event, dispatch)
         if agencies:
             await referred.publish(
                 ReportReferred(
@@ -52,3 +79,6 @@ def register(broker: KafkaBroker, settings: Settings, ledger: Ledger, timeline: 
                 ),
                 key=event.report_id.encode(),
             )
+
+    for topic, group in SUPPLEMENTED.items():
+        broker.subscriber(topic, **consumer_options(settings, group))(on_report_supplemented)

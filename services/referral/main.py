@@ -3,9 +3,12 @@
 from faststream import FastStream
 
 from services.referral.handlers import register
+from shared.acks import Outbox
 from shared.kafka import make_broker
 from shared.ledger import Ledger
+from shared.notices import Dispatch
 from shared.settings import Settings
+from shared.signing import Signer
 from shared.store import connect
 from shared.timeline import Timeline
 
@@ -13,5 +16,7 @@ from shared.timeline import Timeline
 def create_app(settings: Settings) -> FastStream:
     broker = make_broker(settings, "referral")
     redis = connect(settings)
-    register(broker, settings, Ledger(redis), Timeline(redis))
+    outbox = Outbox(redis, settings.tipline_ack_timeout_s)
+    dispatch = Dispatch(Signer(settings.tipline_keys_dir), outbox)
+    register(broker, settings, Ledger(redis), Timeline(redis), dispatch)
     return FastStream(broker, on_shutdown=[redis.aclose])

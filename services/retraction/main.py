@@ -1,11 +1,17 @@
-"""Retraction service wiring."""
+"""Retraction service wiring: the retraction and ack subscribers, and the re-send loop."""
+
+import asyncio
+import contextlib
 
 from faststream import FastStream
 
-from services.retraction.handlers import register
+from services.retraction.handlers import follow_acks, register
+from shared.acks import Outbox
 from shared.kafka import make_broker
 from shared.ledger import Ledger
+from shared.notices import Dispatch
 from shared.settings import Settings
+from shared.signing import Signer
 from shared.store import connect
 from shared.timeline import Timeline
 
@@ -13,5 +19,20 @@ from shared.timeline import Timeline
 def create_app(settings: Settings) -> FastStream:
     broker = make_broker(settings, "retraction")
     redis = connect(settings)
-    register(broker, settings, Ledger(redis), Timeline(redis))
-    return FastStream(broker, on_shutdown=[redis.aclose])
+    timeline = Timeline(redis)
+    outbox = Outbox(redis, settings.tipline_ack_timeout_s)
+    dispatch = Dispatch(Signer(settings.tipline_keys_dir), outbox)
+    register(broker, settings, Ledger(redis), timeline, dispatch)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start_following() -> None:
+        tasks.append(asyncio.create_task(follow_acks(broker, outbox, timeline, settings)))
+
+    async def stop_following() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await redis.aclose()
+
+    return FastStream(broker, after_startup=[start_following], on_shutdown=[stop_following])

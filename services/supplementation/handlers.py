@@ -1,8 +1,9 @@
-"""Supplementation handlers: a validated report gets its jurisdiction and priority."""
+"""Supplementation handlers: a validated report is released for referral, unless held."""
 
 from faststream.kafka import KafkaBroker
 
-from services.supplementation.jurisdiction import RoutingRules, priority_of, resolve
+from services.supplementation.casefile import CaseFiles
+from services.supplementation.release import Releaser
 from shared import topics
 from shared.contracts import ReportSupplemented, ReportValidated, derived_id
 from shared.kafka import consumer_options
@@ -11,31 +12,21 @@ from shared.timeline import Timeline
 
 
 def register(
-    broker: KafkaBroker, settings: Settings, timeline: Timeline, routing: RoutingRules
+    broker: KafkaBroker, settings: Settings, timeline: Timeline, cases: CaseFiles,
+    releaser: Releaser,
 ) -> None:
-    supplemented = broker.publisher(topics.REPORTS_SUPPLEMENTED, schema=ReportSupplemented)
+    # Declared for the AsyncAPI document; the releaser picks the topic by priority.
+    for topic in (topics.REPORTS_SUPPLEMENTED_URGENT, topics.REPORTS_SUPPLEMENTED,
+                  topics.REPORTS_SUPPLEMENTED_BULK):
+        broker.publisher(topic, schema=ReportSupplemented)
 
     @broker.subscriber(topics.REPORTS_VALIDATED, **consumer_options(settings, "supplementation"))
     async def on_report_validated(event: ReportValidated) -> None:
-        resolution = resolve(event.report_id, event.report, routing)
-        out = ReportSupplemented(
-            event_id=derived_id(event.report_id, "supplemented"),
-            report_id=event.report_id,
-            esp_id=event.esp_id,
-            report=event.report,
-            agencies=resolution.agencies,
-            priority=priority_of(event.report),
-            jurisdiction=resolution.basis,
-            rules_version=routing.version,
-        )
-        await timeline.record(
-            event.report_id,
-            out.event_id,
-            "supplemented",
-            status="supplemented",
-            agencies=out.agencies,
-            jurisdiction=out.jurisdiction,
-            priority=out.priority.name.lower(),
-            rules_version=out.rules_version,
-        )
-        await supplemented.publish(out, key=event.report_id.encode())
+        state = await cases.arrive(event.report_id, event.report, event.esp_id)
+        if state == "released":
+            await releaser.release(event.report_id)
+        else:
+            await timeline.record(
+                event.report_id, derived_id(event.report_id, "arrived-held"),
+                "validated report waits for the analyst's release", status="held",
+            )

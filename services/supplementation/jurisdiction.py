@@ -1,14 +1,23 @@
-"""Jurisdiction and priority: pure functions of a report and the routing rules."""
+"""Jurisdiction and priority: pure functions of a report and the routing rules.
+
+Also how rules are read: validated at load (a bad file is refused with its line and reason) and
+re-read when the file changes (`LiveRules`), the rules in force staying live until then.
+"""
 
 import ipaddress
+import logging
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.agencies import Agency
 from shared.contracts import Priority, Report
+
+log = logging.getLogger("tipline.supplementation")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -50,8 +59,111 @@ class RoutingRules(BaseModel):
         return self
 
 
+class RulesRefused(ValueError):
+    """A routing file that cannot be used, with the line and the reason."""
+
+    def __init__(self, source: str, line: int | None, reason: str) -> None:
+        super().__init__(f"{source}:{line or '?'}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+_NAMED_TARGET = re.compile(r"rules\.(\w+)\[(.*?)\]")
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    """The line of the YAML node at `loc` (as deep as it can be found)."""
+    if root is None:
+        return None
+    node, line = root, root.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def parse_rules(text: str, source: str = "routing") -> RoutingRules:
+    """Rules from YAML text; RulesRefused names the line and the reason when they are bad."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise RulesRefused(source, mark.line + 1 if mark else None, str(exc.problem)) from None
+    if not isinstance(data, dict):
+        raise RulesRefused(source, 1, "expected a mapping with version, agencies and rules")
+    try:
+        return RoutingRules.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if "[key]" in loc:  # a bad mapping key: name the key, not the validator's internals
+            loc = loc[: loc.index("[key]")]
+        if not loc and (named := _NAMED_TARGET.match(message)):
+            loc = ("rules", named.group(1), named.group(2))
+            message = message[named.end():].strip()
+        where = ".".join(str(p) for p in loc)
+        raise RulesRefused(
+            source, _line_of(root, loc), f"{where}: {message}" if where else message
+        ) from None
+
+
 def load_rules(path: Path) -> RoutingRules:
-    return RoutingRules.model_validate(yaml.safe_load(path.read_text()))
+    return parse_rules(path.read_text(), str(path))
+
+
+class LiveRules:
+    """The rules in force, re-read from their file when it changes, without a restart.
+
+    A bad file is refused (logged with its line and reason) and the rules in force stay live.
+    A changed file must carry a new version, so a version always names one set of rules.
+    """
+
+    def __init__(self, path: Path, check_every_s: float = 2.0) -> None:
+        self.path = path
+        self.check_every_s = check_every_s
+        self.current = load_rules(path)  # a bad file at start stops the service
+        self._text = path.read_text()
+        self._checked = time.monotonic()
+        self.refused: str | None = None
+
+    def rules(self) -> RoutingRules:
+        if time.monotonic() - self._checked >= self.check_every_s:
+            self.reload()
+        return self.current
+
+    def reload(self) -> bool:
+        """Re-read the file; True when new rules went live."""
+        self._checked = time.monotonic()
+        try:
+            text = self.path.read_text()
+            if text == self._text:
+                return False
+            rules = parse_rules(text, str(self.path))
+            if rules.version == self.current.version:
+                raise RulesRefused(str(self.path), _line_of(yaml.compose(text), ("version",)),
+                                   f"version: the rules changed but version is still "
+                                   f"{rules.version!r}; give them a new version")
+        except (OSError, RulesRefused) as exc:
+            if str(exc) != self.refused:
+                log.error("routing file refused, version %s stays live: %s",
+                          self.current.version, exc)
+            self.refused = str(exc)
+            return False
+        log.info("routing rules version %s live (was %s)", rules.version, self.current.version)
+        self.current, self._text, self.refused = rules, text, None
+        return True
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,65 @@
-"""Supplementation service wiring."""
+"""Supplementation service wiring: the validated-report consumer and the analyst API, in one
+process and one event loop."""
 
+import asyncio
+import contextlib
+
+import uvicorn
+from fastapi import FastAPI
 from faststream import FastStream
 
+from services.supplementation.api import Analysis, router
+from services.supplementation.casefile import CaseFiles
 from services.supplementation.handlers import register
-from services.supplementation.jurisdiction import load_rules
+from services.supplementation.jurisdiction import LiveRules
+from services.supplementation.release import Releaser
+from shared.acks import Outbox
+from shared.analysts import AnalystDirectory
 from shared.kafka import make_broker
+from shared.ledger import Ledger
+from shared.notices import Dispatch
 from shared.settings import Settings
+from shared.signing import Signer
 from shared.store import connect
 from shared.timeline import Timeline
+
+
+class _Server(uvicorn.Server):
+    def capture_signals(self) -> contextlib.nullcontext[None]:  # type: ignore[override]
+        return contextlib.nullcontext()  # FastStream owns SIGTERM/SIGINT in this process
 
 
 def create_app(settings: Settings) -> FastStream:
     broker = make_broker(settings, "supplementation")
     redis = connect(settings)
-    register(broker, settings, Timeline(redis), load_rules(settings.tipline_routing_file))
-    return FastStream(broker, on_shutdown=[redis.aclose])
+    timeline, cases = Timeline(redis), CaseFiles(redis)
+    rules = LiveRules(settings.tipline_routing_file, settings.tipline_routing_reload_s)
+    releaser = Releaser(broker, cases, timeline, rules)
+    register(broker, settings, timeline, cases, releaser)
+
+    outbox = Outbox(redis, settings.tipline_ack_timeout_s)
+    api = FastAPI(title="tipline analyst API", version="0.1.0")
+    api.state.analysis = Analysis(
+        broker=broker, cases=cases, ledger=Ledger(redis), timeline=timeline, outbox=outbox,
+        directory=AnalystDirectory(redis), releaser=releaser,
+        dispatch=Dispatch(Signer(settings.tipline_keys_dir), outbox),
+    )
+    api.include_router(router)
+    server = _Server(uvicorn.Config(api, host=settings.tipline_analyst_host,
+                                    port=settings.tipline_analyst_port, log_level="warning"))
+    tasks: list[asyncio.Task[None]] = []
+
+    async def serve_api() -> None:
+        if settings.tipline_analyst_port:
+            tasks.append(asyncio.create_task(server.serve()))
+
+    async def stop() -> None:
+        server.should_exit = True
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+        await redis.aclose()
+
+    app = FastStream(broker, after_startup=[serve_api], on_shutdown=[stop])
+    app.analyst_api = api  # type: ignore[attr-defined]  # for in-process tests
+    return app

@@ -1,0 +1,224 @@
+"""The analyst API: supplements, holds, amendments and retractions, for role analyst only.
+
+HTTP Basic against the analyst directory (salted scrypt hashes); ESP credentials live elsewhere
+and never open it. Every change carries its provenance: analyst, time, source, verified or not.
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from faststream.kafka import KafkaBroker
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.supplementation.casefile import Case, CaseFiles
+from services.supplementation.release import Releaser
+from shared import notices, topics
+from shared.acks import Outbox
+from shared.amendments import BadAmendment, amended, apply, current_value
+from shared.analysts import AnalystDirectory
+from shared.contracts import (
+    Amendment,
+    Priority,
+    RetractReport,
+    Supplement,
+    SupplementKind,
+    derived_id,
+    now,
+)
+from shared.ledger import Ledger
+from shared.timeline import Timeline
+
+
+@dataclass
+class Analysis:
+    broker: KafkaBroker
+    cases: CaseFiles
+    ledger: Ledger
+    timeline: Timeline
+    outbox: Outbox
+    directory: AnalystDirectory
+    releaser: Releaser
+    dispatch: notices.Dispatch
+
+
+def analysis(request: Request) -> Analysis:
+    return request.app.state.analysis  # type: ignore[no-any-return]
+
+
+Svc = Annotated[Analysis, Depends(analysis)]
+_basic = HTTPBasic(realm="tipline analysts")
+
+
+async def analyst(
+    credentials: Annotated[HTTPBasicCredentials, Depends(_basic)], svc: Svc
+) -> str:
+    if not await svc.directory.verify(credentials.username, credentials.password):
+        raise HTTPException(401, "unknown analyst or wrong password",
+                            headers={"WWW-Authenticate": 'Basic realm="tipline analysts"'})
+    return credentials.username
+
+
+AnalystId = Annotated[str, Depends(analyst)]
+
+
+class Hold(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=3000)
+
+
+class NewSupplement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: SupplementKind
+    content: dict[str, Any] | str
+    source: str = Field(min_length=1, max_length=500)
+    verified: bool
+
+
+class NewAmendment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=200)
+    value: Any
+    reason: str = Field(min_length=1, max_length=3000)
+
+
+class Retraction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=3000)
+
+
+router = APIRouter(prefix="/v1/analyst")
+
+
+async def _case(svc: Analysis, report_id: str) -> Case:
+    case = await svc.cases.get(report_id)
+    if case is None or case.report is None:
+        raise HTTPException(404, f"report {report_id} has not been validated (yet)")
+    return case
+
+
+def _field_error(field: str, reason: str) -> HTTPException:
+    return HTTPException(422, [{"loc": ["body", field], "msg": reason, "type": "value_error"}])
+
+
+async def _after_release(
+    svc: Analysis, report_id: str, case: Case, change: dict[str, Any]
+) -> dict[str, Any]:
+    """A change to a released report: an amendment to every agency that received it."""
+    done = await svc.ledger.amend(report_id, json.dumps(change))
+    priority = Priority[(case.routing or {}).get("priority", "normal").upper()]
+    await notices.send_amendments(
+        svc.broker, svc.timeline, report_id, done.to_notify,
+        [(done.version, json.dumps(change))], priority, svc.dispatch,
+    )
+    return {"version": done.version, "notified": done.to_notify}
+
+
+@router.get("/reports/{report_id}")
+async def read_case(report_id: str, svc: Svc, _: AnalystId) -> Any:
+    case = await _case(svc, report_id)
+    return {
+        "report_id": report_id,
+        "state": case.state,
+        "status": (await svc.timeline.fields(report_id)).get("status"),
+        "report": case.report.model_dump(mode="json") if case.report else None,
+        "supplements": case.supplements,
+        "amendments": case.amendments,
+        "amendments_after_release": [
+            json.loads(a) for a in await svc.ledger.amendments(report_id)
+        ],
+        "routing": case.routing,
+        "agencies": await svc.ledger.states(report_id),
+        "acknowledgements": await svc.outbox.states(report_id),
+        "timeline": await svc.timeline.entries(report_id),
+    }
+
+
+@router.post("/reports/{report_id}/hold", status_code=202)
+async def hold(report_id: str, body: Hold, svc: Svc, analyst_id: AnalystId) -> Any:
+    state = await svc.cases.hold(report_id, body.reason, analyst_id)
+    if state != "held":
+        raise HTTPException(409, f"report {report_id} is {state} for referral: amend it instead")
+    await svc.timeline.record(report_id, derived_id(report_id, "held"), "held by analyst",
+                              status="held", analyst=analyst_id, reason=body.reason)
+    return {"report_id": report_id, "state": state}
+
+
+@router.post("/reports/{report_id}/release", status_code=202)
+async def release(report_id: str, svc: Svc, analyst_id: AnalystId) -> Any:
+    state = await svc.cases.begin_release(report_id)
+    if state not in ("releasing", "open"):
+        raise HTTPException(409, f"report {report_id} is {state}, not held")
+    await svc.timeline.record(report_id, derived_id(report_id, "released"), "released by analyst",
+                              analyst=analyst_id)
+    if state == "releasing":
+        event = await svc.releaser.release(report_id)  # published before marked released
+        await svc.cases.finish_release(report_id)
+        return {"report_id": report_id, "state": "released", "agencies": event.agencies}
+    return {"report_id": report_id, "state": "open"}
+
+
+@router.post("/reports/{report_id}/supplements", status_code=202)
+async def add_supplement(
+    report_id: str, body: NewSupplement, svc: Svc, analyst_id: AnalystId
+) -> Any:
+    case = await _case(svc, report_id)
+    item = Supplement(supplement_id=str(uuid.uuid4()), analyst_id=analyst_id, added_at=now(),
+                      **body.model_dump()).model_dump(mode="json")
+    state = await svc.cases.keep_supplement(report_id, item)
+    if state == "releasing":
+        raise HTTPException(409, f"report {report_id} is being released: try again")
+    await svc.timeline.record(report_id, item["supplement_id"], "supplement added",
+                              analyst=analyst_id, kind=item["kind"], verified=item["verified"],
+                              source=item["source"])
+    out: dict[str, Any] = {"report_id": report_id, "supplement": item}
+    if state == "released":
+        out.update(await _after_release(svc, report_id, case, {"supplement": item}))
+    return out
+
+
+@router.post("/reports/{report_id}/amendments", status_code=202)
+async def amend(report_id: str, body: NewAmendment, svc: Svc, analyst_id: AnalystId) -> Any:
+    case = await _case(svc, report_id)
+    assert case.report is not None
+    before = [Amendment.model_validate(a) for a in case.amendments] + [
+        Amendment.model_validate(c["amendment"])
+        for c in map(json.loads, await svc.ledger.amendments(report_id)) if "amendment" in c
+    ]
+    try:
+        effective = amended(case.report, before)
+        previous = current_value(effective, body.path)
+        apply(effective, body.path, body.value)
+    except BadAmendment as exc:
+        raise _field_error(exc.field, exc.reason) from None
+    change = Amendment(amendment_id=str(uuid.uuid4()), path=body.path, value=body.value,
+                       previous=previous, reason=body.reason, analyst_id=analyst_id,
+                       amended_at=now()).model_dump(mode="json")
+    state = await svc.cases.keep_amendment(report_id, change)
+    if state == "releasing":
+        raise HTTPException(409, f"report {report_id} is being released: try again")
+    await svc.timeline.record(report_id, change["amendment_id"], "amended by analyst",
+                              analyst=analyst_id, path=body.path, reason=body.reason)
+    out: dict[str, Any] = {"report_id": report_id, "amendment": change}
+    if state == "released":
+        out.update(await _after_release(svc, report_id, case, {"amendment": change}))
+    return out
+
+
+@router.post("/reports/{report_id}/retract", status_code=202)
+async def retract(report_id: str, body: Retraction, svc: Svc, analyst_id: AnalystId) -> Any:
+    await _case(svc, report_id)
+    command = RetractReport(
+        command_id=derived_id(report_id, "retract", "analyst"), report_id=report_id,
+        requested_by="analyst", actor=analyst_id, reason=body.reason,
+    )
+    await svc.broker.publish(command, topics.RETRACTIONS_REQUESTED, key=report_id.encode())
+    return {"report_id": report_id, "status": "retraction requested"}
+
+
+@router.get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}

@@ -1,0 +1,120 @@
+"""The analyst's case file for a report (Redis): held or released, supplements, amendments and
+the routing decided at release.
+
+A report is released for referral once: at once when it arrives, or when an analyst releases
+it if it was held first. Supplements and amendments made before release ride in the referral;
+after release they are amendments to every agency that got it (shared/ledger.py). The routing is
+stored at the moment of release and reused on every redelivery, so a later change of rules never
+re-routes a report already released.
+
+States: (none) -> held -> releasing -> released, or (none) -> released.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.contracts import Report
+
+# A validated report arrives: release it unless an analyst holds it.
+_ARRIVE = """
+redis.call('HSETNX', KEYS[1], 'report', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'esp_id', ARGV[2])
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'held' or state == 'releasing' then return state end
+redis.call('HSET', KEYS[1], 'state', 'released')
+return 'released'
+"""
+
+_HOLD = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'released' or state == 'releasing' then return state end
+redis.call('HSET', KEYS[1], 'state', 'held', 'hold_reason', ARGV[1], 'held_by', ARGV[2])
+return 'held'
+"""
+
+_RELEASE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'held' and state ~= 'releasing' then return state or 'none' end
+if redis.call('HEXISTS', KEYS[1], 'report') == 0 then
+  redis.call('HSET', KEYS[1], 'state', 'open')
+  return 'open'
+end
+redis.call('HSET', KEYS[1], 'state', 'releasing')
+return 'releasing'
+"""
+
+# Keep an addition for the referral, unless the report is (being) released already.
+_KEEP = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'released' or state == 'releasing' then return state end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 'kept'
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    state: str
+    esp_id: str | None
+    report: Report | None
+    supplements: list[dict[str, Any]]
+    amendments: list[dict[str, Any]]
+    routing: dict[str, Any] | None
+
+
+class CaseFiles:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._arrive = redis.register_script(_ARRIVE)
+        self._hold = redis.register_script(_HOLD)
+        self._release = redis.register_script(_RELEASE)
+        self._keep = redis.register_script(_KEEP)
+
+    @staticmethod
+    def _keys(report_id: str) -> list[str]:
+        tag = f"tipline:{{{report_id}}}"
+        return [f"{tag}:case", f"{tag}:case:supplements", f"{tag}:case:amendments"]
+
+    async def arrive(self, report_id: str, report: Report, esp_id: str) -> str:
+        return str(await self._arrive(keys=self._keys(report_id)[:1],
+                                      args=[report.model_dump_json(), esp_id]))
+
+    async def hold(self, report_id: str, reason: str, analyst_id: str) -> str:
+        return str(await self._hold(keys=self._keys(report_id)[:1], args=[reason, analyst_id]))
+
+    async def begin_release(self, report_id: str) -> str:
+        return str(await self._release(keys=self._keys(report_id)[:1]))
+
+    async def finish_release(self, report_id: str) -> None:
+        await self._redis.hset(self._keys(report_id)[0], "state", "released")
+
+    async def keep_supplement(self, report_id: str, supplement: dict[str, Any]) -> str:
+        keys = self._keys(report_id)
+        return str(await self._keep(keys=[keys[0], keys[1]], args=[json.dumps(supplement)]))
+
+    async def keep_amendment(self, report_id: str, amendment: dict[str, Any]) -> str:
+        keys = self._keys(report_id)
+        return str(await self._keep(keys=[keys[0], keys[2]], args=[json.dumps(amendment)]))
+
+    async def route_once(self, report_id: str, routing: dict[str, Any]) -> dict[str, Any]:
+        """The first routing stored for this report wins: it is never decided twice."""
+        key = self._keys(report_id)[0]
+        await self._redis.hsetnx(key, "routing", json.dumps(routing))
+        return dict(json.loads(str(await self._redis.hget(key, "routing"))))
+
+    async def get(self, report_id: str) -> Case | None:
+        case_key, supplements_key, amendments_key = self._keys(report_id)
+        fields = {str(k): str(v) for k, v in (await self._redis.hgetall(case_key)).items()}
+        if not fields:
+            return None
+        return Case(
+            state=fields.get("state", "open"),
+            esp_id=fields.get("esp_id"),
+            report=Report.model_validate_json(fields["report"]) if "report" in fields else None,
+            supplements=[json.loads(s) for s in await self._redis.lrange(supplements_key, 0, -1)],
+            amendments=[json.loads(a) for a in await self._redis.lrange(amendments_key, 0, -1)],
+            routing=json.loads(fields["routing"]) if "routing" in fields else None,
+        )

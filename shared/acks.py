@@ -1,0 +1,143 @@
+"""Notices awaiting an agency's acknowledgement: tracked, re-sent, and escalated.
+
+Corrections and amendments are tracked from the moment before they are first sent until the
+agency acknowledges them on tipline.agency.acks. One that stays unacknowledged for the ack timeout
+is sent again (the same signed notice, so the agency keeps one); after `max_resends` re-sends the
+report is marked "correction escalated". Per notice the state only moves forward:
+
+    awaiting -> acked | escalated
+"""
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+from redis.asyncio import Redis
+
+from shared.contracts import AgencyNotice
+
+log = logging.getLogger("tipline.acks")
+
+ESCALATED = Counter(
+    "tipline_corrections_escalated",
+    "Corrections or amendments escalated after the agency never acknowledged them",
+    ["kind", "agency"],
+)
+RESENT = Counter("tipline_notices_resent", "Notices sent again for want of an ack", ["kind"])
+
+DUE = "tipline:acks:due"  # sorted set of "report_id|notice_id" by when the next step is due
+
+# Claim the due items: push each one's deadline on, so another instance does not take it too.
+_TAKE_DUE = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, item in ipairs(items) do redis.call('ZADD', KEYS[1], ARGV[2], item) end
+return items
+"""
+
+# Move a notice forward from 'awaiting' only; returns the state it is in afterwards.
+_SETTLE = """
+local state = redis.call('HGET', KEYS[1], ARGV[1])
+if state == 'awaiting' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); state = ARGV[2] end
+return state or 'none'
+"""
+
+
+@dataclass(frozen=True)
+class Due:
+    report_id: str
+    notice: AgencyNotice
+    resends: int  # including the one about to happen
+
+
+class Outbox:
+    def __init__(self, redis: Redis, ack_timeout_s: float) -> None:
+        self._redis = redis
+        self.ack_timeout_s = ack_timeout_s
+        self._take_due = redis.register_script(_TAKE_DUE)
+        self._settle = redis.register_script(_SETTLE)
+
+    @staticmethod
+    def _keys(report_id: str) -> tuple[str, str, str]:
+        tag = f"tipline:{{{report_id}}}"
+        return f"{tag}:acks", f"{tag}:notices", f"{tag}:resends"
+
+    async def track(self, notice: AgencyNotice) -> None:
+        """Await an ack for this notice (once: tracking it again changes nothing)."""
+        # Each step is idempotent, so a crash anywhere is mended by tracking again.
+        states, stored, _ = self._keys(notice.report_id)
+        await self._redis.hsetnx(stored, notice.notice_id, notice.model_dump_json())
+        await self._redis.hsetnx(states, notice.notice_id, "awaiting")
+        if await self._redis.hget(states, notice.notice_id) == "awaiting":
+            deadline = time.time() + self.ack_timeout_s
+            item = f"{notice.report_id}|{notice.notice_id}"
+            await self._redis.zadd(DUE, {item: deadline}, nx=True)
+
+    async def acknowledge(self, report_id: str, notice_id: str) -> str:
+        """Record an ack; returns the notice's state after it ('none' if it was not tracked)."""
+        state = str(await self._settle(keys=[self._keys(report_id)[0]], args=[notice_id, "acked"]))
+        if state in ("acked", "escalated"):
+            await self._redis.zrem(DUE, f"{report_id}|{notice_id}")
+        return state
+
+    async def tracked(self, report_id: str, notice_id: str) -> AgencyNotice | None:
+        raw = await self._redis.hget(self._keys(report_id)[1], notice_id)
+        return AgencyNotice.model_validate_json(raw) if raw else None
+
+    async def states(self, report_id: str) -> dict[str, str]:
+        states = await self._redis.hgetall(self._keys(report_id)[0])
+        return {str(k): str(v) for k, v in states.items()}
+
+    async def pending(self) -> int:
+        return int(await self._redis.zcard(DUE))
+
+    async def take_due(self, limit: int = 100) -> list[Due]:
+        """Notices whose ack is overdue, each counted as one more re-send."""
+        now = time.time()
+        items = await self._take_due(keys=[DUE], args=[now, now + self.ack_timeout_s, limit])
+        due = []
+        for item in items:
+            report_id, notice_id = str(item).split("|", 1)
+            states, _, resends = self._keys(report_id)
+            if await self._redis.hget(states, notice_id) != "awaiting":
+                await self._redis.zrem(DUE, item)
+                continue
+            notice = await self.tracked(report_id, notice_id)
+            if notice is None:
+                continue
+            count = int(await self._redis.hincrby(resends, notice_id, 1))
+            due.append(Due(report_id, notice, count))
+        return due
+
+    async def escalate(self, report_id: str, notice_id: str) -> bool:
+        """Stop re-sending; True when this call moved the notice to 'escalated'."""
+        before = await self._redis.hget(self._keys(report_id)[0], notice_id)
+        state = await self._settle(keys=[self._keys(report_id)[0]], args=[notice_id, "escalated"])
+        await self._redis.zrem(DUE, f"{report_id}|{notice_id}")
+        return before == "awaiting" and state == "escalated"
+
+
+async def resend_overdue(
+    outbox: Outbox,
+    max_resends: int,
+    resend: Callable[[Due], Awaitable[None]],
+    escalated: Callable[[Due], Awaitable[None]],
+) -> int:
+    """One pass: re-send what is overdue, escalate what was re-sent enough. Returns the count."""
+    due = await outbox.take_due()
+    for item in due:
+        if item.resends > max_resends:
+            if await outbox.escalate(item.report_id, item.notice.notice_id):
+                ESCALATED.labels(item.notice.kind, item.notice.agency_id).inc()
+                # The log line names ids only, never report content.
+                log.warning(
+                    "correction escalated: report_id=%s agency_id=%s notice_id=%s kind=%s "
+                    "resends=%d", item.report_id, item.notice.agency_id, item.notice.notice_id,
+                    item.notice.kind, max_resends,
+                )
+                await escalated(item)
+        else:
+            RESENT.labels(item.notice.kind).inc()
+            await resend(item)
+    return len(due)

@@ -1,0 +1,49 @@
+"""Helpers for the analyst and agency tests: a throwaway routing file, keys, topic reading."""
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from shared.settings import Settings
+
+
+def agency_ids(n: int) -> list[str]:
+    """Fresh agency ids (so fresh topics) for one test."""
+    tag = uuid.uuid4().hex[:8]
+    return [f"t{tag}-{i}" for i in range(n)]
+
+
+def routing_file(path: Path, agencies: list[str], us_state: str = "TX") -> Path:
+    """Rules sending reports from `us_state` to all `agencies`, anything else to the first."""
+    listed = "\n".join(f"  - {{id: {a}, name: Synthetic agency {a}}}" for a in agencies)
+    path.write_text(
+        f'version: "test-{uuid.uuid4().hex[:6]}"\nagencies:\n{listed}\n'
+        f"rules:\n  us_states:\n    {us_state}: [{', '.join(agencies)}]\n"
+        f"  fallback: [{agencies[0]}]\n"
+    )
+    return path
+
+
+async def read_topic(
+    settings: Settings, topic: str, want: Any, timeout: float = 20
+) -> list[dict[str, Any]]:
+    """Parsed records of a topic, from its start, until `want(records)` holds or time is up."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"test-{uuid.uuid4().hex}", auto_offset_reset="earliest", fetch_max_wait_ms=5,
+        session_timeout_ms=1000, heartbeat_interval_ms=100,
+    )
+    await consumer.start()
+    records: list[dict[str, Any]] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not want(records) and asyncio.get_running_loop().time() < deadline:
+            for part in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(json.loads(r.value) for r in part)
+    finally:
+        await consumer.stop()
+    return records

@@ -1,0 +1,164 @@
+"""The analyst API in-process, on the real broker and Redis: authentication, holds, amendments
+beside the ESP's original, supplements with provenance, and amendments after referral."""
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from services.referral.handlers import refer
+from services.supplementation.main import create_app
+from shared import topics
+from shared.analysts import AnalystDirectory
+from shared.contracts import Location, Report, ReportSupplemented
+from shared.settings import Settings
+from shared.signing import PUBLIC_FILE, Verifier, ensure_keys
+from shared.topics import agency_topic
+from tests.integration.agency_helpers import agency_ids, read_topic, routing_file
+
+PASSWORD = "synthetic-analyst-password"
+
+
+@dataclass
+class Api:
+    http: httpx.AsyncClient
+    app: object
+    settings: Settings
+    agencies: list[str]
+    analyst: str
+
+
+@pytest.fixture
+async def api(settings: Settings, redis: Redis, tmp_path: Path) -> AsyncIterator[Api]:
+    agencies = agency_ids(3)
+    ensure_keys(tmp_path / "keys")
+    local = settings.model_copy(update={
+        "tipline_keys_dir": tmp_path / "keys",
+        "tipline_routing_file": routing_file(tmp_path / "routing.yaml", agencies),
+    })
+    app = create_app(local)
+    await app.broker.connect()  # publish only: this test drives the consumer's work itself
+    analyst = f"analyst-{uuid.uuid4().hex[:6]}"
+    await AnalystDirectory(redis).add(analyst, PASSWORD)
+    transport = httpx.ASGITransport(app=app.analyst_api)  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=transport, base_url="http://analyst",
+                                 auth=(analyst, PASSWORD)) as http:
+        yield Api(http, app, local, agencies, analyst)
+    await app.broker.stop()
+
+
+def texas_report() -> Report:
+    return Report(incident_type="Child Sex Tourism", location=Location(country="US", us_state="TX"),
+                  additional_info="synthetic text " + uuid.uuid4().hex)
+
+
+async def arrive(api: Api, report_id: str, report: Report) -> str:
+    """What the validated-report consumer does, driven directly."""
+    analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
+    state = await analysis.cases.arrive(report_id, report, "esp-test")
+    if state == "released":
+        await analysis.releaser.release(report_id)
+    return str(state)
+
+
+async def test_only_analysts_get_in(api: Api) -> None:
+    path = "/v1/analyst/reports/nothing-here"
+    assert (await api.http.get(path)).status_code == 404
+    for auth in [None, (api.analyst, "wrong password!!"), ("esp-test", PASSWORD)]:
+        response = await api.http.get(path, auth=auth) if auth else await httpx.AsyncClient(
+            transport=api.http._transport, base_url="http://analyst").get(path)
+        assert response.status_code == 401, auth
+        assert response.headers["www-authenticate"].startswith("Basic")
+
+
+async def test_hold_amend_supplement_release(api: Api, settings: Settings) -> None:
+    report_id = f"an-{uuid.uuid4().hex}"
+    hold = await api.http.post(f"/v1/analyst/reports/{report_id}/hold",
+                               json={"reason": "checking the location"})
+    assert hold.status_code == 202, hold.text
+    report = texas_report()
+    assert await arrive(api, report_id, report) == "held"
+
+    bad = await api.http.post(f"/v1/analyst/reports/{report_id}/amendments",
+                              json={"path": "location.planet", "value": "x", "reason": "r"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "path"]
+    bad = await api.http.post(f"/v1/analyst/reports/{report_id}/amendments",
+                              json={"path": "incident_at", "value": "not a date", "reason": "r"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "value"]
+
+    amended = await api.http.post(
+        f"/v1/analyst/reports/{report_id}/amendments",
+        json={"path": "child_in_imminent_danger", "value": True, "reason": "open-source check"})
+    assert amended.status_code == 202, amended.text
+    assert amended.json()["amendment"]["previous"] is False
+    supplement = await api.http.post(
+        f"/v1/analyst/reports/{report_id}/supplements",
+        json={"kind": "geolocation", "content": {"lat": 31.0, "lon": -100.0},
+              "source": "synthetic geo lookup", "verified": False})
+    assert supplement.status_code == 202, supplement.text
+
+    released = await api.http.post(f"/v1/analyst/reports/{report_id}/release")
+    assert released.status_code == 202, released.text
+    assert sorted(released.json()["agencies"]) == sorted(api.agencies)
+    again = await api.http.post(f"/v1/analyst/reports/{report_id}/hold", json={"reason": "late"})
+    assert again.status_code == 409
+
+    # The amendment made it imminent: it went on the urgent topic, the original beside it.
+    records = await read_topic(settings, topics.REPORTS_SUPPLEMENTED_URGENT,
+                               lambda rs: any(r["report_id"] == report_id for r in rs))
+    event = ReportSupplemented.model_validate(
+        next(r for r in records if r["report_id"] == report_id))
+    assert event.report == report  # the ESP's original, untouched
+    assert event.amendments[0]["path"] == "child_in_imminent_danger"
+    assert event.amendments[0]["analyst_id"] == api.analyst
+    assert event.supplements[0]["verified"] is False
+    assert event.priority.name == "IMMINENT"
+
+    case = (await api.http.get(f"/v1/analyst/reports/{report_id}")).json()
+    assert case["state"] == "released"
+    assert [e["what"] for e in case["timeline"]][:2] == ["held by analyst", "amended by analyst"]
+
+
+async def test_amendment_after_referral_reaches_every_agency_after_its_referral(
+    api: Api, settings: Settings
+) -> None:
+    report_id = f"an-{uuid.uuid4().hex}"
+    assert await arrive(api, report_id, texas_report()) == "released"
+    records = await read_topic(settings, topics.REPORTS_SUPPLEMENTED,
+                               lambda rs: any(r["report_id"] == report_id for r in rs))
+    event = ReportSupplemented.model_validate(
+        next(r for r in records if r["report_id"] == report_id))
+    analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
+    await refer(api.app.broker, analysis.ledger, analysis.timeline, event,  # type: ignore[attr-defined]
+                analysis.dispatch)
+
+    response = await api.http.post(
+        f"/v1/analyst/reports/{report_id}/supplements",
+        json={"kind": "open_source", "content": "synthetic finding", "source": "forum archive",
+              "verified": False})
+    assert response.status_code == 202, response.text
+    assert response.json()["notified"] == sorted(api.agencies)
+    response = await api.http.post(
+        f"/v1/analyst/reports/{report_id}/amendments",
+        json={"path": "location.us_state", "value": "CA", "reason": "ESP mislabelled state"})
+    assert response.json()["version"] == 2
+
+    verifier = Verifier(api.settings.tipline_keys_dir / PUBLIC_FILE)
+    for agency in api.agencies:
+        notices = await read_topic(
+            settings, agency_topic(agency),
+            lambda rs: sum(r["report_id"] == report_id for r in rs) >= 3)
+        mine = [n for n in notices if n["report_id"] == report_id]
+        assert [n["kind"] for n in mine] == ["referral", "amendment", "amendment"]
+        for n in mine:
+            verifier.verify(n)
+        assert mine[1]["payload"]["supplement"]["label"] == "UNVERIFIED"
+        assert mine[2]["payload"]["amendment"]["previous"] == "TX"
+    # Not re-routed: the amendment moved the state, the agencies stay.
+    case = (await api.http.get(f"/v1/analyst/reports/{report_id}")).json()
+    assert sorted(case["agencies"]) == sorted(api.agencies)
+    assert set(case["acknowledgements"].values()) == {"awaiting"}

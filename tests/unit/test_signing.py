@@ -1,0 +1,71 @@
+"""Notice signatures: sign, verify, tamper, rotate with an overlap, retire."""
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from shared.contracts import AgencyNotice, Priority, now
+from shared.notices import signed
+from shared.signing import PUBLIC_FILE, BadSignature, Signer, Verifier, ensure_keys, rotate
+
+
+def notice(text: str = "synthetic") -> AgencyNotice:
+    return AgencyNotice(kind="referral", notice_id="n-1", report_id="r-1", agency_id="a",
+                        issued_at=now(), priority=Priority.HIGH, payload={"note": text})
+
+
+def wire(n: AgencyNotice) -> dict[str, object]:
+    """What an agency parses off the topic."""
+    return dict(json.loads(n.model_dump_json()))
+
+
+def test_a_signed_notice_verifies_after_the_wire(tmp_path: Path) -> None:
+    ensure_keys(tmp_path)
+    n = signed(notice(), Signer(tmp_path))
+    assert n.signature and n.key_id
+    assert Verifier(tmp_path / PUBLIC_FILE).verify(wire(n)) == n.key_id
+
+
+@pytest.mark.parametrize("field,value", [
+    ("payload", {"note": "altered"}), ("agency_id", "b"), ("priority", 0), ("kind", "correction"),
+    ("key_id", "0000000000000000"),
+])
+def test_any_altered_field_is_refused(tmp_path: Path, field: str, value: object) -> None:
+    ensure_keys(tmp_path)
+    doc = wire(signed(notice(), Signer(tmp_path)))
+    doc[field] = value
+    with pytest.raises(BadSignature):
+        Verifier(tmp_path / PUBLIC_FILE).verify(doc)
+
+
+def test_unsigned_and_foreign_notices_are_refused(tmp_path: Path) -> None:
+    ensure_keys(tmp_path)
+    verifier = Verifier(tmp_path / PUBLIC_FILE)
+    with pytest.raises(BadSignature, match="not signed"):
+        verifier.verify(wire(notice()))
+    other = tmp_path / "other"
+    ensure_keys(other)
+    with pytest.raises(BadSignature, match="unknown key"):
+        verifier.verify(wire(signed(notice(), Signer(other))))
+
+
+def test_rotation_keeps_the_old_key_valid_for_the_overlap_only(tmp_path: Path) -> None:
+    first = ensure_keys(tmp_path)
+    signer, verifier = Signer(tmp_path), Verifier(tmp_path / PUBLIC_FILE)
+    before = wire(signed(notice(), signer))
+    rotation = rotate(tmp_path, overlap=timedelta(hours=1))
+    assert rotation.retiring == first and rotation.active != first
+    after = wire(signed(notice(), signer))  # the running signer picks up the new key
+    assert after["key_id"] == rotation.active
+    assert verifier.verify(before) == first  # inside the overlap
+    assert verifier.verify(after) == rotation.active
+    with pytest.raises(BadSignature, match="retired"):
+        verifier.verify(before, at=now() + timedelta(hours=2))
+    assert verifier.verify(after, at=now() + timedelta(days=365)) == rotation.active
+
+
+def test_a_service_without_keys_stops_at_start(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="TIPLINE_KEYS_DIR"):
+        Signer(tmp_path / "missing")
