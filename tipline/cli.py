@@ -18,6 +18,8 @@ def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa:
     print(f"kafka   {stack.kafka}")
     print(f"redis   {stack.redis}")
     print(f"intake  {stack.http}  (POST /v1/reports, GET /v1/reports/{{id}})")
+    if getattr(stack, "analyst", ""):
+        print(f"analyst {stack.analyst}/v1/analyst  (HTTP Basic, role analyst)")
     for child in stack.children:
         ops = f"  ops {child.ops}" if child.ops else ""
         print(f"  {child.name:<16} pid {child.process.pid:<8} log {child.log}{ops}")
@@ -36,6 +38,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     with running(WORKDIR, http_port=args.port) as stack:
         _print_stack(stack)
+        from tipline.agencycli import dev_analyst
+
+        settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis)
+        print(f"analyst login: {dev_analyst(settings, WORKDIR)}")
         print("tipline is up; Ctrl-C stops everything.", flush=True)
         while not stop:
             if dead := stack.check():
@@ -63,7 +69,8 @@ def cmd_agency_tail(args: argparse.Namespace) -> int:
     from tipline.agency import AgencyClient
 
     async def tail() -> None:
-        client = AgencyClient(Settings(), args.agency_id, group_id=args.group)
+        client = AgencyClient(Settings(), args.agency_id, group_id=args.group,
+                              auto_ack=not args.manual_ack)
         await client.start()
         try:
             async for notice in client.notices():
@@ -97,7 +104,15 @@ def parser() -> argparse.ArgumentParser:
     tail = agency_sub.add_parser("tail", help="print one agency's notices as they arrive")
     tail.add_argument("agency_id")
     tail.add_argument("--group", help="consumer group (default agency-<id>)")
+    tail.add_argument("--manual-ack", action="store_true",
+                      help="do not acknowledge; use `tipline agency ack` instead")
     tail.set_defaults(func=cmd_agency_tail)
+
+    from tipline.agencycli import add_agency_commands  # agency ack, agency outcome
+    from tipline.agencycli import add_commands as add_agency_cli  # analyst add, keys rotate
+
+    add_agency_commands(agency_sub)
+    add_agency_cli(sub)
 
     from tipline.esps import add_commands as add_esp_commands  # esp add NAME, esp list
 

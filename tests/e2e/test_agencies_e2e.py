@@ -1,0 +1,166 @@
+"""Analysts and agencies across processes: supplementation (with the analyst API), referral and
+retraction run as separate processes on the real broker and Valkey.
+
+A report routed to three agencies is amended after referral and then retracted. Each agency
+receives referral, amendment and correction in that order, exactly once after dedupe, every
+signature verifies; acks appear in the timeline; the agency that never acknowledges gets re-sends
+and the report ends "correction escalated"; a tampered notice is refused by the client.
+The report enters at the validated topic (intake and validation are other tests' business).
+"""
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from shared import topics
+from shared.analysts import AnalystDirectory
+from shared.contracts import AgencyNotice, Location, Report, ReportValidated, derived_id
+from shared.settings import Settings
+from tests.integration.agency_helpers import agency_ids, routing_file
+from tipline.agency import AgencyClient
+from tipline.stack import Stack, create_topics, free_port, start_services
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "synthetic-e2e-password"
+ACK_TIMEOUT_S, MAX_RESENDS = 1.0, 2
+
+
+@pytest.fixture(scope="module")
+def agencies() -> list[str]:
+    return agency_ids(3)
+
+
+@pytest.fixture(scope="module")
+def system(
+    servers: Stack, agencies: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("agencies")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TIPLINE_ROUTING_FILE", str(routing_file(workdir / "routing.yaml", agencies)))
+        env.setenv("TIPLINE_KEYS_DIR", str(workdir / "keys"))
+        env.setenv("TIPLINE_ACK_TIMEOUT_S", str(ACK_TIMEOUT_S))
+        env.setenv("TIPLINE_MAX_RESENDS", str(MAX_RESENDS))
+        env.setenv("TIPLINE_RESEND_TICK_S", "0.2")
+        stack = Stack(kafka=servers.kafka, redis=servers.redis, http="http://127.0.0.1:1",
+                      workdir=workdir, analyst=f"http://127.0.0.1:{free_port()}")
+        create_topics(stack)
+        try:
+            start_services(stack, ("supplementation", "referral", "retraction"))
+            yield stack
+        finally:
+            stack.stop()
+
+
+@pytest.fixture
+async def analyst(system: Stack, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    await AnalystDirectory(redis).add("e2e-analyst", PASSWORD)
+    async with httpx.AsyncClient(base_url=f"{system.analyst}/v1/analyst", timeout=10,
+                                 auth=("e2e-analyst", PASSWORD)) as client:
+        yield client
+
+
+async def follow(client: AgencyClient, into: list[AgencyNotice]) -> None:
+    await client.start()
+    try:
+        async for notice in client.notices():
+            into.append(notice)
+    finally:
+        await client.stop()
+
+
+async def until(check: Any, what: str, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (await check() if asyncio.iscoroutinefunction(check) else check()):
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_amend_then_retract_across_three_agencies(
+    system: Stack, settings: Settings, agencies: list[str], analyst: httpx.AsyncClient
+) -> None:
+    local = settings.model_copy(update={"tipline_keys_dir": system.workdir / "keys"})
+    report_id = f"e2e-{uuid.uuid4().hex}"
+    acking, silent = agencies[:2], agencies[2]
+    clients = {a: AgencyClient(local, a, auto_ack=a != silent) for a in agencies}
+    got: dict[str, list[AgencyNotice]] = {a: [] for a in agencies}
+
+    def kinds(agency: str) -> list[str]:
+        return [n.kind for n in got[agency] if n.report_id == report_id]
+
+    tasks = [asyncio.create_task(follow(clients[a], got[a])) for a in agencies]
+    producer = AIOKafkaProducer(bootstrap_servers=local.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        event = ReportValidated(
+            event_id=derived_id(report_id, "validated"), report_id=report_id, esp_id="esp-e2e",
+            report=Report(incident_type="Child Sex Tourism", additional_info="synthetic",
+                          location=Location(country="US", us_state="TX")))
+        await producer.send_and_wait(topics.REPORTS_VALIDATED, event.model_dump_json().encode(),
+                                     key=report_id.encode())
+        await until(lambda: all(kinds(a) == ["referral"] for a in agencies), "referrals", 60)
+
+        amended = await analyst.post(f"/reports/{report_id}/amendments", json={
+            "path": "location.us_state", "value": "NM", "reason": "synthetic correction"})
+        assert amended.status_code == 202, amended.text
+        assert amended.json()["notified"] == sorted(agencies)
+        await until(lambda: all(len(kinds(a)) == 2 for a in agencies), "amendments")
+
+        retracted = await analyst.post(f"/reports/{report_id}/retract",
+                                       json={"reason": "synthetic retraction"})
+        assert retracted.status_code == 202, retracted.text
+        await until(lambda: all(len(kinds(a)) == 3 for a in agencies), "corrections")
+
+        async def escalated() -> bool:
+            case = (await analyst.get(f"/reports/{report_id}")).json()
+            settled = list(case["acknowledgements"].values()).count("escalated") == 2
+            return settled and case["status"] == "correction_escalated"
+        await until(escalated, "escalation", (MAX_RESENDS + 3) * ACK_TIMEOUT_S + 10)
+        await until(lambda: clients[silent].duplicates >= 2 * MAX_RESENDS, "re-sends dropped")
+
+        # A tampered copy of a genuine notice is refused, loudly, and never handed over.
+        tampered = json.loads(got[silent][-1].model_dump_json())
+        tampered["payload"]["reason"] = "altered in transit"
+        await producer.send_and_wait(f"tipline.agency.{silent}", json.dumps(tampered).encode(),
+                                     key=report_id.encode())
+        await until(lambda: clients[silent].refused, "the tampered notice")
+    finally:
+        await producer.stop()
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks)
+
+    for agency in agencies:
+        assert kinds(agency) == ["referral", "amendment", "correction"], (agency, kinds(agency))
+        ids = [n.notice_id for n in got[agency]]
+        assert len(ids) == len(set(ids))
+        assert all(n.signature and n.key_id for n in got[agency])
+    assert [reason for _, reason in clients[silent].refused] == [
+        "bad signature: signature does not match "
+        f"(key {got[silent][-1].key_id})"]
+    assert not any(clients[a].refused for a in acking)
+
+    case = (await analyst.get(f"/reports/{report_id}")).json()
+    acked = {(e["agency"], e["notice_id"])
+             for e in case["timeline"] if e["what"] == "acknowledged"}
+    for agency in acking:
+        assert {(agency, n.notice_id) for n in got[agency]} <= acked
+    assert not any(agency == silent for agency, _ in acked)
+    states = case["acknowledgements"]
+    assert sorted(states.values()) == ["acked"] * 4 + ["escalated"] * 2
+    whats = [e["what"] for e in case["timeline"] if e.get("agency") == silent]
+    assert whats.count("correction re-sent") == MAX_RESENDS
+    assert whats.count("amendment re-sent") == MAX_RESENDS
+    assert "correction escalated" in whats
+    assert case["amendments_after_release"][0]["amendment"]["previous"] == "TX"
+    assert case["report"]["location"]["us_state"] == "TX"  # the ESP's original, kept

@@ -1,0 +1,118 @@
+"""Command line for agencies, analysts and signing keys:
+
+    tipline agency ack <agency_id> <report_id> <notice_id>
+    tipline agency outcome <agency_id> <report_id> <received|investigating|closed|unfounded|note>
+    tipline analyst add <analyst_id>     (password from TIPLINE_ANALYST_PASSWORD or stdin)
+    tipline keys rotate [--overlap-hours 168]
+(`tipline agency tail <agency_id> [--manual-ack]` lives in tipline/cli.py.)
+"""
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, get_args
+
+from shared.contracts import Outcome
+from shared.settings import Settings
+
+
+def _respond(agency_id: str, send: Any) -> int:
+    from tipline.agency import AgencyClient
+
+    async def run() -> None:
+        client = AgencyClient(Settings(), agency_id)
+        await client._producer.start()  # sending only: no need to join the consumer group
+        try:
+            await send(client)
+        finally:
+            await client._producer.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_agency_ack(args: argparse.Namespace) -> int:
+    return _respond(args.agency_id, lambda c: c.acknowledge(args.report_id, args.notice_id))
+
+
+def cmd_agency_outcome(args: argparse.Namespace) -> int:
+    return _respond(args.agency_id, lambda c: c.outcome(args.report_id, args.outcome, args.text))
+
+
+async def _add_analyst(settings: Settings, analyst_id: str, password: str) -> None:
+    from shared.analysts import AnalystDirectory
+    from shared.store import connect
+
+    redis = connect(settings)
+    try:
+        await AnalystDirectory(redis).add(analyst_id, password)
+    finally:
+        await redis.aclose()
+
+
+def cmd_analyst_add(args: argparse.Namespace) -> int:
+    password = os.environ.get("TIPLINE_ANALYST_PASSWORD") or sys.stdin.readline().strip()
+    try:
+        asyncio.run(_add_analyst(Settings(), args.analyst_id, password))
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print(f"analyst {args.analyst_id} added")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from shared.signing import rotate
+
+    keys = Settings().tipline_keys_dir
+    done = rotate(keys, overlap=timedelta(hours=args.overlap_hours))
+    print(f"active key {done.active} in {keys}")
+    if done.retiring:
+        print(f"key {done.retiring} still verifies until {done.not_after}")
+    return 0
+
+
+def dev_analyst(settings: Settings, workdir: Path) -> str:
+    """A development analyst for `tipline up`, its password in the workdir (mode 0600)."""
+    path = workdir / "analyst-credentials"
+    if path.exists():
+        analyst_id, password = path.read_text().split(":", 1)
+    else:
+        analyst_id, password = "dev-analyst", secrets.token_urlsafe(18)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{analyst_id}:{password}")
+    asyncio.run(_add_analyst(settings, analyst_id, password.strip()))
+    return f"{analyst_id} (password in {path})"
+
+
+def add_agency_commands(agency_sub: Any) -> None:
+    ack = agency_sub.add_parser("ack", help="acknowledge one notice")
+    ack.add_argument("agency_id")
+    ack.add_argument("report_id")
+    ack.add_argument("notice_id")
+    ack.set_defaults(func=cmd_agency_ack)
+    outcome = agency_sub.add_parser("outcome", help="tell tipline what became of a referral")
+    outcome.add_argument("agency_id")
+    outcome.add_argument("report_id")
+    outcome.add_argument("outcome", choices=get_args(Outcome))
+    outcome.add_argument("--text", help="free text (no more than 3000 characters)")
+    outcome.set_defaults(func=cmd_agency_outcome)
+
+
+def add_commands(sub: Any) -> None:
+    analyst = sub.add_parser("analyst", help="analyst accounts for the analyst API")
+    analyst_sub = analyst.add_subparsers(dest="analyst_command", required=True)
+    add = analyst_sub.add_parser("add", help="add an analyst (password: env or stdin)")
+    add.add_argument("analyst_id")
+    add.set_defaults(func=cmd_analyst_add)
+
+    keys = sub.add_parser("keys", help="notice-signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser("rotate", help="make a new active key; keep the old for a while")
+    rotate.add_argument("--overlap-hours", type=float, default=168.0)
+    rotate.set_defaults(func=cmd_keys_rotate)
