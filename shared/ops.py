@@ -56,6 +56,7 @@ async def update_lag(service: str, broker: Any) -> None:
 
     (`end_offsets` is wrong on the embedded broker; `highwater` is right on both.)
     """
+    reported: set[tuple[str, str, str, str]] = set()
     for sub in getattr(broker, "subscribers", []):
         consumer = getattr(sub, "consumer", None)
         group = getattr(sub, "group_id", None)
@@ -69,8 +70,17 @@ async def update_lag(service: str, broker: Any) -> None:
                 committed = await asyncio.wait_for(consumer.committed(tp), CHECK_TIMEOUT_S)
             except Exception:
                 continue
-            lag = highwater - (committed or 0)
-            CONSUMER_LAG.labels(service, group, tp.topic, str(tp.partition)).set(max(lag, 0))
+            labels = (service, group, tp.topic, str(tp.partition))
+            CONSUMER_LAG.labels(*labels).set(max(highwater - (committed or 0), 0))
+            reported.add(labels)
+    # A partition moved to another instance is that instance's to report: summing the gauge
+    # over instances must count each partition once.
+    for labels in _lag_reported.get((service, id(broker)), set()) - reported:
+        CONSUMER_LAG.remove(*labels)
+    _lag_reported[(service, id(broker))] = reported
+
+
+_lag_reported: dict[tuple[str, int], set[tuple[str, str, str, str]]] = {}
 
 
 async def _answer(ops: Ops, path: str) -> tuple[int, str, bytes]:

@@ -117,6 +117,10 @@ def parser() -> argparse.ArgumentParser:
     from tipline.esps import add_commands as add_esp_commands  # esp add NAME, esp list
 
     add_esp_commands(sub)
+
+    from tipline.docs import add_commands as add_docs_commands  # docs [--check]
+
+    add_docs_commands(sub)
     return p
 
 
