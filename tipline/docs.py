@@ -80,7 +80,7 @@ def generate() -> dict[Path, str]:
         spec = AsyncAPI(
             *brokers, _undeclared(settings),
             title="tipline", version="0.1.0", schema_version="3.0.0",
-            description="Every topic of tipline. Messages are JSON; the Kafka key is the report id.",
+            description="Every topic of tipline. JSON messages; the Kafka key is the report id.",
         ).to_specification()
         asyncapi = json.loads(spec.to_json())
         files = {

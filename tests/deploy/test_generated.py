@@ -1,0 +1,34 @@
+"""Generated documents match the code: AsyncAPI, OpenAPI and the routing ConfigMap."""
+
+import yaml
+
+from shared.agencies import load_agencies
+from shared.settings import Settings
+from shared.topics import AGENCY_PREFIX
+from shared.topology import topic_specs
+from tests.deploy.conftest import ROOT
+from tipline import docs
+
+
+def test_committed_documents_match_the_code() -> None:
+    stale = docs.stale()
+    assert not stale, (
+        f"out of date: {', '.join(map(str, stale))}. Regenerate with `tipline docs` "
+        "(or `.venv/bin/python -m tipline.cli docs`) and commit the result."
+    )
+
+
+def test_asyncapi_documents_every_topic() -> None:
+    document = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
+    addresses = {c["address"] for c in document["channels"].values()}
+    agencies = load_agencies(Settings().tipline_routing_file)
+    for spec in topic_specs(agencies, partitions=1, replication=1):
+        name = AGENCY_PREFIX + "{agency_id}" if spec.name.startswith(AGENCY_PREFIX) and \
+            spec.name != "tipline.agency.acks" else spec.name
+        assert name in addresses, f"{spec.name} is not in docs/asyncapi.yaml"
+
+
+def test_each_message_has_a_schema() -> None:
+    document = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
+    for name, message in document["components"]["messages"].items():
+        assert message.get("payload"), name
