@@ -121,6 +121,10 @@ def parser() -> argparse.ArgumentParser:
     from tipline.docs import add_commands as add_docs_commands  # docs [--check]
 
     add_docs_commands(sub)
+
+    from tipline.deadletters import add_commands as add_deadletter_commands  # show, requeue
+
+    add_deadletter_commands(sub)
     return p
 
 
