@@ -1,6 +1,7 @@
 """The answers the API gives: response codes, their HTTP statuses, and XML or JSON bodies."""
 
 import json
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -116,6 +117,14 @@ class Done:
                                        "files": {"fileId": self.file_ids}}}
 
 
+# Text XML cannot carry (control characters, lone surrogates); an echoed id may hold them.
+_NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value: object) -> str:
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
 def _xml(data: dict[str, Any]) -> bytes:
     ((root, body),) = data.items()
     element = etree.Element(root)
@@ -125,9 +134,9 @@ def _xml(data: dict[str, Any]) -> bytes:
         if key == "files":
             files = etree.SubElement(element, "files")
             for file_id in value["fileId"]:
-                etree.SubElement(files, "fileId").text = file_id
+                etree.SubElement(files, "fileId").text = xml_text(file_id)
         else:
-            etree.SubElement(element, key).text = str(value)
+            etree.SubElement(element, key).text = xml_text(value)
     return etree.tostring(element, xml_declaration=True, encoding="UTF-8", standalone=True)
 
 

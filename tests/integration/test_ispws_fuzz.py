@@ -1,0 +1,95 @@
+"""Property-based fuzz of the /ispws OpenAPI (schemathesis): whatever arrives, never a 5xx.
+
+Intake runs as its own process on the real broker and Redis; every operation gets a bounded number
+of generated requests, with good credentials, with none, and against a report that exists.
+"""
+
+import asyncio
+import base64
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from services.intake.esps import EspRegistry
+from shared.settings import Settings as TiplineSettings
+from shared.store import connect
+from tests.ispws_support import field, report_xml
+from tipline.stack import Stack, free_port, start_services
+
+EXAMPLES = 25
+
+
+@pytest.fixture(scope="module")
+def intake(servers: Stack, settings: TiplineSettings,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("fuzz")
+    stack = Stack(kafka=servers.kafka, redis=servers.redis,
+                  http=f"http://127.0.0.1:{free_port()}", workdir=workdir)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TIPLINE_FILES_DIR", str(workdir / "files"))
+        env.setenv("TIPLINE_MAX_UPLOAD_BYTES", "65536")
+        start_services(stack, ("intake",))
+    try:
+        yield stack.http
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def login(settings: TiplineSettings) -> tuple[str, str]:
+    async def add() -> tuple[str, str]:
+        redis = connect(settings)
+        name = f"fuzz-{uuid.uuid4().hex[:8]}"
+        password = await EspRegistry(redis).add(name)
+        await redis.aclose()
+        return name, password
+
+    return asyncio.run(add())
+
+
+@pytest.fixture(scope="module")
+def open_report(intake: str, login: tuple[str, str]) -> str:
+    r = httpx.post(f"{intake}/ispws/submit", content=report_xml(), auth=login,
+                   headers={"content-type": "text/xml"})
+    return field(r.text, "reportId")
+
+
+def test_no_input_makes_a_server_error(
+    intake: str, login: tuple[str, str], open_report: str
+) -> None:
+    schema = schemathesis.openapi.from_url(f"{intake}/openapi.json").include(
+        path_regex="^/ispws"
+    )
+    token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+    calls = 0
+
+    def check(case: schemathesis.Case) -> None:
+        nonlocal calls
+        # Aim some calls at a real open report, so the fuzz gets past "does not exist".
+        if isinstance(case.body, dict) and case.body.get("id") == "0":
+            case.body["id"] = open_report
+        for headers in ({"Authorization": f"Basic {token}"}, {}):
+            response = case.call(base_url=intake, headers=headers, timeout=30)
+            calls += 1
+            assert response.status_code < 500, (
+                case.method, case.path, response.status_code, response.text[:500])
+            assert "request-id" in {k.lower() for k in response.headers}
+
+    operations = [op.ok() for op in schema.get_all_operations()]
+    assert len(operations) >= 8
+    for operation in operations:
+        fuzz = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+                        suppress_health_check=list(HealthCheck))(given(operation.as_strategy())(check))
+        fuzz()
+    print(f"\n{calls} fuzzed calls over {len(operations)} operations, no 5xx")
+
+
+def test_the_openapi_documents_every_ispws_route(intake: str) -> None:
+    paths = httpx.get(f"{intake}/openapi.json").json()["paths"]
+    for route in ("status", "xsd", "submit", "upload", "fileinfo", "finish", "retract",
+                  "reports/{report_id}"):
+        assert f"/ispws/{route}" in paths
