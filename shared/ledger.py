@@ -15,6 +15,11 @@ inside a step. Each (report, agency) moves through:
 So an agency is only ever corrected after its referral was delivered, and every agency that got a
 referral of a retracted report reaches `correcting`. Corrections carry a stable notice id, so a
 correction sent twice (by either side, on a redelivery) is one correction to the agency.
+
+Amendments after release (`amend`) are appended, never replaced, and owed at once only to agencies
+whose referral was delivered; the referral service sends every amendment to the agencies it
+refers, after their referral. They leave the states above untouched, so the retraction invariant
+is exactly as before.
 """
 
 from dataclasses import dataclass

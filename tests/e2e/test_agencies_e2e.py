@@ -13,7 +13,6 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +22,16 @@ from redis.asyncio import Redis
 
 from shared import topics
 from shared.analysts import AnalystDirectory
-from shared.contracts import AgencyNotice, Location, Report, ReportValidated, derived_id
+from shared.contracts import (
+    AgencyNotice,
+    Location,
+    Priority,
+    Report,
+    ReportSupplemented,
+    ReportValidated,
+    derived_id,
+)
+from shared.ledger import Ledger
 from shared.settings import Settings
 from tests.integration.agency_helpers import agency_ids, routing_file
 from tipline.agency import AgencyClient
@@ -164,3 +172,54 @@ async def test_amend_then_retract_across_three_agencies(
     assert "correction escalated" in whats
     assert case["amendments_after_release"][0]["amendment"]["previous"] == "TX"
     assert case["report"]["location"]["us_state"] == "TX"  # the ESP's original, kept
+
+
+BULK = 300
+
+
+async def test_an_urgent_referral_is_not_queued_behind_bulk(
+    system: Stack, settings: Settings, agencies: list[str], redis: Redis
+) -> None:
+    """A bulk backlog on its own topic; an urgent report published after it is referred first."""
+    batch, agency = uuid.uuid4().hex[:8], agencies[0]
+
+    def supplemented(report_id: str, priority: Priority) -> bytes:
+        return ReportSupplemented(
+            event_id=derived_id(report_id, "supplemented"), report_id=report_id, esp_id="esp",
+            report=Report(additional_info="synthetic"), agencies=[agency], priority=priority,
+            jurisdiction="test", rules_version="test",
+        ).model_dump_json().encode()
+
+    bulk = [f"bulk-{batch}-{i}" for i in range(BULK)]
+    urgent = f"urgent-{batch}"
+    ledger = Ledger(redis)
+
+    async def referred(report_ids: list[str]) -> int:
+        async with redis.pipeline(transaction=False) as pipe:
+            for r in report_ids:
+                pipe.hget(f"tipline:{{{r}}}:ledger", agency)
+            return sum(state == "referred" for state in await pipe.execute())
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
+    await producer.start()
+    try:
+        sent = [await producer.send(topics.REPORTS_SUPPLEMENTED_BULK,
+                                    supplemented(r, Priority.BULK), key=r.encode()) for r in bulk]
+        await asyncio.gather(*sent)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await producer.send_and_wait(topics.REPORTS_SUPPLEMENTED_URGENT,
+                                     supplemented(urgent, Priority.IMMINENT), key=urgent.encode())
+    finally:
+        await producer.stop()
+    while (await ledger.states(urgent)).get(agency) != "referred":
+        assert loop.time() - start < 30, "the urgent report was not referred"
+        await asyncio.sleep(0.01)
+    urgent_s, bulk_done_then = loop.time() - start, await referred(bulk)
+    while await referred(bulk) < BULK:
+        assert loop.time() - start < 90, "the bulk backlog did not drain"
+        await asyncio.sleep(0.1)
+    bulk_s = loop.time() - start
+    print(f"\nurgent referred after {urgent_s * 1000:.0f} ms with {bulk_done_then}/{BULK} bulk "
+          f"referred; bulk backlog drained after {bulk_s:.1f} s")
+    assert bulk_done_then < BULK
