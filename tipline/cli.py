@@ -42,6 +42,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis)
         print(f"analyst login: {dev_analyst(settings, WORKDIR)}")
+        from tipline.status import save_state  # for `tipline status`
+
+        save_state(WORKDIR, stack)
         print("tipline is up; Ctrl-C stops everything.", flush=True)
         while not stop:
             if dead := stack.check():
@@ -113,6 +116,10 @@ def parser() -> argparse.ArgumentParser:
 
     add_agency_commands(agency_sub)
     add_agency_cli(sub)
+
+    from tipline.loadcli import add_commands  # generate, replay, bench, status
+
+    add_commands(sub)
 
     from tipline.esps import add_commands as add_esp_commands  # esp add NAME, esp list
 

@@ -1,0 +1,62 @@
+"""The load tools' pure parts: the generated stream, the replay schedule, percentiles."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tipline.generate import Mix, events, read, write
+from tipline.replay import percentiles, schedule
+
+
+def test_same_seed_same_stream() -> None:
+    assert list(events(200, seed=9)) == list(events(200, seed=9))
+    assert list(events(200, seed=9)) != list(events(200, seed=10))
+
+
+def test_stream_holds_every_kind_of_action_in_time_order() -> None:
+    stream = list(events(2000, seed=3, mix=Mix()))
+    kinds = {(e["action"], e.get("when") or e.get("expect")) for e in stream}
+    assert {("submit", "referred"), ("submit", "rejected"), ("retract", "before_referral"),
+            ("retract", "after_referral"), ("open", None), ("amend", None)} <= kinds
+    assert any("duplicate_of" in e for e in stream)
+    assert [e["t"] for e in stream] == sorted(e["t"] for e in stream)
+    submitted = {e["ref"] for e in stream if e["action"] == "submit"}
+    assert all(e["ref"] in submitted for e in stream if e["action"] in ("retract", "amend"))
+
+
+def test_file_digests_are_random_not_real() -> None:
+    originals = [e["report"] for e in events(500, seed=1)
+                 if "report" in e and "duplicate_of" not in e]
+    digests = [f["sha256"] for r in originals for f in r.get("files", [])]
+    assert digests and len(set(digests)) == len(digests)
+    assert all(len(d) == 64 for d in digests)
+
+
+def test_read_names_the_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    with path.open("w") as out:
+        write(out, events(3, seed=1))
+        out.write("{broken\n")
+    with pytest.raises(ValueError, match=r"s.jsonl:\d+: not JSON"):
+        read(path)
+    path.write_text(json.dumps({"t": 0, "ref": "r0", "action": "delete"}) + "\n")
+    with pytest.raises(ValueError, match="an action in"):
+        read(path)
+
+
+def test_schedule_fixed_rate_recorded_pace_and_max() -> None:
+    stream = [{"t": 0.5 * i, "ref": f"r{i}", "action": "submit"} for i in range(4)]
+    assert [at for at, _ in schedule(stream, "2", None)] == [0.0, 0.5, 1.0, 1.5]
+    assert [at for at, _ in schedule(stream, "recorded", None)] == [0.0, 0.5, 1.0, 1.5]
+    assert {at for at, _ in schedule(stream, "max", None)} == {0.0}
+    # A duration repeats the stream, and refs of a repeat are distinct.
+    repeated = schedule(stream, "4", 3.0)
+    assert len(repeated) == 12
+    assert len({e["ref"] for _, e in repeated}) == 12
+
+
+def test_percentiles_in_milliseconds() -> None:
+    p = percentiles([i / 1000 for i in range(1, 101)])
+    assert (p["p50"], p["p95"], p["p99"], p["max"], p["count"]) == (50.0, 95.0, 99.0, 100.0, 100)
+    assert percentiles([])["p99"] is None

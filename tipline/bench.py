@@ -1,0 +1,476 @@
+"""The benchmark: the pipeline against a raw aiokafka relay chain, on one fresh broker.
+
+(a) The ceiling: a chain of raw aiokafka relays, each its own process, as many hops as the
+    pipeline has (submitted -> validation -> supplementation -> referral -> agency topic: three
+    relays, four topics). A relay reads a batch, decodes and re-encodes each JSON message, sends
+    them all, awaits every ack, then commits: the same delivery contract as the services.
+(b) The pipeline: the five services, fed the same number of same-sized messages straight into
+    tipline.reports.submitted; a message has arrived when its referral reached the agency topic.
+Then: latency at a fixed offered load (both, over Kafka; and the pipeline through the HTTP API),
+retraction fan-out to 50 agencies, peak RSS of every service, and optionally memory over a
+long replay. Figures are printed, never asserted.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared import topics
+from shared.agencies import load_agencies
+from shared.contracts import Report, ReportSubmitted, derived_id
+from shared.kafka import ensure_topics
+from shared.settings import CONFIG_DIR, Settings
+from tipline import generate
+from tipline.replay import Replay, percentiles
+from tipline.stack import SERVICES, Stack, free_port, start_servers, start_services
+from tipline.synthetic import PLACES
+from tipline.watch import NoticeWatch
+
+RAW_TOPICS = [f"bench.raw.{i}" for i in range(4)]  # three relays between four topics
+FANOUT_AGENCIES = [f"bench-{i:02d}" for i in range(1, 51)]
+FANOUT_COUNTRY = "ZZ"  # a user-assigned ISO code: routed to all 50 bench agencies
+ONE_AGENCY_PLACE = PLACES[0]  # US/CA: one referral a report, like one message out of the chain
+
+
+# --- The raw relay (runs as its own process: `python -m tipline.bench relay SRC DST GROUP`) ----
+
+async def relay(settings: Settings, source: str, target: str, group: str) -> None:
+    consumer = AIOKafkaConsumer(
+        source, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+                                linger_ms=settings.kafka_linger_ms)
+    await producer.start()
+    await consumer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+            sends = [
+                await producer.send(target, json.dumps(json.loads(r.value)).encode(), key=r.key)
+                for records in batches.values() for r in records
+            ]
+            if sends:
+                await asyncio.gather(*sends)
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+# --- Feeding and timing ---------------------------------------------------------------------
+
+def submitted(run: str, n: int, place: dict[str, Any]) -> tuple[str, bytes]:
+    """A valid ReportSubmitted, as intake would publish it."""
+    report_id = f"{run}-{n}"
+    report = Report.model_validate({
+        "incident_type": "Child Sexual Molestation",
+        "incident_at": "2026-01-01T00:00:00+00:00",
+        "platform": "chat",
+        "reporter_email": f"trust-safety-{n}@esp.example",
+        "reported_users": [{"screen_name": f"user{n}", "esp_identifier": f"acct-{n}",
+                            "ip_address": "192.0.2.7"}],
+        "location": place,
+        "additional_info": f"synthetic benchmark report {n} " + "x" * 300,
+    })
+    event = ReportSubmitted(event_id=derived_id(report_id, "submitted"), report_id=report_id,
+                            esp_id="bench-esp", report=report)
+    return report_id, event.model_dump_json().encode()
+
+
+async def feed(
+    producer: AIOKafkaProducer, topic: str, messages: list[tuple[str, bytes]],
+    rate: float | None, sent_at: dict[str, float],
+) -> None:
+    """Send at `rate` a second (None: as fast as the producer takes them), acks awaited."""
+    started = time.monotonic()
+    pending = []
+    for i, (key, value) in enumerate(messages):
+        if rate:
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        sent_at[key] = time.monotonic()
+        pending.append(await producer.send(topic, value, key=key.encode()))
+        if len(pending) >= 1000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+
+
+async def saturate(
+    producer: AIOKafkaProducer, topic: str, arrived: dict[str, float], prefix: str,
+    seconds: float, window: int = 400,
+) -> float:
+    """End-to-end messages a second with `window` always in flight, over `seconds`."""
+    sent_at: dict[str, float] = {}
+    n = 0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        in_flight = len(sent_at) - sum(1 for k in sent_at if k in arrived)
+        if in_flight < window:
+            more = [submitted(prefix, n + i, ONE_AGENCY_PLACE) for i in range(window // 4)]
+            n += len(more)
+            await feed(producer, topic, more, None, sent_at)
+        else:
+            await asyncio.sleep(0.01)
+    done = [arrived[k] for k in sent_at if k in arrived]
+    elapsed = max(max(done, default=started) - started, 1e-9)
+    with contextlib.suppress(TimeoutError):  # drain, so the next stage starts from empty
+        await wait_for(lambda: sent_at.keys() <= arrived.keys(), 90, "drain")
+    return round(len(done) / elapsed, 1)
+
+
+async def steady(
+    producer: AIOKafkaProducer, topic: str, arrived: dict[str, float], prefix: str,
+    rate: float, seconds: float,
+) -> dict[str, Any]:
+    """Latency percentiles at a fixed offered rate (waits for the last message, bounded)."""
+    sent_at: dict[str, float] = {}
+    messages = [submitted(prefix, i, ONE_AGENCY_PLACE) for i in range(int(rate * seconds))]
+    await feed(producer, topic, messages, rate, sent_at)
+    with contextlib.suppress(TimeoutError):
+        await wait_for(lambda: sent_at.keys() <= arrived.keys(), 60, "steady load")
+    return {"offered_per_s": rate, **percentiles(latencies(sent_at, arrived)),
+            "not_arrived": len(sent_at.keys() - arrived.keys())}
+
+
+async def wait_for(done: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done after {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+class RawSink:
+    """Arrival times at the end of the raw chain."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.arrived: dict[str, float] = {}
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                          fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                                          enable_auto_commit=False)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        await self._consumer.topics()
+        tps = [TopicPartition(RAW_TOPICS[-1], p)
+               for p in self._consumer.partitions_for_topic(RAW_TOPICS[-1]) or ()]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            now = time.monotonic()
+            for records in batches.values():
+                for r in records:
+                    self.arrived.setdefault(r.key.decode(), now)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+
+def latencies(sent_at: dict[str, float], arrived: dict[str, float]) -> list[float]:
+    return [arrived[k] - t for k, t in sent_at.items() if k in arrived]
+
+
+@dataclass
+class Plan:
+    """How long each stage runs; the whole default run takes about three minutes."""
+
+    saturate_s: float = 20.0
+    steady_s: float = 10.0
+    offered: float = 500.0
+    adapt: bool = True  # offer half the measured throughput when 500/s is beyond it
+    fanout_reports: int = 20
+
+
+# --- Memory ---------------------------------------------------------------------------------
+
+def memory(pid: int) -> dict[str, float]:
+    """Current and peak resident set size of a process, MB."""
+    fields: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return {"rss_mb": fields.get("VmRSS", 0.0), "peak_rss_mb": fields.get("VmHWM", 0.0)}
+
+
+def service_memory(stack: Stack) -> dict[str, dict[str, float]]:
+    return {c.name: memory(c.process.pid) for c in stack.children if c.name in SERVICES}
+
+
+# --- The stages -----------------------------------------------------------------------------
+
+def routing_file(workdir: Path) -> Path:
+    """The usual routing rules plus 50 bench agencies, all owed every report from ZZ."""
+    data = yaml.safe_load((CONFIG_DIR / "routing.yaml").read_text())
+    data["agencies"] += [{"id": a, "name": f"Benchmark agency {a}"} for a in FANOUT_AGENCIES]
+    data["rules"]["countries"][FANOUT_COUNTRY] = FANOUT_AGENCIES
+    path = workdir / "routing-bench.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def _stage_raw(settings: Settings, stack: Stack, plan: Plan, run: str) -> dict[str, Any]:
+    await ensure_topics(settings, RAW_TOPICS)
+    for i in range(3):
+        stack.spawn(f"relay-{i + 1}", [sys.executable, "-m", "tipline.bench", "relay",
+                                       RAW_TOPICS[i], RAW_TOPICS[i + 1], f"bench-relay-{i + 1}"],
+                    env=stack.env())
+    sink = RawSink(settings)
+    await sink.start()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+                                linger_ms=settings.kafka_linger_ms)
+    await producer.start()
+    try:
+        warm = [submitted(f"{run}-rawwarm", i, ONE_AGENCY_PLACE) for i in range(20)]
+        warm_sent: dict[str, float] = {}
+        await feed(producer, RAW_TOPICS[0], warm, None, warm_sent)
+        await wait_for(lambda: warm_sent.keys() <= sink.arrived.keys(), 60, "raw chain warm-up")
+        rate = await saturate(producer, RAW_TOPICS[0], sink.arrived, f"{run}-raw", plan.saturate_s)
+        latency = await steady(producer, RAW_TOPICS[0], sink.arrived, f"{run}-rawlat",
+                               plan.offered, plan.steady_s)
+        return {"throughput_per_s": rate, "latency_ms": latency}
+    finally:
+        await producer.stop()
+        await sink.stop()
+
+
+async def _stage_pipeline(settings: Settings, plan: Plan, run: str) -> dict[str, Any]:
+    watch = NoticeWatch(settings, _agency_ids(settings))
+    arrived: dict[str, float] = {}
+
+    def on_notice(report_id: str) -> None:
+        refs = watch.reports[report_id].referrals
+        if refs and report_id not in arrived:
+            arrived[report_id] = max(t for t, _ in refs.values())
+
+    watch.on_notice = on_notice
+    await watch.start()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+                                linger_ms=settings.kafka_linger_ms)
+    await producer.start()
+    try:
+        warm = [submitted(f"{run}-warm", i, ONE_AGENCY_PLACE) for i in range(20)]
+        warm_sent: dict[str, float] = {}
+        await feed(producer, topics.REPORTS_SUBMITTED, warm, None, warm_sent)
+        await wait_for(lambda: warm_sent.keys() <= arrived.keys(), 90, "pipeline warm-up")
+        rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-tp",
+                              plan.saturate_s)
+        if plan.adapt and rate < plan.offered * 1.2:
+            plan.offered = round(rate * 0.5)  # 500/s would only measure a queue: say so
+        latency = await steady(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-lat",
+                               plan.offered, plan.steady_s)
+        return {"throughput_per_s": rate, "latency_ms": latency,
+                "duplicates_absorbed": watch.duplicates}
+    finally:
+        await producer.stop()
+        await watch.stop()
+
+
+def _agency_ids(settings: Settings) -> list[str]:
+    return list(load_agencies(settings.tipline_routing_file))
+
+
+def _stream(count: int, place: dict[str, Any], retract_after: bool) -> list[dict[str, Any]]:
+    """Valid reports from one place, each retracted after its referral if asked."""
+    rng = random.Random(count)
+    out: list[dict[str, Any]] = []
+    for i in range(count):
+        report = {**generate.synthetic(rng), "location": place,
+                  "incident_type": "Child Sexual Molestation"}
+        out.append({"t": 0, "seq": len(out), "actor": "esp", "action": "submit", "ref": f"b{i}",
+                    "esp_id": "bench-esp", "report": report, "expect": "referred"})
+        if retract_after:
+            out.append({"t": 0, "seq": len(out), "actor": "esp", "action": "retract",
+                        "ref": f"b{i}", "esp_id": "bench-esp", "when": "after_referral",
+                        "reason": "benchmark retraction"})
+    return out
+
+
+async def _stage_http(settings: Settings, url: str, plan: Plan) -> dict[str, Any]:
+    stream = _stream(int(plan.offered * plan.steady_s), ONE_AGENCY_PLACE, retract_after=False)
+    result = await Replay(settings, url, concurrency=128).run(
+        stream, rate=str(plan.offered), settle_timeout=60)
+    return {"offered_per_s": plan.offered, "achieved_per_s": result["achieved_rate"],
+            "errors": result["errors"], "lost": result["lost"],
+            "latency_ms": result["latency_ms"]["accepted_to_referral_delivered"]}
+
+
+async def _stage_fanout(settings: Settings, url: str, reports: int) -> dict[str, Any]:
+    stream = _stream(reports, {"country": FANOUT_COUNTRY}, retract_after=True)
+    result = await Replay(settings, url, concurrency=8).run(stream, rate="10", settle_timeout=60)
+    return {"agencies": len(FANOUT_AGENCIES), "reports": reports, "lost": result["lost"],
+            "violations": result["violations"],
+            "latency_ms": result["latency_ms"]["retraction_to_all_corrections_delivered"]}
+
+
+async def _stage_long(settings: Settings, url: str, stack: Stack, seconds: float,
+                      rate: float) -> dict[str, Any]:
+    """Steady load for `seconds`, sampling every service's RSS: memory should stay flat."""
+    stream = list(generate.events(int(rate * 60), seed=11, rate=rate))
+    samples: list[dict[str, Any]] = []
+
+    async def sample() -> None:
+        start = time.monotonic()
+        while True:
+            samples.append({"t": round(time.monotonic() - start, 1),
+                            **{k: v["rss_mb"] for k, v in service_memory(stack).items()}})
+            await asyncio.sleep(max(seconds / 20, 1.0))
+
+    sampler = asyncio.create_task(sample())
+    try:
+        result = await Replay(settings, url, concurrency=64).run(
+            stream, rate=str(rate), duration=seconds, settle_timeout=120)
+    finally:
+        sampler.cancel()
+    names = [k for k in samples[0] if k != "t"] if samples else []
+    growth = ({n: round(samples[-1][n] - samples[len(samples) // 4][n], 1) for n in names}
+              if len(samples) > 4 else {})
+    return {"seconds": seconds, "rate": rate, "lost": result["lost"], "samples": samples,
+            "rss_growth_mb": growth}
+
+
+async def _run(workdir: Path, plan: Plan, long_replay_s: float,
+               profile: bool) -> dict[str, Any]:
+    run = f"b{time.time_ns()}"
+    os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # always a fresh embedded broker
+    os.environ.pop("REDIS_URL", None)
+    stack = Stack(kafka="", redis="", http=f"http://127.0.0.1:{free_port()}", workdir=workdir)
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
+                                           "load_avg_at_start": os.getloadavg()}}
+    try:
+        start_servers(stack)
+        routing = routing_file(workdir)
+        os.environ["TIPLINE_ROUTING_FILE"] = str(routing)
+        settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis,
+                            tipline_routing_file=routing)
+        await ensure_topics(settings, [*topics.PIPELINE_TOPICS,
+                                       *(topics.agency_topic(a) for a in _agency_ids(settings))])
+        say("(a) raw relay chain ...")
+        results["raw"] = await _stage_raw(settings, stack, plan, run)
+        relays = [c for c in stack.children if c.name.startswith("relay")]
+        results["raw"]["memory_mb"] = {c.name: memory(c.process.pid) for c in relays}
+        for child in relays:  # out of the way of the pipeline
+            child.process.terminate()
+            child.process.wait(10)
+            stack.children.remove(child)
+        say(f"    {results['raw']['throughput_per_s']}/s; (b) starting the pipeline ...")
+        await asyncio.to_thread(start_services, stack)
+        profilers = _start_profilers(stack, workdir) if profile else []
+        results["pipeline"] = await _stage_pipeline(settings, plan, run)
+        for p in profilers:
+            p.wait()
+        say(f"    {results['pipeline']['throughput_per_s']}/s; through the HTTP API ...")
+        results["http"] = await _stage_http(settings, stack.http, plan)
+        say("    retraction fan-out to 50 agencies ...")
+        results["fanout"] = await _stage_fanout(settings, stack.http, plan.fanout_reports)
+        if long_replay_s:
+            say(f"    long replay, {long_replay_s}s ...")
+            results["long_replay"] = await _stage_long(settings, stack.http, stack,
+                                                       long_replay_s, min(plan.offered, 200.0))
+        results["memory_mb"] = service_memory(stack)
+        results["ratio"] = round(results["pipeline"]["throughput_per_s"]
+                                 / results["raw"]["throughput_per_s"], 3)
+        results["machine"]["load_avg_at_end"] = os.getloadavg()
+        return results
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+
+def _start_profilers(stack: Stack, workdir: Path) -> list[Any]:
+    import shutil
+    import subprocess
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        say("py-spy not installed: no profiles")
+        return []
+    out = []
+    for child in stack.children:
+        if child.name in ("validation", "supplementation", "referral"):
+            svg = workdir / f"profile-{child.name}.txt"
+            out.append(subprocess.Popen(
+                [spy, "record", "--pid", str(child.process.pid), "--format", "raw",
+                 "--output", str(svg), "--rate", "100", "--duration", "15"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return out
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(workdir: Path, *, quick: bool = False, long_replay_s: float = 0.0,
+         profile: bool = False) -> dict[str, Any]:
+    run_dir = workdir / time.strftime("%Y%m%d-%H%M%S")  # logs and profiles stay for a look
+    run_dir.mkdir(parents=True, exist_ok=True)
+    say(f"logs in {run_dir}")
+    plan = Plan(saturate_s=6, steady_s=4, fanout_reports=5) if quick else Plan()
+    return asyncio.run(_run(run_dir, plan, long_replay_s, profile))
+
+
+def render(r: dict[str, Any]) -> str:
+    def p(lat: dict[str, Any]) -> str:
+        return f"{lat['p50']!s:>8} {lat['p95']!s:>8} {lat['p99']!s:>8} {lat['max']!s:>8}"
+
+    raw, pipe, http, fan = r["raw"], r["pipeline"], r["http"], r["fanout"]
+    lines = [
+        f"{'':<46} {'max msg/s':>9} {'offered/s':>9}   {'p50':>8} {'p95':>8} {'p99':>8} "
+        f"{'max':>8}  ms",
+        f"{'(a) raw aiokafka relay chain (3 relays)':<46} {raw['throughput_per_s']:>9} "
+        f"{raw['latency_ms']['offered_per_s']:>9}   {p(raw['latency_ms'])}",
+        f"{'(b) pipeline, Kafka in -> referral at agency':<46} {pipe['throughput_per_s']:>9} "
+        f"{pipe['latency_ms']['offered_per_s']:>9}   {p(pipe['latency_ms'])}",
+        f"{'    pipeline, HTTP accepted -> referral':<46} {'':>9} "
+        f"{http['offered_per_s']:>9}   {p(http['latency_ms'])}",
+        f"{'    retraction -> 50 agencies corrected':<46} {'':>9} {'':>9}   "
+        f"{p(fan['latency_ms'])}",
+        "",
+        f"ratio pipeline/raw throughput = {r['ratio']:.1%}",
+        f"HTTP: achieved {http['achieved_per_s']}/s, errors {http['errors'] or 'none'}, "
+        f"lost {http['lost']}; fan-out lost {fan['lost']}",
+        "peak RSS MB: " + ", ".join(f"{k} {v['peak_rss_mb']}" for k, v in r["memory_mb"].items())
+        + "; relays " + ", ".join(f"{v['peak_rss_mb']}" for v in raw["memory_mb"].values()),
+    ]
+    if "long_replay" in r:
+        lines.append(f"RSS growth over the long replay (MB): {r['long_replay']['rss_growth_mb']}")
+    lines.append(f"load average at start/end: {r['machine']['load_avg_at_start']} / "
+                 f"{r['machine'].get('load_avg_at_end')}  (other work on the machine skews this)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["relay"]:
+        source, target, group = sys.argv[2:5]
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(relay(Settings(), source, target, group))

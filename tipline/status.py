@@ -1,0 +1,167 @@
+"""`tipline status`: the stack at a glance. Processes, their health, consumer lag per group.
+
+Lag is the partition's high-water mark minus the group's committed offset. The high-water mark
+comes from a fetch (`consumer.highwater`), because the embedded broker's `end_offsets` answers
+the start of the last batch instead (see the embedded-broker notes).
+"""
+
+import asyncio
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+STATE_FILE = "stack.json"  # written by `tipline up`
+
+
+def save_state(workdir: Path, stack: Any) -> None:
+    """What `tipline status` needs to find a stack started by `tipline up`."""
+    state = {
+        "kafka": stack.kafka, "redis": stack.redis, "http": stack.http,
+        "children": [{"name": c.name, "pid": c.process.pid, "ops": getattr(c, "ops", None),
+                      "log": str(c.log)} for c in stack.children],
+    }
+    (workdir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def load_state(workdir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((workdir / STATE_FILE).read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+async def health(ops: str | None) -> dict[str, Any]:
+    """The service's own answer on /readyz (issue 7's ops endpoint), when it has one."""
+    if not ops:
+        return {"ready": None, "checks": {}}
+    try:
+        async with httpx.AsyncClient(timeout=3) as http:
+            r = await http.get(f"{ops}/readyz")
+        body = r.json()
+        return {"ready": bool(body.get("ready")), "checks": body.get("checks", {})}
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"ready": False, "checks": {"ops": f"unreachable: {type(exc).__name__}"}}
+
+
+async def consumer_lag(bootstrap: str, timeout_s: float = 3.0) -> dict[str, dict[str, int]]:
+    """{group: {topic: lag}} for every consumer group with committed offsets."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        groups = sorted(g[0] for g in await admin.list_consumer_groups())
+        topics = [t for t in await admin.list_topics() if not t.startswith("__")]
+        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await probe.start()
+        try:
+            await probe.topics()
+            tps = [TopicPartition(t, p) for t in topics
+                   for p in sorted(probe.partitions_for_topic(t) or ())]
+            committed: dict[str, dict[TopicPartition, int]] = {}
+            for group in groups:
+                offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+                committed[group] = {tp: m.offset for tp, m in offsets.items() if m.offset >= 0}
+            used = sorted({tp for c in committed.values() for tp in c})
+            highwater = await _highwaters(probe, used, committed, timeout_s)
+        finally:
+            await probe.stop()
+    finally:
+        await admin.close()
+    lag: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for group, offsets in committed.items():
+        for tp, offset in offsets.items():
+            if tp in highwater:
+                lag[group][tp.topic] += max(highwater[tp] - offset, 0)
+    return {g: dict(t) for g, t in lag.items()}
+
+
+async def _highwaters(
+    probe: AIOKafkaConsumer, tps: list[TopicPartition],
+    committed: dict[str, dict[TopicPartition, int]], timeout_s: float,
+) -> dict[TopicPartition, int]:
+    """A fetch at the lowest committed offset of each partition tells its high-water mark."""
+    if not tps:
+        return {}
+    probe.assign(tps)
+    for tp in tps:
+        probe.seek(tp, min(c[tp] for c in committed.values() if tp in c))
+    out: dict[TopicPartition, int] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while len(out) < len(tps) and loop.time() < deadline:
+        await probe.getmany(timeout_ms=100, max_records=1)
+        for tp in tps:
+            mark = probe.highwater(tp)
+            if mark is not None:
+                out[tp] = mark
+    return out
+
+
+async def gather(workdir: Path, kafka: str | None) -> dict[str, Any]:
+    state = load_state(workdir) or {}
+    bootstrap = kafka or state.get("kafka") or os.environ.get(
+        "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    children = state.get("children", [])
+    healths = await asyncio.gather(*(health(c.get("ops")) for c in children))
+    processes = [
+        {"name": c["name"], "pid": c["pid"], "alive": alive(c["pid"]), "rss_mb": rss_mb(c["pid"]),
+         **h}
+        for c, h in zip(children, healths, strict=True)
+    ]
+    try:
+        lag: dict[str, Any] = await asyncio.wait_for(consumer_lag(bootstrap), 15)
+        lag_error = None
+    except Exception as exc:  # the broker being down is an answer, not a crash
+        lag, lag_error = {}, f"{type(exc).__name__}: {exc}"
+    return {"kafka": bootstrap, "redis": state.get("redis"), "http": state.get("http"),
+            "processes": processes, "lag": lag, "lag_error": lag_error}
+
+
+def render(status: dict[str, Any]) -> str:
+    lines = [f"kafka {status['kafka']}   redis {status['redis']}   intake {status['http']}", ""]
+    if status["processes"]:
+        lines.append(f"{'process':<18} {'pid':>7}  {'alive':<6} {'ready':<6} {'rss MB':>7}  checks")
+    for p in status["processes"]:
+        ready = "-" if p["ready"] is None else ("yes" if p["ready"] else "NO")
+        checks = ", ".join(f"{k}={v}" for k, v in p["checks"].items())
+        lines.append(f"{p['name']:<18} {p['pid']:>7}  {'yes' if p['alive'] else 'NO':<6} "
+                     f"{ready:<6} {p['rss_mb'] or '-':>7}  {checks}")
+    if not status["processes"]:
+        lines.append("no stack started by `tipline up` in this workdir (showing Kafka only)")
+    lines += ["", f"{'consumer group':<34} {'topic':<34} {'lag':>7}"]
+    for group, per_topic in sorted(status["lag"].items()):
+        for topic, lag in sorted(per_topic.items()):
+            lines.append(f"{group:<34} {topic:<34} {lag:>7}")
+    if status["lag_error"]:
+        lines.append(f"lag unknown: {status['lag_error']}")
+    return "\n".join(lines)
+
+
+def main(workdir: Path, *, as_json: bool = False, kafka: str | None = None) -> int:
+    status = asyncio.run(gather(workdir, kafka))
+    print(json.dumps(status) if as_json else render(status))
+    down = [p["name"] for p in status["processes"] if not p["alive"] or p["ready"] is False]
+    return 1 if down or status["lag_error"] else 0

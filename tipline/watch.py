@@ -1,0 +1,108 @@
+"""Watching what agencies receive, from outside: every agency topic, no consumer group.
+
+Load tools and chaos tests use this as their ground-truth observer. It reads every agency's
+topic from its current end (no group, so no join delay and no effect on the agencies' own
+offsets), drops redelivered notices by notice_id and counts them, and records when each notice
+arrived, so latencies are measured where the agency sees the notice.
+"""
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.settings import Settings
+from shared.topics import agency_of_topic, agency_topic
+
+
+@dataclass
+class Seen:
+    """The notices of one report, first arrival of each (monotonic seconds, arrival order)."""
+
+    referrals: dict[str, tuple[float, int]] = field(default_factory=dict)
+    corrections: dict[str, tuple[float, int]] = field(default_factory=dict)
+    amendments: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+
+class NoticeWatch:
+    def __init__(self, settings: Settings, agencies: Iterable[str]) -> None:
+        self.topics = [agency_topic(a) for a in agencies]
+        self.reports: dict[str, Seen] = defaultdict(Seen)
+        self.notice_ids: set[str] = set()
+        self.duplicates = 0
+        self.refused = 0  # records on agency topics that are not notices (poison)
+        self.received = 0
+        self.on_notice: Callable[[str], None] | None = None
+        self._order = 0
+        self._task: asyncio.Task[None] | None = None
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            max_partition_fetch_bytes=settings.kafka_max_message_bytes,
+            fetch_max_bytes=max(settings.kafka_max_message_bytes, 52428800),
+        )
+
+    async def start(self, from_beginning: bool = False) -> None:
+        await self._consumer.start()
+        await self._consumer.topics()  # loads metadata for every topic
+        partitions = [
+            TopicPartition(t, p)
+            for t in self.topics
+            for p in sorted(self._consumer.partitions_for_topic(t) or ())
+        ]
+        self._consumer.assign(partitions)
+        if from_beginning:
+            await self._consumer.seek_to_beginning(*partitions)
+        else:
+            # The embedded broker's "end" is the last batch's start (see embedded-broker.md), so a
+            # few older notices may be read: they belong to reports this watch does not know.
+            await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await self._consumer.position(tp)  # resolve now, so nothing sent later is skipped
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            arrived = time.monotonic()
+            for tp, records in batches.items():
+                agency = agency_of_topic(tp.topic) or "?"
+                for record in records:
+                    self._take(agency, record.value, arrived)
+
+    def _take(self, agency: str, value: bytes | None, arrived: float) -> None:
+        try:
+            notice = json.loads(value or b"")
+            kind, notice_id, report_id = notice["kind"], notice["notice_id"], notice["report_id"]
+            if notice["agency_id"] != agency:
+                raise ValueError("addressed to another agency")
+        except (ValueError, KeyError, TypeError):
+            self.refused += 1
+            return
+        self.received += 1
+        if notice_id in self.notice_ids:
+            self.duplicates += 1
+            return
+        self.notice_ids.add(notice_id)
+        self._order += 1
+        seen = self.reports[report_id]
+        where = {"referral": seen.referrals, "correction": seen.corrections}.get(
+            kind, seen.amendments
+        )
+        where.setdefault(agency, (arrived, self._order))
+        if self.on_notice:
+            self.on_notice(report_id)
