@@ -127,6 +127,9 @@ def _explain(doc: etree._Element, body: bytes, error: Any) -> FieldError:
             reason = f"<{name}> is out of order (or repeated too often): expected {expected} here"
         else:
             reason = f"<{name}> is not allowed here: expected {expected}"
+    elif "[facet 'pattern']" in message and "(Z|" in message:
+        reason = f"<{element.tag if element is not None else path}> must be an ISO 8601 " \
+                 "date-time with a time zone (Z or +hh:mm), such as 2024-05-01T10:00:00Z"
     elif m := _MISSING.match(message):
         reason = f"<{m.group(1)}> is missing required element {_expected(m.group(2))}"
     else:
