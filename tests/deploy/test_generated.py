@@ -1,5 +1,8 @@
 """Generated documents match the code: AsyncAPI, OpenAPI and the routing ConfigMap."""
 
+import json
+
+import jsonschema
 import yaml
 
 from shared.agencies import load_agencies
@@ -32,3 +35,12 @@ def test_each_message_has_a_schema() -> None:
     document = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
     for name, message in document["components"]["messages"].items():
         assert message.get("payload"), name
+
+
+def test_asyncapi_document_is_valid_asyncapi_3() -> None:
+    schema = json.loads((ROOT / "tests/deploy/schemas/asyncapi-3.0.0.json").read_text())
+    document = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message[:200]}"
+              for e in validator.iter_errors(document)]
+    assert not errors, "\n".join(errors[:10])
