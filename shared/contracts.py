@@ -210,6 +210,9 @@ class AgencyResponse(Message):
     outcome: Outcome | None = None
     text: str | None = Field(None, max_length=3000)
     sent_at: datetime = Field(default_factory=now)
+    # Ed25519 signature with one of the agency's registered keys (shared/agencies.py).
+    key_id: str | None = None
+    signature: str | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> "AgencyResponse":

@@ -6,7 +6,9 @@ It consumes the agency's topic in its own consumer group and, for each notice:
 - drops a redelivered or re-sent notice by its notice_id (and acknowledges it again, in case the
   first ack was lost);
 - acknowledges it on tipline.agency.acks once the caller has taken it (or leaves that to the
-  caller: `auto_ack=False`, then `ack(notice)`), and commits only then.
+  caller: `auto_ack=False`, then `ack(notice)`), and commits only then; acks and outcomes are
+  signed with the agency's own key when given one (`signer`), whose public half the agency
+  registered in tipline's registry (`verify_keys`).
 """
 
 import json
@@ -21,7 +23,7 @@ from pydantic import ValidationError
 
 from shared.contracts import AgencyNotice, AgencyResponse, Outcome
 from shared.settings import Settings
-from shared.signing import PUBLIC_FILE, BadSignature, Verifier
+from shared.signing import PUBLIC_FILE, BadSignature, Signer, Verifier
 from shared.topics import AGENCY_ACKS, agency_topic
 
 log = logging.getLogger("tipline.agency")
@@ -43,9 +45,11 @@ class AgencyClient:
         *,
         verifier: Verifier | None = None,
         auto_ack: bool = True,
+        signer: Signer | None = None,
     ) -> None:
         self.agency_id = agency_id
         self.auto_ack = auto_ack
+        self.signer = signer  # signs acks and outcomes with the agency's own registered key
         self.verifier = verifier or Verifier(public_keyring(settings))
         self.seen: set[str] = set()
         self.duplicates = 0
@@ -106,8 +110,11 @@ class AgencyClient:
         ))
 
     async def _respond(self, response: AgencyResponse) -> None:
+        document = response.model_dump(mode="json")
+        if self.signer is not None:
+            document = self.signer.sign(document)
         await self._producer.send_and_wait(
-            AGENCY_ACKS, response.model_dump_json().encode(), key=response.report_id.encode()
+            AGENCY_ACKS, json.dumps(document).encode(), key=response.report_id.encode()
         )
 
     def _accept(self, value: bytes | None) -> AgencyNotice | None:

@@ -1,6 +1,7 @@
 """Command line for agencies, analysts and signing keys:
 
-    tipline agency ack <agency_id> <report_id> <notice_id>
+    tipline agency ack <agency_id> <report_id> <notice_id> [--keys DIR]
+    tipline agency keys <agency_id> --dir DIR   (the agency's own key for signing its responses)
     tipline agency outcome <agency_id> <report_id> <received|investigating|closed|unfounded|note>
     tipline analyst add <analyst_id>     (password from TIPLINE_ANALYST_PASSWORD or stdin)
     tipline keys rotate [--overlap-hours 168]
@@ -20,11 +21,18 @@ from shared.contracts import Outcome
 from shared.settings import Settings
 
 
-def _respond(agency_id: str, send: Any) -> int:
+def agency_signer(keys: str | None) -> Any:
+    """The agency's own signer for acks and outcomes (--keys DIR), or None."""
+    from shared.signing import Signer
+
+    return Signer(Path(keys)) if keys else None
+
+
+def _respond(agency_id: str, keys: str | None, send: Any) -> int:
     from tipline.agency import AgencyClient
 
     async def run() -> None:
-        client = AgencyClient(Settings(), agency_id)
+        client = AgencyClient(Settings(), agency_id, signer=agency_signer(keys))
         await client._producer.start()  # sending only: no need to join the consumer group
         try:
             await send(client)
@@ -36,11 +44,13 @@ def _respond(agency_id: str, send: Any) -> int:
 
 
 def cmd_agency_ack(args: argparse.Namespace) -> int:
-    return _respond(args.agency_id, lambda c: c.acknowledge(args.report_id, args.notice_id))
+    return _respond(args.agency_id, args.keys,
+                    lambda c: c.acknowledge(args.report_id, args.notice_id))
 
 
 def cmd_agency_outcome(args: argparse.Namespace) -> int:
-    return _respond(args.agency_id, lambda c: c.outcome(args.report_id, args.outcome, args.text))
+    return _respond(args.agency_id, args.keys,
+                    lambda c: c.outcome(args.report_id, args.outcome, args.text))
 
 
 async def _add_analyst(settings: Settings, analyst_id: str, password: str) -> None:
@@ -76,6 +86,21 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agency_keys(args: argparse.Namespace) -> int:
+    import json
+
+    from shared.signing import PUBLIC_FILE, rotate
+
+    keys = Path(args.dir)
+    done = rotate(keys, overlap=timedelta(hours=args.overlap_hours))
+    public = [k["public_key"] for k in json.loads((keys / PUBLIC_FILE).read_text())["keys"]
+              if not k.get("not_after") or k["key_id"] == done.retiring]
+    print(f"agency {args.agency_id}: active key {done.active} in {keys} (keep it private)")
+    print("register the public keys in the routing file's agency entry:")
+    print(f"  - {{id: {args.agency_id}, name: ..., verify_keys: {json.dumps(public)}}}")
+    return 0
+
+
 def dev_analyst(settings: Settings, workdir: Path) -> str:
     """A development analyst for `tipline up`, its password in the workdir (mode 0600)."""
     path = workdir / "analyst-credentials"
@@ -102,6 +127,13 @@ def add_agency_commands(agency_sub: Any) -> None:
     outcome.add_argument("outcome", choices=get_args(Outcome))
     outcome.add_argument("--text", help="free text (no more than 3000 characters)")
     outcome.set_defaults(func=cmd_agency_outcome)
+    for command in (ack, outcome):
+        command.add_argument("--keys", help="the agency's own signing keys directory")
+    keys = agency_sub.add_parser("keys", help="make or rotate an agency's response-signing key")
+    keys.add_argument("agency_id")
+    keys.add_argument("--dir", required=True, help="where the agency keeps its keys")
+    keys.add_argument("--overlap-hours", type=float, default=168.0)
+    keys.set_defaults(func=cmd_agency_keys)
 
 
 def add_commands(sub: Any) -> None:

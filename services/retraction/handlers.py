@@ -8,6 +8,7 @@ from faststream.kafka import KafkaBroker
 
 from shared import notices, topics
 from shared.acks import Due, Outbox, resend_overdue
+from shared.agencies import AgencyRegistry
 from shared.contracts import (
     AgencyResponse,
     Priority,
@@ -19,6 +20,7 @@ from shared.kafka import Poison, consumer_options
 from shared.ledger import Ledger
 from shared.metrics import corrections_pending
 from shared.settings import Settings
+from shared.signing import BadSignature
 from shared.timeline import Timeline
 
 log = logging.getLogger("tipline.retraction")
@@ -55,8 +57,28 @@ async def retract(
     return retraction.to_correct
 
 
-async def on_response(outbox: Outbox, timeline: Timeline, response: AgencyResponse) -> None:
+def authenticate(registry: AgencyRegistry, response: AgencyResponse) -> None:
+    """Refuse a response from an unknown agency, or unsigned by a key the agency registered."""
+    agency = registry.get(response.agency_id)
+    if agency is None:
+        raise Poison(f"response from unknown agency {response.agency_id}")
+    verifier = agency.verifier()
+    if verifier is not None:
+        try:
+            verifier.verify(response.model_dump(mode="json"))
+        except BadSignature as exc:
+            raise Poison(f"response from {response.agency_id} refused: {exc}") from None
+
+
+async def on_response(
+    outbox: Outbox,
+    timeline: Timeline,
+    response: AgencyResponse,
+    registry: AgencyRegistry | None = None,
+) -> None:
     """An agency's ack of a notice, or its outcome, goes into the report's timeline."""
+    if registry is not None:
+        authenticate(registry, response)
     if response.kind == "outcome":
         await timeline.record(
             response.report_id, derived_id("outcome", response.response_id), "agency outcome",
@@ -136,8 +158,8 @@ def register(
         )
 
     if dispatch.outbox is not None:
-        outbox = dispatch.outbox
+        outbox, registry = dispatch.outbox, AgencyRegistry(settings.tipline_routing_file)
 
         @broker.subscriber(topics.AGENCY_ACKS, **consumer_options(settings, "retraction-acks"))
         async def on_agency_response(response: AgencyResponse) -> None:
-            await on_response(outbox, timeline, response)
+            await on_response(outbox, timeline, response, registry)

@@ -3,8 +3,9 @@ retraction run as separate processes on the real broker and Valkey.
 
 A report routed to three agencies is amended after referral and then retracted. Each agency
 receives referral, amendment and correction in that order, exactly once after dedupe, every
-signature verifies; acks appear in the timeline; the agency that never acknowledges gets re-sends
-and the report ends "correction escalated"; a tampered notice is refused by the client.
+signature verifies; acks (one agency's signed with its registered key) appear in the timeline;
+the agency that never acknowledges gets re-sends and the report ends "correction escalated"; a
+tampered notice is refused by the client.
 The report enters at the validated topic (intake and validation are other tests' business).
 """
 
@@ -33,7 +34,8 @@ from shared.contracts import (
 )
 from shared.ledger import Ledger
 from shared.settings import Settings
-from tests.integration.agency_helpers import agency_ids, routing_file
+from shared.signing import Signer
+from tests.integration.agency_helpers import agency_ids, agency_key, routing_file
 from tipline.agency import AgencyClient
 from tipline.stack import Stack, create_topics, free_port, start_services
 
@@ -54,7 +56,10 @@ def system(
 ) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("agencies")
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("TIPLINE_ROUTING_FILE", str(routing_file(workdir / "routing.yaml", agencies)))
+        # The first agency signs its acks with its own key, registered in the routing file.
+        keys = {agencies[0]: [agency_key(workdir / "agency-keys")]}
+        env.setenv("TIPLINE_ROUTING_FILE",
+                   str(routing_file(workdir / "routing.yaml", agencies, verify_keys=keys)))
         env.setenv("TIPLINE_KEYS_DIR", str(workdir / "keys"))
         env.setenv("TIPLINE_ACK_TIMEOUT_S", str(ACK_TIMEOUT_S))
         env.setenv("TIPLINE_MAX_RESENDS", str(MAX_RESENDS))
@@ -100,6 +105,7 @@ async def test_amend_then_retract_across_three_agencies(
     report_id = f"e2e-{uuid.uuid4().hex}"
     acking, silent = agencies[:2], agencies[2]
     clients = {a: AgencyClient(local, a, auto_ack=a != silent) for a in agencies}
+    clients[agencies[0]].signer = Signer(system.workdir / "agency-keys")
     got: dict[str, list[AgencyNotice]] = {a: [] for a in agencies}
 
     def kinds(agency: str) -> list[str]:

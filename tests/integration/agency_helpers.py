@@ -9,6 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from shared.settings import Settings
+from shared.signing import PUBLIC_FILE, rotate
 
 
 def agency_ids(n: int) -> list[str]:
@@ -17,9 +18,22 @@ def agency_ids(n: int) -> list[str]:
     return [f"t{tag}-{i}" for i in range(n)]
 
 
-def routing_file(path: Path, agencies: list[str], us_state: str = "TX") -> Path:
+def agency_key(keys_dir: Path) -> str:
+    """A new response-signing key for an agency; returns its public key (base64)."""
+    rotate(keys_dir)
+    return str(json.loads((keys_dir / PUBLIC_FILE).read_text())["keys"][-1]["public_key"])
+
+
+def routing_file(
+    path: Path, agencies: list[str], us_state: str = "TX",
+    verify_keys: dict[str, list[str]] | None = None,
+) -> Path:
     """Rules sending reports from `us_state` to all `agencies`, anything else to the first."""
-    listed = "\n".join(f"  - {{id: {a}, name: Synthetic agency {a}}}" for a in agencies)
+    keys = verify_keys or {}
+    listed = "\n".join(
+        f"  - {{id: {a}, name: Synthetic agency {a}, verify_keys: {json.dumps(keys.get(a, []))}}}"
+        for a in agencies
+    )
     path.write_text(
         f'version: "test-{uuid.uuid4().hex[:6]}"\nagencies:\n{listed}\n'
         f"rules:\n  us_states:\n    {us_state}: [{', '.join(agencies)}]\n"

@@ -17,13 +17,14 @@ from redis.asyncio import Redis
 from services.retraction.handlers import follow_acks, on_response
 from shared import notices
 from shared.acks import Outbox
+from shared.agencies import AgencyRegistry
 from shared.contracts import AgencyNotice, AgencyResponse, Priority
 from shared.kafka import Poison, make_broker
 from shared.settings import Settings
 from shared.signing import Signer, ensure_keys
 from shared.timeline import Timeline
 from shared.topics import AGENCY_ACKS, agency_topic
-from tests.integration.agency_helpers import agency_ids
+from tests.integration.agency_helpers import agency_ids, agency_key, routing_file
 from tipline.agency import AgencyClient
 
 
@@ -165,3 +166,31 @@ async def test_outcomes_show_in_the_timeline_and_foreign_acks_are_refused(
     entries = await timeline.entries(report_id)
     assert entries[-1]["what"] == "agency outcome"
     assert entries[-1]["outcome"] == "investigating"
+
+
+async def test_agencies_with_registered_keys_must_sign_their_responses(
+    local: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    keyed, open_agency = agency_ids(2)
+    registry = AgencyRegistry(routing_file(
+        tmp_path / "registry.yaml", [keyed, open_agency],
+        verify_keys={keyed: [agency_key(tmp_path / "keyed")]}))
+    agency_signer, stranger = Signer(tmp_path / "keyed"), tmp_path / "stranger"
+    ensure_keys(stranger)
+    outbox, timeline = Outbox(redis, 60), Timeline(redis)
+    report_id = f"signed-{uuid.uuid4().hex}"
+
+    def ack(agency: str, signer: Signer | None) -> AgencyResponse:
+        response = AgencyResponse(response_id=uuid.uuid4().hex, agency_id=agency,
+                                  report_id=report_id, kind="ack", notice_id=f"n-{agency}")
+        doc = response.model_dump(mode="json")
+        wire = json.dumps(signer.sign(doc) if signer else doc)
+        return AgencyResponse.model_validate_json(wire)  # as the ack subscriber parses it
+
+    for forged in (ack(keyed, None), ack(keyed, Signer(stranger)), ack("nobody", None)):
+        with pytest.raises(Poison):
+            await on_response(outbox, timeline, forged, registry)
+    await on_response(outbox, timeline, ack(keyed, agency_signer), registry)
+    await on_response(outbox, timeline, ack(open_agency, None), registry)  # no keys registered
+    acked = [e["agency"] for e in await timeline.entries(report_id) if e["what"] == "acknowledged"]
+    assert acked == [keyed, open_agency]
