@@ -164,8 +164,19 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                "description": "A retry with the same key returns the first answer and creates "
+                               "nothing new (1-255 visible ASCII characters, per ESP).",
+                "schema": {"type": "string", "maxLength": 255}}
+_SUPERSEDES = {"name": "Tipline-Supersedes", "in": "header", "required": False,
+               "description": "The id of an earlier report of this ESP that this one replaces; "
+                              "the timeline links both ways.",
+               "schema": {"type": "string"}}
+
+
 def _doc_body(root: str) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {
+    return {"parameters": [_IDEMPOTENCY, *([_SUPERSEDES] if root == "report" else [])],
+            "requestBody": {"required": True, "content": {
         "text/xml": {"schema": _XML_OR_JSON},
         "application/json": {"schema": {"type": "object", "description": f"a <{root}> as JSON"}},
     }}}
@@ -173,9 +184,10 @@ def _doc_body(root: str) -> dict[str, Any]:
 
 _ID_FORM = {"type": "object", "required": ["id"], "properties": {
     "id": {"type": "string"}, "reason": {"type": "string"}}}
-_FORM_BODY = {"requestBody": {"required": True, "content": {
+_FORM_BODY = {"parameters": [_IDEMPOTENCY], "requestBody": {"required": True, "content": {
     t: {"schema": _ID_FORM} for t in (*FORM_TYPES, "application/json")}}}
-_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+_UPLOAD_BODY = {"parameters": [_IDEMPOTENCY], "requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
     "type": "object", "required": ["id", "file"],
     "properties": {"id": {"type": "string"}, "file": {"type": "string", "format": "binary"}},
 }}}}}

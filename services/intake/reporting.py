@@ -112,16 +112,18 @@ class Reporting:
         report_id = str(await self.redis.incr("tipline:report-seq"))
         at = time.time()
         with self.tracer.start_as_current_span("ispws open", attributes={"report.id": report_id}):
-            await self.drafts.open(report_id, esp_id, at, report=report.model_dump_json(),
-                                   supersedes=supersedes or "")
-            await self.timeline.set_fields(report_id, esp_id=esp_id)
             event = ReportDraftChanged(
                 event_id=derived_id(report_id, "opened"), report_id=report_id, esp_id=esp_id,
                 change="opened", opened_at=_epoch(at), supersedes=supersedes,
             )
+            # The event first: a draft that exists is always watched by the abandonment timer
+            # (an event without a draft, if Redis fails next, is dropped by the timer).
+            await self.broker.publish(event, topics.REPORTS_DRAFTS, key=report_id.encode())
+            await self.drafts.open(report_id, esp_id, at, report=report.model_dump_json(),
+                                   supersedes=supersedes or "")
+            await self.timeline.set_fields(report_id, esp_id=esp_id)
             await self.timeline.record(report_id, event.event_id, "opened",
                                        supersedes=supersedes, via="ispws")
-            await self.broker.publish(event, topics.REPORTS_DRAFTS, key=report_id.encode())
         return Answer(Code.SUCCESS, report_id=report_id)
 
     async def _change(self, report_id: str, esp_id: str, draft: dict[str, str],
