@@ -95,7 +95,7 @@ async def retract_report(
             report_id=report_id,
             requested_by="esp",
             actor=esp_id,
-            reason=(body or Retraction()).reason,
+            reason=body.reason if body else "retracted by the reporter",
         )
         await svc.broker.publish(command, topics.RETRACTIONS_REQUESTED, key=report_id.encode())
     return Accepted(report_id=report_id, status="retraction requested")
