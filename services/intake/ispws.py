@@ -301,7 +301,14 @@ def install(app: FastAPI, settings: Settings, broker: KafkaBroker, redis: Redis,
         rid = uuid.uuid4().hex
         request.state.request_id = rid
         trace.get_current_span().set_attribute("tipline.request_id", rid)
-        response: Response = await call_next(request)
+        try:
+            response: Response = await call_next(request)
+        except Exception:
+            # Never a bare 500: the ESP gets code 1000 and the id to quote; the log has the cause.
+            log.exception("request_id=%s %s %s failed", rid, request.method, request.url.path)
+            response = (render(Answer(Code.SERVER_ERROR), request.headers.get("accept"))
+                        if request.url.path.startswith(PREFIX)
+                        else JSONResponse({"detail": "server error", "request_id": rid}, 500))
         response.headers["Request-ID"] = rid
         log.info("request_id=%s %s %s -> %s esp=%s", rid, request.method, request.url.path,
                  response.status_code, getattr(request.state, "esp_id", "-"))

@@ -419,3 +419,22 @@ async def test_v1_api_still_works_beside_ispws(app: FastAPI) -> None:
         r = await c.post("/v1/reports", json={"report": {"incident_type": "Child Sex Tourism"}})
         assert r.status_code == 202
         assert "Request-ID" in r.headers
+
+
+async def test_a_failure_inside_answers_1000_with_the_request_id(
+    app: FastAPI, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("broker unreachable")
+
+    report_id = await open_report(http)
+    monkeypatch.setattr(app.state.reporting.broker, "publish", broken)
+    r = await http.post("/ispws/finish", data={"id": report_id},
+                        headers={"Idempotency-Key": "finish-when-broken"})
+    assert (r.status_code, code(r.text)) == (500, 1000)
+    assert r.headers["Request-ID"]
+    monkeypatch.undo()
+    # Not accepted, so not finished: the retry (same key) runs again and succeeds.
+    r = await http.post("/ispws/finish", data={"id": report_id},
+                        headers={"Idempotency-Key": "finish-when-broken"})
+    assert (r.status_code, "<reportDoneResponse>" in r.text) == (200, True)
