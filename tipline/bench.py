@@ -41,6 +41,7 @@ RAW_TOPICS = [f"bench.raw.{i}" for i in range(4)]  # three relays between four t
 FANOUT_AGENCIES = [f"bench-{i:02d}" for i in range(1, 51)]
 FANOUT_COUNTRY = "ZZ"  # a user-assigned ISO code: routed to all 50 bench agencies
 ONE_AGENCY_PLACE = PLACES[0]  # US/CA: one referral a report, like one message out of the chain
+ONE_AGENCY = ["icac-ca"]
 
 
 # --- The raw relay (runs as its own process: `python -m tipline.bench relay SRC DST GROUP`) ----
@@ -266,7 +267,7 @@ async def _stage_raw(settings: Settings, stack: Stack, plan: Plan, run: str) -> 
 
 
 async def _stage_pipeline(settings: Settings, plan: Plan, run: str) -> dict[str, Any]:
-    watch = NoticeWatch(settings, _agency_ids(settings))
+    watch = NoticeWatch(settings, ONE_AGENCY)  # as few partitions as the raw chain's sink
     arrived: dict[str, float] = {}
 
     def on_notice(report_id: str) -> None:
@@ -319,7 +320,7 @@ def _stream(count: int, place: dict[str, Any], retract_after: bool) -> list[dict
 
 async def _stage_http(settings: Settings, url: str, plan: Plan) -> dict[str, Any]:
     stream = _stream(int(plan.offered * plan.steady_s), ONE_AGENCY_PLACE, retract_after=False)
-    result = await Replay(settings, url, concurrency=128).run(
+    result = await Replay(settings, url, concurrency=128, agencies=ONE_AGENCY).run(
         stream, rate=str(plan.offered), settle_timeout=60)
     return {"offered_per_s": plan.offered, "achieved_per_s": result["achieved_rate"],
             "errors": result["errors"], "lost": result["lost"],
@@ -328,7 +329,8 @@ async def _stage_http(settings: Settings, url: str, plan: Plan) -> dict[str, Any
 
 async def _stage_fanout(settings: Settings, url: str, reports: int) -> dict[str, Any]:
     stream = _stream(reports, {"country": FANOUT_COUNTRY}, retract_after=True)
-    result = await Replay(settings, url, concurrency=8).run(stream, rate="10", settle_timeout=60)
+    result = await Replay(settings, url, concurrency=8, agencies=FANOUT_AGENCIES).run(
+        stream, rate="10", settle_timeout=60)
     return {"agencies": len(FANOUT_AGENCIES), "reports": reports, "lost": result["lost"],
             "violations": result["violations"],
             "latency_ms": result["latency_ms"]["retraction_to_all_corrections_delivered"]}
