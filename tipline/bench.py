@@ -376,6 +376,7 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         os.environ["TIPLINE_ROUTING_FILE"] = str(routing)
         settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis,
                             tipline_routing_file=routing)
+        results["fetch_max_wait_ms"] = settings.kafka_fetch_max_wait_ms
         await ensure_topics(settings, [*topics.PIPELINE_TOPICS,
                                        *(topics.agency_topic(a) for a in _agency_ids(settings))])
         say("(a) raw relay chain ...")
@@ -458,7 +459,8 @@ def render(r: dict[str, Any]) -> str:
         f"{'    retraction -> 50 agencies corrected':<46} {'':>9} {'':>9}   "
         f"{p(fan['latency_ms'])}",
         "",
-        f"ratio pipeline/raw throughput = {r['ratio']:.1%}",
+        f"ratio pipeline/raw throughput = {r['ratio']:.1%}   (fetch_max_wait_ms "
+        f"{r.get('fetch_max_wait_ms')})",
         f"HTTP: achieved {http['achieved_per_s']}/s, errors {http['errors'] or 'none'}, "
         f"lost {http['lost']}; fan-out lost {fan['lost']}",
         "peak RSS MB: " + ", ".join(f"{k} {v['peak_rss_mb']}" for k, v in r["memory_mb"].items())

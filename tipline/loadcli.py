@@ -54,6 +54,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import tipline.bench as bench
 
+    if args.fetch_wait_ms is not None:  # the services read it from the environment
+        os.environ["KAFKA_FETCH_MAX_WAIT_MS"] = str(args.fetch_wait_ms)
     result = bench.main(WORKDIR / "bench", quick=args.quick, long_replay_s=args.long_replay,
                         profile=args.profile)
     if args.json != "-":
@@ -102,6 +104,8 @@ def add_commands(sub: Any) -> None:
     ben.add_argument("--long-replay", type=float, default=0.0,
                      help="seconds of steady load to watch memory over (default: skip)")
     ben.add_argument("--profile", action="store_true", help="py-spy each service (needs py-spy)")
+    ben.add_argument("--fetch-wait-ms", type=int,
+                     help="consumers' fetch_max_wait_ms for this run (default: the setting, 5)")
     ben.add_argument("--json", help="also write the results as JSON to this file ('-': stdout)")
     ben.set_defaults(func=cmd_bench)
 
