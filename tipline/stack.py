@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVICES = ("validation", "supplementation", "referral", "retraction", "intake")
+SERVERS = ("broker", "valkey")  # the children the services use: stopped last
 _PR_SET_PDEATHSIG = 1
 
 
@@ -97,15 +98,21 @@ class Stack:
         return [c.name for c in self.children if c.process.poll() is not None]
 
     def stop(self, timeout: float = 15.0) -> None:
-        # Services first (they finish the message in hand), then the servers they use.
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-            try:
-                child.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+        # Services first (they finish the message in hand), then the servers they use. Each
+        # group is signalled at once and then awaited: its members shut down side by side.
+        services = [c for c in reversed(self.children) if c.name not in SERVERS]
+        servers = [c for c in reversed(self.children) if c.name in SERVERS]
+        for group in (services, servers):
+            for child in group:
+                if child.process.poll() is None:
+                    child.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for child in group:
+                try:
+                    child.process.wait(max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
         self.children.clear()
 
 
@@ -116,7 +123,8 @@ def start_servers(stack: Stack) -> None:
         clean_env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"}
         stack.spawn(
             "broker",
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [str(tansu_binary()), "broker",
+             "--listener-url", url, "--advertised-listener-url", url],
             env=clean_env,
         )
         wait_for_port("127.0.0.1", port)

@@ -40,12 +40,8 @@ def test_holds_only_the_shared_package_and_its_own_service(service: str) -> None
     ])
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_what_the_image_holds_is_enough_to_build_the_service(
-    service: str, tmp_path: Path
-) -> None:
-    # Replay the build stage's COPY lines, then import the wiring from there (and only there).
-    root = tmp_path / "src"
+def image_contents(service: str, root: Path) -> None:
+    """Replay the build stage's COPY lines of this service's Dockerfile into `root`."""
     copies = re.findall(r"^COPY (?!--from)(\S+) (\S+)", dockerfile(service), re.M)
     for src_name, dest_name in copies:
         if src_name.startswith("deploy/"):
@@ -57,20 +53,45 @@ def test_what_the_image_holds_is_enough_to_build_the_service(
         else:
             dest.mkdir(parents=True, exist_ok=True)  # every file COPY here names a directory
             shutil.copy(src, dest / src.name)
-    code = (
-        "import sys, services, shared\n"
-        f"import services.{service}.main\n"
-        "assert services.__file__.startswith(sys.argv[1]), services.__file__\n"
-        "loaded = {m.split('.')[1] for m in sys.modules if m.startswith('services.')}\n"
-        f"assert loaded == {{'{service}'}}, loaded\n"
-        "assert 'tipline' not in sys.modules\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(root)],
-        cwd=root, capture_output=True, text=True, timeout=60,
-        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def imports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str]]:
+    """Each service's wiring imported from its image's contents alone, the five at once."""
+    running = {}
+    for service in SERVICES:
+        root = tmp_path_factory.mktemp(f"image-{service}")
+        image_contents(service, root)
+        code = (
+            "import sys, services, shared\n"
+            f"import services.{service}.main\n"
+            "assert services.__file__.startswith(sys.argv[1]), services.__file__\n"
+            "loaded = {m.split('.')[1] for m in sys.modules if m.startswith('services.')}\n"
+            f"assert loaded == {{'{service}'}}, loaded\n"
+            "assert 'tipline' not in sys.modules\n"
+        )
+        running[service] = subprocess.Popen(
+            [sys.executable, "-c", code, str(root)], cwd=root, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        )
+    results = {}
+    for service, process in running.items():
+        try:
+            _, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+        results[service] = (process.returncode, err)
+    return results
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_what_the_image_holds_is_enough_to_build_the_service(
+    service: str, imports: dict[str, tuple[int, str]]
+) -> None:
+    returncode, stderr = imports[service]
+    assert returncode == 0, stderr[-2000:]
 
 
 def test_dockerignore_keeps_the_build_context_small() -> None:
