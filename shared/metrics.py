@@ -43,3 +43,13 @@ CORRECTIONS_PENDING = Gauge(
 def corrections_pending(service: str, count: int) -> None:
     """Set by whoever tracks agency acknowledgements (the retraction service)."""
     CORRECTIONS_PENDING.labels(service).set(count)
+
+HTTP_REQUESTS = Counter(
+    "tipline_http_requests", "HTTP requests answered, by route template and status",
+    ["service", "method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "tipline_http_request_seconds", "Time to answer an HTTP request, by route template",
+    ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)

@@ -11,15 +11,16 @@ intake serves them on its own HTTP app (`router`).
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.metrics import CONSUMER_LAG
+from shared.metrics import CONSUMER_LAG, HTTP_REQUESTS, HTTP_SECONDS
 from shared.settings import Settings
 
 log = logging.getLogger("tipline.ops")
@@ -153,3 +154,22 @@ def router(ops: Ops, *, skip: Iterable[str] = ()) -> APIRouter:
         if path not in skip:
             api.add_api_route(path, endpoint(path), methods=["GET"])
     return api
+
+
+def count_requests(app: FastAPI, service: str) -> None:
+    """Requests and their latency per route template (never the path: it holds report ids)."""
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            if route not in ("/healthz", "/readyz", "/metrics"):
+                HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
+                HTTP_SECONDS.labels(service, request.method, route).observe(
+                    time.perf_counter() - started)

@@ -43,4 +43,5 @@ def create_app(settings: Settings) -> FastAPI:
     }
     app.include_router(ops.router(ops.Ops("intake", checks, [broker]), skip={"/healthz"}))
     instrument_http(app, settings, "intake")
+    ops.count_requests(app, "intake")
     return app

@@ -18,6 +18,7 @@ from shared.analysts import AnalystDirectory
 from shared.kafka import make_broker
 from shared.ledger import Ledger
 from shared.notices import Dispatch
+from shared.ops import count_requests
 from shared.settings import Settings
 from shared.signing import Signer
 from shared.store import connect
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> FastStream:
         dispatch=Dispatch(Signer(settings.tipline_keys_dir), outbox),
     )
     api.include_router(router)
+    count_requests(api, "supplementation")  # the analyst API's requests, on the ops endpoint
     server = _Server(uvicorn.Config(api, host=settings.tipline_analyst_host,
                                     port=settings.tipline_analyst_port, log_level="warning"))
     tasks: list[asyncio.Task[None]] = []

@@ -16,10 +16,12 @@ from tipline.stack import free_port, wait_for_port
 
 def sample(text: str, name: str, **labels: str) -> float:
     """One sample's value from Prometheus text (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    want = {f'{k}="{v}"' for k, v in labels.items()}
     for line in text.splitlines():
-        if line.startswith(f"{name}{{") and want in line:
-            return float(line.rsplit(" ", 1)[1])
+        if line.startswith(f"{name}{{"):
+            have = set(line[len(name) + 1:line.rindex("}")].split(","))
+            if want <= have:
+                return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
@@ -84,3 +86,17 @@ async def test_a_failing_check_is_not_ready() -> None:
 
 def test_service_name_comes_from_the_module() -> None:
     assert service_name(create_app) == "validation"
+
+
+async def test_intake_counts_requests_by_route_not_by_path(settings: Settings) -> None:
+    from services.intake.main import create_app as create_intake
+
+    app = create_intake(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
+        missing = await http.get("/v1/reports/no-such-report", headers={"X-ESP-Id": "esp-ops"})
+        assert missing.status_code == 404
+        text = (await http.get("/metrics")).text
+    assert sample(text, "tipline_http_requests_total", service="intake", method="GET",
+                  route="/v1/reports/{report_id}", status="404") >= 1
+    assert "no-such-report" not in text
