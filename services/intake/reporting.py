@@ -133,9 +133,12 @@ class Reporting:
             esp_id=esp_id, change=change,  # type: ignore[arg-type]
             opened_at=_epoch(float(draft["opened_at"])), file=file,
         )
+        # Published before it counts anywhere: a step the broker did not take is not in the
+        # report, so the ESP's retry is the only copy.
+        await self.broker.publish(event, topics.REPORTS_DRAFTS, key=report_id.encode())
+        await self.redis.rpush(self._files_key(report_id), file.model_dump_json())
         detail = file.model_dump(mode="json", exclude={"details"}, exclude_none=True)
         await self.timeline.record(report_id, event.event_id, change, **detail)
-        await self.broker.publish(event, topics.REPORTS_DRAFTS, key=report_id.encode())
 
     async def add_file(self, esp_id: str, report_id: str, stored: Stored,
                        filename: str | None) -> Answer:
@@ -152,8 +155,12 @@ class Reporting:
         file = FileInfo(file_id=file_id, sha256=stored.sha256, md5=stored.md5, size=stored.size,
                         original_name=filename, duplicate_of=duplicate_of)
         with self.tracer.start_as_current_span("ispws upload", attributes={"report.id": report_id}):
-            await self.redis.rpush(self._files_key(report_id), file.model_dump_json())
-            await self._change(report_id, esp_id, draft, "file uploaded", file)
+            try:
+                await self._change(report_id, esp_id, draft, "file uploaded", file)
+            except Exception:
+                if first:
+                    await self.redis.hdel(f"tipline:{{{report_id}}}:contents", stored.sha256)
+                raise
         return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id, hash=stored.md5)
 
     async def describe_file(self, esp_id: str, data: dict[str, Any]) -> Answer:
@@ -173,8 +180,11 @@ class Reporting:
                          report_id=report_id, file_id=file_id, http_status=409)
         details = {k: v for k, v in data.items() if k not in ("reportId", "fileId")}
         described = with_details(file, details)
-        await self.redis.rpush(self._files_key(report_id), described.model_dump_json())
-        await self._change(report_id, esp_id, draft, "file described", described)
+        try:
+            await self._change(report_id, esp_id, draft, "file described", described)
+        except Exception:
+            await self.redis.srem(f"tipline:{{{report_id}}}:described", file_id)
+            raise
         return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id)
 
     async def finish(self, esp_id: str, report_id: str) -> Done:

@@ -438,3 +438,24 @@ async def test_a_failure_inside_answers_1000_with_the_request_id(
     r = await http.post("/ispws/finish", data={"id": report_id},
                         headers={"Idempotency-Key": "finish-when-broken"})
     assert (r.status_code, "<reportDoneResponse>" in r.text) == (200, True)
+
+
+async def test_steps_the_broker_did_not_take_leave_nothing_behind(
+    app: FastAPI, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("broker unreachable")
+
+    report_id = await open_report(http)
+    content = random_file()
+    kept = field((await upload(http, report_id, random_file())).text, "fileId")
+    monkeypatch.setattr(app.state.reporting.broker, "publish", broken)
+    assert code((await upload(http, report_id, content)).text) == 1000
+    details = file_details(report_id, kept, "<fileViewedByEsp>true</fileViewedByEsp>")
+    assert code((await http.post("/ispws/fileinfo", content=details, headers=XML)).text) == 1000
+    monkeypatch.undo()
+    assert code((await http.post("/ispws/fileinfo", content=details, headers=XML)).text) == 0
+    again = await upload(http, report_id, content)
+    status = (await http.get(f"/ispws/reports/{report_id}")).json()
+    assert [f["file_id"] for f in status["files"]] == [kept, field(again.text, "fileId")]
+    assert all(f.get("duplicate_of") is None for f in status["files"])
