@@ -92,7 +92,7 @@ async def _document(request: Request, root: str, limit: int) -> dict[str, Any]:
         if kind == "application/json":
             try:
                 body = documents.from_json(json.loads(body), root)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise documents.MalformedDocument(f"not well-formed JSON: {exc}") from None
         return documents.to_data_of(documents.parse(body, root))
     except documents.MalformedDocument as exc:

@@ -189,6 +189,13 @@ async def test_json_is_accepted_and_returned(http: httpx.AsyncClient) -> None:
     assert r.json()["reportResponse"]["responseCode"] == 4100
     r = await http.post("/ispws/submit", content=b"{nope", headers={"content-type": JSON})
     assert (r.status_code, code(r.text)) == (400, 4110)
+    for depth in (300, 5000):  # deeper than XML allows, deeper than Python recurses
+        deep = b'{"a":' * depth + b"1" + b"}" * depth
+        r = await http.post("/ispws/submit", content=deep, headers={"content-type": JSON})
+        assert (r.status_code, code(r.text)) == (400, 4110)
+    deep_xml = b"<report>" + b"<a>" * 3000 + b"</a>" * 3000 + b"</report>"
+    r = await http.post("/ispws/submit", content=deep_xml, headers=XML)
+    assert r.status_code == 400
 
 
 # --- files --------------------------------------------------------------------------------
