@@ -1,6 +1,10 @@
 """Parsing /ispws documents: safety, plain-worded schema errors, the JSON spelling, the mapping."""
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.intake import documents
 from services.intake.mapping import report_from
@@ -93,3 +97,44 @@ def test_child_order_is_read_from_our_schema() -> None:
     order = documents.child_order()
     assert order["report"][:3] == ["batchedReport", "incidentSummary", "internetDetails"]
     assert order["fileDetails"].index("ipCaptureEvent") < order["fileDetails"].index("deviceId")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_any_mangled_report_is_refused_in_words_never_crashes(data: st.DataObject) -> None:
+    body = bytearray(report_xml(tail="<victim><victimPerson><age>9</age></victimPerson></victim>"))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(body) - 1))
+        action = data.draw(st.sampled_from(["delete", "insert", "replace"]))
+        junk = data.draw(st.binary(min_size=1, max_size=6))
+        if action == "delete":
+            del body[at:at + len(junk)]
+        elif action == "insert":
+            body[at:at] = junk
+        else:
+            body[at:at + len(junk)] = junk
+    try:
+        doc = documents.parse(bytes(body), "report")
+    except documents.MalformedDocument:
+        return
+    except documents.InvalidDocument as refused:
+        assert all(e.reason for e in refused.errors)
+        return
+    # A schema-valid date Python cannot hold raises ValueError: intake answers 4100.
+    with contextlib.suppress(ValueError):
+        report_from(documents.to_data_of(doc))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(json_values)
+def test_any_json_is_a_document_or_malformed(value: object) -> None:
+    with contextlib.suppress(documents.MalformedDocument, documents.InvalidDocument):
+        documents.parse(documents.from_json(value, "report"), "report")
