@@ -18,6 +18,8 @@ def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa:
     print(f"kafka   {stack.kafka}")
     print(f"redis   {stack.redis}")
     print(f"intake  {stack.http}  (POST /v1/reports, GET /v1/reports/{{id}})")
+    print(f"ispws   {stack.http}/ispws  (ESP reporting API; REDIS_URL={stack.redis} "
+          "tipline esp add NAME)")
     if getattr(stack, "analyst", ""):
         print(f"analyst {stack.analyst}/v1/analyst  (HTTP Basic, role analyst)")
     for child in stack.children:

@@ -1,1 +1,2 @@
-"""Intake: the ESP-facing HTTP API. Publishes what ESPs ask for; owns no other state."""
+"""Intake: the ESP-facing HTTP API (/ispws, and the JSON /v1). Publishes what ESPs ask for;
+keeps only what an unfinished report needs (its draft, files and lifecycle) beside the timeline."""
