@@ -137,6 +137,10 @@ def parser() -> argparse.ArgumentParser:
     from tipline.deadletters import add_commands as add_deadletter_commands  # show, requeue
 
     add_deadletter_commands(sub)
+
+    from tipline.rewind import add_commands as add_rewind_commands  # rewind GROUP TOPIC
+
+    add_rewind_commands(sub)
     return p
 
 
