@@ -5,13 +5,28 @@ import uuid
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from faststream import FastStream
 
 from services.validation.main import create_app
 from shared import ops, topics
-from shared.kafka import ensure_topics
+from shared.contracts import ReportSubmitted
+from shared.kafka import consumer_options, ensure_topics, make_broker
 from shared.service import serve, service_name
 from shared.settings import Settings
 from tipline.stack import free_port, wait_for_port
+
+SERVICE = "ops-test"
+
+
+def ops_test_app(settings: Settings, topic: str) -> FastStream:
+    """A service of its own (topic and group), so no other test's messages reach it."""
+    broker = make_broker(settings, SERVICE)
+
+    @broker.subscriber(topic, **consumer_options(settings, f"{SERVICE}-{uuid.uuid4().hex[:6]}"))
+    async def on_report_submitted(event: ReportSubmitted) -> None:
+        pass
+
+    return FastStream(broker)
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -28,9 +43,10 @@ def sample(text: str, name: str, **labels: str) -> float:
 async def test_ready_metrics_and_a_dead_letter_counted(settings: Settings) -> None:
     port = free_port()
     config = settings.model_copy(update={"tipline_ops_port": port})
-    await ensure_topics(config, [topics.REPORTS_SUBMITTED, topics.DEAD_LETTERS])
-    app = create_app(config)
-    task = asyncio.create_task(serve(app, config, "validation"))
+    topic = f"tipline.test.ops-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(config, [topic, topics.DEAD_LETTERS])
+    app = ops_test_app(config, topic)
+    task = asyncio.create_task(serve(app, config, SERVICE))
     try:
         await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 10)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
@@ -44,26 +60,26 @@ async def test_ready_metrics_and_a_dead_letter_counted(settings: Settings) -> No
             assert (await http.get("/nope")).status_code == 404
 
             before = sample((await http.get("/metrics")).text, "tipline_dead_letters_total",
-                            service="validation", topic=topics.REPORTS_SUBMITTED)
+                            service=SERVICE, topic=topic)
             producer = AIOKafkaProducer(bootstrap_servers=config.kafka_bootstrap_servers)
             await producer.start()
             try:
                 key = f"ops-{uuid.uuid4().hex}".encode()
-                await producer.send_and_wait(topics.REPORTS_SUBMITTED, b"not json", key=key)
+                await producer.send_and_wait(topic, b"not json", key=key)
             finally:
                 await producer.stop()
             text = ""
             for _ in range(200):
                 text = (await http.get("/metrics")).text
-                if sample(text, "tipline_dead_letters_total", service="validation",
-                          topic=topics.REPORTS_SUBMITTED) > before:
+                if sample(text, "tipline_dead_letters_total", service=SERVICE,
+                          topic=topic) > before:
                     break
                 await asyncio.sleep(0.05)
-            labels = {"service": "validation", "topic": topics.REPORTS_SUBMITTED}
+            labels = {"service": SERVICE, "topic": topic}
             assert sample(text, "tipline_dead_letters_total", **labels) == before + 1
             assert sample(text, "tipline_events_in_total", **labels) >= 1
             assert sample(text, "tipline_handler_errors_total", kind="poison", **labels) >= 1
-            assert sample(text, "tipline_events_out_total", service="validation",
+            assert sample(text, "tipline_events_out_total", service=SERVICE,
                           topic=topics.DEAD_LETTERS) >= 1
             assert "tipline_handler_seconds_bucket" in text
             assert "tipline_consumer_lag{" in text
