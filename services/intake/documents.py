@@ -82,14 +82,14 @@ def parse(body: bytes, root: str) -> etree._Element:
     except DefusedXmlException as exc:
         refused = type(exc).__name__
         raise MalformedDocument(f"refused: {refused} (DTDs and entities are not allowed)") from None
-    except (safe_xml.ParseError, ValueError) as exc:
+    except (safe_xml.ParseError, ValueError, LookupError) as exc:  # LookupError: bad encoding
         raise MalformedDocument(f"not well-formed XML: {exc}") from None
     parser = etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
     )
     try:
         doc = etree.fromstring(body, parser)
-    except etree.XMLSyntaxError as exc:
+    except (etree.XMLSyntaxError, ValueError, LookupError) as exc:
         raise MalformedDocument(f"not well-formed XML: {exc}") from None
     if doc.tag != root:
         raise InvalidDocument(

@@ -149,6 +149,7 @@ async def test_business_rules_answer_4100_at_submit(http: httpx.AsyncClient) -> 
 @pytest.mark.parametrize("body", [
     b"<report><incidentSummary>",
     b"not xml at all",
+    b'<?xml version="1.0" encoding="bogus"?><report/>',
     b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
     b"<report>&b;</report>",
     b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
