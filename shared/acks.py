@@ -128,6 +128,9 @@ async def resend_overdue(
     due = await outbox.take_due()
     for item in due:
         if item.resends > max_resends:
+            # Recorded first (idempotently): if this process dies before the state moves, the
+            # notice is due again and the next pass finishes the escalation.
+            await escalated(item)
             if await outbox.escalate(item.report_id, item.notice.notice_id):
                 ESCALATED.labels(item.notice.kind, item.notice.agency_id).inc()
                 # The log line names ids only, never report content.
@@ -136,7 +139,6 @@ async def resend_overdue(
                     "resends=%d", item.report_id, item.notice.agency_id, item.notice.notice_id,
                     item.notice.kind, max_resends,
                 )
-                await escalated(item)
         else:
             RESENT.labels(item.notice.kind).inc()
             await resend(item)

@@ -150,11 +150,12 @@ class Ledger:
         await self._confirm_correction(keys=self._keys(report_id), args=[agency])
 
     async def states(self, report_id: str) -> dict[str, str]:
-        return dict(await self._redis.hgetall(self._keys(report_id)[0]))
+        states = await self._redis.hgetall(self._keys(report_id)[0])
+        return {str(k): str(v) for k, v in states.items()}
 
     async def retraction(self, report_id: str) -> dict[str, str] | None:
         mark = await self._redis.hgetall(self._keys(report_id)[1])
-        return dict(mark) or None
+        return {str(k): str(v) for k, v in mark.items()} or None
 
     async def amend(self, report_id: str, amendment: str) -> Amended:
         """Append an amendment (JSON); returns its version and the agencies owed it now."""

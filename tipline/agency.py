@@ -11,6 +11,7 @@ It consumes the agency's topic in its own consumer group and, for each notice:
   registered in tipline's registry (`verify_keys`).
 """
 
+import asyncio
 import json
 import logging
 import uuid
@@ -73,6 +74,14 @@ class AgencyClient:
     async def start(self) -> None:
         await self._producer.start()
         await self._consumer.start()
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        """Wait until this client has joined its group and holds its partitions."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self._consumer.assignment():
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"agency {self.agency_id}: no partitions after {timeout}s")
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         await self._consumer.stop()

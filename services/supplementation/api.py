@@ -100,6 +100,13 @@ async def _case(svc: Analysis, report_id: str) -> Case:
     return case
 
 
+async def _not_retracted(svc: Analysis, report_id: str) -> None:
+    # A retracted report's agencies were told to disregard it; an amendment now would follow
+    # the correction and confuse them.
+    if await svc.ledger.retraction(report_id):
+        raise HTTPException(409, f"report {report_id} was retracted")
+
+
 def _field_error(field: str, reason: str) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", field], "msg": reason, "type": "value_error"}])
 
@@ -166,6 +173,7 @@ async def add_supplement(
     report_id: str, body: NewSupplement, svc: Svc, analyst_id: AnalystId
 ) -> Any:
     case = await _case(svc, report_id)
+    await _not_retracted(svc, report_id)
     item = Supplement(supplement_id=str(uuid.uuid4()), analyst_id=analyst_id, added_at=now(),
                       **body.model_dump()).model_dump(mode="json")
     state = await svc.cases.keep_supplement(report_id, item)
@@ -183,6 +191,7 @@ async def add_supplement(
 @router.post("/reports/{report_id}/amendments", status_code=202)
 async def amend(report_id: str, body: NewAmendment, svc: Svc, analyst_id: AnalystId) -> Any:
     case = await _case(svc, report_id)
+    await _not_retracted(svc, report_id)
     assert case.report is not None
     before = [Amendment.model_validate(a) for a in case.amendments] + [
         Amendment.model_validate(c["amendment"])

@@ -32,7 +32,7 @@ from tipline.agency import AgencyClient
 def local(settings: Settings, tmp_path: Path) -> Settings:
     ensure_keys(tmp_path / "keys")
     return settings.model_copy(update={
-        "tipline_keys_dir": tmp_path / "keys", "tipline_ack_timeout_s": 0.4,
+        "tipline_keys_dir": tmp_path / "keys", "tipline_ack_timeout_s": 1.0,
         "tipline_max_resends": 2, "tipline_resend_tick_s": 0.1,
     })
 
@@ -87,21 +87,25 @@ async def test_unacked_corrections_are_resent_then_escalated(local: Settings, re
     outbox, timeline = Outbox(redis, local.tipline_ack_timeout_s), Timeline(redis)
     report_id = f"ack-{uuid.uuid4().hex}"
     acking, silent = agency_ids(2)
-    sent = await notices.send(broker, [
-        notices.correction_notice(report_id, a, {"reason": "synthetic"}, Priority.HIGH)
-        for a in (acking, silent)
-    ], notices.Dispatch(Signer(local.tipline_keys_dir), outbox))
     got_acking: list[AgencyNotice] = []
     got_silent: list[AgencyNotice] = []
-    quiet = AgencyClient(local, silent, auto_ack=False)
+    loud, quiet = AgencyClient(local, acking), AgencyClient(local, silent, auto_ack=False)
     async with running(
-        collect(AgencyClient(local, acking), got_acking), collect(quiet, got_silent),
+        collect(loud, got_acking), collect(quiet, got_silent),
         feed_acks(local, report_id, outbox, timeline),
         follow_acks(broker, outbox, timeline, local),
     ):
+        await loud.ready()
+        await quiet.ready()
+        sent = await notices.send(broker, [
+            notices.correction_notice(report_id, a, {"reason": "synthetic"}, Priority.HIGH)
+            for a in (acking, silent)
+        ], notices.Dispatch(Signer(local.tipline_keys_dir), outbox))
+
         async def settled() -> bool:
-            return await outbox.states(report_id) == {
-                sent[0].notice_id: "acked", sent[1].notice_id: "escalated"}
+            fields = await timeline.fields(report_id)
+            return fields.get("status") == "correction_escalated" and await outbox.states(
+                report_id) == {sent[0].notice_id: "acked", sent[1].notice_id: "escalated"}
         await until(settled)
         await until(lambda: len(got_silent) == 1 and quiet.duplicates >= 2)
     await broker.stop()

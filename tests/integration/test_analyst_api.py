@@ -14,7 +14,7 @@ from services.referral.handlers import refer
 from services.supplementation.main import create_app
 from shared import topics
 from shared.analysts import AnalystDirectory
-from shared.contracts import Location, Report, ReportSupplemented
+from shared.contracts import Location, Report, ReportSupplemented, now
 from shared.settings import Settings
 from shared.signing import PUBLIC_FILE, Verifier, ensure_keys
 from shared.topics import agency_topic
@@ -162,3 +162,15 @@ async def test_amendment_after_referral_reaches_every_agency_after_its_referral(
     case = (await api.http.get(f"/v1/analyst/reports/{report_id}")).json()
     assert sorted(case["agencies"]) == sorted(api.agencies)
     assert set(case["acknowledgements"].values()) == {"awaiting"}
+
+
+async def test_a_retracted_report_is_not_amended(api: Api) -> None:
+    report_id = f"an-{uuid.uuid4().hex}"
+    assert await arrive(api, report_id, texas_report()) == "released"
+    analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
+    await analysis.ledger.retract(report_id, at=now(), by="esp", actor="esp-test", reason="r")
+    response = await api.http.post(
+        f"/v1/analyst/reports/{report_id}/amendments",
+        json={"path": "incident_type", "value": "Child Sex Trafficking", "reason": "late"})
+    assert response.status_code == 409
+    assert "retracted" in response.json()["detail"]
