@@ -174,3 +174,26 @@ async def test_a_retracted_report_is_not_amended(api: Api) -> None:
         json={"path": "incident_type", "value": "Child Sex Trafficking", "reason": "late"})
     assert response.status_code == 409
     assert "retracted" in response.json()["detail"]
+
+
+async def test_new_rules_go_live_without_restart_but_never_reroute_a_released_report(
+    api: Api,
+) -> None:
+    analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
+    live = analysis.releaser.rules
+    live.check_every_s = 0
+    released = f"an-{uuid.uuid4().hex}"
+    assert await arrive(api, released, texas_report()) == "released"
+
+    # New rules (a new version) send Texas to the first agency only.
+    path = api.settings.tipline_routing_file
+    path.write_text(path.read_text().replace(
+        f"TX: [{', '.join(api.agencies)}]", f"TX: [{api.agencies[0]}]").replace(
+        'version: "', 'version: "v2-'))
+    later = f"an-{uuid.uuid4().hex}"
+    assert await arrive(api, later, texas_report()) == "released"
+    assert (await analysis.cases.get(later)).routing["agencies"] == [api.agencies[0]]
+
+    again = await analysis.releaser.release(released)  # a redelivery under the new rules
+    assert sorted(again.agencies) == sorted(api.agencies)
+    assert again.rules_version != live.current.version
