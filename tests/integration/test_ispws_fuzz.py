@@ -6,6 +6,7 @@ of generated requests, with good credentials, with none, and against a report th
 
 import asyncio
 import base64
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -20,7 +21,8 @@ from shared.store import connect
 from tests.ispws_support import field, report_xml
 from tipline.stack import Stack, free_port, start_services
 
-EXAMPLES = 25
+# A longer run: TIPLINE_FUZZ_EXAMPLES=500 (CI keeps the default).
+EXAMPLES = int(os.environ.get("TIPLINE_FUZZ_EXAMPLES", "25"))
 
 
 @pytest.fixture(scope="module")
