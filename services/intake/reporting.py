@@ -69,7 +69,7 @@ class Reporting:
 
     async def owned(self, report_id: str, esp_id: str) -> dict[str, str]:
         """The report's draft when this ESP owns it; any other ESP's report does not exist."""
-        if not report_id.isdigit() or len(report_id) > 18:
+        if not (report_id.isascii() and report_id.isdigit()) or len(report_id) > 18:
             raise Answer(Code.REPORT_DOES_NOT_EXIST, f"no report {report_id[:40]}")
         draft = await self.drafts.get(report_id)
         owner = draft.get("esp_id") or (await self.timeline.fields(report_id)).get("esp_id")
@@ -189,6 +189,8 @@ class Reporting:
 
     async def finish(self, esp_id: str, report_id: str) -> Done:
         draft = await self.owned(report_id, esp_id)
+        if not draft:  # a /v1 report: submitted whole, finished from the start
+            raise Answer(Code.ALREADY_FINISHED, report_id=report_id)
         report = await self.report(report_id, draft)
         if draft.get("state") == "open" and (errors := check_batched(report)):
             raise Answer(Code.VALIDATION_FAILED, errors=errors, report_id=report_id)

@@ -422,11 +422,22 @@ async def test_supersedes_header_links_the_new_report(http: httpx.AsyncClient) -
     assert (r.status_code, code(r.text)) == (404, 5001)
 
 
-async def test_v1_api_still_works_beside_ispws(app: FastAPI) -> None:
+async def test_v1_api_still_works_beside_ispws(
+    app: FastAPI, http: httpx.AsyncClient, esps: dict[str, tuple[str, str]]
+) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://i") as c:
-        r = await c.post("/v1/reports", json={"report": {"incident_type": "Child Sex Tourism"}})
+        r = await c.post("/v1/reports", json={"report": {"incident_type": "Child Sex Tourism"}},
+                         headers={"X-ESP-Id": esps["a"][0]})
         assert r.status_code == 202
         assert "Request-ID" in r.headers
+    # The same ESP sees its /v1 report under /ispws: finished from the start, retractable.
+    report_id = r.json()["report_id"]
+    assert (await http.get(f"/ispws/reports/{report_id}")).json()["state"] == "finished"
+    r = await http.post("/ispws/finish", data={"id": report_id})
+    assert (r.status_code, code(r.text)) == (409, 5102)
+    r = await http.post("/ispws/retract", data={"id": report_id})
+    assert (r.status_code, code(r.text)) == (200, 0)
+    assert "post-finish" in r.text
 
 
 async def test_a_failure_inside_answers_1000_with_the_request_id(
