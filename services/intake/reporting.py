@@ -143,6 +143,8 @@ class Reporting:
     async def add_file(self, esp_id: str, report_id: str, stored: Stored,
                        filename: str | None) -> Answer:
         draft = await self.owned(report_id, esp_id)
+        if not draft:  # a /v1 report: submitted whole, finished from the start
+            raise Answer(Code.ALREADY_FINISHED, report_id=report_id)
         step = await self.drafts.step(report_id, time.time(), touch=True)
         if step.outcome != "ok":
             raise self._refused(step.outcome, report_id)
@@ -166,6 +168,8 @@ class Reporting:
     async def describe_file(self, esp_id: str, data: dict[str, Any]) -> Answer:
         report_id, file_id = str(data.get("reportId", "")), str(data.get("fileId", ""))
         draft = await self.owned(report_id, esp_id)
+        if not draft:
+            raise Answer(Code.ALREADY_FINISHED, report_id=report_id)
         file = next((f for f in await self.files(report_id) if f.file_id == file_id), None)
         if file is None:
             raise Answer(Code.FILE_DOES_NOT_EXIST, f"no file {file_id[:40]} in report {report_id}",

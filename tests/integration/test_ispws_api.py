@@ -433,8 +433,11 @@ async def test_v1_api_still_works_beside_ispws(
     # The same ESP sees its /v1 report under /ispws: finished from the start, retractable.
     report_id = r.json()["report_id"]
     assert (await http.get(f"/ispws/reports/{report_id}")).json()["state"] == "finished"
-    r = await http.post("/ispws/finish", data={"id": report_id})
-    assert (r.status_code, code(r.text)) == (409, 5102)
+    for r in (await http.post("/ispws/finish", data={"id": report_id}),
+              await upload(http, report_id, b"x"),
+              await http.post("/ispws/fileinfo", content=file_details(report_id, "0" * 32),
+                              headers=XML)):
+        assert (r.status_code, code(r.text)) == (409, 5102)
     r = await http.post("/ispws/retract", data={"id": report_id})
     assert (r.status_code, code(r.text)) == (200, 0)
     assert "post-finish" in r.text
