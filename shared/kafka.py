@@ -166,3 +166,44 @@ async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
         return missing
     finally:
         await admin.close()
+
+
+IDLE_AFTER_S = 1.0  # a consumer with nothing new for this long polls at the idle pace
+
+
+async def adapt_fetch_waits(broker: Any, settings: Settings, tick_s: float = 0.05) -> None:
+    """Poll busy topics fast and quiet ones slowly, for as long as it runs.
+
+    The embedded broker holds every fetch for the full `fetch_max_wait_ms` (it does not answer
+    early when data arrives), so a short wait is what keeps a hop at a few milliseconds, and
+    every consumer of every quiet topic then asks again ~150 times a second. Profiles of the
+    pipeline under load put most of the services' and the broker's CPU there. So: a consumer
+    that has seen nothing new for a second fetches with `kafka_idle_fetch_wait_ms`; as soon as
+    its high-water mark moves it is back at `kafka_fetch_max_wait_ms`. Only the pace of fetches
+    changes: what is delivered, and when offsets are committed, does not.
+    """
+    busy, idle = settings.kafka_fetch_max_wait_ms, settings.kafka_idle_fetch_wait_ms
+    if idle <= busy:
+        return
+    last: dict[int, tuple[tuple[int, ...], float]] = {}
+    while True:
+        await asyncio.sleep(tick_s)
+        now = time.monotonic()
+        for sub in getattr(broker, "subscribers", []):
+            for consumer in _consumers(sub):
+                fetcher = getattr(consumer, "_fetcher", None)
+                if fetcher is None:
+                    continue
+                marks = tuple(consumer.highwater(tp) or -1 for tp in sorted(
+                    consumer.assignment(), key=lambda tp: (tp.topic, tp.partition)))
+                seen, since = last.get(id(consumer), ((), now))
+                if marks != seen:
+                    since = now
+                fetcher._fetch_max_wait_ms = idle if now - since > IDLE_AFTER_S else busy
+                last[id(consumer)] = (marks, since)
+
+
+def _consumers(sub: Any) -> list[Any]:
+    """The aiokafka consumers behind a FastStream subscriber (one, or a subgroup)."""
+    found = [getattr(sub, "consumer", None), *getattr(sub, "consumer_subgroup", [])]
+    return [c for c in found if c is not None]
