@@ -44,7 +44,7 @@ def make_broker(settings: Settings, service: str) -> KafkaBroker:
         acks="all",
         linger_ms=settings.kafka_linger_ms,
         max_request_size=settings.kafka_max_message_bytes,
-        graceful_timeout=30.0,
+        graceful_timeout=settings.tipline_shutdown_grace_s,
         middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider(settings, service))],
         logger=logging.getLogger(f"tipline.{service}"),
         log_level=logging.DEBUG,  # one line a message is too much at INFO

@@ -1,7 +1,8 @@
 """Running a service process: settings, logging, the ops endpoint, then the app until SIGTERM.
 
 FastStream stops consuming on SIGTERM/SIGINT, lets the message in hand finish (its offset is
-committed by the delivery middleware) and closes the broker.
+committed by the delivery middleware) and closes the broker; shared.shutdown ends a process
+that has not stopped by the end of its grace period.
 """
 
 import asyncio
@@ -12,6 +13,7 @@ from faststream import FastStream
 from shared import ops
 from shared.kafka import adapt_fetch_waits
 from shared.settings import Settings, get_settings
+from shared.shutdown import exit_within
 from shared.store import connect
 from shared.telemetry import configure_logging
 
@@ -26,7 +28,9 @@ def run(create_app: Callable[[Settings], FastStream]) -> None:
     settings = get_settings()
     service = service_name(create_app)
     configure_logging(settings, service)
-    asyncio.run(serve(create_app(settings), settings, service))
+    app = create_app(settings)
+    exit_within(app, settings.tipline_shutdown_grace_s + 5)
+    asyncio.run(serve(app, settings, service))
 
 
 async def serve(app: FastStream, settings: Settings, service: str) -> None:
