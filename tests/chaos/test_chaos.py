@@ -40,8 +40,8 @@ from tipline.stack import (
 )
 
 LONG = os.environ.get("TIPLINE_CHAOS_LONG") == "1"
-REPORTS = 1500 if LONG else 160
-RATE = 25.0 if LONG else 12.0
+REPORTS = 1200 if LONG else 160
+RATE = 15.0 if LONG else 12.0
 MIN_KILLS = 12 if LONG else 3
 KILLABLE = ("validation", "supplementation", "referral", "retraction")
 CONSUMED = (topics.REPORTS_SUBMITTED, topics.REPORTS_VALIDATED, topics.REPORTS_SUPPLEMENTED,
@@ -215,7 +215,7 @@ async def test_ground_truth_holds_through_chaos(chaos: Chaos) -> None:
 
     async def run_replay() -> dict[str, Any]:
         try:
-            return await replay.run(stream, rate="recorded", settle_timeout=150)
+            return await replay.run(stream, rate="recorded", settle_timeout=300 if LONG else 150)
         finally:
             dispatched.set()
 
