@@ -65,14 +65,15 @@ class Outbox:
 
     async def track(self, notice: AgencyNotice) -> None:
         """Await an ack for this notice (once: tracking it again changes nothing)."""
-        # Each step is idempotent, so a crash anywhere is mended by tracking again.
+        # One round trip; each step is idempotent, so a crash anywhere is mended by tracking
+        # again. A notice acked already gets a due entry that `take_due` drops unsent.
         states, stored, _ = self._keys(notice.report_id)
-        await self._redis.hsetnx(stored, notice.notice_id, notice.model_dump_json())
-        await self._redis.hsetnx(states, notice.notice_id, "awaiting")
-        if await self._redis.hget(states, notice.notice_id) == "awaiting":
-            deadline = time.time() + self.ack_timeout_s
-            item = f"{notice.report_id}|{notice.notice_id}"
-            await self._redis.zadd(DUE, {item: deadline}, nx=True)
+        item = f"{notice.report_id}|{notice.notice_id}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(stored, notice.notice_id, notice.model_dump_json())
+            pipe.hsetnx(states, notice.notice_id, "awaiting")
+            pipe.zadd(DUE, {item: time.time() + self.ack_timeout_s}, nx=True)
+            await pipe.execute()
 
     async def acknowledge(self, report_id: str, notice_id: str) -> str:
         """Record an ack; returns the notice's state after it ('none' if it was not tracked)."""

@@ -39,7 +39,7 @@ def settled(status: dict[str, Any]) -> bool:
 
 
 async def _wait_settled(
-    http: httpx.AsyncClient, ids: list[str], timeout: float
+    http: httpx.AsyncClient, ids: list[str], timeout: float, retracted: frozenset[str] = frozenset()
 ) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     pending = set(ids)
@@ -47,7 +47,8 @@ async def _wait_settled(
     while pending and time.monotonic() < deadline:
         for report_id in list(pending):
             status = await _status(http, report_id)
-            if settled(status):
+            # A report we retracted is settled only once its retraction has taken effect.
+            if settled(status) and (report_id not in retracted or status["retraction"]):
                 done[report_id] = status
                 pending.discard(report_id)
         if pending:
@@ -94,7 +95,7 @@ async def run_demo(
                 await http.post(f"/v1/reports/{ids[-1]}/retract",
                                 json={"reason": "duplicate upload"}, headers=HEADERS)
         say(f"submitted {len(ids)} reports; retracted {len(retract_early)} straight away")
-        first = await _wait_settled(http, ids, timeout=120)
+        first = await _wait_settled(http, ids, timeout=120, retracted=frozenset(retract_early))
 
         referred = [i for i, s in first.items() if s["status"] == "referred"]
         retract_late = referred[:: max(1, len(referred) // 6)][:6]
@@ -102,7 +103,8 @@ async def run_demo(
             await http.post(f"/v1/reports/{report_id}/retract",
                             json={"reason": "reported in error"}, headers=HEADERS)
         say(f"retracted {len(retract_late)} reports after their referral")
-        final = {**first, **await _wait_settled(http, retract_late, timeout=120)}
+        final = {**first, **await _wait_settled(http, retract_late, timeout=120,
+                                                 retracted=frozenset(retract_late))}
 
     await asyncio.sleep(1.0)  # let the followers read the last notices
     for task in followers:
