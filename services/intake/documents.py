@@ -204,7 +204,10 @@ def from_json(data: Any, root: str) -> bytes:
     if not isinstance(data, dict):
         raise MalformedDocument(f"a JSON <{root}> must be an object of its elements")
     element = etree.Element(root)
-    _fill(element, data)
+    try:
+        _fill(element, data)
+    except ValueError as exc:  # lxml refuses what XML cannot hold
+        raise MalformedDocument(f"not representable as XML: {exc}") from None
     return etree.tostring(element, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
@@ -225,7 +228,8 @@ def _fill(element: etree._Element, value: Any) -> None:
 
 
 def _name(key: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][\w.-]{0,100}", key):
+    # Our schema's names are ASCII; anything else is not one of its elements anyway.
+    if not re.fullmatch(r"[A-Za-z_][\w.-]{0,100}", key, flags=re.ASCII):
         raise MalformedDocument(f"not an element or attribute name: {key[:40]!r}")
     return key
 

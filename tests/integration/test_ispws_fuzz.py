@@ -23,7 +23,7 @@ from tests.ispws_support import field, report_xml
 from tipline.stack import Stack, free_port, start_services
 
 # A longer run: TIPLINE_FUZZ_EXAMPLES=500 (CI keeps the default).
-EXAMPLES = int(os.environ.get("TIPLINE_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("TIPLINE_FUZZ_EXAMPLES", "15"))
 
 
 @pytest.fixture(scope="module")
