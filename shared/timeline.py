@@ -69,10 +69,10 @@ class Timeline:
         return bool(added)
 
     async def set_fields(self, report_id: str, **fields: str) -> None:
-        await self._redis.hset(self._keys(report_id)[0], mapping=fields)
+        await self._redis.hset(self._keys(report_id)[0], mapping=dict[Any, Any](fields))
 
     async def fields(self, report_id: str) -> dict[str, str]:
-        return dict(await self._redis.hgetall(self._keys(report_id)[0]))
+        return dict(await self._redis.hgetall(self._keys(report_id)[0]))  # type: ignore[arg-type]
 
     async def entries(self, report_id: str) -> list[dict[str, Any]]:
         return [json.loads(e) for e in await self._redis.lrange(self._keys(report_id)[2], 0, -1)]

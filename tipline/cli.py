@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -85,10 +86,8 @@ def cmd_agency_tail(args: argparse.Namespace) -> int:
         finally:
             await client.stop()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -100,7 +99,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080, help="intake HTTP port (default 8080)")
     up.set_defaults(func=cmd_up)
 
-    demo = sub.add_parser("demo", help="send synthetic reports and retractions, show what agencies got")
+    demo = sub.add_parser(
+        "demo", help="send synthetic reports and retractions, show what agencies got"
+    )
     demo.add_argument("--url", help="intake URL of a running stack (default: start one)")
     demo.add_argument("--reports", type=int, default=40)
     demo.add_argument("--seed", type=int, default=7)
