@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run up test lint bench clean
+.PHONY: run up test lint bench docs clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tipline needs Python 3.11+"'
@@ -30,6 +30,14 @@ test: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check shared services tipline tests
 	$(BIN)/mypy shared services tipline
+
+## bench: the raw aiokafka relay chain against the pipeline on a fresh embedded stack (a few minutes)
+bench: $(INSTALLED)
+	mkdir -p .tipline && $(BIN)/tipline bench --json .tipline/bench.json
+
+## docs: regenerate the AsyncAPI and OpenAPI documents and the routing ConfigMap from the code
+docs: $(INSTALLED)
+	$(BIN)/tipline docs
 
 clean:
 	rm -rf $(VENV) .tipline .pytest_cache .mypy_cache .ruff_cache
