@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -20,6 +21,8 @@ from faststream.kafka import KafkaBroker
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisUnavailable
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from services.intake import documents, files
 from services.intake.answers import Answer, Code, Done, render
@@ -30,6 +33,9 @@ from shared.drafts import Drafts
 from shared.ledger import Ledger
 from shared.settings import Settings
 from shared.timeline import Timeline
+
+# A dependency away (Redis, the broker): the call was not accepted and can be retried.
+UNAVAILABLE = (RedisUnavailable, RedisTimeout, KafkaError, TimeoutError, ConnectionError)
 
 log = logging.getLogger("tipline.intake.ispws")
 PREFIX = "/ispws"
@@ -303,12 +309,19 @@ def install(app: FastAPI, settings: Settings, broker: KafkaBroker, redis: Redis,
         trace.get_current_span().set_attribute("tipline.request_id", rid)
         try:
             response: Response = await call_next(request)
-        except Exception:
+        except Exception as exc:
             # Never a bare 500: the ESP gets code 1000 and the id to quote; the log has the cause.
+            # Redis or the broker away is 503 with Retry-After: nothing was accepted, try again.
             log.exception("request_id=%s %s %s failed", rid, request.method, request.url.path)
-            response = (render(Answer(Code.SERVER_ERROR), request.headers.get("accept"))
+            status = 503 if isinstance(exc, UNAVAILABLE) else 500
+            response = (render(Answer(Code.SERVER_ERROR, http_status=status),
+                               request.headers.get("accept"))
                         if request.url.path.startswith(PREFIX)
-                        else JSONResponse({"detail": "server error", "request_id": rid}, 500))
+                        else JSONResponse({"detail": "server error" if status == 500 else
+                                           "temporarily unavailable, retry", "request_id": rid},
+                                          status))
+            if status == 503:
+                response.headers["Retry-After"] = "2"
         response.headers["Request-ID"] = rid
         log.info("request_id=%s %s %s -> %s esp=%s", rid, request.method, request.url.path,
                  response.status_code, getattr(request.state, "esp_id", "-"))

@@ -1,0 +1,24 @@
+"""With Redis away, intake answers 503 with Retry-After (never a bare 500), on both APIs."""
+
+import httpx
+
+from services.intake.main import create_app
+from shared.settings import Settings
+from tipline.stack import Stack, free_port
+
+
+async def test_redis_away_is_503_with_retry_after(servers: Stack) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = create_app(Settings(kafka_bootstrap_servers=servers.kafka, redis_url=nowhere))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://intake") as http:
+        v1 = await http.get("/v1/reports/1", headers={"X-ESP-Id": "esp"})
+        assert v1.status_code == 503
+        assert v1.headers["Retry-After"] == "2"
+        assert v1.json()["detail"] == "temporarily unavailable, retry"
+
+        ispws = await http.get("/ispws/status", auth=("esp", "secret"))
+        assert ispws.status_code == 503
+        assert ispws.headers["Retry-After"] == "2"
+        assert "<responseCode>1000</responseCode>" in ispws.text
+        assert ispws.headers["Request-ID"]
