@@ -453,8 +453,9 @@ async def test_a_failure_inside_answers_1000_with_the_request_id(
     monkeypatch.setattr(app.state.reporting.broker, "publish", broken)
     r = await http.post("/ispws/finish", data={"id": report_id},
                         headers={"Idempotency-Key": "finish-when-broken"})
-    assert (r.status_code, code(r.text)) == (500, 1000)
-    assert r.headers["Request-ID"]
+    # The broker away: not accepted, so 503 and a hint to retry.
+    assert (r.status_code, code(r.text)) == (503, 1000)
+    assert r.headers["Request-ID"] and r.headers["Retry-After"] == "2"
     monkeypatch.undo()
     # Not accepted, so not finished: the retry (same key) runs again and succeeds.
     r = await http.post("/ispws/finish", data={"id": report_id},
