@@ -11,14 +11,16 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream import AckPolicy
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-from faststream.message import StreamMessage
+from faststream.message import AckStatus, StreamMessage
 from pydantic import ValidationError
 
 from shared import metrics, topics
@@ -83,7 +85,7 @@ def _delivery_middleware(
             except (*POISON, Poison) as exc:
                 metrics.ERRORS.labels(service, topic, "poison").inc()
                 await dead_letter(broker, service, msg, exc)
-                await msg.ack()
+                await _completed(msg, broker)
                 return None
             except asyncio.CancelledError:
                 raise
@@ -91,6 +93,7 @@ def _delivery_middleware(
                 metrics.ERRORS.labels(service, topic, "transient").inc()
                 log.warning("%s: transient failure, will retry: %s", service, describe_error(exc))
                 await asyncio.sleep(settings.tipline_retry_backoff_s)
+                await _flush(getattr(msg, "consumer", None))  # completed ones, before the seek
                 await msg.nack()
                 return None
             finally:
@@ -101,7 +104,7 @@ def _delivery_middleware(
                           getattr(record, "partition", "?"), getattr(record, "offset", "?"),
                           elapsed * 1000)
                 report_id_var.reset(token)
-            await msg.ack()
+            await _completed(msg, broker)
             return result
 
         async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
@@ -110,6 +113,102 @@ def _delivery_middleware(
             return result
 
     return Delivery
+
+
+# Commits under load. Committing after every message costs a broker round trip a message, in
+# series with the handlers. A subscriber handles one message at a time, so the offset after its
+# last completed message covers only completed messages: while more is already known to be
+# waiting on the partition, that offset is held and committed with later ones (within
+# COMMIT_EVERY_S, by a timer if no later message completes, or after COMMIT_EVERY_N messages).
+# The last message of a burst is committed at once, as is everything held when the subscriber is
+# stopping, and before a transient failure's seek back. Held offsets are tagged with the group
+# generation they were completed in and dropped if it changed (the partition may belong to
+# another consumer by then): a crash or rebalance redelivers at most that much, never skips it.
+COMMIT_EVERY_S = 0.1
+COMMIT_EVERY_N = 100
+
+
+class _Held:
+    __slots__ = ("count", "generation", "offsets", "since", "timer")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.offsets: dict[TopicPartition, int] = {}
+        self.count = 0
+        self.since = time.monotonic()
+        self.timer: asyncio.TimerHandle | None = None
+
+
+_held: "weakref.WeakKeyDictionary[AIOKafkaConsumer, _Held]" = weakref.WeakKeyDictionary()
+_flushing: set["asyncio.Task[None]"] = set()
+
+
+def _generation(consumer: AIOKafkaConsumer) -> int:
+    coordinator = getattr(consumer, "_coordinator", None)
+    return int(getattr(coordinator, "generation", -1))
+
+
+async def _completed(msg: StreamMessage[Any], broker: KafkaBroker) -> None:
+    """The handler of `msg` is done: commit its offset now, or hold it for a moment under load."""
+    consumer = getattr(msg, "consumer", None)
+    if not isinstance(consumer, AIOKafkaConsumer) or isinstance(msg.raw_message, tuple) \
+            or msg.committed is not None:
+        await msg.ack()
+        return
+    record = msg.raw_message
+    tp = TopicPartition(record.topic, record.partition)
+    generation = _generation(consumer)
+    held = _held.get(consumer)
+    if held is None or held.generation != generation:
+        if held is not None and held.timer is not None:
+            held.timer.cancel()
+        held = _held[consumer] = _Held(generation)
+    held.offsets[tp] = record.offset + 1
+    held.count += 1
+    msg.committed = AckStatus.ACKED
+    highwater = consumer.highwater(tp)
+    more_waiting = highwater is not None and record.offset + 1 < highwater
+    stopping = not all(getattr(sub, "running", True) for sub in broker.subscribers)
+    if more_waiting and not stopping and held.count < COMMIT_EVERY_N \
+            and time.monotonic() - held.since < COMMIT_EVERY_S:
+        if held.timer is None:
+            held.timer = asyncio.get_running_loop().call_later(
+                COMMIT_EVERY_S, _flush_later, consumer, held)
+        return
+    await _flush(consumer)
+
+
+def _flush_later(consumer: AIOKafkaConsumer, held: _Held) -> None:
+    held.timer = None
+    if _held.get(consumer) is not held:
+        return
+    task = asyncio.ensure_future(_flush(consumer))
+    _flushing.add(task)
+    task.add_done_callback(_flushed)
+
+
+def _flushed(task: "asyncio.Task[None]") -> None:
+    _flushing.discard(task)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        # Not committed: those messages are delivered again (consumers are idempotent).
+        log.info("held offsets not committed: %s", describe_error(exc))
+
+
+async def _flush(consumer: Any) -> None:
+    """Commit the held offsets of `consumer` (those of its current generation and assignment)."""
+    if not isinstance(consumer, AIOKafkaConsumer):
+        return
+    held = _held.pop(consumer, None)
+    if held is None:
+        return
+    if held.timer is not None:
+        held.timer.cancel()
+    if not held.offsets or held.generation != _generation(consumer):
+        return
+    assigned = consumer.assignment()
+    offsets = {tp: offset for tp, offset in held.offsets.items() if tp in assigned}
+    if offsets:
+        await consumer.commit(offsets)
 
 
 def _record(msg: StreamMessage[Any]) -> Any:

@@ -28,6 +28,9 @@ async def refer(
     """Refer one report; returns the agencies notified by this call."""
     claim = await ledger.claim(event.report_id, event.agencies)
     if claim.retracted and not claim.to_refer:
+        if await ledger.states(event.report_id):
+            # A redelivery after the referral and its retraction: nothing was withheld.
+            return []
         await timeline.record(
             event.report_id, derived_id(event.report_id, "withheld"), "referral withheld",
             reason="retracted before referral",

@@ -129,3 +129,25 @@ async def test_retraction_invariant_holds_under_random_interleavings(redis: Redi
     # Both orders must actually have been exercised for the test to mean anything.
     assert 0 < tallies["retracted_first"] < INTERLEAVINGS
     assert tallies["referred_agencies"] > 0
+
+
+async def test_redelivery_after_referral_and_retraction_is_not_withheld(redis: Redis) -> None:
+    """A late redelivery of the referral input (after the report was referred and retracted)
+    has no second effect: the report's timeline does not say its referral was withheld."""
+    rng = random.Random(7)
+    report_id = f"redeliver-{uuid.uuid4().hex}"
+    ledger, timeline = Ledger(redis), Timeline(redis)
+    broker = RecordingBroker(rng, crash_rate=0.0)
+    supplemented = ReportSupplemented(
+        event_id=derived_id(report_id, "supplemented"), report_id=report_id, esp_id="esp",
+        report=Report(), agencies=["a1", "a2"], priority=Priority.NORMAL,
+        jurisdiction="test", rules_version="test",
+    )
+    command = RetractReport(command_id=derived_id(report_id, "retract"), report_id=report_id,
+                            requested_by="esp", actor="esp", reason="test")
+    assert await refer(broker, ledger, timeline, supplemented) == ["a1", "a2"]  # type: ignore[arg-type]
+    await retract(broker, ledger, timeline, command)  # type: ignore[arg-type]
+    assert await refer(broker, ledger, timeline, supplemented) == []  # type: ignore[arg-type]
+    whats = {e["what"] for e in await timeline.entries(report_id)}
+    assert "referral withheld" not in whats, whats
+    assert "referral delivered" in whats
