@@ -87,6 +87,15 @@ class AgencyClient:
         await self._consumer.stop()
         await self._producer.stop()
 
+    async def collect(self, into: list[AgencyNotice]) -> None:
+        """Start, append each notice to `into` until cancelled, then stop."""
+        await self.start()
+        try:
+            async for notice in self.notices():
+                into.append(notice)
+        finally:
+            await self.stop()
+
     async def notices(self) -> AsyncIterator[AgencyNotice]:
         """Each genuine notice once, in the order the agency's partitions hold them."""
         async for record in self._consumer:

@@ -61,16 +61,12 @@ async def _wait_settled(
 async def _follow(
     settings: Settings, agency_ids: list[str], group: str, into: list[AgencyNotice]
 ) -> list[asyncio.Task[None]]:
-    async def follow(agency_id: str) -> None:
-        client = AgencyClient(settings, agency_id, group_id=f"{group}-{agency_id}")
-        await client.start()
-        try:
-            async for notice in client.notices():
-                into.append(notice)
-        finally:
-            await client.stop()
-
-    return [asyncio.create_task(follow(a)) for a in agency_ids]
+    return [
+        asyncio.create_task(
+            AgencyClient(settings, a, group_id=f"{group}-{a}").collect(into)
+        )
+        for a in agency_ids
+    ]
 
 
 async def run_demo(

@@ -82,15 +82,6 @@ async def analyst(system: Stack, redis: Redis) -> AsyncIterator[httpx.AsyncClien
         yield client
 
 
-async def follow(client: AgencyClient, into: list[AgencyNotice]) -> None:
-    await client.start()
-    try:
-        async for notice in client.notices():
-            into.append(notice)
-    finally:
-        await client.stop()
-
-
 async def until(check: Any, what: str, timeout: float = 30) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not (await check() if asyncio.iscoroutinefunction(check) else check()):
@@ -111,7 +102,7 @@ async def test_amend_then_retract_across_three_agencies(
     def kinds(agency: str) -> list[str]:
         return [n.kind for n in got[agency] if n.report_id == report_id]
 
-    tasks = [asyncio.create_task(follow(clients[a], got[a])) for a in agencies]
+    tasks = [asyncio.create_task(clients[a].collect(got[a])) for a in agencies]
     for client in clients.values():
         await client.ready()
     producer = AIOKafkaProducer(bootstrap_servers=local.kafka_bootstrap_servers)

@@ -48,15 +48,6 @@ async def running(*coroutines: object) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def collect(client: AgencyClient, into: list[AgencyNotice]) -> None:
-    await client.start()
-    try:
-        async for notice in client.notices():
-            into.append(notice)
-    finally:
-        await client.stop()
-
-
 async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, timeline: Timeline) -> None:
     """What the retraction service's ack subscriber does, for this report's responses."""
     consumer = AIOKafkaConsumer(
@@ -91,7 +82,7 @@ async def test_unacked_corrections_are_resent_then_escalated(local: Settings, re
     got_silent: list[AgencyNotice] = []
     loud, quiet = AgencyClient(local, acking), AgencyClient(local, silent, auto_ack=False)
     async with running(
-        collect(loud, got_acking), collect(quiet, got_silent),
+        loud.collect(got_acking), quiet.collect(got_silent),
         feed_acks(local, report_id, outbox, timeline),
         follow_acks(broker, outbox, timeline, local),
     ):
@@ -142,7 +133,7 @@ async def test_the_client_refuses_tampered_and_unsigned_notices(local: Settings)
     await producer.stop()
 
     client, got = AgencyClient(local, agency, auto_ack=False), []
-    async with running(collect(client, got)):
+    async with running(client.collect(got)):
         await until(lambda: len(got) + len(client.refused) >= 4)
     assert [n.payload["version"] for n in got] == [3]
     reasons = [reason for _, reason in client.refused]
