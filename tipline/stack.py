@@ -209,3 +209,15 @@ def running(
         yield stack
     finally:
         stack.stop()
+
+
+@contextmanager
+def services_on(kafka: str, redis: str, workdir: Path) -> Iterator[Stack]:
+    """The five services on servers already running (and topics made), until the block ends."""
+    stack = Stack(kafka=kafka, redis=redis, http=f"http://127.0.0.1:{free_port()}",
+                  workdir=workdir)
+    try:
+        start_services(stack)
+        yield stack
+    finally:
+        stack.stop()

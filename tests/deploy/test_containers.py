@@ -18,7 +18,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from shared.provision import provision
 from shared.settings import Settings
 from shared.topics import REPORTS_SUBMITTED
-from tipline.stack import Stack, free_port, start_services
+from tipline.stack import Stack, free_port, services_on
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -79,16 +79,8 @@ def on_kafka(
         env.setenv("TIPLINE_WORKDIR", str(workdir))
         settings = Settings(kafka_bootstrap_servers=kafka, redis_url=redis)
         asyncio.run(provision(settings, attempts=60, pause_s=1.0))  # the broker takes seconds
-        from shared.signing import ensure_keys
-
-        ensure_keys(workdir / "keys")
-        stack = Stack(kafka=kafka, redis=redis, http=f"http://127.0.0.1:{free_port()}",
-                      workdir=workdir)
-        try:
-            start_services(stack)
+        with services_on(kafka, redis, workdir) as stack:
             yield stack
-        finally:
-            stack.stop()
 
 
 @pytest.fixture

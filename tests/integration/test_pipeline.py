@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from shared import topics
 from shared.contracts import Report, ReportSubmitted, derived_id
 from shared.settings import Settings
-from tipline.stack import Stack, create_topics, free_port, start_services
+from tipline.stack import Stack, create_topics, services_on
 
 VALID = {
     "incident_type": "Child Sex Tourism",
@@ -27,15 +27,9 @@ VALID = {
 
 @pytest.fixture(scope="module")
 def pipeline(servers: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(kafka=servers.kafka, redis=servers.redis,
-                  http=f"http://127.0.0.1:{free_port()}",
-                  workdir=tmp_path_factory.mktemp("pipeline"))
-    create_topics(stack)
-    try:
-        start_services(stack)
+    create_topics(servers)
+    with services_on(servers.kafka, servers.redis, tmp_path_factory.mktemp("pipeline")) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
