@@ -63,16 +63,19 @@ class Outbox:
         tag = f"tipline:{{{report_id}}}"
         return f"{tag}:acks", f"{tag}:notices", f"{tag}:resends"
 
-    async def track(self, notice: AgencyNotice) -> None:
-        """Await an ack for this notice (once: tracking it again changes nothing)."""
+    async def track(self, *notices: AgencyNotice) -> None:
+        """Await an ack for these notices (once: tracking one again changes nothing)."""
         # One round trip; each step is idempotent, so a crash anywhere is mended by tracking
         # again. A notice acked already gets a due entry that `take_due` drops unsent.
-        states, stored, _ = self._keys(notice.report_id)
-        item = f"{notice.report_id}|{notice.notice_id}"
+        if not notices:
+            return
+        due = time.time() + self.ack_timeout_s
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hsetnx(stored, notice.notice_id, notice.model_dump_json())
-            pipe.hsetnx(states, notice.notice_id, "awaiting")
-            pipe.zadd(DUE, {item: time.time() + self.ack_timeout_s}, nx=True)
+            for notice in notices:
+                states, stored, _ = self._keys(notice.report_id)
+                pipe.hsetnx(stored, notice.notice_id, notice.model_dump_json())
+                pipe.hsetnx(states, notice.notice_id, "awaiting")
+                pipe.zadd(DUE, {f"{notice.report_id}|{notice.notice_id}": due}, nx=True)
             await pipe.execute()
 
     async def acknowledge(self, report_id: str, notice_id: str) -> str:

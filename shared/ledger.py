@@ -7,7 +7,7 @@ inside a step. Each (report, agency) moves through:
 
 - `claim` is the moment of referral: a report already retracted is never claimed, so it is never
   referred; agencies already claimed before the retraction are finished, then corrected.
-- `confirm_referral` runs after the broker acknowledged the referral notice. If the report was
+- `confirm_referrals` runs after the broker acknowledged the referral notice. If the report was
   retracted meanwhile, the agency moves straight to `correcting` and the referral service sends
   the correction itself, after its own referral.
 - `retract` marks the report (the mark is never removed) and moves every `referred` agency to
@@ -40,13 +40,23 @@ end
 return out
 """
 
-_CONFIRM_REFERRAL = """
-local state = redis.call('HGET', KEYS[1], ARGV[1])
-if state == 'referring' then
-  if redis.call('EXISTS', KEYS[2]) == 1 then state = 'correcting' else state = 'referred' end
-  redis.call('HSET', KEYS[1], ARGV[1], state)
+# Returns the agencies now owed a correction, then (after a '') every amendment so far.
+_CONFIRM_REFERRALS = """
+local retracted = redis.call('EXISTS', KEYS[2]) == 1
+local out = {}
+for _, agency in ipairs(ARGV) do
+  local state = redis.call('HGET', KEYS[1], agency)
+  if state == 'referring' then
+    if retracted then state = 'correcting' else state = 'referred' end
+    redis.call('HSET', KEYS[1], agency, state)
+  end
+  if state == 'correcting' then table.insert(out, agency) end
 end
-return state or 'none'
+table.insert(out, '')
+for _, amendment in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  table.insert(out, amendment)
+end
+return out
 """
 
 _RETRACT = """
@@ -67,11 +77,13 @@ end
 return out
 """
 
-_CONFIRM_CORRECTION = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == 'correcting' then
-  redis.call('HSET', KEYS[1], ARGV[1], 'corrected')
+_CONFIRM_CORRECTIONS = """
+for _, agency in ipairs(ARGV) do
+  if redis.call('HGET', KEYS[1], agency) == 'correcting' then
+    redis.call('HSET', KEYS[1], agency, 'corrected')
+  end
 end
-return redis.call('HGET', KEYS[1], ARGV[1]) or 'none'
+return #ARGV
 """
 
 # An amendment after referral: appended to the report's amendments (never replaced) and owed at
@@ -100,6 +112,12 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Confirmed:
+    owed_correction: list[str]  # retracted while the referral was in flight
+    amendments: list[str]  # every amendment after release, oldest first (JSON)
+
+
+@dataclass(frozen=True)
 class Retraction:
     first: bool
     to_correct: list[str]
@@ -115,9 +133,9 @@ class Ledger:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._claim = redis.register_script(_CLAIM)
-        self._confirm_referral = redis.register_script(_CONFIRM_REFERRAL)
+        self._confirm_referrals = redis.register_script(_CONFIRM_REFERRALS)
         self._retract = redis.register_script(_RETRACT)
-        self._confirm_correction = redis.register_script(_CONFIRM_CORRECTION)
+        self._confirm_corrections = redis.register_script(_CONFIRM_CORRECTIONS)
         self._amend = redis.register_script(_AMEND)
 
     @staticmethod
@@ -133,10 +151,13 @@ class Ledger:
         retracted, *to_refer = await self._claim(keys=self._keys(report_id), args=agencies)
         return Claim(bool(retracted), sorted(to_refer))
 
-    async def confirm_referral(self, report_id: str, agency: str) -> bool:
-        """Record a delivered referral; True when the agency is now owed a correction."""
-        state = await self._confirm_referral(keys=self._keys(report_id), args=[agency])
-        return bool(state == "correcting")
+    async def confirm_referrals(self, report_id: str, agencies: list[str]) -> Confirmed:
+        """Record delivered referrals: which agencies are now owed a correction, and the
+        amendments they are owed (read in the same step, so none is missed or sent twice)."""
+        out = [str(x) for x in await self._confirm_referrals(keys=self._keys(report_id),
+                                                               args=agencies)]
+        split = out.index("")
+        return Confirmed(out[:split], out[split + 1:])
 
     async def retract(
         self, report_id: str, *, at: datetime, by: str, actor: str, reason: str
@@ -146,8 +167,8 @@ class Ledger:
         )
         return Retraction(bool(first), sorted(to_correct))
 
-    async def confirm_correction(self, report_id: str, agency: str) -> None:
-        await self._confirm_correction(keys=self._keys(report_id), args=[agency])
+    async def confirm_corrections(self, report_id: str, agencies: list[str]) -> None:
+        await self._confirm_corrections(keys=self._keys(report_id), args=agencies)
 
     async def states(self, report_id: str) -> dict[str, str]:
         states = await self._redis.hgetall(self._keys(report_id)[0])

@@ -8,7 +8,7 @@ them (shared/acks.py) when an outbox is given.
 
 import asyncio
 import json
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from shared.contracts import (
 )
 from shared.ledger import Ledger
 from shared.signing import Signer
-from shared.timeline import Timeline
+from shared.timeline import Fact, Timeline
 from shared.topics import agency_topic
 
 TRACKED_KINDS = frozenset({"correction", "amendment"})
@@ -126,21 +126,6 @@ def signed(notice: AgencyNotice, signer: Signer | None) -> AgencyNotice:
     return AgencyNotice.model_validate(signer.sign(notice.model_dump(mode="json")))
 
 
-async def each(steps: Iterable[Awaitable[Any]], limit: int = 16) -> None:
-    """Run independent Redis steps side by side (a fan-out to 50 agencies is 50 round trips, not
-    100 one after another); all of them have finished when this returns, or it raises."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(step: Awaitable[Any]) -> None:
-        async with gate:
-            await step
-
-    failures = [r for r in await asyncio.gather(*map(one, steps), return_exceptions=True)
-                if isinstance(r, BaseException)]
-    if failures:
-        raise failures[0]
-
-
 async def send(
     broker: KafkaBroker, notices: Iterable[AgencyNotice], dispatch: Dispatch = UNSIGNED
 ) -> list[AgencyNotice]:
@@ -148,8 +133,7 @@ async def send(
     out = [signed(n, dispatch.signer) for n in notices]
     if dispatch.outbox is not None:
         # Tracked before the first send: if this process dies now, the re-send loop sends it.
-        outbox = dispatch.outbox
-        await each(outbox.track(n) for n in out if n.kind in TRACKED_KINDS)
+        await dispatch.outbox.track(*(n for n in out if n.kind in TRACKED_KINDS))
     await asyncio.gather(
         *(broker.publish(n, agency_topic(n.agency_id), key=n.report_id.encode()) for n in out)
     )
@@ -171,18 +155,12 @@ async def send_corrections(
     retraction = await ledger.retraction(report_id) or {}
     notices = [correction_notice(report_id, a, retraction, priority) for a in agencies]
     await send(broker, notices, dispatch)
-
-    async def delivered(notice: AgencyNotice) -> None:
-        await ledger.confirm_correction(report_id, notice.agency_id)
-        await timeline.record(
-            report_id,
-            notice.notice_id,
-            "correction delivered",
-            agency=notice.agency_id,
-            notice_id=notice.notice_id,
-        )
-
-    await each(delivered(n) for n in notices)
+    await ledger.confirm_corrections(report_id, agencies)
+    await timeline.record_all(report_id, [
+        Fact(n.notice_id, "correction delivered",
+             detail={"agency": n.agency_id, "notice_id": n.notice_id})
+        for n in notices
+    ])
 
 
 async def send_amendments(
@@ -203,17 +181,12 @@ async def send_amendments(
     if not notices:
         return
     await send(broker, notices, dispatch)
-    await each(
-        timeline.record(
-            report_id,
-            notice.notice_id,
-            "amendment delivered",
-            agency=notice.agency_id,
-            notice_id=notice.notice_id,
-            version=notice.payload["version"],
-        )
-        for notice in notices
-    )
+    await timeline.record_all(report_id, [
+        Fact(n.notice_id, "amendment delivered",
+             detail={"agency": n.agency_id, "notice_id": n.notice_id,
+                     "version": n.payload["version"]})
+        for n in notices
+    ])
 
 
 def summary(notice: AgencyNotice) -> dict[str, Any]:

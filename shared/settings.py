@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key's first answer is kept (seconds).
     tipline_idempotency_ttl_s: int = 24 * 3600
 
+    # How many messages a subscriber handles at once (those of one report one after another).
+    tipline_handler_concurrency: int = 64
     # Transient failures are retried after this pause (seconds), without committing.
     tipline_retry_backoff_s: float = 0.5
     # On SIGTERM a service has this long to finish the message in hand (then it exits anyway).

@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from pydantic import ValidationError
 
 from shared.settings import Settings
@@ -28,7 +29,12 @@ report_id_var: ContextVar[str | None] = ContextVar("tipline_report_id", default=
 
 @cache
 def _provider(exporter: str, service: str) -> TracerProvider:
-    provider = TracerProvider(resource=Resource.create({"service.name": f"tipline-{service}"}))
+    # With no exporter, spans are not recorded (they would only be thrown away), but they still
+    # carry trace ids: log lines and the traceparent header keep joining a report's hops.
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"tipline-{service}"}),
+        sampler=ALWAYS_OFF if exporter == "none" else ALWAYS_ON,
+    )
     span_exporter: SpanExporter | None = None
     if exporter == "console":
         span_exporter = ConsoleSpanExporter()

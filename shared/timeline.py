@@ -5,6 +5,8 @@ nothing. Nothing is ever removed: a retraction is one more entry and a status, n
 """
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,18 +26,37 @@ STATUS_RANK = {
     "correction_escalated": 9,
 }
 
+# ARGV: when, then (event id, entry, status, rank) a fact, then field/value pairs to set.
 _RECORD = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[3], ARGV[2])
-if ARGV[3] ~= '' then
-  local rank = tonumber(redis.call('HGET', KEYS[1], 'rank') or '0')
-  if tonumber(ARGV[4]) >= rank then
-    redis.call('HSET', KEYS[1], 'status', ARGV[3], 'rank', ARGV[4])
+local added = 0
+local facts = tonumber(ARGV[2])
+for i = 0, facts - 1 do
+  local at = 3 + i * 4
+  if redis.call('SADD', KEYS[2], ARGV[at]) == 1 then
+    added = added + 1
+    redis.call('RPUSH', KEYS[3], ARGV[at + 1])
+    if ARGV[at + 2] ~= '' then
+      local rank = tonumber(redis.call('HGET', KEYS[1], 'rank') or '0')
+      if tonumber(ARGV[at + 3]) >= rank then
+        redis.call('HSET', KEYS[1], 'status', ARGV[at + 2], 'rank', ARGV[at + 3])
+      end
+    end
   end
 end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
-return 1
+for at = 3 + facts * 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[at], ARGV[at + 1]) end
+if added > 0 then redis.call('HSET', KEYS[1], 'updated_at', ARGV[1]) end
+return added
 """
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One entry of a report's timeline, recorded once under its event id."""
+
+    event_id: str
+    what: str
+    status: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class Timeline:
@@ -59,14 +80,27 @@ class Timeline:
         **detail: Any,
     ) -> bool:
         """Append one fact; False when this event was recorded before."""
+        return bool(await self.record_all(report_id, [Fact(event_id, what, status, detail)], at=at))
+
+    async def record_all(
+        self,
+        report_id: str,
+        facts: Iterable[Fact],
+        *,
+        at: datetime | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> int:
+        """Append facts (and set report fields) in one step; returns how many were new."""
         when = (at or now()).isoformat()
-        entry = json.dumps({"at": when, "what": what, **detail}, default=str)
-        rank = STATUS_RANK[status] if status else 0
-        added = await self._record(
-            keys=self._keys(report_id),
-            args=[event_id, entry, status or "", rank, when],
-        )
-        return bool(added)
+        args: list[str | int] = []
+        for fact in facts:
+            entry = json.dumps({"at": when, "what": fact.what, **fact.detail}, default=str)
+            rank = STATUS_RANK[fact.status] if fact.status else 0
+            args += [fact.event_id, entry, fact.status or "", rank]
+        pairs = [x for item in (fields or {}).items() for x in item]
+        return int(await self._record(
+            keys=self._keys(report_id), args=[when, len(args) // 4, *args, *pairs]
+        ))
 
     async def set_fields(self, report_id: str, **fields: str) -> None:
         await self._redis.hset(self._keys(report_id)[0], mapping=dict[Any, Any](fields))

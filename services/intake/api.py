@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from shared import topics
 from shared.contracts import Report, ReportSubmitted, RetractReport, derived_id
 from shared.ledger import Ledger
-from shared.timeline import Timeline
+from shared.timeline import Fact, Timeline
 
 
 @dataclass
@@ -70,8 +70,8 @@ async def submit_report(body: Submission, svc: IntakeDep, esp_id: EspId = "demo-
             report=body.report,
             supersedes=body.supersedes,
         )
-        await svc.timeline.set_fields(report_id, esp_id=esp_id)
-        await svc.timeline.record(report_id, event.event_id, "submitted", status="submitted")
+        await svc.timeline.record_all(report_id, [Fact(event.event_id, "submitted", "submitted")],
+                                      fields={"esp_id": esp_id})
         await svc.broker.publish(event, topics.REPORTS_SUBMITTED, key=report_id.encode())
     return Accepted(report_id=report_id, status="submitted")
 

@@ -7,7 +7,7 @@ from shared.contracts import ReportReferred, ReportSupplemented, derived_id
 from shared.kafka import consumer_options
 from shared.ledger import Ledger
 from shared.settings import Settings
-from shared.timeline import Timeline
+from shared.timeline import Fact, Timeline
 
 # One subscriber (and consumer group) a priority class: a bulk backlog never delays an urgent
 # referral, because they are not in the same queue.
@@ -38,25 +38,22 @@ async def refer(
         return []
     referrals = [notices.referral_notice(event, a) for a in claim.to_refer]
     await notices.send(broker, referrals, dispatch)
-    owed = [a for a in claim.to_refer if await ledger.confirm_referral(event.report_id, a)]
-    for agency in claim.to_refer:
-        await timeline.record(
-            event.report_id,
-            notices.notice_id("referral", event.report_id, agency),
-            "referral delivered",
-            status="referred",
-            agency=agency,
-            priority=event.priority.name.lower(),
-        )
+    confirmed = await ledger.confirm_referrals(event.report_id, claim.to_refer)
+    await timeline.record_all(event.report_id, [
+        Fact(notice.notice_id, "referral delivered", "referred",
+             {"agency": notice.agency_id, "priority": event.priority.name.lower()})
+        for notice in referrals
+    ])
     # Amended after release while these referrals were in flight: amend them now, after the
     # referral (an agency already amended by the analyst API drops the repeat by notice id).
-    changes = list(enumerate(await ledger.amendments(event.report_id), start=1))
+    changes = list(enumerate(confirmed.amendments, start=1))
     await notices.send_amendments(
         broker, timeline, event.report_id, claim.to_refer, changes, event.priority, dispatch
     )
     # Retracted while these referrals were in flight: correct them now, after the referral.
     await notices.send_corrections(
-        broker, ledger, timeline, event.report_id, owed, event.priority, dispatch
+        broker, ledger, timeline, event.report_id, confirmed.owed_correction, event.priority,
+        dispatch,
     )
     return claim.to_refer
 

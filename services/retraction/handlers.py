@@ -16,7 +16,8 @@ from shared.contracts import (
     RetractReport,
     derived_id,
 )
-from shared.kafka import Poison, consumer_options
+from shared.delivery import Poison
+from shared.kafka import consumer_options
 from shared.ledger import Ledger
 from shared.metrics import corrections_pending
 from shared.settings import Settings

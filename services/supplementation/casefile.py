@@ -102,19 +102,27 @@ class CaseFiles:
     async def route_once(self, report_id: str, routing: dict[str, Any]) -> dict[str, Any]:
         """The first routing stored for this report wins: it is never decided twice."""
         key = self._keys(report_id)[0]
-        await self._redis.hsetnx(key, "routing", json.dumps(routing))
-        return dict(json.loads(str(await self._redis.hget(key, "routing"))))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, "routing", json.dumps(routing))
+            pipe.hget(key, "routing")
+            _, stored = await pipe.execute()
+        return dict(json.loads(str(stored)))
 
     async def get(self, report_id: str) -> Case | None:
         case_key, supplements_key, amendments_key = self._keys(report_id)
-        fields = {str(k): str(v) for k, v in (await self._redis.hgetall(case_key)).items()}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(case_key)
+            pipe.lrange(supplements_key, 0, -1)
+            pipe.lrange(amendments_key, 0, -1)
+            case, supplements, amendments = await pipe.execute()
+        fields = {str(k): str(v) for k, v in case.items()}
         if not fields:
             return None
         return Case(
             state=fields.get("state", "open"),
             esp_id=fields.get("esp_id"),
             report=Report.model_validate_json(fields["report"]) if "report" in fields else None,
-            supplements=[json.loads(s) for s in await self._redis.lrange(supplements_key, 0, -1)],
-            amendments=[json.loads(a) for a in await self._redis.lrange(amendments_key, 0, -1)],
+            supplements=[json.loads(s) for s in supplements],
+            amendments=[json.loads(a) for a in amendments],
             routing=json.loads(fields["routing"]) if "routing" in fields else None,
         )

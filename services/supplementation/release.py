@@ -9,7 +9,7 @@ from services.supplementation.jurisdiction import LiveRules, priority_of, resolv
 from shared import topics
 from shared.amendments import amended
 from shared.contracts import Amendment, Priority, ReportSupplemented, derived_id
-from shared.timeline import Timeline
+from shared.timeline import Fact, Timeline
 
 
 def supplemented_topic(priority: Priority) -> str:
@@ -55,19 +55,16 @@ class Releaser:
             supplements=case.supplements,
             amendments=case.amendments,
         )
-        await self.timeline.set_fields(report_id, priority=routing["priority"])
-        await self.timeline.record(
-            report_id,
-            event.event_id,
-            "supplemented",
-            status="supplemented",
-            agencies=event.agencies,
-            jurisdiction=event.jurisdiction,
-            priority=routing["priority"],
-            rules_version=event.rules_version,
-            supplements=len(event.supplements),
-            amendments=len(event.amendments),
-        )
+        await self.timeline.record_all(report_id, [Fact(
+            event.event_id, "supplemented", "supplemented", {
+                "agencies": event.agencies,
+                "jurisdiction": event.jurisdiction,
+                "priority": routing["priority"],
+                "rules_version": event.rules_version,
+                "supplements": len(event.supplements),
+                "amendments": len(event.amendments),
+            },
+        )], fields={"priority": routing["priority"]})
         await self.broker.publish(
             event, supplemented_topic(event.priority), key=report_id.encode()
         )

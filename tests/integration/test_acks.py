@@ -19,7 +19,8 @@ from shared import notices
 from shared.acks import Outbox
 from shared.agencies import AgencyRegistry
 from shared.contracts import AgencyNotice, AgencyResponse, Priority
-from shared.kafka import Poison, make_broker
+from shared.delivery import Poison
+from shared.kafka import make_broker
 from shared.settings import Settings
 from shared.signing import Signer, ensure_keys
 from shared.timeline import Timeline

@@ -120,11 +120,8 @@ class Recorder:
     async def publish(self, event: Any, topic: str, key: bytes | None = None) -> None:
         self.published.append(event)
 
-    async def set_fields(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    async def record(self, *args: Any, **kwargs: Any) -> bool:
-        return True
+    async def record_all(self, *args: Any, **kwargs: Any) -> int:
+        return 1
 
 
 def drive(coroutine: Coroutine[Any, Any, T]) -> T:
