@@ -145,6 +145,10 @@ class Dispatcher:
         self._last: dict[Hashable, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def in_hand(self) -> int:
+        return len(self._tasks)
+
     async def consume_one(self, record: Any) -> None:
         consumer = getattr(self._subscriber, "consumer", None)
         if not isinstance(consumer, AIOKafkaConsumer):
