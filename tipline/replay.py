@@ -7,6 +7,7 @@ at the end the replay waits until the system is quiet and compares with its own 
 """
 
 import asyncio
+import contextlib
 import math
 import sys
 import time
@@ -85,6 +86,9 @@ def schedule(
             return out
         cycle += 1
         offset = out[-1][0] + 0.001
+
+
+POOL_SIZE = 8  # connections of one HTTP client
 
 
 class Replay:
@@ -194,29 +198,36 @@ class Replay:
     ) -> dict[str, Any]:
         plan = schedule(stream, rate, duration)
         await self.watch.start()
-        limits = httpx.Limits(max_connections=self.concurrency,
-                              max_keepalive_connections=self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self.concurrency)
         bar = asyncio.create_task(self._progress(len(plan))) if progress else None
         try:
-            async with httpx.AsyncClient(base_url=self.base_url, timeout=30, limits=limits) as http:
+            async with contextlib.AsyncExitStack() as stack:
+                # Several small connection pools: httpx looks over every connection of a pool on
+                # each request, which made a 128-connection client the bottleneck of a replay.
+                limits = httpx.Limits(max_connections=POOL_SIZE,
+                                      max_keepalive_connections=POOL_SIZE)
+                clients = [
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(base_url=self.base_url, timeout=30, limits=limits))
+                    for _ in range(max(1, -(-self.concurrency // POOL_SIZE)))
+                ]
                 self.started = time.monotonic()
-                for at, event in plan:
+                for n, (at, event) in enumerate(plan):
                     delay = self.started + at - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
                     elif delay < -0.05 and rate not in ("max",):
                         self.late += 1
                     await slots.acquire()
-                    task = asyncio.create_task(self._one(http, event))
+                    task = asyncio.create_task(self._one(clients[n % len(clients)], event))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                     task.add_done_callback(lambda _: slots.release())
                 self.dispatch_seconds = time.monotonic() - self.started
                 await asyncio.gather(*list(tasks))
                 self.dispatch_seconds = max(self.dispatch_seconds, 1e-9)
-                settled = await self._settle(http, settle_timeout)
+                settled = await self._settle(clients[0], settle_timeout)
         finally:
             if bar:
                 bar.cancel()
