@@ -1,6 +1,6 @@
 """Running a service process: settings, logging, the ops endpoint, then the app until SIGTERM.
 
-FastStream stops consuming on SIGTERM/SIGINT, lets the message in hand finish (its offset is
+FastStream stops consuming on SIGTERM/SIGINT, lets the messages in hand finish (their offsets are
 committed by the delivery middleware) and closes the broker; shared.shutdown ends a process
 that has not stopped by the end of its grace period.
 """

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     tipline_handler_concurrency: int = 64
     # Transient failures are retried after this pause (seconds), without committing.
     tipline_retry_backoff_s: float = 0.5
-    # On SIGTERM a service has this long to finish the message in hand (then it exits anyway).
+    # On SIGTERM a service has this long to finish the messages in hand (then it exits anyway).
     tipline_shutdown_grace_s: float = 15.0
 
     @field_validator("kafka_bootstrap_servers", "redis_url")
