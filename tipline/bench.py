@@ -434,11 +434,13 @@ def say(text: str) -> None:
 
 
 def main(workdir: Path, *, quick: bool = False, long_replay_s: float = 0.0,
-         profile: bool = False) -> dict[str, Any]:
+         profile: bool = False, offered: float | None = None) -> dict[str, Any]:
     run_dir = workdir / time.strftime("%Y%m%d-%H%M%S")  # logs and profiles stay for a look
     run_dir.mkdir(parents=True, exist_ok=True)
     say(f"logs in {run_dir}")
     plan = Plan(saturate_s=6, steady_s=4, fanout_reports=5) if quick else Plan()
+    if offered:
+        plan.offered, plan.adapt = offered, False
     return asyncio.run(_run(run_dir, plan, long_replay_s, profile))
 
 
