@@ -4,6 +4,8 @@
     pipeline has (submitted -> validation -> supplementation -> referral -> agency topic: three
     relays, four topics). A relay reads a batch, decodes and re-encodes each JSON message, sends
     them all, awaits every ack, then commits: the same delivery contract as the services.
+    The same chain of FastStream relays built with the services' plumbing (make_broker, the
+    delivery loop, a typed handler; no Redis) gives the framework's own ceiling.
 (b) The pipeline: the five services, fed the same number of same-sized messages straight into
     tipline.reports.submitted; a message has arrived when its referral reached the agency topic.
 Then: latency at a fixed offered load (both, over Kafka; and the pipeline through the HTTP API),
@@ -25,11 +27,12 @@ from typing import Any
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faststream import FastStream
 
 from shared import topics
 from shared.agencies import load_agencies
 from shared.contracts import Report, ReportSubmitted, derived_id
-from shared.kafka import ensure_topics
+from shared.kafka import consumer_options, ensure_topics, make_broker
 from shared.settings import CONFIG_DIR, Settings
 from tipline import generate
 from tipline.replay import Replay, percentiles
@@ -37,7 +40,10 @@ from tipline.stack import SERVICES, Stack, free_port, start_servers, start_servi
 from tipline.synthetic import PLACES
 from tipline.watch import NoticeWatch
 
-RAW_TOPICS = [f"bench.raw.{i}" for i in range(4)]  # three relays between four topics
+# Three relays between four topics: raw aiokafka ("relay") and FastStream through the services'
+# own plumbing ("fsrelay").
+CHAINS = {"relay": [f"bench.raw.{i}" for i in range(4)],
+          "fsrelay": [f"bench.fs.{i}" for i in range(4)]}
 FANOUT_AGENCIES = [f"bench-{i:02d}" for i in range(1, 51)]
 FANOUT_COUNTRY = "ZZ"  # a user-assigned ISO code: routed to all 50 bench agencies
 ONE_AGENCY_PLACE = PLACES[0]  # US/CA: one referral a report, like one message out of the chain
@@ -71,6 +77,19 @@ async def relay(settings: Settings, source: str, target: str, group: str) -> Non
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def faststream_relay(settings: Settings, source: str, target: str, group: str) -> None:
+    """One hop through the services' own plumbing and nothing else: `make_broker` (telemetry,
+    the delivery loop, manual commits), a typed handler that parses the event and publishes it
+    on. No Redis: the gap between this chain and the pipeline is the services' own work."""
+    broker = make_broker(settings, group)
+
+    @broker.subscriber(source, **consumer_options(settings, group))
+    async def hop(event: ReportSubmitted) -> None:
+        await broker.publish(event, target, key=event.report_id.encode())
+
+    await FastStream(broker).run()
 
 
 # --- Feeding and timing ---------------------------------------------------------------------
@@ -161,7 +180,8 @@ async def wait_for(done: Callable[[], bool], timeout: float, what: str) -> None:
 class RawSink:
     """Arrival times at the end of the raw chain."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.topic = topic
         self.arrived: dict[str, float] = {}
         self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
                                           fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
@@ -171,8 +191,8 @@ class RawSink:
     async def start(self) -> None:
         await self._consumer.start()
         await self._consumer.topics()
-        tps = [TopicPartition(RAW_TOPICS[-1], p)
-               for p in self._consumer.partitions_for_topic(RAW_TOPICS[-1]) or ()]
+        tps = [TopicPartition(self.topic, p)
+               for p in self._consumer.partitions_for_topic(self.topic) or ()]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:
@@ -241,29 +261,39 @@ def routing_file(workdir: Path) -> Path:
     return path
 
 
-async def _stage_raw(settings: Settings, stack: Stack, plan: Plan, run: str) -> dict[str, Any]:
-    await ensure_topics(settings, RAW_TOPICS)
-    for i in range(3):
-        stack.spawn(f"relay-{i + 1}", [sys.executable, "-m", "tipline.bench", "relay",
-                                       RAW_TOPICS[i], RAW_TOPICS[i + 1], f"bench-relay-{i + 1}"],
-                    env=stack.env())
-    sink = RawSink(settings)
+async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, kind: str,
+                       latency: bool = True) -> dict[str, Any]:
+    """A relay chain of `kind` ("relay" or "fsrelay"): throughput, latency, the relays' memory."""
+    names = CHAINS[kind]
+    await ensure_topics(settings, names)
+    relays = [stack.spawn(f"{kind}-{i + 1}", [sys.executable, "-m", "tipline.bench", kind,
+                                              names[i], names[i + 1], f"bench-{kind}-{i + 1}"],
+                          env=stack.env())
+              for i in range(3)]
+    sink = RawSink(settings, names[-1])
     await sink.start()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
                                 linger_ms=settings.kafka_linger_ms)
     await producer.start()
     try:
-        warm = [submitted(f"{run}-rawwarm", i, ONE_AGENCY_PLACE) for i in range(20)]
+        warm = [submitted(f"{run}-{kind}warm", i, ONE_AGENCY_PLACE) for i in range(20)]
         warm_sent: dict[str, float] = {}
-        await feed(producer, RAW_TOPICS[0], warm, None, warm_sent)
-        await wait_for(lambda: warm_sent.keys() <= sink.arrived.keys(), 60, "raw chain warm-up")
-        rate = await saturate(producer, RAW_TOPICS[0], sink.arrived, f"{run}-raw", plan.saturate_s)
-        latency = await steady(producer, RAW_TOPICS[0], sink.arrived, f"{run}-rawlat",
-                               plan.offered, plan.steady_s)
-        return {"throughput_per_s": rate, "latency_ms": latency}
+        await feed(producer, names[0], warm, None, warm_sent)
+        await wait_for(lambda: warm_sent.keys() <= sink.arrived.keys(), 60, f"{kind} warm-up")
+        out: dict[str, Any] = {"throughput_per_s": await saturate(
+            producer, names[0], sink.arrived, f"{run}-{kind}", plan.saturate_s)}
+        if latency:
+            out["latency_ms"] = await steady(producer, names[0], sink.arrived,
+                                             f"{run}-{kind}lat", plan.offered, plan.steady_s)
+        out["memory_mb"] = {c.name: memory(c.process.pid) for c in relays}
+        return out
     finally:
         await producer.stop()
         await sink.stop()
+        for child in relays:  # out of the way of what comes next
+            child.process.terminate()
+            child.process.wait(10)
+            stack.children.remove(child)
 
 
 async def _stage_pipeline(settings: Settings, plan: Plan, run: str) -> dict[str, Any]:
@@ -380,14 +410,11 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         await ensure_topics(settings, [*topics.PIPELINE_TOPICS,
                                        *(topics.agency_topic(a) for a in _agency_ids(settings))])
         say("(a) raw relay chain ...")
-        results["raw"] = await _stage_raw(settings, stack, plan, run)
-        relays = [c for c in stack.children if c.name.startswith("relay")]
-        results["raw"]["memory_mb"] = {c.name: memory(c.process.pid) for c in relays}
-        for child in relays:  # out of the way of the pipeline
-            child.process.terminate()
-            child.process.wait(10)
-            stack.children.remove(child)
-        say(f"    {results['raw']['throughput_per_s']}/s; (b) starting the pipeline ...")
+        results["raw"] = await _stage_chain(settings, stack, plan, run, "relay")
+        say(f"    {results['raw']['throughput_per_s']}/s; FastStream relay chain ...")
+        results["framework"] = await _stage_chain(settings, stack, plan, run, "fsrelay",
+                                                  latency=False)
+        say(f"    {results['framework']['throughput_per_s']}/s; (b) starting the pipeline ...")
         await asyncio.to_thread(start_services, stack)
         profilers = _start_profilers(stack, workdir) if profile else []
         results["pipeline"] = await _stage_pipeline(settings, plan, run)
@@ -454,6 +481,8 @@ def render(r: dict[str, Any]) -> str:
         f"{'max':>8}  ms",
         f"{'(a) raw aiokafka relay chain (3 relays)':<46} {raw['throughput_per_s']:>9} "
         f"{raw['latency_ms']['offered_per_s']:>9}   {p(raw['latency_ms'])}",
+        f"{'    FastStream relay chain (3 relays, no Redis)':<46} "
+        f"{r['framework']['throughput_per_s']:>9}",
         f"{'(b) pipeline, Kafka in -> referral at agency':<46} {pipe['throughput_per_s']:>9} "
         f"{pipe['latency_ms']['offered_per_s']:>9}   {p(pipe['latency_ms'])}",
         f"{'    pipeline, HTTP accepted -> referral':<46} {'':>9} "
@@ -461,8 +490,9 @@ def render(r: dict[str, Any]) -> str:
         f"{'    retraction -> 50 agencies corrected':<46} {'':>9} {'':>9}   "
         f"{p(fan['latency_ms'])}",
         "",
-        f"ratio pipeline/raw throughput = {r['ratio']:.1%}   (fetch_max_wait_ms "
-        f"{r.get('fetch_max_wait_ms')})",
+        f"ratio pipeline/raw throughput = {r['ratio']:.1%}; FastStream chain/raw "
+        f"{r['framework']['throughput_per_s'] / r['raw']['throughput_per_s']:.1%}   "
+        f"(fetch_max_wait_ms {r.get('fetch_max_wait_ms')})",
         f"HTTP: achieved {http['achieved_per_s']}/s, errors {http['errors'] or 'none'}, "
         f"lost {http['lost']}; fan-out lost {fan['lost']}",
         "peak RSS MB: " + ", ".join(f"{k} {v['peak_rss_mb']}" for k, v in r["memory_mb"].items())
@@ -476,7 +506,8 @@ def render(r: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["relay"]:
+    if sys.argv[1:2] in (["relay"], ["fsrelay"]):
         source, target, group = sys.argv[2:5]
+        hop = relay if sys.argv[1] == "relay" else faststream_relay
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(relay(Settings(), source, target, group))
+            asyncio.run(hop(Settings(), source, target, group))

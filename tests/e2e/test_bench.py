@@ -1,0 +1,32 @@
+"""`tipline bench --quick` as a load tester runs it: its own embedded stack, every stage, the
+table and the JSON. Figures are only checked for being there, never for their size."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "tipline.cli", "bench", "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=280, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    for line in ("(a) raw aiokafka relay chain", "FastStream relay chain",
+                 "(b) pipeline, Kafka in -> referral", "HTTP accepted -> referral",
+                 "retraction -> 50 agencies corrected", "ratio pipeline/raw throughput",
+                 "peak RSS MB"):
+        assert line in run.stdout, run.stdout
+    result = json.loads(out.read_text())
+    assert result["raw"]["throughput_per_s"] > 0
+    assert result["framework"]["throughput_per_s"] > 0
+    assert result["pipeline"]["throughput_per_s"] > 0
+    assert result["ratio"] > 0
+    for stage in (result["raw"], result["pipeline"]):
+        assert {"p50", "p95", "p99", "max"} <= stage["latency_ms"].keys()
+    assert result["http"]["lost"] == 0 and result["fanout"]["lost"] == 0
+    assert result["fanout"]["agencies"] == 50
+    assert set(result["memory_mb"]) == {"intake", "validation", "supplementation", "referral",
+                                        "retraction"}
