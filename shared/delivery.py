@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.kafka import KafkaBroker
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import AckStatus, StreamMessage
 from pydantic import ValidationError
 
@@ -93,9 +94,14 @@ class Offsets:
                 return
             assigned = self.consumer.assignment()
             points = {tp: o for tp, o in self.commit_points().items() if tp in assigned}
-            if points:
+            if not points:
+                return
+            try:
                 await self.consumer.commit(points)
-                self._committed.update(points)
+            except Exception as exc:  # stopping or rebalancing: delivered again, no harm
+                log.info("offsets not committed: %s", describe_error(exc))
+                return
+            self._committed.update(points)
 
     def commit_soon(self) -> None:
         if self._timer is None:
@@ -104,14 +110,8 @@ class Offsets:
     def _on_timer(self) -> None:
         self._timer = None
         task = asyncio.ensure_future(self.commit())
-        self._pending.add(task)
-        task.add_done_callback(self._committed_later)
-
-    def _committed_later(self, task: "asyncio.Task[None]") -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            # Not committed: those messages are delivered again (consumers are idempotent).
-            log.info("offsets not committed: %s", describe_error(exc))
+        self._pending.add(task)  # held until done, so it is not collected mid-commit
+        task.add_done_callback(self._pending.discard)
 
 
 def _generation(consumer: AIOKafkaConsumer) -> int:
@@ -180,10 +180,10 @@ class Dispatcher:
 
 
 def handle_concurrently(subscriber: Any, limit: int) -> None:
-    """Install a Dispatcher on a FastStream Kafka subscriber (one record a message, not batches)."""
-    if getattr(subscriber, "batch", False) or isinstance(subscriber.consume_one, Dispatcher):
-        return
-    subscriber.consume_one = Dispatcher(subscriber, limit).consume_one
+    """Install a Dispatcher on a FastStream Kafka subscriber (one record a message, not batches);
+    a broker started again gets a fresh one."""
+    if not isinstance(subscriber, BatchSubscriber):
+        subscriber.consume_one = Dispatcher(subscriber, limit).consume_one
 
 
 async def _handled(msg: StreamMessage[Any], broker: KafkaBroker) -> None:
@@ -195,13 +195,10 @@ async def _handled(msg: StreamMessage[Any], broker: KafkaBroker) -> None:
         return
     msg.committed = AckStatus.ACKED
     offsets.handled(TopicPartition(record.topic, record.partition), record.offset)
-    if not (offsets.idle() or _stopping(broker)):
-        offsets.commit_soon()
-        return
-    try:
+    if offsets.idle() or _stopping(broker):
         await offsets.commit()
-    except Exception as exc:  # the consumer stopping or rebalancing: delivered again, no harm
-        log.info("offsets not committed: %s", describe_error(exc))
+    else:
+        offsets.commit_soon()
 
 
 def _stopping(broker: KafkaBroker) -> bool:
