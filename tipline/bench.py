@@ -60,8 +60,7 @@ async def relay(settings: Settings, source: str, target: str, group: str) -> Non
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
-                                linger_ms=settings.kafka_linger_ms)
+    producer = producer_for(settings)
     await producer.start()
     await consumer.start()
     try:
@@ -93,6 +92,12 @@ async def faststream_relay(settings: Settings, source: str, target: str, group: 
 
 
 # --- Feeding and timing ---------------------------------------------------------------------
+
+def producer_for(settings: Settings) -> AIOKafkaProducer:
+    """A producer as the services' (acks from all replicas, the same linger)."""
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+                            linger_ms=settings.kafka_linger_ms)
+
 
 def submitted(run: str, n: int, place: dict[str, Any]) -> tuple[str, bytes]:
     """A valid ReportSubmitted, as intake would publish it."""
@@ -130,6 +135,15 @@ async def feed(
             await asyncio.gather(*pending)
             pending.clear()
     await asyncio.gather(*pending)
+
+
+async def warm_up(producer: AIOKafkaProducer, topic: str, arrived: dict[str, float],
+                  prefix: str, timeout: float) -> None:
+    """20 messages through before anything is timed (consumers joined, connections open)."""
+    sent_at: dict[str, float] = {}
+    await feed(producer, topic, [submitted(prefix, i, ONE_AGENCY_PLACE) for i in range(20)],
+               None, sent_at)
+    await wait_for(lambda: sent_at.keys() <= arrived.keys(), timeout, f"{prefix} warm-up")
 
 
 async def saturate(
@@ -272,14 +286,10 @@ async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, k
               for i in range(3)]
     sink = RawSink(settings, names[-1])
     await sink.start()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
-                                linger_ms=settings.kafka_linger_ms)
+    producer = producer_for(settings)
     await producer.start()
     try:
-        warm = [submitted(f"{run}-{kind}warm", i, ONE_AGENCY_PLACE) for i in range(20)]
-        warm_sent: dict[str, float] = {}
-        await feed(producer, names[0], warm, None, warm_sent)
-        await wait_for(lambda: warm_sent.keys() <= sink.arrived.keys(), 60, f"{kind} warm-up")
+        await warm_up(producer, names[0], sink.arrived, f"{run}-{kind}warm", 60)
         out: dict[str, Any] = {"throughput_per_s": await saturate(
             producer, names[0], sink.arrived, f"{run}-{kind}", plan.saturate_s)}
         if latency:
@@ -307,14 +317,10 @@ async def _stage_pipeline(settings: Settings, plan: Plan, run: str) -> dict[str,
 
     watch.on_notice = on_notice
     await watch.start()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
-                                linger_ms=settings.kafka_linger_ms)
+    producer = producer_for(settings)
     await producer.start()
     try:
-        warm = [submitted(f"{run}-warm", i, ONE_AGENCY_PLACE) for i in range(20)]
-        warm_sent: dict[str, float] = {}
-        await feed(producer, topics.REPORTS_SUBMITTED, warm, None, warm_sent)
-        await wait_for(lambda: warm_sent.keys() <= arrived.keys(), 90, "pipeline warm-up")
+        await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-warm", 90)
         rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-tp",
                               plan.saturate_s)
         if plan.adapt and rate < plan.offered * 1.2:
