@@ -26,12 +26,15 @@ from faststream._internal.middlewares import BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import AckStatus, StreamMessage
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared import metrics, topics
 from shared.contracts import DeadLetter
+from shared.seals import HEADER as SEAL
+from shared.seals import Seals, Unsealed
 from shared.settings import Settings
 from shared.telemetry import describe_error, report_id_var
+from shared.topics import WRITERS
 
 log = logging.getLogger("tipline.kafka")
 
@@ -206,7 +209,7 @@ def _stopping(broker: KafkaBroker) -> bool:
 
 
 def delivery_middleware(
-    broker: KafkaBroker, settings: Settings, service: str
+    broker: KafkaBroker, settings: Settings, service: str, seals: Seals | None
 ) -> type[BaseMiddleware[Any, Any]]:
     class Delivery(BaseMiddleware[Any, Any]):
         async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
@@ -220,9 +223,11 @@ def delivery_middleware(
             try:
                 while True:
                     try:
+                        if seals is not None:
+                            seals.check(topic, key, msg.body, _header(record, SEAL))
                         result = await call_next(msg)
                         break
-                    except (*POISON, Poison) as exc:
+                    except (*POISON, Poison, Unsealed) as exc:
                         metrics.ERRORS.labels(service, topic, "poison").inc()
                         await dead_letter(broker, service, msg, exc)
                         result = None
@@ -246,11 +251,24 @@ def delivery_middleware(
             return result
 
         async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
+            if seals is not None and cmd.destination in WRITERS:
+                # Sealed over the bytes that go out, so encode here (as FastStream would).
+                body = cmd.body
+                if isinstance(body, BaseModel):
+                    cmd.body = body = body.model_dump_json().encode()
+                cmd.headers[SEAL] = seals.seal(service, cmd.destination, cmd.key, body)
             result = await call_next(cmd)
             metrics.EVENTS_OUT.labels(service, getattr(cmd, "destination", "?")).inc()
             return result
 
     return Delivery
+
+
+def _header(record: Any, name: str) -> str | None:
+    for key, value in getattr(record, "headers", ()) or ():
+        if key == name:
+            return bytes(value).decode("ascii", "replace")
+    return None
 
 
 def _record(msg: StreamMessage[Any]) -> Any:

@@ -10,11 +10,15 @@ import time
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.helpers import create_ssl_context
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from shared.delivery import delivery_middleware, handle_concurrently
+from shared.seals import Seals
 from shared.settings import Settings
 from shared.telemetry import tracer_provider
 from shared.topology import topic_config
@@ -33,9 +37,41 @@ class TiplineBroker(KafkaBroker):
         await super().start()
 
 
-def make_broker(settings: Settings, service: str) -> KafkaBroker:
+_SASL = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512, "PLAIN": SASLPlaintext}
+
+
+def kafka_security(settings: Settings) -> BaseSecurity | None:
+    """The client's TLS and SASL settings, as FastStream takes them (None: plaintext)."""
+    protocol = settings.kafka_security_protocol
+    tls = protocol in ("SSL", "SASL_SSL")
+    context = create_ssl_context(
+        cafile=str(settings.kafka_ssl_ca_file) if settings.kafka_ssl_ca_file else None,
+        certfile=str(settings.kafka_ssl_cert_file) if settings.kafka_ssl_cert_file else None,
+        keyfile=str(settings.kafka_ssl_key_file) if settings.kafka_ssl_key_file else None,
+    ) if tls else None
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        return _SASL[settings.kafka_sasl_mechanism](
+            str(settings.kafka_sasl_username), password.get_secret_value() if password else "",
+            ssl_context=context, use_ssl=tls,
+        )
+    return BaseSecurity(ssl_context=context, use_ssl=True) if tls else None
+
+
+def kafka_client_options(settings: Settings) -> dict[str, Any]:
+    """Where and how every plain aiokafka client connects: producers, consumers, admin."""
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers,
+            **parse_security(kafka_security(settings))}
+
+
+def make_broker(settings: Settings, service: str, *, sealed: bool = True) -> KafkaBroker:
+    """The broker of one service. `sealed`: seal what it publishes on internal topics and refuse
+    unsealed records it consumes (shared/seals.py); only a tool outside the pipeline turns it
+    off."""
+    seals = Seals(settings.tipline_keys_dir).require(service) if sealed else None
     broker = TiplineBroker(
         settings.kafka_bootstrap_servers,
+        security=kafka_security(settings),
         client_id=f"tipline-{service}",
         acks="all",
         linger_ms=settings.kafka_linger_ms,
@@ -46,7 +82,7 @@ def make_broker(settings: Settings, service: str) -> KafkaBroker:
         log_level=logging.DEBUG,  # one line a message is too much at INFO
         handler_concurrency=settings.tipline_handler_concurrency,
     )
-    broker.add_middleware(delivery_middleware(broker, settings, service))
+    broker.add_middleware(delivery_middleware(broker, settings, service, seals))
     return broker
 
 
@@ -69,7 +105,7 @@ async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
     tipline's topics get their retention from `shared.topology` (preservation); returns the
     names created by this call.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     replication = settings.kafka_replication_factor
     try:

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "deploy" / "config"
@@ -19,6 +19,22 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Kafka security, the same on every client (services, agency client, CLI tools): one SASL
+    # principal per service and per agency; docs/operations.md lists each one's ACLs.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: Path | None = None  # the CA that signed the brokers' certificates
+    kafka_ssl_cert_file: Path | None = None  # a client certificate, where brokers ask for one
+    kafka_ssl_key_file: Path | None = None
+    # Redis credentials and TLS, kept out of REDIS_URL so the URL is not a secret
+    # (rediss:// URLs use TLS; the CA file verifies the server).
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_ssl_ca_file: Path | None = None
     service_name: str = Field(default="tipline", validation_alias="OTEL_SERVICE_NAME")
 
     # Consumer tuning. The embedded broker needs short sessions and fetch waits (see
@@ -98,6 +114,22 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def _kafka_credentials(self) -> "Settings":
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        for name in ("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file",
+                     "redis_ssl_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name.upper()}: no such file {path}")
+        return self
 
 
 @lru_cache

@@ -57,7 +57,7 @@ def canonical(document: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class _Watched:
+class Watched:
     """A JSON file re-read when its modification time or size changes."""
 
     def __init__(self, path: Path) -> None:
@@ -78,11 +78,11 @@ class Signer:
     """Signs documents with the active key of a keys directory."""
 
     def __init__(self, keys_dir: Path) -> None:
-        self._file = _Watched(keys_dir / SIGNING_FILE)
+        self._file = Watched(keys_dir / SIGNING_FILE)
         self._keys: dict[str, Ed25519PrivateKey] = {}
         if not self._file.path.exists():  # fail at start, not at the first notice
             raise FileNotFoundError(
-                f"no signing keys at {self._file.path}: run `tipline keys rotate` "
+                f"no signing keys at {self._file.path}: run `tipline keys init` "
                 "or set TIPLINE_KEYS_DIR"
             )
         self._active()
@@ -107,7 +107,7 @@ class Verifier:
     """Verifies documents against a public keyring (a file, or keys given directly)."""
 
     def __init__(self, public_file: Path | None = None, keys: list[dict[str, Any]] | None = None):
-        self._file = _Watched(public_file) if public_file else None
+        self._file = Watched(public_file) if public_file else None
         self._fixed = keys or []
 
     def _keyring(self) -> dict[str, dict[str, Any]]:
@@ -140,7 +140,7 @@ class Rotation:
     not_after: datetime | None
 
 
-def _write(path: Path, data: dict[str, Any], mode: int) -> None:
+def write_json(path: Path, data: dict[str, Any], mode: int) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as out:
@@ -169,13 +169,17 @@ def rotate(keys_dir: Path, overlap: timedelta = timedelta(days=7)) -> Rotation:
     public["keys"].append({"key_id": key_id, "public_key": _b64(_raw_public(key.public_key())),
                            "created_at": now().isoformat(), "not_after": None})
     # Public first: a verifier must know a key before anything is signed with it.
-    _write(public_path, public, 0o644)
-    _write(signing_path, signing, 0o600)
+    write_json(public_path, public, 0o644)
+    write_json(signing_path, signing, 0o600)
     return Rotation(key_id, retiring, not_after)
 
 
 def ensure_keys(keys_dir: Path) -> str:
-    """The active key id, generating a first key when the directory has none (dev stacks)."""
+    """The active key id, generating what a deployment's keys directory lacks (dev stacks): a
+    first notice-signing key, and each service's seal key (shared/seals.py)."""
+    from shared.seals import ensure_internal_keys  # seals builds on this module
+
+    ensure_internal_keys(keys_dir)
     path = keys_dir / SIGNING_FILE
     if path.exists():
         return str(json.loads(path.read_text())["active"])

@@ -38,6 +38,26 @@ PIPELINE_TOPICS = (
 )
 
 
+# The services, as they name themselves in seals, logs and consumer groups.
+SERVICES = ("intake", "validation", "supplementation", "referral", "retraction", "console")
+
+# Who may write each internal topic (shared/seals.py; the broker ACLs in docs/operations.md say
+# the same). Agency topics and acks are not here: notices and responses are signed instead.
+WRITERS: dict[str, frozenset[str]] = {
+    REPORTS_DRAFTS: frozenset({"intake"}),
+    REPORTS_SUBMITTED: frozenset({"intake"}),
+    REPORTS_VALIDATED: frozenset({"validation"}),
+    REPORTS_REJECTED: frozenset({"validation"}),
+    REPORTS_SUPPLEMENTED: frozenset({"supplementation"}),
+    REPORTS_SUPPLEMENTED_URGENT: frozenset({"supplementation"}),
+    REPORTS_SUPPLEMENTED_BULK: frozenset({"supplementation"}),
+    REPORTS_REFERRED: frozenset({"referral"}),
+    RETRACTIONS_REQUESTED: frozenset({"intake", "validation", "supplementation"}),
+    REPORTS_RETRACTED: frozenset({"retraction"}),
+    DEAD_LETTERS: frozenset(SERVICES),
+}
+
+
 def agency_topic(agency_id: str) -> str:
     if not AGENCY_ID.match(agency_id) or agency_id in RESERVED_AGENCY_IDS:
         raise ValueError(f"not a valid agency id: {agency_id!r}")

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.settings import Settings
+from shared.signing import ensure_keys
 from tipline.stack import Stack, start_servers
 
 
@@ -31,8 +32,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def settings(servers: Stack) -> Settings:
+    keys = servers.workdir / "keys"
+    ensure_keys(keys)  # notice signing and each service's seal key
     return Settings(kafka_bootstrap_servers=servers.kafka, redis_url=servers.redis,
-                    tipline_retry_backoff_s=0.05)
+                    tipline_retry_backoff_s=0.05, tipline_keys_dir=keys)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from shared.contracts import AgencyNotice, AgencyResponse, Outcome
+from shared.kafka import kafka_client_options
 from shared.settings import Settings
 from shared.signing import PUBLIC_FILE, BadSignature, Signer, Verifier
 from shared.topics import AGENCY_ACKS, agency_topic
@@ -57,7 +58,7 @@ class AgencyClient:
         self.refused: list[tuple[Any, str]] = []
         self._consumer = AIOKafkaConsumer(
             agency_topic(agency_id),
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_client_options(settings),
             group_id=group_id or f"agency-{agency_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -67,7 +68,7 @@ class AgencyClient:
             max_partition_fetch_bytes=settings.kafka_max_message_bytes,
         )
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+            **kafka_client_options(settings), acks="all",
             linger_ms=settings.kafka_linger_ms,
         )
 

@@ -86,6 +86,14 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from shared.signing import ensure_keys
+
+    keys = Settings().tipline_keys_dir
+    print(f"active key {ensure_keys(keys)} in {keys}; every service has a seal key")
+    return 0
+
+
 def cmd_agency_keys(args: argparse.Namespace) -> int:
     import json
 
@@ -145,6 +153,8 @@ def add_commands(sub: Any) -> None:
 
     keys = sub.add_parser("keys", help="notice-signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    init = keys_sub.add_parser("init", help="make the keys a deployment lacks (signing, seals)")
+    init.set_defaults(func=cmd_keys_init)
     rotate = keys_sub.add_parser("rotate", help="make a new active key; keep the old for a while")
     rotate.add_argument("--overlap-hours", type=float, default=168.0)
     rotate.set_defaults(func=cmd_keys_rotate)

@@ -32,11 +32,19 @@ from faststream import FastStream
 from shared import topics
 from shared.agencies import load_agencies
 from shared.contracts import Report, ReportSubmitted, derived_id
-from shared.kafka import consumer_options, ensure_topics, make_broker
+from shared.kafka import consumer_options, ensure_topics, kafka_client_options, make_broker
+from shared.seals import Seals
 from shared.settings import CONFIG_DIR, Settings
 from tipline import generate
 from tipline.replay import Replay, percentiles
-from tipline.stack import SERVICES, Stack, free_port, start_servers, start_services
+from tipline.stack import (
+    SERVICES,
+    Stack,
+    free_port,
+    signing_keys,
+    start_servers,
+    start_services,
+)
 from tipline.synthetic import PLACES
 from tipline.watch import NoticeWatch
 
@@ -54,7 +62,7 @@ ONE_AGENCY = ["icac-ca"]
 
 async def relay(settings: Settings, source: str, target: str, group: str) -> None:
     consumer = AIOKafkaConsumer(
-        source, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group,
+        source, **kafka_client_options(settings), group_id=group,
         enable_auto_commit=False, auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
@@ -82,7 +90,7 @@ async def faststream_relay(settings: Settings, source: str, target: str, group: 
     """One hop through the services' own plumbing and nothing else: `make_broker` (telemetry,
     the delivery loop, manual commits), a typed handler that parses the event and publishes it
     on. No Redis: the gap between this chain and the pipeline is the services' own work."""
-    broker = make_broker(settings, group)
+    broker = make_broker(settings, group, sealed=False)  # bench topics carry no seals
 
     @broker.subscriber(source, **consumer_options(settings, group))
     async def hop(event: ReportSubmitted) -> None:
@@ -95,7 +103,7 @@ async def faststream_relay(settings: Settings, source: str, target: str, group: 
 
 def producer_for(settings: Settings) -> AIOKafkaProducer:
     """A producer as the services' (acks from all replicas, the same linger)."""
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+    return AIOKafkaProducer(**kafka_client_options(settings), acks="all",
                             linger_ms=settings.kafka_linger_ms)
 
 
@@ -119,9 +127,10 @@ def submitted(run: str, n: int, place: dict[str, Any]) -> tuple[str, bytes]:
 
 async def feed(
     producer: AIOKafkaProducer, topic: str, messages: list[tuple[str, bytes]],
-    rate: float | None, sent_at: dict[str, float],
+    rate: float | None, sent_at: dict[str, float], seals: Seals | None = None,
 ) -> None:
-    """Send at `rate` a second (None: as fast as the producer takes them), acks awaited."""
+    """Send at `rate` a second (None: as fast as the producer takes them), acks awaited;
+    sealed as intake's when `seals` is given (the pipeline's own topic)."""
     started = time.monotonic()
     pending = []
     for i, (key, value) in enumerate(messages):
@@ -130,7 +139,8 @@ async def feed(
             if delay > 0:
                 await asyncio.sleep(delay)
         sent_at[key] = time.monotonic()
-        pending.append(await producer.send(topic, value, key=key.encode()))
+        headers = seals.headers("intake", topic, key.encode(), value) if seals else None
+        pending.append(await producer.send(topic, value, key=key.encode(), headers=headers))
         if len(pending) >= 1000:
             await asyncio.gather(*pending)
             pending.clear()
@@ -138,17 +148,17 @@ async def feed(
 
 
 async def warm_up(producer: AIOKafkaProducer, topic: str, arrived: dict[str, float],
-                  prefix: str, timeout: float) -> None:
+                  prefix: str, timeout: float, seals: Seals | None = None) -> None:
     """20 messages through before anything is timed (consumers joined, connections open)."""
     sent_at: dict[str, float] = {}
     await feed(producer, topic, [submitted(prefix, i, ONE_AGENCY_PLACE) for i in range(20)],
-               None, sent_at)
+               None, sent_at, seals)
     await wait_for(lambda: sent_at.keys() <= arrived.keys(), timeout, f"{prefix} warm-up")
 
 
 async def saturate(
     producer: AIOKafkaProducer, topic: str, arrived: dict[str, float], prefix: str,
-    seconds: float, window: int = 400,
+    seconds: float, window: int = 400, seals: Seals | None = None,
 ) -> float:
     """End-to-end messages a second with `window` always in flight, over `seconds`."""
     sent_at: dict[str, float] = {}
@@ -159,7 +169,7 @@ async def saturate(
         if in_flight < window:
             more = [submitted(prefix, n + i, ONE_AGENCY_PLACE) for i in range(window // 4)]
             n += len(more)
-            await feed(producer, topic, more, None, sent_at)
+            await feed(producer, topic, more, None, sent_at, seals)
         else:
             await asyncio.sleep(0.01)
     done = [arrived[k] for k in sent_at if k in arrived]
@@ -171,12 +181,12 @@ async def saturate(
 
 async def steady(
     producer: AIOKafkaProducer, topic: str, arrived: dict[str, float], prefix: str,
-    rate: float, seconds: float,
+    rate: float, seconds: float, seals: Seals | None = None,
 ) -> dict[str, Any]:
     """Latency percentiles at a fixed offered rate (waits for the last message, bounded)."""
     sent_at: dict[str, float] = {}
     messages = [submitted(prefix, i, ONE_AGENCY_PLACE) for i in range(int(rate * seconds))]
-    await feed(producer, topic, messages, rate, sent_at)
+    await feed(producer, topic, messages, rate, sent_at, seals)
     with contextlib.suppress(TimeoutError):
         await wait_for(lambda: sent_at.keys() <= arrived.keys(), 60, "steady load")
     return {"offered_per_s": rate, **percentiles(latencies(sent_at, arrived)),
@@ -197,7 +207,7 @@ class RawSink:
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
         self.arrived: dict[str, float] = {}
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+        self._consumer = AIOKafkaConsumer(**kafka_client_options(settings),
                                           fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
                                           enable_auto_commit=False)
         self._task: asyncio.Task[None] | None = None
@@ -319,14 +329,15 @@ async def _stage_pipeline(settings: Settings, plan: Plan, run: str) -> dict[str,
     await watch.start()
     producer = producer_for(settings)
     await producer.start()
+    seals = Seals(settings.tipline_keys_dir)
     try:
-        await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-warm", 90)
+        await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-warm", 90, seals)
         rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-tp",
-                              plan.saturate_s)
+                              plan.saturate_s, seals=seals)
         if plan.adapt and rate < plan.offered * 1.2:
             plan.offered = round(rate * 0.5)  # 500/s would only measure a queue: say so
         latency = await steady(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-lat",
-                               plan.offered, plan.steady_s)
+                               plan.offered, plan.steady_s, seals)
         return {"throughput_per_s": rate, "latency_ms": latency,
                 "duplicates_absorbed": watch.duplicates}
     finally:
@@ -411,7 +422,7 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         routing = routing_file(workdir)
         os.environ["TIPLINE_ROUTING_FILE"] = str(routing)
         settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis,
-                            tipline_routing_file=routing)
+                            tipline_routing_file=routing, tipline_keys_dir=signing_keys(stack))
         results["fetch_max_wait_ms"] = settings.kafka_fetch_max_wait_ms
         await ensure_topics(settings, [*topics.PIPELINE_TOPICS,
                                        *(topics.agency_topic(a) for a in _agency_ids(settings))])

@@ -9,13 +9,16 @@ letter stays there, and consumers are idempotent (derived ids), so a second requ
 
 import asyncio
 import json
+import sys
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.contracts import DeadLetter
+from shared.kafka import kafka_client_options
+from shared.seals import Seals, Unsealed
 from shared.settings import Settings
-from shared.topics import DEAD_LETTERS
+from shared.topics import DEAD_LETTERS, WRITERS
 
 Letter = tuple[int, int, DeadLetter]  # partition and offset in the dead-letter topic, the letter
 
@@ -23,7 +26,7 @@ Letter = tuple[int, int, DeadLetter]  # partition and offset in the dead-letter 
 async def read_letters(settings: Settings, timeout_s: float = 10.0) -> list[Letter]:
     """Every dead letter, read from the start without joining a group (nothing is committed)."""
     consumer = AIOKafkaConsumer(
-        DEAD_LETTERS, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+        DEAD_LETTERS, **kafka_client_options(settings), group_id=None,
         enable_auto_commit=False, auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         max_partition_fetch_bytes=settings.kafka_max_message_bytes,
@@ -62,18 +65,26 @@ async def requeue(settings: Settings, coordinates: list[tuple[int, int]]) -> lis
     found = {(p, o): letter for p, o, letter in await read_letters(settings) if (p, o) in wanted}
     if missing := wanted - set(found):
         raise KeyError(f"no dead letter at {', '.join(f'{p}:{o}' for p, o in sorted(missing))}")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+    letters = [found[c] for c in coordinates]
+    if forged := [f"{p}:{o}" for p, o in coordinates if found[(p, o)].error.startswith(
+            Unsealed.__name__)]:
+        # Refused because no tipline service wrote it: requeuing would vouch for a forgery.
+        raise ValueError(f"not requeued: {', '.join(forged)} had no valid seal")
+    seals = Seals(settings.tipline_keys_dir)
+    producer = AIOKafkaProducer(**kafka_client_options(settings), acks="all",
                                 max_request_size=settings.kafka_max_message_bytes)
     await producer.start()
     try:
-        letters = [found[c] for c in coordinates]
-        await asyncio.gather(*(
-            producer.send_and_wait(
-                letter.topic, letter.value.encode(),
-                key=letter.key.encode() if letter.key is not None else None,
-            )
-            for letter in letters
-        ))
+        sends = []
+        for letter in letters:
+            key = letter.key.encode() if letter.key is not None else None
+            value = letter.value.encode()
+            # The operator vouches for the letter: sealed as the service that first wrote it.
+            writers = sorted(WRITERS.get(letter.topic, ()))
+            headers = (seals.headers(letter.service if letter.service in writers else writers[0],
+                                     letter.topic, key, value) if writers else None)
+            sends.append(producer.send_and_wait(letter.topic, value, key=key, headers=headers))
+        await asyncio.gather(*sends)
     finally:
         await producer.stop()
     return letters
@@ -92,7 +103,11 @@ def cmd_show(args: Any) -> int:
 
 
 def cmd_requeue(args: Any) -> int:
-    sent = asyncio.run(requeue(Settings(), args.letters))
+    try:
+        sent = asyncio.run(requeue(Settings(), args.letters))
+    except (KeyError, ValueError) as exc:
+        print(f"tipline deadletters requeue: {exc.args[0]}", file=sys.stderr)
+        return 2
     for letter in sent:
         print(f"requeued to {letter.topic} (key {letter.key}), from {letter.service}")
     return 0

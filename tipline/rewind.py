@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from shared.kafka import kafka_client_options
 from shared.settings import Settings
 
 
@@ -27,7 +28,7 @@ async def rewind(
     partition with nothing after `to` is left as it is (there is nothing to replay there).
     """
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group,
+        topic, **kafka_client_options(settings), group_id=group,
         enable_auto_commit=False, auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,

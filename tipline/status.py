@@ -16,6 +16,9 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.kafka import kafka_client_options
+from shared.settings import Settings
+
 STATE_FILE = "stack.json"  # written by `tipline up`
 
 
@@ -67,14 +70,14 @@ async def health(ops: str | None) -> dict[str, Any]:
         return {"ready": False, "checks": {"ops": f"unreachable: {type(exc).__name__}"}}
 
 
-async def consumer_lag(bootstrap: str, timeout_s: float = 3.0) -> dict[str, dict[str, int]]:
+async def consumer_lag(settings: Settings, timeout_s: float = 3.0) -> dict[str, dict[str, int]]:
     """{group: {topic: lag}} for every consumer group with committed offsets."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=5000)
     await admin.start()
     try:
         groups = sorted(g[0] for g in await admin.list_consumer_groups())
         topics = [t for t in await admin.list_topics() if not t.startswith("__")]
-        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        probe = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
         await probe.start()
         try:
             await probe.topics()
@@ -132,7 +135,8 @@ async def gather(workdir: Path, kafka: str | None) -> dict[str, Any]:
         for c, h in zip(children, healths, strict=True)
     ]
     try:
-        lag: dict[str, Any] = await asyncio.wait_for(consumer_lag(bootstrap), 15)
+        settings = Settings(kafka_bootstrap_servers=bootstrap)
+        lag: dict[str, Any] = await asyncio.wait_for(consumer_lag(settings), 15)
         lag_error = None
     except Exception as exc:  # the broker being down is an answer, not a crash
         lag, lag_error = {}, f"{type(exc).__name__}: {exc}"

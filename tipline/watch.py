@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared.kafka import kafka_client_options
 from shared.settings import Settings
 from shared.topics import agency_of_topic, agency_topic
 
@@ -41,7 +42,7 @@ class NoticeWatch:
         self._order = 0
         self._task: asyncio.Task[None] | None = None
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_client_options(settings),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,

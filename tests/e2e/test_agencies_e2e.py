@@ -33,9 +33,11 @@ from shared.contracts import (
     derived_id,
 )
 from shared.ledger import Ledger
+from shared.seals import Seals
 from shared.settings import Settings
 from shared.signing import Signer
 from tests.integration.agency_helpers import agency_ids, agency_key, routing_file
+from tests.sealing import send_sealed
 from tipline.agency import AgencyClient
 from tipline.stack import Stack, create_topics, free_port, start_services
 
@@ -112,8 +114,8 @@ async def test_amend_then_retract_across_three_agencies(
             event_id=derived_id(report_id, "validated"), report_id=report_id, esp_id="esp-e2e",
             report=Report(incident_type="Child Sex Tourism", additional_info="synthetic",
                           location=Location(country="US", us_state="TX")))
-        await producer.send_and_wait(topics.REPORTS_VALIDATED, event.model_dump_json().encode(),
-                                     key=report_id.encode())
+        await send_sealed(producer, local.tipline_keys_dir, "validation",
+                          topics.REPORTS_VALIDATED, event, report_id)
         await until(lambda: all(kinds(a) == ["referral"] for a in agencies), "referrals", 60)
 
         amended = await analyst.post(f"/reports/{report_id}/amendments", json={
@@ -199,16 +201,28 @@ async def test_an_urgent_referral_is_not_queued_behind_bulk(
                 pipe.hget(f"tipline:{{{r}}}:ledger", agency)
             return sum(state == "referred" for state in await pipe.execute())
 
+    seals = Seals(system.workdir / "keys")
+
+    def as_supplementation(topic: str, report_id: str, value: bytes) -> dict[str, Any]:
+        return {"key": report_id.encode(), "headers": seals.headers(
+            "supplementation", topic, report_id.encode(), value)}
+
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
     await producer.start()
     try:
-        sent = [await producer.send(topics.REPORTS_SUPPLEMENTED_BULK,
-                                    supplemented(r, Priority.BULK), key=r.encode()) for r in bulk]
+        bulk_topic = topics.REPORTS_SUPPLEMENTED_BULK
+        urgent_topic = topics.REPORTS_SUPPLEMENTED_URGENT
+        sent = []
+        for r in bulk:
+            value = supplemented(r, Priority.BULK)
+            sent.append(await producer.send(bulk_topic, value,
+                                            **as_supplementation(bulk_topic, r, value)))
         await asyncio.gather(*sent)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        await producer.send_and_wait(topics.REPORTS_SUPPLEMENTED_URGENT,
-                                     supplemented(urgent, Priority.IMMINENT), key=urgent.encode())
+        value = supplemented(urgent, Priority.IMMINENT)
+        await producer.send_and_wait(urgent_topic, value,
+                                     **as_supplementation(urgent_topic, urgent, value))
     finally:
         await producer.stop()
     while (await ledger.states(urgent)).get(agency) != "referred":

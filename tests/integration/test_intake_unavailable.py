@@ -4,12 +4,12 @@ import httpx
 
 from services.intake.main import create_app
 from shared.settings import Settings
-from tipline.stack import Stack, free_port
+from tipline.stack import free_port
 
 
-async def test_redis_away_is_503_with_retry_after(servers: Stack) -> None:
+async def test_redis_away_is_503_with_retry_after(settings: Settings) -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    app = create_app(Settings(kafka_bootstrap_servers=servers.kafka, redis_url=nowhere))
+    app = create_app(settings.model_copy(update={"redis_url": nowhere}))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://intake") as http:
         v1 = await http.get("/v1/reports/1", headers={"X-ESP-Id": "esp"})

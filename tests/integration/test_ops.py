@@ -20,7 +20,7 @@ SERVICE = "ops-test"
 
 def ops_test_app(settings: Settings, topic: str) -> FastStream:
     """A service of its own (topic and group), so no other test's messages reach it."""
-    broker = make_broker(settings, SERVICE)
+    broker = make_broker(settings, SERVICE, sealed=False)  # not a pipeline service: no seal key
 
     @broker.subscriber(topic, **consumer_options(settings, f"{SERVICE}-{uuid.uuid4().hex[:6]}"))
     async def on_report_submitted(event: ReportSubmitted) -> None:

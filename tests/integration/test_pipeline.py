@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from shared import topics
 from shared.contracts import Report, ReportSubmitted, derived_id
 from shared.settings import Settings
+from tests.sealing import send_sealed
 from tipline.stack import Stack, create_topics, services_on
 
 VALID = {
@@ -144,9 +145,9 @@ async def test_a_redelivered_event_has_no_second_effect(
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:
-        for _ in range(3):  # the same event, three times
-            await producer.send_and_wait(topics.REPORTS_SUBMITTED,
-                                         event.model_dump_json().encode(), key=report_id.encode())
+        for _ in range(3):  # the same event, three times, as intake writes it
+            await send_sealed(producer, pipeline.workdir / "keys", "intake",
+                              topics.REPORTS_SUBMITTED, event, report_id)
     finally:
         await producer.stop()
     from redis.asyncio import Redis

@@ -29,7 +29,7 @@ async def test_lag_is_highwater_minus_committed(settings: Settings) -> None:
     finally:
         await consumer.stop()
 
-    lag = await consumer_lag(settings.kafka_bootstrap_servers)
+    lag = await consumer_lag(settings)
 
     assert lag[group] == {topic: 5}
     text = render({"kafka": "k", "redis": "r", "http": "h", "processes": [], "lag": lag,

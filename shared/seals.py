@@ -1,0 +1,104 @@
+"""Internal events carry a seal: proof that a tipline service, allowed to write the topic, wrote it.
+
+A seal is an HMAC-SHA256 over the record's topic, key and value, made with the publishing
+service's key and carried in the `tipline-seal` header as `<service>:<base64 mac>`. A consumer
+takes a record from a sealed topic only when it is sealed by one of the topic's writers
+(`shared.topics.WRITERS`); anything else is dead-lettered with the reason. Broker ACLs are the
+first line on Apache Kafka (docs/operations.md); seals hold where a broker has no authentication
+(the embedded one) and against any Kafka principal that is not a tipline service (an agency).
+Notices and agency responses are not sealed: they carry Ed25519 signatures (shared/signing.py).
+
+Keys live in `internal-keys.json` in the keys directory: {"keys": {service: [base64, ...]}}.
+The first key of a service seals; every listed key verifies (rotation: put the new key first,
+keep the old until every record it sealed is consumed). The file is re-read when it changes.
+"""
+
+import base64
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+from shared.signing import Watched, write_json
+from shared.topics import SERVICES, WRITERS
+
+INTERNAL_FILE = "internal-keys.json"
+HEADER = "tipline-seal"
+
+
+class Unsealed(Exception):
+    """A record on a sealed topic without a valid seal by one of the topic's writers."""
+
+
+def _mac(key: bytes, topic: str, key_bytes: bytes | None, value: bytes) -> bytes:
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in (topic.encode(), key_bytes or b"", value):
+        mac.update(len(part).to_bytes(8, "big"))  # lengths first: no two records seal alike
+        mac.update(part)
+    return mac.digest()
+
+
+class Seals:
+    """Seals records as `service` and checks the seals of records read."""
+
+    def __init__(self, keys_dir: Path) -> None:
+        self._file = Watched(keys_dir / INTERNAL_FILE)
+        if not self._file.path.exists():  # fail at start, not at the first record
+            raise FileNotFoundError(
+                f"no internal keys at {self._file.path}: run `tipline keys init` "
+                "or set TIPLINE_KEYS_DIR"
+            )
+
+    def require(self, service: str) -> "Seals":
+        """These seals, once `service` is known to have a key (checked at start)."""
+        if not self._keys(service):
+            raise FileNotFoundError(f"no seal key for {service} in {self._file.path}: run "
+                                    "`tipline keys init`")
+        return self
+
+    def _keys(self, service: str) -> list[bytes]:
+        return [base64.b64decode(k) for k in self._file.fresh()["keys"].get(service, [])]
+
+    def seal(self, service: str, topic: str, key: bytes | None, value: bytes) -> str:
+        own = self._keys(service)
+        if not own:
+            raise Unsealed(f"no internal key for {service} in {self._file.path}")
+        return f"{service}:{base64.b64encode(_mac(own[0], topic, key, value)).decode()}"
+
+    def headers(
+        self, service: str, topic: str, key: bytes | None, value: bytes
+    ) -> list[tuple[str, bytes]]:
+        """Record headers for a plain Kafka producer writing as `service` (tools, tests)."""
+        return [(HEADER, self.seal(service, topic, key, value).encode())]
+
+    def check(self, topic: str, key: bytes | None, value: bytes, seal: str | None) -> str:
+        """The service that sealed this record; raises Unsealed otherwise."""
+        writers = WRITERS.get(topic)
+        if writers is None:
+            return ""  # not a sealed topic
+        if not seal:
+            raise Unsealed(f"not sealed: only {', '.join(sorted(writers))} may write {topic}")
+        service, _, mac = seal.partition(":")
+        if service not in writers:
+            raise Unsealed(f"sealed by {service[:40]!r}, which may not write {topic}")
+        try:
+            given = base64.b64decode(mac, validate=True)
+        except ValueError:
+            raise Unsealed("the seal is not base64") from None
+        if not any(hmac.compare_digest(given, _mac(k, topic, key, value))
+                   for k in self._keys(service)):
+            raise Unsealed(f"the seal of {service} does not match the record")
+        return service
+
+
+def ensure_internal_keys(keys_dir: Path) -> None:
+    """A key for every service that has none (dev stacks and the compose one-shot)."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    path = keys_dir / INTERNAL_FILE
+    data = Watched(path).fresh() if path.exists() else {"keys": {}}
+    missing = [s for s in SERVICES if not data["keys"].get(s)]
+    if not missing:
+        return
+    for service in missing:
+        data["keys"][service] = [base64.b64encode(secrets.token_bytes(32)).decode()]
+    write_json(path, data, 0o600)
