@@ -223,6 +223,44 @@ class AgencyResponse(Message):
         return self
 
 
+# --- What became of a notice, as the retraction service (which checks agency signatures) saw it.
+
+
+class NoticeAcknowledged(Event):
+    """An agency acknowledged a notice, with a signature by one of its registered keys."""
+
+    agency_id: str
+    notice_id: str
+    kind: NoticeKind | None = None  # None: a notice not awaiting an ack (a referral)
+    late: bool = False  # after the notice was escalated
+
+
+class NoticeResent(Event):
+    """A correction or amendment sent again, for want of an ack within the timeout."""
+
+    agency_id: str
+    notice_id: str
+    kind: NoticeKind
+    resend: int
+
+
+class NoticeEscalated(Event):
+    """A correction or amendment never acknowledged after every re-send: people must act."""
+
+    agency_id: str
+    notice_id: str
+    kind: NoticeKind
+    resends: int
+
+
+class OutcomeReported(Event):
+    """An agency's signed word on what became of a referral."""
+
+    agency_id: str
+    outcome: Outcome
+    text: str | None = None
+
+
 DraftChange = Literal["opened", "file uploaded", "file described"]
 
 

@@ -16,6 +16,11 @@ REPORTS_REFERRED = "tipline.reports.referred"
 RETRACTIONS_REQUESTED = "tipline.retractions.requested"
 REPORTS_RETRACTED = "tipline.reports.retracted"
 AGENCY_ACKS = "tipline.agency.acks"
+# What became of notices: acknowledgements (checked), re-sends, escalations, agency outcomes.
+NOTICES_ACKNOWLEDGED = "tipline.notices.acknowledged"
+NOTICES_RESENT = "tipline.notices.resent"
+NOTICES_ESCALATED = "tipline.notices.escalated"
+REPORTS_OUTCOMES = "tipline.reports.outcomes"
 DEAD_LETTERS = "tipline.deadletter"
 
 AGENCY_PREFIX = "tipline.agency."
@@ -34,6 +39,10 @@ PIPELINE_TOPICS = (
     RETRACTIONS_REQUESTED,
     REPORTS_RETRACTED,
     AGENCY_ACKS,
+    NOTICES_ACKNOWLEDGED,
+    NOTICES_RESENT,
+    NOTICES_ESCALATED,
+    REPORTS_OUTCOMES,
     DEAD_LETTERS,
 )
 
@@ -54,6 +63,10 @@ WRITERS: dict[str, frozenset[str]] = {
     REPORTS_REFERRED: frozenset({"referral"}),
     RETRACTIONS_REQUESTED: frozenset({"intake", "validation", "supplementation"}),
     REPORTS_RETRACTED: frozenset({"retraction"}),
+    NOTICES_ACKNOWLEDGED: frozenset({"retraction"}),
+    NOTICES_RESENT: frozenset({"retraction"}),
+    NOTICES_ESCALATED: frozenset({"retraction"}),
+    REPORTS_OUTCOMES: frozenset({"retraction"}),
     DEAD_LETTERS: frozenset(SERVICES),
 }
 

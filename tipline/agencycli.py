@@ -10,6 +10,7 @@
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sys
@@ -95,17 +96,34 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def cmd_agency_keys(args: argparse.Namespace) -> int:
-    import json
-
-    from shared.signing import PUBLIC_FILE, rotate
+    from tipline.agencykeys import make_key, register
 
     keys = Path(args.dir)
-    done = rotate(keys, overlap=timedelta(hours=args.overlap_hours))
-    public = [k["public_key"] for k in json.loads((keys / PUBLIC_FILE).read_text())["keys"]
-              if not k.get("not_after") or k["key_id"] == done.retiring]
+    done, public = make_key(keys, timedelta(hours=args.overlap_hours))
     print(f"agency {args.agency_id}: active key {done.active} in {keys} (keep it private)")
-    print("register the public keys in the routing file's agency entry:")
-    print(f"  - {{id: {args.agency_id}, name: ..., verify_keys: {json.dumps(public)}}}")
+    routing = Path(args.routing) if args.routing else Settings().tipline_routing_file
+    if args.no_register:
+        print(f"not registered: set verify_keys of {args.agency_id} in {routing} to "
+              f"{json.dumps(public)}")
+        return 0
+    try:
+        register(routing, args.agency_id, public)
+    except LookupError as exc:
+        print(f"tipline agency keys: {exc}", file=sys.stderr)
+        return 2
+    print(f"registered in {routing}: {len(public)} key(s); the services read it within "
+          "TIPLINE_ROUTING_RELOAD_S (deploy the file where they read it: `tipline docs` "
+          "regenerates the k8s ConfigMap)")
+    return 0
+
+
+def cmd_agency_list(args: argparse.Namespace) -> int:
+    from shared.agencies import load_agencies
+
+    for agency in load_agencies(Settings().tipline_routing_file).values():
+        acks = (f"{len(agency.verify_keys)} key(s)" if agency.verify_keys
+                else "UNABLE TO ACK: no registered key (tipline agency keys)")
+        print(f"{agency.id:<20} {acks:<60} {agency.name}")
     return 0
 
 
@@ -137,11 +155,17 @@ def add_agency_commands(agency_sub: Any) -> None:
     outcome.set_defaults(func=cmd_agency_outcome)
     for command in (ack, outcome):
         command.add_argument("--keys", help="the agency's own signing keys directory")
-    keys = agency_sub.add_parser("keys", help="make or rotate an agency's response-signing key")
+    keys = agency_sub.add_parser(
+        "keys", help="make or rotate an agency's response-signing key and register it")
     keys.add_argument("agency_id")
     keys.add_argument("--dir", required=True, help="where the agency keeps its keys")
     keys.add_argument("--overlap-hours", type=float, default=168.0)
+    keys.add_argument("--routing", help="the routing file (default: TIPLINE_ROUTING_FILE)")
+    keys.add_argument("--no-register", action="store_true",
+                      help="only print the public keys to register")
     keys.set_defaults(func=cmd_agency_keys)
+    listing = agency_sub.add_parser("list", help="the agencies, and which of them can ack")
+    listing.set_defaults(func=cmd_agency_list)
 
 
 def add_commands(sub: Any) -> None:

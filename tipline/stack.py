@@ -150,7 +150,8 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
 
     http = urlparse(stack.http)
     env = {**stack.env(), "TIPLINE_HTTP_HOST": http.hostname or "127.0.0.1",
-           "TIPLINE_HTTP_PORT": str(http.port), "TIPLINE_KEYS_DIR": str(signing_keys(stack))}
+           "TIPLINE_HTTP_PORT": str(http.port), "TIPLINE_KEYS_DIR": str(signing_keys(stack)),
+           "TIPLINE_ROUTING_FILE": str(routing(stack))}
     analyst = urlparse(stack.analyst) if stack.analyst else None
     if analyst:
         env.update(TIPLINE_ANALYST_HOST=analyst.hostname or "127.0.0.1",
@@ -174,6 +175,16 @@ def signing_keys(stack: Stack) -> Path:
     keys = Path(os.environ.get("TIPLINE_KEYS_DIR") or stack.workdir / "keys")
     ensure_keys(keys)
     return keys
+
+
+def routing(stack: Stack) -> Path:
+    """The routing file: TIPLINE_ROUTING_FILE, or the default one copied into the workdir with a
+    development key registered for every agency (tipline/agencykeys.py), so agencies can ack."""
+    from shared.settings import CONFIG_DIR
+    from tipline.agencykeys import dev_routing
+
+    given = os.environ.get("TIPLINE_ROUTING_FILE")
+    return Path(given) if given else dev_routing(CONFIG_DIR / "routing.yaml", stack.workdir)
 
 
 def create_topics(stack: Stack) -> None:

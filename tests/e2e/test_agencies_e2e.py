@@ -36,7 +36,7 @@ from shared.ledger import Ledger
 from shared.seals import Seals
 from shared.settings import Settings
 from shared.signing import Signer
-from tests.integration.agency_helpers import agency_ids, agency_key, routing_file
+from tests.integration.agency_helpers import agency_ids, registered
 from tests.sealing import send_sealed
 from tipline.agency import AgencyClient
 from tipline.stack import Stack, create_topics, free_port, start_services
@@ -58,10 +58,10 @@ def system(
 ) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("agencies")
     with pytest.MonkeyPatch.context() as env:
-        # The first agency signs its acks with its own key, registered in the routing file.
-        keys = {agencies[0]: [agency_key(workdir / "agency-keys")]}
-        env.setenv("TIPLINE_ROUTING_FILE",
-                   str(routing_file(workdir / "routing.yaml", agencies, verify_keys=keys)))
+        # The two acking agencies sign their acks with keys registered in the routing file;
+        # the third registered none, so it cannot ack.
+        routing, _ = registered(workdir, agencies, keyless=(agencies[2],))
+        env.setenv("TIPLINE_ROUTING_FILE", str(routing))
         env.setenv("TIPLINE_KEYS_DIR", str(workdir / "keys"))
         env.setenv("TIPLINE_ACK_TIMEOUT_S", str(ACK_TIMEOUT_S))
         env.setenv("TIPLINE_MAX_RESENDS", str(MAX_RESENDS))
@@ -98,7 +98,8 @@ async def test_amend_then_retract_across_three_agencies(
     report_id = f"e2e-{uuid.uuid4().hex}"
     acking, silent = agencies[:2], agencies[2]
     clients = {a: AgencyClient(local, a, auto_ack=a != silent) for a in agencies}
-    clients[agencies[0]].signer = Signer(system.workdir / "agency-keys")
+    for agency in acking:
+        clients[agency].signer = Signer(system.workdir / "agency-keys" / agency)
     got: dict[str, list[AgencyNotice]] = {a: [] for a in agencies}
 
     def kinds(agency: str) -> list[str]:

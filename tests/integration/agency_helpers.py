@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from shared.settings import Settings
-from shared.signing import PUBLIC_FILE, rotate
+from shared.signing import PUBLIC_FILE, Signer, rotate
 
 
 def agency_ids(n: int) -> list[str]:
@@ -22,6 +22,16 @@ def agency_key(keys_dir: Path) -> str:
     """A new response-signing key for an agency; returns its public key (base64)."""
     rotate(keys_dir)
     return str(json.loads((keys_dir / PUBLIC_FILE).read_text())["keys"][-1]["public_key"])
+
+
+def registered(
+    workdir: Path, agencies: list[str], keyless: tuple[str, ...] = ()
+) -> tuple[Path, dict[str, Signer]]:
+    """A routing file where each agency (but `keyless`) registered a response-signing key, and
+    each one's signer, as `tipline agency keys` sets them up."""
+    keys = {a: [agency_key(workdir / "agency-keys" / a)] for a in agencies if a not in keyless}
+    signers = {a: Signer(workdir / "agency-keys" / a) for a in keys}
+    return routing_file(workdir / "routing.yaml", agencies, verify_keys=keys), signers
 
 
 def routing_file(

@@ -18,14 +18,20 @@ from services.retraction.handlers import follow_acks, on_response
 from shared import notices
 from shared.acks import Outbox
 from shared.agencies import AgencyRegistry
-from shared.contracts import AgencyNotice, AgencyResponse, Priority
+from shared.contracts import (
+    AgencyNotice,
+    AgencyResponse,
+    NoticeAcknowledged,
+    OutcomeReported,
+    Priority,
+)
 from shared.delivery import Poison
 from shared.kafka import make_broker
 from shared.settings import Settings
 from shared.signing import Signer, ensure_keys
 from shared.timeline import Timeline
 from shared.topics import AGENCY_ACKS, agency_topic
-from tests.integration.agency_helpers import agency_ids, agency_key, routing_file
+from tests.integration.agency_helpers import agency_ids, registered
 from tipline.agency import AgencyClient
 
 
@@ -49,7 +55,8 @@ async def running(*coroutines: object) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, timeline: Timeline) -> None:
+async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, timeline: Timeline,
+                    registry: AgencyRegistry) -> None:
     """What the retraction service's ack subscriber does, for this report's responses."""
     consumer = AIOKafkaConsumer(
         AGENCY_ACKS, bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -60,7 +67,8 @@ async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, timeline
         async for record in consumer:
             response = AgencyResponse.model_validate_json(record.value)
             if response.report_id == report_id:
-                await on_response(outbox, timeline, response)
+                with contextlib.suppress(Poison):  # refused: the service dead-letters it
+                    await on_response(outbox, timeline, response, registry)
     finally:
         await consumer.stop()
 
@@ -73,31 +81,39 @@ async def until(check: Callable[[], Any], timeout: float = 20) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_unacked_corrections_are_resent_then_escalated(local: Settings, redis: Redis) -> None:
-    broker = make_broker(local, "test-acks")
+async def test_unacked_corrections_are_resent_then_escalated(
+    local: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    broker = make_broker(local, "retraction")
     await broker.connect()
     outbox, timeline = Outbox(redis, local.tipline_ack_timeout_s), Timeline(redis)
     report_id = f"ack-{uuid.uuid4().hex}"
-    acking, silent = agency_ids(2)
+    acking, silent, forger = agency_ids(3)
+    routing, signers = registered(tmp_path, [acking, silent, forger])
     got_acking: list[AgencyNotice] = []
     got_silent: list[AgencyNotice] = []
-    loud, quiet = AgencyClient(local, acking), AgencyClient(local, silent, auto_ack=False)
+    got_forger: list[AgencyNotice] = []
+    loud = AgencyClient(local, acking, signer=signers[acking])
+    quiet = AgencyClient(local, silent, auto_ack=False)
+    # Acks, but unsigned, as anyone who can write to the acks topic could: they never count.
+    forging = AgencyClient(local, forger)
     async with running(
-        loud.collect(got_acking), quiet.collect(got_silent),
-        feed_acks(local, report_id, outbox, timeline),
+        loud.collect(got_acking), quiet.collect(got_silent), forging.collect(got_forger),
+        feed_acks(local, report_id, outbox, timeline, AgencyRegistry(routing)),
         follow_acks(broker, outbox, timeline, local),
     ):
-        await loud.ready()
-        await quiet.ready()
+        for client in (loud, quiet, forging):
+            await client.ready()
         sent = await notices.send(broker, [
             notices.correction_notice(report_id, a, {"reason": "synthetic"}, Priority.HIGH)
-            for a in (acking, silent)
+            for a in (acking, silent, forger)
         ], notices.Dispatch(Signer(local.tipline_keys_dir), outbox))
 
         async def settled() -> bool:
             fields = await timeline.fields(report_id)
             return fields.get("status") == "correction_escalated" and await outbox.states(
-                report_id) == {sent[0].notice_id: "acked", sent[1].notice_id: "escalated"}
+                report_id) == {sent[0].notice_id: "acked", sent[1].notice_id: "escalated",
+                               sent[2].notice_id: "escalated"}
         await until(settled)
         await until(lambda: len(got_silent) == 1 and quiet.duplicates >= 2)
     await broker.stop()
@@ -105,12 +121,14 @@ async def test_unacked_corrections_are_resent_then_escalated(local: Settings, re
     assert [n.notice_id for n in got_acking] == [sent[0].notice_id]
     assert [n.notice_id for n in got_silent] == [sent[1].notice_id]  # re-sends dropped by id
     assert got_silent[0].priority == Priority.HIGH
+    assert forging.duplicates >= 2  # it acked every re-send, unsigned: none counted
     assert (await timeline.fields(report_id))["status"] == "correction_escalated"
     whats = [(e["what"], e.get("agency")) for e in await timeline.entries(report_id)]
     assert ("acknowledged", acking) in whats
-    assert whats.count(("correction re-sent", silent)) == 2
-    assert ("correction escalated", silent) in whats
-    assert ("acknowledged", silent) not in whats
+    for unacked in (silent, forger):
+        assert whats.count(("correction re-sent", unacked)) == 2
+        assert ("correction escalated", unacked) in whats
+        assert ("acknowledged", unacked) not in whats
 
 
 async def test_the_client_refuses_tampered_and_unsigned_notices(local: Settings) -> None:
@@ -143,50 +161,63 @@ async def test_the_client_refuses_tampered_and_unsigned_notices(local: Settings)
     assert reasons[2].startswith("not a notice")
 
 
+def signed(response: AgencyResponse, signer: Signer | None) -> AgencyResponse:
+    """A response as the ack subscriber parses it off the wire (signed, or not)."""
+    doc = response.model_dump(mode="json")
+    return AgencyResponse.model_validate_json(json.dumps(signer.sign(doc) if signer else doc))
+
+
 async def test_outcomes_show_in_the_timeline_and_foreign_acks_are_refused(
-    local: Settings, redis: Redis
+    local: Settings, redis: Redis, tmp_path: Path
 ) -> None:
     outbox, timeline = Outbox(redis, 60), Timeline(redis)
     report_id = f"out-{uuid.uuid4().hex}"
     mine, other = agency_ids(2)
+    routing, signers = registered(tmp_path, [mine, other])
+    registry = AgencyRegistry(routing)
     correction = notices.correction_notice(report_id, mine, {}, Priority.NORMAL)
     await outbox.track(correction)
-    with pytest.raises(Poison):
-        await on_response(outbox, timeline, AgencyResponse(
+    with pytest.raises(Poison, match="acknowledged a notice sent to"):
+        await on_response(outbox, timeline, signed(AgencyResponse(
             response_id="r1", agency_id=other, report_id=report_id, kind="ack",
-            notice_id=correction.notice_id))
-    await on_response(outbox, timeline, AgencyResponse(
+            notice_id=correction.notice_id), signers[other]), registry)
+    fact = await on_response(outbox, timeline, signed(AgencyResponse(
         response_id="r2", agency_id=mine, report_id=report_id, kind="outcome",
-        outcome="investigating", text="synthetic note"))
+        outcome="investigating", text="synthetic note"), signers[mine]), registry)
+    assert isinstance(fact, OutcomeReported) and fact.outcome == "investigating"
     assert await outbox.states(report_id) == {correction.notice_id: "awaiting"}
     entries = await timeline.entries(report_id)
     assert entries[-1]["what"] == "agency outcome"
     assert entries[-1]["outcome"] == "investigating"
 
 
-async def test_agencies_with_registered_keys_must_sign_their_responses(
+async def test_only_acks_signed_by_a_registered_key_count(
     local: Settings, redis: Redis, tmp_path: Path
 ) -> None:
-    keyed, open_agency = agency_ids(2)
-    registry = AgencyRegistry(routing_file(
-        tmp_path / "registry.yaml", [keyed, open_agency],
-        verify_keys={keyed: [agency_key(tmp_path / "keyed")]}))
-    agency_signer, stranger = Signer(tmp_path / "keyed"), tmp_path / "stranger"
+    keyed, keyless = agency_ids(2)
+    routing, signers = registered(tmp_path, [keyed, keyless], keyless=(keyless,))
+    registry, stranger = AgencyRegistry(routing), tmp_path / "stranger"
     ensure_keys(stranger)
     outbox, timeline = Outbox(redis, 60), Timeline(redis)
     report_id = f"signed-{uuid.uuid4().hex}"
 
     def ack(agency: str, signer: Signer | None) -> AgencyResponse:
-        response = AgencyResponse(response_id=uuid.uuid4().hex, agency_id=agency,
-                                  report_id=report_id, kind="ack", notice_id=f"n-{agency}")
-        doc = response.model_dump(mode="json")
-        wire = json.dumps(signer.sign(doc) if signer else doc)
-        return AgencyResponse.model_validate_json(wire)  # as the ack subscriber parses it
+        return signed(AgencyResponse(response_id=uuid.uuid4().hex, agency_id=agency,
+                                     report_id=report_id, kind="ack", notice_id=f"n-{agency}"),
+                      signer)
 
-    for forged in (ack(keyed, None), ack(keyed, Signer(stranger)), ack("nobody", None)):
+    refused = {
+        "unsigned": ack(keyed, None),
+        "signed by a key it did not register": ack(keyed, Signer(stranger)),
+        "unknown agency": ack("nobody", None),
+        "agency with no registered key": ack(keyless, None),
+        "agency with no key, signed anyway": ack(keyless, Signer(stranger)),
+    }
+    for why, forged in refused.items():
         with pytest.raises(Poison):
             await on_response(outbox, timeline, forged, registry)
-    await on_response(outbox, timeline, ack(keyed, agency_signer), registry)
-    await on_response(outbox, timeline, ack(open_agency, None), registry)  # no keys registered
+            pytest.fail(f"accepted: {why}")
+    fact = await on_response(outbox, timeline, ack(keyed, signers[keyed]), registry)
+    assert isinstance(fact, NoticeAcknowledged) and fact.agency_id == keyed
     acked = [e["agency"] for e in await timeline.entries(report_id) if e["what"] == "acknowledged"]
-    assert acked == [keyed, open_agency]
+    assert acked == [keyed]
