@@ -16,6 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 SERVICES = ("validation", "supplementation", "referral", "retraction", "intake")
 SERVERS = ("broker", "valkey")  # the children the services use: stopped last
@@ -72,9 +76,17 @@ class Stack:
     workdir: Path
     children: list[Child] = field(default_factory=list)
     analyst: str = ""  # the analyst API's URL ("" = not served)
+    console: str = ""  # the console's URL ("" = not served)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis}
+
+    def settings(self) -> "Settings":
+        """Settings for a tool that talks to this stack (the demo, the load tools)."""
+        from shared.settings import Settings
+
+        return Settings(kafka_bootstrap_servers=self.kafka, redis_url=self.redis,
+                        tipline_routing_file=routing(self), tipline_keys_dir=signing_keys(self))
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.workdir / "logs" / f"{name}.log"
@@ -157,8 +169,7 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
         env.update(TIPLINE_ANALYST_HOST=analyst.hostname or "127.0.0.1",
                    TIPLINE_ANALYST_PORT=str(analyst.port))
     for name in services:
-        # Intake serves the ops paths on its HTTP port; the others get a port each.
-        ops_port = http.port if name == "intake" else free_port()
+        ops_port = free_port()  # health and metrics, away from the ESP port
         child = stack.spawn(name, [sys.executable, "-m", f"services.{name}"], env={
             **env, "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": str(ops_port)})
         child.ops = f"http://127.0.0.1:{ops_port}"
@@ -184,7 +195,10 @@ def routing(stack: Stack) -> Path:
     from tipline.agencykeys import dev_routing
 
     given = os.environ.get("TIPLINE_ROUTING_FILE")
-    return Path(given) if given else dev_routing(CONFIG_DIR / "routing.yaml", stack.workdir)
+    if given:
+        return Path(given)
+    made = stack.workdir / "routing.yaml"
+    return made if made.exists() else dev_routing(CONFIG_DIR / "routing.yaml", stack.workdir)
 
 
 def create_topics(stack: Stack) -> None:

@@ -26,6 +26,7 @@ def save_state(workdir: Path, stack: Any) -> None:
     """What `tipline status` needs to find a stack started by `tipline up`."""
     state = {
         "kafka": stack.kafka, "redis": stack.redis, "http": stack.http,
+        "console": stack.console, "routing": str(stack.settings().tipline_routing_file),
         "children": [{"name": c.name, "pid": c.process.pid, "ops": getattr(c, "ops", None),
                       "log": str(c.log)} for c in stack.children],
     }
@@ -37,6 +38,19 @@ def load_state(workdir: Path) -> dict[str, Any] | None:
         return json.loads((workdir / STATE_FILE).read_text())  # type: ignore[no-any-return]
     except (OSError, ValueError):
         return None
+
+
+def tool_settings(workdir: Path) -> Settings:
+    """Settings for a tool run beside `tipline up` (the demo, replay, esp add): what the
+    environment says, and where it says nothing, the running stack's broker, Redis and routing
+    file as `tipline up` wrote them in its workdir."""
+    state = load_state(workdir) or {}
+    given = {name: state[key] for name, key, env in (
+        ("kafka_bootstrap_servers", "kafka", "KAFKA_BOOTSTRAP_SERVERS"),
+        ("redis_url", "redis", "REDIS_URL"),
+        ("tipline_routing_file", "routing", "TIPLINE_ROUTING_FILE"),
+    ) if state.get(key) and not os.environ.get(env)}
+    return Settings().model_copy(update=given)
 
 
 def alive(pid: int) -> bool:
