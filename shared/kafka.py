@@ -1,40 +1,32 @@
-"""Kafka plumbing, written once: the broker, how a subscriber consumes, topics, fetch pacing.
+"""Kafka plumbing, written once: the broker of a service, its security, topics.
 
-How messages are handled and committed (at least once, concurrently, in order per report) is
-`shared.delivery`.
+How a service consumes (a fetched batch as one, at least once) is `shared.batches`.
 """
 
-import asyncio
 import logging
-import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
-from faststream import AckPolicy
+from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from pydantic import BaseModel
 
-from shared.delivery import delivery_middleware, handle_concurrently
+from shared import metrics
+from shared.batches import Handler, M, consume, consumer_options
+from shared.seals import HEADER as SEAL
 from shared.seals import Seals
 from shared.settings import Settings
 from shared.telemetry import tracer_provider
+from shared.topics import WRITERS
 from shared.topology import topic_config
 
-
-class TiplineBroker(KafkaBroker):
-    """A KafkaBroker whose subscribers handle messages concurrently (see shared.delivery)."""
-
-    def __init__(self, *args: Any, handler_concurrency: int = 1, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.handler_concurrency = handler_concurrency
-
-    async def start(self) -> None:
-        for subscriber in self.subscribers:
-            handle_concurrently(subscriber, self.handler_concurrency)
-        await super().start()
+__all__ = ["TiplineBroker", "consumer_options", "ensure_topics", "kafka_client_options",
+           "kafka_security", "make_broker"]
 
 
 _SASL = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512, "PLAIN": SASLPlaintext}
@@ -64,39 +56,59 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
             **parse_security(kafka_security(settings))}
 
 
-def make_broker(settings: Settings, service: str, *, sealed: bool = True) -> KafkaBroker:
+class TiplineBroker(KafkaBroker):
+    """The broker of one tipline service: what it publishes on an internal topic is sealed as
+    its own, and `consume` registers batch subscribers (shared/batches.py)."""
+
+    def __init__(self, *args: Any, service: str, settings: Settings, seals: Seals | None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.service, self.settings, self.seals = service, settings, seals
+
+    def consume(self, *topic_names: str, group: str,
+                model: type[M]) -> Callable[[Handler[M]], Handler[M]]:
+        return consume(self, self.settings, self.service, *topic_names, group=group,
+                       model=model, seals=self.seals)
+
+
+def make_broker(settings: Settings, service: str, *, sealed: bool = True) -> TiplineBroker:
     """The broker of one service. `sealed`: seal what it publishes on internal topics and refuse
     unsealed records it consumes (shared/seals.py); only a tool outside the pipeline turns it
     off."""
     seals = Seals(settings.tipline_keys_dir).require(service) if sealed else None
-    broker = TiplineBroker(
+    return TiplineBroker(
         settings.kafka_bootstrap_servers,
         security=kafka_security(settings),
         client_id=f"tipline-{service}",
         acks="all",
         linger_ms=settings.kafka_linger_ms,
+        max_batch_size=settings.kafka_max_batch_bytes,
         max_request_size=settings.kafka_max_message_bytes,
         graceful_timeout=settings.tipline_shutdown_grace_s,
-        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider(settings, service))],
+        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider(settings, service)),
+                     outgoing(service, seals)],
         logger=logging.getLogger(f"tipline.{service}"),
-        log_level=logging.DEBUG,  # one line a message is too much at INFO
-        handler_concurrency=settings.tipline_handler_concurrency,
+        log_level=logging.DEBUG,  # one line a batch is too much at INFO
+        service=service, settings=settings, seals=seals,
     )
-    broker.add_middleware(delivery_middleware(broker, settings, service, seals))
-    return broker
 
 
-def consumer_options(settings: Settings, group: str) -> dict[str, Any]:
-    """How every tipline subscriber consumes: its own group, manual commits, short fetch waits."""
-    return {
-        "group_id": group,
-        "ack_policy": AckPolicy.MANUAL,
-        "auto_offset_reset": "earliest",
-        "session_timeout_ms": settings.kafka_session_timeout_ms,
-        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
-        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
-        "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
-    }
+def outgoing(service: str, seals: Seals | None) -> type[BaseMiddleware]:
+    """Every publish: sealed when its topic is internal, and counted."""
+
+    class Outgoing(BaseMiddleware):
+        async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
+            if seals is not None and cmd.destination in WRITERS:
+                # Sealed over the bytes that go out, so encode here (as FastStream would).
+                body = cmd.body
+                if isinstance(body, BaseModel):
+                    cmd.body = body = body.model_dump_json().encode()
+                cmd.headers[SEAL] = seals.seal(service, cmd.destination, cmd.key, body)
+            result = await call_next(cmd)
+            metrics.EVENTS_OUT.labels(service, cmd.destination).inc()
+            return result
+
+    return Outgoing
 
 
 async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
@@ -125,44 +137,3 @@ async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
         return missing
     finally:
         await admin.close()
-
-
-IDLE_AFTER_S = 1.0  # a consumer with nothing new for this long polls at the idle pace
-
-
-async def adapt_fetch_waits(broker: Any, settings: Settings, tick_s: float = 0.05) -> None:
-    """Poll busy topics fast and quiet ones slowly, for as long as it runs.
-
-    The embedded broker holds every fetch for the full `fetch_max_wait_ms` (it does not answer
-    early when data arrives), so a short wait is what keeps a hop at a few milliseconds, and
-    every consumer of every quiet topic then asks again ~150 times a second. Profiles of the
-    pipeline under load put most of the services' and the broker's CPU there. So: a consumer
-    that has seen nothing new for a second fetches with `kafka_idle_fetch_wait_ms`; as soon as
-    its high-water mark moves it is back at `kafka_fetch_max_wait_ms`. Only the pace of fetches
-    changes: what is delivered, and when offsets are committed, does not.
-    """
-    busy, idle = settings.kafka_fetch_max_wait_ms, settings.kafka_idle_fetch_wait_ms
-    if idle <= busy:
-        return
-    last: dict[int, tuple[tuple[int, ...], float]] = {}
-    while True:
-        await asyncio.sleep(tick_s)
-        now = time.monotonic()
-        for sub in getattr(broker, "subscribers", []):
-            for consumer in _consumers(sub):
-                fetcher = getattr(consumer, "_fetcher", None)
-                if fetcher is None:
-                    continue
-                marks = tuple(consumer.highwater(tp) or -1 for tp in sorted(
-                    consumer.assignment(), key=lambda tp: (tp.topic, tp.partition)))
-                seen, since = last.get(id(consumer), ((), now))
-                if marks != seen:
-                    since = now
-                fetcher._fetch_max_wait_ms = idle if now - since > IDLE_AFTER_S else busy
-                last[id(consumer)] = (marks, since)
-
-
-def _consumers(sub: Any) -> list[Any]:
-    """The aiokafka consumers behind a FastStream subscriber (one, or a subgroup)."""
-    found = [getattr(sub, "consumer", None), *getattr(sub, "consumer_subgroup", [])]
-    return [c for c in found if c is not None]

@@ -22,10 +22,13 @@ refers, after their referral. They leave the states above untouched, so the retr
 is exactly as before.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 _CLAIM = """
 local retracted = redis.call('EXISTS', KEYS[2])
@@ -147,36 +150,69 @@ class Ledger:
             f"tipline:{{{report_id}}}:amendments",
         ]
 
-    async def claim(self, report_id: str, agencies: list[str]) -> Claim:
-        retracted, *to_refer = await self._claim(keys=self._keys(report_id), args=agencies)
-        return Claim(bool(retracted), sorted(to_refer))
+    async def claim(self, reports: Mapping[str, list[str]]) -> dict[str, Claim]:
+        """Claim each report's agencies for referral (report id -> agencies), in one round trip:
+        what each report may now refer, and whether it was retracted first."""
+        out = await self._each(self._claim, {r: list(a) for r, a in reports.items()})
+        return {r: Claim(bool(retracted), sorted(map(str, to_refer)))
+                for r, (retracted, *to_refer) in out.items()}
 
-    async def confirm_referrals(self, report_id: str, agencies: list[str]) -> Confirmed:
+    async def confirm_referrals(self, reports: Mapping[str, list[str]]) -> dict[str, Confirmed]:
         """Record delivered referrals: which agencies are now owed a correction, and the
         amendments they are owed (read in the same step, so none is missed or sent twice)."""
-        out = [str(x) for x in await self._confirm_referrals(keys=self._keys(report_id),
-                                                               args=agencies)]
-        split = out.index("")
-        return Confirmed(out[:split], out[split + 1:])
+        out = await self._each(self._confirm_referrals, {r: list(a) for r, a in reports.items()})
+        confirmed = {}
+        for report_id, found in out.items():
+            found = [str(x) for x in found]
+            split = found.index("")
+            confirmed[report_id] = Confirmed(found[:split], found[split + 1:])
+        return confirmed
 
-    async def retract(
-        self, report_id: str, *, at: datetime, by: str, actor: str, reason: str
-    ) -> Retraction:
-        first, *to_correct = await self._retract(
-            keys=self._keys(report_id), args=[at.isoformat(), by, actor, reason]
-        )
-        return Retraction(bool(first), sorted(to_correct))
+    async def retract(self, commands: Mapping[str, tuple[datetime, str, str, str]]
+                      ) -> dict[str, Retraction]:
+        """Mark reports retracted (report id -> (at, by, actor, reason)); the agencies each now
+        owes a correction."""
+        out = await self._each(self._retract, {
+            r: [at.isoformat(), by, actor, reason] for r, (at, by, actor, reason) in
+            commands.items()})
+        return {r: Retraction(bool(first), sorted(map(str, to_correct)))
+                for r, (first, *to_correct) in out.items()}
 
-    async def confirm_corrections(self, report_id: str, agencies: list[str]) -> None:
-        await self._confirm_corrections(keys=self._keys(report_id), args=agencies)
+    async def confirm_corrections(self, reports: Mapping[str, list[str]]) -> None:
+        await self._each(self._confirm_corrections, {r: list(a) for r, a in reports.items()})
+
+    async def _each(self, script: AsyncScript, args: dict[str, list[str]]) -> dict[str, Any]:
+        """One script a report, all in one pipeline (each on its report's cluster slot)."""
+        if not args:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report_id, argv in args.items():
+                await script(keys=self._keys(report_id), args=argv, client=pipe)
+            return dict(zip(args, await pipe.execute(), strict=True))
 
     async def states(self, report_id: str) -> dict[str, str]:
         states = await self._redis.hgetall(self._keys(report_id)[0])
         return {str(k): str(v) for k, v in states.items()}
 
     async def retraction(self, report_id: str) -> dict[str, str] | None:
-        mark = await self._redis.hgetall(self._keys(report_id)[1])
-        return {str(k): str(v) for k, v in mark.items()} or None
+        return (await self.retractions([report_id]))[report_id]
+
+    async def retractions(self, report_ids: list[str]) -> dict[str, dict[str, str] | None]:
+        """Each report's retraction mark (when, by whom, why), or None; one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report_id in report_ids:
+                pipe.hgetall(self._keys(report_id)[1])
+            marks = await pipe.execute()
+        return {r: {str(k): str(v) for k, v in m.items()} or None
+                for r, m in zip(report_ids, marks, strict=True)}
+
+    async def referred_before(self, report_ids: list[str]) -> set[str]:
+        """The reports that have agencies in the ledger at all (one round trip)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report_id in report_ids:
+                pipe.exists(self._keys(report_id)[0])
+            found = await pipe.execute()
+        return {r for r, n in zip(report_ids, found, strict=True) if n}
 
     async def amend(self, report_id: str, amendment: str) -> Amended:
         """Append an amendment (JSON); returns its version and the agencies owed it now."""

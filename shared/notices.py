@@ -6,16 +6,14 @@ when a signer is given, and corrections and amendments are tracked until the age
 them (shared/acks.py) when an outbox is given.
 """
 
-import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from faststream.kafka import KafkaBroker
-
 from shared.acks import Outbox
 from shared.amendments import amended
+from shared.batches import Publisher
 from shared.contracts import (
     AgencyNotice,
     Amendment,
@@ -127,66 +125,66 @@ def signed(notice: AgencyNotice, signer: Signer | None) -> AgencyNotice:
 
 
 async def send(
-    broker: KafkaBroker, notices: Iterable[AgencyNotice], dispatch: Dispatch = UNSIGNED
+    publish: Publisher, notices: Iterable[AgencyNotice], dispatch: Dispatch = UNSIGNED
 ) -> list[AgencyNotice]:
-    """Sign, track, then publish notices keyed by report id; wait for the broker's acks."""
+    """Sign, track, then publish notices keyed by report id, all in flight together; returns
+    once the broker acknowledged every one."""
     out = [signed(n, dispatch.signer) for n in notices]
     if dispatch.outbox is not None:
         # Tracked before the first send: if this process dies now, the re-send loop sends it.
         await dispatch.outbox.track(*(n for n in out if n.kind in TRACKED_KINDS))
-    await asyncio.gather(
-        *(broker.publish(n, agency_topic(n.agency_id), key=n.report_id.encode()) for n in out)
-    )
+    await publish.send((n, agency_topic(n.agency_id), n.report_id) for n in out)
     return out
 
 
 async def send_corrections(
-    broker: KafkaBroker,
+    publish: Publisher,
     ledger: Ledger,
     timeline: Timeline,
-    report_id: str,
-    agencies: list[str],
-    priority: Priority = Priority.NORMAL,
+    owed: Mapping[str, tuple[list[str], Priority]],
     dispatch: Dispatch = UNSIGNED,
 ) -> None:
-    """Correct each agency that got the referral of a retracted report, then record it."""
-    if not agencies:
+    """Correct each agency that got the referral of a retracted report (report id -> the
+    agencies owed and the report's priority), then record it."""
+    owed = {r: (agencies, priority) for r, (agencies, priority) in owed.items() if agencies}
+    if not owed:
         return
-    retraction = await ledger.retraction(report_id) or {}
-    notices = [correction_notice(report_id, a, retraction, priority) for a in agencies]
-    await send(broker, notices, dispatch)
-    await ledger.confirm_corrections(report_id, agencies)
-    await timeline.record_all(report_id, [
-        Fact(n.notice_id, "correction delivered",
-             detail={"agency": n.agency_id, "notice_id": n.notice_id})
-        for n in notices
-    ])
+    marks = await ledger.retractions(list(owed))
+    notices = [correction_notice(r, a, marks[r] or {}, priority)
+               for r, (agencies, priority) in owed.items() for a in agencies]
+    await send(publish, notices, dispatch)
+    await ledger.confirm_corrections({r: agencies for r, (agencies, _) in owed.items()})
+    await timeline.record_many(_facts(notices, "correction delivered"))
 
 
 async def send_amendments(
-    broker: KafkaBroker,
+    publish: Publisher,
     timeline: Timeline,
-    report_id: str,
-    agencies: list[str],
-    changes: list[tuple[int, str]],
-    priority: Priority = Priority.NORMAL,
+    owed: Mapping[str, tuple[list[str], list[tuple[int, str]], Priority]],
     dispatch: Dispatch = UNSIGNED,
 ) -> None:
-    """Send amendments (version, JSON change) to agencies whose referral was delivered."""
+    """Send amendments (report id -> agencies whose referral was delivered, the (version, JSON
+    change) pairs, the priority)."""
     notices = [
         amendment_notice(report_id, agency, version, json.loads(change), priority)
+        for report_id, (agencies, changes, priority) in owed.items()
         for agency in agencies
         for version, change in changes
     ]
     if not notices:
         return
-    await send(broker, notices, dispatch)
-    await timeline.record_all(report_id, [
-        Fact(n.notice_id, "amendment delivered",
-             detail={"agency": n.agency_id, "notice_id": n.notice_id,
-                     "version": n.payload["version"]})
-        for n in notices
-    ])
+    await send(publish, notices, dispatch)
+    await timeline.record_many(_facts(notices, "amendment delivered"))
+
+
+def _facts(notices: list[AgencyNotice], what: str) -> dict[str, list[Fact]]:
+    facts: dict[str, list[Fact]] = {}
+    for n in notices:
+        detail: dict[str, Any] = {"agency": n.agency_id, "notice_id": n.notice_id}
+        if "version" in n.payload:
+            detail["version"] = n.payload["version"]
+        facts.setdefault(n.report_id, []).append(Fact(n.notice_id, what, detail=detail))
+    return facts
 
 
 def summary(notice: AgencyNotice) -> dict[str, Any]:

@@ -8,7 +8,7 @@ first line on Apache Kafka (docs/operations.md); seals hold where a broker has n
 (the embedded one) and against any Kafka principal that is not a tipline service (an agency).
 Notices and agency responses are not sealed: they carry Ed25519 signatures (shared/signing.py).
 
-Keys live in `internal-keys.json` in the keys directory: {"keys": {service: [base64, ...]}}.
+Keys live in `seal-keys.json` in the keys directory: {"keys": {service: [base64, ...]}}.
 The first key of a service seals; every listed key verifies (rotation: put the new key first,
 keep the old until every record it sealed is consumed). The file is re-read when it changes.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from shared.signing import Watched, write_json
 from shared.topics import SERVICES, WRITERS
 
-INTERNAL_FILE = "internal-keys.json"
+SEAL_FILE = "seal-keys.json"
 HEADER = "tipline-seal"
 
 
@@ -42,10 +42,10 @@ class Seals:
     """Seals records as `service` and checks the seals of records read."""
 
     def __init__(self, keys_dir: Path) -> None:
-        self._file = Watched(keys_dir / INTERNAL_FILE)
+        self._file = Watched(keys_dir / SEAL_FILE)
         if not self._file.path.exists():  # fail at start, not at the first record
             raise FileNotFoundError(
-                f"no internal keys at {self._file.path}: run `tipline keys init` "
+                f"no seal keys at {self._file.path}: run `tipline keys init` "
                 "or set TIPLINE_KEYS_DIR"
             )
 
@@ -91,10 +91,10 @@ class Seals:
         return service
 
 
-def ensure_internal_keys(keys_dir: Path) -> None:
+def ensure_seal_keys(keys_dir: Path) -> None:
     """A key for every service that has none (dev stacks and the compose one-shot)."""
     keys_dir.mkdir(parents=True, exist_ok=True)
-    path = keys_dir / INTERNAL_FILE
+    path = keys_dir / SEAL_FILE
     data = Watched(path).fresh() if path.exists() else {"keys": {}}
     missing = [s for s in SERVICES if not data["keys"].get(s)]
     if not missing:

@@ -15,7 +15,6 @@ from fastapi import FastAPI
 from faststream import FastStream
 
 from shared import ops
-from shared.kafka import adapt_fetch_waits
 from shared.settings import Settings, get_settings
 from shared.shutdown import exit_within
 from shared.store import connect
@@ -44,14 +43,10 @@ async def serve(app: FastStream, settings: Settings, service: str) -> None:
     checks: dict[str, ops.Check] = {"redis": redis.ping}
     if broker is not None:
         checks["broker"] = lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S)
-    # Quiet topics are polled slowly, busy ones fast (shared.kafka.adapt_fetch_waits).
-    pacing = asyncio.create_task(adapt_fetch_waits(broker, settings)) if broker else None
     try:
         async with ops.serving(settings, ops.Ops(service, checks, [broker] if broker else [])):
             await app.run()
     finally:
-        if pacing:
-            pacing.cancel()
         await redis.aclose()
 
 

@@ -42,11 +42,9 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = 1000
     kafka_heartbeat_interval_ms: int = 100
     kafka_fetch_max_wait_ms: int = 5
-    # A consumer with nothing new for a second fetches at this pace instead (see
-    # shared.kafka.adapt_fetch_waits; 100 cut the broker's CPU a message by half under load).
-    # Off (0) by default: the first message after a quiet second then waits up to that long.
-    kafka_idle_fetch_wait_ms: int = 0
     kafka_linger_ms: int = 1
+    # A producer batch (per partition): 256 KB halved the embedded broker's CPU a message.
+    kafka_max_batch_bytes: int = 256 * 1024
     kafka_partitions: int = 4
     kafka_replication_factor: int = 1
     kafka_max_message_bytes: int = 4 * 1024 * 1024
@@ -111,10 +109,14 @@ class Settings(BaseSettings):
     tipline_login_failures_per_name: int = 10
     tipline_login_failures_per_address: int = 30
 
-    # How many messages a subscriber handles at once (those of one report one after another).
-    tipline_handler_concurrency: int = 64
-    # Transient failures are retried after this pause (seconds), without committing.
+    # A subscriber handles what one fetch brings, up to this many records, as one batch; it
+    # waits at most this long for a fetch (shared/batches.py).
+    tipline_batch_max_records: int = 500
+    tipline_batch_timeout_ms: int = 5
+    # A batch that failed for want of Redis or the broker is fetched again after this pause; a
+    # record failing otherwise gets this many attempts, then goes to the dead-letter topic.
     tipline_retry_backoff_s: float = 0.5
+    tipline_max_attempts: int = 3
     # On SIGTERM a service has this long to finish the messages in hand (then it exits anyway).
     tipline_shutdown_grace_s: float = 15.0
 

@@ -177,9 +177,9 @@ def rotate(keys_dir: Path, overlap: timedelta = timedelta(days=7)) -> Rotation:
 def ensure_keys(keys_dir: Path) -> str:
     """The active key id, generating what a deployment's keys directory lacks (dev stacks): a
     first notice-signing key, and each service's seal key (shared/seals.py)."""
-    from shared.seals import ensure_internal_keys  # seals builds on this module
+    from shared.seals import ensure_seal_keys  # seals builds on this module
 
-    ensure_internal_keys(keys_dir)
+    ensure_seal_keys(keys_dir)
     path = keys_dir / SIGNING_FILE
     if path.exists():
         return str(json.loads(path.read_text())["active"])

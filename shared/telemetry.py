@@ -65,7 +65,7 @@ def instrument_http(app: Any, settings: Settings, service: str) -> None:
 
 
 # Context that FastStream and our own code put on log records; safe to keep (names, not content).
-_EXTRAS = ("topic", "group_id", "message_id", "agency_id", "notice_id")
+_EXTRAS = ("topic", "group_id", "message_id", "agency_id", "notice_id", "report_ids")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -92,7 +92,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if report_id := report_id_var.get():
+        if report_id := report_id_var.get() or getattr(record, "report_id", None):
             entry["report_id"] = report_id
         context = trace.get_current_span().get_span_context()
         if context.is_valid:

@@ -5,7 +5,7 @@ nothing. Nothing is ever removed: a retraction is one more entry and a status, n
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -91,6 +91,28 @@ class Timeline:
         fields: dict[str, str] | None = None,
     ) -> int:
         """Append facts (and set report fields) in one step; returns how many were new."""
+        return int(await self._record(keys=self._keys(report_id),
+                                      args=self._args(facts, at, fields)))
+
+    async def record_many(
+        self, facts: Mapping[str, Iterable[Fact]],
+        fields: Mapping[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Facts (and report fields) of many reports, in one round trip: one script a report, so
+        each stays on its report's slot of a Redis cluster."""
+        fields = fields or {}
+        reports = dict.fromkeys([*facts, *fields])
+        if not reports:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report_id in reports:
+                await self._record(keys=self._keys(report_id), client=pipe, args=self._args(
+                    facts.get(report_id, ()), None, fields.get(report_id)))
+            await pipe.execute()
+
+    @staticmethod
+    def _args(facts: Iterable[Fact], at: datetime | None = None,
+              fields: dict[str, str] | None = None) -> list[str | int]:
         when = (at or now()).isoformat()
         args: list[str | int] = []
         for fact in facts:
@@ -98,15 +120,21 @@ class Timeline:
             rank = STATUS_RANK[fact.status] if fact.status else 0
             args += [fact.event_id, entry, fact.status or "", rank]
         pairs = [x for item in (fields or {}).items() for x in item]
-        return int(await self._record(
-            keys=self._keys(report_id), args=[when, len(args) // 4, *args, *pairs]
-        ))
+        return [when, len(args) // 4, *args, *pairs]
 
     async def set_fields(self, report_id: str, **fields: str) -> None:
         await self._redis.hset(self._keys(report_id)[0], mapping=dict[Any, Any](fields))
 
     async def fields(self, report_id: str) -> dict[str, str]:
         return dict(await self._redis.hgetall(self._keys(report_id)[0]))  # type: ignore[arg-type]
+
+    async def fields_of(self, report_ids: list[str], name: str) -> dict[str, str | None]:
+        """One field of many reports, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report_id in report_ids:
+                pipe.hget(self._keys(report_id)[0], name)
+            found = await pipe.execute()
+        return dict(zip(report_ids, found, strict=True))
 
     async def entries(self, report_id: str) -> list[dict[str, Any]]:
         return [json.loads(e) for e in await self._redis.lrange(self._keys(report_id)[2], 0, -1)]

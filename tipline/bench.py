@@ -31,8 +31,9 @@ from faststream import FastStream
 
 from shared import topics
 from shared.agencies import load_agencies
+from shared.batches import Publisher
 from shared.contracts import Report, ReportSubmitted, derived_id
-from shared.kafka import consumer_options, ensure_topics, kafka_client_options, make_broker
+from shared.kafka import ensure_topics, kafka_client_options, make_broker
 from shared.seals import Seals
 from shared.settings import CONFIG_DIR, Settings
 from tipline import generate
@@ -90,13 +91,15 @@ async def relay(settings: Settings, source: str, target: str, group: str) -> Non
 
 async def faststream_relay(settings: Settings, source: str, target: str, group: str) -> None:
     """One hop through the services' own plumbing and nothing else: `make_broker` (telemetry,
-    the delivery loop, manual commits), a typed handler that parses the event and publishes it
-    on. No Redis: the gap between this chain and the pipeline is the services' own work."""
+    batch delivery, one commit a batch), a typed batch handler that parses each event and
+    publishes them all on. No Redis: the gap between this chain and the pipeline is the
+    services' own work."""
     broker = make_broker(settings, group, sealed=False)  # bench topics carry no seals
+    publish = Publisher(broker)
 
-    @broker.subscriber(source, **consumer_options(settings, group))
-    async def hop(event: ReportSubmitted) -> None:
-        await broker.publish(event, target, key=event.report_id.encode())
+    @broker.consume(source, group=group, model=ReportSubmitted)
+    async def hop(events: list[ReportSubmitted]) -> None:
+        await publish.send((e, target, e.report_id) for e in events)
 
     await FastStream(broker).run()
 

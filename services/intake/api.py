@@ -66,18 +66,20 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/reports", status_code=202, response_model=Accepted)
-async def submit_report(body: Submission, svc: Svc, esp_id: EspId) -> Accepted:
+async def submit_report(body: Submission, svc: Svc, esp_id: EspId, request: Request) -> Accepted:
     try:
         report_id = await svc.submit(esp_id, body.report, body.supersedes)
     except Answer as refused:
         raise refusal(refused) from None
+    request.state.report_id = report_id  # for the request's log line
     return Accepted(report_id=report_id, status="submitted")
 
 
 @router.post("/reports/{report_id}/retract", status_code=202, response_model=Accepted)
 async def retract_report(
-    report_id: str, svc: Svc, esp_id: EspId, body: Retraction | None = None
+    report_id: str, svc: Svc, esp_id: EspId, request: Request, body: Retraction | None = None
 ) -> Accepted:
+    request.state.report_id = report_id
     try:
         await svc.retract(esp_id, report_id, body.reason if body else None)
     except Answer as refused:

@@ -140,6 +140,7 @@ async def _answer(
             result = await call()
         except Answer as refused:
             result = refused
+        request.state.report_id = result.report_id  # for the request's log line
         return answered(request, result)
 
     key = request.headers.get("idempotency-key")

@@ -128,7 +128,8 @@ def answer_errors(app: FastAPI) -> None:
                 response.headers["Retry-After"] = "2"
         response.headers["Request-ID"] = rid
         log.info("request_id=%s %s %s -> %s esp=%s", rid, request.method, request.url.path,
-                 response.status_code, getattr(request.state, "esp_id", "-"))
+                 response.status_code, getattr(request.state, "esp_id", "-"),
+                 extra={"report_id": getattr(request.state, "report_id", None)})
         return response
 
     @app.exception_handler(Answer)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
+from redis.exceptions import RedisError
 
 from services.intake.drafts import Drafts, Pending
 from shared.schedule import DueIndex
@@ -43,15 +44,16 @@ class Outbox:
         return await step()
 
     async def deliver(self, report_id: str, pending: Pending) -> bool:
-        """Publish an accepted event now if the broker takes it in time; False leaves it to the
-        sweep (it is safe in Redis). Redis failing is raised: then nothing is known to be safe."""
+        """Publish an accepted event now if the broker takes it in time, and mark it sent; False
+        leaves the rest to the sweep. Never raises: the step is accepted (safe in Redis), so the
+        caller answers that it was, whatever fails now."""
         try:
             await asyncio.wait_for(self._send(report_id, pending), self.publish_wait_s)
-        except (KafkaError, TimeoutError, OSError) as exc:
+            await self._sent(report_id, pending)
+        except (KafkaError, RedisError, TimeoutError, OSError) as exc:
             log.warning("event %s of report %s left to the sweep: %r", pending.event_id,
                         report_id, exc)
             return False
-        await self._sent(report_id, pending)
         return True
 
     async def deliver_pending(self, report_id: str, event_id: str) -> bool | None:

@@ -7,6 +7,7 @@ answered once its event is published, or safe in the outbox when the broker is a
 are `Answer`s with the CyberTipline response codes; the `/v1` adapter turns them into JSON.
 """
 
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.intake.abandonment import Abandonment
 from services.intake.answers import Answer, Code, Done
@@ -141,7 +143,10 @@ class Reporting:
             result = await self.drafts.step(report_id, time.time(), pending=pending, **step)
             outcome = result.outcome
             if result.outcome == "ok" and result.deadline and step.get("mode") == "touch":
-                await self.abandonment.watch(report_id, result.deadline)
+                # Accepted now, whatever happens next; a deadline not moved on heals itself
+                # (the sweep asks the draft, which knows the later one).
+                with contextlib.suppress(RedisError):
+                    await self.abandonment.watch(report_id, result.deadline)
             return outcome == "ok"
 
         if not await self.outbox.accept(report_id, pending, run):
@@ -168,7 +173,6 @@ class Reporting:
             create = partial(self.drafts.create, report_id, esp_id, at, state, pending, **fields)
             if await self.outbox.accept(report_id, pending, create):
                 trace.get_current_span().set_attribute("report.id", report_id)
-                await self.timeline.set_fields(report_id, esp_id=esp_id)
                 await self.outbox.deliver(report_id, pending)
                 return report_id
         raise RuntimeError("no free report id after 16 draws")

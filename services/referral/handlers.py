@@ -1,12 +1,11 @@
-"""Referral handlers: claim in the ledger, notify each agency, confirm, amend and correct."""
-
-from faststream.kafka import KafkaBroker
+"""Referral handlers: claim in the ledger, notify each agency, confirm, amend and correct; a
+batch of supplemented reports at a time."""
 
 from shared import notices, topics
+from shared.batches import Publisher, in_rounds
 from shared.contracts import ReportReferred, ReportSupplemented, derived_id
-from shared.kafka import consumer_options
+from shared.kafka import TiplineBroker
 from shared.ledger import Ledger
-from shared.settings import Settings
 from shared.timeline import Fact, Timeline
 
 # One subscriber (and consumer group) a priority class: a bulk backlog never delays an urgent
@@ -19,66 +18,62 @@ SUPPLEMENTED = {
 
 
 async def refer(
-    broker: KafkaBroker,
+    publish: Publisher,
     ledger: Ledger,
     timeline: Timeline,
-    event: ReportSupplemented,
+    events: list[ReportSupplemented],
     dispatch: notices.Dispatch = notices.UNSIGNED,
-) -> list[str]:
-    """Refer one report; returns the agencies notified by this call."""
-    claim = await ledger.claim(event.report_id, event.agencies)
-    if claim.retracted and not claim.to_refer:
-        if await ledger.states(event.report_id):
-            # A redelivery after the referral and its retraction: nothing was withheld.
-            return []
-        await timeline.record(
-            event.report_id, derived_id(event.report_id, "withheld"), "referral withheld",
-            reason="retracted before referral",
-        )
-        return []
-    referrals = [notices.referral_notice(event, a) for a in claim.to_refer]
-    await notices.send(broker, referrals, dispatch)
-    confirmed = await ledger.confirm_referrals(event.report_id, claim.to_refer)
-    await timeline.record_all(event.report_id, [
-        Fact(notice.notice_id, "referral delivered", "referred",
-             {"agency": notice.agency_id, "priority": event.priority.name.lower()})
-        for notice in referrals
-    ])
+) -> dict[str, list[str]]:
+    """Refer reports (at most one event a report); returns the agencies each was referred to
+    by this call."""
+    claims = await ledger.claim({e.report_id: e.agencies for e in events})
+    # Retracted before its claim: never referred. (A redelivery after the referral and its
+    # retraction finds agencies in the ledger: nothing was withheld then.)
+    blocked = [e.report_id for e in events
+               if claims[e.report_id].retracted and not claims[e.report_id].to_refer]
+    already = await ledger.referred_before(blocked) if blocked else set()
+    await timeline.record_many({r: [Fact(derived_id(r, "withheld"), "referral withheld",
+                                         detail={"reason": "retracted before referral"})]
+                                for r in blocked if r not in already})
+    to_refer = {e.report_id: claims[e.report_id].to_refer for e in events
+                if claims[e.report_id].to_refer}
+    if not to_refer:
+        return {}
+    referrals = [notices.referral_notice(e, a) for e in events for a in to_refer.get(
+        e.report_id, [])]
+    await notices.send(publish, referrals, dispatch)
+    confirmed = await ledger.confirm_referrals(to_refer)
+    priority = {e.report_id: e.priority for e in events}
+    await timeline.record_many({r: [
+        Fact(notices.notice_id("referral", r, a), "referral delivered", "referred",
+             {"agency": a, "priority": priority[r].name.lower()}) for a in agencies]
+        for r, agencies in to_refer.items()})
     # Amended after release while these referrals were in flight: amend them now, after the
     # referral (an agency already amended by the analyst API drops the repeat by notice id).
-    changes = list(enumerate(confirmed.amendments, start=1))
-    await notices.send_amendments(
-        broker, timeline, event.report_id, claim.to_refer, changes, event.priority, dispatch
-    )
+    await notices.send_amendments(publish, timeline, {
+        r: (to_refer[r], list(enumerate(c.amendments, start=1)), priority[r])
+        for r, c in confirmed.items() if c.amendments}, dispatch)
     # Retracted while these referrals were in flight: correct them now, after the referral.
-    await notices.send_corrections(
-        broker, ledger, timeline, event.report_id, confirmed.owed_correction, event.priority,
-        dispatch,
-    )
-    return claim.to_refer
+    await notices.send_corrections(publish, ledger, timeline, {
+        r: (c.owed_correction, priority[r]) for r, c in confirmed.items()}, dispatch)
+    return to_refer
 
 
 def register(
-    broker: KafkaBroker,
-    settings: Settings,
-    ledger: Ledger,
-    timeline: Timeline,
+    broker: TiplineBroker, ledger: Ledger, timeline: Timeline,
     dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> None:
-    referred = broker.publisher(topics.REPORTS_REFERRED, schema=ReportReferred)
+    publish = Publisher(broker)
+    broker.publisher(topics.REPORTS_REFERRED, schema=ReportReferred)  # for the AsyncAPI document
 
-    async def on_report_supplemented(event: ReportSupplemented) -> None:
-        agencies = await refer(broker, ledger, timeline, event, dispatch)
-        if agencies:
-            await referred.publish(
-                ReportReferred(
-                    event_id=derived_id(event.report_id, "referred"),
-                    report_id=event.report_id,
-                    agencies=agencies,
-                    priority=event.priority,
-                ),
-                key=event.report_id.encode(),
-            )
+    async def on_reports_supplemented(events: list[ReportSupplemented]) -> None:
+        for events_now in in_rounds(events, key=lambda e: e.report_id):
+            referred = await refer(publish, ledger, timeline, events_now, dispatch)
+            by_id = {e.report_id: e for e in events_now}
+            await publish.send((ReportReferred(
+                event_id=derived_id(r, "referred"), report_id=r, agencies=agencies,
+                priority=by_id[r].priority,
+            ), topics.REPORTS_REFERRED, r) for r, agencies in referred.items())
 
     for topic, group in SUPPLEMENTED.items():
-        broker.subscriber(topic, **consumer_options(settings, group))(on_report_supplemented)
+        broker.consume(topic, group=group, model=ReportSupplemented)(on_reports_supplemented)

@@ -18,5 +18,5 @@ def create_app(settings: Settings) -> FastStream:
     redis = connect(settings)
     outbox = Outbox(redis, settings.tipline_ack_timeout_s)
     dispatch = Dispatch(Signer(settings.tipline_keys_dir), outbox)
-    register(broker, settings, Ledger(redis), Timeline(redis), dispatch)
+    register(broker, Ledger(redis), Timeline(redis), dispatch)
     return FastStream(broker, on_shutdown=[redis.aclose])

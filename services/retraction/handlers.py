@@ -4,11 +4,12 @@ follow each correction until the agency acknowledges it."""
 import asyncio
 import logging
 
-from faststream.kafka import KafkaBroker
+from pydantic import BaseModel
 
 from shared import notices, topics
 from shared.acks import Due, Outbox, resend_overdue
 from shared.agencies import AgencyRegistry
+from shared.batches import Poison, Publisher, in_rounds, refuse
 from shared.contracts import (
     AgencyResponse,
     NoticeAcknowledged,
@@ -20,46 +21,36 @@ from shared.contracts import (
     RetractReport,
     derived_id,
 )
-from shared.delivery import Poison
-from shared.kafka import consumer_options
+from shared.kafka import TiplineBroker
 from shared.ledger import Ledger
 from shared.metrics import corrections_pending
 from shared.settings import Settings
 from shared.signing import BadSignature
-from shared.timeline import Timeline
+from shared.timeline import Fact, Timeline
 
 log = logging.getLogger("tipline.retraction")
 
 
 async def retract(
-    broker: KafkaBroker,
+    publish: Publisher,
     ledger: Ledger,
     timeline: Timeline,
-    command: RetractReport,
+    commands: list[RetractReport],
     dispatch: notices.Dispatch = notices.UNSIGNED,
-) -> list[str]:
-    """Retract one report; returns the agencies this call corrected."""
-    retraction = await ledger.retract(
-        command.report_id,
-        at=command.requested_at,
-        by=command.requested_by,
-        actor=command.actor,
-        reason=command.reason,
-    )
-    await timeline.record(
-        command.report_id,
-        derived_id(command.report_id, "retracted"),
-        "retracted",
-        status="retracted",
-        requested_by=command.requested_by,
-        reason=command.reason,
-    )
-    fields = await timeline.fields(command.report_id)
-    priority = Priority[fields["priority"].upper()] if "priority" in fields else Priority.NORMAL
-    await notices.send_corrections(
-        broker, ledger, timeline, command.report_id, retraction.to_correct, priority, dispatch
-    )
-    return retraction.to_correct
+) -> dict[str, list[str]]:
+    """Retract reports (at most one command a report); returns the agencies this call
+    corrected, by report."""
+    retractions = await ledger.retract({
+        c.report_id: (c.requested_at, c.requested_by, c.actor, c.reason) for c in commands})
+    await timeline.record_many({c.report_id: [Fact(
+        derived_id(c.report_id, "retracted"), "retracted", "retracted",
+        {"requested_by": c.requested_by, "reason": c.reason})] for c in commands})
+    owed = {r: x.to_correct for r, x in retractions.items() if x.to_correct}
+    priorities = await timeline.fields_of(list(owed), "priority")
+    await notices.send_corrections(publish, ledger, timeline, {
+        r: (agencies, Priority[(priorities[r] or "normal").upper()])
+        for r, agencies in owed.items()}, dispatch)
+    return {c.report_id: retractions[c.report_id].to_correct for c in commands}
 
 
 def authenticate(registry: AgencyRegistry, response: AgencyResponse) -> None:
@@ -111,22 +102,23 @@ async def on_response(
 
 
 async def follow_acks(
-    broker: KafkaBroker, outbox: Outbox, timeline: Timeline, settings: Settings
+    broker: TiplineBroker, outbox: Outbox, timeline: Timeline, settings: Settings
 ) -> None:
     """Forever: re-send overdue corrections and amendments, escalate the ones never acked."""
+    publish = Publisher(broker)
 
     async def resend(item: Due) -> None:
         notice = item.notice
-        await notices.send(broker, [notice])  # the stored notice, signed as first sent
+        await notices.send(publish, [notice])  # the stored notice, signed as first sent
         event_id = derived_id("resent", notice.notice_id, str(item.resends))
         await timeline.record(
             item.report_id, event_id, f"{notice.kind} re-sent", agency=notice.agency_id,
             notice_id=notice.notice_id, resend=item.resends,
         )
-        await broker.publish(NoticeResent(
+        await publish.send([(NoticeResent(
             event_id=event_id, report_id=item.report_id, agency_id=notice.agency_id,
             notice_id=notice.notice_id, kind=notice.kind, resend=item.resends,
-        ), topics.NOTICES_RESENT, key=item.report_id.encode())
+        ), topics.NOTICES_RESENT, item.report_id)])
 
     async def escalated(item: Due) -> None:
         notice = item.notice
@@ -136,10 +128,10 @@ async def follow_acks(
             agency=notice.agency_id, notice_id=notice.notice_id,
             resends=settings.tipline_max_resends,
         )
-        await broker.publish(NoticeEscalated(
+        await publish.send([(NoticeEscalated(
             event_id=event_id, report_id=item.report_id, agency_id=notice.agency_id,
             notice_id=notice.notice_id, kind=notice.kind, resends=settings.tipline_max_resends,
-        ), topics.NOTICES_ESCALATED, key=item.report_id.encode())
+        ), topics.NOTICES_ESCALATED, item.report_id)])
 
     while True:
         try:
@@ -153,28 +145,24 @@ async def follow_acks(
 
 
 def register(
-    broker: KafkaBroker,
+    broker: TiplineBroker,
     settings: Settings,
     ledger: Ledger,
     timeline: Timeline,
     dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> None:
-    retracted = broker.publisher(topics.REPORTS_RETRACTED, schema=ReportRetracted)
+    publish = Publisher(broker)
+    broker.publisher(topics.REPORTS_RETRACTED, schema=ReportRetracted)  # for the AsyncAPI
 
-    @broker.subscriber(topics.RETRACTIONS_REQUESTED, **consumer_options(settings, "retraction"))
-    async def on_retract_report(command: RetractReport) -> None:
-        corrected = await retract(broker, ledger, timeline, command, dispatch)
-        await retracted.publish(
-            ReportRetracted(
-                event_id=derived_id(command.report_id, "retracted"),
-                report_id=command.report_id,
-                requested_by=command.requested_by,
-                actor=command.actor,
-                reason=command.reason,
-                corrected_agencies=corrected,
-            ),
-            key=command.report_id.encode(),
-        )
+    @broker.consume(topics.RETRACTIONS_REQUESTED, group="retraction", model=RetractReport)
+    async def on_retract_reports(commands: list[RetractReport]) -> None:
+        for commands_now in in_rounds(commands, key=lambda c: c.report_id):
+            corrected = await retract(publish, ledger, timeline, commands_now, dispatch)
+            await publish.send((ReportRetracted(
+                event_id=derived_id(c.report_id, "retracted"), report_id=c.report_id,
+                requested_by=c.requested_by, actor=c.actor, reason=c.reason,
+                corrected_agencies=corrected[c.report_id],
+            ), topics.REPORTS_RETRACTED, c.report_id) for c in commands_now)
 
     if dispatch.outbox is not None:
         outbox, registry = dispatch.outbox, AgencyRegistry(settings.tipline_routing_file)
@@ -182,14 +170,23 @@ def register(
             if not agency.verify_keys:
                 log.warning("agency %s has no registered key: it cannot acknowledge notices, "
                             "so its corrections will be re-sent and escalated", agency.id)
-        acknowledged = broker.publisher(topics.NOTICES_ACKNOWLEDGED, schema=NoticeAcknowledged)
-        outcomes = broker.publisher(topics.REPORTS_OUTCOMES, schema=OutcomeReported)
-        # Declared for the AsyncAPI document; follow_acks publishes these.
-        broker.publisher(topics.NOTICES_RESENT, schema=NoticeResent)
-        broker.publisher(topics.NOTICES_ESCALATED, schema=NoticeEscalated)
+        # Declared for the AsyncAPI document.
+        for topic, schema in ((topics.NOTICES_ACKNOWLEDGED, NoticeAcknowledged),
+                              (topics.REPORTS_OUTCOMES, OutcomeReported),
+                              (topics.NOTICES_RESENT, NoticeResent),
+                              (topics.NOTICES_ESCALATED, NoticeEscalated)):
+            broker.publisher(topic, schema=schema)
 
-        @broker.subscriber(topics.AGENCY_ACKS, **consumer_options(settings, "retraction-acks"))
-        async def on_agency_response(response: AgencyResponse) -> None:
-            fact = await on_response(outbox, timeline, response, registry)
-            out = acknowledged if isinstance(fact, NoticeAcknowledged) else outcomes
-            await out.publish(fact, key=fact.report_id.encode())
+        @broker.consume(topics.AGENCY_ACKS, group="retraction-acks", model=AgencyResponse)
+        async def on_agency_responses(responses: list[AgencyResponse]) -> None:
+            facts: list[tuple[BaseModel, str, str]] = []
+            for response in responses:
+                try:
+                    fact = await on_response(outbox, timeline, response, registry)
+                except Poison as exc:
+                    refuse(response, exc)  # dead-lettered alone, with why
+                    continue
+                topic = (topics.NOTICES_ACKNOWLEDGED if isinstance(fact, NoticeAcknowledged)
+                         else topics.REPORTS_OUTCOMES)
+                facts.append((fact, topic, fact.report_id))
+            await publish.send(facts)

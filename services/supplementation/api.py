@@ -20,6 +20,7 @@ from shared import notices, topics
 from shared.acks import Outbox
 from shared.amendments import BadAmendment, amended, apply, current_value
 from shared.analysts import AnalystDirectory
+from shared.batches import Publisher
 from shared.contracts import (
     Amendment,
     Priority,
@@ -125,8 +126,9 @@ async def _after_release(
     done = await svc.ledger.amend(report_id, json.dumps(change))
     priority = Priority[(case.routing or {}).get("priority", "normal").upper()]
     await notices.send_amendments(
-        svc.broker, svc.timeline, report_id, done.to_notify,
-        [(done.version, json.dumps(change))], priority, svc.dispatch,
+        Publisher(svc.broker), svc.timeline,
+        {report_id: (done.to_notify, [(done.version, json.dumps(change))], priority)},
+        svc.dispatch,
     )
     return {"version": done.version, "notified": done.to_notify}
 
@@ -169,7 +171,7 @@ async def release(report_id: str, svc: Svc, analyst_id: AnalystId) -> Any:
     await svc.timeline.record(report_id, derived_id(report_id, "released"), "released by analyst",
                               analyst=analyst_id)
     if state == "releasing":
-        event = await svc.releaser.release(report_id)  # published before marked released
+        (event,) = await svc.releaser.release([report_id])  # published, then released
         await svc.cases.finish_release(report_id)
         return {"report_id": report_id, "state": "released", "agencies": event.agencies}
     return {"report_id": report_id, "state": "open"}

@@ -78,9 +78,14 @@ class CaseFiles:
         tag = f"tipline:{{{report_id}}}"
         return [f"{tag}:case", f"{tag}:case:supplements", f"{tag}:case:amendments"]
 
-    async def arrive(self, report_id: str, report: Report, esp_id: str) -> str:
-        return str(await self._arrive(keys=self._keys(report_id)[:1],
-                                      args=[report.model_dump_json(), esp_id]))
+    async def arrive(self, arrivals: list[tuple[str, Report, str]]) -> list[str]:
+        """Validated reports (id, report, ESP) arrive, in one round trip: the state each is in
+        now (released, or held by an analyst)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report_id, report, esp_id in arrivals:
+                await self._arrive(keys=self._keys(report_id)[:1],
+                                   args=[report.model_dump_json(), esp_id], client=pipe)
+            return [str(state) for state in await pipe.execute()]
 
     async def hold(self, report_id: str, reason: str, analyst_id: str) -> str:
         return str(await self._hold(keys=self._keys(report_id)[:1], args=[reason, analyst_id]))
@@ -99,30 +104,41 @@ class CaseFiles:
         keys = self._keys(report_id)
         return str(await self._keep(keys=[keys[0], keys[2]], args=[json.dumps(amendment)]))
 
-    async def route_once(self, report_id: str, routing: dict[str, Any]) -> dict[str, Any]:
-        """The first routing stored for this report wins: it is never decided twice."""
-        key = self._keys(report_id)[0]
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, "routing", json.dumps(routing))
-            pipe.hget(key, "routing")
-            _, stored = await pipe.execute()
-        return dict(json.loads(str(stored)))
+    async def route_once(self, routings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The first routing stored for each report wins: a report is never routed twice. One
+        round trip for them all."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report_id, routing in routings.items():
+                key = self._keys(report_id)[0]
+                pipe.hsetnx(key, "routing", json.dumps(routing))
+                pipe.hget(key, "routing")
+            stored = (await pipe.execute())[1::2]
+        return {r: dict(json.loads(str(s))) for r, s in zip(routings, stored, strict=True)}
 
     async def get(self, report_id: str) -> Case | None:
-        case_key, supplements_key, amendments_key = self._keys(report_id)
+        return (await self.get_many([report_id]))[0]
+
+    async def get_many(self, report_ids: list[str]) -> list[Case | None]:
+        """Case files, in one round trip (None for a report with none)."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(case_key)
-            pipe.lrange(supplements_key, 0, -1)
-            pipe.lrange(amendments_key, 0, -1)
-            case, supplements, amendments = await pipe.execute()
-        fields = {str(k): str(v) for k, v in case.items()}
-        if not fields:
-            return None
-        return Case(
-            state=fields.get("state", "open"),
-            esp_id=fields.get("esp_id"),
-            report=Report.model_validate_json(fields["report"]) if "report" in fields else None,
-            supplements=[json.loads(s) for s in supplements],
-            amendments=[json.loads(a) for a in amendments],
-            routing=json.loads(fields["routing"]) if "routing" in fields else None,
-        )
+            for report_id in report_ids:
+                case_key, supplements_key, amendments_key = self._keys(report_id)
+                pipe.hgetall(case_key)
+                pipe.lrange(supplements_key, 0, -1)
+                pipe.lrange(amendments_key, 0, -1)
+            found = await pipe.execute()
+        return [_case(*found[i:i + 3]) for i in range(0, len(found), 3)]
+
+
+def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any]) -> Case | None:
+    fields = {str(k): str(v) for k, v in case.items()}
+    if not fields:
+        return None
+    return Case(
+        state=fields.get("state", "open"),
+        esp_id=fields.get("esp_id"),
+        report=Report.model_validate_json(fields["report"]) if "report" in fields else None,
+        supplements=[json.loads(s) for s in supplements],
+        amendments=[json.loads(a) for a in amendments],
+        routing=json.loads(fields["routing"]) if "routing" in fields else None,
+    )

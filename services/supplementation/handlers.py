@@ -1,32 +1,29 @@
-"""Supplementation handlers: a validated report is released for referral, unless held."""
-
-from faststream.kafka import KafkaBroker
+"""Supplementation handlers: validated reports are released for referral, unless held."""
 
 from services.supplementation.casefile import CaseFiles
 from services.supplementation.release import Releaser
 from shared import topics
+from shared.batches import in_rounds
 from shared.contracts import ReportSupplemented, ReportValidated, derived_id
-from shared.kafka import consumer_options
-from shared.settings import Settings
-from shared.timeline import Timeline
+from shared.kafka import TiplineBroker
+from shared.timeline import Fact, Timeline
 
 
 def register(
-    broker: KafkaBroker, settings: Settings, timeline: Timeline, cases: CaseFiles,
-    releaser: Releaser,
+    broker: TiplineBroker, timeline: Timeline, cases: CaseFiles, releaser: Releaser
 ) -> None:
     # Declared for the AsyncAPI document; the releaser picks the topic by priority.
     for topic in (topics.REPORTS_SUPPLEMENTED_URGENT, topics.REPORTS_SUPPLEMENTED,
                   topics.REPORTS_SUPPLEMENTED_BULK):
         broker.publisher(topic, schema=ReportSupplemented)
 
-    @broker.subscriber(topics.REPORTS_VALIDATED, **consumer_options(settings, "supplementation"))
-    async def on_report_validated(event: ReportValidated) -> None:
-        state = await cases.arrive(event.report_id, event.report, event.esp_id)
-        if state == "released":
-            await releaser.release(event.report_id)
-        else:
-            await timeline.record(
-                event.report_id, derived_id(event.report_id, "arrived-held"),
-                "validated report waits for the analyst's release", status="held",
-            )
+    @broker.consume(topics.REPORTS_VALIDATED, group="supplementation", model=ReportValidated)
+    async def on_reports_validated(events: list[ReportValidated]) -> None:
+        for events_now in in_rounds(events, key=lambda e: e.report_id):
+            states = await cases.arrive([(e.report_id, e.report, e.esp_id) for e in events_now])
+            held = [e.report_id for e, s in zip(events_now, states, strict=True) if s != "released"]
+            await releaser.release([e.report_id for e, s in zip(events_now, states, strict=True)
+                                    if s == "released"])
+            await timeline.record_many({r: [Fact(
+                derived_id(r, "arrived-held"), "validated report waits for the analyst's release",
+                "held")] for r in held})

@@ -15,6 +15,7 @@ from services.supplementation.jurisdiction import LiveRules
 from services.supplementation.release import Releaser
 from shared.acks import Outbox
 from shared.analysts import AnalystDirectory
+from shared.batches import Publisher
 from shared.http import BodyLimit, BodyTooLarge, json_refusal, refuse_too_large
 from shared.kafka import make_broker
 from shared.ledger import Ledger
@@ -37,8 +38,8 @@ def create_app(settings: Settings) -> FastStream:
     redis = connect(settings)
     timeline, cases = Timeline(redis), CaseFiles(redis)
     rules = LiveRules(settings.tipline_routing_file, settings.tipline_routing_reload_s)
-    releaser = Releaser(broker, cases, timeline, rules)
-    register(broker, settings, timeline, cases, releaser)
+    releaser = Releaser(Publisher(broker), cases, timeline, rules)
+    register(broker, timeline, cases, releaser)
 
     outbox = Outbox(redis, settings.tipline_ack_timeout_s)
     api = FastAPI(title="tipline analyst API", version="0.1.0")

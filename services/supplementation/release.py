@@ -1,13 +1,13 @@
 """Releasing a report for referral: route it once, then publish it on its priority's topic."""
 
 from dataclasses import dataclass
+from typing import Any
 
-from faststream.kafka import KafkaBroker
-
-from services.supplementation.casefile import CaseFiles
-from services.supplementation.jurisdiction import LiveRules, priority_of, resolve
+from services.supplementation.casefile import Case, CaseFiles
+from services.supplementation.jurisdiction import LiveRules, RoutingRules, priority_of, resolve
 from shared import topics
 from shared.amendments import amended
+from shared.batches import Publisher
 from shared.contracts import Amendment, Priority, ReportSupplemented, derived_id
 from shared.timeline import Fact, Timeline
 
@@ -23,49 +23,55 @@ def supplemented_topic(priority: Priority) -> str:
 
 @dataclass
 class Releaser:
-    broker: KafkaBroker
+    publish: Publisher
     cases: CaseFiles
     timeline: Timeline
     rules: LiveRules
 
-    async def release(self, report_id: str) -> ReportSupplemented:
-        """Publish the report for referral (again, identically, if it was released before)."""
-        case = await self.cases.get(report_id)
-        if case is None or case.report is None:
-            raise LookupError(f"report {report_id} has not been validated")
-        changes = [Amendment.model_validate(a) for a in case.amendments]
-        effective = amended(case.report, changes)  # route on what the analyst established
+    async def release(self, report_ids: list[str]) -> list[ReportSupplemented]:
+        """Publish these reports for referral (again, identically, if released before): a
+        round trip to read their cases, one to route them once, one for their timelines."""
+        cases = await self.cases.get_many(report_ids)
+        missing = [r for r, c in zip(report_ids, cases, strict=True) if c is None or not c.report]
+        if missing:
+            raise LookupError(f"reports {missing} have not been validated")
         rules = self.rules.rules()
-        resolution = resolve(report_id, effective, rules)
-        routing = await self.cases.route_once(report_id, {
-            "agencies": resolution.agencies,
-            "basis": resolution.basis,
-            "rules_version": rules.version,
-            "priority": priority_of(effective).name.lower(),
-        })
-        event = ReportSupplemented(
-            event_id=derived_id(report_id, "supplemented"),
-            report_id=report_id,
-            esp_id=case.esp_id or "",
-            report=case.report,
-            agencies=routing["agencies"],
-            priority=Priority[routing["priority"].upper()],
-            jurisdiction=routing["basis"],
-            rules_version=routing["rules_version"],
-            supplements=case.supplements,
-            amendments=case.amendments,
-        )
-        await self.timeline.record_all(report_id, [Fact(
-            event.event_id, "supplemented", "supplemented", {
-                "agencies": event.agencies,
-                "jurisdiction": event.jurisdiction,
-                "priority": routing["priority"],
-                "rules_version": event.rules_version,
-                "supplements": len(event.supplements),
-                "amendments": len(event.amendments),
-            },
-        )], fields={"priority": routing["priority"]})
-        await self.broker.publish(
-            event, supplemented_topic(event.priority), key=report_id.encode()
-        )
-        return event
+        proposed = {r: routing_of(r, c, rules) for r, c in zip(report_ids, cases, strict=True)
+                    if c is not None}
+        routed = await self.cases.route_once(proposed)
+        events = [supplemented(r, c, routed[r]) for r, c in zip(report_ids, cases, strict=True)
+                  if c is not None]
+        await self.timeline.record_many({e.report_id: [Fact(
+            e.event_id, "supplemented", "supplemented", {
+                "agencies": e.agencies, "jurisdiction": e.jurisdiction,
+                "priority": e.priority.name.lower(), "rules_version": e.rules_version,
+                "supplements": len(e.supplements), "amendments": len(e.amendments),
+            })] for e in events}, {e.report_id: {"priority": e.priority.name.lower()}
+                                   for e in events})
+        await self.publish.send((e, supplemented_topic(e.priority), e.report_id) for e in events)
+        return events
+
+
+def routing_of(report_id: str, case: Case, rules: RoutingRules) -> dict[str, Any]:
+    """Where the report goes, decided on what the analyst established (amendments applied)."""
+    assert case.report is not None
+    effective = amended(case.report, [Amendment.model_validate(a) for a in case.amendments])
+    resolution = resolve(report_id, effective, rules)
+    return {"agencies": resolution.agencies, "basis": resolution.basis,
+            "rules_version": rules.version, "priority": priority_of(effective).name.lower()}
+
+
+def supplemented(report_id: str, case: Case, routing: dict[str, Any]) -> ReportSupplemented:
+    assert case.report is not None
+    return ReportSupplemented(
+        event_id=derived_id(report_id, "supplemented"),
+        report_id=report_id,
+        esp_id=case.esp_id or "",
+        report=case.report,
+        agencies=routing["agencies"],
+        priority=Priority[routing["priority"].upper()],
+        jurisdiction=routing["basis"],
+        rules_version=routing["rules_version"],
+        supplements=case.supplements,
+        amendments=case.amendments,
+    )

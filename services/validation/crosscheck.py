@@ -38,19 +38,12 @@ class CrossCheck:
             )
         return sorted(others)
 
-    async def link_supersession(self, report_id: str, esp_id: str, supersedes: str) -> bool:
-        """Link a resubmission and the report it replaces, both ways; only within one ESP."""
-        owner = (await self._timeline.fields(supersedes)).get("esp_id")
-        if owner != esp_id:
-            await self._timeline.record(
-                report_id, derived_id(report_id, "supersedes", supersedes), "supersession refused",
-                supersedes=supersedes, reason="no such report of this ESP",
-            )
-            return False
+    async def link_supersession(self, report_id: str, supersedes: str) -> None:
+        """Link a resubmission and the report it replaces, both ways. Intake let the ESP name
+        only a report of its own (and the event is sealed by intake)."""
         await self._timeline.record(report_id, derived_id(report_id, "supersedes", supersedes),
                                     "supersedes", report=supersedes)
         await self._timeline.record(supersedes, derived_id(supersedes, "superseded", report_id),
                                     "superseded", by_report=report_id)
         await self._timeline.set_fields(supersedes, superseded_by=report_id)
         await self._timeline.set_fields(report_id, supersedes=supersedes)
-        return True

@@ -1,72 +1,33 @@
-"""Validation handlers: a finished report is validated or rejected, with reasons; the files of an
-unfinished report feed the checks across reports."""
-
-from faststream.kafka import KafkaBroker
+"""Validation handlers: finished reports are validated or rejected, with reasons, a batch at a
+time; the files of unfinished reports feed the checks across reports."""
 
 from services.validation.crosscheck import CrossCheck
+from services.validation.judge import judge
 from shared import topics
-from shared.contracts import (
-    ReportDraftChanged,
-    ReportRejected,
-    ReportSubmitted,
-    ReportValidated,
-    derived_id,
-)
-from shared.kafka import consumer_options
-from shared.rules import check_finished
-from shared.settings import Settings
-from shared.timeline import Timeline
+from shared.batches import Publisher
+from shared.contracts import ReportDraftChanged, ReportRejected, ReportSubmitted, ReportValidated
+from shared.kafka import TiplineBroker
+from shared.timeline import Fact, Timeline
 
 
-def register(
-    broker: KafkaBroker,
-    settings: Settings,
-    timeline: Timeline,
-    crosscheck: CrossCheck,
-) -> None:
-    validated = broker.publisher(topics.REPORTS_VALIDATED, schema=ReportValidated)
-    rejected = broker.publisher(topics.REPORTS_REJECTED, schema=ReportRejected)
+def register(broker: TiplineBroker, timeline: Timeline, crosscheck: CrossCheck) -> None:
+    publish = Publisher(broker)
+    # Declared for the AsyncAPI document; the handler publishes through `publish`.
+    broker.publisher(topics.REPORTS_VALIDATED, schema=ReportValidated)
+    broker.publisher(topics.REPORTS_REJECTED, schema=ReportRejected)
 
-    @broker.subscriber(topics.REPORTS_SUBMITTED, **consumer_options(settings, "validation"))
-    async def on_report_submitted(event: ReportSubmitted) -> None:
-        key = event.report_id.encode()
-        if event.supersedes:
-            await crosscheck.link_supersession(event.report_id, event.esp_id, event.supersedes)
-        errors = check_finished(event.report, at=event.occurred_at)
-        if errors:
-            await timeline.record(
-                event.report_id,
-                derived_id(event.report_id, "rejected"),
-                "rejected",
-                status="rejected",
-                reasons=[e.model_dump(exclude_none=True) for e in errors],
-            )
-            await rejected.publish(
-                ReportRejected(
-                    event_id=derived_id(event.report_id, "rejected"),
-                    report_id=event.report_id,
-                    esp_id=event.esp_id,
-                    reasons=errors,
-                ),
-                key=key,
-            )
-            return
-        await timeline.record(
-            event.report_id, derived_id(event.report_id, "validated"), "validated",
-            status="validated",
-        )
-        await validated.publish(
-            ReportValidated(
-                event_id=derived_id(event.report_id, "validated"),
-                report_id=event.report_id,
-                esp_id=event.esp_id,
-                report=event.report,
-                supersedes=event.supersedes,
-            ),
-            key=key,
-        )
+    @broker.consume(topics.REPORTS_SUBMITTED, group="validation", model=ReportSubmitted)
+    async def on_reports_submitted(events: list[ReportSubmitted]) -> None:
+        for event in events:
+            if event.supersedes:
+                await crosscheck.link_supersession(event.report_id, event.supersedes)
+        verdicts = [judge(event) for event in events]
+        await timeline.record_many(
+            {v.report_id: [Fact(v.event_id, v.what, v.status, v.detail)] for v in verdicts})
+        await publish.send((v.event, v.topic, v.report_id) for v in verdicts)
 
-    @broker.subscriber(topics.REPORTS_DRAFTS, **consumer_options(settings, "validation-drafts"))
-    async def on_report_draft_changed(event: ReportDraftChanged) -> None:
-        if event.change == "file uploaded" and event.file is not None:
-            await crosscheck.content_seen(event.report_id, event.esp_id, event.file)
+    @broker.consume(topics.REPORTS_DRAFTS, group="validation-drafts", model=ReportDraftChanged)
+    async def on_report_drafts_changed(events: list[ReportDraftChanged]) -> None:
+        for event in events:
+            if event.change == "file uploaded" and event.file is not None:
+                await crosscheck.content_seen(event.report_id, event.esp_id, event.file)

@@ -14,5 +14,5 @@ def create_app(settings: Settings) -> FastStream:
     broker = make_broker(settings, "validation")
     redis = connect(settings)
     timeline = Timeline(redis)
-    register(broker, settings, timeline, CrossCheck(redis, timeline))
+    register(broker, timeline, CrossCheck(redis, timeline))
     return FastStream(broker, on_shutdown=[redis.aclose])

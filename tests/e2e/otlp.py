@@ -22,6 +22,7 @@ class Span:
     span_id: str
     parent_id: str
     attributes: dict[str, str]
+    links: tuple[str, ...] = ()  # the span ids this span links to
 
 
 class Receiver:
@@ -43,6 +44,7 @@ class Receiver:
                         parent_id=s.parent_span_id.hex(),
                         attributes={a.key: str(a.value.string_value or a.value.int_value)
                                     for a in s.attributes},
+                        links=tuple(link.span_id.hex() for link in s.links),
                     )
                     with self._lock:
                         self.spans.append(span)

@@ -176,7 +176,7 @@ async def test_amend_then_retract_across_three_agencies(
     assert case["report"]["location"]["us_state"] == "TX"  # the ESP's original, kept
 
 
-BULK = 100
+BULK = 500  # a backlog the bulk subscriber needs a few batches for
 
 
 async def test_an_urgent_referral_is_not_queued_behind_bulk(

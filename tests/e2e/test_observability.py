@@ -133,17 +133,24 @@ async def test_one_trace_from_the_intake_request_to_the_agency_notice(
     roots = [s for s in spans if s.parent_id not in by_id]
     assert [(r.service, r.name, r.kind) for r in roots] == [
         ("tipline-intake", "POST /v1/reports", SERVER)]
-    # Each hop: a consume in the next service whose parent is a publish in the one before.
+    # Each hop: the next service publishes about the report under the publish that brought it.
     hops = {
         (by_id[s.parent_id].service, s.service)
         for s in spans
-        if s.kind == CONSUMER and by_id[s.parent_id].kind == PRODUCER
+        if s.kind == PRODUCER and by_id[s.parent_id].kind == PRODUCER
     }
     chain = ["intake", "validation", "supplementation", "referral"]
     expected = {(f"tipline-{a}", f"tipline-{b}") for a, b in itertools.pairwise(chain)}
     assert expected <= hops, f"missing hops: {sorted(expected - hops)}"
     notices = [s for s in spans if s.name.startswith("tipline.agency.") and s.kind == PRODUCER]
     assert {s.service for s in notices} == {"tipline-referral"}
+    # And each service consumed it in a batch, one span a batch linked to what it read.
+    publishes = {s.span_id: s.service for s in spans if s.kind == PRODUCER}
+    batches = [s for s in receiver.snapshot() if s.kind == CONSUMER and
+               any(link in publishes for link in s.links)]
+    consumed = {(publishes[link], b.service) for b in batches for link in b.links
+                if link in publishes}
+    assert expected <= consumed, f"batch spans not linked: {sorted(expected - consumed)}"
 
 
 async def test_no_report_content_in_any_log(
@@ -204,8 +211,10 @@ async def test_no_report_content_in_any_log(
     # The lines are JSON; those about a report carry its id and the trace it belongs to.
     lines = [json.loads(line) for p in logs if p.stem != "broker" and p.stem != "valkey"
              for line in p.read_text().splitlines() if line.startswith("{")]
-    about_first = [e for e in lines if e.get("report_id") == first]
-    assert about_first, "no log line carries the report id"
+    about_first = [e for e in lines
+                   if e.get("report_id") == first or first in e.get("report_ids", [])]
+    assert {e["service"] for e in about_first} >= {"intake", "validation", "supplementation",
+                                                   "referral"}, "a service's lines lack its id"
     assert all("trace_id" in e for e in about_first)
     assert any(e.get("msg", "").startswith("validation: dead-lettered") for e in lines)
 

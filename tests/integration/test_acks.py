@@ -18,6 +18,7 @@ from services.retraction.handlers import follow_acks, on_response
 from shared import notices
 from shared.acks import Outbox
 from shared.agencies import AgencyRegistry
+from shared.batches import Poison, Publisher
 from shared.contracts import (
     AgencyNotice,
     AgencyResponse,
@@ -25,7 +26,6 @@ from shared.contracts import (
     OutcomeReported,
     Priority,
 )
-from shared.delivery import Poison
 from shared.kafka import make_broker
 from shared.settings import Settings
 from shared.signing import Signer, ensure_keys
@@ -104,7 +104,7 @@ async def test_unacked_corrections_are_resent_then_escalated(
     ):
         for client in (loud, quiet, forging):
             await client.ready()
-        sent = await notices.send(broker, [
+        sent = await notices.send(Publisher(broker), [
             notices.correction_notice(report_id, a, {"reason": "synthetic"}, Priority.HIGH)
             for a in (acking, silent, forger)
         ], notices.Dispatch(Signer(local.tipline_keys_dir), outbox))

@@ -14,6 +14,7 @@ from services.referral.handlers import refer
 from services.supplementation.main import create_app
 from shared import topics
 from shared.analysts import AnalystDirectory
+from shared.batches import Publisher
 from shared.contracts import Location, Report, ReportSupplemented, now
 from shared.settings import Settings
 from shared.signing import PUBLIC_FILE, Verifier, ensure_keys
@@ -59,9 +60,9 @@ def texas_report() -> Report:
 async def arrive(api: Api, report_id: str, report: Report) -> str:
     """What the validated-report consumer does, driven directly."""
     analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
-    state = await analysis.cases.arrive(report_id, report, "esp-test")
+    (state,) = await analysis.cases.arrive([(report_id, report, "esp-test")])
     if state == "released":
-        await analysis.releaser.release(report_id)
+        await analysis.releaser.release([report_id])
     return str(state)
 
 
@@ -133,8 +134,8 @@ async def test_amendment_after_referral_reaches_every_agency_after_its_referral(
     event = ReportSupplemented.model_validate(
         next(r for r in records if r["report_id"] == report_id))
     analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
-    await refer(api.app.broker, analysis.ledger, analysis.timeline, event,  # type: ignore[attr-defined]
-                analysis.dispatch)
+    await refer(Publisher(api.app.broker), analysis.ledger,  # type: ignore[attr-defined]
+                analysis.timeline, [event], analysis.dispatch)
 
     response = await api.http.post(
         f"/v1/analyst/reports/{report_id}/supplements",
@@ -168,7 +169,7 @@ async def test_a_retracted_report_is_not_amended(api: Api) -> None:
     report_id = f"an-{uuid.uuid4().hex}"
     assert await arrive(api, report_id, texas_report()) == "released"
     analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
-    await analysis.ledger.retract(report_id, at=now(), by="esp", actor="esp-test", reason="r")
+    await analysis.ledger.retract({report_id: (now(), "esp", "esp-test", "r")})
     response = await api.http.post(
         f"/v1/analyst/reports/{report_id}/amendments",
         json={"path": "incident_type", "value": "Child Sex Trafficking", "reason": "late"})
@@ -194,6 +195,6 @@ async def test_new_rules_go_live_without_restart_but_never_reroute_a_released_re
     assert await arrive(api, later, texas_report()) == "released"
     assert (await analysis.cases.get(later)).routing["agencies"] == [api.agencies[0]]
 
-    again = await analysis.releaser.release(released)  # a redelivery under the new rules
+    (again,) = await analysis.releaser.release([released])  # a redelivery under new rules
     assert sorted(again.agencies) == sorted(api.agencies)
     assert again.rules_version != live.current.version

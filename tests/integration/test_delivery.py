@@ -1,16 +1,21 @@
-"""The delivery loop on the real broker: a transient failure is retried in place and holds back
-only its own report and its partition's committed offset; once it passes, everything is handled,
-in order per report, and committed."""
+"""Batch delivery on the real broker and Valkey: per-report order across batches, poison kept
+apart, a transient failure redelivered with nothing committed, a bug dead-lettered after its
+attempts, and a dead letter that could not be published retried before the commit."""
 
 import asyncio
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faststream import FastStream
 from pydantic import BaseModel
+from redis.asyncio import Redis
 
-from shared.kafka import consumer_options, ensure_topics, make_broker
+from shared import topics
+from shared.kafka import TiplineBroker, ensure_topics, make_broker
 from shared.settings import Settings
 
 
@@ -19,59 +24,159 @@ class Step(BaseModel):
     n: int
 
 
-async def eventually(done: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not done():
-        assert asyncio.get_running_loop().time() < deadline, "not in time"
-        await asyncio.sleep(0.02)
-
-
-async def committed(settings: Settings, group: str, tp: TopicPartition) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
+@asynccontextmanager
+async def running(broker: TiplineBroker) -> AsyncIterator[FastStream]:
+    app = FastStream(broker)
+    task = asyncio.create_task(app.run())
     try:
-        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+        yield app
     finally:
-        await admin.close()
-    meta = offsets.get(tp)
-    return meta.offset if meta is not None else -1
+        app.exit()
+        await asyncio.wait_for(task, 30)
 
 
-async def test_a_transient_failure_holds_back_its_report_and_the_commit_only(
-    settings: Settings,
-) -> None:
-    local = settings.model_copy(update={"kafka_partitions": 1, "tipline_retry_backoff_s": 0.3})
-    topic = f"tipline.test.delivery-{uuid.uuid4().hex[:8]}"
-    group = f"test-delivery-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(local, [topic])
-    broker = make_broker(local, "test-delivery", sealed=False)  # a test topic: no seals
-    failing = {"left": 4}  # Redis away for four tries of report a's first step
-    handled: list[tuple[str, int]] = []
-
-    @broker.subscriber(topic, **consumer_options(local, group))
-    async def on_step(step: Step) -> None:
-        if step.report_id == "a" and step.n == 0 and failing["left"]:
-            failing["left"] -= 1
-            raise ConnectionError("Redis away")
-        handled.append((step.report_id, step.n))
-
-    await broker.start()
+async def produce(settings: Settings, topic: str, values: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
     try:
-        for report_id, n in [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0)]:
-            await broker.publish(Step(report_id=report_id, n=n), topic, key=report_id.encode())
-        # Other reports go on while a's first step is retried; a's second waits for it.
-        await eventually(lambda: {("b", 0), ("b", 1), ("c", 0)} <= set(handled))
-        assert failing["left"] > 0 and ("a", 1) not in handled
-        await asyncio.sleep(0.2)  # past a commit tick
-        assert await committed(local, group, TopicPartition(topic, 0)) <= 0  # a0 is offset 0
+        for key, value in values:
+            await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()
 
-        await eventually(lambda: len(handled) == 5)
-        assert handled.index(("a", 0)) < handled.index(("a", 1))
-        assert handled.count(("a", 0)) == 1
+
+def steps(report_id: str, ns: range) -> list[tuple[str, bytes]]:
+    return [(report_id, json.dumps({"report_id": report_id, "n": n}).encode()) for n in ns]
+
+
+async def committed(settings: Settings, group: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return (await consumer.committed(TopicPartition(topic, 0))) or 0
+    finally:
+        await consumer.stop()
+
+
+async def letters_for(settings: Settings, topic: str, want: int) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(topics.DEAD_LETTERS,
+                                bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
         for _ in range(100):
-            if await committed(local, group, TopicPartition(topic, 0)) == 5:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                found += [letter for r in records
+                          if (letter := json.loads(r.value))["topic"] == topic]
+            if len(found) >= want:
                 break
-            await asyncio.sleep(0.05)
-        assert await committed(local, group, TopicPartition(topic, 0)) == 5
     finally:
-        await broker.stop()
+        await consumer.stop()
+    return found
+
+
+async def until(check: Any, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def setup(settings: Settings) -> tuple[Settings, str, str]:
+    local = settings.model_copy(update={"kafka_partitions": 1, "tipline_retry_backoff_s": 0.3,
+                                        "tipline_batch_max_records": 4})
+    topic = f"tipline.test.delivery-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(local, [topic, topics.DEAD_LETTERS])
+    return local, topic, f"test-delivery-{uuid.uuid4().hex[:8]}"
+
+
+async def test_order_poison_and_a_transient_failure_on_the_real_broker(
+    settings: Settings, redis: Redis
+) -> None:
+    local, topic, group = await setup(settings)
+    broker = make_broker(local, "test-delivery", sealed=False)  # a test topic: no seals
+    handled: list[tuple[str, int]] = []
+    failing = {"left": 3}  # Redis away for three tries of the batch holding (a, 3)
+
+    @broker.consume(topic, group=group, model=Step)
+    async def on_steps(events: list[Step]) -> None:
+        if any((e.report_id, e.n) == ("a", 3) for e in events) and failing["left"]:
+            failing["left"] -= 1
+            await redis.ping()
+            raise ConnectionError("Redis away")
+        handled.extend((e.report_id, e.n) for e in events)
+
+    values = [*steps("a", range(0, 3)), ("a", b"{not json"), *steps("b", range(0, 3)),
+              *steps("a", range(3, 6))]
+    await produce(local, topic, values)
+    async with running(broker):
+        await until(lambda: len(handled) >= 9 and failing["left"] == 0)
+        await asyncio.sleep(0.5)  # anything handled twice would show by now
+    # The failed batch came back whole from its first record, each record was handled once,
+    # and each report's records in the order they were written.
+    assert sorted(handled) == sorted([("a", n) for n in range(6)] + [("b", n) for n in range(3)])
+    for report in ("a", "b"):
+        mine = [n for r, n in handled if r == report]
+        assert mine == sorted(mine), f"{report} out of order: {mine}"
+    letters = await letters_for(local, topic, 1)
+    assert [(letter["offset"], letter["key"]) for letter in letters] == [(3, "a")]
+    assert letters[0]["error"].startswith("ValidationError")
+    assert await committed(local, group, topic) == len(values)
+
+
+async def test_no_commit_while_a_batch_fails_and_a_bug_is_dead_lettered(
+    settings: Settings, redis: Redis
+) -> None:
+    local, topic, group = await setup(settings)
+    broker = make_broker(local, "test-delivery", sealed=False)
+    tries: dict[str, int] = {}
+    away = asyncio.Event()
+
+    @broker.consume(topic, group=group, model=Step)
+    async def on_steps(events: list[Step]) -> None:
+        for e in events:
+            tries[e.report_id] = tries.get(e.report_id, 0) + 1
+        if not away.is_set():
+            raise ConnectionError("Redis away")
+        if any(e.report_id == "bug" for e in events):
+            raise KeyError("a bug in the handler")
+
+    await produce(local, topic, [*steps("ok", range(1)), *steps("bug", range(1))])
+    async with running(broker):
+        await until(lambda: tries.get("ok", 0) >= 3)
+        assert await committed(local, group, topic) == 0  # failing: nothing committed
+        away.set()
+        await until(lambda: tries.get("bug", 0) >= 3 + local.tipline_max_attempts)
+        letters = await letters_for(local, topic, 1)
+    assert [(letter["key"], letter["error"]) for letter in letters] == [
+        ("bug", "KeyError: 'a bug in the handler'")]
+    assert await committed(local, group, topic) == 2
+
+
+async def test_a_dead_letter_the_broker_refuses_is_retried_before_the_commit(
+    settings: Settings, monkeypatch: Any
+) -> None:
+    local, topic, group = await setup(settings)
+    broker = make_broker(local, "test-delivery", sealed=False)
+    publish, refusals = broker.publish, {"left": 3}
+
+    async def flaky(body: Any, destination: str, **kwargs: Any) -> Any:
+        if destination == topics.DEAD_LETTERS and refusals["left"]:
+            refusals["left"] -= 1
+            raise ConnectionError("broker away")
+        return await publish(body, destination, **kwargs)
+
+    monkeypatch.setattr(broker, "publish", flaky)
+
+    @broker.consume(topic, group=group, model=Step)
+    async def on_steps(events: list[Step]) -> None:
+        pass
+
+    await produce(local, topic, [("x", b"{not json"), *steps("y", range(1))])
+    async with running(broker):
+        await until(lambda: refusals["left"] == 0)
+        letters = await letters_for(local, topic, 1)
+    assert len(letters) == 1
+    assert await committed(local, group, topic) == 2

@@ -11,7 +11,7 @@ from services.intake.esps import EspRegistry
 from services.validation.main import create_app
 from shared import ops, topics
 from shared.contracts import ReportSubmitted
-from shared.kafka import consumer_options, ensure_topics, make_broker
+from shared.kafka import ensure_topics, make_broker
 from shared.service import serve, service_name
 from shared.settings import Settings
 from shared.store import connect
@@ -24,8 +24,8 @@ def ops_test_app(settings: Settings, topic: str) -> FastStream:
     """A service of its own (topic and group), so no other test's messages reach it."""
     broker = make_broker(settings, SERVICE, sealed=False)  # not a pipeline service: no seal key
 
-    @broker.subscriber(topic, **consumer_options(settings, f"{SERVICE}-{uuid.uuid4().hex[:6]}"))
-    async def on_report_submitted(event: ReportSubmitted) -> None:
+    @broker.consume(topic, group=f"{SERVICE}-{uuid.uuid4().hex[:6]}", model=ReportSubmitted)
+    async def on_reports_submitted(events: list[ReportSubmitted]) -> None:
         pass
 
     return FastStream(broker)

@@ -103,25 +103,28 @@ class FakeCases:
     def __init__(self, report: Report) -> None:
         self.report, self.routing = report, None
 
-    async def get(self, report_id: str) -> Any:
+    async def get_many(self, report_ids: list[str]) -> list[Any]:
         from services.supplementation.casefile import Case
 
-        return Case("released", "esp", self.report, [], [], self.routing)
+        return [Case("released", "esp", self.report, [], [], self.routing) for _ in report_ids]
 
-    async def route_once(self, report_id: str, routing: dict[str, Any]) -> dict[str, Any]:
+    async def route_once(self, routings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        (report_id, routing), = routings.items()
         self.routing = self.routing or routing
-        return self.routing
+        return {report_id: self.routing}
 
 
 class Recorder:
+    """Stands in for the publisher and the timeline."""
+
     def __init__(self) -> None:
         self.published: list[Any] = []
 
-    async def publish(self, event: Any, topic: str, key: bytes | None = None) -> None:
-        self.published.append(event)
+    async def send(self, items: Any) -> None:
+        self.published.extend(event for event, _, _ in items)
 
-    async def record_all(self, *args: Any, **kwargs: Any) -> int:
-        return 1
+    async def record_many(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def drive(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -148,9 +151,9 @@ def test_a_change_of_rules_never_reroutes_a_released_report(
 ) -> None:
     recorder, rules = Recorder(), FixedRules(first)
     releaser = Releaser(recorder, FakeCases(report), recorder, rules)  # type: ignore[arg-type]
-    before = drive(releaser.release(report_id))
+    (before,) = drive(releaser.release([report_id]))
     rules.current = second  # new rules go live, then the report is redelivered
-    after = drive(releaser.release(report_id))
+    (after,) = drive(releaser.release([report_id]))
     assert after.agencies == before.agencies == resolve(report_id, report, first).agencies
     assert after.rules_version == first.version
 

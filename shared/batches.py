@@ -1,0 +1,320 @@
+"""How every tipline consumer handles what it reads: a fetched batch as one, at least once.
+
+FastStream's batch subscriber hands a service up to `TIPLINE_BATCH_MAX_RECORDS` records at once
+(`consume`). Then:
+
+- **Decode**: each record on its own: its seal checked (shared/seals.py), its JSON parsed and
+  validated once, straight into the contract model. A record that cannot be (bad JSON, wrong
+  schema, no valid seal) goes to the dead-letter topic alone, with its cause; the rest go on.
+- **Handle**: the service's handler gets the batch as one list, in the order the partitions hold
+  it (so a report's records, one partition's, in offset order). It does its Redis work in a round
+  trip or a few for the whole batch, and publishes everything together (`Publisher`).
+- **Commit**: once, after every effect of the batch was acknowledged.
+- **A transient failure** (Redis or the broker away): nothing is committed; after a pause the
+  batch is fetched again from its first record. Every effect is idempotent (derived ids, the
+  ledger and timeline only move forward), so handling a record twice is harmless.
+- **Any other failure**: the batch's records are handled one at a time; a record that still fails
+  after `TIPLINE_MAX_ATTEMPTS` goes to the dead-letter topic with its cause (at once when the
+  handler says it is `Poison`), and the rest go on.
+- **A dead letter that cannot be published** is retried in place: its batch is not committed
+  before it is out.
+- **A partition taken away** in a rebalance is not committed by this consumer past what it
+  handled: the commit covers the partitions still assigned, at the positions after the batch; a
+  commit refused by the new generation just means the new owner handles the batch again.
+
+Spans: FastStream makes one consume span a batch, linked to each record's `traceparent`;
+publishing about a report continues that report's own trace (`Publisher`), so a report's hops
+stay one trace.
+"""
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+from opentelemetry import context as otel_context
+from opentelemetry.propagate import extract
+from pydantic import BaseModel, ValidationError
+from redis.exceptions import ConnectionError as RedisUnavailable
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from shared import metrics, topics
+from shared.contracts import DeadLetter
+from shared.seals import HEADER as SEAL
+from shared.seals import Seals, Unsealed
+from shared.settings import Settings
+from shared.telemetry import describe_error
+
+log = logging.getLogger("tipline.kafka")
+
+M = TypeVar("M", bound=BaseModel)
+# Failures that waiting cures: a dependency away. Anything else is a bug or a bad record.
+TRANSIENT = (RedisUnavailable, RedisTimeout, KafkaError, ConnectionError, TimeoutError, OSError)
+# What a record that cannot be read raises while it is decoded.
+UNREADABLE = (Unsealed, ValidationError, ValueError, UnicodeDecodeError)
+
+
+class Poison(Exception):
+    """Raised by a handler for a well-formed record it must refuse (an agency it cannot name):
+    that record goes to the dead-letter topic at once."""
+
+
+@dataclass
+class Batch:
+    """The records of one fetch: those decoded (in step with the handler's events) and those
+    that could not be, with why."""
+
+    records: list[ConsumerRecord[Any, Any]] = field(default_factory=list)
+    unreadable: list[tuple[ConsumerRecord[Any, Any], Exception]] = field(default_factory=list)
+    refused: list[tuple[Any, Exception]] = field(default_factory=list)
+    _traces: dict[bytes, Any] = field(default_factory=dict)
+
+    def trace_of(self, key: bytes) -> Any:
+        """The trace context of the last record of this report in the batch, or None."""
+        if not self._traces:
+            for record in self.records:
+                headers = {k: bytes(v).decode("latin-1") for k, v in record.headers or ()}
+                if "traceparent" in headers and record.key is not None:
+                    self._traces[record.key] = extract(headers)
+        return self._traces.get(key)
+
+
+_batch: ContextVar[Batch] = ContextVar("tipline_batch")
+
+
+def refuse(event: Any, reason: Exception) -> None:
+    """Called by a handler for one event of its batch it must refuse (a forged response, say):
+    the event's record goes to the dead-letter topic with the reason, and the batch goes on."""
+    _batch.get().refused.append((event, reason))
+
+
+def header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return bytes(value).decode("ascii", "replace")
+    return None
+
+
+class Decoder(Generic[M]):
+    """Each record of a batch into the model, once; what cannot be is kept aside for the dead
+    letters (FastStream's `decoder=` seam)."""
+
+    def __init__(self, model: type[M], seals: Seals | None) -> None:
+        self.model = model
+        self.seals = seals
+
+    async def __call__(self, msg: StreamMessage[Any]) -> list[M]:
+        batch, events = Batch(), []
+        for record in msg.raw_message:
+            try:
+                if self.seals is not None:
+                    self.seals.check(record.topic, record.key, record.value or b"",
+                                     header(record, SEAL))
+                events.append(self.model.model_validate_json(record.value or b""))
+                batch.records.append(record)
+            except UNREADABLE as exc:
+                batch.unreadable.append((record, exc))
+        _batch.set(batch)
+        return events
+
+
+Handler = Callable[[list[M]], Awaitable[None]]
+
+
+class Delivery:
+    """Handles one batch for a service: dead letters, the handler, isolation, the commit."""
+
+    def __init__(self, broker: KafkaBroker, settings: Settings, service: str) -> None:
+        self.broker = broker
+        self.service = service
+        self.backoff_s = settings.tipline_retry_backoff_s
+        self.attempts = settings.tipline_max_attempts
+
+    async def __call__(self, message: StreamMessage[Any], events: list[Any],
+                       handler: Handler[Any]) -> None:
+        batch = _batch.get()
+        topic = batch.records[0].topic if batch.records else (
+            batch.unreadable[0][0].topic if batch.unreadable else "?")
+        metrics.EVENTS_IN.labels(self.service, topic).inc(len(batch.records) +
+                                                          len(batch.unreadable))
+        started = time.perf_counter()
+        try:
+            for record, exc in batch.unreadable:
+                await self.dead_letter(record, exc)
+            await self._handle(list(zip(batch.records, events, strict=True)), handler)
+        except TRANSIENT as exc:
+            metrics.ERRORS.labels(self.service, topic, "transient").inc()
+            log.warning("%s: %d records of %s not handled, fetched again after a pause: %s",
+                        self.service, len(batch.records), topic, describe_error(exc))
+            await asyncio.sleep(self.backoff_s)
+            await message.nack()  # back to the batch's first record of each partition
+            return
+        finally:
+            metrics.HANDLER_SECONDS.labels(self.service, topic).observe(
+                time.perf_counter() - started)
+        try:
+            await message.ack()  # the commit: one a batch
+        except KafkaError as exc:  # a rebalance took the partitions: their new owner redoes it
+            log.info("%s: offsets not committed (%s): the batch is handled again",
+                     self.service, describe_error(exc))
+        # One line a batch, naming its reports (inside the batch's span: its trace id too).
+        log.debug("%s: handled %d records of %s in %.1f ms", self.service, len(events), topic,
+                  (time.perf_counter() - started) * 1000, extra={"report_ids": sorted(
+                      {r.key.decode("utf-8", "replace") for r in batch.records if r.key})})
+
+    async def _handle(self, pairs: list[tuple[ConsumerRecord[Any, Any], Any]],
+                      handler: Handler[Any]) -> None:
+        if not pairs:
+            return
+        try:
+            await self._call(handler, pairs)
+            return
+        except TRANSIENT:
+            raise
+        except Exception as exc:
+            failed: Exception | None = exc
+            log.warning("%s: a batch of %d failed (%s): its records one at a time now",
+                        self.service, len(pairs), describe_error(exc))
+        for record, event in pairs:
+            # The batch's try was a lone record's first attempt; a record of a larger batch
+            # gets its attempts alone.
+            attempt, error = (1, failed) if len(pairs) == 1 else (0, None)
+            while True:
+                if error is not None and (isinstance(error, Poison) or attempt >= self.attempts):
+                    await self.dead_letter(record, error)
+                    break
+                if attempt:
+                    await asyncio.sleep(self.backoff_s)
+                attempt += 1
+                try:
+                    await self._call(handler, [(record, event)])
+                    break
+                except TRANSIENT:
+                    raise
+                except Exception as failure:
+                    error = failure
+
+    async def _call(self, handler: Handler[Any],
+                    pairs: list[tuple[ConsumerRecord[Any, Any], Any]]) -> None:
+        """The handler on these records; then the dead letters of those it refused."""
+        batch = _batch.get()
+        batch.refused = []
+        await handler([event for _, event in pairs])
+        record_of = {id(event): record for record, event in pairs}
+        for event, reason in batch.refused:
+            await self.dead_letter(record_of[id(event)], reason)
+
+    async def dead_letter(self, record: ConsumerRecord[Any, Any], exc: BaseException) -> None:
+        """Out to the dead-letter topic with its cause; retried until it is (or we stop)."""
+        key = record.key.decode("utf-8", "replace") if isinstance(record.key, bytes) else None
+        letter = DeadLetter(
+            service=self.service, topic=record.topic, partition=record.partition,
+            offset=record.offset, key=key,
+            value=(record.value or b"").decode("utf-8", "replace")[:65536],
+            error=f"{type(exc).__name__}: {exc}"[:4096],
+        )
+        metrics.ERRORS.labels(self.service, record.topic, "poison").inc()
+        metrics.DEAD_LETTERS.labels(self.service, record.topic).inc()
+        log.error("%s: dead-lettered %s[%s]@%s: %s", self.service, record.topic,
+                  record.partition, record.offset, describe_error(exc))
+        while True:
+            try:
+                await self.broker.publish(letter, topics.DEAD_LETTERS,
+                                          key=key.encode() if key else None)
+                return
+            except TRANSIENT as failed:
+                if not all(getattr(s, "running", True) for s in self.broker.subscribers):
+                    raise  # stopping: not committed, so the record comes back after the restart
+                log.warning("%s: dead letter not published, retrying: %s", self.service,
+                            describe_error(failed))
+                await asyncio.sleep(self.backoff_s)
+
+
+def consume(
+    broker: KafkaBroker, settings: Settings, service: str, *topic_names: str, group: str,
+    model: type[M], seals: Seals | None,
+) -> Callable[[Handler[M]], Handler[M]]:
+    """Register `handler(events: list[model])` as a batch subscriber of `topic_names` in consumer
+    group `group`, delivered as this module says."""
+    delivery = Delivery(broker, settings, service)
+
+    def register(handler: Handler[M]) -> Handler[M]:
+        async def on_batch(events: list[Any], message: KafkaMessage) -> None:
+            await delivery(message, events, handler)
+
+        # The handler's own name and types, for logs and the AsyncAPI document.
+        on_batch.__name__ = on_batch.__qualname__ = handler.__name__
+        on_batch.__doc__ = handler.__doc__
+        on_batch.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+            inspect.Parameter("events", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              annotation=list[model]),  # type: ignore[valid-type]
+            inspect.Parameter("message", inspect.Parameter.KEYWORD_ONLY,
+                              annotation=KafkaMessage),
+        ], return_annotation=None)
+        broker.subscriber(*topic_names, batch=True, decoder=Decoder(model, seals),
+                          max_records=settings.tipline_batch_max_records,
+                          batch_timeout_ms=settings.tipline_batch_timeout_ms,
+                          **consumer_options(settings, group))(on_batch)
+        return handler
+
+    return register
+
+
+def consumer_options(settings: Settings, group: str) -> dict[str, Any]:
+    """How every tipline subscriber consumes: its own group, commits by Delivery, short waits."""
+    return {
+        "group_id": group,
+        "ack_policy": AckPolicy.MANUAL,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
+    }
+
+
+def in_rounds(events: Sequence[M], key: Callable[[M], str]) -> list[list[M]]:
+    """The batch in rounds: round n holds each report's n-th event, so a round has at most one
+    event a report and handling the rounds in turn keeps each report's order. (Mostly one.)"""
+    rounds: list[list[M]] = []
+    seen: dict[str, int] = {}
+    for event in events:
+        n = seen.get(key(event), 0)
+        seen[key(event)] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(event)
+    return rounds
+
+
+class Publisher:
+    """Everything a batch publishes, in flight together; each record keyed by its report, and
+    published under the trace of the record it came from."""
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self.broker = broker
+
+    async def send(self, items: Iterable[tuple[BaseModel | bytes, str, str]]) -> None:
+        """(body, topic, report id) each; returns once the broker acknowledged them all."""
+        await asyncio.gather(*(self._one(body, topic, key.encode())
+                               for body, topic, key in items))
+
+    async def _one(self, body: BaseModel | bytes, topic: str, key: bytes) -> None:
+        batch = _batch.get(None)
+        trace = batch.trace_of(key) if batch is not None else None
+        token = otel_context.attach(trace) if trace is not None else None
+        try:
+            await self.broker.publish(body, topic, key=key)
+        finally:
+            if token is not None:
+                otel_context.detach(token)

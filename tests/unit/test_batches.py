@@ -1,0 +1,168 @@
+"""The batch delivery contract, without a broker: decode, dead letters, isolation, the commit."""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from pydantic import BaseModel
+
+from shared.batches import Decoder, Delivery, Poison, in_rounds, refuse
+from shared.contracts import DeadLetter
+from shared.settings import Settings
+from shared.topics import DEAD_LETTERS
+
+
+class Step(BaseModel):
+    report_id: str
+    n: int
+
+
+def record(offset: int, value: bytes, key: str = "r1", partition: int = 0) -> ConsumerRecord:
+    return ConsumerRecord("tipline.test", partition, offset, 0, 0, key.encode(), value, None,
+                          len(key), len(value), ())
+
+
+def step(report_id: str, n: int, offset: int, partition: int = 0) -> ConsumerRecord:
+    return record(offset, json.dumps({"report_id": report_id, "n": n}).encode(), report_id,
+                  partition)
+
+
+@dataclass
+class Subscriber:
+    running: bool = True
+
+
+@dataclass
+class FakeBroker:
+    """Publishes dead letters, failing the first `failures` times."""
+
+    failures: int = 0
+    letters: list[DeadLetter] = field(default_factory=list)
+    subscribers: list[Subscriber] = field(default_factory=lambda: [Subscriber()])
+
+    async def publish(self, body: Any, topic: str, key: bytes | None = None) -> None:
+        assert topic == DEAD_LETTERS
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("broker away")
+        self.letters.append(body)
+
+
+@dataclass
+class Message:
+    raw_message: tuple[ConsumerRecord, ...]
+    acked: int = 0
+    nacked: int = 0
+
+    async def ack(self) -> None:
+        self.acked += 1
+
+    async def nack(self) -> None:
+        self.nacked += 1
+
+
+@dataclass
+class Handler:
+    """Records each call; fails as told."""
+
+    fail: Any = None  # a function of the events: an exception to raise, or None
+    calls: list[list[tuple[str, int]]] = field(default_factory=list)
+
+    async def __call__(self, events: list[Step]) -> None:
+        self.calls.append([(e.report_id, e.n) for e in events])
+        if self.fail and (exc := self.fail(events)):
+            raise exc
+
+
+SETTINGS = Settings(tipline_retry_backoff_s=0.0, tipline_max_attempts=3)
+
+
+async def deliver(records: list[ConsumerRecord], handler: Handler,
+                  broker: FakeBroker | None = None) -> tuple[Message, FakeBroker]:
+    broker = broker or FakeBroker()
+    message = Message(tuple(records))
+    events = await Decoder(Step, seals=None)(message)  # type: ignore[arg-type]
+    await Delivery(broker, SETTINGS, "test")(message, events, handler)  # type: ignore[arg-type]
+    return message, broker
+
+
+async def test_a_batch_is_handled_as_one_and_committed_once() -> None:
+    handler = Handler()
+    message, broker = await deliver([step("a", 1, 0), step("b", 1, 1), step("a", 2, 2)], handler)
+    assert handler.calls == [[("a", 1), ("b", 1), ("a", 2)]]
+    assert (message.acked, message.nacked, broker.letters) == (1, 0, [])
+
+
+async def test_an_unreadable_record_is_dead_lettered_alone() -> None:
+    handler = Handler()
+    records = [step("a", 1, 0), record(1, b"{not json"), record(2, b'{"x": 1}'), step("b", 1, 3)]
+    message, broker = await deliver(records, handler)
+    assert handler.calls == [[("a", 1), ("b", 1)]]
+    assert [letter.offset for letter in broker.letters] == [1, 2]
+    assert all(letter.error.startswith("ValidationError") for letter in broker.letters)
+    assert message.acked == 1
+
+
+async def test_a_transient_failure_commits_nothing_and_the_batch_comes_again() -> None:
+    handler = Handler(fail=lambda events: ConnectionError("Redis away"))
+    message, broker = await deliver([step("a", 1, 0), step("b", 1, 1)], handler)
+    assert (message.acked, message.nacked) == (0, 1)
+    assert broker.letters == [] and len(handler.calls) == 1
+
+
+async def test_a_failing_record_gets_its_attempts_then_a_dead_letter() -> None:
+    def bug(events: list[Step]) -> Exception | None:
+        return ValueError("a bug") if any(e.report_id == "bad" for e in events) else None
+
+    handler = Handler(fail=bug)
+    message, broker = await deliver([step("a", 1, 0), step("bad", 1, 1), step("b", 1, 2)],
+                                    handler)
+    alone = [c for c in handler.calls if len(c) == 1]
+    assert alone.count([("bad", 1)]) == SETTINGS.tipline_max_attempts
+    assert alone.count([("a", 1)]) == alone.count([("b", 1)]) == 1
+    assert [(letter.offset, letter.error) for letter in broker.letters] == [
+        (1, "ValueError: a bug")]
+    assert (message.acked, message.nacked) == (1, 0)
+
+
+async def test_poison_goes_to_the_dead_letters_at_once() -> None:
+    handler = Handler(fail=lambda events: Poison("no such agency"))
+    message, broker = await deliver([step("a", 1, 0)], handler)
+    assert handler.calls == [[("a", 1)]]
+    assert [letter.error for letter in broker.letters] == ["Poison: no such agency"]
+    assert message.acked == 1
+
+
+async def test_a_refused_event_is_dead_lettered_and_the_rest_committed() -> None:
+    class Refusing(Handler):
+        async def __call__(self, events: list[Step]) -> None:
+            await super().__call__(events)
+            for event in events:
+                if event.report_id == "forged":
+                    refuse(event, Poison("not signed"))
+
+    message, broker = await deliver([step("a", 1, 0), step("forged", 1, 1)], Refusing())
+    assert [(letter.offset, letter.error) for letter in broker.letters] == [
+        (1, "Poison: not signed")]
+    assert message.acked == 1
+
+
+async def test_a_dead_letter_that_cannot_be_published_is_retried_in_place() -> None:
+    broker = FakeBroker(failures=2)
+    message, broker = await deliver([record(0, b"garbage"), step("a", 1, 1)], Handler(), broker)
+    assert len(broker.letters) == 1 and message.acked == 1
+
+
+async def test_stopping_while_a_dead_letter_waits_commits_nothing() -> None:
+    broker = FakeBroker(failures=100, subscribers=[Subscriber(running=False)])
+    message, broker = await deliver([record(0, b"garbage")], Handler(), broker)
+    assert (message.acked, message.nacked, broker.letters) == (0, 1, [])
+
+
+def test_rounds_keep_each_reports_order() -> None:
+    events = [Step(report_id=r, n=n) for r, n in (("a", 1), ("b", 1), ("a", 2), ("a", 3),
+                                                  ("c", 1), ("b", 2))]
+    rounds = in_rounds(events, key=lambda e: e.report_id)
+    assert [[(e.report_id, e.n) for e in r] for r in rounds] == [
+        [("a", 1), ("b", 1), ("c", 1)], [("a", 2), ("b", 2)], [("a", 3)]]
