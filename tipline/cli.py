@@ -17,10 +17,12 @@ WORKDIR = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
 
 def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa: F821
     print(f"kafka   {stack.kafka}")
-    print(f"redis   {stack.redis}")
+    password = getattr(stack, "redis_password", "")
+    where = f"; password in {stack.workdir}/valkey-password" if password else ""
+    print(f"redis   {stack.redis}{where}")
     print(f"intake  {stack.http}  (POST /v1/reports, GET /v1/reports/{{id}})")
-    print(f"ispws   {stack.http}/ispws  (ESP reporting API; REDIS_URL={stack.redis} "
-          "tipline esp add NAME)")
+    print(f"ispws   {stack.http}/ispws  (ESP reporting API; `tipline esp add NAME` from this "
+          "directory finds this stack)")
     if getattr(stack, "analyst", ""):
         print(f"analyst {stack.analyst}/v1/analyst  (HTTP Basic, role analyst)")
     for child in stack.children:
@@ -43,8 +45,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         _print_stack(stack)
         from tipline.agencycli import dev_analyst
 
-        settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis)
-        print(f"analyst login: {dev_analyst(settings, WORKDIR)}")
+        if stack.own_valkey:  # never add a development account to a Redis we were given
+            print(f"analyst login: {dev_analyst(stack.settings(), WORKDIR)}")
+        else:
+            print("analyst login: none made (REDIS_URL is yours); add one with "
+                  "`TIPLINE_ANALYST_PASSWORD=... tipline analyst add ANALYST_ID`")
         from tipline.status import save_state  # for `tipline status`
 
         save_state(WORKDIR, stack)
@@ -67,8 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with running(WORKDIR) as stack:
         _print_stack(stack)
-        settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis)
-        return demo.main(settings, stack.http, args.reports, args.seed)
+        return demo.main(stack.settings(), stack.http, args.reports, args.seed)
 
 
 def cmd_agency_tail(args: argparse.Namespace) -> int:
@@ -142,6 +146,10 @@ def parser() -> argparse.ArgumentParser:
     from tipline.rewind import add_commands as add_rewind_commands  # rewind GROUP TOPIC
 
     add_rewind_commands(sub)
+
+    from tipline.credentials import add_commands as add_deploy_commands  # deploy secrets
+
+    add_deploy_commands(sub)
     return p
 
 

@@ -1,14 +1,13 @@
 """`tipline esp add NAME` and `tipline esp list`: the ESPs that may use /ispws.
 
-Credentials live in the stack's Redis: --redis, REDIS_URL, or the one `tipline up` runs (read from
-its workdir). A password is printed once, when made; only its salted hash is kept.
+Credentials live in the stack's Redis: --redis, REDIS_URL (with REDIS_PASSWORD), or the one
+`tipline up` runs (read from its workdir, password included). A password is printed once, when
+made; only its salted hash is kept.
 """
 
 import argparse
 import asyncio
-import os
 import sys
-from pathlib import Path
 
 from services.intake.esps import EspRegistry
 from shared.settings import Settings
@@ -17,13 +16,9 @@ from shared.store import connect
 
 def _settings(args: argparse.Namespace) -> Settings:
     """--redis, else REDIS_URL, else the Redis of the stack `tipline up` runs in the workdir."""
-    url = args.redis or os.environ.get("REDIS_URL")
-    if not url:
-        from tipline.status import load_state
+    from tipline.status import redis_settings
 
-        state = load_state(Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))) or {}
-        url = state.get("redis")
-    return Settings(redis_url=url) if url else Settings()  # type: ignore[call-arg]
+    return redis_settings(args.redis)
 
 
 async def _add(settings: Settings, name: str) -> str:

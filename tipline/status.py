@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
 from shared.kafka import kafka_client_options
 from shared.settings import Settings
@@ -37,6 +38,24 @@ def load_state(workdir: Path) -> dict[str, Any] | None:
         return json.loads((workdir / STATE_FILE).read_text())  # type: ignore[no-any-return]
     except (OSError, ValueError):
         return None
+
+
+def redis_settings(url: str | None = None) -> Settings:
+    """Settings for a tool that works on the stack's Redis: `url` (--redis), else REDIS_URL
+    (REDIS_PASSWORD and the rest from the environment), else the Valkey that `tipline up` runs
+    in the workdir, with the password it keeps there."""
+    url = url or os.environ.get("REDIS_URL")
+    if url:
+        return Settings(redis_url=url)
+    from tipline.stack import valkey_password
+
+    workdir = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
+    state = load_state(workdir) or {}
+    if not state.get("redis"):
+        return Settings()
+    password = valkey_password(workdir)
+    return Settings(redis_url=state["redis"],
+                    redis_password=SecretStr(password) if password else None)
 
 
 def alive(pid: int) -> bool:
