@@ -35,6 +35,7 @@ from shared.settings import Settings
 from shared.signing import ensure_keys
 from tests.sealing import send_sealed
 from tests.tls_support import LOOPBACK, Pki, make_pki, stunnel, stunnel_binary, tansu, valkey
+from tipline import credentials
 from tipline.stack import Stack, free_port
 
 FAST = {"kafka_session_timeout_ms": 1000, "kafka_heartbeat_interval_ms": 100,
@@ -151,14 +152,16 @@ VALID = {
 def validation_over_tls(
     tls: tuple[Stack, Pki, str], tmp_path: Path,
 ) -> Iterator[tuple[Settings, Path]]:
-    """`python -m services.validation` with Kafka over TLS and Redis over TLS with a password
-    (Valkey behind stunnel)."""
+    """`python -m services.validation` with Kafka over TLS, and Redis over TLS (Valkey behind
+    stunnel) as its own ACL user from the file `tipline deploy secrets` writes."""
     _, pki, bootstrap = tls
     keys = tmp_path / "keys"
     ensure_keys(keys)
+    credentials.write_all(tmp_path / "secrets")
+    password = credentials.ensure_passwords(tmp_path / "secrets", [])["redis"]["validation"]
     stack = Stack(kafka=bootstrap, redis="", http="", workdir=tmp_path)
     try:
-        redis_plain = valkey(stack, 'requirepass "synthetic-valkey-password"')
+        redis_plain = valkey(stack, f'aclfile "{tmp_path / "secrets" / "redis.acl"}"')
         redis_tls = free_port()
         stunnel(stack, "redis-tls", pki, accept=redis_tls, connect=redis_plain)
         settings = tls_settings(bootstrap, pki.ca, tipline_keys_dir=keys)
@@ -172,7 +175,8 @@ def validation_over_tls(
             "KAFKA_SESSION_TIMEOUT_MS": "1000", "KAFKA_HEARTBEAT_INTERVAL_MS": "100",
             "KAFKA_FETCH_MAX_WAIT_MS": "5",
             "REDIS_URL": f"rediss://{LOOPBACK}:{redis_tls}/0",
-            "REDIS_PASSWORD": "synthetic-valkey-password", "REDIS_SSL_CA_FILE": str(pki.ca),
+            "REDIS_USERNAME": "validation", "REDIS_PASSWORD": password,
+            "REDIS_SSL_CA_FILE": str(pki.ca),
             "TIPLINE_KEYS_DIR": str(keys), "TIPLINE_OPS_PORT": "0", "OTEL_SERVICE_NAME":
             "validation", "TIPLINE_LOG_FORMAT": "text",
         })
