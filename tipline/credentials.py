@@ -206,6 +206,7 @@ def k8s_secrets(
 
 
 PLACEHOLDER_HEADER = """\
+# Generated from the code by `tipline docs`: do not edit by hand.
 # PLACEHOLDERS. Never commit real values. `tipline deploy secrets --out DIR` writes these
 # Secrets with random passwords (and the signing and seal keys) to DIR/k8s/secrets.yaml:
 # `kubectl apply -f` that file and drop this one from the kustomization, or create them from
