@@ -17,8 +17,10 @@ WORKDIR = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
 
 def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa: F821
     print(f"kafka   {stack.kafka}")
+    from tipline.stack import VALKEY_PASSWORD_FILE
+
     password = getattr(stack, "redis_password", "")
-    where = f"; password in {stack.workdir}/valkey-password" if password else ""
+    where = f"; password in {stack.workdir / VALKEY_PASSWORD_FILE}" if password else ""
     print(f"redis   {stack.redis}{where}")
     print(f"intake  {stack.http}  (POST /v1/reports, GET /v1/reports/{{id}})")
     print(f"ispws   {stack.http}/ispws  (ESP reporting API; `tipline esp add NAME` from this "
