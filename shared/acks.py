@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from shared.contracts import AgencyNotice
+from shared.schedule import DueIndex
 
 log = logging.getLogger("tipline.acks")
 
@@ -27,14 +28,7 @@ ESCALATED = Counter(
 )
 RESENT = Counter("tipline_notices_resent", "Notices sent again for want of an ack", ["kind"])
 
-DUE = "tipline:acks:due"  # sorted set of "report_id|notice_id" by when the next step is due
-
-# Claim the due items: push each one's deadline on, so another instance does not take it too.
-_TAKE_DUE = """
-local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-for _, item in ipairs(items) do redis.call('ZADD', KEYS[1], ARGV[2], item) end
-return items
-"""
+DUE = "tipline:acks:due"  # "report_id|notice_id" by when the next step is due
 
 # Move a notice forward from 'awaiting' only; returns the state it is in afterwards.
 _SETTLE = """
@@ -55,7 +49,7 @@ class Outbox:
     def __init__(self, redis: Redis, ack_timeout_s: float) -> None:
         self._redis = redis
         self.ack_timeout_s = ack_timeout_s
-        self._take_due = redis.register_script(_TAKE_DUE)
+        self._due = DueIndex(redis, DUE)
         self._settle = redis.register_script(_SETTLE)
 
     @staticmethod
@@ -75,14 +69,15 @@ class Outbox:
                 states, stored, _ = self._keys(notice.report_id)
                 pipe.hsetnx(stored, notice.notice_id, notice.model_dump_json())
                 pipe.hsetnx(states, notice.notice_id, "awaiting")
-                pipe.zadd(DUE, {f"{notice.report_id}|{notice.notice_id}": due}, nx=True)
+                await self._due.add({f"{notice.report_id}|{notice.notice_id}": due}, nx=True,
+                                    pipe=pipe)
             await pipe.execute()
 
     async def acknowledge(self, report_id: str, notice_id: str) -> str:
         """Record an ack; returns the notice's state after it ('none' if it was not tracked)."""
         state = str(await self._settle(keys=[self._keys(report_id)[0]], args=[notice_id, "acked"]))
         if state in ("acked", "escalated"):
-            await self._redis.zrem(DUE, f"{report_id}|{notice_id}")
+            await self._due.remove(f"{report_id}|{notice_id}")
         return state
 
     async def tracked(self, report_id: str, notice_id: str) -> AgencyNotice | None:
@@ -94,18 +89,17 @@ class Outbox:
         return {str(k): str(v) for k, v in states.items()}
 
     async def pending(self) -> int:
-        return int(await self._redis.zcard(DUE))
+        return await self._due.count()
 
     async def take_due(self, limit: int = 100) -> list[Due]:
         """Notices whose ack is overdue, each counted as one more re-send."""
-        now = time.time()
-        items = await self._take_due(keys=[DUE], args=[now, now + self.ack_timeout_s, limit])
+        items = await self._due.take(time.time(), self.ack_timeout_s, limit)
         due = []
         for item in items:
             report_id, notice_id = str(item).split("|", 1)
             states, _, resends = self._keys(report_id)
             if await self._redis.hget(states, notice_id) != "awaiting":
-                await self._redis.zrem(DUE, item)
+                await self._due.remove(item)
                 continue
             notice = await self.tracked(report_id, notice_id)
             if notice is None:
@@ -118,7 +112,7 @@ class Outbox:
         """Stop re-sending; True when this call moved the notice to 'escalated'."""
         before = await self._redis.hget(self._keys(report_id)[0], notice_id)
         state = await self._settle(keys=[self._keys(report_id)[0]], args=[notice_id, "escalated"])
-        await self._redis.zrem(DUE, f"{report_id}|{notice_id}")
+        await self._due.remove(f"{report_id}|{notice_id}")
         return before == "awaiting" and state == "escalated"
 
 

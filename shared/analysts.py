@@ -10,6 +10,8 @@ import os
 
 from redis.asyncio import Redis
 
+from shared.logins import LoginGuard
+
 ANALYSTS = "tipline:analysts"
 _N, _R, _P = 2**14, 8, 1
 
@@ -33,25 +35,33 @@ def verify_secret(secret: str, stored: str) -> bool:
 
 
 class AnalystDirectory:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, guard: LoginGuard | None = None) -> None:
         self._redis = redis
+        self._guard = guard or LoginGuard()
         self._verified: dict[str, str] = {}  # analyst -> stored hash last verified (skip scrypt)
+        # An unknown analyst is checked against this, so it costs what a known one does.
+        self._decoy = hash_secret(os.urandom(16).hex())
 
     async def add(self, analyst_id: str, password: str) -> None:
         if not analyst_id or ":" in analyst_id or len(password) < 12:
             raise ValueError("an analyst id without ':' and a password of 12 or more characters")
         await self._redis.hset(ANALYSTS, analyst_id, hash_secret(password))
 
-    async def verify(self, analyst_id: str, password: str) -> bool:
+    async def verify(self, analyst_id: str, password: str, address: str) -> bool:
+        """True when the password is right; LoginRefused when this analyst or address failed
+        too often lately. scrypt runs in a thread, a few at a time (shared/logins.py)."""
         found = await self._redis.hget(ANALYSTS, analyst_id)
-        if found is None:
-            hash_secret(password)  # the same work as for a known analyst: no timing oracle
-            return False
-        stored = str(found)
+        stored = str(found) if found is not None else None
         key = hashlib.sha256(f"{analyst_id}\0{password}".encode()).hexdigest()
-        if self._verified.get(key) == stored:
+        if stored is not None and self._verified.get(key) == stored:
             return True
-        if verify_secret(password, stored):
-            self._verified[key] = stored
-            return True
-        return False
+        expected = stored or self._decoy
+        if not await self._guard.check(analyst_id, address,
+                                       lambda: verify_secret(password, expected)):
+            return False
+        if stored is None:
+            return False
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[key] = stored
+        return True

@@ -2,12 +2,16 @@
 
 FastStream stops consuming on SIGTERM/SIGINT, lets the messages in hand finish (their offsets are
 committed by the delivery middleware) and closes the broker; shared.shutdown ends a process
-that has not stopped by the end of its grace period.
+that has not stopped by the end of its grace period. An HTTP service (intake) is served by
+uvicorn, which lets requests in hand finish within the same grace period: longer than a request
+waits for the broker, so no accepted call is cut off mid-way.
 """
 
 import asyncio
 from collections.abc import Callable
 
+import uvicorn
+from fastapi import FastAPI
 from faststream import FastStream
 
 from shared import ops
@@ -49,3 +53,19 @@ async def serve(app: FastStream, settings: Settings, service: str) -> None:
         if pacing:
             pacing.cancel()
         await redis.aclose()
+
+
+def run_http(create_app: Callable[[Settings], FastAPI]) -> None:
+    settings = get_settings()
+    service = service_name(create_app)
+    configure_logging(settings, service)
+    asyncio.run(serve_http(create_app(settings), settings))
+
+
+async def serve_http(app: FastAPI, settings: Settings) -> None:
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.tipline_http_host, port=settings.tipline_http_port,
+        log_level="warning", timeout_graceful_shutdown=int(settings.tipline_shutdown_grace_s),
+    ))
+    async with ops.serving(settings, app.state.ops):
+        await server.serve()

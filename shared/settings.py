@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key's first answer is kept (seconds).
     tipline_idempotency_ttl_s: int = 24 * 3600
 
+    # How long intake waits for the broker to take an accepted event before answering anyway
+    # (the event is safe in its outbox, and the sweep sends it). Shorter than the shutdown grace.
+    tipline_publish_wait_s: float = 5.0
+
     # How many messages a subscriber handles at once (those of one report one after another).
     tipline_handler_concurrency: int = 64
     # Transient failures are retried after this pause (seconds), without committing.
@@ -124,6 +128,9 @@ class Settings(BaseSettings):
                 f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
             )
+        if self.tipline_publish_wait_s >= self.tipline_shutdown_grace_s:
+            raise ValueError("TIPLINE_PUBLISH_WAIT_S must be shorter than "
+                             "TIPLINE_SHUTDOWN_GRACE_S, or a rolling restart cuts accepted calls")
         for name in ("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file",
                      "redis_ssl_ca_file"):
             path = getattr(self, name)

@@ -68,9 +68,10 @@ async def _add_analyst(settings: Settings, analyst_id: str, password: str) -> No
 def cmd_analyst_add(args: argparse.Namespace) -> int:
     password = os.environ.get("TIPLINE_ANALYST_PASSWORD") or sys.stdin.readline().strip()
     try:
-        from tipline.status import redis_settings  # REDIS_URL, or `tipline up`'s Valkey
+        from tipline.status import tool_settings  # REDIS_URL, or `tipline up`'s Valkey
 
-        asyncio.run(_add_analyst(redis_settings(), args.analyst_id, password))
+        workdir = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
+        asyncio.run(_add_analyst(tool_settings(workdir), args.analyst_id, password))
     except ValueError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ from shared.kafka import consumer_options, ensure_topics, kafka_client_options, 
 from shared.seals import Seals
 from shared.settings import CONFIG_DIR, Settings
 from tipline import generate
+from tipline.esps import dev_logins
 from tipline.replay import Replay, percentiles
 from tipline.stack import (
     SERVICES,
@@ -56,6 +57,7 @@ FANOUT_AGENCIES = [f"bench-{i:02d}" for i in range(1, 51)]
 FANOUT_COUNTRY = "ZZ"  # a user-assigned ISO code: routed to all 50 bench agencies
 ONE_AGENCY_PLACE = PLACES[0]  # US/CA: one referral a report, like one message out of the chain
 ONE_AGENCY = ["icac-ca"]
+BENCH_ESP = "bench-esp"
 
 
 # --- The raw relay (runs as its own process: `python -m tipline.bench relay SRC DST GROUP`) ----
@@ -357,34 +359,36 @@ def _stream(count: int, place: dict[str, Any], retract_after: bool) -> list[dict
         report = {**generate.synthetic(rng), "location": place,
                   "incident_type": "Child Sexual Molestation"}
         out.append({"t": 0, "seq": len(out), "actor": "esp", "action": "submit", "ref": f"b{i}",
-                    "esp_id": "bench-esp", "report": report, "expect": "referred"})
+                    "esp_id": BENCH_ESP, "report": report, "expect": "referred"})
         if retract_after:
             out.append({"t": 0, "seq": len(out), "actor": "esp", "action": "retract",
-                        "ref": f"b{i}", "esp_id": "bench-esp", "when": "after_referral",
+                        "ref": f"b{i}", "esp_id": BENCH_ESP, "when": "after_referral",
                         "reason": "benchmark retraction"})
     return out
 
 
-async def _stage_http(settings: Settings, url: str, plan: Plan) -> dict[str, Any]:
+async def _stage_http(settings: Settings, url: str, plan: Plan,
+                      logins: dict[str, str]) -> dict[str, Any]:
     stream = _stream(int(plan.offered * plan.steady_s), ONE_AGENCY_PLACE, retract_after=False)
-    result = await Replay(settings, url, concurrency=128, agencies=ONE_AGENCY).run(
+    result = await Replay(settings, url, logins, concurrency=128, agencies=ONE_AGENCY).run(
         stream, rate=str(plan.offered), settle_timeout=60)
     return {"offered_per_s": plan.offered, "achieved_per_s": result["achieved_rate"],
             "errors": result["errors"], "lost": result["lost"],
             "latency_ms": result["latency_ms"]["accepted_to_referral_delivered"]}
 
 
-async def _stage_fanout(settings: Settings, url: str, reports: int) -> dict[str, Any]:
+async def _stage_fanout(settings: Settings, url: str, reports: int,
+                        logins: dict[str, str]) -> dict[str, Any]:
     stream = _stream(reports, {"country": FANOUT_COUNTRY}, retract_after=True)
-    result = await Replay(settings, url, concurrency=8, agencies=FANOUT_AGENCIES).run(
+    result = await Replay(settings, url, logins, concurrency=8, agencies=FANOUT_AGENCIES).run(
         stream, rate="10", settle_timeout=60)
     return {"agencies": len(FANOUT_AGENCIES), "reports": reports, "lost": result["lost"],
             "violations": result["violations"],
             "latency_ms": result["latency_ms"]["retraction_to_all_corrections_delivered"]}
 
 
-async def _stage_long(settings: Settings, url: str, stack: Stack, seconds: float,
-                      rate: float) -> dict[str, Any]:
+async def _stage_long(settings: Settings, url: str, stack: Stack, logins: dict[str, str],
+                      seconds: float, rate: float) -> dict[str, Any]:
     """Steady load for `seconds`, sampling every service's RSS: memory should stay flat."""
     stream = list(generate.events(int(rate * 60), seed=11, rate=rate))
     samples: list[dict[str, Any]] = []
@@ -398,7 +402,7 @@ async def _stage_long(settings: Settings, url: str, stack: Stack, seconds: float
 
     sampler = asyncio.create_task(sample())
     try:
-        result = await Replay(settings, url, concurrency=64).run(
+        result = await Replay(settings, url, logins, concurrency=64).run(
             stream, rate=str(rate), duration=seconds, settle_timeout=120)
     finally:
         sampler.cancel()
@@ -438,12 +442,16 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         for p in profilers:
             p.wait()
         say(f"    {results['pipeline']['throughput_per_s']}/s; through the HTTP API ...")
-        results["http"] = await _stage_http(settings, stack.http, plan)
+        # The bench's own ESP, and the generated stream's (esp-1 ... of tipline.generate).
+        logins = await dev_logins(settings, [BENCH_ESP, *(f"esp-{i}" for i in range(1, 4))],
+                                  workdir)
+        results["http"] = await _stage_http(settings, stack.http, plan, logins)
         say("    retraction fan-out to 50 agencies ...")
-        results["fanout"] = await _stage_fanout(settings, stack.http, plan.fanout_reports)
+        results["fanout"] = await _stage_fanout(settings, stack.http, plan.fanout_reports,
+                                                logins)
         if long_replay_s:
             say(f"    long replay, {long_replay_s}s ...")
-            results["long_replay"] = await _stage_long(settings, stack.http, stack,
+            results["long_replay"] = await _stage_long(settings, stack.http, stack, logins,
                                                        long_replay_s, min(plan.offered, 200.0))
         results["memory_mb"] = service_memory(stack)
         results["ratio"] = round(results["pipeline"]["throughput_per_s"]

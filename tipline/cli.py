@@ -20,11 +20,10 @@ def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa:
     from tipline.stack import VALKEY_PASSWORD_FILE
 
     password = getattr(stack, "redis_password", "")
-    where = f"; password in {stack.workdir / VALKEY_PASSWORD_FILE}" if password else ""
+    where = f"  (password in {stack.workdir / VALKEY_PASSWORD_FILE})" if password else ""
     print(f"redis   {stack.redis}{where}")
-    print(f"intake  {stack.http}  (POST /v1/reports, GET /v1/reports/{{id}})")
-    print(f"ispws   {stack.http}/ispws  (ESP reporting API; `tipline esp add NAME` from this "
-          "directory finds this stack)")
+    print(f"ispws   {stack.http}/ispws  (the CyberTipline-compatible ESP API, HTTP Basic)")
+    print(f"intake  {stack.http}/v1/reports  (the JSON ESP API, the same ESP logins)")
     if getattr(stack, "analyst", ""):
         print(f"analyst {stack.analyst}/v1/analyst  (HTTP Basic, role analyst)")
     for child in stack.children:
@@ -47,8 +46,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         _print_stack(stack)
         from tipline.agencycli import dev_analyst
 
-        if stack.own_valkey:  # never add a development account to a Redis we were given
-            print(f"analyst login: {dev_analyst(stack.settings(), WORKDIR)}")
+        settings = stack.settings()
+        if stack.own_valkey:  # development logins on the stack's own Valkey only, never on a
+            # Redis it was given (REDIS_URL)
+            print(f"analyst login: {dev_analyst(settings, WORKDIR)}")
+            from tipline.demo import ESP
+            from tipline.esps import LOGINS_FILE, dev_logins
+
+            asyncio.run(dev_logins(settings, [ESP], WORKDIR))
+            print(f"ESP login:     {ESP} (password in {WORKDIR / LOGINS_FILE}; "
+                  "tipline esp add NAME for more)")
         else:
             print("analyst login: none made (REDIS_URL is yours); add one with "
                   "`TIPLINE_ANALYST_PASSWORD=... tipline analyst add ANALYST_ID`")
@@ -67,14 +74,44 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from tipline import demo
+    from tipline.esps import dev_logins
 
     if args.url:
-        return demo.main(Settings(), args.url, args.reports, args.seed)
+        return _demo_against(args)
     from tipline.stack import running
 
     with running(WORKDIR) as stack:
         _print_stack(stack)
-        return demo.main(stack.settings(), stack.http, args.reports, args.seed)
+        settings = stack.settings()
+        login = asyncio.run(dev_logins(settings, [demo.ESP], WORKDIR))
+        return demo.main(settings, stack.http, (demo.ESP, login[demo.ESP]), args.reports,
+                         args.seed, workdir=WORKDIR, console=stack.console or None)
+
+
+def _demo_against(args: argparse.Namespace) -> int:
+    """The demo against a running stack: its broker and Redis from the environment, or from
+    `tipline up`'s workdir."""
+    from tipline import demo
+    from tipline.esps import dev_logins
+    from tipline.status import load_state, tool_settings
+
+    settings, state = tool_settings(WORKDIR), load_state(WORKDIR) or {}
+    if not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or state.get("kafka")):
+        print("tipline demo: agencies follow their topics on the stack's broker, and no broker "
+              "is known: set KAFKA_BOOTSTRAP_SERVERS (tipline up prints it), or run the demo "
+              f"where `tipline up` keeps its workdir ({WORKDIR}).", file=sys.stderr)
+        return 2
+    if args.esp:
+        name, _, password = args.esp.partition(":")
+        login = (name, password)
+    elif os.environ.get("REDIS_URL") or state.get("redis"):
+        login = (demo.ESP, asyncio.run(dev_logins(settings, [demo.ESP], WORKDIR))[demo.ESP])
+    else:
+        print("tipline demo: give the ESP login with --esp NAME:PASSWORD "
+              "(tipline esp add NAME makes one)", file=sys.stderr)
+        return 2
+    return demo.main(settings, args.url, login, args.reports, args.seed, workdir=WORKDIR,
+                     console=state.get("console"))
 
 
 def cmd_agency_tail(args: argparse.Namespace) -> int:
@@ -109,6 +146,8 @@ def parser() -> argparse.ArgumentParser:
         "demo", help="send synthetic reports and retractions, show what agencies got"
     )
     demo.add_argument("--url", help="intake URL of a running stack (default: start one)")
+    demo.add_argument("--esp", help="the ESP login NAME:PASSWORD (default: a development ESP "
+                      "registered on `tipline up`'s stack)")
     demo.add_argument("--reports", type=int, default=40)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)

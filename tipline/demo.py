@@ -1,13 +1,21 @@
 """The demo: reports flow to agencies; retractions before and after referral; corrections arrive.
 
-Ends with one line of JSON that says whether every correction owed was delivered.
+It acts as one ESP with a real login, over both front doors: whole reports on `/v1`, and reports
+opened on `/ispws` and cancelled before they were finished (so never referred). A few referred
+reports are retracted afterwards, and each of their agencies must get a correction. What it
+expects comes from what it sent (`tipline.synthetic.expected_agencies`), never from what the
+system did. Agencies follow their topics, verify every notice and acknowledge it with their own
+registered key where the stack made one (`tipline up` does). Ends with a per-agency table, one
+line of JSON, and where to see it all in the console.
 """
 
 import asyncio
 import json
 import random
 import time
-from collections import defaultdict
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,14 +23,31 @@ import httpx
 from shared.agencies import load_agencies
 from shared.contracts import AgencyNotice
 from shared.settings import Settings
+from shared.signing import SIGNING_FILE, Signer
 from tipline.agency import AgencyClient
-from tipline.synthetic import synthetic_report
+from tipline.synthetic import expected_agencies, synthetic_report
 
-HEADERS = {"X-ESP-Id": "demo-esp"}
+ESP = "demo-esp"
+
+
+@dataclass
+class Expected:
+    """What the demo sent, and so what each agency must get."""
+
+    referrals: Counter[str] = field(default_factory=Counter)
+    corrections: Counter[str] = field(default_factory=Counter)
+    reports: dict[str, frozenset[str]] = field(default_factory=dict)  # report -> its agencies
+    cancelled: set[str] = field(default_factory=set)  # retracted before finish: never referred
+
+
+def agency_signer(workdir: Path | None, agency_id: str) -> Signer | None:
+    """The agency's own key where the stack registered one (tipline/agencykeys.py)."""
+    keys = workdir / "agency-keys" / agency_id if workdir else None
+    return Signer(keys) if keys and (keys / SIGNING_FILE).exists() else None
 
 
 async def _status(http: httpx.AsyncClient, report_id: str) -> dict[str, Any]:
-    response = await http.get(f"/v1/reports/{report_id}", headers=HEADERS)
+    response = await http.get(f"/v1/reports/{report_id}")
     response.raise_for_status()
     return response.json()  # type: ignore[no-any-return]
 
@@ -33,6 +58,8 @@ def settled(status: dict[str, Any]) -> bool:
     whats = {e["what"] for e in status["timeline"]}
     if "rejected" in whats:
         return True
+    if status["retraction"] and status["state"] == "retracted" and "finished" not in whats:
+        return True  # cancelled before it was finished: never referred
     if status["retraction"]:
         return "referral withheld" in whats or (bool(states) and states == {"corrected"})
     return bool(states) and "referring" not in states
@@ -58,84 +85,112 @@ async def _wait_settled(
     return done
 
 
-async def _follow(
-    settings: Settings, agency_ids: list[str], group: str, into: list[AgencyNotice]
-) -> list[asyncio.Task[None]]:
-    return [
-        asyncio.create_task(
-            AgencyClient(settings, a, group_id=f"{group}-{a}").collect(into)
-        )
-        for a in agency_ids
-    ]
+def _ispws_report(report: dict[str, Any]) -> dict[str, Any]:
+    """A synthetic report in the /ispws document's JSON spelling."""
+    return {"report": {
+        "incidentSummary": {"incidentType": report["incident_type"],
+                            "incidentDateTime": report["incident_at"]},
+        "reporter": {"reportingPerson": {"email": report["reporter_email"]}},
+    }}
+
+
+async def _send(http: httpx.AsyncClient, rng: random.Random, reports: int) -> Expected:
+    expected = Expected()
+    for i in range(reports):
+        valid = i % 10 != 9
+        report = synthetic_report(rng, valid=valid)
+        if i % 8 == 3 and valid:  # opened on /ispws, then cancelled before it was finished
+            opened = await http.post("/ispws/submit", json=_ispws_report(report),
+                                     headers={"Accept": "application/json"})
+            opened.raise_for_status()
+            report_id = str(opened.json()["reportResponse"]["reportId"])
+            cancel = await http.post("/ispws/retract", data={"id": report_id,
+                                                             "reason": "duplicate upload"})
+            cancel.raise_for_status()
+            expected.cancelled.add(report_id)
+            continue
+        response = await http.post("/v1/reports", json={"report": report})
+        response.raise_for_status()
+        report_id = response.json()["report_id"]
+        expected.reports[report_id] = expected_agencies(report) if valid else frozenset()
+        expected.referrals.update(expected.reports[report_id])
+    return expected
 
 
 async def run_demo(
-    settings: Settings, base_url: str, *, reports: int = 40, seed: int = 7, quiet: bool = False
-) -> dict[str, int]:
+    settings: Settings, base_url: str, login: tuple[str, str], *, workdir: Path | None = None,
+    reports: int = 40, seed: int = 7, quiet: bool = False,
+) -> dict[str, Any]:
     rng = random.Random(seed)
     agencies = load_agencies(settings.tipline_routing_file)
     received: list[AgencyNotice] = []
-    followers = await _follow(settings, list(agencies), f"demo-{time.time_ns()}", received)
+    group = f"demo-{time.time_ns()}"
+    clients = [AgencyClient(settings, a, group_id=f"{group}-{a}", signer=agency_signer(workdir, a))
+               for a in agencies]
+    followers = [asyncio.create_task(c.collect(received)) for c in clients]
     say = (lambda *a: None) if quiet else print
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        ids: list[str] = []
-        retract_early: list[str] = []
-        for i in range(reports):
-            body = {"report": synthetic_report(rng, valid=i % 10 != 9)}
-            r = await http.post("/v1/reports", json=body, headers=HEADERS)
-            r.raise_for_status()
-            ids.append(r.json()["report_id"])
-            if i % 8 == 3:  # retracted straight away, most likely before referral
-                retract_early.append(ids[-1])
-                await http.post(f"/v1/reports/{ids[-1]}/retract",
-                                json={"reason": "duplicate upload"}, headers=HEADERS)
-        say(f"submitted {len(ids)} reports; retracted {len(retract_early)} straight away")
-        first = await _wait_settled(http, ids, timeout=120, retracted=frozenset(retract_early))
-
-        referred = [i for i, s in first.items() if s["status"] == "referred"]
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, auth=login) as http:
+        expected = await _send(http, rng, reports)
+        say(f"submitted {len(expected.reports)} reports on /v1; opened and cancelled "
+            f"{len(expected.cancelled)} on /ispws")
+        ids = [*expected.reports, *expected.cancelled]
+        first = await _wait_settled(http, ids, timeout=120)
+        referred = [i for i in expected.reports if first[i]["status"] == "referred"]
         retract_late = referred[:: max(1, len(referred) // 6)][:6]
         for report_id in retract_late:
-            await http.post(f"/v1/reports/{report_id}/retract",
-                            json={"reason": "reported in error"}, headers=HEADERS)
+            (await http.post(f"/v1/reports/{report_id}/retract",
+                             json={"reason": "reported in error"})).raise_for_status()
+            expected.corrections.update(expected.reports[report_id])
         say(f"retracted {len(retract_late)} reports after their referral")
-        final = {**first, **await _wait_settled(http, retract_late, timeout=120,
-                                                 retracted=frozenset(retract_late))}
+        await _wait_settled(http, retract_late, timeout=120, retracted=frozenset(retract_late))
 
     await asyncio.sleep(1.0)  # let the followers read the last notices
     for task in followers:
         task.cancel()
     await asyncio.gather(*followers, return_exceptions=True)
+    return _tally(expected, received, list(agencies), say, len(retract_late))
 
-    ours = set(ids)
-    notices = [n for n in received if n.report_id in ours]
-    retracted = {i for i, s in final.items() if s["retraction"]}
-    referral_at: dict[tuple[str, str], int] = {}
-    corrections_delivered = 0
-    table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for position, n in enumerate(notices):
-        table[n.agency_id][n.kind] += 1
-        if n.kind == "referral":
-            referral_at[(n.report_id, n.agency_id)] = position
-        elif n.kind == "correction" and (n.report_id, n.agency_id) in referral_at:
-            corrections_delivered += 1  # a correction counts only after its referral
-    corrections_expected = sum(1 for (report_id, _) in referral_at if report_id in retracted)
 
-    say("\nagency                 referrals  corrections")
+def _tally(expected: Expected, received: list[AgencyNotice], agencies: list[str], say: Any,
+           retracted_late: int) -> dict[str, Any]:
+    ours = set(expected.reports) | expected.cancelled
+    got: dict[str, Counter[str]] = {"referral": Counter(), "correction": Counter()}
+    referred_to: set[tuple[str, str]] = set()
+    stray = 0  # a notice nobody should have had: a cancelled report's, or the wrong agency's
+    for notice in (n for n in received if n.report_id in ours and n.kind in got):
+        pair = (notice.report_id, notice.agency_id)
+        allowed = expected.reports.get(notice.report_id, frozenset())
+        if notice.agency_id not in allowed or (
+                notice.kind == "correction" and pair not in referred_to):
+            stray += 1  # ... or a correction before its referral
+            continue
+        got[notice.kind][notice.agency_id] += 1
+        referred_to.add(pair)
+
+    say("\nagency                 referrals (expected)  corrections (expected)")
     for agency_id in sorted(agencies):
-        row = table[agency_id]
-        say(f"{agency_id:<22} {row['referral']:>9}  {row['correction']:>11}")
+        say(f"{agency_id:<22} {got['referral'][agency_id]:>9} "
+            f"({expected.referrals[agency_id]:>3})     {got['correction'][agency_id]:>11} "
+            f"({expected.corrections[agency_id]:>3})")
     return {
-        "reports": len(ids),
-        "referrals": len(referral_at),
-        "retracted": len(retracted),
-        "corrections_expected": corrections_expected,
-        "corrections_delivered": corrections_delivered,
+        "reports": len(ours),
+        "referrals_expected": sum(expected.referrals.values()),
+        "referrals": sum(got["referral"].values()),
+        "retracted": len(expected.cancelled) + retracted_late,
+        "corrections_expected": sum(expected.corrections.values()),
+        "corrections_delivered": sum(got["correction"].values()),
+        "stray_notices": stray,
+        "matches": got["referral"] == expected.referrals
+        and got["correction"] == expected.corrections and stray == 0,
     }
 
 
-def main(settings: Settings, base_url: str, reports: int, seed: int) -> int:
-    result = asyncio.run(run_demo(settings, base_url, reports=reports, seed=seed))
+def main(settings: Settings, base_url: str, login: tuple[str, str], reports: int, seed: int,
+         workdir: Path | None = None, console: str | None = None) -> int:
+    result = asyncio.run(run_demo(settings, base_url, login, workdir=workdir, reports=reports,
+                                  seed=seed))
+    if console:
+        print(f"\nsee them in the console: {console}/search?esp={login[0]}")
     print(json.dumps(result))
-    ok = result["corrections_delivered"] == result["corrections_expected"] > 0
-    return 0 if ok else 1
+    return 0 if result["matches"] and result["corrections_expected"] > 0 else 1

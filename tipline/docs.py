@@ -14,6 +14,7 @@ a committed file differs from what the code says.
 
 import importlib
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ FASTSTREAM_SERVICES = ("validation", "supplementation", "referral", "retraction"
 UNDECLARED: dict[str, tuple[type, str, str]] = {
     topics.REPORTS_SUBMITTED: (ReportSubmitted, "Intake", "a report an ESP finished"),
     topics.REPORTS_DRAFTS: (ReportDraftChanged, "Intake", "a step of a report still open"),
-    topics.RETRACTIONS_REQUESTED: (RetractReport, "Intake", "an ESP asks to retract its report"),
+    topics.RETRACTIONS_REQUESTED: (
+        RetractReport, "Intake", "an ESP retracts its report, or an unfinished one is abandoned"),
     topics.AGENCY_PREFIX + "{agency_id}": (
         AgencyNotice, "Notices",
         "referral, retraction and the analyst API: signed notices to one agency (key: report id)"),
@@ -55,7 +57,7 @@ def _apps(settings: Settings) -> tuple[list[Any], Any, Any]:
         brokers.append(app.broker)
         analyst = getattr(app, "analyst_api", analyst)
     intake = importlib.import_module("services.intake.main").create_app(settings)
-    brokers.append(intake.state.intake.broker)
+    brokers.append(intake.state.reporting.outbox.broker)
     return brokers, intake, analyst
 
 
@@ -69,6 +71,8 @@ def _undeclared(settings: Settings) -> KafkaBroker:
 
 def generate() -> dict[Path, str]:
     """Path (relative to the repository) -> content."""
+    # Building the apps logs what a service would at start (agencies without keys): not news here.
+    logging.getLogger("tipline").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         from shared.signing import ensure_keys
 

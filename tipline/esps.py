@@ -7,18 +7,26 @@ made; only its salted hash is kept.
 
 import argparse
 import asyncio
+import json
+import os
 import sys
+from pathlib import Path
 
 from services.intake.esps import EspRegistry
 from shared.settings import Settings
+from shared.signing import write_json
 from shared.store import connect
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     """--redis, else REDIS_URL, else the Redis of the stack `tipline up` runs in the workdir."""
-    from tipline.status import redis_settings
+    from tipline.status import tool_settings
 
-    return redis_settings(args.redis)
+    settings = tool_settings(Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")))
+    if args.redis and args.redis != settings.redis_url:  # another Redis: not the stack's password
+        return settings.model_copy(update={"redis_url": args.redis,
+                                           "redis_password": Settings().redis_password})
+    return settings
 
 
 async def _add(settings: Settings, name: str) -> str:
@@ -65,3 +73,25 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     add.set_defaults(func=cmd_add)
     listing = esp_sub.add_parser("list", help="the registered ESPs")
     listing.set_defaults(func=cmd_list)
+
+
+LOGINS_FILE = "esp-logins.json"  # development ESP logins kept in the workdir (mode 0600)
+
+
+async def dev_logins(settings: Settings, names: list[str], workdir: Path) -> dict[str, str]:
+    """Logins for these ESPs on a development stack: the ones kept in the workdir, and new ones
+    registered (and kept) for the rest. For the demo and load tools, never production."""
+    path = workdir / LOGINS_FILE
+    kept: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    redis = connect(settings)
+    try:
+        registry = EspRegistry(redis)
+        known = await registry.names()
+        for name in names:
+            if name not in kept or name not in known:
+                kept[name] = await registry.add(name)
+    finally:
+        await redis.aclose()
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(path, kept, 0o600)
+    return {name: kept[name] for name in names}

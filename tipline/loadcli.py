@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.settings import Settings
-
 WORKDIR = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
 
 
@@ -38,10 +36,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from tipline import generate, replay
+    from tipline.status import tool_settings
 
     stream = generate.read(Path(args.file))
+    settings = tool_settings(WORKDIR)
+    esps = sorted({e["esp_id"] for e in stream if e.get("actor") == "esp"})
+    if args.logins:
+        logins = json.loads(Path(args.logins).read_text())
+    else:  # a development stack: ESPs registered on it, their logins kept in the workdir
+        from tipline.esps import dev_logins
+
+        logins = asyncio.run(dev_logins(settings, esps, WORKDIR))
     result = asyncio.run(replay.replay(
-        Settings(), args.url, stream, rate=args.rate, duration=args.duration,
+        settings, args.url, stream, logins, rate=args.rate, duration=args.duration,
         concurrency=args.concurrency, progress=not args.quiet and sys.stderr.isatty(),
         settle_timeout=args.settle,
     ))
@@ -90,6 +97,8 @@ def add_commands(sub: Any) -> None:
     rep = sub.add_parser("replay", help="replay an event stream against a running stack")
     rep.add_argument("file")
     rep.add_argument("--url", default="http://127.0.0.1:8080", help="intake URL")
+    rep.add_argument("--logins", help="a JSON file of each ESP's password, {esp: password} "
+                     "(default: development ESPs registered on `tipline up`'s stack)")
     rep.add_argument("--rate", type=_rate, default="100",
                      help="actions a second, 'recorded' (the stream's pace) or 'max'")
     rep.add_argument("--duration", type=float, help="seconds; the stream repeats to fill them")

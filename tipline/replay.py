@@ -93,12 +93,13 @@ POOL_SIZE = 8  # connections of one HTTP client
 
 class Replay:
     def __init__(
-        self, settings: Settings, base_url: str, *, concurrency: int = 64,
-        retry_for: float = 30.0, after_referral_timeout: float = 60.0,
+        self, settings: Settings, base_url: str, logins: dict[str, str], *,
+        concurrency: int = 64, retry_for: float = 30.0, after_referral_timeout: float = 60.0,
         agencies: list[str] | None = None,
     ) -> None:
         self.settings = settings
         self.base_url = base_url
+        self.logins = logins  # each ESP's password, for HTTP Basic
         self.routing = load_rules(settings.tipline_routing_file)
         self.concurrency = concurrency
         self.retry_for = retry_for
@@ -122,6 +123,9 @@ class Replay:
             got = self.watch.reports[report_id].referrals
             if case.agencies <= got.keys():
                 case.referred.set()
+
+    def _login(self, esp_id: str) -> tuple[str, str]:
+        return esp_id, self.logins[esp_id]
 
     async def _post(self, http: httpx.AsyncClient, path: str, **kw: Any) -> httpx.Response | None:
         """POST with retries for what a retry can fix; None when it never succeeded."""
@@ -149,7 +153,7 @@ class Replay:
                     frozenset(resolve("?", report, self.routing).agencies))
         self.cases[case.ref] = case
         response = await self._post(http, "/v1/reports", json={"report": event["report"]},
-                                    headers={"X-ESP-Id": case.esp_id})
+                                    auth=self._login(case.esp_id))
         if response is not None and response.status_code == 202:
             case.report_id = response.json()["report_id"]
             case.accepted_at = time.monotonic()
@@ -176,7 +180,7 @@ class Replay:
         case.retract_when = event.get("when", "before_referral")
         response = await self._post(
             http, f"/v1/reports/{case.report_id}/retract",
-            json={"reason": event.get("reason", "retracted")}, headers={"X-ESP-Id": case.esp_id},
+            json={"reason": event.get("reason", "retracted")}, auth=self._login(case.esp_id),
         )
         if response is not None and response.status_code == 202:
             case.retract_accepted_at = time.monotonic()
@@ -197,6 +201,8 @@ class Replay:
         progress: bool = False, settle_timeout: float = 60.0,
     ) -> dict[str, Any]:
         plan = schedule(stream, rate, duration)
+        if missing := {e["esp_id"] for e in stream if e.get("actor") == "esp"} - set(self.logins):
+            raise ValueError(f"no login for the stream's ESPs {sorted(missing)}")
         await self.watch.start()
         tasks: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self.concurrency)
@@ -270,7 +276,7 @@ class Replay:
                 case = self.by_report[report_id]
                 try:
                     r = await http.get(f"/v1/reports/{report_id}",
-                                       headers={"X-ESP-Id": case.esp_id})
+                                       auth=self._login(case.esp_id))
                     status = r.json()
                 except (httpx.TransportError, ValueError):
                     continue
@@ -382,8 +388,10 @@ def render(result: dict[str, Any]) -> str:
 
 
 async def replay(
-    settings: Settings, base_url: str, stream: list[dict[str, Any]], **options: Any
+    settings: Settings, base_url: str, stream: list[dict[str, Any]], logins: dict[str, str],
+    **options: Any
 ) -> dict[str, Any]:
     keys = ("concurrency", "retry_for", "after_referral_timeout")
-    runner = Replay(settings, base_url, **{k: options.pop(k) for k in keys if k in options})
+    runner = Replay(settings, base_url, logins,
+                    **{k: options.pop(k) for k in keys if k in options})
     return await runner.run(stream, **options)

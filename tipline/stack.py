@@ -82,6 +82,7 @@ class Stack:
     workdir: Path
     children: list[Child] = field(default_factory=list)
     analyst: str = ""  # the analyst API's URL ("" = not served)
+    console: str = ""  # the console's URL ("" = not served)
     redis_password: str = ""  # the password of the stack's own Valkey ("" = none asked)
 
     def env(self) -> dict[str, str]:
@@ -91,12 +92,15 @@ class Stack:
         return env
 
     def settings(self, **overrides: Any) -> "Settings":
-        """Settings for a client of this stack's servers (the environment supplies the rest)."""
+        """Settings for a tool that talks to this stack (the demo, the load tools): its servers,
+        its Valkey's password, its routing file and keys; the environment supplies the rest."""
         from pydantic import SecretStr
 
         from shared.settings import Settings
 
-        given: dict[str, Any] = {"kafka_bootstrap_servers": self.kafka, "redis_url": self.redis}
+        given: dict[str, Any] = {
+            "kafka_bootstrap_servers": self.kafka, "redis_url": self.redis,
+            "tipline_routing_file": routing(self), "tipline_keys_dir": signing_keys(self)}
         if self.redis_password:
             given["redis_password"] = SecretStr(self.redis_password)
         return Settings(**{**given, **overrides})
@@ -211,8 +215,7 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
         env.update(TIPLINE_ANALYST_HOST=analyst.hostname or "127.0.0.1",
                    TIPLINE_ANALYST_PORT=str(analyst.port))
     for name in services:
-        # Intake serves the ops paths on its HTTP port; the others get a port each.
-        ops_port = http.port if name == "intake" else free_port()
+        ops_port = free_port()  # health and metrics, away from the ESP port
         child = stack.spawn(name, [sys.executable, "-m", f"services.{name}"], env={
             **env, "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": str(ops_port)})
         child.ops = f"http://127.0.0.1:{ops_port}"
@@ -238,7 +241,10 @@ def routing(stack: Stack) -> Path:
     from tipline.agencykeys import dev_routing
 
     given = os.environ.get("TIPLINE_ROUTING_FILE")
-    return Path(given) if given else dev_routing(CONFIG_DIR / "routing.yaml", stack.workdir)
+    if given:
+        return Path(given)
+    made = stack.workdir / "routing.yaml"
+    return made if made.exists() else dev_routing(CONFIG_DIR / "routing.yaml", stack.workdir)
 
 
 def create_topics(stack: Stack) -> None:

@@ -27,6 +27,7 @@ def save_state(workdir: Path, stack: Any) -> None:
     """What `tipline status` needs to find a stack started by `tipline up`."""
     state = {
         "kafka": stack.kafka, "redis": stack.redis, "http": stack.http,
+        "console": stack.console, "routing": str(stack.settings().tipline_routing_file),
         "children": [{"name": c.name, "pid": c.process.pid, "ops": getattr(c, "ops", None),
                       "log": str(c.log)} for c in stack.children],
     }
@@ -40,22 +41,22 @@ def load_state(workdir: Path) -> dict[str, Any] | None:
         return None
 
 
-def redis_settings(url: str | None = None) -> Settings:
-    """Settings for a tool that works on the stack's Redis: `url` (--redis), else REDIS_URL
-    (REDIS_PASSWORD and the rest from the environment), else the Valkey that `tipline up` runs
-    in the workdir, with the password it keeps there."""
-    url = url or os.environ.get("REDIS_URL")
-    if url:
-        return Settings(redis_url=url)
-    from tipline.stack import valkey_password
-
-    workdir = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
+def tool_settings(workdir: Path) -> Settings:
+    """Settings for a tool run beside `tipline up` (the demo, replay, esp add, analyst add): what
+    the environment says, and where it says nothing, the running stack's broker, Redis (with the
+    password its Valkey keeps in the workdir) and routing file as `tipline up` wrote them."""
     state = load_state(workdir) or {}
-    if not state.get("redis"):
-        return Settings()
-    password = valkey_password(workdir)
-    return Settings(redis_url=state["redis"],
-                    redis_password=SecretStr(password) if password else None)
+    given: dict[str, Any] = {name: state[key] for name, key, env in (
+        ("kafka_bootstrap_servers", "kafka", "KAFKA_BOOTSTRAP_SERVERS"),
+        ("redis_url", "redis", "REDIS_URL"),
+        ("tipline_routing_file", "routing", "TIPLINE_ROUTING_FILE"),
+    ) if state.get(key) and not os.environ.get(env)}
+    if "redis_url" in given and not os.environ.get("REDIS_PASSWORD"):
+        from tipline.stack import valkey_password
+
+        if password := valkey_password(workdir):
+            given["redis_password"] = SecretStr(password)
+    return Settings().model_copy(update=given)
 
 
 def alive(pid: int) -> bool:

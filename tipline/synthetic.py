@@ -6,18 +6,32 @@ from typing import Any
 
 from shared.rules import INCIDENT_TYPES
 
-# Where a synthetic report happened; each resolves through deploy/config/routing.yaml.
-PLACES: tuple[dict[str, Any], ...] = (
-    {"country": "US", "us_state": "CA"},
-    {"country": "US", "us_state": "TX"},
-    {"country": "US", "us_state": "NY"},
-    {"country": "US", "us_state": "FL"},
-    {"country": "GB"},
-    {"country": "CA"},
-    {"country": "DE"},
-    {"ip_address": "198.51.100.23"},
-    {"country": "NZ"},
+# Where a synthetic report happened, and the agencies deploy/config/routing.yaml sends it to:
+# written down here, from the rules' meaning, so a load tool checks the system against its own
+# knowledge rather than the service's code (tests/unit/test_load_tools.py keeps the two agreed).
+ROUTES: tuple[tuple[dict[str, Any], frozenset[str]], ...] = (
+    ({"country": "US", "us_state": "CA"}, frozenset({"icac-ca"})),
+    ({"country": "US", "us_state": "TX"}, frozenset({"icac-tx"})),
+    ({"country": "US", "us_state": "NY"}, frozenset({"icac-ny"})),
+    ({"country": "US", "us_state": "FL"}, frozenset({"icac-fl"})),
+    ({"country": "GB"}, frozenset({"uk-nca"})),
+    ({"country": "CA"}, frozenset({"ca-rcmp"})),
+    ({"country": "DE"}, frozenset({"de-bka"})),
+    ({"ip_address": "198.51.100.23"}, frozenset({"icac-tx"})),
+    # No rule for NZ: the reported user's address (192.0.2.7, REPORTED_IP) decides.
+    ({"country": "NZ"}, frozenset({"icac-ca"})),
 )
+PLACES: tuple[dict[str, Any], ...] = tuple(place for place, _ in ROUTES)
+REPORTED_IP = "192.0.2.7"
+FEDERAL = {"Child Sex Trafficking": "us-federal", "Child Sex Tourism": "us-federal"}
+
+
+def expected_agencies(report: dict[str, Any]) -> frozenset[str]:
+    """Where a synthetic report must be referred: its place's agencies, and the federal desk for
+    the incident types it takes."""
+    place = next(agencies for where, agencies in ROUTES if where == report["location"])
+    federal = FEDERAL.get(report.get("incident_type", ""))
+    return place | {federal} if federal else place
 
 
 def synthetic_report(rng: random.Random, *, valid: bool = True) -> dict[str, Any]:
@@ -28,7 +42,8 @@ def synthetic_report(rng: random.Random, *, valid: bool = True) -> dict[str, Any
         "platform": rng.choice(["chat", "photos", "forum", "video"]),
         "reporter_email": f"trust-safety-{n}@esp.example",
         "reported_users": [
-            {"screen_name": f"user{n}", "esp_identifier": f"acct-{n}", "ip_address": "192.0.2.7"}
+            {"screen_name": f"user{n}", "esp_identifier": f"acct-{n}",
+             "ip_address": REPORTED_IP}
         ],
         "location": rng.choice(PLACES),
         "additional_info": f"synthetic report {n}",

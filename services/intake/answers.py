@@ -9,6 +9,7 @@ from typing import Any
 from fastapi.responses import Response
 from lxml import etree
 
+from services.intake.ids import is_report_id
 from shared.contracts import FieldError
 
 
@@ -73,6 +74,9 @@ class Answer(Exception):
     hash: str | None = None
     errors: list[FieldError] = field(default_factory=list)
     http_status: int | None = None
+    # The answer to /finish: the schema's <reportDoneResponse>, carrying this code.
+    done: bool = False
+    retry_after_s: int | None = None
 
     @property
     def description(self) -> str:
@@ -91,6 +95,14 @@ class Answer(Exception):
         return self.http_status or HTTP_STATUS[self.code]
 
     def data(self) -> dict[str, Any]:
+        if self.done:
+            report_id = self.report_id or ""
+            return {"reportDoneResponse": {
+                "responseCode": int(self.code),
+                "reportId": int(report_id) if is_report_id(report_id) else 0,
+                "files": {"fileId": []},
+                "responseDescription": self.description,  # JSON only: not in the schema
+            }}
         out: dict[str, Any] = {
             "responseCode": int(self.code),
             "responseDescription": self.description,
@@ -117,6 +129,9 @@ class Done:
                                        "files": {"fileId": self.file_ids}}}
 
 
+# Extensions the JSON spelling carries and the schema's XML elements do not.
+XML_ONLY_IN_JSON = {"reportResponse": ("errors",), "reportDoneResponse": ("responseDescription",)}
+
 # Text XML cannot carry (control characters, lone surrogates); an echoed id may hold them.
 _NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -129,8 +144,8 @@ def _xml(data: dict[str, Any]) -> bytes:
     ((root, body),) = data.items()
     element = etree.Element(root)
     for key, value in body.items():
-        if key == "errors":
-            continue  # the XML spelling keeps the documented elements only
+        if key in XML_ONLY_IN_JSON.get(root, ()):
+            continue  # the XML spelling keeps the schema's elements only
         if key == "files":
             files = etree.SubElement(element, "files")
             for file_id in value["fileId"]:
@@ -154,6 +169,11 @@ def render(answer: Answer | Done, accept: str | None) -> Response:
     headers = {}
     if isinstance(answer, Answer) and answer.code is Code.AUTHENTICATION_REQUIRED:
         headers["WWW-Authenticate"] = 'Basic realm="tipline"'
+    if isinstance(answer, Answer) and answer.done:  # the schema's element has no description
+        headers["Tipline-Response-Description"] = " | ".join(
+            answer.description.splitlines()).encode("ascii", "replace").decode()[:2000]
+    if isinstance(answer, Answer) and answer.retry_after_s:
+        headers["Retry-After"] = str(answer.retry_after_s)
     if wants_json(accept):
         return Response(json.dumps(answer.data()), answer.status, headers,
                         media_type="application/json")

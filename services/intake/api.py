@@ -1,41 +1,47 @@
-"""The JSON reporting API: submit a report, retract it, read its status and timeline.
+"""The JSON reporting API (`/v1`): submit a whole report, retract it, read its status.
 
-An accepted call is never lost: the answer is sent only after the broker acknowledged the event.
+The same ESP login as `/ispws` (HTTP Basic), over the same reporting core: one id scheme, one
+ownership check, one status view. A refusal is the CyberTipline code and its description as JSON,
+with the HTTP status `/ispws` would answer.
 """
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
-from faststream.kafka import KafkaBroker
-from opentelemetry.trace import Tracer
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPBasic
 from pydantic import BaseModel, ConfigDict, Field
-from redis.asyncio import Redis
 
-from shared import topics
-from shared.contracts import Report, ReportSubmitted, RetractReport, derived_id
-from shared.ledger import Ledger
-from shared.timeline import Fact, Timeline
-
-
-@dataclass
-class Intake:
-    broker: KafkaBroker
-    redis: Redis
-    timeline: Timeline
-    ledger: Ledger
-    tracer: Tracer
-
-    async def new_report_id(self) -> str:
-        return str(await self.redis.incr("tipline:report-seq"))
+from services.intake.answers import Answer, Code
+from services.intake.ispws import esp as esp_login
+from services.intake.reporting import Reporting
+from shared.contracts import Report
 
 
-def intake(request: Request) -> Intake:
-    return request.app.state.intake  # type: ignore[no-any-return]
+def reporting(request: Request) -> Reporting:
+    return request.app.state.reporting  # type: ignore[no-any-return]
 
 
-IntakeDep = Annotated[Intake, Depends(intake)]
-EspId = Annotated[str, Header(alias="X-ESP-Id", pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+async def esp(request: Request, _: Annotated[Any, Depends(HTTPBasic(auto_error=False))]) -> str:
+    try:
+        return await esp_login(request, None)
+    except Answer as refused:
+        raise refusal(refused) from None
+
+
+def refusal(answer: Answer) -> HTTPException:
+    headers = {}
+    if answer.code is Code.AUTHENTICATION_REQUIRED:
+        headers["WWW-Authenticate"] = 'Basic realm="tipline"'
+    if answer.retry_after_s:
+        headers["Retry-After"] = str(answer.retry_after_s)
+    detail: dict[str, Any] = {"code": int(answer.code), "description": answer.description}
+    if answer.errors:
+        detail["errors"] = [e.model_dump(exclude_none=True) for e in answer.errors]
+    return HTTPException(answer.status, detail, headers=headers or None)
+
+
+Svc = Annotated[Reporting, Depends(reporting)]
+EspId = Annotated[str, Depends(esp)]
 
 
 class Submission(BaseModel):
@@ -60,60 +66,28 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/reports", status_code=202, response_model=Accepted)
-async def submit_report(body: Submission, svc: IntakeDep, esp_id: EspId = "demo-esp") -> Accepted:
-    report_id = await svc.new_report_id()
-    with svc.tracer.start_as_current_span("intake submit", attributes={"report.id": report_id}):
-        event = ReportSubmitted(
-            event_id=derived_id(report_id, "submitted"),
-            report_id=report_id,
-            esp_id=esp_id,
-            report=body.report,
-            supersedes=body.supersedes,
-        )
-        await svc.timeline.record_all(report_id, [Fact(event.event_id, "submitted", "submitted")],
-                                      fields={"esp_id": esp_id})
-        await svc.broker.publish(event, topics.REPORTS_SUBMITTED, key=report_id.encode())
+async def submit_report(body: Submission, svc: Svc, esp_id: EspId) -> Accepted:
+    try:
+        report_id = await svc.submit(esp_id, body.report, body.supersedes)
+    except Answer as refused:
+        raise refusal(refused) from None
     return Accepted(report_id=report_id, status="submitted")
-
-
-async def _owned(svc: Intake, report_id: str, esp_id: str) -> dict[str, str]:
-    fields = await svc.timeline.fields(report_id)
-    if fields.get("esp_id") != esp_id:
-        # Another ESP's report answers as if it did not exist.
-        raise HTTPException(404, detail=f"report {report_id} does not exist")
-    return fields
 
 
 @router.post("/reports/{report_id}/retract", status_code=202, response_model=Accepted)
 async def retract_report(
-    report_id: str, svc: IntakeDep, body: Retraction | None = None, esp_id: EspId = "demo-esp"
+    report_id: str, svc: Svc, esp_id: EspId, body: Retraction | None = None
 ) -> Accepted:
-    await _owned(svc, report_id, esp_id)
-    with svc.tracer.start_as_current_span("intake retract", attributes={"report.id": report_id}):
-        command = RetractReport(
-            command_id=derived_id(report_id, "retract", "esp"),
-            report_id=report_id,
-            requested_by="esp",
-            actor=esp_id,
-            reason=body.reason if body else "retracted by the reporter",
-        )
-        await svc.broker.publish(command, topics.RETRACTIONS_REQUESTED, key=report_id.encode())
+    try:
+        await svc.retract(esp_id, report_id, body.reason if body else None)
+    except Answer as refused:
+        raise refusal(refused) from None
     return Accepted(report_id=report_id, status="retraction requested")
 
 
 @router.get("/reports/{report_id}")
-async def report_status(report_id: str, svc: IntakeDep, esp_id: EspId = "demo-esp") -> Any:
-    fields = await _owned(svc, report_id, esp_id)
-    return {
-        "report_id": report_id,
-        "status": fields.get("status", "submitted"),
-        "updated_at": fields.get("updated_at"),
-        "agencies": await svc.ledger.states(report_id),
-        "retraction": await svc.ledger.retraction(report_id),
-        "timeline": await svc.timeline.entries(report_id),
-    }
-
-
-@router.get("/healthz", include_in_schema=False)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def report_status(report_id: str, svc: Svc, esp_id: EspId) -> Any:
+    try:
+        return await svc.status(esp_id, report_id)
+    except Answer as refused:
+        raise refusal(refused) from None

@@ -2,10 +2,10 @@
 
 Kept in Redis (hash tipline:esps). A verified login is remembered for a short while in the process
 (by a digest of the pair, never the password), so a busy ESP does not pay the key derivation on
-every call.
+every call. Checks run through a LoginGuard: off the event loop, a few at a time, failed logins
+rate-limited, and an unknown name costing what a known one does.
 """
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -18,6 +18,7 @@ import time
 from redis.asyncio import Redis
 
 from shared.contracts import now
+from shared.logins import LoginGuard
 
 KEY = "tipline:esps"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -54,9 +55,12 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 
 class EspRegistry:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, guard: LoginGuard | None = None) -> None:
         self._redis = redis
+        self._guard = guard or LoginGuard()
         self._verified: dict[bytes, float] = {}
+        # An unknown name is checked against this, so it costs what a known one does.
+        self._decoy = hash_password(secrets.token_urlsafe(24))
 
     async def add(self, name: str) -> str:
         """Register an ESP (or give it a new password); returns the password, shown only once."""
@@ -72,20 +76,22 @@ class EspRegistry:
         raw = await self._redis.hgetall(KEY)
         return {str(n): json.loads(raw[n]).get("created_at", "") for n in sorted(raw)}
 
-    async def authenticate(self, header: str | None) -> str | None:
-        """The ESP's name when the Basic credentials are right, else None."""
+    async def authenticate(self, header: str | None, address: str) -> str | None:
+        """The ESP's name when the Basic credentials are right, else None; LoginRefused when the
+        name or the address failed too often lately (shared/logins.py)."""
         pair = basic_credentials(header)
         if pair is None or not NAME.match(pair[0]):
             return None
         name, password = pair
         stored = await self._redis.hget(KEY, name)
-        if stored is None:
-            return None
         memo = hashlib.sha256(f"{name}\0{password}\0{stored!s}".encode()).digest()
-        if self._verified.get(memo, 0.0) > time.monotonic():
+        if stored is not None and self._verified.get(memo, 0.0) > time.monotonic():
             return name
-        # The key derivation runs off the event loop (hashlib releases the GIL).
-        if not await asyncio.to_thread(password_matches, password, json.loads(stored)["hash"]):
+        expected = json.loads(stored)["hash"] if stored is not None else self._decoy
+        if not await self._guard.check(name, address,
+                                       lambda: password_matches(password, expected)):
+            return None
+        if stored is None:
             return None
         if len(self._verified) > 10_000:
             self._verified.clear()

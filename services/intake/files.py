@@ -1,14 +1,16 @@
 """Uploads: streamed from the request to a content-addressed store, hashed on the way in.
 
 A file is never held whole in memory: each chunk of the multipart body goes to a temporary file
-while SHA-256 and MD5 are updated, then the file is moved to <root>/<sha256[:2]>/<sha256>. The same
-content uploaded again is stored once.
+while SHA-256 and MD5 are updated. The caller checks that the ESP may add a file to the report
+(before the file streams, when the form names the report first, as CyberTipline clients do) and
+only then keeps it (`FileStore.keep`: moved to <root>/<sha256[:2]>/<sha256>, the same content
+stored once); a refused upload's temporary file is removed, so nothing refused is kept.
 """
 
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -17,6 +19,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 MAX_FIELD_BYTES = 1024
+MAX_FIELDS = 16  # an upload form has an id and a file; a few more are tolerated
 
 
 class UploadTooLarge(Exception):
@@ -33,6 +36,18 @@ class Stored:
     md5: str
     size: int
     path: Path
+
+
+@dataclass(frozen=True)
+class Received:
+    """A file streamed to a temporary place, hashed, not kept yet."""
+
+    file_id: str
+    sha256: str
+    md5: str
+    size: int
+    tmp: Path
+    filename: str | None
 
 
 class Sink:
@@ -56,14 +71,10 @@ class Sink:
         self._md5.update(data)
         self._file.write(data)
 
-    def commit(self) -> Stored:
+    def close(self, filename: str | None) -> Received:
         self._file.close()
-        sha256 = self._sha256.hexdigest()
-        final = self._store.path_of(sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # Same content, same name: replacing an existing copy changes nothing.
-        os.replace(self._path, final)
-        return Stored(sha256, self._md5.hexdigest(), self.size, final)
+        return Received(secrets.token_hex(16), self._sha256.hexdigest(), self._md5.hexdigest(),
+                        self.size, self._path, filename)
 
     def discard(self) -> None:
         self._file.close()
@@ -78,18 +89,32 @@ class FileStore:
     def path_of(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
+    def keep(self, received: Received) -> Stored:
+        final = self.path_of(received.sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Same content, same name: replacing an existing copy changes nothing.
+        os.replace(received.tmp, final)
+        return Stored(received.sha256, received.md5, received.size, final)
+
+    @staticmethod
+    def discard(received: Received) -> None:
+        received.tmp.unlink(missing_ok=True)
+
 
 @dataclass
 class Upload:
     fields: dict[str, str] = field(default_factory=dict)
-    file: Stored | None = None
-    filename: str | None = None
+    file: Received | None = None
 
 
 async def receive(
-    chunks: AsyncIterator[bytes], content_type: str, store: FileStore, limit: int
+    chunks: AsyncIterator[bytes], content_type: str, store: FileStore, limit: int,
+    before_file: Callable[[dict[str, str]], Awaitable[None]] | None = None,
 ) -> Upload:
-    """Parse a multipart/form-data body as it arrives: small fields in memory, the file to disk."""
+    """Parse a multipart/form-data body as it arrives: small fields in memory, the file to disk.
+
+    `before_file(fields)` runs once, as soon as the file part starts, with the fields read so far;
+    it refuses the upload by raising (nothing of it is kept)."""
     _, options = parse_options_header(content_type.encode("latin-1", "replace"))
     boundary = options.get(b"boundary")
     if not boundary:
@@ -99,6 +124,8 @@ async def receive(
     name_buf, value_buf = bytearray(), bytearray()
     part: dict[str, object] = {}
     sink: Sink | None = None
+    filename: str | None = None
+    parts = 0
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         name_buf.extend(data[start:end])
@@ -112,7 +139,10 @@ async def receive(
         value_buf.clear()
 
     def on_headers_finished() -> None:
-        nonlocal sink
+        nonlocal sink, filename, parts
+        parts += 1
+        if parts > MAX_FIELDS:
+            raise BadUpload(f"more than {MAX_FIELDS} parts in the form")
         _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
         part.clear()
@@ -120,8 +150,8 @@ async def receive(
         if name == "file":
             if upload.file is not None or sink is not None:
                 raise BadUpload("one file an upload")
-            filename = disposition.get(b"filename")
-            upload.filename = filename.decode("utf-8", "replace")[:255] if filename else None
+            given = disposition.get(b"filename")
+            filename = given.decode("utf-8", "replace")[:255] if given else None
             sink = Sink(store, limit)
         else:
             part["value"] = bytearray()
@@ -140,7 +170,7 @@ async def receive(
     def on_part_end() -> None:
         nonlocal sink
         if part.get("name") == "file" and sink is not None:
-            upload.file = sink.commit()
+            upload.file = sink.close(filename)
             sink = None
         elif isinstance(value := part.get("value"), bytearray):
             try:
@@ -153,12 +183,20 @@ async def receive(
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data, "on_part_end": on_part_end,
     })
+    checked = before_file is None
     try:
         async for chunk in chunks:
             parser.write(chunk)
+            if not checked and (sink is not None or upload.file is not None):
+                checked = True
+                await before_file(dict(upload.fields))  # type: ignore[misc]
         parser.finalize()
     except MultipartParseError as exc:
         raise BadUpload(f"malformed multipart body: {exc}") from None
+    except BaseException:
+        if upload.file is not None:
+            store.discard(upload.file)
+        raise
     finally:
         if sink is not None:
             sink.discard()

@@ -5,37 +5,24 @@ An integrator points an existing client here by changing the base URL and creden
 carries a Request-ID header that is also in the log line of the call.
 """
 
+import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBasic
-from faststream.kafka import KafkaBroker
-from opentelemetry import trace
-from opentelemetry.trace import Tracer
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisUnavailable
-from redis.exceptions import TimeoutError as RedisTimeout
 
 from services.intake import documents, files
 from services.intake.answers import Answer, Code, Done, render
-from services.intake.esps import EspRegistry
 from services.intake.idempotency import Idempotency, KeyConflict
+from services.intake.mapping import report_from
 from services.intake.reporting import Reporting
-from shared.drafts import Drafts
-from shared.ledger import Ledger
-from shared.settings import Settings
-from shared.timeline import Timeline
-
-# A dependency away (Redis, the broker): the call was not accepted and can be retried.
-UNAVAILABLE = (RedisUnavailable, RedisTimeout, KafkaError, TimeoutError, ConnectionError)
+from shared.contracts import FieldError
+from shared.logins import LoginRefused
 
 log = logging.getLogger("tipline.intake.ispws")
 PREFIX = "/ispws"
@@ -51,7 +38,14 @@ class BasicAuth(HTTPBasic):
 
 
 async def esp(request: Request, _: Annotated[None, Depends(BasicAuth())]) -> str:
-    name = await request.app.state.esps.authenticate(request.headers.get("authorization"))
+    """The ESP these HTTP Basic credentials belong to; the same login opens /ispws and /v1."""
+    address = request.client.host if request.client else "unknown"
+    try:
+        name = await request.app.state.esps.authenticate(request.headers.get("authorization"),
+                                                         address)
+    except LoginRefused as exc:
+        raise Answer(Code.AUTHENTICATION_REQUIRED, exc.reason, http_status=429,
+                     retry_after_s=exc.retry_after_s) from None
     if name is None:
         raise Answer(Code.AUTHENTICATION_REQUIRED)
     request.state.esp_id = name
@@ -95,12 +89,8 @@ async def _document(request: Request, root: str, limit: int) -> dict[str, Any]:
         raise _unsupported(request, "text/xml (or application/json)")
     body = await _body(request, limit)
     try:
-        if kind == "application/json":
-            try:
-                body = documents.from_json(json.loads(body), root)
-            except (ValueError, RecursionError) as exc:
-                raise documents.MalformedDocument(f"not well-formed JSON: {exc}") from None
-        return documents.to_data_of(documents.parse(body, root))
+        # Parsing and schema checks are CPU work: off the event loop that serves everyone.
+        return await asyncio.to_thread(documents.read, body, kind, root)
     except documents.MalformedDocument as exc:
         raise Answer(Code.MALFORMED_XML, str(exc)) from None
     except documents.InvalidDocument as exc:
@@ -133,29 +123,35 @@ def _id(form: dict[str, str]) -> str:
     return report_id
 
 
+def answered(request: Request, answer: Answer | Done) -> Response:
+    """An answer in the client's spelling; /finish answers <reportDoneResponse>, errors too."""
+    if isinstance(answer, Answer) and request.url.path == f"{PREFIX}/finish":
+        answer.done = True
+    return render(answer, request.headers.get("accept"))
+
+
 async def _answer(
     request: Request, esp_id: str, call: Callable[[], Awaitable[Answer | Done]]
 ) -> Response:
     """Run one call (once per Idempotency-Key) and render its answer."""
-    accept = request.headers.get("accept")
 
     async def respond() -> Response:
         try:
             result = await call()
         except Answer as refused:
             result = refused
-        return render(result, accept)
+        return answered(request, result)
 
     key = request.headers.get("idempotency-key")
     if key is None:
         return await respond()
     if not Idempotency.valid(key):
-        return render(Answer(Code.INVALID_REQUEST,
-                             "Idempotency-Key must be 1-255 visible ASCII characters"), accept)
+        return answered(request, Answer(
+            Code.INVALID_REQUEST, "Idempotency-Key must be 1-255 visible ASCII characters"))
     try:
         return await request.app.state.idempotency.run(esp_id, key, request.url.path, respond)
     except KeyConflict as exc:
-        return render(Answer(Code.INVALID_REQUEST, str(exc), http_status=409), accept)
+        return answered(request, Answer(Code.INVALID_REQUEST, str(exc), http_status=409))
 
 
 # --- OpenAPI descriptions of the bodies (the routes read them raw, to stream and to answer XML) ---
@@ -165,6 +161,7 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
     code: {"description": what, "content": {"application/xml": {}, "application/json": {}}}
     for code, what in ((200, "reportResponse, code 0"), (400, "4000, 4100, 4110 or 4200"),
                        (401, "2000: missing or bad credentials"), (404, "5001 or 5002"),
+                       (429, "2000: too many failed logins; Retry-After says when to try"),
                        (409, "5101, 5102 or 5103"), (413, "body or file too large"),
                        (415, "wrong Content-Type"))
 }
@@ -217,34 +214,43 @@ async def xsd() -> Response:
 async def submit(request: Request, esp_id: Esp, svc: Svc) -> Response:
     async def call() -> Answer:
         data = await _document(request, "report", svc.settings.tipline_max_body_bytes)
+        try:
+            report = report_from(data)
+        except ValueError as exc:
+            raise Answer(Code.VALIDATION_FAILED, errors=[FieldError(
+                path="incidentSummary/incidentDateTime", reason=f"is not a usable date: {exc}"
+            )]) from None
         supersedes = request.headers.get("tipline-supersedes", "").strip() or None
-        return await svc.open(esp_id, data, supersedes)
+        return await svc.open(esp_id, report, supersedes)
 
     return await _answer(request, esp_id, call)
 
 
 @router.post("/upload", summary="Add a file to an open report", openapi_extra=_UPLOAD_BODY)
 async def upload(request: Request, esp_id: Esp, svc: Svc) -> Response:
+    async def before_file(fields: dict[str, str]) -> None:
+        # The form named its report before the file: refuse before a byte of it streams.
+        if report_id := fields.get("id", "").strip():
+            await svc.may_upload(esp_id, report_id)
+
     async def call() -> Answer:
         if _media(request) != "multipart/form-data":
             raise _unsupported(request, "multipart/form-data")
-        limit = svc.settings.tipline_max_upload_bytes
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit + 64 * 1024:
-            raise Answer(Code.MALFORMED_FILE, f"the file is larger than {limit} bytes",
-                         http_status=413)
         try:
             received = await files.receive(
-                request.stream(), request.headers["content-type"], svc.store, limit
+                request.stream(), request.headers["content-type"], svc.store,
+                svc.settings.tipline_max_upload_bytes, before_file,
             )
         except files.UploadTooLarge as exc:
             raise Answer(Code.MALFORMED_FILE, str(exc), http_status=413) from None
         except files.BadUpload as exc:
             raise Answer(Code.MALFORMED_FILE, str(exc)) from None
-        report_id = _id(received.fields)
         if received.file is None:
             raise Answer(Code.MALFORMED_FILE, "the form has no part named file")
-        return await svc.add_file(esp_id, report_id, received.file, received.filename)
+        try:
+            return await svc.add_file(esp_id, _id(received.fields), received.file)
+        finally:
+            svc.store.discard(received.file)  # kept by now, or refused: never left behind
 
     return await _answer(request, esp_id, call)
 
@@ -283,61 +289,6 @@ async def retract(request: Request, esp_id: Esp, svc: Svc) -> Response:
 @router.get("/reports/{report_id}", summary="A report's status and full timeline (tipline)")
 async def report(report_id: str, esp_id: Esp, svc: Svc) -> JSONResponse:
     return JSONResponse(await svc.status(esp_id, report_id))
-
-
-# --- Wiring -------------------------------------------------------------------------------
-
-
-def install(app: FastAPI, settings: Settings, broker: KafkaBroker, redis: Redis,
-            tracer: Tracer) -> None:
-    """Add /ispws to the intake app: its state, routes, Request-ID and error answers."""
-    drafts = Drafts(redis, after_open_s=settings.tipline_abandon_after_open_s,
-                    after_change_s=settings.tipline_abandon_after_change_s)
-    app.state.reporting = Reporting(
-        broker=broker, redis=redis, timeline=Timeline(redis), ledger=Ledger(redis),
-        drafts=drafts, store=files.FileStore(settings.tipline_files_dir), settings=settings,
-        tracer=tracer,
-    )
-    app.state.esps = EspRegistry(redis)
-    app.state.idempotency = Idempotency(redis, settings.tipline_idempotency_ttl_s)
-    app.include_router(router)
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Any) -> Response:
-        rid = uuid.uuid4().hex
-        request.state.request_id = rid
-        trace.get_current_span().set_attribute("tipline.request_id", rid)
-        try:
-            response: Response = await call_next(request)
-        except Exception as exc:
-            # Never a bare 500: the ESP gets code 1000 and the id to quote; the log has the cause.
-            # Redis or the broker away is 503 with Retry-After: nothing was accepted, try again.
-            log.exception("request_id=%s %s %s failed", rid, request.method, request.url.path)
-            status = 503 if isinstance(exc, UNAVAILABLE) else 500
-            response = (render(Answer(Code.SERVER_ERROR, http_status=status),
-                               request.headers.get("accept"))
-                        if request.url.path.startswith(PREFIX)
-                        else JSONResponse({"detail": "server error" if status == 500 else
-                                           "temporarily unavailable, retry", "request_id": rid},
-                                          status))
-            if status == 503:
-                response.headers["Retry-After"] = "2"
-        response.headers["Request-ID"] = rid
-        log.info("request_id=%s %s %s -> %s esp=%s", rid, request.method, request.url.path,
-                 response.status_code, getattr(request.state, "esp_id", "-"))
-        return response
-
-    @app.exception_handler(Answer)
-    async def on_answer(request: Request, answer: Answer) -> Response:
-        return render(answer, request.headers.get("accept"))
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
-        if not request.url.path.startswith(PREFIX):
-            return JSONResponse({"detail": jsonable(exc.errors())}, 422)
-        return render(Answer(Code.INVALID_REQUEST, "; ".join(
-            f"{'/'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors()
-        )), request.headers.get("accept"))
 
 
 def jsonable(errors: Any) -> Any:

@@ -1,47 +1,143 @@
-"""Intake wiring: one broker (publish only), one Redis, the HTTP routes."""
+"""Intake wiring: one broker (publish only), one Redis, the reporting core, both front doors, the
+sweep that sends what requests left in the outbox and abandons what was never finished.
 
+The ESP port serves the ESP APIs only: health, readiness and metrics are on the ops port
+(`shared.service.serve_http`), and the OpenAPI document is in docs/ (`tipline docs`).
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from opentelemetry import trace
+from redis.exceptions import ConnectionError as RedisUnavailable
+from redis.exceptions import TimeoutError as RedisTimeout
+from starlette.types import Scope
 
-from services.intake.api import Intake, router
-from services.intake.ispws import install as install_ispws
+from services.intake import api, ispws
+from services.intake.abandonment import DEADLINES, Abandonment, keep_sweeping
+from services.intake.answers import Answer, Code, render
+from services.intake.drafts import Drafts
+from services.intake.esps import EspRegistry
+from services.intake.files import FileStore
+from services.intake.idempotency import Idempotency
+from services.intake.ids import ReportIds
+from services.intake.outbox import DUE, Outbox
+from services.intake.reporting import Reporting
 from shared import ops
+from shared.http import BodyLimit, BodyTooLarge, refuse_too_large
 from shared.kafka import make_broker
 from shared.ledger import Ledger
+from shared.schedule import DueIndex
 from shared.settings import Settings
 from shared.store import connect
 from shared.telemetry import instrument_http, tracer_provider
 from shared.timeline import Timeline
 
+# A dependency away (Redis, the broker): the call was not accepted and can be retried.
+UNAVAILABLE = (RedisUnavailable, RedisTimeout, KafkaError, TimeoutError, ConnectionError)
+log = logging.getLogger("tipline.intake")
+
+
+def refuse_body(scope: Scope, exc: BodyTooLarge) -> Response:
+    if str(scope.get("path", "")).startswith(ispws.PREFIX):
+        return render(Answer(Code.INVALID_REQUEST, str(exc), http_status=413), None)
+    return JSONResponse({"detail": str(exc)}, 413)
+
 
 def create_app(settings: Settings) -> FastAPI:
     broker = make_broker(settings, "intake")
     redis = connect(settings)
+    timeline = Timeline(redis)
+    drafts = Drafts(redis, after_open_s=settings.tipline_abandon_after_open_s,
+                    after_change_s=settings.tipline_abandon_after_change_s)
+    outbox = Outbox(broker, drafts, timeline, DueIndex(redis, DUE),
+                    publish_wait_s=settings.tipline_publish_wait_s,
+                    grace_s=settings.tipline_publish_wait_s * 2)
+    abandonment = Abandonment(drafts, outbox, DueIndex(redis, DEADLINES))
+    tracer = tracer_provider(settings, "intake").get_tracer("tipline.intake")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await broker.connect()
+        sweeping = asyncio.create_task(
+            keep_sweeping(abandonment, outbox, settings.tipline_abandon_tick_s))
         yield
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
         await broker.stop()
         await redis.aclose()
 
-    app = FastAPI(title="tipline intake", version="0.1.0", lifespan=lifespan)
-    app.state.intake = Intake(
-        broker=broker,
-        redis=redis,
-        timeline=Timeline(redis),
-        ledger=Ledger(redis),
-        tracer=tracer_provider(settings, "intake").get_tracer("tipline.intake"),
+    app = FastAPI(title="tipline intake", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.reporting = Reporting(
+        redis=redis, timeline=timeline, ledger=Ledger(redis), drafts=drafts, outbox=outbox,
+        abandonment=abandonment, ids=ReportIds(), store=FileStore(settings.tipline_files_dir),
+        settings=settings, tracer=tracer,
     )
-    app.include_router(router)
-    install_ispws(app, settings, broker, redis, app.state.intake.tracer)
-    checks: dict[str, ops.Check] = {
-        "broker": lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S),
-        "redis": redis.ping,
-    }
-    app.include_router(ops.router(ops.Ops("intake", checks, [broker]), skip={"/healthz"}))
+    app.state.esps = EspRegistry(redis)
+    app.state.idempotency = Idempotency(redis, settings.tipline_idempotency_ttl_s)
+    app.state.ops = ops.Ops("intake", {
+        "broker": lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S), "redis": redis.ping,
+    }, [broker])
+    app.include_router(api.router)
+    app.include_router(ispws.router)
+    answer_errors(app)
+    # Every body is bounded; an upload may carry a file up to the upload limit.
+    app.add_middleware(BodyLimit, limit=settings.tipline_max_body_bytes, refusal=refuse_body,
+                       larger={f"{ispws.PREFIX}/upload":
+                               settings.tipline_max_upload_bytes + 64 * 1024})
     instrument_http(app, settings, "intake")
     ops.count_requests(app, "intake")
     return app
+
+
+def answer_errors(app: FastAPI) -> None:
+    """Request-ID on every answer, and errors answered in each API's own words: never a 500
+    without the id to quote, 503 with Retry-After while a dependency is away."""
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Any) -> Response:
+        rid = uuid.uuid4().hex
+        request.state.request_id = rid
+        trace.get_current_span().set_attribute("tipline.request_id", rid)
+        try:
+            response: Response = await call_next(request)
+        except Exception as exc:
+            log.exception("request_id=%s %s %s failed", rid, request.method, request.url.path)
+            status = 503 if isinstance(exc, UNAVAILABLE) else 500
+            if request.url.path.startswith(ispws.PREFIX):
+                response = ispws.answered(request, Answer(Code.SERVER_ERROR, http_status=status))
+            else:
+                response = JSONResponse({"detail": "server error" if status == 500 else
+                                         "temporarily unavailable, retry", "request_id": rid},
+                                        status)
+            if status == 503:
+                response.headers["Retry-After"] = "2"
+        response.headers["Request-ID"] = rid
+        log.info("request_id=%s %s %s -> %s esp=%s", rid, request.method, request.url.path,
+                 response.status_code, getattr(request.state, "esp_id", "-"))
+        return response
+
+    @app.exception_handler(Answer)
+    async def on_answer(request: Request, answer: Answer) -> Response:
+        return ispws.answered(request, answer)
+
+    app.add_exception_handler(BodyTooLarge, refuse_too_large(refuse_body))  # type: ignore[arg-type]
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        if not request.url.path.startswith(ispws.PREFIX):
+            return JSONResponse({"detail": ispws.jsonable(exc.errors())}, 422)
+        return ispws.answered(request, Answer(Code.INVALID_REQUEST, "; ".join(
+            f"{'/'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors()
+        )))

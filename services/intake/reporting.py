@@ -1,28 +1,32 @@
-"""The /ispws operations: open a report, add files and their details, finish, retract.
+"""Intake's reporting core: one id scheme, one ownership check, one status view, for both front
+doors (`/ispws`, CyberTipline-compatible, and `/v1`, JSON).
 
-Each operation checks what NCMEC answers at once (schema, the rules module, the report's state),
-records the fact in the timeline, publishes it, and returns only after the broker acknowledged the
-event (acks=all). The report's state lives in shared/drafts.py; its draft (the document and the
-files) in Redis beside it.
+Each step checks what NCMEC answers at once (schema and rules before this, the report's state
+here), is accepted durably (state and event together, `services/intake/drafts.py`), and is
+answered once its event is published, or safe in the outbox when the broker is away. Refusals
+are `Answer`s with the CyberTipline response codes; the `/v1` adapter turns them into JSON.
 """
 
-import json
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from faststream.kafka import KafkaBroker
+from opentelemetry import trace
 from opentelemetry.trace import Tracer
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from services.intake.abandonment import Abandonment
 from services.intake.answers import Answer, Code, Done
-from services.intake.files import FileStore, Stored
-from services.intake.mapping import report_from, with_details
+from services.intake.drafts import Drafts, Pending
+from services.intake.files import FileStore, Received
+from services.intake.ids import ReportIds, is_report_id
+from services.intake.mapping import with_details
+from services.intake.outbox import Outbox
 from shared import topics
 from shared.contracts import (
-    FieldError,
     FileInfo,
     Report,
     ReportDraftChanged,
@@ -30,7 +34,6 @@ from shared.contracts import (
     RetractReport,
     derived_id,
 )
-from shared.drafts import Drafts
 from shared.ledger import Ledger
 from shared.rules import check_batched, check_file_details, check_submission
 from shared.settings import Settings
@@ -44,43 +47,49 @@ REFUSED = {
     "abandoned": Code.ABANDONED,
     "expired": Code.ABANDONED,
 }
+# Room for the headers and the envelope beside an event's JSON in one Kafka message.
+MESSAGE_OVERHEAD = 16 * 1024
 
 
 def _epoch(at: float) -> datetime:
     return datetime.fromtimestamp(at, UTC)
 
 
+def submitted_id(report_id: str) -> str:
+    return derived_id(report_id, "submitted")
+
+
+def retract_id(report_id: str) -> str:
+    return derived_id(report_id, "retract", "esp")
+
+
 @dataclass
 class Reporting:
-    broker: KafkaBroker
     redis: Redis
     timeline: Timeline
     ledger: Ledger
     drafts: Drafts
+    outbox: Outbox
+    abandonment: Abandonment
+    ids: ReportIds
     store: FileStore
     settings: Settings
     tracer: Tracer
-
-    @staticmethod
-    def _files_key(report_id: str) -> str:
-        return f"tipline:{{{report_id}}}:files"
 
     # --- reading -------------------------------------------------------------------------
 
     async def owned(self, report_id: str, esp_id: str) -> dict[str, str]:
         """The report's draft when this ESP owns it; any other ESP's report does not exist."""
-        if not (report_id.isascii() and report_id.isdigit()) or len(report_id) > 18:
+        if not is_report_id(report_id):
             raise Answer(Code.REPORT_DOES_NOT_EXIST, f"no report {report_id[:40]}")
         draft = await self.drafts.get(report_id)
-        owner = draft.get("esp_id") or (await self.timeline.fields(report_id)).get("esp_id")
-        if owner != esp_id:
+        if draft.get("esp_id") != esp_id:
             raise Answer(Code.REPORT_DOES_NOT_EXIST, f"no report {report_id}")
         return draft
 
     async def files(self, report_id: str) -> list[FileInfo]:
-        raw = await self.redis.lrange(self._files_key(report_id), 0, -1)
         latest: dict[str, FileInfo] = {}
-        for entry in raw:  # later entries (with details) replace earlier ones, order kept
+        for entry in await self.drafts.files(report_id):  # later entries (details) replace
             info = FileInfo.model_validate_json(entry)
             latest[info.file_id] = info
         return list(latest.values())
@@ -89,177 +98,14 @@ class Reporting:
         report = Report.model_validate_json(draft["report"])
         return report.model_copy(update={"files": await self.files(report_id)})
 
-    def _refused(self, outcome: str, report_id: str) -> Answer:
-        return Answer(REFUSED.get(outcome, Code.INVALID_REQUEST), report_id=report_id)
-
-    # --- the steps -----------------------------------------------------------------------
-
-    async def open(self, esp_id: str, data: dict[str, Any], supersedes: str | None) -> Answer:
-        try:
-            report = report_from(data)
-        except ValueError as exc:
-            raise Answer(Code.VALIDATION_FAILED, errors=[FieldError(
-                path="incidentSummary/incidentDateTime", reason=f"is not a usable date: {exc}"
-            )]) from None
-        if errors := check_submission(report):
-            raise Answer(Code.VALIDATION_FAILED, errors=errors)
-        if supersedes is not None:
-            try:
-                await self.owned(supersedes, esp_id)
-            except Answer:
-                raise Answer(Code.REPORT_DOES_NOT_EXIST,
-                              f"the superseded report {supersedes[:40]} does not exist") from None
-        report_id = str(await self.redis.incr("tipline:report-seq"))
-        at = time.time()
-        with self.tracer.start_as_current_span("ispws open", attributes={"report.id": report_id}):
-            event = ReportDraftChanged(
-                event_id=derived_id(report_id, "opened"), report_id=report_id, esp_id=esp_id,
-                change="opened", opened_at=_epoch(at), supersedes=supersedes,
-            )
-            # The event first: a draft that exists is always watched by the abandonment timer
-            # (an event without a draft, if Redis fails next, is dropped by the timer).
-            await self.broker.publish(event, topics.REPORTS_DRAFTS, key=report_id.encode())
-            await self.drafts.open(report_id, esp_id, at, report=report.model_dump_json(),
-                                   supersedes=supersedes or "")
-            await self.timeline.set_fields(report_id, esp_id=esp_id)
-            await self.timeline.record(report_id, event.event_id, "opened",
-                                       supersedes=supersedes, via="ispws")
-        return Answer(Code.SUCCESS, report_id=report_id)
-
-    async def _change(self, report_id: str, esp_id: str, draft: dict[str, str],
-                      change: str, file: FileInfo) -> None:
-        event = ReportDraftChanged(
-            event_id=derived_id(report_id, change, file.file_id), report_id=report_id,
-            esp_id=esp_id, change=change,  # type: ignore[arg-type]
-            opened_at=_epoch(float(draft["opened_at"])), file=file,
-        )
-        # Published before it counts anywhere: a step the broker did not take is not in the
-        # report, so the ESP's retry is the only copy.
-        await self.broker.publish(event, topics.REPORTS_DRAFTS, key=report_id.encode())
-        await self.redis.rpush(self._files_key(report_id), file.model_dump_json())
-        detail = file.model_dump(mode="json", exclude={"details"}, exclude_none=True)
-        await self.timeline.record(report_id, event.event_id, change, **detail)
-
-    async def add_file(self, esp_id: str, report_id: str, stored: Stored,
-                       filename: str | None) -> Answer:
-        draft = await self.owned(report_id, esp_id)
-        if not draft:  # a /v1 report: submitted whole, finished from the start
-            raise Answer(Code.ALREADY_FINISHED, report_id=report_id)
-        step = await self.drafts.step(report_id, time.time(), touch=True)
-        if step.outcome != "ok":
-            raise self._refused(step.outcome, report_id)
-        file_id = secrets.token_hex(16)
-        # The same content twice in one report: answered as usual, stored once, flagged.
-        first = await self.redis.hsetnx(f"tipline:{{{report_id}}}:contents", stored.sha256,
-                                        file_id)
-        duplicate_of = None if first else str(await self.redis.hget(
-            f"tipline:{{{report_id}}}:contents", stored.sha256))
-        file = FileInfo(file_id=file_id, sha256=stored.sha256, md5=stored.md5, size=stored.size,
-                        original_name=filename, duplicate_of=duplicate_of)
-        with self.tracer.start_as_current_span("ispws upload", attributes={"report.id": report_id}):
-            try:
-                await self._change(report_id, esp_id, draft, "file uploaded", file)
-            except Exception:
-                if first:
-                    await self.redis.hdel(f"tipline:{{{report_id}}}:contents", stored.sha256)
-                raise
-        return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id, hash=stored.md5)
-
-    async def describe_file(self, esp_id: str, data: dict[str, Any]) -> Answer:
-        report_id, file_id = str(data.get("reportId", "")), str(data.get("fileId", ""))
-        draft = await self.owned(report_id, esp_id)
-        if not draft:
-            raise Answer(Code.ALREADY_FINISHED, report_id=report_id)
-        file = next((f for f in await self.files(report_id) if f.file_id == file_id), None)
-        if file is None:
-            raise Answer(Code.FILE_DOES_NOT_EXIST, f"no file {file_id[:40]} in report {report_id}",
-                         report_id=report_id)
-        if errors := check_file_details(data):
-            raise Answer(Code.VALIDATION_FAILED, errors=errors, report_id=report_id)
-        step = await self.drafts.step(report_id, time.time(), touch=True)
-        if step.outcome != "ok":
-            raise self._refused(step.outcome, report_id)
-        if not await self.redis.sadd(f"tipline:{{{report_id}}}:described", file_id):
-            raise Answer(Code.INVALID_REQUEST, "file details were already sent for this file",
-                         report_id=report_id, file_id=file_id, http_status=409)
-        details = {k: v for k, v in data.items() if k not in ("reportId", "fileId")}
-        described = with_details(file, details)
-        try:
-            await self._change(report_id, esp_id, draft, "file described", described)
-        except Exception:
-            await self.redis.srem(f"tipline:{{{report_id}}}:described", file_id)
-            raise
-        return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id)
-
-    async def finish(self, esp_id: str, report_id: str) -> Done:
-        draft = await self.owned(report_id, esp_id)
-        if not draft:  # a /v1 report: submitted whole, finished from the start
-            raise Answer(Code.ALREADY_FINISHED, report_id=report_id)
-        report = await self.report(report_id, draft)
-        if draft.get("state") == "open" and (errors := check_batched(report)):
-            raise Answer(Code.VALIDATION_FAILED, errors=errors, report_id=report_id)
-        step = await self.drafts.step(report_id, time.time(), to="finished")
-        if step.outcome != "ok":
-            raise self._refused(step.outcome, report_id)
-        supersedes = draft.get("supersedes") or None
-        event = ReportSubmitted(
-            event_id=derived_id(report_id, "submitted"), report_id=report_id, esp_id=esp_id,
-            report=report, supersedes=supersedes,
-        )
-        file_ids = [f.file_id for f in report.files]
-        with self.tracer.start_as_current_span("ispws finish", attributes={"report.id": report_id}):
-            await self.timeline.record(report_id, event.event_id, "finished", status="submitted",
-                                       files=file_ids)
-            try:
-                await self.broker.publish(event, topics.REPORTS_SUBMITTED, key=report_id.encode())
-            except Exception:
-                # Not accepted after all: the ESP may finish again.
-                await self.drafts.step(report_id, time.time(), allowed=("finished",), to="open")
-                raise
-        return Done(report_id, file_ids)
-
-    async def retract(self, esp_id: str, report_id: str, reason: str | None) -> Answer:
-        draft = await self.owned(report_id, esp_id)
-        if not draft:  # a /v1 report: it has no draft, it was submitted whole
-            draft = {"state": "finished"}
-            await self.drafts.open(report_id, esp_id, time.time())
-            await self.drafts.step(report_id, time.time(), to="finished")
-        before = draft.get("state", "missing")
-        allowed = ("open",) if self.settings.tipline_strict_compat else ("open", "finished")
-        step = await self.drafts.step(
-            report_id, time.time(), allowed=allowed if before in allowed else (), to="retracted"
-        )
-        if step.outcome != "ok":
-            raise self._refused(step.outcome, report_id)
-        post_finish = before == "finished"
-        why = reason or ("the report proved erroneous" if post_finish else "cancelled by the ESP")
-        command = RetractReport(
-            command_id=derived_id(report_id, "retract", "esp"), report_id=report_id,
-            requested_by="esp", actor=esp_id,
-            reason=f"post-finish retraction: {why}" if post_finish else why,
-        )
-        with self.tracer.start_as_current_span("ispws retract",
-                                               attributes={"report.id": report_id}):
-            await self.timeline.record(
-                report_id, derived_id(report_id, "retraction requested"), "retraction requested",
-                by=esp_id, post_finish=post_finish, reason=command.reason,
-            )
-            try:
-                await self.broker.publish(command, topics.RETRACTIONS_REQUESTED,
-                                          key=report_id.encode())
-            except Exception:
-                await self.drafts.step(report_id, time.time(), allowed=("retracted",), to=before)
-                raise
-        return Answer(Code.SUCCESS, "post-finish retraction accepted" if post_finish else "",
-                      report_id=report_id)
-
     async def status(self, esp_id: str, report_id: str) -> dict[str, Any]:
+        """What an ESP may see of its report: state, status, files, agencies, its timeline."""
         draft = await self.owned(report_id, esp_id)
         fields = await self.timeline.fields(report_id)
         out: dict[str, Any] = {
             "report_id": report_id,
-            "state": draft.get("state", "finished"),
-            "status": fields.get("status", "open" if draft.get("state") == "open" else "submitted"),
+            "state": draft["state"],
+            "status": fields.get("status", "open" if draft["state"] == "open" else "submitted"),
             "updated_at": fields.get("updated_at"),
             "supersedes": draft.get("supersedes") or None,
             "superseded_by": fields.get("superseded_by") or None,
@@ -271,11 +117,198 @@ class Reporting:
             "timeline": [e for e in await self.timeline.entries(report_id)
                          if e.get("esp_visible", True)],
         }
-        if draft.get("state") == "open":
+        if draft["state"] == "open":
             deadline = self.drafts.deadline(float(draft["opened_at"]), float(draft["changed_at"]))
             out["abandoned_after"] = _epoch(deadline).isoformat()
         return out
 
+    # --- the steps -----------------------------------------------------------------------
 
-def report_json(data: Any) -> str:
-    return json.dumps(data, default=str)
+    def _pending(self, event_id: str, topic: str, event: BaseModel, what: str,
+                 status: str | None = None, **detail: Any) -> Pending:
+        value = event.model_dump_json()
+        if len(value) + MESSAGE_OVERHEAD > self.settings.kafka_max_message_bytes:
+            raise Answer(Code.INVALID_REQUEST, "the report is larger than the pipeline takes "
+                         f"({self.settings.kafka_max_message_bytes} bytes)", http_status=413)
+        return Pending(event_id, topic, value, what, status, detail)
+
+    async def _accept(self, report_id: str, pending: Pending, **step: Any) -> None:
+        """Run a step that stores `pending`, then deliver it; a refusal is an Answer."""
+        outcome = "ok"
+
+        async def run() -> bool:
+            nonlocal outcome
+            result = await self.drafts.step(report_id, time.time(), pending=pending, **step)
+            outcome = result.outcome
+            if result.outcome == "ok" and result.deadline and step.get("mode") == "touch":
+                await self.abandonment.watch(report_id, result.deadline)
+            return outcome == "ok"
+
+        if not await self.outbox.accept(report_id, pending, run):
+            raise Answer(REFUSED.get(outcome, Code.INVALID_REQUEST), report_id=report_id)
+        await self.outbox.deliver(report_id, pending)
+
+    async def _supersedes(self, esp_id: str, supersedes: str | None) -> None:
+        if supersedes is None:
+            return
+        try:
+            await self.owned(supersedes, esp_id)
+        except Answer:
+            raise Answer(Code.REPORT_DOES_NOT_EXIST,
+                         f"the superseded report {supersedes[:40]} does not exist") from None
+
+    async def _create(self, esp_id: str, state: str, make: Any, **fields: str) -> str:
+        """A new report in `state`, with the event `make(report_id, at)` accepted; its id."""
+        at = time.time()
+        for _ in range(16):  # another intake copy took this id: draw the next one
+            report_id = self.ids.next()
+            pending = make(report_id, at)
+            if state == "open":  # watched first: an open report is never left unwatched
+                await self.abandonment.watch(report_id, self.drafts.deadline(at, at))
+            create = partial(self.drafts.create, report_id, esp_id, at, state, pending, **fields)
+            if await self.outbox.accept(report_id, pending, create):
+                trace.get_current_span().set_attribute("report.id", report_id)
+                await self.timeline.set_fields(report_id, esp_id=esp_id)
+                await self.outbox.deliver(report_id, pending)
+                return report_id
+        raise RuntimeError("no free report id after 16 draws")
+
+    async def submit(self, esp_id: str, report: Report, supersedes: str | None) -> str:
+        """/v1: a whole report, finished from the start."""
+        await self._supersedes(esp_id, supersedes)
+
+        def make(report_id: str, at: float) -> Pending:
+            event = ReportSubmitted(event_id=submitted_id(report_id), report_id=report_id,
+                                    esp_id=esp_id, report=report, supersedes=supersedes)
+            return self._pending(event.event_id, topics.REPORTS_SUBMITTED, event, "submitted",
+                                 "submitted", via="v1", supersedes=supersedes)
+
+        with self.tracer.start_as_current_span("intake submit"):
+            return await self._create(esp_id, "finished", make, report=report.model_dump_json(),
+                                      supersedes=supersedes or "", via="v1")
+
+    async def open(self, esp_id: str, report: Report, supersedes: str | None) -> Answer:
+        """/ispws submit: a report opened, to be completed with files and finished."""
+        if errors := check_submission(report):
+            raise Answer(Code.VALIDATION_FAILED, errors=errors)
+        await self._supersedes(esp_id, supersedes)
+
+        def make(report_id: str, at: float) -> Pending:
+            event = ReportDraftChanged(
+                event_id=derived_id(report_id, "opened"), report_id=report_id, esp_id=esp_id,
+                change="opened", opened_at=_epoch(at), supersedes=supersedes)
+            return self._pending(event.event_id, topics.REPORTS_DRAFTS, event, "opened",
+                                 supersedes=supersedes, via="ispws")
+
+        with self.tracer.start_as_current_span("ispws open"):
+            report_id = await self._create(esp_id, "open", make, report=report.model_dump_json(),
+                                           supersedes=supersedes or "", via="ispws")
+        return Answer(Code.SUCCESS, report_id=report_id)
+
+    def _changed(self, report_id: str, esp_id: str, draft: dict[str, str], change: str,
+                 file: FileInfo) -> Pending:
+        event = ReportDraftChanged(
+            event_id=derived_id(report_id, change, file.file_id), report_id=report_id,
+            esp_id=esp_id, change=change,  # type: ignore[arg-type]
+            opened_at=_epoch(float(draft["opened_at"])), file=file)
+        detail = file.model_dump(mode="json", exclude={"details"}, exclude_none=True)
+        return self._pending(event.event_id, topics.REPORTS_DRAFTS, event, change, **detail)
+
+    async def may_upload(self, esp_id: str, report_id: str) -> dict[str, str]:
+        """Checked before a file is kept (and before it streams, when the form names the report
+        first): the ESP's open report, or the Answer refusing it."""
+        draft = await self.owned(report_id, esp_id)
+        if draft["state"] != "open":
+            raise Answer(REFUSED.get(draft["state"], Code.INVALID_REQUEST), report_id=report_id)
+        return draft
+
+    async def add_file(self, esp_id: str, report_id: str, received: Received) -> Answer:
+        draft = await self.may_upload(esp_id, report_id)
+        stored = self.store.keep(received)  # content-addressed: the same bytes, one copy
+        file_id = received.file_id
+        # The same content twice in one report: answered as usual, stored once, flagged.
+        contents = f"tipline:{{{report_id}}}:contents"
+        first = await self.redis.hget(contents, stored.sha256)
+        file = FileInfo(file_id=file_id, sha256=stored.sha256, md5=stored.md5, size=stored.size,
+                        original_name=received.filename,
+                        duplicate_of=str(first) if first is not None else None)
+        pending = self._changed(report_id, esp_id, draft, "file uploaded", file)
+        with self.tracer.start_as_current_span("ispws upload", attributes={"report.id": report_id}):
+            await self._accept(report_id, pending, mode="touch", op="file",
+                               args=(file.model_dump_json(),))
+        await self.redis.hsetnx(contents, stored.sha256, file_id)
+        return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id, hash=stored.md5)
+
+    async def describe_file(self, esp_id: str, data: dict[str, Any]) -> Answer:
+        report_id, file_id = str(data.get("reportId", "")), str(data.get("fileId", ""))
+        draft = await self.owned(report_id, esp_id)
+        if draft["state"] != "open":
+            raise Answer(REFUSED.get(draft["state"], Code.INVALID_REQUEST), report_id=report_id)
+        file = next((f for f in await self.files(report_id) if f.file_id == file_id), None)
+        if file is None:
+            raise Answer(Code.FILE_DOES_NOT_EXIST, f"no file {file_id[:40]} in report {report_id}",
+                         report_id=report_id)
+        if errors := check_file_details(data):
+            raise Answer(Code.VALIDATION_FAILED, errors=errors, report_id=report_id)
+        described = with_details(file, {k: v for k, v in data.items()
+                                        if k not in ("reportId", "fileId")})
+        pending = self._changed(report_id, esp_id, draft, "file described", described)
+        try:
+            await self._accept(report_id, pending, mode="touch", op="described",
+                               args=(file_id, described.model_dump_json()))
+        except Answer as refused:
+            if refused.code is not Code.INVALID_REQUEST:
+                raise
+            # Described before: if that call's event is still pending, this retry completes it.
+            if await self.outbox.deliver_pending(report_id, pending.event_id) is None:
+                raise Answer(Code.INVALID_REQUEST, "file details were already sent for this file",
+                             report_id=report_id, file_id=file_id, http_status=409) from None
+        return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id)
+
+    async def finish(self, esp_id: str, report_id: str) -> Done:
+        draft = await self.owned(report_id, esp_id)
+        report = await self.report(report_id, draft)
+        if draft["state"] == "open" and (errors := check_batched(report)):
+            raise Answer(Code.VALIDATION_FAILED, errors=errors, report_id=report_id)
+        supersedes = draft.get("supersedes") or None
+        event = ReportSubmitted(event_id=submitted_id(report_id), report_id=report_id,
+                                esp_id=esp_id, report=report, supersedes=supersedes)
+        file_ids = [f.file_id for f in report.files]
+        pending = self._pending(event.event_id, topics.REPORTS_SUBMITTED, event, "finished",
+                                "submitted", files=file_ids)
+        with self.tracer.start_as_current_span("ispws finish", attributes={"report.id": report_id}):
+            try:
+                await self._accept(report_id, pending, to="finished")
+            except Answer as refused:
+                # Finished by an earlier call whose answer was lost: its event may be pending.
+                if (refused.code is not Code.ALREADY_FINISHED or draft.get("via") == "v1"
+                        or await self.outbox.deliver_pending(report_id, event.event_id) is None):
+                    raise
+        return Done(report_id, file_ids)
+
+    async def retract(self, esp_id: str, report_id: str, reason: str | None) -> Answer:
+        draft = await self.owned(report_id, esp_id)
+        post_finish = draft["state"] == "finished"
+        why = reason or ("the report proved erroneous" if post_finish else "cancelled by the ESP")
+        command = RetractReport(
+            command_id=retract_id(report_id), report_id=report_id, requested_by="esp",
+            actor=esp_id, reason=f"post-finish retraction: {why}" if post_finish else why,
+        )
+        allowed = ("open",) if self.settings.tipline_strict_compat else ("open", "finished")
+        pending = self._pending(command.command_id, topics.RETRACTIONS_REQUESTED, command,
+                                "retraction requested", by=esp_id, post_finish=post_finish,
+                                reason=command.reason)
+        span = {"report.id": report_id}
+        with self.tracer.start_as_current_span("ispws retract", attributes=span):
+            try:
+                await self._accept(report_id, pending,
+                                   allowed=allowed if draft["state"] in allowed else (),
+                                   to="retracted")
+            except Answer as refused:
+                if (refused.code is not Code.ALREADY_RETRACTED
+                        or await self.outbox.deliver_pending(report_id, command.command_id)
+                        is None):
+                    raise
+        return Answer(Code.SUCCESS, "post-finish retraction accepted" if post_finish else "",
+                      report_id=report_id)
+

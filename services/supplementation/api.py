@@ -30,6 +30,7 @@ from shared.contracts import (
     now,
 )
 from shared.ledger import Ledger
+from shared.logins import LoginRefused
 from shared.timeline import Timeline
 
 
@@ -54,9 +55,15 @@ _basic = HTTPBasic(realm="tipline analysts")
 
 
 async def analyst(
-    credentials: Annotated[HTTPBasicCredentials, Depends(_basic)], svc: Svc
+    credentials: Annotated[HTTPBasicCredentials, Depends(_basic)], svc: Svc, request: Request
 ) -> str:
-    if not await svc.directory.verify(credentials.username, credentials.password):
+    address = request.client.host if request.client else "unknown"
+    try:
+        ok = await svc.directory.verify(credentials.username, credentials.password, address)
+    except LoginRefused as exc:
+        raise HTTPException(429, exc.reason,
+                            headers={"Retry-After": str(exc.retry_after_s)}) from None
+    if not ok:
         raise HTTPException(401, "unknown analyst or wrong password",
                             headers={"WWW-Authenticate": 'Basic realm="tipline analysts"'})
     return credentials.username

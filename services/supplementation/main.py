@@ -15,6 +15,7 @@ from services.supplementation.jurisdiction import LiveRules
 from services.supplementation.release import Releaser
 from shared.acks import Outbox
 from shared.analysts import AnalystDirectory
+from shared.http import BodyLimit, BodyTooLarge, json_refusal, refuse_too_large
 from shared.kafka import make_broker
 from shared.ledger import Ledger
 from shared.notices import Dispatch
@@ -46,6 +47,8 @@ def create_app(settings: Settings) -> FastStream:
         dispatch=Dispatch(Signer(settings.tipline_keys_dir), outbox),
     )
     api.include_router(router)
+    api.add_middleware(BodyLimit, limit=settings.tipline_max_body_bytes)
+    api.add_exception_handler(BodyTooLarge, refuse_too_large(json_refusal))  # type: ignore[arg-type]
     count_requests(api, "supplementation")  # the analyst API's requests, on the ops endpoint
     server = _Server(uvicorn.Config(api, host=settings.tipline_analyst_host,
                                     port=settings.tipline_analyst_port, log_level="warning"))

@@ -1,9 +1,8 @@
-"""Validation handlers: a finished report is validated or rejected, with reasons; the steps of an
-unfinished report feed the abandonment timer and the checks across reports."""
+"""Validation handlers: a finished report is validated or rejected, with reasons; the files of an
+unfinished report feed the checks across reports."""
 
 from faststream.kafka import KafkaBroker
 
-from services.validation.abandonment import Abandonment, deadline_of
 from services.validation.crosscheck import CrossCheck
 from shared import topics
 from shared.contracts import (
@@ -23,7 +22,6 @@ def register(
     broker: KafkaBroker,
     settings: Settings,
     timeline: Timeline,
-    abandonment: Abandonment,
     crosscheck: CrossCheck,
 ) -> None:
     validated = broker.publisher(topics.REPORTS_VALIDATED, schema=ReportValidated)
@@ -32,7 +30,6 @@ def register(
     @broker.subscriber(topics.REPORTS_SUBMITTED, **consumer_options(settings, "validation"))
     async def on_report_submitted(event: ReportSubmitted) -> None:
         key = event.report_id.encode()
-        await abandonment.forget(event.report_id)
         if event.supersedes:
             await crosscheck.link_supersession(event.report_id, event.esp_id, event.supersedes)
         errors = check_finished(event.report, at=event.occurred_at)
@@ -71,10 +68,5 @@ def register(
 
     @broker.subscriber(topics.REPORTS_DRAFTS, **consumer_options(settings, "validation-drafts"))
     async def on_report_draft_changed(event: ReportDraftChanged) -> None:
-        await abandonment.watch(
-            event.report_id,
-            deadline_of(event, settings.tipline_abandon_after_open_s,
-                        settings.tipline_abandon_after_change_s),
-        )
         if event.change == "file uploaded" and event.file is not None:
             await crosscheck.content_seen(event.report_id, event.esp_id, event.file)

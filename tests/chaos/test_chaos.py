@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared import topics
 from shared.settings import Settings
+from tipline.esps import dev_logins
 from tipline.generate import Mix, events
 from tipline.replay import Replay, render
 from tipline.stack import (
@@ -209,7 +210,9 @@ async def test_ground_truth_holds_through_chaos(chaos: Chaos) -> None:
     mix = Mix(invalid=0.1, duplicate=0.05, abandoned=0.02, retract_before=0.1,
               retract_after=0.1, amend=0.03)
     stream = list(events(REPORTS, seed=42, rate=RATE, mix=mix))
-    replay = Replay(chaos.settings, chaos.stack.http, concurrency=32, retry_for=60,
+    esps = sorted({e["esp_id"] for e in stream if e.get("actor") == "esp"})
+    logins = await dev_logins(chaos.settings, esps, chaos.stack.workdir)
+    replay = Replay(chaos.settings, chaos.stack.http, logins, concurrency=32, retry_for=60,
                     after_referral_timeout=90)
     dispatched = asyncio.Event()
     # Non-notices sent to an agency topic while the replay still watched it: the last round of

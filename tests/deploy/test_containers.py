@@ -15,8 +15,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from services.intake.esps import EspRegistry
 from shared.provision import provision
 from shared.settings import Settings
+from shared.store import connect
 from shared.topics import REPORTS_SUBMITTED
 from tipline.stack import Stack, free_port, services_on
 
@@ -85,8 +87,10 @@ def on_kafka(
 
 @pytest.fixture
 async def http(on_kafka: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=on_kafka.http, timeout=10,
-                                 headers={"X-ESP-Id": "esp-containers"}) as client:
+    redis = connect(Settings(redis_url=on_kafka.redis))
+    login = ("esp-containers", await EspRegistry(redis).add("esp-containers"))
+    await redis.aclose()
+    async with httpx.AsyncClient(base_url=on_kafka.http, timeout=10, auth=login) as client:
         yield client
 
 

@@ -72,10 +72,14 @@ def start_up(tmp_path: Path, port: int) -> subprocess.Popen[str]:
     )
     deadline = time.monotonic() + 60
     assert up.stdout is not None
-    for line in up.stdout:
-        if "tipline is up" in line or time.monotonic() > deadline:
-            break
-    httpx.get(f"http://127.0.0.1:{port}/v1/healthz", timeout=5).raise_for_status()
+    try:
+        for line in up.stdout:
+            if "tipline is up" in line or time.monotonic() > deadline:
+                break
+        httpx.get(f"http://127.0.0.1:{port}/ispws/xsd", timeout=5).raise_for_status()
+    except BaseException:
+        up.kill()  # never leave a stack running behind a failed test
+        raise
     return up
 
 

@@ -19,7 +19,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from services.intake.esps import EspRegistry
 from shared import topics
+from shared.settings import Settings
+from shared.store import connect
 from tests.e2e.otlp import Receiver, Span, receiving
 from tipline.stack import Stack, create_topics, free_port, start_services
 
@@ -61,9 +64,13 @@ def _signing_keys(keys_dir: Path) -> None:
 
 
 @pytest.fixture
-async def http(observed: tuple[Stack, Receiver]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=observed[0].http, timeout=10,
-                                 headers={"X-ESP-Id": "esp-observed"}) as client:
+async def http(
+    observed: tuple[Stack, Receiver], settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
+    redis = connect(settings)
+    login = ("esp-observed", await EspRegistry(redis).add("esp-observed"))
+    await redis.aclose()
+    async with httpx.AsyncClient(base_url=observed[0].http, timeout=10, auth=login) as client:
         yield client
 
 

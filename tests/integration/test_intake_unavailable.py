@@ -12,7 +12,7 @@ async def test_redis_away_is_503_with_retry_after(settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"redis_url": nowhere}))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://intake") as http:
-        v1 = await http.get("/v1/reports/1", headers={"X-ESP-Id": "esp"})
+        v1 = await http.get("/v1/reports/1", auth=("esp", "secret"))
         assert v1.status_code == 503
         assert v1.headers["Retry-After"] == "2"
         assert v1.json()["detail"] == "temporarily unavailable, retry"

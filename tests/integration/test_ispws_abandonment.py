@@ -1,6 +1,8 @@
-"""Abandonment on real Redis: late calls refused, the sweep retracts once, a racing step wins."""
+"""Abandonment on real Redis and the real broker: late calls refused, the sweep retracts once
+(its RetractReport out through intake's outbox), a racing step wins."""
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -10,13 +12,12 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from services.intake.abandonment import DEADLINES, Abandonment
 from services.intake.esps import EspRegistry
 from services.intake.main import create_app
-from services.validation.abandonment import DEADLINES, Abandonment
-from shared.contracts import RetractReport
-from shared.drafts import Drafts
+from shared import topics
 from shared.settings import Settings
-from shared.timeline import Timeline
+from tests.integration.agency_helpers import read_topic
 from tests.ispws_support import code, field, report_xml
 
 WINDOW = 1.0
@@ -28,31 +29,30 @@ def short(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Setti
     return settings.model_copy(update={
         "tipline_files_dir": tmp_path_factory.mktemp("files"),
         "tipline_abandon_after_open_s": WINDOW, "tipline_abandon_after_change_s": WINDOW,
+        "tipline_abandon_tick_s": 3600.0,  # the tests sweep themselves
     })
 
 
 @pytest.fixture(scope="module")
-async def http(short: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(short)
+async def app(short: Settings) -> AsyncIterator[FastAPI]:
+    app = create_app(short)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture(scope="module")
+async def http(app: FastAPI, short: Settings) -> AsyncIterator[httpx.AsyncClient]:
     redis = Redis.from_url(short.redis_url, decode_responses=True)
     name = f"esp-late-{uuid.uuid4().hex[:6]}"
     login = (name, await EspRegistry(redis).add(name))
     await redis.aclose()
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app), base_url="http://i", auth=login
-    ) as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://i",
+                                 auth=login) as client:
         yield client
 
 
-def sweeper(redis: Redis, short: Settings) -> tuple[Abandonment, list[RetractReport]]:
-    sent: list[RetractReport] = []
-
-    async def publish(command: RetractReport) -> None:
-        sent.append(command)
-
-    drafts = Drafts(redis, after_open_s=short.tipline_abandon_after_open_s,
-                    after_change_s=short.tipline_abandon_after_change_s)
-    return Abandonment(redis, drafts, Timeline(redis), publish), sent
+def sweeper(app: FastAPI) -> Abandonment:
+    return app.state.reporting.abandonment  # type: ignore[no-any-return]
 
 
 async def test_calls_after_the_deadline_answer_abandoned(http: httpx.AsyncClient) -> None:
@@ -69,18 +69,19 @@ async def test_calls_after_the_deadline_answer_abandoned(http: httpx.AsyncClient
 
 
 async def test_the_sweep_retracts_once_through_the_retraction_command(
-    http: httpx.AsyncClient, redis: Redis, short: Settings
+    http: httpx.AsyncClient, redis: Redis, app: FastAPI, short: Settings
 ) -> None:
     report_id = field((await http.post("/ispws/submit", content=report_xml(), headers=XML)).text,
                       "reportId")
-    abandonment, sent = sweeper(redis, short)
-    await abandonment.watch(report_id, time.time() + WINDOW)
+    abandonment = sweeper(app)
     assert report_id not in await abandonment.sweep()  # not due yet
     await asyncio.sleep(WINDOW + 0.2)
     assert report_id in await abandonment.sweep()
     assert report_id not in await abandonment.sweep()  # once
-    (command,) = [c for c in sent if c.report_id == report_id]
-    assert (command.requested_by, command.reason) == ("system", "abandoned")
+    commands = [r for r in await read_topic(
+        short, topics.RETRACTIONS_REQUESTED,
+        lambda rs: any(r["report_id"] == report_id for r in rs)) if r["report_id"] == report_id]
+    assert [(c["requested_by"], c["reason"]) for c in commands] == [("system", "abandoned")]
     status = (await http.get(f"/ispws/reports/{report_id}")).json()
     assert status["state"] == "abandoned"
     assert "abandoned" in [e["what"] for e in status["timeline"]]
@@ -88,13 +89,13 @@ async def test_the_sweep_retracts_once_through_the_retraction_command(
 
 
 async def test_a_step_racing_the_sweep_wins_and_finished_reports_are_dropped(
-    http: httpx.AsyncClient, redis: Redis, short: Settings
+    http: httpx.AsyncClient, redis: Redis, app: FastAPI
 ) -> None:
     report_id = field((await http.post("/ispws/submit", content=report_xml(), headers=XML)).text,
                       "reportId")
-    abandonment, sent = sweeper(redis, short)
+    abandonment = sweeper(app)
     # The timer holds a stale deadline; the ESP uploads just before it.
-    await abandonment.watch(report_id, time.time() + 0.1)
+    await redis.zadd(DEADLINES, {report_id: time.time() + 0.1})
     await asyncio.sleep(0.15)
     r = await http.post("/ispws/upload", data={"id": report_id}, files={"file": ("f", b"x")})
     assert code(r.text) == 0
@@ -104,5 +105,6 @@ async def test_a_step_racing_the_sweep_wins_and_finished_reports_are_dropped(
     assert r.status_code == 200
     await asyncio.sleep(WINDOW + 0.2)
     assert report_id not in await abandonment.sweep()
-    assert not [c for c in sent if c.report_id == report_id]
+    status = (await http.get(f"/ispws/reports/{report_id}")).json()
+    assert status["state"] == "finished" and "abandoned" not in json.dumps(status["timeline"])
     assert await redis.zscore(DEADLINES, report_id) is None

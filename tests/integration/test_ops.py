@@ -7,12 +7,14 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from faststream import FastStream
 
+from services.intake.esps import EspRegistry
 from services.validation.main import create_app
 from shared import ops, topics
 from shared.contracts import ReportSubmitted
 from shared.kafka import consumer_options, ensure_topics, make_broker
 from shared.service import serve, service_name
 from shared.settings import Settings
+from shared.store import connect
 from tipline.stack import free_port, wait_for_port
 
 SERVICE = "ops-test"
@@ -108,11 +110,15 @@ async def test_intake_counts_requests_by_route_not_by_path(settings: Settings) -
     from services.intake.main import create_app as create_intake
 
     app = create_intake(settings)
+    redis = connect(settings)
+    login = ("esp-ops", await EspRegistry(redis).add("esp-ops"))
+    await redis.aclose()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
-        missing = await http.get("/v1/reports/no-such-report", headers={"X-ESP-Id": "esp-ops"})
+        missing = await http.get("/v1/reports/no-such-report", auth=login)
         assert missing.status_code == 404
-        text = (await http.get("/metrics")).text
+        assert (await http.get("/metrics")).status_code == 404  # not on the ESP port
+        text = (await app.state.ops.metrics()).decode()
     assert sample(text, "tipline_http_requests_total", service="intake", method="GET",
                   route="/v1/reports/{report_id}", status="404") >= 1
     assert "no-such-report" not in text

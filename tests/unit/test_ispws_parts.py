@@ -2,16 +2,18 @@
 
 import base64
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from services.intake.abandonment import abandon_command
 from services.intake.answers import Answer, Code, Done, render, wants_json
+from services.intake.drafts import abandoned_after
 from services.intake.esps import basic_credentials, hash_password, password_matches
 from services.intake.files import FileStore, Sink, UploadTooLarge
-from services.validation.abandonment import abandon_command, deadline_of
-from shared.contracts import FieldError, ReportDraftChanged
+from services.intake.ids import EPOCH_MS, ReportIds, is_report_id
+from shared.contracts import FieldError
 
 
 def test_answers_in_xml_and_json() -> None:
@@ -51,24 +53,51 @@ def test_basic_credentials() -> None:
 
 
 def test_deadline_is_the_later_of_the_two_windows() -> None:
-    opened = datetime(2026, 1, 1, tzinfo=UTC)
-    late = opened + timedelta(hours=23, minutes=30)
-    event = ReportDraftChanged(event_id="e", report_id="1", esp_id="x", change="file uploaded",
-                               opened_at=opened, occurred_at=late)
     day, hour = 24 * 3600.0, 3600.0
-    assert deadline_of(event, day, hour) == (opened + timedelta(hours=24, minutes=30)).timestamp()
-    early = event.model_copy(update={"occurred_at": opened + timedelta(hours=1)})
-    assert deadline_of(early, day, hour) == (opened + timedelta(hours=24)).timestamp()
+    opened = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    late = opened + (23 * 60 + 30) * 60
+    assert abandoned_after(opened, late, day, hour) == late + hour
+    assert abandoned_after(opened, opened + hour, day, hour) == opened + day
     command = abandon_command("1")
     assert (command.requested_by, command.reason) == ("system", "abandoned")
     assert command.command_id == abandon_command("1").command_id
+
+
+def test_finish_errors_are_report_done_responses() -> None:
+    refused = render(Answer(Code.ALREADY_FINISHED, report_id="42", done=True), None)
+    assert refused.status_code == 409
+    assert refused.body.startswith(b"<?xml") and b"<reportDoneResponse>" in refused.body
+    assert b"<responseCode>5102</responseCode><reportId>42</reportId><files/>" in refused.body
+    assert b"responseDescription" not in refused.body  # not in the schema's element
+    assert refused.headers["Tipline-Response-Description"] == "Report already finished"
+    unknown = render(Answer(Code.REPORT_DOES_NOT_EXIST, report_id="not-an-id", done=True), None)
+    assert b"<reportId>0</reportId>" in unknown.body
+    as_json = render(Answer(Code.ALREADY_FINISHED, report_id="42", done=True), "application/json")
+    assert b'"responseDescription": "Report already finished"' in as_json.body
+
+
+def test_report_ids_are_time_ordered_unique_and_longs() -> None:
+    ids = ReportIds(node=3)
+    now = EPOCH_MS + 10_000
+    made = [ids.next(now_ms=now) for _ in range(5000)]  # more than a millisecond's sequence
+    made.append(ids.next(now_ms=now - 5_000))  # the clock stepped back
+    assert len(set(made)) == len(made) and made == sorted(made, key=int)
+    assert all(is_report_id(i) for i in made)
+    later = ReportIds(node=3).next(now_ms=now + 60_000)  # a new process, after Redis lost all
+    assert int(later) > int(made[-1])
+    other = ReportIds(node=4).next(now_ms=now)
+    assert other not in made
+    assert not is_report_id(str(2**63)) and not is_report_id("12a") and not is_report_id("")
 
 
 def test_sink_hashes_on_the_way_in_and_stores_by_content(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     sink = Sink(store, limit=10)
     sink.write(b"hello")
-    stored = sink.commit()
+    received = sink.close("hello.txt")
+    assert received.tmp.parent == tmp_path / "tmp"
+    stored = store.keep(received)
+    assert not received.tmp.exists()
     assert stored.sha256 == hashlib.sha256(b"hello").hexdigest()
     assert stored.md5 == hashlib.md5(b"hello").hexdigest()
     assert stored.path == tmp_path / stored.sha256[:2] / stored.sha256

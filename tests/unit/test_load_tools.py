@@ -60,3 +60,23 @@ def test_percentiles_in_milliseconds() -> None:
     p = percentiles([i / 1000 for i in range(1, 101)])
     assert (p["p50"], p["p95"], p["p99"], p["max"], p["count"]) == (50.0, 95.0, 99.0, 100.0, 100)
     assert percentiles([])["p99"] is None
+
+
+def test_the_load_tools_routing_knowledge_agrees_with_the_rules() -> None:
+    """tipline.synthetic writes down where each synthetic report goes; the routing file in the
+    repository must agree (or the demo and replay would expect the wrong agencies)."""
+    import random
+
+    from services.supplementation.jurisdiction import load_rules, resolve
+    from shared.contracts import Report
+    from shared.rules import INCIDENT_TYPES
+    from shared.settings import CONFIG_DIR
+    from tipline.synthetic import PLACES, expected_agencies, synthetic_report
+
+    rules = load_rules(CONFIG_DIR / "routing.yaml")
+    rng = random.Random(5)
+    for place in PLACES:
+        for incident_type in INCIDENT_TYPES:
+            report = {**synthetic_report(rng), "location": place, "incident_type": incident_type}
+            got = resolve("r", Report.model_validate(report), rules).agencies
+            assert set(got) == expected_agencies(report), (place, incident_type)

@@ -1,0 +1,80 @@
+"""An abandoned report is retracted: one not finished in time, as NCMEC's default abandonment.
+
+Every open report is in a due index by its deadline (24 h after it was opened or 1 h after its
+last change, whichever is later), moved on by every step. The timer takes what is due and asks
+the draft: the step that abandons it checks the deadline from the stored times in the same
+script as any racing finish or upload, so the step that came first wins. An abandoned report's
+retraction is an accepted step like any other: its RetractReport (requested by "system") goes
+out through the outbox to the retraction service, which corrects whoever got the report.
+"""
+
+import asyncio
+import logging
+import time
+
+from services.intake.drafts import Drafts, Pending
+from services.intake.outbox import Outbox
+from shared import topics
+from shared.contracts import RetractReport, derived_id
+from shared.schedule import DueIndex
+
+DEADLINES = "tipline:abandonment:deadlines"
+REASON = "abandoned"
+LEASE_S = 60.0
+log = logging.getLogger("tipline.intake.abandonment")
+
+
+def abandon_command(report_id: str) -> RetractReport:
+    return RetractReport(
+        command_id=derived_id(report_id, "retract", "abandoned"), report_id=report_id,
+        requested_by="system", actor="abandonment timer", reason=REASON,
+    )
+
+
+class Abandonment:
+    def __init__(self, drafts: Drafts, outbox: Outbox, deadlines: DueIndex) -> None:
+        self._drafts = drafts
+        self._outbox = outbox
+        self._deadlines = deadlines
+
+    async def watch(self, report_id: str, deadline: float) -> None:
+        # gt: a late answer never pulls a deadline back.
+        await self._deadlines.add({report_id: deadline}, gt=True)
+
+    async def sweep(self, at: float | None = None, limit: int = 100) -> list[str]:
+        """Abandon every open report whose time is up; returns the ones abandoned now."""
+        at = at or time.time()
+        abandoned = []
+        for report_id in await self._deadlines.take(at, LEASE_S, limit):
+            command = abandon_command(report_id)
+            pending = Pending(command.command_id, topics.RETRACTIONS_REQUESTED,
+                              command.model_dump_json(), "abandoned",
+                              detail={"reason": REASON, "by": command.actor})
+
+            async def abandon(report_id: str = report_id, pending: Pending = pending) -> bool:
+                step = await self._drafts.step(report_id, at, to="abandoned", mode="abandon",
+                                               pending=pending)
+                if step.outcome == "not yet" and step.deadline is not None:
+                    await self._deadlines.add({report_id: step.deadline})
+                    return False
+                if step.outcome != "not yet":
+                    await self._deadlines.remove(report_id)
+                return step.outcome == "ok"
+
+            if await self._outbox.accept(report_id, pending, abandon):
+                await self._outbox.deliver(report_id, pending)
+                abandoned.append(report_id)
+        return abandoned
+
+
+async def keep_sweeping(abandonment: Abandonment, outbox: Outbox, tick_s: float) -> None:
+    """Forever: abandon what is due, and send what requests left in the outbox."""
+    while True:
+        try:
+            await abandonment.sweep()
+            await outbox.sweep()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis or the broker away: try again next tick
+            log.warning("sweep failed, will retry: %r", exc)
+        await asyncio.sleep(tick_s)

@@ -1,0 +1,76 @@
+"""HTTP plumbing every tipline API uses: a limit on the size of every request body.
+
+FastAPI reads a JSON body whole before it validates it, so without a limit one request can take a
+process's memory. `BodyLimit` refuses a body larger than its route's limit with 413: at once when
+Content-Length says so, else as soon as the streamed bytes pass it (chunked uploads too).
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the body is larger than {limit} bytes")
+        self.limit = limit
+
+
+def json_refusal(scope: Scope, exc: BodyTooLarge) -> Response:
+    return JSONResponse({"detail": str(exc)}, 413)
+
+
+class BodyLimit:
+    """ASGI middleware: `limit` bytes for a request body, or `larger[path]` for those paths."""
+
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None,
+                 refusal: Callable[[Scope, BodyTooLarge], Response] = json_refusal) -> None:
+        self.app = app
+        self.limit = limit
+        self.larger = larger or {}
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.larger.get(scope["path"], self.limit)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length and (not length.isdigit() or int(length) > limit):
+            await self.refusal(scope, BodyTooLarge(limit))(scope, receive, send)
+            return
+        seen, started = 0, False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLarge as exc:
+            if started:
+                raise
+            await self.refusal(scope, exc)(scope, receive, send)
+
+
+def refuse_too_large(
+    refusal: Callable[[Scope, BodyTooLarge], Response],
+) -> Callable[[Any, BodyTooLarge], Awaitable[Response]]:
+    """An exception handler for routes that read past the limit (FastAPI catches it there)."""
+
+    async def handler(request: Any, exc: BodyTooLarge) -> Response:
+        return refusal(request.scope, exc)
+
+    return handler
