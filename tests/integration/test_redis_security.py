@@ -210,11 +210,12 @@ async def test_tipline_ups_valkey_persists_and_requires_its_password(
         assert await redis.get("tipline:survives") == "a restart"
         await redis.aclose()
         # The CLI tools find this Valkey and its password through the workdir.
-        from tipline.status import redis_settings, save_state
+        from tipline.status import save_state, tool_settings
 
         save_state(workdir, again)
         monkeypatch.setenv("TIPLINE_WORKDIR", str(workdir))
-        found = redis_settings()
+        monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+        found = tool_settings(workdir)
         assert found.redis_url == again.redis and found.redis_password is not None
         assert found.redis_password.get_secret_value() == password
         redis = connect(found)
@@ -227,5 +228,14 @@ async def test_tipline_ups_valkey_persists_and_requires_its_password(
             timeout=120)
         assert listed.returncode == 0, listed.stderr[-2000:]
         assert "esp-workdir" in listed.stdout
+        analyst = subprocess.run(
+            [sys.executable, "-m", "tipline.cli", "analyst", "add", "analyst-workdir"],
+            env={**env, "TIPLINE_WORKDIR": str(workdir),
+                 "TIPLINE_ANALYST_PASSWORD": "synthetic-analyst-password-1"},
+            capture_output=True, text=True, timeout=120)
+        assert analyst.returncode == 0, analyst.stderr[-2000:]
+        redis = connect(found)
+        assert await redis.hexists("tipline:analysts", "analyst-workdir")
+        await redis.aclose()
     finally:
         again.stop()
