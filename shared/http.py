@@ -42,18 +42,27 @@ class BodyLimit:
             await self.refusal(scope, BodyTooLarge(limit))(scope, receive, send)
             return
         seen, started = 0, False
+        exceeded: BodyTooLarge | None = None
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLarge(limit)
+                    exceeded = BodyTooLarge(limit)
+                    raise exceeded
             return message
 
         async def watched(message: Message) -> None:
             nonlocal started
+            if exceeded is not None:
+                # The app answered a body it could not finish reading (FastAPI turns any error
+                # there into a 400): the refusal that says why goes out instead.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self.refusal(scope, exceeded)(scope, receive, send)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 

@@ -17,6 +17,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from shared.settings import Settings
+
 
 class LoginRefused(Exception):
     """No check was made: the caller should answer 429 (or 503 when busy) with Retry-After."""
@@ -34,6 +36,12 @@ class Limits:
     per_name: int = 10
     per_address: int = 30
     window_s: float = 60.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Limits":
+        return cls(concurrency=settings.tipline_login_concurrency,
+                   per_name=settings.tipline_login_failures_per_name,
+                   per_address=settings.tipline_login_failures_per_address)
 
 
 class _Failures:

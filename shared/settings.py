@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     # (the event is safe in its outbox, and the sweep sends it). Shorter than the shutdown grace.
     tipline_publish_wait_s: float = 5.0
 
+    # Logins (ESPs and analysts): key derivations at once, and failed logins a name or a client
+    # address may have within a minute before it must wait (shared/logins.py).
+    tipline_login_concurrency: int = 2
+    tipline_login_failures_per_name: int = 10
+    tipline_login_failures_per_address: int = 30
+
     # How many messages a subscriber handles at once (those of one report one after another).
     tipline_handler_concurrency: int = 64
     # Transient failures are retried after this pause (seconds), without committing.

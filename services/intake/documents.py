@@ -9,7 +9,9 @@ one set of rules.
 
 import json
 import re
+from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from itertools import islice
 from pathlib import Path
@@ -104,8 +106,8 @@ def parse(body: bytes, root: str) -> etree._Element:
     validator = schema()
     if not validator.validate(doc):
         log = validator.error_log
-        lines = body.decode("utf-8", "replace").splitlines()  # once, for every error's column
-        errors = [_explain(doc, lines, e) for e in islice(log, MAX_ERRORS)]
+        where = _Where.of(doc, body)  # once, for every error's line and column
+        errors = [_explain(doc, where, e) for e in islice(log, MAX_ERRORS)]
         if len(log) > MAX_ERRORS:
             errors.append(FieldError(path="", reason=f"... and {len(log) - MAX_ERRORS} more "
                                      "errors like these, not listed"))
@@ -123,13 +125,13 @@ def _expected(text: str) -> str:
     return " or ".join(f"<{n}>" for n in names) or text
 
 
-def _explain(doc: etree._Element, lines: list[str], error: Any) -> FieldError:
+def _explain(doc: etree._Element, where: "_Where", error: Any) -> FieldError:
     """One schema error in plain words, with the element's path, line and column."""
     message: str = error.message.strip()
     path = (error.path or "").lstrip("/")
     element = _find(doc, error.path)
     line = error.line or (element.sourceline if element is not None else None)
-    column = _column(doc, lines, element) if element is not None else None
+    column = where.column(element) if element is not None else None
     if m := _NOT_EXPECTED.match(message):
         name, parent = m.group(1), path.rsplit("/", 2)[-2] if "/" in path else doc.tag
         known = child_order().get(parent, [])
@@ -167,18 +169,32 @@ def _find(doc: etree._Element, path: str | None) -> etree._Element | None:
     return found[0] if isinstance(found, list) and found else None
 
 
-def _column(doc: etree._Element, lines: list[str], element: etree._Element) -> int | None:
-    """1-based column of the element's start tag (libxml2 reports lines only)."""
-    line_no = element.sourceline
-    if not line_no:
-        return None
-    if line_no > len(lines):
-        return None
-    same = [e for e in doc.iter(element.tag) if e.sourceline == line_no]
-    nth = same.index(element) if element in same else 0
-    tag = re.compile(rf"<{re.escape(element.tag)}[\s/>]")
-    starts = [m.start() for m in tag.finditer(lines[line_no - 1])]
-    return starts[nth] + 1 if nth < len(starts) else None
+@dataclass(frozen=True)
+class _Where:
+    """The document's lines and the elements that start on each: built once, so explaining an
+    error costs no walk through the whole document."""
+
+    lines: list[str]
+    on_line: dict[int, list[etree._Element]]
+
+    @classmethod
+    def of(cls, doc: etree._Element, body: bytes) -> "_Where":
+        on_line: dict[int, list[etree._Element]] = defaultdict(list)
+        for element in doc.iter():
+            if isinstance(element.tag, str) and element.sourceline:
+                on_line[element.sourceline].append(element)
+        return cls(body.decode("utf-8", "replace").splitlines(), on_line)
+
+    def column(self, element: etree._Element) -> int | None:
+        """1-based column of the element's start tag (libxml2 reports lines only)."""
+        line_no = element.sourceline
+        if not line_no or line_no > len(self.lines):
+            return None
+        same = [e for e in self.on_line.get(line_no, []) if e.tag == element.tag]
+        nth = same.index(element) if element in same else 0
+        tag = re.compile(rf"<{re.escape(element.tag)}[\s/>]")
+        starts = [m.start() for m in tag.finditer(self.lines[line_no - 1])]
+        return starts[nth] + 1 if nth < len(starts) else None
 
 
 # --- Documents as data (JSON) ---------------------------------------------------------------

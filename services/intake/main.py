@@ -36,6 +36,7 @@ from shared import ops
 from shared.http import BodyLimit, BodyTooLarge, refuse_too_large
 from shared.kafka import make_broker
 from shared.ledger import Ledger
+from shared.logins import Limits, LoginGuard
 from shared.schedule import DueIndex
 from shared.settings import Settings
 from shared.store import connect
@@ -74,7 +75,9 @@ def create_app(settings: Settings) -> FastAPI:
         sweeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeping
-        await broker.stop()
+        # With the broker away, stopping would wait for it: what was not sent is in the outbox.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(broker.stop(), settings.tipline_publish_wait_s)
         await redis.aclose()
 
     app = FastAPI(title="tipline intake", version="0.1.0", lifespan=lifespan,
@@ -84,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         abandonment=abandonment, ids=ReportIds(), store=FileStore(settings.tipline_files_dir),
         settings=settings, tracer=tracer,
     )
-    app.state.esps = EspRegistry(redis)
+    app.state.esps = EspRegistry(redis, LoginGuard(Limits.of(settings)))
     app.state.idempotency = Idempotency(redis, settings.tipline_idempotency_ttl_s)
     app.state.ops = ops.Ops("intake", {
         "broker": lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S), "redis": redis.ping,

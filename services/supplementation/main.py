@@ -18,6 +18,7 @@ from shared.analysts import AnalystDirectory
 from shared.http import BodyLimit, BodyTooLarge, json_refusal, refuse_too_large
 from shared.kafka import make_broker
 from shared.ledger import Ledger
+from shared.logins import Limits, LoginGuard
 from shared.notices import Dispatch
 from shared.ops import count_requests
 from shared.settings import Settings
@@ -43,7 +44,7 @@ def create_app(settings: Settings) -> FastStream:
     api = FastAPI(title="tipline analyst API", version="0.1.0")
     api.state.analysis = Analysis(
         broker=broker, cases=cases, ledger=Ledger(redis), timeline=timeline, outbox=outbox,
-        directory=AnalystDirectory(redis), releaser=releaser,
+        directory=AnalystDirectory(redis, LoginGuard(Limits.of(settings))), releaser=releaser,
         dispatch=Dispatch(Signer(settings.tipline_keys_dir), outbox),
     )
     api.include_router(router)
