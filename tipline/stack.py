@@ -193,7 +193,7 @@ def start_servers(stack: Stack, *, redis_password: bool = True) -> None:
         if password:
             lines.append(f'requirepass "{password}"')
             stack.redis_password = password
-        config = data / "valkey.conf"
+        config = stack.workdir / "valkey.conf"  # beside its data, not in it
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write("\n".join(lines) + "\n")

@@ -188,7 +188,7 @@ async def test_tipline_ups_valkey_persists_and_requires_its_password(
         password = (workdir / VALKEY_PASSWORD_FILE).read_text()
         assert stack.redis_password == password and len(password) >= 24
         assert oct((workdir / VALKEY_PASSWORD_FILE).stat().st_mode & 0o777) == "0o600"
-        assert oct((workdir / "valkey/valkey.conf").stat().st_mode & 0o777) == "0o600"
+        assert oct((workdir / "valkey.conf").stat().st_mode & 0o777) == "0o600"
         (valkey_child,) = [c for c in stack.children if c.name == "valkey"]
         cmdline = Path(f"/proc/{valkey_child.process.pid}/cmdline").read_bytes()
         assert password.encode() not in cmdline
