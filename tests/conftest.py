@@ -24,7 +24,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         workdir=tmp_path_factory.mktemp("servers"),
     )
     try:
-        start_servers(stack)
+        # Passwordless, so tests may build their own clients from settings.redis_url; the
+        # password path is tested on its own (tests/integration/test_redis_security.py).
+        start_servers(stack, redis_password=False)
         yield stack
     finally:
         stack.stop()

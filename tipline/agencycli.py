@@ -68,7 +68,10 @@ async def _add_analyst(settings: Settings, analyst_id: str, password: str) -> No
 def cmd_analyst_add(args: argparse.Namespace) -> int:
     password = os.environ.get("TIPLINE_ANALYST_PASSWORD") or sys.stdin.readline().strip()
     try:
-        asyncio.run(_add_analyst(Settings(), args.analyst_id, password))
+        from tipline.status import tool_settings  # REDIS_URL, or `tipline up`'s Valkey
+
+        workdir = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
+        asyncio.run(_add_analyst(tool_settings(workdir), args.analyst_id, password))
     except ValueError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2

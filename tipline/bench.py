@@ -428,8 +428,8 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         start_servers(stack)
         routing = routing_file(workdir)
         os.environ["TIPLINE_ROUTING_FILE"] = str(routing)
-        settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis,
-                            tipline_routing_file=routing, tipline_keys_dir=signing_keys(stack))
+        settings = stack.settings(tipline_routing_file=routing,
+                                  tipline_keys_dir=signing_keys(stack))
         results["fetch_max_wait_ms"] = settings.kafka_fetch_max_wait_ms
         await ensure_topics(settings, [*topics.PIPELINE_TOPICS,
                                        *(topics.agency_topic(a) for a in _agency_ids(settings))])

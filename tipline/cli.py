@@ -17,7 +17,11 @@ WORKDIR = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
 
 def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa: F821
     print(f"kafka   {stack.kafka}")
-    print(f"redis   {stack.redis}")
+    from tipline.stack import VALKEY_PASSWORD_FILE
+
+    password = getattr(stack, "redis_password", "")
+    where = f"  (password in {stack.workdir / VALKEY_PASSWORD_FILE})" if password else ""
+    print(f"redis   {stack.redis}{where}")
     print(f"ispws   {stack.http}/ispws  (the CyberTipline-compatible ESP API, HTTP Basic)")
     print(f"intake  {stack.http}/v1/reports  (the JSON ESP API, the same ESP logins)")
     if getattr(stack, "analyst", ""):
@@ -43,14 +47,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         from tipline.agencycli import dev_analyst
 
         settings = stack.settings()
-        print(f"analyst login: {dev_analyst(settings, WORKDIR)}")
-        if not os.environ.get("REDIS_URL"):  # development logins on the stack's own Valkey only
+        if stack.own_valkey:  # development logins on the stack's own Valkey only, never on a
+            # Redis it was given (REDIS_URL)
+            print(f"analyst login: {dev_analyst(settings, WORKDIR)}")
             from tipline.demo import ESP
             from tipline.esps import LOGINS_FILE, dev_logins
 
             asyncio.run(dev_logins(settings, [ESP], WORKDIR))
             print(f"ESP login:     {ESP} (password in {WORKDIR / LOGINS_FILE}; "
                   "tipline esp add NAME for more)")
+        else:
+            print("analyst login: none made (REDIS_URL is yours); add one with "
+                  "`TIPLINE_ANALYST_PASSWORD=... tipline analyst add ANALYST_ID`")
         from tipline.status import save_state  # for `tipline status`
 
         save_state(WORKDIR, stack)
@@ -179,6 +187,10 @@ def parser() -> argparse.ArgumentParser:
     from tipline.rewind import add_commands as add_rewind_commands  # rewind GROUP TOPIC
 
     add_rewind_commands(sub)
+
+    from tipline.credentials import add_commands as add_deploy_commands  # deploy secrets
+
+    add_deploy_commands(sub)
     return p
 
 

@@ -3,7 +3,10 @@
 - docs/asyncapi.yaml: every topic, who publishes and who consumes it, and each message's schema,
   from the FastStream brokers of all services (merged into one document);
 - docs/openapi-intake.json and docs/openapi-analyst.json: the HTTP APIs, from the FastAPI apps;
-- deploy/k8s/routing-configmap.yaml: deploy/config/routing.yaml as a Kubernetes ConfigMap.
+- deploy/k8s/routing-configmap.yaml: deploy/config/routing.yaml as a Kubernetes ConfigMap;
+- deploy/kafka/access.sh (and as deploy/k8s/kafka-access-configmap.yaml): every Kafka principal's
+  SCRAM user and ACLs, from the services' code and the routing file's agencies;
+- deploy/k8s/secrets.yaml: the placeholder Secrets of those principals (tipline/credentials.py).
 
 `tipline docs` writes them; `tipline docs --check` (and tests/deploy/test_generated.py) fails when
 a committed file differs from what the code says.
@@ -94,20 +97,38 @@ def generate() -> dict[Path, str]:
         }
         if analyst is not None:
             files[Path("docs/openapi-analyst.json")] = _json(analyst.openapi())
-    files[Path("deploy/k8s/routing-configmap.yaml")] = _routing_configmap()
+    files[Path("deploy/k8s/routing-configmap.yaml")] = _configmap(
+        "tipline-routing", "routing.yaml", (ROOT / "deploy/config/routing.yaml").read_text(),
+        "deploy/config/routing.yaml")
+    files.update(_access_files())
     return files
 
 
-def _routing_configmap() -> str:
-    routing = (ROOT / "deploy/config/routing.yaml").read_text()
+def _access_files() -> dict[Path, str]:
+    """Who may do what on Kafka (tipline/access.py), and the placeholder Secrets of every
+    principal: both follow the services' code and the agencies of the routing file."""
+    from tipline import access, credentials
+
+    agency_ids = access.routing_agencies()
+    script = access.access_script(access.kafka_acls(access.subscriptions(), agency_ids))
+    return {
+        Path("deploy/kafka/access.sh"): script,
+        Path("deploy/k8s/kafka-access-configmap.yaml"): _configmap(
+            "tipline-kafka-access", "access.sh", script, "the code (tipline/access.py)"),
+        Path("deploy/k8s/secrets.yaml"): credentials.PLACEHOLDER_HEADER
+        + credentials.k8s_secrets(None, agency_ids),
+    }
+
+
+def _configmap(name: str, key: str, text: str, source: str) -> str:
     manifest = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "tipline-routing", "namespace": "tipline",
+        "metadata": {"name": name, "namespace": "tipline",
                      "labels": {"app.kubernetes.io/part-of": "tipline"}},
-        "data": {"routing.yaml": routing},
+        "data": {key: text},
     }
-    return _header("tipline docs", "deploy/config/routing.yaml") + yaml.dump(
+    return _header("tipline docs", source) + yaml.dump(
         manifest, Dumper=_BlockDumper, sort_keys=False, width=100)
 
 

@@ -1,7 +1,8 @@
 """`tipline esp add NAME` and `tipline esp list`: the ESPs that may use /ispws.
 
-Credentials live in the stack's Redis: --redis, REDIS_URL, or the one `tipline up` runs (read from
-its workdir). A password is printed once, when made; only its salted hash is kept.
+Credentials live in the stack's Redis: --redis, REDIS_URL (with REDIS_PASSWORD), or the one
+`tipline up` runs (read from its workdir, password included). A password is printed once, when
+made; only its salted hash is kept.
 """
 
 import argparse
@@ -22,7 +23,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     from tipline.status import tool_settings
 
     settings = tool_settings(Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")))
-    return settings.model_copy(update={"redis_url": args.redis}) if args.redis else settings
+    if args.redis and args.redis != settings.redis_url:  # another Redis: not the stack's password
+        return settings.model_copy(update={"redis_url": args.redis,
+                                           "redis_password": Settings().redis_password})
+    return settings
 
 
 async def _add(settings: Settings, name: str) -> str:

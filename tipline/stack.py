@@ -3,10 +3,15 @@
 Where KAFKA_BOOTSTRAP_SERVERS or REDIS_URL is set, that real server is used instead. Every child
 is started with a parent-death signal and in its own session, so neither Ctrl-C nor a killed
 parent leaves a process behind.
+
+The stack's own Valkey keeps its data under the workdir (append-only file in `<workdir>/valkey`)
+and requires a password, made once and kept in `<workdir>/valkey-password` (mode 0600): the
+services and tools the stack starts get it as REDIS_PASSWORD, and the CLI tools find it there.
 """
 
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,13 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shared.settings import Settings
 
 SERVICES = ("validation", "supplementation", "referral", "retraction", "intake")
 SERVERS = ("broker", "valkey")  # the children the services use: stopped last
+VALKEY_PASSWORD_FILE = "valkey-password"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -77,16 +83,32 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     analyst: str = ""  # the analyst API's URL ("" = not served)
     console: str = ""  # the console's URL ("" = not served)
+    redis_password: str = ""  # the password of the stack's own Valkey ("" = none asked)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis}
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis}
+        if self.redis_password:
+            env["REDIS_PASSWORD"] = self.redis_password
+        return env
 
-    def settings(self) -> "Settings":
-        """Settings for a tool that talks to this stack (the demo, the load tools)."""
+    def settings(self, **overrides: Any) -> "Settings":
+        """Settings for a tool that talks to this stack (the demo, the load tools): its servers,
+        its Valkey's password, its routing file and keys; the environment supplies the rest."""
+        from pydantic import SecretStr
+
         from shared.settings import Settings
 
-        return Settings(kafka_bootstrap_servers=self.kafka, redis_url=self.redis,
-                        tipline_routing_file=routing(self), tipline_keys_dir=signing_keys(self))
+        given: dict[str, Any] = {
+            "kafka_bootstrap_servers": self.kafka, "redis_url": self.redis,
+            "tipline_routing_file": routing(self), "tipline_keys_dir": signing_keys(self)}
+        if self.redis_password:
+            given["redis_password"] = SecretStr(self.redis_password)
+        return Settings(**{**given, **overrides})
+
+    @property
+    def own_valkey(self) -> bool:
+        """Whether this stack runs its own Valkey (rather than the Redis REDIS_URL names)."""
+        return any(c.name == "valkey" for c in self.children)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.workdir / "logs" / f"{name}.log"
@@ -128,7 +150,26 @@ class Stack:
         self.children.clear()
 
 
-def start_servers(stack: Stack) -> None:
+def valkey_password(workdir: Path, *, create: bool = False) -> str | None:
+    """The password of the Valkey `tipline up` runs in this workdir (made once when `create`)."""
+    path = workdir / VALKEY_PASSWORD_FILE
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return None
+    workdir.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(password)
+    return password
+
+
+def start_servers(stack: Stack, *, redis_password: bool = True) -> None:
+    """The embedded broker and Valkey, each unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL is set.
+
+    Valkey persists under the workdir (append-only file) and, with `redis_password`, requires the
+    workdir's password (the test session's servers run without one)."""
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         port = free_port()
         url = f"tcp://127.0.0.1:{port}"
@@ -145,14 +186,19 @@ def start_servers(stack: Stack) -> None:
         port = free_port()
         data = stack.workdir / "valkey"
         data.mkdir(parents=True, exist_ok=True)
-        stack.spawn(
-            "valkey",
-            [
-                str(valkey_binary()), "--port", str(port), "--bind", "127.0.0.1",
-                "--daemonize", "no", "--save", "", "--appendonly", "no", "--dir", str(data),
-            ],
-            env={"PATH": os.environ.get("PATH", "")},
-        )
+        # A config file (mode 0600) rather than arguments: the password stays out of `ps`.
+        lines = [f"port {port}", "bind 127.0.0.1", "daemonize no", 'save ""',
+                 "appendonly yes", "appendfsync everysec", f'dir "{data}"']
+        password = valkey_password(stack.workdir, create=True) if redis_password else None
+        if password:
+            lines.append(f'requirepass "{password}"')
+            stack.redis_password = password
+        config = stack.workdir / "valkey.conf"  # beside its data, not in it
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("\n".join(lines) + "\n")
+        stack.spawn("valkey", [str(valkey_binary()), str(config)],
+                    env={"PATH": os.environ.get("PATH", "")})
         wait_for_port("127.0.0.1", port)
         stack.redis = f"redis://127.0.0.1:{port}/0"
 
@@ -206,10 +252,9 @@ def create_topics(stack: Stack) -> None:
 
     from shared.agencies import load_agencies
     from shared.kafka import ensure_topics
-    from shared.settings import Settings
     from shared.topics import PIPELINE_TOPICS
 
-    settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=stack.redis)
+    settings = stack.settings()
     agencies = load_agencies(settings.tipline_routing_file)
     names = [*PIPELINE_TOPICS, *(a.topic for a in agencies.values())]
     asyncio.run(ensure_topics(settings, names))

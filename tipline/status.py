@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
 from shared.kafka import kafka_client_options
 from shared.settings import Settings
@@ -41,15 +42,20 @@ def load_state(workdir: Path) -> dict[str, Any] | None:
 
 
 def tool_settings(workdir: Path) -> Settings:
-    """Settings for a tool run beside `tipline up` (the demo, replay, esp add): what the
-    environment says, and where it says nothing, the running stack's broker, Redis and routing
-    file as `tipline up` wrote them in its workdir."""
+    """Settings for a tool run beside `tipline up` (the demo, replay, esp add, analyst add): what
+    the environment says, and where it says nothing, the running stack's broker, Redis (with the
+    password its Valkey keeps in the workdir) and routing file as `tipline up` wrote them."""
     state = load_state(workdir) or {}
-    given = {name: state[key] for name, key, env in (
+    given: dict[str, Any] = {name: state[key] for name, key, env in (
         ("kafka_bootstrap_servers", "kafka", "KAFKA_BOOTSTRAP_SERVERS"),
         ("redis_url", "redis", "REDIS_URL"),
         ("tipline_routing_file", "routing", "TIPLINE_ROUTING_FILE"),
     ) if state.get(key) and not os.environ.get(env)}
+    if "redis_url" in given and not os.environ.get("REDIS_PASSWORD"):
+        from tipline.stack import valkey_password
+
+        if password := valkey_password(workdir):
+            given["redis_password"] = SecretStr(password)
     return Settings().model_copy(update=given)
 
 

@@ -48,6 +48,7 @@ def test_services_start_after_what_they_need(compose: dict[str, Any]) -> None:
         assert needs["kafka"]["condition"] == "service_healthy"
         assert needs["redis"]["condition"] == "service_healthy"
         assert needs["topics"]["condition"] == "service_completed_successfully"
+        assert needs["kafka-access"]["condition"] == "service_completed_successfully"
         if name in SIGNERS:
             assert needs["keys"]["condition"] == "service_completed_successfully"
     for name, service in services.items():

@@ -38,11 +38,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def esp_add(stack: Stack, name: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "tipline.cli", "esp", "--redis", stack.redis, "add", name],
-        capture_output=True, text=True, check=True, timeout=60,
+        env=stack.env(), capture_output=True, text=True, check=True, timeout=60,
     ).stdout
     listed = subprocess.run(
         [sys.executable, "-m", "tipline.cli", "esp", "--redis", stack.redis, "list"],
-        capture_output=True, text=True, check=True, timeout=60,
+        env=stack.env(), capture_output=True, text=True, check=True, timeout=60,
     ).stdout
     assert name in listed
     password = next(line.split()[-1] for line in out.splitlines() if "password " in line)
