@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from shared import topics
+from shared.seals import SEAL_FILE
 from tipline.access import (
     ADMIN,
     MECHANISM,
@@ -178,8 +179,7 @@ def k8s_secrets(
         }, "Notice signing (Ed25519): supplementation, referral and retraction mount it and\n"
            "re-read it when it changes, so a rotation is a `kubectl apply`, no restart."),
         _secret("tipline-seal-keys", {
-            "internal-keys.json": key_file("internal-keys.json",
-                                           f'{{"keys": {{}}, "note": "{PLACEHOLDER}"}}'),
+            SEAL_FILE: key_file(SEAL_FILE, f'{{"keys": {{}}, "note": "{PLACEHOLDER}"}}'),
         }, "Seal keys (HMAC, one per service): every service mounts it, to seal what it\n"
            "writes and check the seals of what it reads (shared/seals.py)."),
     ]

@@ -103,8 +103,8 @@ async def test_each_service_user_runs_the_pipelines_redis_code_and_nothing_more(
         report_id = f"acl-{uuid.uuid4().hex[:8]}"
         # The pipeline's own code: Lua scripts over per-report keys, hashes, sorted sets.
         await Timeline(redis).record(report_id, f"{report_id}-e1", "submitted", status="submitted")
-        claim = await Ledger(redis).claim(report_id, ["icac-tx"])
-        assert claim.to_refer == ["icac-tx"]
+        claims = await Ledger(redis).claim({report_id: ["icac-tx"]})  # pipelined, as a batch
+        assert claims[report_id].to_refer == ["icac-tx"]
         assert [e["what"] for e in await Timeline(redis).entries(report_id)] == ["submitted"]
         for command in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"),
                         ("ACL", "LIST"), ("SHUTDOWN",), ("SCRIPT", "FLUSH")):
