@@ -23,7 +23,7 @@ up: $(INSTALLED)
 
 ## test: the whole test suite; "no tests ran" (pytest exit 5) counts as a failure
 test: $(INSTALLED)
-	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	@$(BIN)/python -m pytest -q -rs -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: no tests ran"; exit 1; fi; exit $$rc
 
 ## lint: ruff and mypy

@@ -131,11 +131,14 @@ class Stack:
         """Names of children that have exited."""
         return [c.name for c in self.children if c.process.poll() is not None]
 
-    def stop(self, timeout: float = 15.0) -> None:
-        # Services first (they finish the message in hand), then the servers they use. Each
+    def stop(self, timeout: float = 15.0) -> list[str]:
+        """Stop every child; returns those that had to be killed, not having stopped by
+        themselves within `timeout` (each says so on stderr too)."""
+        # Services first (they finish the batch in hand), then the servers they use. Each
         # group is signalled at once and then awaited: its members shut down side by side.
         services = [c for c in reversed(self.children) if c.name not in SERVERS]
         servers = [c for c in reversed(self.children) if c.name in SERVERS]
+        killed = []
         for group in (services, servers):
             for child in group:
                 if child.process.poll() is None:
@@ -147,7 +150,11 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     child.process.kill()
                     child.process.wait()
+                    killed.append(child.name)
+                    print(f"{child.name} did not stop within {timeout:.0f} s: killed",
+                          file=sys.stderr, flush=True)
         self.children.clear()
+        return killed
 
 
 def valkey_password(workdir: Path, *, create: bool = False) -> str | None:

@@ -1,24 +1,67 @@
-"""A service asked to stop, at any moment from start-up on, is gone within its grace period."""
+"""A service asked to stop, at any moment from start-up on, is gone within its grace period:
+having started at all, ending cleanly, and with nothing committed that it had not handled.
 
+Its own broker and Valkey, so the validation group's offsets are this test's alone."""
+
+import asyncio
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tipline.stack import Stack
+from shared import topics
+from shared.contracts import Report, ReportSubmitted, derived_id
+from shared.kafka import ensure_topics
+from shared.seals import Seals
+from shared.settings import Settings
+from shared.signing import ensure_keys
+from shared.store import connect
+from shared.timeline import Timeline
+from tipline.stack import Stack, free_port, start_servers
 
 GRACE_S = 1.0
 DEADLINE_S = GRACE_S + 5  # shared.service: the grace period, then five seconds more
+EXIT_DEADLINE_PASSED = 70  # shared.shutdown: the hard exit
 
 
-@pytest.mark.parametrize("after_s", [0.5, 1.5, 3.0, 6.0])
-def test_sigterm_at_any_moment_ends_the_process(servers: Stack, after_s: float) -> None:
-    env = {**servers.env(), "TIPLINE_SHUTDOWN_GRACE_S": str(GRACE_S), "TIPLINE_OPS_PORT": "0"}
-    service = subprocess.Popen([sys.executable, "-m", "services.validation"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(after_s)
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Settings]]:
+    workdir = tmp_path_factory.mktemp("shutdown")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+        env.delenv("REDIS_URL", raising=False)
+        stack = Stack(kafka="", redis="", http="", workdir=workdir)
+        try:
+            start_servers(stack)
+            ensure_keys(workdir / "keys")
+            settings = stack.settings().model_copy(update={"kafka_partitions": 2})
+            asyncio.run(ensure_topics(settings, [topics.REPORTS_SUBMITTED,
+                                                 topics.REPORTS_VALIDATED,
+                                                 topics.REPORTS_REJECTED, topics.DEAD_LETTERS]))
+            yield stack, settings
+        finally:
+            stack.stop()
+
+
+def validation(stack: Stack, settings: Settings, log: Path,
+               ops_port: int = 0) -> subprocess.Popen[bytes]:
+    env = {**stack.env(), "TIPLINE_SHUTDOWN_GRACE_S": str(GRACE_S),
+           "TIPLINE_PUBLISH_WAIT_S": str(GRACE_S / 2), "TIPLINE_OPS_PORT": str(ops_port),
+           "TIPLINE_KEYS_DIR": str(settings.tipline_keys_dir), "TIPLINE_LOG_LEVEL": "INFO",
+           "OTEL_SERVICE_NAME": "validation"}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "services.validation"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(service: subprocess.Popen[bytes]) -> float:
     asked = time.monotonic()
     service.send_signal(signal.SIGTERM)
     try:
@@ -26,5 +69,121 @@ def test_sigterm_at_any_moment_ends_the_process(servers: Stack, after_s: float) 
     except subprocess.TimeoutExpired:
         service.kill()
         pytest.fail(f"still running {DEADLINE_S + 5} s after SIGTERM")
-    print(f"SIGTERM after {after_s} s: exit {service.returncode} in "
-          f"{time.monotonic() - asked:.1f} s")
+    return time.monotonic() - asked
+
+
+def wait_ready(service: subprocess.Popen[bytes], ops_port: int, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert service.poll() is None, f"it died by itself: {log.read_text()[-2000:]}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{ops_port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "never ready"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("after_s", [0.5, 1.5])
+def test_sigterm_while_starting_ends_the_process(
+    own: tuple[Stack, Settings], after_s: float, tmp_path: Path
+) -> None:
+    stack, settings = own
+    log = tmp_path / "validation.log"
+    service = validation(stack, settings, log)
+    time.sleep(after_s)
+    assert service.poll() is None, f"it died by itself: {log.read_text()[-2000:]}"
+    took = stop(service)
+    print(f"SIGTERM after {after_s} s: exit {service.returncode} in {took:.1f} s")
+    # Still loading its code, the signal's default ends it (-15) before it took any work;
+    # joining its groups, the deadline may end it (70); else it stops cleanly.
+    assert service.returncode in {0, -signal.SIGTERM, EXIT_DEADLINE_PASSED}
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("after_s", [0.0, 2.0])
+def test_sigterm_once_running_stops_cleanly(
+    own: tuple[Stack, Settings], after_s: float, tmp_path: Path
+) -> None:
+    stack, settings = own
+    log, port = tmp_path / "validation.log", free_port()
+    service = validation(stack, settings, log, ops_port=port)
+    wait_ready(service, port, log)
+    time.sleep(after_s)
+    took = stop(service)
+    print(f"SIGTERM {after_s} s after ready: exit {service.returncode} in {took:.1f} s")
+    assert service.returncode == 0 and took < DEADLINE_S, log.read_text()[-2000:]
+    assert "Traceback" not in log.read_text()
+
+
+async def test_a_stop_mid_stream_commits_only_what_was_handled(
+    own: tuple[Stack, Settings], tmp_path: Path
+) -> None:
+    stack, settings = own
+    run = uuid.uuid4().hex[:6]
+    events = [ReportSubmitted(event_id=derived_id(f"{run}-{n}", "submitted"),
+                              report_id=f"{run}-{n}", esp_id="esp",
+                              report=Report(incident_type="x")) for n in range(3000)]
+    seals = Seals(settings.tipline_keys_dir)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
+    await producer.start()
+    try:
+        sends = []
+        for event in events:
+            value, key = event.model_dump_json().encode(), event.report_id.encode()
+            sends.append(await producer.send(
+                topics.REPORTS_SUBMITTED, value, key=key,
+                headers=seals.headers("intake", topics.REPORTS_SUBMITTED, key, value)))
+        placed = {e.report_id: (await s) for e, s in zip(events, sends, strict=True)}
+    finally:
+        await producer.stop()
+    redis = connect(settings)  # the stack's Valkey, with its password
+    timeline = Timeline(redis)
+    try:
+        service = validation(stack, settings, tmp_path / "validation.log")
+        deadline = time.monotonic() + 60
+        while (await timeline.fields(events[0].report_id)).get("status") != "rejected":
+            assert time.monotonic() < deadline, "nothing handled"
+            await asyncio.sleep(0.01)
+        stop(service)  # mid-stream: most of the 3000 not handled yet
+        assert service.returncode == 0
+        committed = await committed_offsets(settings)
+        handled = {e.report_id for e, status in zip(events, await statuses(timeline, events),
+                                                    strict=True) if status == "rejected"}
+        below = [r for r, meta in placed.items()
+                 if meta.offset < committed.get(TopicPartition(meta.topic, meta.partition), 0)]
+        print(f"stopped with {len(handled)} of {len(events)} handled, {len(below)} committed")
+        assert below and set(below) <= handled, "committed past what was handled"
+        assert len(handled) < len(events), "not stopped mid-stream: the test proves nothing"
+        # Started again, it goes on from its commit: every report handled in the end.
+        service = validation(stack, settings, tmp_path / "validation.log")
+        deadline = time.monotonic() + 90
+        while sum(s == "rejected" for s in await statuses(timeline, events)) < len(events):
+            assert time.monotonic() < deadline, "not every report was handled after a restart"
+            await asyncio.sleep(0.2)
+        stop(service)
+    finally:
+        await redis.aclose()
+
+
+async def statuses(timeline: Timeline, events: list[ReportSubmitted]) -> list[str | None]:
+    return list((await timeline.fields_of([e.report_id for e in events], "status")).values())
+
+
+async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id="validation", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topics.REPORTS_SUBMITTED) or set()
+        if not parts:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topics.REPORTS_SUBMITTED) or set()
+        out = {}
+        for p in parts:
+            tp = TopicPartition(topics.REPORTS_SUBMITTED, p)
+            out[tp] = await consumer.committed(tp) or 0
+        return out
+    finally:
+        await consumer.stop()
