@@ -57,7 +57,7 @@ class AnalystDirectory:
             return True
         expected = stored or self._decoy
         if not await self._guard.check(analyst_id, address,
-                                       lambda: verify_secret(password, expected)):
+                                       lambda: verify_secret(password, expected), same=key):
             return False
         if stored is None:
             return False

@@ -14,7 +14,7 @@ Failure counts live in the process: each copy of a service limits on its own.
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from shared.settings import Settings
@@ -80,24 +80,40 @@ class LoginGuard:
         self._waiting = 0
         self._by_name = _Failures(limits.per_name, limits.window_s)
         self._by_address = _Failures(limits.per_address, limits.window_s)
+        self._running: dict[Hashable, asyncio.Future[bool]] = {}
 
-    async def check(self, name: str, address: str, verify: Callable[[], bool]) -> bool:
+    async def check(self, name: str, address: str, verify: Callable[[], bool],
+                    same: Hashable | None = None) -> bool:
         """Run `verify` (a blocking password check) under the limits; its answer, or
-        LoginRefused without running it."""
+        LoginRefused without running it. Calls with the same `same` (a digest of the very
+        credentials) while one runs share its answer: a client opening many connections at once
+        costs one check."""
+        if same is not None and (running := self._running.get(same)) is not None:
+            return await asyncio.shield(running)
         now = time.monotonic()
         wait = max(self._by_name.retry_after(name, now), self._by_address.retry_after(address, now))
         if wait:
             raise LoginRefused("too many failed logins: try again later", wait)
         if self._waiting >= self.limits.queue:
             raise LoginRefused("too many logins at once: try again shortly", 1)
-        self._waiting += 1
+        task = asyncio.ensure_future(self._verify(verify))
+        if same is not None:
+            self._running[same] = task
         try:
-            async with self._slots:
-                ok = await asyncio.to_thread(verify)
+            ok = await asyncio.shield(task)
         finally:
-            self._waiting -= 1
+            if same is not None:
+                self._running.pop(same, None)
         if not ok:
             now = time.monotonic()
             self._by_name.add(name, now)
             self._by_address.add(address, now)
         return ok
+
+    async def _verify(self, verify: Callable[[], bool]) -> bool:
+        self._waiting += 1
+        try:
+            async with self._slots:
+                return await asyncio.to_thread(verify)
+        finally:
+            self._waiting -= 1

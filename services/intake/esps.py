@@ -89,7 +89,7 @@ class EspRegistry:
             return name
         expected = json.loads(stored)["hash"] if stored is not None else self._decoy
         if not await self._guard.check(name, address,
-                                       lambda: password_matches(password, expected)):
+                                       lambda: password_matches(password, expected), same=memo):
             return None
         if stored is None:
             return None

@@ -74,3 +74,18 @@ async def test_a_flood_beyond_the_queue_is_refused_at_once() -> None:
         await guard.check("u9", "a9", blocked)
     release.set()
     assert await asyncio.gather(*first) == [True, True]
+
+
+async def test_one_client_logging_in_on_many_connections_at_once_costs_one_check() -> None:
+    guard = LoginGuard(Limits(concurrency=1, queue=2))
+    calls = 0
+
+    def check() -> bool:
+        nonlocal calls
+        calls += 1
+        time.sleep(0.05)
+        return True
+
+    answers = await asyncio.gather(*(guard.check("esp", "a", check, same=b"digest")
+                                     for _ in range(50)))
+    assert answers == [True] * 50 and calls == 1  # none refused as "too many at once"
