@@ -34,16 +34,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
-from opentelemetry import context as otel_context
-from opentelemetry.propagate import extract
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import SpanKind, Tracer
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisUnavailable
 from redis.exceptions import TimeoutError as RedisTimeout
@@ -54,6 +54,7 @@ from shared.seals import HEADER as SEAL
 from shared.seals import Seals, Unsealed
 from shared.settings import Settings
 from shared.telemetry import describe_error
+from shared.topics import WRITERS
 
 log = logging.getLogger("tipline.kafka")
 
@@ -77,11 +78,12 @@ class Batch:
     records: list[ConsumerRecord[Any, Any]] = field(default_factory=list)
     unreadable: list[tuple[ConsumerRecord[Any, Any], Exception]] = field(default_factory=list)
     refused: list[tuple[Any, Exception]] = field(default_factory=list)
-    _traces: dict[bytes, Any] = field(default_factory=dict)
+    _traces: dict[bytes, Any] | None = None
 
     def trace_of(self, key: bytes) -> Any:
         """The trace context of the last record of this report in the batch, or None."""
-        if not self._traces:
+        if self._traces is None:  # read once a batch, on the first publish
+            self._traces = {}
             for record in self.records:
                 headers = {k: bytes(v).decode("latin-1") for k, v in record.headers or ()}
                 if "traceparent" in headers and record.key is not None:
@@ -297,24 +299,51 @@ def in_rounds(events: Sequence[M], key: Callable[[M], str]) -> list[list[M]]:
     return rounds
 
 
-class Publisher:
-    """Everything a batch publishes, in flight together; each record keyed by its report, and
-    published under the trace of the record it came from."""
+class Sender(Protocol):
+    """Where a Publisher's records go: the service's own producer (TiplineBroker.sender)."""
 
-    def __init__(self, broker: KafkaBroker) -> None:
+    service: str
+    seals: Seals | None
+
+    async def sender(self) -> AIOKafkaProducer: ...
+
+    def tracer(self) -> Tracer: ...
+
+
+class Publisher:
+    """Everything a batch publishes, in flight together, straight to the service's producer:
+    each record keyed by its report, sealed, and published in a span under the trace of the
+    record it came from (so the next hop's batch span links to it)."""
+
+    def __init__(self, broker: Sender) -> None:
         self.broker = broker
 
     async def send(self, items: Iterable[tuple[BaseModel | bytes, str, str]]) -> None:
         """(body, topic, report id) each; returns once the broker acknowledged them all."""
-        await asyncio.gather(*(self._one(body, topic, key.encode())
-                               for body, topic, key in items))
-
-    async def _one(self, body: BaseModel | bytes, topic: str, key: bytes) -> None:
+        producer = await self.broker.sender()
+        tracer = self.broker.tracer()
         batch = _batch.get(None)
-        trace = batch.trace_of(key) if batch is not None else None
-        token = otel_context.attach(trace) if trace is not None else None
-        try:
-            await self.broker.publish(body, topic, key=key)
-        finally:
-            if token is not None:
-                otel_context.detach(token)
+        sent: list[asyncio.Future[Any]] = []
+        for body, topic, report_id in items:
+            key = report_id.encode()
+            value = body if isinstance(body, bytes) else body.model_dump_json().encode()
+            headers = sealed(self.broker.service, self.broker.seals, topic, key, value)
+            trace = batch.trace_of(key) if batch is not None else None
+            with tracer.start_as_current_span(f"{topic} publish", context=trace,
+                                              kind=SpanKind.PRODUCER) as span:
+                span.set_attribute("report.id", report_id)
+                carrier: dict[str, str] = {}
+                inject(carrier)
+            headers += [(k, v.encode()) for k, v in carrier.items()]
+            sent.append(await producer.send(topic, value, key=key, headers=headers))
+            metrics.EVENTS_OUT.labels(self.broker.service, topic).inc()
+        if sent:
+            await asyncio.gather(*sent)
+
+
+def sealed(service: str, seals: Seals | None, topic: str, key: bytes | None,
+           value: bytes) -> list[tuple[str, bytes]]:
+    """The seal header a record on an internal topic carries (none on other topics)."""
+    if seals is None or topic not in WRITERS:
+        return []
+    return seals.headers(service, topic, key, value)

@@ -30,16 +30,21 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+# Returns the retraction mark's presence, the agencies to refer, then (after a '') those owed
+# a correction not yet confirmed (a referral whose corrections were cut short is handled again).
 _CLAIM = """
 local retracted = redis.call('EXISTS', KEYS[2])
 if retracted == 0 then
   for _, agency in ipairs(ARGV) do redis.call('HSETNX', KEYS[1], agency, 'referring') end
 end
-local out = {retracted}
+local out, owed = {retracted}, {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   if all[i + 1] == 'referring' then table.insert(out, all[i]) end
+  if all[i + 1] == 'correcting' then table.insert(owed, all[i]) end
 end
+table.insert(out, '')
+for _, agency in ipairs(owed) do table.insert(out, agency) end
 return out
 """
 
@@ -112,6 +117,7 @@ RECEIVED_REFERRAL = frozenset({"referred", "correcting", "corrected"})
 class Claim:
     retracted: bool
     to_refer: list[str]
+    owed_correction: list[str]  # referred, retracted, the correction not confirmed yet
 
 
 @dataclass(frozen=True)
@@ -154,8 +160,13 @@ class Ledger:
         """Claim each report's agencies for referral (report id -> agencies), in one round trip:
         what each report may now refer, and whether it was retracted first."""
         out = await self._each(self._claim, {r: list(a) for r, a in reports.items()})
-        return {r: Claim(bool(retracted), sorted(map(str, to_refer)))
-                for r, (retracted, *to_refer) in out.items()}
+        claims = {}
+        for report_id, (retracted, *found) in out.items():
+            agencies = [str(a) for a in found]
+            split = agencies.index("")
+            claims[report_id] = Claim(bool(retracted), sorted(agencies[:split]),
+                                      sorted(agencies[split + 1:]))
+        return claims
 
     async def confirm_referrals(self, reports: Mapping[str, list[str]]) -> dict[str, Confirmed]:
         """Record delivered referrals: which agencies are now owed a correction, and the

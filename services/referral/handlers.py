@@ -35,6 +35,12 @@ async def refer(
     await timeline.record_many({r: [Fact(derived_id(r, "withheld"), "referral withheld",
                                          detail={"reason": "retracted before referral"})]
                                 for r in blocked if r not in already})
+    priority = {e.report_id: e.priority for e in events}
+    # Delivered and retracted, the correction not confirmed (a handling of this event was cut
+    # short after the referral): correct them now, as the retraction could not.
+    await notices.send_corrections(publish, ledger, timeline, {
+        e.report_id: (claims[e.report_id].owed_correction, e.priority) for e in events
+        if claims[e.report_id].owed_correction}, dispatch)
     to_refer = {e.report_id: claims[e.report_id].to_refer for e in events
                 if claims[e.report_id].to_refer}
     if not to_refer:
@@ -43,7 +49,6 @@ async def refer(
         e.report_id, [])]
     await notices.send(publish, referrals, dispatch)
     confirmed = await ledger.confirm_referrals(to_refer)
-    priority = {e.report_id: e.priority for e in events}
     await timeline.record_many({r: [
         Fact(notices.notice_id("referral", r, a), "referral delivered", "referred",
              {"agency": a, "priority": priority[r].name.lower()}) for a in agencies]

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.supplementation.casefile import Case, CaseFiles
@@ -30,6 +29,7 @@ from shared.contracts import (
     derived_id,
     now,
 )
+from shared.kafka import TiplineBroker
 from shared.ledger import Ledger
 from shared.logins import LoginRefused
 from shared.timeline import Timeline
@@ -37,7 +37,7 @@ from shared.timeline import Timeline
 
 @dataclass
 class Analysis:
-    broker: KafkaBroker
+    broker: TiplineBroker
     cases: CaseFiles
     ledger: Ledger
     timeline: Timeline

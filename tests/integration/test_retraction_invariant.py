@@ -8,11 +8,13 @@ publishing (the service then gets the message again). For every interleaving:
 """
 
 import asyncio
+import json
 import random
 import uuid
 from collections import defaultdict
 from typing import Any
 
+from opentelemetry import trace
 from redis.asyncio import Redis
 
 from services.referral.handlers import refer
@@ -37,19 +39,32 @@ class Crash(Exception):
 
 
 class RecordingBroker:
-    """Stands in for Kafka: one ordered log per agency topic, random latency, random crashes."""
+    """Stands in for Kafka: one ordered log per agency topic, random latency, random crashes
+    (as the service's broker and its producer, for shared.batches.Publisher)."""
+
+    service, seals = "test", None
 
     def __init__(self, rng: random.Random, crash_rate: float) -> None:
         self.rng = rng
         self.crash_rate = crash_rate
         self.logs: dict[str, list[tuple[str, str]]] = defaultdict(list)
 
-    async def publish(self, message: Any, topic: str, key: bytes | None = None) -> None:
+    async def sender(self) -> "RecordingBroker":
+        return self
+
+    def tracer(self) -> trace.Tracer:
+        return trace.NoOpTracer()
+
+    async def send(self, topic: str, value: bytes, **kwargs: Any) -> "asyncio.Future[None]":
         await asyncio.sleep(self.rng.random() * 0.0005)
-        self.logs[topic].append((message.kind, message.notice_id))
+        notice = json.loads(value)
+        self.logs[topic].append((notice["kind"], notice["notice_id"]))
         await asyncio.sleep(0)
         if self.rng.random() < self.crash_rate:
             raise Crash
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
 
 class OrderedLedger(Ledger):
