@@ -177,13 +177,16 @@ async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
 # Consumer lag is the partition's high-water mark minus the group's committed offset. The
 # high-water mark comes from a fetch (`consumer.highwater`), because the embedded broker's
 # `end_offsets` answers the start of the last batch instead (see the embedded-broker notes).
-async def consumer_lag(settings: Settings, timeout_s: float = 3.0) -> dict[str, dict[str, int]]:
-    """{group: {topic: lag}} for every consumer group with committed offsets."""
+async def consumer_lag(settings: Settings, timeout_s: float = 3.0,
+                       skip: frozenset[str] = frozenset()) -> dict[str, dict[str, int]]:
+    """{group: {topic: lag}} for every consumer group with committed offsets, on every topic
+    but `skip` (topics the caller may not read)."""
     admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=5000)
     await admin.start()
     try:
         groups = sorted(g[0] for g in await admin.list_consumer_groups())
-        topics = [t for t in await admin.list_topics() if not t.startswith("__")]
+        topics = [t for t in await admin.list_topics()
+                  if not t.startswith("__") and t not in skip]
         probe = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
         await probe.start()
         try:

@@ -1,4 +1,4 @@
-"""The embedded stack: a Kafka-protocol broker, Valkey and the five services, as child processes.
+"""The embedded stack: a Kafka-protocol broker, Valkey and the six services, as child processes.
 
 Where KAFKA_BOOTSTRAP_SERVERS or REDIS_URL is set, that real server is used instead. Every child
 is started with a parent-death signal and in its own session, so neither Ctrl-C nor a killed
@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from shared.settings import Settings
 
-SERVICES = ("validation", "supplementation", "referral", "retraction", "intake")
+SERVICES = ("validation", "supplementation", "referral", "retraction", "intake", "console")
 SERVERS = ("broker", "valkey")  # the children the services use: stopped last
 VALKEY_PASSWORD_FILE = "valkey-password"
+CONSOLE_SECRET_FILE = "console-session-secret"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -221,6 +222,11 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
     if analyst:
         env.update(TIPLINE_ANALYST_HOST=analyst.hostname or "127.0.0.1",
                    TIPLINE_ANALYST_PORT=str(analyst.port))
+    console = urlparse(stack.console) if stack.console else None
+    if "console" in services:
+        env.update(TIPLINE_CONSOLE_HOST=(console.hostname if console else None) or "127.0.0.1",
+                   TIPLINE_CONSOLE_PORT=str(console.port if console else 0),
+                   TIPLINE_CONSOLE_SESSION_SECRET=console_secret(stack.workdir))
     for name in services:
         ops_port = free_port()  # health and metrics, away from the ESP port
         child = stack.spawn(name, [sys.executable, "-m", f"services.{name}"], env={
@@ -230,6 +236,22 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
         wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=30)
     if analyst and "supplementation" in services:
         wait_for_port(analyst.hostname or "127.0.0.1", analyst.port or 80, timeout=30)
+    if console and "console" in services:
+        wait_for_port(console.hostname or "127.0.0.1", console.port or 80, timeout=30)
+
+
+def console_secret(workdir: Path) -> str:
+    """TIPLINE_CONSOLE_SESSION_SECRET, or one made once in the workdir (mode 0600)."""
+    given = os.environ.get("TIPLINE_CONSOLE_SESSION_SECRET")
+    if given:
+        return given
+    path = workdir / CONSOLE_SECRET_FILE
+    if not path.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
 
 
 def signing_keys(stack: Stack) -> Path:
@@ -269,7 +291,8 @@ def create_topics(stack: Stack) -> None:
 
 @contextmanager
 def running(
-    workdir: Path, http_port: int | None = None, analyst_port: int | None = None
+    workdir: Path, http_port: int | None = None, analyst_port: int | None = None,
+    console_port: int | None = None,
 ) -> Iterator[Stack]:
     """The whole system, up until the block ends."""
     stack = Stack(
@@ -278,6 +301,7 @@ def running(
         http=f"http://127.0.0.1:{http_port or free_port()}",
         workdir=workdir,
         analyst=f"http://127.0.0.1:{analyst_port or free_port()}",
+        console=f"http://127.0.0.1:{console_port or free_port()}",
     )
     try:
         start_servers(stack)
@@ -290,7 +314,7 @@ def running(
 
 @contextmanager
 def services_on(kafka: str, redis: str, workdir: Path) -> Iterator[Stack]:
-    """The five services on servers already running (and topics made), until the block ends."""
+    """The six services on servers already running (and topics made), until the block ends."""
     stack = Stack(kafka=kafka, redis=redis, http=f"http://127.0.0.1:{free_port()}",
                   workdir=workdir)
     try:

@@ -49,7 +49,7 @@ def tool_settings(workdir: Path) -> Settings:
 
         if password := valkey_password(workdir):
             given["redis_password"] = SecretStr(password)
-    return Settings().model_copy(update=given)
+    return Settings(**given)  # validated: the routing file becomes a Path
 
 
 def alive(pid: int) -> bool:

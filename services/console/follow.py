@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import BaseModel
 
 from services.console.model import MODELS, ReadModel
+from shared import topics
 from shared.agencies import AgencyRegistry
 from shared.batches import UNREADABLE, dead_letter_of, decode
 from shared.contracts import AgencyNotice, DeadLetter
@@ -75,14 +76,14 @@ class Follower:
         self.settings, self.model, self.reader, self.registry = settings, model, reader, registry
         self.dead_letter = dead_letter
         self.unread: list[DeadLetter] = []  # to dead-letter once caught up
-        self.consumer = AIOKafkaConsumer(
-            **kafka_client_options(settings), group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", client_id="tipline-console",
-            fetch_max_wait_ms=max(settings.kafka_fetch_max_wait_ms, 100),
-            max_partition_fetch_bytes=settings.kafka_max_message_bytes,
-        )
 
     async def run(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            **kafka_client_options(self.settings), group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", client_id="tipline-console",
+            fetch_max_wait_ms=max(self.settings.kafka_fetch_max_wait_ms, 100),
+            max_partition_fetch_bytes=self.settings.kafka_max_message_bytes,
+        )
         await self.consumer.start()
         try:
             await self._assign()
@@ -92,7 +93,7 @@ class Follower:
                 for records in batches.values():
                     for record in records:
                         self._take(record)
-                if not self.model.caught_up and self._at_end():
+                if not self.model.caught_up and await self._at_end():
                     self.model.caught_up = True
                     self.model.version += 1
                     log.info("console: read model rebuilt from %d records (%d reports)",
@@ -124,12 +125,12 @@ class Follower:
             self.model.lettered.add((letter.topic, letter.partition, letter.offset))
         self.unread = []
 
-    def _at_end(self) -> bool:
+    async def _at_end(self) -> bool:
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
             if highwater is None or self.consumer.last_poll_timestamp(tp) is None:
                 return False
-            if highwater > 0 and self.consumer.position_nowait(tp) < highwater:
+            if highwater > 0 and await self.consumer.position(tp) < highwater:
                 return False
         return True
 
@@ -142,7 +143,7 @@ class Follower:
         held = self.consumer.assignment()
         if wanted <= held:
             return
-        positions = {tp: self.consumer.position_nowait(tp) for tp in held}
+        positions = {tp: await self.consumer.position(tp) for tp in held}
         self.consumer.assign(sorted(wanted))
         for tp in wanted:
             if tp in positions:
@@ -152,11 +153,13 @@ class Follower:
             await self.consumer.seek_to_beginning(*fresh)
 
 
-async def follow_lag(settings: Settings, model: ReadModel, every_s: float = 5.0) -> None:
-    """Forever: each service's consumer lag (summed over its groups), for the overview."""
+async def follow_lag(settings: Settings, model: ReadModel, every_s: float = 10.0) -> None:
+    """Forever: each service's consumer lag (summed over its groups), for the overview; never
+    on the raw acknowledgements, which the console may not read."""
     while True:
         try:
-            lag = await asyncio.wait_for(consumer_lag(settings), 15)
+            lag = await asyncio.wait_for(
+                consumer_lag(settings, skip=frozenset({topics.AGENCY_ACKS})), 15)
             model.lag = by_service(lag)
             model.lag_error = None
         except asyncio.CancelledError:

@@ -68,6 +68,7 @@ def pager(path: str, params: Mapping[str, str], page: int, pages: int) -> str:
 
 
 def layout(title: str, body: str, version: int, who: str = "", role: str = "") -> str:
+    """A whole page; signed in (`who`), its <main> is live (static/console.js refreshes it)."""
     user = (f'<span class="who">{h(who)} ({h(role)})<form method="post" action="/logout">'
             f'<button>log out</button></form></span>') if who else ""
     nav = ('<nav><a href="/">Overview</a><a href="/agencies">Agencies</a>'
@@ -81,7 +82,8 @@ def layout(title: str, body: str, version: int, who: str = "", role: str = "") -
         '<link rel="stylesheet" href="/static/console.css">'
         '<script src="/static/console.js" defer></script></head><body>'
         f'<header><a class="brand" href="/">tipline console</a>{nav}{user}</header>'
-        f'<main id="live" data-version="{version}">{body}</main></body></html>'
+        + (f'<main id="live" data-version="{version}">' if who else "<main>")
+        + f"{body}</main></body></html>"
     )
 
 

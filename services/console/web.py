@@ -163,6 +163,11 @@ async def logout() -> Response:
     return response
 
 
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    return Response(status_code=204)
+
+
 @router.get("/static/{name}")
 async def static(name: str) -> Response:
     path = STATIC / name
