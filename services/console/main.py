@@ -68,12 +68,12 @@ def create_app(settings: Settings) -> FastStream:
         tasks.extend(asyncio.create_task(job) for job in jobs)
 
     async def stop() -> None:
-        server.should_exit = True
+        server.should_exit = True  # then cut off whatever still holds it after 5 s
         for task in tasks[:2]:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 10)
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 5)
         await redis.aclose()
 
     async def rebuilt() -> bool:
