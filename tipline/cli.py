@@ -194,6 +194,10 @@ def parser() -> argparse.ArgumentParser:
 
     add_rewind_commands(sub)
 
+    from tipline.consolebench import add_commands as add_console_commands  # console-bench
+
+    add_console_commands(sub)
+
     from tipline.credentials import add_commands as add_deploy_commands  # deploy secrets
 
     add_deploy_commands(sub)
