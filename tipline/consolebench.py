@@ -208,14 +208,14 @@ async def run(reports: int, requests: int, seed: int) -> dict[str, Any]:
         await serving
     memory_served = rss_mb()
 
-    def pct(values: list[float], q: float) -> float:
+    def pct(values: list[float], q: int) -> float:
         return round(statistics.quantiles(values, n=100)[q - 1], 2) if len(values) > 1 else 0.0
 
     return {
         "reports": reports, "records": model.events, "apply_cpu_s": round(applied_s, 2),
         "records_per_cpu_s": round(model.events / applied_s),
-        "rss_mb_empty": memory_empty[0], "rss_mb_filled": memory_filled[0], "rss_mb_after_pages": memory_served[0],
-        "rss_mb_peak": memory_served[1],
+        "rss_mb_empty": memory_empty[0], "rss_mb_filled": memory_filled[0],
+        "rss_mb_after_pages": memory_served[0], "rss_mb_peak": memory_served[1],
         "pages": {n: {"p50_ms": pct(v, 50), "p95_ms": pct(v, 95), "max_ms": round(max(v), 2),
                       "cpu_p50_ms": pct(cpu[n], 50), "cpu_p95_ms": pct(cpu[n], 95),
                       "requests": len(v)} for n, v in timings.items()},
