@@ -13,6 +13,7 @@ Redis ACL users (one per service, an operator, and a default user that may only 
 
 import hashlib
 import importlib
+import shlex
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ def _acl_lines(principal: str, acls: list[Acl]) -> list[str]:
     for permission, operation, pattern in keys:
         chosen = [a for a in acls if (a.permission, a.operation, a.pattern)
                   == (permission, operation, pattern)]
-        resources = " ".join(f"--{a.resource} {a.name}" for a in chosen)
+        resources = " ".join(f"--{a.resource} {shlex.quote(a.name)}" for a in chosen)
         suffix = " --resource-pattern-type prefixed" if pattern == "prefixed" else ""
         lines.append(f"acl --{permission}-principal User:{principal} --operation {operation} "
                      f"{resources}{suffix}")
