@@ -41,7 +41,10 @@ from tipline import generate
 from tipline.esps import dev_logins
 from tipline.replay import Replay, percentiles
 from tipline.stack import (
+    CONSUMERS,
+    PIPELINE,
     SERVICES,
+    Child,
     Stack,
     free_port,
     signing_keys,
@@ -187,6 +190,28 @@ async def saturate(
     return round(len(done) / elapsed, 1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU milliseconds a message each process spent over a stage: unlike a rate, it holds on
+    a busy machine, so it says where the time goes even when the rates are noisy."""
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+        self.before = {c.name: cpu_seconds(c.process.pid) for c in children}
+
+    def per_message(self, messages: int) -> dict[str, float]:
+        return {c.name: round(1000 * (cpu_seconds(c.process.pid) - self.before[c.name])
+                              / max(messages, 1), 3) for c in self.children}
+
+
 async def steady(
     producer: AIOKafkaProducer, topic: str, arrived: dict[str, float], prefix: str,
     rate: float, seconds: float, seals: Seals | None = None,
@@ -259,6 +284,7 @@ class Plan:
     steady_s: float = 10.0
     offered: float = 500.0  # the latency stages' load, whatever the measured maximum
     fanout_reports: int = 20
+    copies: int = 1  # the pipeline's throughput again with up to this many copies a service
 
 
 # --- Memory ---------------------------------------------------------------------------------
@@ -307,8 +333,10 @@ async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, k
     await producer.start()
     try:
         await warm_up(producer, names[0], sink.arrived, f"{run}-{kind}warm", 60)
+        meter, before = CpuMeter(servers(stack) + relays), len(sink.arrived)
         out: dict[str, Any] = {"throughput_per_s": await saturate(
             producer, names[0], sink.arrived, f"{run}-{kind}", plan.saturate_s)}
+        out["cpu_ms_per_msg"] = meter.per_message(len(sink.arrived) - before)
         if latency:
             out["latency_ms"] = await steady(producer, names[0], sink.arrived,
                                              f"{run}-{kind}lat", plan.offered, plan.steady_s)
@@ -323,7 +351,14 @@ async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, k
             stack.children.remove(child)
 
 
-async def _stage_pipeline(settings: Settings, plan: Plan, run: str) -> dict[str, Any]:
+def servers(stack: Stack) -> list[Child]:
+    return [c for c in stack.children if c.name in ("broker", "valkey")]
+
+
+async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str,
+                          copies: int = 1) -> dict[str, Any]:
+    """The pipeline's throughput and its latency at the offered rate; with `copies` > 1, then
+    its throughput again with each further copy of every consuming service started."""
     watch = NoticeWatch(settings, ONE_AGENCY)  # as few partitions as the raw chain's sink
     arrived: dict[str, float] = {}
 
@@ -337,14 +372,30 @@ async def _stage_pipeline(settings: Settings, plan: Plan, run: str) -> dict[str,
     producer = producer_for(settings)
     await producer.start()
     seals = Seals(settings.tipline_keys_dir)
-    try:
-        await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-warm", 90, seals)
-        rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-tp",
+
+    async def throughput(label: str) -> tuple[float, dict[str, float]]:
+        await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-{label}warm", 90,
+                      seals)
+        meter = CpuMeter(servers(stack) + [c for c in stack.children
+                                           if c.name.partition("-")[0] in SERVICES])
+        before = len(arrived)
+        rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-{label}tp",
                               plan.saturate_s, seals=seals)
+        return rate, meter.per_message(len(arrived) - before)
+
+    try:
+        rate, cpu = await throughput("")
         latency = await steady(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-lat",
                                plan.offered, plan.steady_s, seals)
-        return {"throughput_per_s": rate, "latency_ms": latency,
-                "duplicates_absorbed": watch.duplicates}
+        by_copies = {1: rate}
+        for copy in range(2, copies + 1):
+            say(f"    {copy} copies of each consuming service ...")
+            await asyncio.to_thread(start_services, stack, CONSUMERS, copy)
+            by_copies[copy], _ = await throughput(f"c{copy}")
+        out = {"throughput_per_s": rate, "latency_ms": latency, "cpu_ms_per_msg": cpu,
+               "by_copies": by_copies}
+        out["duplicates_absorbed"] = watch.duplicates
+        return out
     finally:
         await producer.stop()
         await watch.stop()
@@ -422,6 +473,8 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
     run = f"b{time.time_ns()}"
     os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # always a fresh embedded broker
     os.environ.pop("REDIS_URL", None)
+    if plan.copies > 1:  # room for the copies: a consumer a partition at most
+        os.environ["KAFKA_PARTITIONS"] = str(max(8, plan.copies))
     stack = Stack(kafka="", redis="", http=f"http://127.0.0.1:{free_port()}", workdir=workdir)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
                                            "load_avg_at_start": os.getloadavg()}}
@@ -440,9 +493,9 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         results["framework"] = await _stage_chain(settings, stack, plan, run, "fsrelay",
                                                   latency=False)
         say(f"    {results['framework']['throughput_per_s']}/s; (b) starting the pipeline ...")
-        await asyncio.to_thread(start_services, stack)
+        await asyncio.to_thread(start_services, stack, PIPELINE)
         profilers = _start_profilers(stack, workdir) if profile else []
-        results["pipeline"] = await _stage_pipeline(settings, plan, run)
+        results["pipeline"] = await _stage_pipeline(settings, stack, plan, run, plan.copies)
         for p in profilers:
             p.wait()
         say(f"    {results['pipeline']['throughput_per_s']}/s; through the HTTP API ...")
@@ -490,13 +543,14 @@ def say(text: str) -> None:
 
 
 def main(workdir: Path, *, quick: bool = False, long_replay_s: float = 0.0,
-         profile: bool = False, offered: float | None = None) -> dict[str, Any]:
+         profile: bool = False, offered: float | None = None, copies: int = 1) -> dict[str, Any]:
     run_dir = workdir / time.strftime("%Y%m%d-%H%M%S")  # logs and profiles stay for a look
     run_dir.mkdir(parents=True, exist_ok=True)
     say(f"logs in {run_dir}")
     plan = Plan(saturate_s=6, steady_s=4, fanout_reports=5) if quick else Plan()
     if offered:
         plan.offered = offered
+    plan.copies = copies
     return asyncio.run(_run(run_dir, plan, long_replay_s, profile))
 
 
@@ -514,6 +568,8 @@ def render(r: dict[str, Any]) -> str:
         f"{r['framework']['throughput_per_s']:>9}",
         f"{'(b) pipeline, Kafka in -> referral at agency':<46} {pipe['throughput_per_s']:>9} "
         f"{pipe['latency_ms']['offered_per_s']:>9}   {p(pipe['latency_ms'])}",
+        *(f"{f'    pipeline, {n} copies of each consumer':<46} {rate:>9}"
+          for n, rate in pipe.get("by_copies", {}).items() if int(n) > 1),
         f"{'    pipeline, HTTP accepted -> referral':<46} {'':>9} "
         f"{http['offered_per_s']:>9}   {p(http['latency_ms'])}",
         f"{'    retraction -> 50 agencies corrected':<46} {'':>9} "
@@ -524,6 +580,10 @@ def render(r: dict[str, Any]) -> str:
         f"(fetch_max_wait_ms {r.get('fetch_max_wait_ms')})",
         f"HTTP: achieved {http['achieved_per_s']}/s, errors {http['errors'] or 'none'}, "
         f"lost {http['lost']}; fan-out lost {fan['lost']}",
+        *(f"CPU ms a message, {name}: " + ", ".join(
+            f"{k} {v}" for k, v in r[stage]["cpu_ms_per_msg"].items())
+          for name, stage in (("raw chain", "raw"), ("FastStream chain", "framework"),
+                              ("pipeline", "pipeline"))),
         "peak RSS MB: " + ", ".join(f"{k} {v['peak_rss_mb']}" for k, v in r["memory_mb"].items())
         + "; relays " + ", ".join(f"{v['peak_rss_mb']}" for v in raw["memory_mb"].values()),
     ]

@@ -30,6 +30,7 @@ from tipline.esps import dev_logins
 from tipline.generate import Mix, events
 from tipline.replay import Replay, render
 from tipline.stack import (
+    PIPELINE,
     Child,
     Stack,
     create_topics,
@@ -174,7 +175,7 @@ async def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         wait_for_port("127.0.0.1", valkey_port)
         start_servers(stack)  # the broker only: REDIS_URL is set
         await asyncio.to_thread(create_topics, stack)
-        await asyncio.to_thread(start_services, stack)
+        await asyncio.to_thread(start_services, stack, PIPELINE)
         settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=redis_url)
         yield Chaos(stack, settings, valkey_port, valkey_dir, random.Random(6))
     finally:
