@@ -33,6 +33,9 @@ from shared.topics import SERVICES, agency_of_topic
 log = logging.getLogger("tipline.console")
 
 REFRESH_S = 5.0  # how often new agencies (topics) and partitions are looked for
+# A fetch brings at most this much (a larger record still comes, alone): a rebuild reads every
+# partition at once, and the memory is the read model's, not the fetch buffers'.
+FETCH_MAX_BYTES = 8 * 1024 * 1024
 
 
 class Misaddressed(ValueError):
@@ -83,6 +86,7 @@ class Follower:
             auto_offset_reset="earliest", client_id="tipline-console",
             fetch_max_wait_ms=max(self.settings.kafka_fetch_max_wait_ms, 100),
             max_partition_fetch_bytes=self.settings.kafka_max_message_bytes,
+            fetch_max_bytes=FETCH_MAX_BYTES,
         )
         await self.consumer.start()
         try:
