@@ -5,6 +5,10 @@ aside), through the same `ReadModel.apply` the console's follower uses, then ser
 own HTTP app (uvicorn, loopback) in this process and times every kind of page over HTTP, as a
 signed-in analyst: p50, p95 and max per page, and the process's memory (RSS now and its peak).
 The process imports what the console service imports, so its memory is the console's.
+
+`--process` measures the real thing instead: the same events published (sealed and signed) to
+an embedded broker of its own, then the console service started as a process, timed until its
+read model has caught up, and its memory read from /proc.
 """
 
 import argparse
@@ -12,6 +16,7 @@ import asyncio
 import json
 import random
 import resource
+import secrets
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +26,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
@@ -49,8 +55,12 @@ from shared.contracts import (
     ReportValidated,
     RetractReport,
 )
+from shared.kafka import ensure_topics
 from shared.notices import notice_id
-from shared.settings import CONFIG_DIR
+from shared.seals import Seals
+from shared.settings import CONFIG_DIR, Settings
+from shared.signing import Signer, ensure_keys
+from shared.topics import WRITERS
 from tipline.stack import free_port
 
 ESPS = [f"bench-esp-{i}" for i in range(20)]
@@ -240,6 +250,18 @@ def render(result: dict[str, Any]) -> str:
 
 
 def cmd_console_bench(args: argparse.Namespace) -> int:
+    if args.process:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="console-bench-") as tmp:
+            measured = run_process(args.reports, args.seed, Path(tmp))
+        print(f"console service process: {measured['records']} records of "
+              f"{measured['reports']} reports published in {measured['published_s']} s; "
+              f"read model rebuilt {measured['rebuilt_s']} s after the process started; "
+              f"RSS {measured['rss_mb']} MB, peak {measured['rss_mb_peak']} MB")
+        if args.json:
+            Path(args.json).write_text(json.dumps(measured, indent=2))
+        return 1 if measured["rss_mb_peak"] >= args.memory_mb else 0
     result = asyncio.run(run(args.reports, args.requests, args.seed))
     print(render(result))
     if args.json:
@@ -252,6 +274,96 @@ def cmd_console_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_process(reports: int, seed: int, workdir: Path) -> dict[str, Any]:
+    """The console service as a process, rebuilding from `reports` reports on a broker."""
+    import os
+    import subprocess
+    import sys
+
+    from tipline.stack import Stack, start_servers
+
+    keys = workdir / "keys"
+    ensure_keys(keys)
+    stack = Stack(kafka="", redis="redis://127.0.0.1:1/0", http="", workdir=workdir)
+    given = os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    try:
+        if given:
+            stack.kafka = given
+        else:
+            start_servers(stack, redis_password=False)  # a broker of its own (and Valkey)
+        agencies = sorted(AgencyRegistry(CONFIG_DIR / "routing.yaml").agencies)
+        started = time.perf_counter()
+        records = asyncio.run(publish(stack.kafka, keys, reports, agencies, seed))
+        published_s = time.perf_counter() - started
+        ops = free_port()
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka, "TIPLINE_KEYS_DIR": str(keys),
+               "TIPLINE_CONSOLE_SESSION_SECRET": secrets.token_urlsafe(32),
+               "TIPLINE_CONSOLE_PORT": str(free_port()), "TIPLINE_OPS_PORT": str(ops),
+               "REDIS_URL": stack.redis}
+        started = time.perf_counter()
+        with (workdir / "console.log").open("ab") as log:
+            console = subprocess.Popen([sys.executable, "-m", "services.console"], env=env,
+                                       stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while not _rebuilt(f"http://127.0.0.1:{ops}/readyz"):
+                if console.poll() is not None or time.perf_counter() - started > 600:
+                    raise RuntimeError(f"the console did not catch up: see {workdir}/console.log")
+                time.sleep(0.2)
+            rebuilt_s = time.perf_counter() - started
+            time.sleep(5)  # settled
+            status = dict(line.split(":", 1) for line in
+                          Path(f"/proc/{console.pid}/status").read_text().splitlines())
+        finally:
+            console.terminate()
+            console.wait(30)
+    finally:
+        stack.stop()
+        if given:
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"] = given
+    return {"reports": reports, "records": records, "published_s": round(published_s, 1),
+            "rebuilt_s": round(rebuilt_s, 1),
+            "rss_mb": round(int(status["VmRSS"].split()[0]) / 1024, 1),
+            "rss_mb_peak": round(int(status["VmHWM"].split()[0]) / 1024, 1)}
+
+
+def _rebuilt(readyz: str) -> bool:
+    try:
+        return bool(httpx.get(readyz, timeout=2).json()["checks"].get("read model") == "ok")
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+
+
+async def publish(kafka: str, keys: Path, reports: int, agencies: list[str], seed: int) -> int:
+    """The synthetic events on their topics, as the services write them: sealed by a writer of
+    the topic, notices signed."""
+    await ensure_topics(Settings(kafka_bootstrap_servers=kafka), [
+        *topics.PIPELINE_TOPICS, *(topics.agency_topic(a) for a in agencies)])
+    seals, signer = Seals(keys), Signer(keys)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=20,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    count, sent = 0, []
+    try:
+        for topic, event in synthetic_events(reports, agencies, seed):
+            key = str(getattr(event, "report_id", None) or "bench").encode()
+            if isinstance(event, AgencyNotice):
+                value = json.dumps(signer.sign(event.model_dump(mode="json"))).encode()
+                headers = []
+            else:
+                value = event.model_dump_json().encode()
+                writer = min(WRITERS[topic]) if topic != topics.DEAD_LETTERS else "validation"
+                headers = seals.headers(writer, topic, key, value)
+            sent.append(await producer.send(topic, value, key=key, headers=headers))
+            count += 1
+            if len(sent) >= 2000:
+                await asyncio.gather(*sent)
+                sent = []
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    return count
+
+
 def add_commands(sub: Any) -> None:
     bench = sub.add_parser("console-bench", help="time every console page against a read "
                            "model of N synthetic reports; p50/p95 and memory")
@@ -261,4 +373,7 @@ def add_commands(sub: Any) -> None:
     bench.add_argument("--budget-ms", type=float, default=200.0, help="p95 budget per page")
     bench.add_argument("--memory-mb", type=float, default=150.0, help="peak RSS budget")
     bench.add_argument("--json", help="also write the figures to this file")
+    bench.add_argument("--process", action="store_true", help="instead: the console service "
+                       "as a process rebuilding from the events on an embedded broker (or "
+                       "KAFKA_BOOTSTRAP_SERVERS): time to catch up, and its memory")
     bench.set_defaults(func=cmd_console_bench)
