@@ -115,6 +115,8 @@ class Follower:
             event = self.reader.event(record)
         except (*UNREADABLE, BadSignature) as exc:
             self.unread.append(dead_letter_of("console", record, exc))
+            log.warning("console: refused %s[%s]@%s (not shown): %s", record.topic,
+                        record.partition, record.offset, describe_error(exc))
             return
         if event is not None:
             self.model.apply(record.topic, event)
@@ -123,8 +125,8 @@ class Follower:
         for letter in self.unread:
             if (letter.topic, letter.partition, letter.offset) in self.model.lettered:
                 continue  # dead-lettered by an earlier start
-            log.error("console: dead-lettered %s[%s]@%s: %s", letter.topic, letter.partition,
-                      letter.offset, letter.error[:200])
+            log.info("console: dead-lettered %s[%s]@%s", letter.topic, letter.partition,
+                     letter.offset)
             await self.dead_letter(letter)
             self.model.lettered.add((letter.topic, letter.partition, letter.offset))
         self.unread = []

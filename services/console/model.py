@@ -10,6 +10,7 @@ tuples and one `Track` (slots) per agency; per-agency counters move when a track
 changes class, so a page never scans every report; the chart counts per minute.
 """
 
+import re
 import sys
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -384,7 +385,7 @@ class ReadModel:
         self.letters[(letter.service, letter.topic)] += 1
         self.recent_letters.appendleft(Letter(
             ts(letter.failed_at), letter.service, letter.topic, letter.partition, letter.offset,
-            letter.key, letter.error[:200]))
+            letter.key, cause(letter.error)))
         if letter.service == "console":
             self.lettered.add((letter.topic, letter.partition, letter.offset))
         return True
@@ -413,6 +414,16 @@ class ReadModel:
             return [self.reports[text]]
         return [self.reports[r] for r in _take(
             (r for r in self.order if r.startswith(text)), limit)]
+
+
+def cause(error: str) -> str:
+    """A dead letter's cause as the console shows it: its first line, without any input value a
+    validation error quotes (a record's content is never shown)."""
+    first = error.splitlines()[0] if error else ""
+    return _INPUT.sub("input_value=…", first)[:200]
+
+
+_INPUT = re.compile(r"input_value=.*?(?=, input_type=|\]|$)")
 
 
 def _take(items: Iterator[str], limit: int) -> list[str]:

@@ -191,3 +191,14 @@ def test_lag_by_service() -> None:
            "referral-urgent": {"t3": 0}}
     assert by_service(lag) == {"validation": {"validation t1": 2, "validation-drafts t2": 3},
                                "referral": {"referral-urgent t3": 0}}
+
+
+def test_a_dead_letters_cause_never_quotes_the_record() -> None:
+    from services.console.model import cause
+
+    error = ("ValidationError: 1 validation error for ReportValidated\nreport.platform\n  "
+             "Input should be a valid string [type=string_type, input_value={'secret': 1}, "
+             "input_type=dict]")
+    assert cause(error) == "ValidationError: 1 validation error for ReportValidated"
+    assert cause("X: bad input_value='synthetic secret', input_type=str") == (
+        "X: bad input_value=…, input_type=str")
