@@ -4,9 +4,10 @@ The console uses no consumer group and commits nothing: it assigns itself every 
 topics it shows and reads them from their beginning (they are retained), so every copy of the
 console rebuilds the whole model on start. It decodes through the pipeline's own plumbing
 (`shared.batches.decode`: seal checked, then the contract model); notices on agency topics must
-carry tipline's Ed25519 signature. A record that cannot be read is never shown: it is
-dead-lettered, once caught up, unless the console dead-lettered it already (its own dead letters
-are on the topic it reads, so a restart does not repeat them).
+carry tipline's Ed25519 signature. A record that cannot be read is never shown. On a topic a
+pipeline service consumes, that service dead-letters it; on the others the console does, once
+caught up, unless it did already (its own dead letters are on the topic it reads, so a restart
+does not repeat them).
 """
 
 import asyncio
@@ -36,6 +37,18 @@ REFRESH_S = 5.0  # how often new agencies (topics) and partitions are looked for
 # A fetch brings at most this much (a larger record still comes, alone): a rebuild reads every
 # partition at once, and the memory is the read model's, not the fetch buffers'.
 FETCH_MAX_BYTES = 8 * 1024 * 1024
+
+
+# Topics a pipeline service consumes: a record there that cannot be read is dead-lettered by that
+# service (the console shows its dead letter); the console only leaves it out, or every such
+# record would be dead-lettered (and requeued) twice. Records on the other topics (what became
+# of reports and notices, agency notices) have no other reader in tipline: the console
+# dead-letters those.
+DEAD_LETTERED_BY_CONSUMERS = frozenset({
+    topics.REPORTS_DRAFTS, topics.REPORTS_SUBMITTED, topics.REPORTS_VALIDATED,
+    topics.REPORTS_SUPPLEMENTED, topics.REPORTS_SUPPLEMENTED_URGENT,
+    topics.REPORTS_SUPPLEMENTED_BULK, topics.RETRACTIONS_REQUESTED,
+})
 
 
 class Misaddressed(ValueError):
@@ -114,7 +127,8 @@ class Follower:
         try:
             event = self.reader.event(record)
         except (*UNREADABLE, BadSignature) as exc:
-            self.unread.append(dead_letter_of("console", record, exc))
+            if record.topic not in DEAD_LETTERED_BY_CONSUMERS:
+                self.unread.append(dead_letter_of("console", record, exc))
             log.warning("console: refused %s[%s]@%s (not shown): %s", record.topic,
                         record.partition, record.offset, describe_error(exc))
             return

@@ -1,5 +1,6 @@
 """The console's follower on the real broker: it reads every topic from the start with no
-group, shows what is sealed and signed, and dead-letters (never shows) what is forged."""
+group, shows what is sealed and signed, and never shows what is forged: it dead-letters it where
+no pipeline service would (a topic only the console reads, an agency's notices)."""
 
 import asyncio
 import contextlib
@@ -13,7 +14,14 @@ from services.console.follow import Follower, Reader
 from services.console.model import ReadModel
 from shared import topics
 from shared.agencies import AgencyRegistry
-from shared.contracts import AgencyNotice, DeadLetter, Report, ReportValidated, now
+from shared.contracts import (
+    AgencyNotice,
+    DeadLetter,
+    Report,
+    ReportReferred,
+    ReportValidated,
+    now,
+)
 from shared.kafka import ensure_topics
 from shared.seals import Seals
 from shared.settings import Settings
@@ -30,7 +38,8 @@ async def test_the_follower_shows_the_genuine_and_dead_letters_the_forged(
     (agency,) = agency_ids(1)
     routing = routing_file(tmp_path / "routing.yaml", [agency])
     await ensure_topics(settings, [*topics.PIPELINE_TOPICS, topics.agency_topic(agency)])
-    genuine, forged, unsigned = (f"console-{uuid.uuid4().hex[:10]}-{n}" for n in range(3))
+    genuine, forged, unsigned, theirs = (f"console-{uuid.uuid4().hex[:10]}-{n}"
+                                         for n in range(4))
 
     def validated(report_id: str) -> ReportValidated:
         return ReportValidated(event_id=f"v-{report_id}", report_id=report_id, esp_id="esp-c",
@@ -41,9 +50,12 @@ async def test_the_follower_shows_the_genuine_and_dead_letters_the_forged(
     try:
         await send_sealed(producer, keys, "validation", topics.REPORTS_VALIDATED,
                           validated(genuine), genuine)
-        # Sealed by a service that may not write the topic: refused.
+        # Sealed by a service that may not write the topic: refused. On a topic only the
+        # console reads it dead-letters it; on one supplementation consumes, supplementation does.
+        await send_sealed(producer, keys, "intake", topics.REPORTS_REFERRED, ReportReferred(
+            event_id=f"r-{forged}", report_id=forged, agencies=[agency]), forged)
         await send_sealed(producer, keys, "intake", topics.REPORTS_VALIDATED,
-                          validated(forged), forged)
+                          validated(theirs), theirs)
         signed = Signer(keys).sign(AgencyNotice(
             kind="referral", notice_id=f"n-{genuine}", report_id=genuine, agency_id=agency,
             issued_at=now()).model_dump(mode="json"))
@@ -77,7 +89,8 @@ async def test_the_follower_shows_the_genuine_and_dead_letters_the_forged(
             await task
     assert model.reports[genuine].state == "accepted"
     assert model.reports[genuine].agencies[agency].referral_at is not None
-    assert forged not in model.reports and unsigned not in model.reports
+    assert not {forged, unsigned, theirs} & set(model.reports)
+    assert theirs not in {x.key for x in letters}
     causes = {x.key: x.error for x in letters if x.key in (forged, unsigned)}
     assert "may not write" in causes[forged]
     assert "not signed" in causes[unsigned]
