@@ -162,11 +162,16 @@ class Reporting:
             raise Answer(Code.REPORT_DOES_NOT_EXIST,
                          f"the superseded report {supersedes[:40]} does not exist") from None
 
-    async def _create(self, esp_id: str, state: str, make: Any, **fields: str) -> str:
-        """A new report in `state`, with the event `make(report_id, at)` accepted; its id."""
+    async def _create(self, esp_id: str, state: str, make: Any, reserved: str | None = None,
+                      **fields: str) -> str:
+        """A new report in `state`, with the event `make(report_id, at)` accepted; its id.
+
+        `reserved` is an id drawn earlier for this creation (an Idempotency-Key's): when a run
+        before this one made it already (its `idempotency` field says so), that report is the
+        answer, and its event, if still waiting, goes out now."""
         at = time.time()
-        for _ in range(16):  # another intake copy took this id: draw the next one
-            report_id = self.ids.next()
+        for attempt in range(16):  # another intake copy took this id: draw the next one
+            report_id = reserved if reserved and attempt == 0 else self.ids.next()
             pending = make(report_id, at)
             if state == "open":  # watched first: an open report is never left unwatched
                 await self.abandonment.watch(report_id, self.drafts.deadline(at, at))
@@ -175,10 +180,18 @@ class Reporting:
                 trace.get_current_span().set_attribute("report.id", report_id)
                 await self.outbox.deliver(report_id, pending)
                 return report_id
+            if report_id == reserved and fields.get("idempotency"):
+                draft = await self.drafts.get(report_id)
+                if (draft.get("esp_id"), draft.get("idempotency")) == (
+                        esp_id, fields["idempotency"]):
+                    await self.outbox.deliver_pending(report_id, pending.event_id)
+                    return report_id
         raise RuntimeError("no free report id after 16 draws")
 
-    async def submit(self, esp_id: str, report: Report, supersedes: str | None) -> str:
-        """/v1: a whole report, finished from the start."""
+    async def submit(self, esp_id: str, report: Report, supersedes: str | None,
+                     reserved: str | None = None, idempotency: str = "") -> str:
+        """/v1: a whole report, finished from the start; with `reserved` and `idempotency` (the
+        Idempotency-Key's id and claim), every run under one key makes one report."""
         await self._supersedes(esp_id, supersedes)
 
         def make(report_id: str, at: float) -> Pending:
@@ -188,8 +201,10 @@ class Reporting:
                                  "submitted", via="v1", supersedes=supersedes)
 
         with self.tracer.start_as_current_span("intake submit"):
-            return await self._create(esp_id, "finished", make, report=report.model_dump_json(),
-                                      supersedes=supersedes or "", via="v1")
+            return await self._create(esp_id, "finished", make, reserved,
+                                      report=report.model_dump_json(),
+                                      supersedes=supersedes or "", via="v1",
+                                      idempotency=idempotency)
 
     async def open(self, esp_id: str, report: Report, supersedes: str | None) -> Answer:
         """/ispws submit: a report opened, to be completed with files and finished."""
