@@ -27,7 +27,8 @@ def save_state(workdir: Path, stack: Any) -> None:
     """What `tipline status` needs to find a stack started by `tipline up`."""
     state = {
         "kafka": stack.kafka, "redis": stack.redis, "http": stack.http,
-        "console": stack.console, "routing": str(stack.settings().tipline_routing_file),
+        "console": stack.console, "analyst": stack.analyst,
+        "routing": str(stack.settings().tipline_routing_file),
         "children": [{"name": c.name, "pid": c.process.pid, "ops": getattr(c, "ops", None),
                       "log": str(c.log)} for c in stack.children],
     }
