@@ -30,6 +30,15 @@ from tipline.synthetic import ispws_document
 from tipline.watch import NoticeWatch
 
 ACCEPT_JSON = {"Accept": "application/json"}
+ALREADY_RETRACTED = 5101  # the CyberTipline code /v1 answers with 409
+
+
+def refusal_code(response: httpx.Response) -> int | None:
+    """The CyberTipline code of a /v1 refusal (None: not one)."""
+    try:
+        return int(response.json()["detail"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -143,25 +152,27 @@ class Replay:
         return {"Idempotency-Key": f"{self.run_id}-{event['ref']}-{event['action']}"}
 
     async def _post(
-        self, http: httpx.AsyncClient, path: str, *, done: Any = None, **kw: Any
+        self, http: httpx.AsyncClient, what: str, path: str, *, done: Any = None,
+        again: tuple[int, ...] = (), **kw: Any
     ) -> httpx.Response | None:
         """POST with retries for what a retry can fix (a refused connection, a 5xx, an answer
-        with Retry-After); None when it never succeeded. Before a retry, `done()` (when given)
-        may say the call took effect after all."""
+        with Retry-After, a status in `again`); None when it never succeeded. Before a retry,
+        `done()` (when given) may say the call took effect after all."""
         deadline = time.monotonic() + self.retry_for
         pause = 0.05
         while True:
             try:
                 response = await http.post(path, **kw)
-                if response.status_code < 500 and "retry-after" not in response.headers:
+                if (response.status_code < 500 and "retry-after" not in response.headers
+                        and response.status_code not in again):
                     if response.status_code >= 400:
-                        self.errors[f"http {response.status_code}"] += 1
+                        self.errors[f"{what}: http {response.status_code}"] += 1
                     return response
-                self.errors[f"http {response.status_code} (retried)"] += 1
+                self.errors[f"{what}: http {response.status_code} (retried)"] += 1
             except httpx.TransportError as exc:
-                self.errors[f"{type(exc).__name__} (retried)"] += 1
+                self.errors[f"{what}: {type(exc).__name__} (retried)"] += 1
             if time.monotonic() > deadline:
-                self.errors["gave up"] += 1
+                self.errors[f"{what}: gave up"] += 1
                 return None
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
@@ -192,7 +203,7 @@ class Replay:
 
     async def _submit(self, http: httpx.AsyncClient, case: Case, event: dict[str, Any]) -> None:
         case.first_try = time.monotonic()
-        response = await self._post(http, "/v1/reports", json={"report": event["report"]},
+        response = await self._post(http, "submit", "/v1/reports", json={"report": event["report"]},
                                     auth=self._login(case.esp_id), headers=self._key(event))
         if response is not None and response.status_code == 202:
             self._accepted(case, response.json()["report_id"])
@@ -200,7 +211,8 @@ class Replay:
     async def _open(self, http: httpx.AsyncClient, case: Case, event: dict[str, Any]) -> None:
         """An /ispws report opened and never finished (then abandoned, or cancelled)."""
         case.first_try = time.monotonic()
-        response = await self._post(http, "/ispws/submit", json=ispws_document(event["report"]),
+        response = await self._post(http, "open", "/ispws/submit",
+                                    json=ispws_document(event["report"]),
                                     auth=self._login(case.esp_id),
                                     headers={**ACCEPT_JSON, **self._key(event)})
         if response is not None and response.status_code == 200:
@@ -212,7 +224,8 @@ class Replay:
             return
         if event.get("api") == "ispws":  # cancelled before it was finished
             response = await self._post(
-                http, "/ispws/retract", data={"id": case.report_id, "reason": event["reason"]},
+                http, "cancel", "/ispws/retract",
+                data={"id": case.report_id, "reason": event["reason"]},
                 auth=self._login(case.esp_id), headers={**ACCEPT_JSON, **self._key(event)})
             case.retract_accepted = response is not None and response.status_code == 200
             return
@@ -220,10 +233,13 @@ class Replay:
             await self._await_referral(case, "retract")
         case.retract_first_try = time.monotonic()
         response = await self._post(
-            http, f"/v1/reports/{case.report_id}/retract",
+            http, "retract", f"/v1/reports/{case.report_id}/retract",
             json={"reason": event.get("reason", "retracted")}, auth=self._login(case.esp_id),
             headers=self._key(event))
-        case.retract_accepted = response is not None and response.status_code == 202
+        case.retract_accepted = response is not None and (response.status_code == 202 or (
+            # An earlier try took effect (its answer lost, its key given up on a 5xx), and the
+            # report's only retractor is this replay.
+            response.status_code == 409 and refusal_code(response) == ALREADY_RETRACTED))
 
     async def _amend(self, analyst: httpx.AsyncClient, event: dict[str, Any]) -> None:
         case = await self._await_report(event)
@@ -244,8 +260,9 @@ class Replay:
             return any(c.get("amendment", {}).get("reason") == amendment["reason"]
                        for c in made)
 
-        response = await self._post(analyst, f"{path}/amendments", json=amendment,
-                                    auth=self.analyst, done=done)
+        # 409: the report is being released at this instant ("try again").
+        response = await self._post(analyst, "amend", f"{path}/amendments", json=amendment,
+                                    auth=self.analyst, done=done, again=(409,))
         if response is None or response.status_code != 202:
             self.errors["amendment not made"] += 1
 
