@@ -376,6 +376,8 @@ class Replay:
             return status.get("state") == "retracted"
         if "rejected" in whats:
             return True
+        if exp.outcome == "invalid":  # rejected, or (wrongly) on its way to an agency
+            return bool(states) or "referral withheld" in whats
         if exp.retracted:
             return "referral withheld" in whats or (bool(states) and states <= {"corrected"})
         return True
