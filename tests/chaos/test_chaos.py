@@ -230,6 +230,7 @@ async def add_analyst(settings: Settings) -> None:
         await redis.aclose()
 
 
+@pytest.mark.timeout(1200 if LONG else 300)
 async def test_the_oracle_finds_nothing_wrong_through_chaos(chaos: Chaos) -> None:
     mix = Mix(invalid=0.1, duplicate=0.05, abandoned=0.04, withheld=0.03, retract_before=0.1,
               retract_after=0.1, amend=0.06)
