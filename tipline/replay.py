@@ -372,8 +372,8 @@ class Replay:
                 self.abandonment_not_due.add(case.ref)
                 return True
             return bool(status.get("state") == "abandoned" and status.get("retraction"))
-        if exp.outcome == "withheld":
-            return status.get("state") == "retracted"
+        if exp.outcome == "withheld":  # cancelled; or abandoned, if the cancel came too late
+            return status.get("state") in ("retracted", "abandoned")
         if "rejected" in whats:
             return True
         if exp.outcome == "invalid":  # rejected, or (wrongly) on its way to an agency
