@@ -168,7 +168,9 @@ class Reporting:
 
         `reserved` is an id drawn earlier for this creation (an Idempotency-Key's): when a run
         before this one made it already (its `idempotency` field says so), that report is the
-        answer, and its event, if still waiting, goes out now."""
+        answer, and its event, if still waiting, goes out now. (Were the reserved id taken by
+        another intake copy's report, a new one is drawn and that promise is lost: the copies'
+        random node numbers make it all but impossible.)"""
         at = time.time()
         for attempt in range(16):  # another intake copy took this id: draw the next one
             report_id = reserved if reserved and attempt == 0 else self.ids.next()
