@@ -21,9 +21,8 @@ anything else leaves an agency as it is, with the reason (`Refused`).
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from types import MappingProxyType
 
 
 class AgencyState(StrEnum):
@@ -145,7 +144,7 @@ Effect = Claim | Confirmed | Retraction | Amended | None
 class Referrals:
     """One report's ledger: each agency's state, the retraction mark, the amendments."""
 
-    agencies: Mapping[str, AgencyState] = MappingProxyType({})
+    agencies: Mapping[str, AgencyState] = field(default_factory=dict)
     retraction: Retract | None = None  # the first retraction's mark; never removed
     amendments: tuple[str, ...] = ()
 
@@ -161,7 +160,7 @@ class Referrals:
         for agency in self.agencies if agencies is None else agencies:
             if isinstance(to := move(states.get(agency), event, self.retracted), AgencyState):
                 states[agency] = to
-        return replace(self, agencies=MappingProxyType(states))
+        return replace(self, agencies=states)
 
 
 def apply(ledger: Referrals, command: Command) -> tuple[Referrals, Effect]:
