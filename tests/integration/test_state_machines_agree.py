@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
@@ -172,8 +172,16 @@ async def draft_read(redis: Redis, report_id: str) -> Draft | None:
                  frozenset(pending))
 
 
+OPEN = lifecycle.Create(DraftState.OPEN)
+
+
 @agree
 @given(draft_runs)
+# Right at the deadline and just past it, as first opened and after a change moved it on.
+@example([(OPEN, 0, "e0"), (lifecycle.Abandon(), 40, "e1"), (lifecycle.Finish(), 0, "e2")])
+@example([(OPEN, 0, "e0"), (lifecycle.Finish(), 41, "e1"), (lifecycle.Abandon(), 0, "e2")])
+@example([(OPEN, 0, "e0"), (lifecycle.AddFile("{}"), 30, "e1"), (lifecycle.Abandon(), 20, None),
+          (lifecycle.Retract(), 0, "e2"), (lifecycle.Abandon(), 1, "e3")])
 async def test_the_draft_step_script_agrees(
         redis: Redis, run: list[tuple[lifecycle.Command | Sent, int, str | None]]) -> None:
     drafts = Drafts(redis, after_open_s=WINDOWS.after_open_s,
