@@ -65,7 +65,7 @@ def move(state: AgencyState | None, event: AgencyEvent, retracted: bool
         case E.RETRACT, S.REFERRED:
             return S.CORRECTING
         case E.RETRACT, S.REFERRING:
-            return Refused("referral in flight: corrected once confirmed")
+            return Refused("referral in flight")
         case E.RETRACT, _:
             return Refused("not referred")
         case E.CONFIRM_CORRECTION, S.CORRECTING:
