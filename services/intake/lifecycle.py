@@ -13,7 +13,7 @@ deadline is refused as expired, and the timer's abandon before it as not yet: a 
 both finished and abandoned. A refused step changes nothing.
 """
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -124,7 +124,7 @@ class Draft:
     changed_at: float
     files: tuple[str, ...] = ()  # file entries, in order (a description is one more)
     described: frozenset[str] = frozenset()  # file ids
-    pending: frozenset[str] = field(default_factory=frozenset)  # event ids accepted, not sent
+    pending: frozenset[str] = frozenset()  # event ids of accepted steps, not sent yet
 
     def deadline(self, windows: Windows) -> float:
         return abandoned_after(self.opened_at, self.changed_at, *windows)
