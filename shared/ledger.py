@@ -1,7 +1,8 @@
 """The referral ledger: which agency got which report, and who owes it a correction.
 
 Referral and retraction meet here, in Redis, one Lua script at a time, so they never interleave
-inside a step. Each (report, agency) moves through:
+inside a step. The scripts run the state machine of `shared/referrals.py` (which says what each
+step does, in Python, and is checked against them). Each (report, agency) moves through:
 
     referring -> referred -> correcting -> corrected
 
@@ -23,12 +24,13 @@ is exactly as before.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from shared.referrals import Amended, Claim, Confirmed, Retraction
 
 # Returns the retraction mark's presence, the agencies to refer, then (after a '') those owed
 # a correction not yet confirmed (a referral whose corrections were cut short is handled again).
@@ -109,34 +111,6 @@ for i = 1, #all, 2 do
 end
 return out
 """
-
-RECEIVED_REFERRAL = frozenset({"referred", "correcting", "corrected"})
-
-
-@dataclass(frozen=True)
-class Claim:
-    retracted: bool
-    to_refer: list[str]
-    owed_correction: list[str]  # referred, retracted, the correction not confirmed yet
-
-
-@dataclass(frozen=True)
-class Confirmed:
-    owed_correction: list[str]  # retracted while the referral was in flight
-    amendments: list[str]  # every amendment after release, oldest first (JSON)
-
-
-@dataclass(frozen=True)
-class Retraction:
-    first: bool
-    to_correct: list[str]
-
-
-@dataclass(frozen=True)
-class Amended:
-    version: int
-    to_notify: list[str]
-
 
 class Ledger:
     def __init__(self, redis: Redis) -> None:

@@ -13,19 +13,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared.contracts import now
+from shared.status import rank
 
-# A status only moves forward: a late "referred" never hides an earlier "retracted".
-STATUS_RANK = {
-    "submitted": 1,
-    "validated": 2,
-    "held": 3,
-    "supplemented": 3,
-    "referred": 4,
-    "rejected": 7,
-    "retracted": 8,
-    "correction_escalated": 9,
-}
-
+# The machine of shared/status.py: each fact once, the status forward by rank only.
 # ARGV: when, then (event id, entry, status, rank) a fact, then field/value pairs to set.
 _RECORD = """
 local added = 0
@@ -117,8 +107,7 @@ class Timeline:
         args: list[str | int] = []
         for fact in facts:
             entry = json.dumps({"at": when, "what": fact.what, **fact.detail}, default=str)
-            rank = STATUS_RANK[fact.status] if fact.status else 0
-            args += [fact.event_id, entry, fact.status or "", rank]
+            args += [fact.event_id, entry, fact.status or "", rank(fact.status)]
         pairs = [x for item in (fields or {}).items() for x in item]
         return [when, len(args) // 4, *args, *pairs]
 

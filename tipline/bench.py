@@ -41,6 +41,7 @@ from tipline import generate
 from tipline.esps import dev_logins
 from tipline.replay import Replay, percentiles
 from tipline.stack import (
+    CONSUMERS,
     SERVICES,
     Child,
     Stack,
@@ -282,6 +283,7 @@ class Plan:
     steady_s: float = 10.0
     offered: float = 500.0  # the latency stages' load, whatever the measured maximum
     fanout_reports: int = 20
+    copies: int = 1  # the pipeline's throughput again with up to this many copies a service
 
 
 # --- Memory ---------------------------------------------------------------------------------
@@ -352,8 +354,10 @@ def servers(stack: Stack) -> list[Child]:
     return [c for c in stack.children if c.name in ("broker", "valkey")]
 
 
-async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan,
-                          run: str) -> dict[str, Any]:
+async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str,
+                          copies: int = 1) -> dict[str, Any]:
+    """The pipeline's throughput and its latency at the offered rate; with `copies` > 1, then
+    its throughput again with each further copy of every consuming service started."""
     watch = NoticeWatch(settings, ONE_AGENCY)  # as few partitions as the raw chain's sink
     arrived: dict[str, float] = {}
 
@@ -367,17 +371,30 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan,
     producer = producer_for(settings)
     await producer.start()
     seals = Seals(settings.tipline_keys_dir)
-    try:
-        await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-warm", 90, seals)
-        meter = CpuMeter(servers(stack) + [c for c in stack.children if c.name in SERVICES])
+
+    async def throughput(label: str) -> tuple[float, dict[str, float]]:
+        await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-{label}warm", 90,
+                      seals)
+        meter = CpuMeter(servers(stack) + [c for c in stack.children
+                                           if c.name.partition("-")[0] in SERVICES])
         before = len(arrived)
-        rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-tp",
+        rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-{label}tp",
                               plan.saturate_s, seals=seals)
-        cpu = meter.per_message(len(arrived) - before)
+        return rate, meter.per_message(len(arrived) - before)
+
+    try:
+        rate, cpu = await throughput("")
         latency = await steady(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-lat",
                                plan.offered, plan.steady_s, seals)
-        return {"throughput_per_s": rate, "latency_ms": latency, "cpu_ms_per_msg": cpu,
-                "duplicates_absorbed": watch.duplicates}
+        by_copies = {1: rate}
+        for copy in range(2, copies + 1):
+            say(f"    {copy} copies of each consuming service ...")
+            await asyncio.to_thread(start_services, stack, CONSUMERS, copy)
+            by_copies[copy], _ = await throughput(f"c{copy}")
+        out = {"throughput_per_s": rate, "latency_ms": latency, "cpu_ms_per_msg": cpu,
+               "by_copies": by_copies}
+        out["duplicates_absorbed"] = watch.duplicates
+        return out
     finally:
         await producer.stop()
         await watch.stop()
@@ -463,6 +480,8 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
     run = f"b{time.time_ns()}"
     os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # always a fresh embedded broker
     os.environ.pop("REDIS_URL", None)
+    if plan.copies > 1:  # room for the copies: a consumer a partition at most
+        os.environ["KAFKA_PARTITIONS"] = str(max(8, plan.copies))
     stack = Stack(kafka="", redis="", http=f"http://127.0.0.1:{free_port()}", workdir=workdir)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
                                            "load_avg_at_start": os.getloadavg()}}
@@ -483,7 +502,7 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         say(f"    {results['framework']['throughput_per_s']}/s; (b) starting the pipeline ...")
         await asyncio.to_thread(start_services, stack)
         profilers = _start_profilers(stack, workdir) if profile else []
-        results["pipeline"] = await _stage_pipeline(settings, stack, plan, run)
+        results["pipeline"] = await _stage_pipeline(settings, stack, plan, run, plan.copies)
         for p in profilers:
             p.wait()
         say(f"    {results['pipeline']['throughput_per_s']}/s; through the HTTP API ...")
@@ -531,13 +550,14 @@ def say(text: str) -> None:
 
 
 def main(workdir: Path, *, quick: bool = False, long_replay_s: float = 0.0,
-         profile: bool = False, offered: float | None = None) -> dict[str, Any]:
+         profile: bool = False, offered: float | None = None, copies: int = 1) -> dict[str, Any]:
     run_dir = workdir / time.strftime("%Y%m%d-%H%M%S")  # logs and profiles stay for a look
     run_dir.mkdir(parents=True, exist_ok=True)
     say(f"logs in {run_dir}")
     plan = Plan(saturate_s=6, steady_s=4, fanout_reports=5) if quick else Plan()
     if offered:
         plan.offered = offered
+    plan.copies = copies
     return asyncio.run(_run(run_dir, plan, long_replay_s, profile))
 
 
@@ -555,6 +575,8 @@ def render(r: dict[str, Any]) -> str:
         f"{r['framework']['throughput_per_s']:>9}",
         f"{'(b) pipeline, Kafka in -> referral at agency':<46} {pipe['throughput_per_s']:>9} "
         f"{pipe['latency_ms']['offered_per_s']:>9}   {p(pipe['latency_ms'])}",
+        *(f"{f'    pipeline, {n} copies of each consumer':<46} {rate:>9}"
+          for n, rate in pipe.get("by_copies", {}).items() if int(n) > 1),
         f"{'    pipeline, HTTP submit -> referral':<46} {'':>9} "
         f"{http['offered_per_s']:>9}   {p(http['latency_ms'])}",
         f"{'    retraction -> 50 agencies corrected':<46} {'':>9} "

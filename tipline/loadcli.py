@@ -87,7 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.fetch_wait_ms is not None:  # the services read it from the environment
         os.environ["KAFKA_FETCH_MAX_WAIT_MS"] = str(args.fetch_wait_ms)
     result = bench.main(WORKDIR / "bench", quick=args.quick, long_replay_s=args.long_replay,
-                        profile=args.profile, offered=args.offered)
+                        profile=args.profile, offered=args.offered, copies=args.copies)
     if args.json != "-":
         print(bench.render(result))
     _write_json(result, args.json)
@@ -142,9 +142,11 @@ def add_commands(sub: Any) -> None:
     ben.add_argument("--profile", action="store_true", help="py-spy each service (needs py-spy)")
     ben.add_argument("--fetch-wait-ms", type=int,
                      help="consumers' fetch_max_wait_ms for this run (default: the setting, 5)")
+    ben.add_argument("--copies", type=int, default=1,
+                     help="also measure the pipeline's throughput with 2..N copies of each "
+                          "consuming service (topics get 8 partitions)")
     ben.add_argument("--offered", type=float,
-                     help="reports/s for the latency stages (default: 500, or half the "
-                          "pipeline's maximum when 500 is beyond it)")
+                     help="reports/s for the latency stages (default: 500)")
     ben.add_argument("--json", help="also write the results as JSON to this file ('-': stdout)")
     ben.set_defaults(func=cmd_bench)
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 SERVICES = ("validation", "supplementation", "referral", "retraction", "intake")
 SERVERS = ("broker", "valkey")  # the children the services use: stopped last
+# The services that only consume: they scale out by copies in one consumer group each.
+CONSUMERS = ("validation", "supplementation", "referral", "retraction")
 VALKEY_PASSWORD_FILE = "valkey-password"
 _PR_SET_PDEATHSIG = 1
 
@@ -210,7 +212,9 @@ def start_servers(stack: Stack, *, redis_password: bool = True) -> None:
         stack.redis = f"redis://127.0.0.1:{port}/0"
 
 
-def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
+def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int = 1) -> None:
+    """Start `services`; `copy` > 1 starts another copy of each (named `validation-2` ...),
+    which serves no HTTP API of its own: the first copy does."""
     from urllib.parse import urlparse
 
     http = urlparse(stack.http)
@@ -221,14 +225,20 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES) -> None:
     if analyst:
         env.update(TIPLINE_ANALYST_HOST=analyst.hostname or "127.0.0.1",
                    TIPLINE_ANALYST_PORT=str(analyst.port))
+    if copy > 1:
+        if set(services) - set(CONSUMERS):
+            raise ValueError(f"only {', '.join(CONSUMERS)} run in copies")
+        env["TIPLINE_ANALYST_PORT"] = "0"
     for name in services:
         ops_port = free_port()  # health and metrics, away from the ESP port
-        child = stack.spawn(name, [sys.executable, "-m", f"services.{name}"], env={
-            **env, "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": str(ops_port)})
+        child = stack.spawn(name if copy == 1 else f"{name}-{copy}",
+                            [sys.executable, "-m", f"services.{name}"],
+                            env={**env, "OTEL_SERVICE_NAME": name,
+                                 "TIPLINE_OPS_PORT": str(ops_port)})
         child.ops = f"http://127.0.0.1:{ops_port}"
     if "intake" in services:
         wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=30)
-    if analyst and "supplementation" in services:
+    if analyst and "supplementation" in services and copy == 1:
         wait_for_port(analyst.hostname or "127.0.0.1", analyst.port or 80, timeout=30)
 
 

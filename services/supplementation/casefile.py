@@ -7,7 +7,8 @@ after release they are amendments to every agency that got it (shared/ledger.py)
 stored at the moment of release and reused on every redelivery, so a later change of rules never
 re-routes a report already released.
 
-States: (none) -> held -> releasing -> released, or (none) -> released.
+States (services/supplementation/holds.py says what each script below does):
+(none) -> held -> releasing -> released, or (none) -> released.
 """
 
 import json
@@ -16,6 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from services.supplementation.holds import CaseState
 from shared.contracts import Report
 
 # A validated report arrives: release it unless an analyst holds it.
@@ -94,7 +96,7 @@ class CaseFiles:
         return str(await self._release(keys=self._keys(report_id)[:1]))
 
     async def finish_release(self, report_id: str) -> None:
-        await self._redis.hset(self._keys(report_id)[0], "state", "released")
+        await self._redis.hset(self._keys(report_id)[0], "state", CaseState.RELEASED)
 
     async def keep_supplement(self, report_id: str, supplement: dict[str, Any]) -> str:
         keys = self._keys(report_id)
@@ -135,7 +137,7 @@ def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any]) -
     if not fields:
         return None
     return Case(
-        state=fields.get("state", "open"),
+        state=fields.get("state", CaseState.OPEN),
         esp_id=fields.get("esp_id"),
         report=Report.model_validate_json(fields["report"]) if "report" in fields else None,
         supplements=[json.loads(s) for s in supplements],
