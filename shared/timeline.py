@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
-
 from shared.contracts import now
+from shared.store import Store, run_script
 
 # A status only moves forward: a late "referred" never hides an earlier "retracted".
 STATUS_RANK = {
@@ -60,7 +59,7 @@ class Fact:
 
 
 class Timeline:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Store) -> None:
         self._redis = redis
         self._record = redis.register_script(_RECORD)
 
@@ -104,11 +103,8 @@ class Timeline:
         reports = dict.fromkeys([*facts, *fields])
         if not reports:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for report_id in reports:
-                await self._record(keys=self._keys(report_id), client=pipe, args=self._args(
-                    facts.get(report_id, ()), None, fields.get(report_id)))
-            await pipe.execute()
+        await run_script(self._redis, self._record, [
+            (self._keys(r), self._args(facts.get(r, ()), None, fields.get(r))) for r in reports])
 
     @staticmethod
     def _args(facts: Iterable[Fact], at: datetime | None = None,

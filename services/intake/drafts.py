@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from shared.store import Store
 
 # KEYS: draft, pending, files, described.
 # ARGV: 1 allowed states (comma list; 'new' = the draft must not exist), 2 new state ('' keeps),
@@ -101,7 +101,7 @@ class Step:
 
 
 class Drafts:
-    def __init__(self, redis: Redis, *, after_open_s: float, after_change_s: float) -> None:
+    def __init__(self, redis: Store, *, after_open_s: float, after_change_s: float) -> None:
         self._redis = redis
         self._windows = [after_open_s, after_change_s]
         self._step = redis.register_script(_STEP)
