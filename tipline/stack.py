@@ -239,17 +239,18 @@ def spawn_valkey(stack: Stack, name: str) -> int:
     return port
 
 
-def start_valkey_cluster(stack: Stack, shards: int, timeout: float = 30.0) -> None:
-    """A Redis Cluster of `shards` Valkey primaries (`valkey-1`...), the slots split evenly. A
-    workdir that held one already starts the same nodes again (their ports are in their configs,
-    their peers and slots in `nodes.conf`)."""
+def start_valkey_cluster(stack: Stack, shards: int, *extra: str, timeout: float = 30.0) -> None:
+    """A Redis Cluster of `shards` Valkey primaries (`valkey-1`...), the slots split evenly;
+    `extra` lines go into each one's config. A workdir that held one already starts the same
+    nodes again (their ports are in their configs, their peers and slots in `nodes.conf`)."""
     import redis
 
     names = [f"valkey-{i + 1}" for i in range(shards)]
     for name in names:
         if not (stack.workdir / f"{name}.conf").exists():
             write_valkey_config(stack, name, free_port(), "cluster-enabled yes",
-                                'cluster-config-file "nodes.conf"', f"cluster-port {free_port()}")
+                                'cluster-config-file "nodes.conf"', f"cluster-port {free_port()}",
+                                *extra)
     ports = [spawn_valkey(stack, name) for name in names]
     nodes = [redis.Redis(port=p, password=stack.redis_password or None, decode_responses=True)
              for p in ports]
