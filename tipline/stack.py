@@ -339,18 +339,23 @@ def create_topics(stack: Stack) -> None:
 
 @contextmanager
 def running(
-    workdir: Path, http_port: int | None = None, analyst_port: int | None = None
+    workdir: Path, http_port: int | None = None, analyst_port: int | None = None,
+    redis_shards: int = 1,
 ) -> Iterator[Stack]:
-    """The whole system, up until the block ends."""
+    """The whole system, up until the block ends; its own Valkey a cluster of `redis_shards`
+    primaries when more than one (a REDIS_URL given is a cluster when REDIS_CLUSTER says so)."""
+    from pydantic import TypeAdapter
+
     stack = Stack(
         kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""),
         redis=os.environ.get("REDIS_URL", ""),
         http=f"http://127.0.0.1:{http_port or free_port()}",
         workdir=workdir,
         analyst=f"http://127.0.0.1:{analyst_port or free_port()}",
+        redis_cluster=TypeAdapter(bool).validate_python(os.environ.get("REDIS_CLUSTER", False)),
     )
     try:
-        start_servers(stack)
+        start_servers(stack, redis_shards=redis_shards)
         create_topics(stack)
         start_services(stack)
         yield stack
