@@ -1,30 +1,36 @@
 """The five services as separate processes on a Redis Cluster (three embedded Valkey shards,
 REDIS_CLUSTER=true, with a password): reports from submission to acknowledged correction, an
-abandoned /ispws draft, reports spread over the shards with each report's keys on one slot; and a
-shard killed and started again mid-stream loses no accepted report."""
+abandoned /ispws draft, reports spread over the shards with each report's keys on one slot; the
+retraction invariant's interleavings on the cluster; and a shard killed and started again
+mid-stream loses no accepted report."""
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import RedisCluster
 
 from services.intake.esps import EspRegistry
 from shared.contracts import AgencyNotice
+from shared.settings import Settings
 from shared.signing import Signer
 from shared.store import connect
 from tests.integration.agency_helpers import agency_ids, registered
 from tests.integration.test_pipeline import VALID
+from tests.integration.test_retraction_invariant import one_interleaving
 from tests.ispws_support import field, report_xml
 from tipline.agency import AgencyClient
 from tipline.stack import Stack, create_topics, free_port, spawn_valkey, start_services
 
 ABANDON_S = 2.0  # an unfinished /ispws draft is abandoned this soon
 REPORTS = 6
+INTERLEAVINGS = 200
 DOWN_S = 2.0  # how long the killed shard stays away (the cluster marks a node failed after 15 s)
 
 
@@ -150,6 +156,20 @@ async def test_reports_flow_end_to_end_over_every_shard(
     slot = cluster.keyslot(f"tipline:{{{retracted}}}")
     # Its timeline, case file, ledger, acknowledgement states and more, together.
     assert await cluster.cluster_countkeysinslot(slot) >= 8
+
+
+async def test_the_retraction_invariant_holds_on_the_cluster(valkey_cluster: Stack) -> None:
+    """The invariant test's interleavings (fewer), with the ledger's batches spread over shards."""
+    redis = connect(Settings(redis_url=valkey_cluster.redis, redis_cluster=True,
+                             redis_password=SecretStr(valkey_cluster.redis_password)))
+    rng = random.Random(20261129)
+    try:
+        # A cluster pipeline takes longer than one to a single server: wider start windows.
+        orders = [await one_interleaving(redis, rng, start_within_s=0.03)
+                  for _ in range(INTERLEAVINGS)]
+    finally:
+        await redis.aclose()
+    assert 0 < sum(o["retracted_first"] for o in orders) < INTERLEAVINGS
 
 
 async def test_a_shard_killed_and_started_again_loses_nothing_accepted(
