@@ -243,10 +243,11 @@ class Delivery:
 
 def consume(
     broker: KafkaBroker, settings: Settings, service: str, *topic_names: str, group: str,
-    model: type[M], seals: Seals | None,
+    model: type[M], seals: Seals | None, patient: bool = False,
 ) -> Callable[[Handler[M]], Handler[M]]:
     """Register `handler(events: list[model])` as a batch subscriber of `topic_names` in consumer
-    group `group`, delivered as this module says."""
+    group `group`, delivered as this module says; a `patient` one (nobody waits on its records)
+    fetches every KAFKA_PATIENT_FETCH_WAIT_MS instead of every few milliseconds."""
     delivery = Delivery(broker, settings, service)
 
     def register(handler: Handler[M]) -> Handler[M]:
@@ -262,10 +263,13 @@ def consume(
             inspect.Parameter("message", inspect.Parameter.KEYWORD_ONLY,
                               annotation=KafkaMessage),
         ], return_annotation=None)
+        options = consumer_options(settings, group)
+        if patient:
+            options["fetch_max_wait_ms"] = settings.kafka_patient_fetch_wait_ms
         broker.subscriber(*topic_names, batch=True, decoder=Decoder(model, seals),
                           max_records=settings.tipline_batch_max_records,
-                          batch_timeout_ms=settings.tipline_batch_timeout_ms,
-                          **consumer_options(settings, group))(on_batch)
+                          batch_timeout_ms=options["fetch_max_wait_ms"] if patient
+                          else settings.tipline_batch_timeout_ms, **options)(on_batch)
         return handler
 
     return register

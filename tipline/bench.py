@@ -42,6 +42,7 @@ from tipline.esps import dev_logins
 from tipline.replay import Replay, percentiles
 from tipline.stack import (
     SERVICES,
+    Child,
     Stack,
     free_port,
     signing_keys,
@@ -187,6 +188,28 @@ async def saturate(
     return round(len(done) / elapsed, 1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU milliseconds a message each process spent over a stage: unlike a rate, it holds on
+    a busy machine, so it says where the time goes even when the rates are noisy."""
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+        self.before = {c.name: cpu_seconds(c.process.pid) for c in children}
+
+    def per_message(self, messages: int) -> dict[str, float]:
+        return {c.name: round(1000 * (cpu_seconds(c.process.pid) - self.before[c.name])
+                              / max(messages, 1), 3) for c in self.children}
+
+
 async def steady(
     producer: AIOKafkaProducer, topic: str, arrived: dict[str, float], prefix: str,
     rate: float, seconds: float, seals: Seals | None = None,
@@ -307,8 +330,10 @@ async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, k
     await producer.start()
     try:
         await warm_up(producer, names[0], sink.arrived, f"{run}-{kind}warm", 60)
+        meter, before = CpuMeter(servers(stack) + relays), len(sink.arrived)
         out: dict[str, Any] = {"throughput_per_s": await saturate(
             producer, names[0], sink.arrived, f"{run}-{kind}", plan.saturate_s)}
+        out["cpu_ms_per_msg"] = meter.per_message(len(sink.arrived) - before)
         if latency:
             out["latency_ms"] = await steady(producer, names[0], sink.arrived,
                                              f"{run}-{kind}lat", plan.offered, plan.steady_s)
@@ -323,7 +348,12 @@ async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, k
             stack.children.remove(child)
 
 
-async def _stage_pipeline(settings: Settings, plan: Plan, run: str) -> dict[str, Any]:
+def servers(stack: Stack) -> list[Child]:
+    return [c for c in stack.children if c.name in ("broker", "valkey")]
+
+
+async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan,
+                          run: str) -> dict[str, Any]:
     watch = NoticeWatch(settings, ONE_AGENCY)  # as few partitions as the raw chain's sink
     arrived: dict[str, float] = {}
 
@@ -339,11 +369,14 @@ async def _stage_pipeline(settings: Settings, plan: Plan, run: str) -> dict[str,
     seals = Seals(settings.tipline_keys_dir)
     try:
         await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-warm", 90, seals)
+        meter = CpuMeter(servers(stack) + [c for c in stack.children if c.name in SERVICES])
+        before = len(arrived)
         rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-tp",
                               plan.saturate_s, seals=seals)
+        cpu = meter.per_message(len(arrived) - before)
         latency = await steady(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-lat",
                                plan.offered, plan.steady_s, seals)
-        return {"throughput_per_s": rate, "latency_ms": latency,
+        return {"throughput_per_s": rate, "latency_ms": latency, "cpu_ms_per_msg": cpu,
                 "duplicates_absorbed": watch.duplicates}
     finally:
         await producer.stop()
@@ -442,7 +475,7 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         say(f"    {results['framework']['throughput_per_s']}/s; (b) starting the pipeline ...")
         await asyncio.to_thread(start_services, stack)
         profilers = _start_profilers(stack, workdir) if profile else []
-        results["pipeline"] = await _stage_pipeline(settings, plan, run)
+        results["pipeline"] = await _stage_pipeline(settings, stack, plan, run)
         for p in profilers:
             p.wait()
         say(f"    {results['pipeline']['throughput_per_s']}/s; through the HTTP API ...")
@@ -524,6 +557,10 @@ def render(r: dict[str, Any]) -> str:
         f"(fetch_max_wait_ms {r.get('fetch_max_wait_ms')})",
         f"HTTP: achieved {http['achieved_per_s']}/s, errors {http['errors'] or 'none'}, "
         f"lost {http['lost']}; fan-out lost {fan['lost']}",
+        *(f"CPU ms a message, {name}: " + ", ".join(
+            f"{k} {v}" for k, v in r[stage]["cpu_ms_per_msg"].items())
+          for name, stage in (("raw chain", "raw"), ("FastStream chain", "framework"),
+                              ("pipeline", "pipeline"))),
         "peak RSS MB: " + ", ".join(f"{k} {v['peak_rss_mb']}" for k, v in r["memory_mb"].items())
         + "; relays " + ", ".join(f"{v['peak_rss_mb']}" for v in raw["memory_mb"].values()),
     ]

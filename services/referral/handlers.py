@@ -81,4 +81,5 @@ def register(
             ), topics.REPORTS_REFERRED, r) for r, agencies in referred.items())
 
     for topic, group in SUPPLEMENTED.items():
-        broker.consume(topic, group=group, model=ReportSupplemented)(on_reports_supplemented)
+        broker.consume(topic, group=group, model=ReportSupplemented,
+                       patient=topic == topics.REPORTS_SUPPLEMENTED_BULK)(on_reports_supplemented)

@@ -177,7 +177,9 @@ def register(
                               (topics.NOTICES_ESCALATED, NoticeEscalated)):
             broker.publisher(topic, schema=schema)
 
-        @broker.consume(topics.AGENCY_ACKS, group="retraction-acks", model=AgencyResponse)
+        # An ack settles a notice that waits minutes for it: no need to ask every few ms.
+        @broker.consume(topics.AGENCY_ACKS, group="retraction-acks", model=AgencyResponse,
+                        patient=True)
         async def on_agency_responses(responses: list[AgencyResponse]) -> None:
             facts: list[tuple[BaseModel, str, str]] = []
             for response in responses:

@@ -26,7 +26,9 @@ def register(broker: TiplineBroker, timeline: Timeline, crosscheck: CrossCheck) 
             {v.report_id: [Fact(v.event_id, v.what, v.status, v.detail)] for v in verdicts})
         await publish.send((v.event, v.topic, v.report_id) for v in verdicts)
 
-    @broker.consume(topics.REPORTS_DRAFTS, group="validation-drafts", model=ReportDraftChanged)
+    # Files of unfinished reports only feed later cross-checks: nobody waits on them.
+    @broker.consume(topics.REPORTS_DRAFTS, group="validation-drafts", model=ReportDraftChanged,
+                    patient=True)
     async def on_report_drafts_changed(events: list[ReportDraftChanged]) -> None:
         for event in events:
             if event.change == "file uploaded" and event.file is not None:

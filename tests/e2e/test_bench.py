@@ -17,7 +17,7 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
     for line in ("(a) raw aiokafka relay chain", "FastStream relay chain",
                  "(b) pipeline, Kafka in -> referral", "HTTP accepted -> referral",
                  "retraction -> 50 agencies corrected", "ratio pipeline/raw throughput",
-                 "peak RSS MB"):
+                 "CPU ms a message, pipeline", "peak RSS MB"):
         assert line in run.stdout, run.stdout
     result = json.loads(out.read_text())
     assert result["raw"]["throughput_per_s"] > 0
@@ -26,6 +26,11 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
     assert result["ratio"] > 0
     for stage in (result["raw"], result["pipeline"]):
         assert {"p50", "p95", "p99", "max"} <= stage["latency_ms"].keys()
+    # CPU a message for every process of each chain, the broker's included.
+    assert {"broker", "relay-1", "relay-3"} <= result["raw"]["cpu_ms_per_msg"].keys()
+    assert {"broker", "valkey", "validation", "referral"} <= result["pipeline"][
+        "cpu_ms_per_msg"].keys()
+    assert all(result["pipeline"]["cpu_ms_per_msg"][p] > 0 for p in ("broker", "referral"))
     assert result["http"]["lost"] == 0 and result["fanout"]["lost"] == 0
     assert result["fanout"]["agencies"] == 50
     assert set(result["memory_mb"]) == {"intake", "validation", "supplementation", "referral",
