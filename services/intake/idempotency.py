@@ -13,7 +13,8 @@ import re
 from collections.abc import Awaitable, Callable
 
 from fastapi.responses import Response
-from redis.asyncio import Redis
+
+from shared.store import Store
 
 KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 PENDING_S = 60
@@ -25,7 +26,7 @@ class KeyConflict(Exception):
 
 
 class Idempotency:
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: Store, ttl_s: int) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
 
