@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
-from redis.asyncio import Redis
 
 from shared.acknowledgements import SETTLES_AS, NoticeEvent, NoticeState, escalates
 from shared.contracts import AgencyNotice
 from shared.schedule import DueIndex
+from shared.store import Store
 
 log = logging.getLogger("tipline.acks")
 
@@ -48,7 +48,7 @@ class Due:
 
 
 class Outbox:
-    def __init__(self, redis: Redis, ack_timeout_s: float) -> None:
+    def __init__(self, redis: Store, ack_timeout_s: float) -> None:
         self._redis = redis
         self.ack_timeout_s = ack_timeout_s
         self._due = DueIndex(redis, DUE)

@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shared.referrals import Amended, Claim, Confirmed, Retraction
+from shared.store import Store, run_script
 
 # Returns the retraction mark's presence, the agencies to refer, then (after a '') those owed
 # a correction not yet confirmed (a referral whose corrections were cut short is handled again).
@@ -113,7 +113,7 @@ return out
 """
 
 class Ledger:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Store) -> None:
         self._redis = redis
         self._claim = redis.register_script(_CLAIM)
         self._confirm_referrals = redis.register_script(_CONFIRM_REFERRALS)
@@ -170,10 +170,9 @@ class Ledger:
         """One script a report, all in one pipeline (each on its report's cluster slot)."""
         if not args:
             return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for report_id, argv in args.items():
-                await script(keys=self._keys(report_id), args=argv, client=pipe)
-            return dict(zip(args, await pipe.execute(), strict=True))
+        calls = [(self._keys(report_id), argv) for report_id, argv in args.items()]
+        answers = await run_script(self._redis, script, calls)
+        return dict(zip(args, answers, strict=True))
 
     async def states(self, report_id: str) -> dict[str, str]:
         states = await self._redis.hgetall(self._keys(report_id)[0])

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
-
 from shared.contracts import now
 from shared.status import rank
+from shared.store import Store, run_script
 
 # The machine of shared/status.py: each fact once, the status forward by rank only.
 # ARGV: when, then (event id, entry, status, rank) a fact, then field/value pairs to set.
@@ -50,7 +49,7 @@ class Fact:
 
 
 class Timeline:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Store) -> None:
         self._redis = redis
         self._record = redis.register_script(_RECORD)
 
@@ -94,11 +93,8 @@ class Timeline:
         reports = dict.fromkeys([*facts, *fields])
         if not reports:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for report_id in reports:
-                await self._record(keys=self._keys(report_id), client=pipe, args=self._args(
-                    facts.get(report_id, ()), None, fields.get(report_id)))
-            await pipe.execute()
+        await run_script(self._redis, self._record, [
+            (self._keys(r), self._args(facts.get(r, ()), None, fields.get(r))) for r in reports])
 
     @staticmethod
     def _args(facts: Iterable[Fact], at: datetime | None = None,

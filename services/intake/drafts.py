@@ -23,8 +23,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from services.intake.lifecycle import (
     AddFile,
     Command,
@@ -35,6 +33,7 @@ from services.intake.lifecycle import (
     Windows,
     abandoned_after,
 )
+from shared.store import Store
 
 # A command's rule (services/intake/lifecycle.py), atomically.
 # KEYS: draft, pending, files, described.
@@ -103,7 +102,7 @@ class Pending:
 
 
 class Drafts:
-    def __init__(self, redis: Redis, *, after_open_s: float, after_change_s: float) -> None:
+    def __init__(self, redis: Store, *, after_open_s: float, after_change_s: float) -> None:
         self._redis = redis
         self.windows = Windows(after_open_s, after_change_s)
         self._step = redis.register_script(_STEP)

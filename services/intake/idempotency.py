@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.responses import Response
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from shared.store import Store
 
 KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 LEASE_S = 60.0
@@ -55,7 +56,7 @@ def fingerprint(body: bytes | str) -> str:
 
 
 class Idempotency:
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: Store, ttl_s: int) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
         self._take_over = redis.register_script(_TAKE_OVER)

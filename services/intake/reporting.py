@@ -17,7 +17,6 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.intake.abandonment import Abandonment
@@ -49,6 +48,7 @@ from shared.contracts import (
 from shared.ledger import Ledger
 from shared.rules import check_batched, check_file_details, check_submission
 from shared.settings import Settings
+from shared.store import REDIS_UNAVAILABLE, Store
 from shared.timeline import Timeline
 
 # Why a step was refused, by the state the report was in.
@@ -77,7 +77,7 @@ def retract_id(report_id: str) -> str:
 
 @dataclass
 class Reporting:
-    redis: Redis
+    redis: Store
     timeline: Timeline
     ledger: Ledger
     drafts: Drafts
@@ -156,7 +156,7 @@ class Reporting:
             if result.ok and result.deadline and command.rule.mode is Mode.TOUCH:
                 # Accepted now, whatever happens next; a deadline not moved on heals itself
                 # (the sweep asks the draft, which knows the later one).
-                with contextlib.suppress(RedisError):
+                with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
                     await self.abandonment.watch(report_id, result.deadline)
             return result.ok
 

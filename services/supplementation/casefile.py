@@ -15,10 +15,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from services.supplementation.holds import CaseState
 from shared.contracts import Report
+from shared.store import Store, run_script
 
 # A validated report arrives: release it unless an analyst holds it.
 _ARRIVE = """
@@ -68,7 +67,7 @@ class Case:
 
 
 class CaseFiles:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Store) -> None:
         self._redis = redis
         self._arrive = redis.register_script(_ARRIVE)
         self._hold = redis.register_script(_HOLD)
@@ -83,11 +82,10 @@ class CaseFiles:
     async def arrive(self, arrivals: list[tuple[str, Report, str]]) -> list[str]:
         """Validated reports (id, report, ESP) arrive, in one round trip: the state each is in
         now (released, or held by an analyst)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for report_id, report, esp_id in arrivals:
-                await self._arrive(keys=self._keys(report_id)[:1],
-                                   args=[report.model_dump_json(), esp_id], client=pipe)
-            return [str(state) for state in await pipe.execute()]
+        states = await run_script(self._redis, self._arrive, [
+            (self._keys(report_id)[:1], [report.model_dump_json(), esp_id])
+            for report_id, report, esp_id in arrivals])
+        return [str(state) for state in states]
 
     async def hold(self, report_id: str, reason: str, analyst_id: str) -> str:
         return str(await self._hold(keys=self._keys(report_id)[:1], args=[reason, analyst_id]))
