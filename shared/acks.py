@@ -3,7 +3,8 @@
 Corrections and amendments are tracked from the moment before they are first sent until the
 agency acknowledges them on tipline.agency.acks. One that stays unacknowledged for the ack timeout
 is sent again (the same signed notice, so the agency keeps one); after `max_resends` re-sends the
-report is marked "correction escalated". Per notice the state only moves forward:
+report is marked "correction escalated". Per notice the state only moves forward, as
+`shared/acknowledgements.py` says (the script below runs it atomically):
 
     awaiting -> acked | escalated
 """
@@ -14,10 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
-from redis.asyncio import Redis
 
+from shared.acknowledgements import SETTLES_AS, NoticeEvent, NoticeState, escalates
 from shared.contracts import AgencyNotice
 from shared.schedule import DueIndex
+from shared.store import Store
 
 log = logging.getLogger("tipline.acks")
 
@@ -46,7 +48,7 @@ class Due:
 
 
 class Outbox:
-    def __init__(self, redis: Redis, ack_timeout_s: float) -> None:
+    def __init__(self, redis: Store, ack_timeout_s: float) -> None:
         self._redis = redis
         self.ack_timeout_s = ack_timeout_s
         self._due = DueIndex(redis, DUE)
@@ -68,17 +70,23 @@ class Outbox:
             for notice in notices:
                 states, stored, _ = self._keys(notice.report_id)
                 pipe.hsetnx(stored, notice.notice_id, notice.model_dump_json())
-                pipe.hsetnx(states, notice.notice_id, "awaiting")
+                pipe.hsetnx(states, notice.notice_id, NoticeState.AWAITING)
                 await self._due.add({f"{notice.report_id}|{notice.notice_id}": due}, nx=True,
                                     pipe=pipe)
             await pipe.execute()
 
     async def acknowledge(self, report_id: str, notice_id: str) -> str:
         """Record an ack; returns the notice's state after it ('none' if it was not tracked)."""
-        state = str(await self._settle(keys=[self._keys(report_id)[0]], args=[notice_id, "acked"]))
-        if state in ("acked", "escalated"):
+        state = await self._settle_as(report_id, notice_id, NoticeEvent.ACKNOWLEDGE)
+        if state != "none" and NoticeState(state).settled:
             await self._due.remove(f"{report_id}|{notice_id}")
         return state
+
+    async def _settle_as(self, report_id: str, notice_id: str, event: NoticeEvent) -> str:
+        """Settle a notice (ack or escalate) in one script; its state after ('none' if it was
+        not tracked)."""
+        return str(await self._settle(keys=[self._keys(report_id)[0]],
+                                      args=[notice_id, SETTLES_AS[event]]))
 
     async def tracked(self, report_id: str, notice_id: str) -> AgencyNotice | None:
         raw = await self._redis.hget(self._keys(report_id)[1], notice_id)
@@ -98,7 +106,7 @@ class Outbox:
         for item in items:
             report_id, notice_id = str(item).split("|", 1)
             states, _, resends = self._keys(report_id)
-            if await self._redis.hget(states, notice_id) != "awaiting":
+            if await self._redis.hget(states, notice_id) != NoticeState.AWAITING:
                 await self._due.remove(item)
                 continue
             notice = await self.tracked(report_id, notice_id)
@@ -111,9 +119,9 @@ class Outbox:
     async def escalate(self, report_id: str, notice_id: str) -> bool:
         """Stop re-sending; True when this call moved the notice to 'escalated'."""
         before = await self._redis.hget(self._keys(report_id)[0], notice_id)
-        state = await self._settle(keys=[self._keys(report_id)[0]], args=[notice_id, "escalated"])
+        state = await self._settle_as(report_id, notice_id, NoticeEvent.ESCALATE)
         await self._due.remove(f"{report_id}|{notice_id}")
-        return before == "awaiting" and state == "escalated"
+        return before == NoticeState.AWAITING and state == NoticeState.ESCALATED
 
 
 async def resend_overdue(
@@ -125,7 +133,7 @@ async def resend_overdue(
     """One pass: re-send what is overdue, escalate what was re-sent enough. Returns the count."""
     due = await outbox.take_due()
     for item in due:
-        if item.resends > max_resends:
+        if escalates(item.resends, max_resends):
             # Recorded first (idempotently): if this process dies before the state moves, the
             # notice is due again and the next pass finishes the escalation.
             await escalated(item)

@@ -10,9 +10,8 @@ import hashlib
 import hmac
 import os
 
-from redis.asyncio import Redis
-
 from shared.logins import LoginGuard
+from shared.store import Store
 
 ANALYSTS = "tipline:analysts"
 ROLES = "tipline:analyst-roles"
@@ -39,7 +38,7 @@ def verify_secret(secret: str, stored: str) -> bool:
 
 
 class AnalystDirectory:
-    def __init__(self, redis: Redis, guard: LoginGuard | None = None) -> None:
+    def __init__(self, redis: Store, guard: LoginGuard | None = None) -> None:
         self._redis = redis
         self._guard = guard or LoginGuard()
         self._verified: dict[str, str] = {}  # analyst -> stored hash last verified (skip scrypt)

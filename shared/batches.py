@@ -45,14 +45,13 @@ from faststream.message import StreamMessage
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import SpanKind, Tracer
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import ConnectionError as RedisUnavailable
-from redis.exceptions import TimeoutError as RedisTimeout
 
 from shared import metrics, topics
 from shared.contracts import DeadLetter
 from shared.seals import HEADER as SEAL
 from shared.seals import Seals, Unsealed
 from shared.settings import Settings
+from shared.store import REDIS_UNAVAILABLE
 from shared.telemetry import describe_error
 from shared.topics import WRITERS
 
@@ -60,7 +59,7 @@ log = logging.getLogger("tipline.kafka")
 
 M = TypeVar("M", bound=BaseModel)
 # Failures that waiting cures: a dependency away. Anything else is a bug or a bad record.
-TRANSIENT = (RedisUnavailable, RedisTimeout, KafkaError, ConnectionError, TimeoutError, OSError)
+TRANSIENT = (*REDIS_UNAVAILABLE, KafkaError, ConnectionError, TimeoutError, OSError)
 # What a record that cannot be read raises while it is decoded.
 UNREADABLE = (Unsealed, ValidationError, ValueError, UnicodeDecodeError)
 

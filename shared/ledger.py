@@ -1,7 +1,8 @@
 """The referral ledger: which agency got which report, and who owes it a correction.
 
 Referral and retraction meet here, in Redis, one Lua script at a time, so they never interleave
-inside a step. Each (report, agency) moves through:
+inside a step. The scripts run the state machine of `shared/referrals.py` (which says what each
+step does, in Python, and is checked against them). Each (report, agency) moves through:
 
     referring -> referred -> correcting -> corrected
 
@@ -23,12 +24,13 @@ is exactly as before.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from shared.referrals import Amended, Claim, Confirmed, Retraction
+from shared.store import Store, run_script
 
 # Returns the retraction mark's presence, the agencies to refer, then (after a '') those owed
 # a correction not yet confirmed (a referral whose corrections were cut short is handled again).
@@ -110,36 +112,8 @@ end
 return out
 """
 
-RECEIVED_REFERRAL = frozenset({"referred", "correcting", "corrected"})
-
-
-@dataclass(frozen=True)
-class Claim:
-    retracted: bool
-    to_refer: list[str]
-    owed_correction: list[str]  # referred, retracted, the correction not confirmed yet
-
-
-@dataclass(frozen=True)
-class Confirmed:
-    owed_correction: list[str]  # retracted while the referral was in flight
-    amendments: list[str]  # every amendment after release, oldest first (JSON)
-
-
-@dataclass(frozen=True)
-class Retraction:
-    first: bool
-    to_correct: list[str]
-
-
-@dataclass(frozen=True)
-class Amended:
-    version: int
-    to_notify: list[str]
-
-
 class Ledger:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Store) -> None:
         self._redis = redis
         self._claim = redis.register_script(_CLAIM)
         self._confirm_referrals = redis.register_script(_CONFIRM_REFERRALS)
@@ -196,10 +170,9 @@ class Ledger:
         """One script a report, all in one pipeline (each on its report's cluster slot)."""
         if not args:
             return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for report_id, argv in args.items():
-                await script(keys=self._keys(report_id), args=argv, client=pipe)
-            return dict(zip(args, await pipe.execute(), strict=True))
+        calls = [(self._keys(report_id), argv) for report_id, argv in args.items()]
+        answers = await run_script(self._redis, script, calls)
+        return dict(zip(args, answers, strict=True))
 
     async def states(self, report_id: str) -> dict[str, str]:
         states = await self._redis.hgetall(self._keys(report_id)[0])

@@ -5,8 +5,7 @@ again when the lease ends. Members name their report in a hash tag-free string; 
 one key (one slot of a Redis cluster).
 """
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from shared.store import Pipe, Store
 
 # Take the due members: push each one's time on by the lease, so another copy does not take it.
 _TAKE = """
@@ -17,14 +16,14 @@ return items
 
 
 class DueIndex:
-    def __init__(self, redis: Redis, key: str) -> None:
+    def __init__(self, redis: Store, key: str) -> None:
         self._redis = redis
         self.key = key
         self._take = redis.register_script(_TAKE)
 
     async def add(
         self, members: dict[str, float], *, nx: bool = False, gt: bool = False,
-        pipe: Pipeline | None = None,
+        pipe: Pipe | None = None,
     ) -> None:
         """Due at these times. `nx`: only members not there yet; `gt`: never earlier than now.
         With `pipe`, the command joins that pipeline (one round trip with others)."""

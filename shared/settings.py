@@ -7,6 +7,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
     redis_username: str | None = None
     redis_password: SecretStr | None = None
     redis_ssl_ca_file: Path | None = None
+    # REDIS_URL names one node of a Redis Cluster (any primary: the client learns the rest);
+    # every key of a report carries its id as a hash tag, so a report's keys share one slot.
+    redis_cluster: bool = False
     service_name: str = Field(default="tipline", validation_alias="OTEL_SERVICE_NAME")
 
     # Consumer tuning. The embedded broker needs short sessions and fetch waits (see
@@ -149,6 +153,8 @@ class Settings(BaseSettings):
         if self.tipline_publish_wait_s >= self.tipline_shutdown_grace_s:
             raise ValueError("TIPLINE_PUBLISH_WAIT_S must be shorter than "
                              "TIPLINE_SHUTDOWN_GRACE_S, or a rolling restart cuts accepted calls")
+        if self.redis_cluster and urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
+            raise ValueError("REDIS_URL: a Redis Cluster has database 0 only (REDIS_CLUSTER=true)")
         for name in ("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file",
                      "redis_ssl_ca_file"):
             path = getattr(self, name)

@@ -1,15 +1,43 @@
-"""Redis, connected once a process."""
+"""Redis, connected once a process: one server, or a Redis Cluster (`REDIS_CLUSTER=true`).
+
+Every key about a report carries the report's id as a hash tag (`tipline:{<id>}:...`), so all of
+a report's keys share one cluster slot and a Lua script over them runs on one node. The few other
+keys (ESP and analyst logins, the due indexes, idempotency keys, content hashes) are each used
+alone. No command or script spans two reports and no pipeline is a transaction, so the same code
+runs on a cluster, whose client splits a pipeline by node.
+"""
 
 import ssl
+from collections.abc import Sequence
+from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterError,
+    ConnectionError,
+    NoScriptError,
+    SlotNotCoveredError,
+    TimeoutError,
+    TryAgainError,
+)
 
 from shared.settings import Settings
 
+Store = Redis | RedisCluster
+Pipe = Pipeline | ClusterPipeline
 
-def connect(settings: Settings) -> "Redis":
-    # A busy process waits (up to 10 s) for a free connection; the plain pool fails at 100.
-    options: dict[str, object] = {}
+# Redis, or one shard of a cluster, is away (down, restarting, loading, slots moving): waiting
+# cures it. Anything else from Redis is a bug or a refused command.
+REDIS_UNAVAILABLE = (
+    ConnectionError, TimeoutError, ClusterError, TryAgainError, SlotNotCoveredError,
+)
+
+
+def connect(settings: Settings) -> Store:
+    options: dict[str, Any] = {}
     if settings.redis_username:
         options["username"] = settings.redis_username
     if settings.redis_password:
@@ -18,8 +46,48 @@ def connect(settings: Settings) -> "Redis":
         options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
         if settings.redis_ssl_ca_file:
             options["ssl_ca_certs"] = str(settings.redis_ssl_ca_file)
+    if settings.redis_cluster:
+        # Up to 200 connections to each node (past them the cluster client fails at once);
+        # the URL is one node, the client learns the others from it.
+        return RedisCluster.from_url(
+            settings.redis_url, decode_responses=True, health_check_interval=10,
+            max_connections=200, **options,
+        )
+    # A busy process waits (up to 10 s) for a free connection; the plain pool fails at 100.
     pool = BlockingConnectionPool.from_url(
         settings.redis_url, decode_responses=True, health_check_interval=10,
         max_connections=200, timeout=10, **options,
     )
     return Redis.from_pool(pool)
+
+
+async def run_script(
+    redis: Store, script: AsyncScript, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+) -> list[Any]:
+    """The script once for each (keys, args), in one pipeline (one round trip a node); the
+    answers in order. A server that lost its scripts (restarted, failed over) refuses its calls
+    with NOSCRIPT, which leaves them undone: the script is loaded again (on every primary of a
+    cluster) and just those calls are made again. Any other error is raised."""
+    answers: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(2):
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in todo:
+                keys, args = calls[i]
+                # As a raw command: the cluster pipeline refuses its evalsha() method because
+                # it cannot load scripts itself, which is done here.
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        missing = []
+        for i, result in zip(todo, results, strict=True):
+            if isinstance(result, NoScriptError) and attempt == 0:
+                missing.append(i)
+            elif isinstance(result, Exception):
+                raise result
+            else:
+                answers[i] = result
+        if not missing:
+            break
+        await redis.script_load(script.script)
+        todo = missing
+    return answers

@@ -10,22 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
-
 from shared.contracts import now
+from shared.status import rank
+from shared.store import Store, run_script
 
-# A status only moves forward: a late "referred" never hides an earlier "retracted".
-STATUS_RANK = {
-    "submitted": 1,
-    "validated": 2,
-    "held": 3,
-    "supplemented": 3,
-    "referred": 4,
-    "rejected": 7,
-    "retracted": 8,
-    "correction_escalated": 9,
-}
-
+# The machine of shared/status.py: each fact once, the status forward by rank only.
 # ARGV: when, then (event id, entry, status, rank) a fact, then field/value pairs to set.
 _RECORD = """
 local added = 0
@@ -60,7 +49,7 @@ class Fact:
 
 
 class Timeline:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Store) -> None:
         self._redis = redis
         self._record = redis.register_script(_RECORD)
 
@@ -104,11 +93,8 @@ class Timeline:
         reports = dict.fromkeys([*facts, *fields])
         if not reports:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for report_id in reports:
-                await self._record(keys=self._keys(report_id), client=pipe, args=self._args(
-                    facts.get(report_id, ()), None, fields.get(report_id)))
-            await pipe.execute()
+        await run_script(self._redis, self._record, [
+            (self._keys(r), self._args(facts.get(r, ()), None, fields.get(r))) for r in reports])
 
     @staticmethod
     def _args(facts: Iterable[Fact], at: datetime | None = None,
@@ -117,8 +103,7 @@ class Timeline:
         args: list[str | int] = []
         for fact in facts:
             entry = json.dumps({"at": when, "what": fact.what, **fact.detail}, default=str)
-            rank = STATUS_RANK[fact.status] if fact.status else 0
-            args += [fact.event_id, entry, fact.status or "", rank]
+            args += [fact.event_id, entry, fact.status or "", rank(fact.status)]
         pairs = [x for item in (fields or {}).items() for x in item]
         return [when, len(args) // 4, *args, *pairs]
 

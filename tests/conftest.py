@@ -4,6 +4,7 @@ Set KAFKA_BOOTSTRAP_SERVERS / REDIS_URL to run the same tests against real Kafka
 """
 
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 
 from shared.settings import Settings
 from shared.signing import ensure_keys
-from tipline.stack import Stack, start_servers
+from tipline.stack import Stack, start_servers, start_valkey_cluster
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,20 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # Passwordless, so tests may build their own clients from settings.redis_url; the
         # password path is tested on its own (tests/integration/test_redis_security.py).
         start_servers(stack, redis_password=False)
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A Redis Cluster of three embedded Valkey primaries on loopback (always its own, whatever
+    REDIS_URL says), with a password, each fsyncing its append-only file on every write so a
+    killed shard keeps everything it acknowledged. `.redis` is its first node."""
+    stack = Stack(kafka="", redis="", http="", workdir=tmp_path_factory.mktemp("valkey-cluster"),
+                  redis_password=secrets.token_urlsafe(16))
+    try:
+        start_valkey_cluster(stack, 3, "appendfsync always")
         yield stack
     finally:
         stack.stop()

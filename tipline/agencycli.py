@@ -131,9 +131,12 @@ def cmd_agency_list(args: argparse.Namespace) -> int:
     return 0
 
 
+ANALYST_FILE = "analyst-credentials"  # the development analyst's "id:password" (mode 0600)
+
+
 def dev_analyst(settings: Settings, workdir: Path) -> str:
     """A development analyst for `tipline up`, its password in the workdir (mode 0600)."""
-    path = workdir / "analyst-credentials"
+    path = workdir / ANALYST_FILE
     if path.exists():
         analyst_id, password = path.read_text().split(":", 1)
     else:

@@ -21,7 +21,9 @@ def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa:
 
     password = getattr(stack, "redis_password", "")
     where = f"  (password in {stack.workdir / VALKEY_PASSWORD_FILE})" if password else ""
-    print(f"redis   {stack.redis}{where}")
+    shards = sum(c.name.startswith("valkey-") for c in stack.children)
+    cluster = f"  (a Redis Cluster of {shards} shards)" if shards else ""
+    print(f"redis   {stack.redis}{where}{cluster}")
     print(f"ispws   {stack.http}/ispws  (the CyberTipline-compatible ESP API, HTTP Basic)")
     print(f"intake  {stack.http}/v1/reports  (the JSON ESP API, the same ESP logins)")
     if getattr(stack, "analyst", ""):
@@ -44,7 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with running(WORKDIR, http_port=args.port) as stack:
+    with running(WORKDIR, http_port=args.port, redis_shards=args.redis_cluster) as stack:
         _print_stack(stack)
         from tipline.agencycli import dev_analyst
 
@@ -146,6 +148,9 @@ def parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start the whole system (embedded broker and Valkey by default)")
     up.add_argument("--port", type=int, default=8080, help="intake HTTP port (default 8080)")
+    up.add_argument("--redis-cluster", type=int, default=1, metavar="SHARDS",
+                    help="its own Valkey as a Redis Cluster of this many primaries (default: one "
+                    "plain Valkey); ignored when REDIS_URL is set")
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser(

@@ -26,7 +26,7 @@ from shared.contracts import AgencyNotice
 from shared.settings import Settings
 from shared.signing import SIGNING_FILE, Signer
 from tipline.agency import AgencyClient
-from tipline.synthetic import expected_agencies, synthetic_report
+from tipline.synthetic import expected_agencies, ispws_document, synthetic_report
 
 ESP = "demo-esp"
 
@@ -86,22 +86,13 @@ async def _wait_settled(
     return done
 
 
-def _ispws_report(report: dict[str, Any]) -> dict[str, Any]:
-    """A synthetic report in the /ispws document's JSON spelling."""
-    return {"report": {
-        "incidentSummary": {"incidentType": report["incident_type"],
-                            "incidentDateTime": report["incident_at"]},
-        "reporter": {"reportingPerson": {"email": report["reporter_email"]}},
-    }}
-
-
 async def _send(http: httpx.AsyncClient, rng: random.Random, reports: int) -> Expected:
     expected = Expected()
     for i in range(reports):
         valid = i % 10 != 9
         report = synthetic_report(rng, valid=valid)
         if i % 8 == 3 and valid:  # opened on /ispws, then cancelled before it was finished
-            opened = await http.post("/ispws/submit", json=_ispws_report(report),
+            opened = await http.post("/ispws/submit", json=ispws_document(report),
                                      headers={"Accept": "application/json"})
             opened.raise_for_status()
             report_id = str(opened.json()["reportResponse"]["reportId"])

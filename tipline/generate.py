@@ -1,17 +1,29 @@
 """A synthetic stream of ESP and analyst actions, one JSON object a line, reproducible by seed.
 
-Each line is an action at `t` seconds from the start of the recording:
+The first line is the header (version 2): the generator's own routing table, from which every
+action's `agencies` was worked out (tipline.synthetic, written from the rules' meaning, never from
+the services' code):
+
+    {"stream": "tipline", "version": 2, "seed": 7, "routing": {"places": [...], "federal": {...}}}
+
+Then each line is an action at `t` seconds from the start of the recording, with what must come
+of it (`expect`) and which agencies that concerns (`agencies`):
 
     {"t": 0.012, "seq": 0, "actor": "esp", "action": "submit", "ref": "r0", "esp_id": "esp-1",
-     "api": "json", "report": {...}, "expect": "referred"}
+     "api": "json", "report": {...}, "expect": "valid", "agencies": ["icac-ca"]}
 
 Actions (`ref` names a report within the stream; replay maps it to the id tipline gives it):
-- `submit`: a report through the JSON API; `expect` is "referred" or "rejected". A duplicate
-  upload (the ESP sends the same report again) is a `submit` with `duplicate_of`.
-- `retract`: the ESP retracts `ref`; `when` is "before_referral" (at once, usually before the
-  pipeline refers it) or "after_referral" (once the referral reached its agencies).
-- `open` with `abandoned: true`: a CyberTipline-style report opened on /ispws and never finished.
-- `amend`: an analyst adds a supplement to a referred report.
+- `submit` (/v1): `expect` is "valid" (referred to `agencies`) or "invalid" (no notice at all;
+  `agencies` is empty). A duplicate upload (the ESP sends the same report again) carries
+  `duplicate_of`, and is a report of its own.
+- `retract` (/v1): `when` is "before_referral" (at once: never referred, or corrected wherever
+  referred) or "after_referral" (once the referral reached its agencies: each gets a correction
+  after it); `expect` is "retracted_before_referral" or "retracted_after_referral".
+- `amend` (analyst API): once the referral reached its agencies, an analyst amends the report;
+  `expect` "amended": each of `agencies` gets an amendment notice after the referral.
+- `open` (/ispws): a report opened and never finished; `expect` is "abandoned" (intake
+  auto-retracts it after the abandonment deadline) or "withheld" (the ESP cancels it, a
+  `retract` with `api` "ispws" and `when` "before_finish"). Neither may reach any agency.
 Generated text only: no real people, content or hashes (file digests are random bytes).
 """
 
@@ -23,12 +35,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from tipline.synthetic import synthetic_report
+from tipline.synthetic import agencies_in, routing_table, synthetic_report
 
+VERSION = 2
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 FUTURE = datetime(2999, 1, 1, tzinfo=UTC)  # an incident "in the future": always invalid
 
 ACTIONS = ("submit", "retract", "open", "amend")
+EXPECT = {
+    "submit": ("valid", "invalid"),
+    "retract": ("retracted_before_referral", "retracted_after_referral", "withheld"),
+    "amend": ("amended",),
+    "open": ("abandoned", "withheld"),
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +57,7 @@ class Mix:
     invalid: float = 0.10
     duplicate: float = 0.05
     abandoned: float = 0.03
+    withheld: float = 0.02
     retract_before: float = 0.06
     retract_after: float = 0.06
     amend: float = 0.05
@@ -57,11 +77,16 @@ def _random_digest(rng: random.Random) -> str:
     return rng.randbytes(32).hex()  # random bytes, never the digest of any real file
 
 
+def header(seed: int) -> dict[str, Any]:
+    return {"stream": "tipline", "version": VERSION, "seed": seed, "routing": routing_table()}
+
+
 def events(
     reports: int, *, seed: int = 1, rate: float = 100.0, esps: int = 3, mix: Mix | None = None
 ) -> Iterator[dict[str, Any]]:
-    """The stream for `reports` reports arriving at about `rate` a second (Poisson)."""
+    """The actions for `reports` reports arriving at about `rate` a second (Poisson)."""
     mix = mix or Mix()
+    table = routing_table()
     rng = random.Random(seed)
     t = 0.0
     seq = 0
@@ -82,15 +107,24 @@ def events(
         esp = f"esp-{rng.randrange(esps) + 1}"
         roll = rng.random()
         cut = 0.0
-        if roll < (cut := cut + mix.abandoned):
+        if roll < (cut := cut + mix.abandoned + mix.withheld):
+            withheld = roll >= mix.abandoned
+            outcome = "withheld" if withheld else "abandoned"
             yield line(t, actor="esp", action="open", ref=ref, esp_id=esp, api="ispws",
-                       abandoned=True, report=synthetic(rng))
+                       report=synthetic(rng), expect=outcome, agencies=[])
+            if withheld:
+                later.append((t + rng.uniform(0.05, 0.5), {
+                    "actor": "esp", "action": "retract", "ref": ref, "esp_id": esp,
+                    "api": "ispws", "when": "before_finish", "reason": "sent in error",
+                    "expect": "withheld", "agencies": []}))
+                later.sort(key=lambda item: item[0])
             continue
         if roll < (cut := cut + mix.duplicate) and sent:
             original_ref, original, valid = rng.choice(sent[-50:])
             yield line(t, actor="esp", action="submit", ref=ref, esp_id=esp, api="json",
                        report=original, duplicate_of=original_ref,
-                       expect="referred" if valid else "rejected")
+                       expect="valid" if valid else "invalid",
+                       agencies=sorted(agencies_in(table, original)) if valid else [])
             continue
         valid = roll >= (cut := cut + mix.invalid)
         report = synthetic(rng, valid=valid)
@@ -98,28 +132,36 @@ def events(
             report["files"] = [{"file_id": f"f{n}-{i}", "sha256": _random_digest(rng),
                                 "size": rng.randrange(1_000, 5_000_000)}
                                for i in range(rng.randrange(1, 4))]
+        agencies = sorted(agencies_in(table, report)) if valid else []
         yield line(t, actor="esp", action="submit", ref=ref, esp_id=esp, api="json",
-                   report=report, expect="referred" if valid else "rejected")
+                   report=report, expect="valid" if valid else "invalid", agencies=agencies)
         sent.append((ref, report, valid))
         follow = rng.random()
         if follow < mix.retract_before:
             later.append((t + 0.001, {"actor": "esp", "action": "retract", "ref": ref,
                                       "esp_id": esp, "when": "before_referral",
-                                      "reason": "duplicate upload"}))
+                                      "reason": "duplicate upload",
+                                      "expect": "retracted_before_referral",
+                                      "agencies": agencies}))
         elif valid and follow < mix.retract_before + mix.retract_after:
             later.append((t + rng.uniform(0.5, 2.0), {
                 "actor": "esp", "action": "retract", "ref": ref, "esp_id": esp,
-                "when": "after_referral", "reason": "reported in error"}))
+                "when": "after_referral", "reason": "reported in error",
+                "expect": "retracted_after_referral", "agencies": agencies}))
         elif valid and follow < mix.retract_before + mix.retract_after + mix.amend:
             later.append((t + rng.uniform(0.5, 2.0), {
-                "actor": "analyst", "action": "amend", "ref": ref, "analyst": "analyst-1",
-                "supplement": {"kind": "note", "text": f"synthetic analyst note {n}"}}))
+                "actor": "analyst", "action": "amend", "ref": ref,
+                "amendment": {"path": "additional_info", "value": f"synthetic amended note {n}",
+                              "reason": f"synthetic amendment {n}"},
+                "expect": "amended", "agencies": agencies}))
         later.sort(key=lambda item: item[0])
     for at, fields in later:
         yield line(at, **fields)
 
 
-def write(out: TextIO, stream: Iterator[dict[str, Any]]) -> int:
+def write(out: TextIO, stream: Iterator[dict[str, Any]], seed: int) -> int:
+    """The header, then the actions; returns how many actions."""
+    out.write(json.dumps(header(seed), separators=(",", ":")) + "\n")
     count = 0
     for event in stream:
         out.write(json.dumps(event, separators=(",", ":")) + "\n")
@@ -127,8 +169,27 @@ def write(out: TextIO, stream: Iterator[dict[str, Any]]) -> int:
     return count
 
 
-def read(path: Path) -> list[dict[str, Any]]:
-    """A stream file, checked line by line: a bad line names its number."""
+def check(event: dict[str, Any], table: dict[str, Any]) -> str | None:
+    """What is wrong with one action of a version 2 stream (None: nothing)."""
+    action = event.get("action")
+    if action not in ACTIONS or "ref" not in event or "t" not in event:
+        return f"needs t, ref and an action in {ACTIONS}"
+    if event.get("expect") not in EXPECT[action] or not isinstance(event.get("agencies"), list):
+        return f"a {action} needs expect (one of {EXPECT[action]}) and agencies"
+    if action == "submit" and event["expect"] == "valid":
+        try:
+            owed = agencies_in(table, event["report"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"no agencies for this report in the header's routing table: {exc}"
+        if sorted(owed) != sorted(event["agencies"]):
+            return (f"agencies {event['agencies']} disagree with the header's routing table "
+                    f"({sorted(owed)})")
+    return None
+
+
+def read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A stream file's header and actions, checked line by line: a bad line names its number."""
+    head: dict[str, Any] | None = None
     out = []
     with path.open() as f:
         for number, text in enumerate(f, 1):
@@ -138,7 +199,17 @@ def read(path: Path) -> list[dict[str, Any]]:
                 event = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not JSON: {exc}") from exc
-            if event.get("action") not in ACTIONS or "ref" not in event or "t" not in event:
-                raise ValueError(f"{path}:{number}: needs t, ref and an action in {ACTIONS}")
+            if head is None:
+                if event.get("stream") != "tipline" or event.get("version") != VERSION:
+                    raise ValueError(
+                        f"{path}:{number}: not a version {VERSION} stream (no header with "
+                        f"its routing table and expectations): make it again with "
+                        f"`tipline generate`")
+                head = event
+                continue
+            if problem := check(event, head["routing"]):
+                raise ValueError(f"{path}:{number}: {problem}")
             out.append(event)
-    return out
+    if head is None:
+        raise ValueError(f"{path}: empty stream")
+    return head, out

@@ -26,19 +26,37 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     stream = generate.events(args.reports, seed=args.seed, rate=args.rate, esps=args.esps)
     if args.out == "-":
-        count = generate.write(sys.stdout, stream)
+        count = generate.write(sys.stdout, stream, args.seed)
     else:
         with open(args.out, "w") as out:
-            count = generate.write(out, stream)
+            count = generate.write(out, stream, args.seed)
         print(f"wrote {count} events to {args.out}", file=sys.stderr)
     return 0
 
 
+def _analyst(args: argparse.Namespace) -> tuple[str, str] | None:
+    """--analyst NAME:PASSWORD, else the development analyst `tipline up` made in the workdir."""
+    if args.analyst:
+        name, _, password = args.analyst.partition(":")
+        return name, password
+    from tipline.agencycli import ANALYST_FILE
+
+    path = WORKDIR / ANALYST_FILE
+    if path.exists():
+        name, _, password = path.read_text().strip().partition(":")
+        return name, password
+    return None
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from tipline import generate, replay
-    from tipline.status import tool_settings
+    from tipline.status import load_state, tool_settings
 
-    stream = generate.read(Path(args.file))
+    try:
+        _, stream = generate.read(Path(args.file))
+    except ValueError as exc:
+        print(f"tipline replay: {exc}", file=sys.stderr)
+        return 2
     settings = tool_settings(WORKDIR)
     esps = sorted({e["esp_id"] for e in stream if e.get("actor") == "esp"})
     if args.logins:
@@ -47,15 +65,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from tipline.esps import dev_logins
 
         logins = asyncio.run(dev_logins(settings, esps, WORKDIR))
-    result = asyncio.run(replay.replay(
-        settings, args.url, stream, logins, rate=args.rate, duration=args.duration,
-        concurrency=args.concurrency, progress=not args.quiet and sys.stderr.isatty(),
-        settle_timeout=args.settle,
-    ))
+    analyst_url = args.analyst_url or (load_state(WORKDIR) or {}).get("analyst") or None
+    try:
+        result = asyncio.run(replay.replay(
+            settings, args.url, stream, logins, rate=args.rate, duration=args.duration,
+            concurrency=args.concurrency, progress=not args.quiet and sys.stderr.isatty(),
+            settle_timeout=args.settle, analyst=_analyst(args), analyst_url=analyst_url,
+        ))
+    except ValueError as exc:
+        print(f"tipline replay: {exc}", file=sys.stderr)
+        return 2
     if args.json != "-":
         print(replay.render(result))
     _write_json(result, args.json)
-    return 0 if result["lost"] == 0 and not result["violations"] else 1
+    return 0 if replay.clean(result) else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -102,6 +125,10 @@ def add_commands(sub: Any) -> None:
     rep.add_argument("--rate", type=_rate, default="100",
                      help="actions a second, 'recorded' (the stream's pace) or 'max'")
     rep.add_argument("--duration", type=float, help="seconds; the stream repeats to fill them")
+    rep.add_argument("--analyst", metavar="NAME:PASSWORD",
+                     help="an analyst login, to play amend actions (default: the development "
+                          "analyst `tipline up` made)")
+    rep.add_argument("--analyst-url", help="the analyst API (default: `tipline up`'s)")
     rep.add_argument("--concurrency", type=int, default=64, help="requests in flight at most")
     rep.add_argument("--settle", type=float, default=60.0, help="seconds to wait for quiet")
     rep.add_argument("--json", help="also write the report as JSON to this file ('-': stdout)")

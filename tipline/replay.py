@@ -1,9 +1,13 @@
-"""Replaying an event stream against a running stack, then checking what agencies got.
+"""Replaying an event stream against a running stack, then judging what agencies got.
 
 Actions are dispatched at a fixed rate, at the recorded pace, or as fast as possible, never more
-than `concurrency` at once. A refused connection or a 5xx is retried with a pause (the client an
-ESP should write); a 4xx is final. While it runs, a NoticeWatch sees every notice agencies get;
-at the end the replay waits until the system is quiet and compares with its own ground truth.
+than `concurrency` at once: /v1 submits and retractions, /ispws reports opened and left to be
+abandoned or cancelled (withheld), and analyst amendments. Every ESP call carries an
+Idempotency-Key of its own, so a retry (a refused connection, a 5xx, or an answer with
+Retry-After, for up to `retry_for` seconds) never makes a second report. While it runs, a
+NoticeWatch sees every notice agencies get; at the end the replay waits until the system is
+quiet and hands the notices to the oracle (tipline/oracle.py), which judges them against what
+the stream itself says must come of each report, never against what the system decided.
 """
 
 import asyncio
@@ -11,38 +15,46 @@ import contextlib
 import math
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from services.supplementation.jurisdiction import load_rules, resolve
-from shared.contracts import Report
+from shared.agencies import load_agencies
 from shared.settings import Settings
+from tipline import oracle
+from tipline.synthetic import ispws_document
 from tipline.watch import NoticeWatch
 
-REPLAYABLE = frozenset({"submit", "retract"})
-NOT_YET = {
-    "open": "the /ispws API (open/finish) is not replayed yet",
-    "amend": "analyst amendments have no API to replay yet",
-}
+ACCEPT_JSON = {"Accept": "application/json"}
+ALREADY_RETRACTED = 5101  # the CyberTipline code /v1 answers with 409
+
+
+def refusal_code(response: httpx.Response) -> int | None:
+    """The CyberTipline code of a /v1 refusal (None: not one)."""
+    try:
+        return int(response.json()["detail"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
 class Case:
-    """One report of the stream: what was sent, what tipline answered, what should follow."""
+    """One report of the stream: what tipline answered, and when."""
 
     ref: str
     esp_id: str
-    expect: str
-    agencies: frozenset[str]
+    expected: oracle.Expected
     report_id: str | None = None
-    accepted_at: float | None = None
+    first_try: float | None = None  # the submit's first attempt (latency starts here)
     accepted: asyncio.Event = field(default_factory=asyncio.Event)
     referred: asyncio.Event = field(default_factory=asyncio.Event)
-    retract_when: str | None = None
-    retract_accepted_at: float | None = None
+    retract_first_try: float | None = None
+    retract_accepted: bool = False
+    decided: bool = False  # the status API says nothing more will happen on its own
 
 
 def percentiles(values: list[float]) -> dict[str, float | int | None]:
@@ -94,107 +106,180 @@ POOL_SIZE = 8  # connections of one HTTP client
 class Replay:
     def __init__(
         self, settings: Settings, base_url: str, logins: dict[str, str], *,
+        analyst: tuple[str, str] | None = None, analyst_url: str | None = None,
         concurrency: int = 64, retry_for: float = 30.0, after_referral_timeout: float = 60.0,
         agencies: list[str] | None = None,
     ) -> None:
         self.settings = settings
         self.base_url = base_url
         self.logins = logins  # each ESP's password, for HTTP Basic
-        self.routing = load_rules(settings.tipline_routing_file)
+        self.analyst = analyst  # (id, password) for the analyst API
+        self.analyst_url = analyst_url
         self.concurrency = concurrency
         self.retry_for = retry_for
         self.after_referral_timeout = after_referral_timeout
+        self.run_id = uuid.uuid4().hex[:12]  # Idempotency-Keys of this run are its own
         self.cases: dict[str, Case] = {}
         self.by_report: dict[str, Case] = {}
         self.errors: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
         self.late = 0
-        # Only the agencies the stream can reach need watching: every watched partition is
-        # fetched every few milliseconds, and that load lands on the broker under test.
-        self.watch = NoticeWatch(settings, agencies or [a.id for a in self.routing.agencies])
+        # Every agency of the registry is watched, so a notice to one the stream never names is
+        # seen (misrouted); a caller may narrow it (each watched partition is fetched every few
+        # milliseconds, and that load lands on the broker under test).
+        self.watch = NoticeWatch(settings, agencies or list(
+            load_agencies(settings.tipline_routing_file)))
         self.watch.on_notice = self._on_notice
         self.started = 0.0
         self.dispatch_seconds = 0.0
+        self.settle_left = 0.0
+        self.abandonment_not_due: set[str] = set()  # abandoned after the settle would end
+
+    def _referred_everywhere(self, case: Case) -> bool:
+        seen = self.watch.reports.get(case.report_id or "")
+        return seen is not None and case.expected.agencies <= seen.referrals.keys()
 
     def _on_notice(self, report_id: str) -> None:
         case = self.by_report.get(report_id)
-        if case and not case.referred.is_set():
-            got = self.watch.reports[report_id].referrals
-            if case.agencies <= got.keys():
-                case.referred.set()
+        if case and not case.referred.is_set() and self._referred_everywhere(case):
+            case.referred.set()
 
     def _login(self, esp_id: str) -> tuple[str, str]:
         return esp_id, self.logins[esp_id]
 
-    async def _post(self, http: httpx.AsyncClient, path: str, **kw: Any) -> httpx.Response | None:
-        """POST with retries for what a retry can fix; None when it never succeeded."""
+    def _key(self, event: dict[str, Any]) -> dict[str, str]:
+        return {"Idempotency-Key": f"{self.run_id}-{event['ref']}-{event['action']}"}
+
+    async def _post(
+        self, http: httpx.AsyncClient, what: str, path: str, *, done: Any = None,
+        again: tuple[int, ...] = (), **kw: Any
+    ) -> httpx.Response | None:
+        """POST with retries for what a retry can fix (a refused connection, a 5xx, an answer
+        with Retry-After, a status in `again`); None when it never succeeded. Before a retry,
+        `done()` (when given) may say the call took effect after all."""
         deadline = time.monotonic() + self.retry_for
         pause = 0.05
         while True:
             try:
                 response = await http.post(path, **kw)
-                if response.status_code < 500:
+                if (response.status_code < 500 and "retry-after" not in response.headers
+                        and response.status_code not in again):
                     if response.status_code >= 400:
-                        self.errors[f"http {response.status_code}"] += 1
+                        self.errors[f"{what}: http {response.status_code}"] += 1
                     return response
-                self.errors[f"http {response.status_code}"] += 1
+                self.errors[f"{what}: http {response.status_code} (retried)"] += 1
             except httpx.TransportError as exc:
-                self.errors[type(exc).__name__] += 1
+                self.errors[f"{what}: {type(exc).__name__} (retried)"] += 1
             if time.monotonic() > deadline:
-                self.errors["gave up"] += 1
+                self.errors[f"{what}: gave up"] += 1
                 return None
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
+            if done is not None and await done():
+                return httpx.Response(202)
 
-    async def _submit(self, http: httpx.AsyncClient, event: dict[str, Any]) -> None:
-        report = Report.model_validate(event["report"])
-        case = Case(event["ref"], event["esp_id"], event.get("expect", "referred"),
-                    frozenset(resolve("?", report, self.routing).agencies))
-        self.cases[case.ref] = case
-        response = await self._post(http, "/v1/reports", json={"report": event["report"]},
-                                    auth=self._login(case.esp_id))
-        if response is not None and response.status_code == 202:
-            case.report_id = response.json()["report_id"]
-            case.accepted_at = time.monotonic()
-            self.by_report[case.report_id] = case
-            self._on_notice(case.report_id)
-        elif response is not None and response.status_code == 422 and case.expect == "rejected":
-            case.expect = "refused at intake"
-        case.accepted.set()
-
-    async def _retract(self, http: httpx.AsyncClient, event: dict[str, Any]) -> None:
+    async def _await_report(self, event: dict[str, Any]) -> Case | None:
         case = self.cases.get(event["ref"])
         if case is None:
-            self.skipped["retract of an unknown ref"] += 1
-            return
+            self.skipped[f"{event['action']} of an unknown ref"] += 1
+            return None
         await case.accepted.wait()
         if case.report_id is None:
-            self.skipped["retract of a report never accepted"] += 1
+            self.skipped[f"{event['action']} of a report never accepted"] += 1
+            return None
+        return case
+
+    async def _await_referral(self, case: Case, what: str) -> None:
+        try:
+            await asyncio.wait_for(case.referred.wait(), self.after_referral_timeout)
+        except TimeoutError:
+            self.errors[f"referral not seen before {what}"] += 1
+
+    def _accepted(self, case: Case, report_id: str) -> None:
+        case.report_id = report_id
+        self.by_report[report_id] = case
+        self._on_notice(report_id)
+
+    async def _submit(self, http: httpx.AsyncClient, case: Case, event: dict[str, Any]) -> None:
+        case.first_try = time.monotonic()
+        response = await self._post(http, "submit", "/v1/reports", json={"report": event["report"]},
+                                    auth=self._login(case.esp_id), headers=self._key(event))
+        if response is not None and response.status_code == 202:
+            self._accepted(case, response.json()["report_id"])
+
+    async def _open(self, http: httpx.AsyncClient, case: Case, event: dict[str, Any]) -> None:
+        """An /ispws report opened and never finished (then abandoned, or cancelled)."""
+        case.first_try = time.monotonic()
+        response = await self._post(http, "open", "/ispws/submit",
+                                    json=ispws_document(event["report"]),
+                                    auth=self._login(case.esp_id),
+                                    headers={**ACCEPT_JSON, **self._key(event)})
+        if response is not None and response.status_code == 200:
+            self._accepted(case, str(response.json()["reportResponse"]["reportId"]))
+
+    async def _retract(self, http: httpx.AsyncClient, event: dict[str, Any]) -> None:
+        case = await self._await_report(event)
+        if case is None:
+            return
+        if event.get("api") == "ispws":  # cancelled before it was finished
+            response = await self._post(
+                http, "cancel", "/ispws/retract",
+                data={"id": case.report_id, "reason": event["reason"]},
+                auth=self._login(case.esp_id), headers={**ACCEPT_JSON, **self._key(event)})
+            case.retract_accepted = response is not None and response.status_code == 200
             return
         if event.get("when") == "after_referral":
-            try:
-                await asyncio.wait_for(case.referred.wait(), self.after_referral_timeout)
-            except TimeoutError:
-                self.errors["referral not seen before retract"] += 1
-        case.retract_when = event.get("when", "before_referral")
+            await self._await_referral(case, "retract")
+        case.retract_first_try = time.monotonic()
         response = await self._post(
-            http, f"/v1/reports/{case.report_id}/retract",
+            http, "retract", f"/v1/reports/{case.report_id}/retract",
             json={"reason": event.get("reason", "retracted")}, auth=self._login(case.esp_id),
-        )
-        if response is not None and response.status_code == 202:
-            case.retract_accepted_at = time.monotonic()
+            headers=self._key(event))
+        case.retract_accepted = response is not None and (response.status_code == 202 or (
+            # An earlier try took effect (its answer lost, its key given up on a 5xx), and the
+            # report's only retractor is this replay.
+            response.status_code == 409 and refusal_code(response) == ALREADY_RETRACTED))
 
-    async def _one(self, http: httpx.AsyncClient, event: dict[str, Any]) -> None:
-        action = event["action"]
-        if action not in REPLAYABLE:
-            self.skipped[NOT_YET.get(action, f"unknown action {action}")] += 1
+    async def _amend(self, analyst: httpx.AsyncClient, event: dict[str, Any]) -> None:
+        case = await self._await_report(event)
+        if case is None:
             return
+        await self._await_referral(case, "amend")
+        path = f"/v1/analyst/reports/{case.report_id}"
+        amendment = event["amendment"]
+
+        async def done() -> bool:
+            """The analyst API has no Idempotency-Key: before a retry, look for the amendment
+            an earlier try may have made (its reason is this action's own)."""
+            try:
+                r = await analyst.get(path, auth=self.analyst)
+                made = r.json().get("amendments_after_release", []) if r.is_success else []
+            except (httpx.TransportError, ValueError):
+                return False
+            return any(c.get("amendment", {}).get("reason") == amendment["reason"]
+                       for c in made)
+
+        # 409: the report is being released at this instant ("try again").
+        response = await self._post(analyst, "amend", f"{path}/amendments", json=amendment,
+                                    auth=self.analyst, done=done, again=(409,))
+        if response is None or response.status_code != 202:
+            self.errors["amendment not made"] += 1
+
+    async def _one(self, http: httpx.AsyncClient, analyst: httpx.AsyncClient | None,
+                   event: dict[str, Any]) -> None:
+        action = event["action"]
         self.sent[action] += 1
-        if action == "submit":
-            await self._submit(http, event)
-        else:
+        if action in ("submit", "open"):
+            case = self.cases[event["ref"]]
+            try:
+                await (self._submit if action == "submit" else self._open)(http, case, event)
+            finally:
+                case.accepted.set()
+        elif action == "retract":
             await self._retract(http, event)
+        elif action == "amend" and analyst is not None:
+            await self._amend(analyst, event)
 
     async def run(
         self, stream: list[dict[str, Any]], *, rate: str = "100", duration: float | None = None,
@@ -203,6 +288,15 @@ class Replay:
         plan = schedule(stream, rate, duration)
         if missing := {e["esp_id"] for e in stream if e.get("actor") == "esp"} - set(self.logins):
             raise ValueError(f"no login for the stream's ESPs {sorted(missing)}")
+        if any(e["action"] == "amend" for e in stream) and not (self.analyst and
+                                                                 self.analyst_url):
+            raise ValueError("the stream amends reports: an analyst login and the analyst API's "
+                             "URL are needed")
+        expected = oracle.expectations(e for _, e in plan)
+        for _, event in plan:
+            if event["action"] in ("submit", "open"):
+                self.cases[event["ref"]] = Case(event["ref"], event["esp_id"],
+                                                expected[event["ref"]])
         await self.watch.start()
         tasks: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self.concurrency)
@@ -218,6 +312,8 @@ class Replay:
                         httpx.AsyncClient(base_url=self.base_url, timeout=30, limits=limits))
                     for _ in range(max(1, -(-self.concurrency // POOL_SIZE)))
                 ]
+                analyst = await stack.enter_async_context(httpx.AsyncClient(
+                    base_url=self.analyst_url, timeout=30)) if self.analyst_url else None
                 self.started = time.monotonic()
                 for n, (at, event) in enumerate(plan):
                     delay = self.started + at - time.monotonic()
@@ -226,7 +322,8 @@ class Replay:
                     elif delay < -0.05 and rate not in ("max",):
                         self.late += 1
                     await slots.acquire()
-                    task = asyncio.create_task(self._one(clients[n % len(clients)], event))
+                    task = asyncio.create_task(
+                        self._one(clients[n % len(clients)], analyst, event))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                     task.add_done_callback(lambda _: slots.release())
@@ -244,7 +341,7 @@ class Replay:
         width = 30
         while True:
             await asyncio.sleep(0.5)
-            done = sum(self.sent.values()) + sum(self.skipped.values())
+            done = sum(self.sent.values())
             elapsed = max(time.monotonic() - self.started, 1e-9)
             filled = int(width * done / max(total, 1))
             sys.stderr.write(
@@ -254,119 +351,118 @@ class Replay:
             )
             sys.stderr.flush()
 
-    def _owed(self, case: Case) -> bool:
-        """True while something more must still reach an agency for this case."""
-        seen = self.watch.reports.get(case.report_id or "")
-        referrals = seen.referrals if seen else {}
-        corrections = seen.corrections if seen else {}
-        if case.retract_accepted_at is not None:
-            return bool(set(referrals) - set(corrections))
-        if case.expect == "referred":
-            return not case.agencies <= referrals.keys()
-        return False
+    def _owes(self, case: Case) -> bool:
+        """True while a notice the stream says is owed has not come (yet)."""
+        verdict = oracle.Verdict()
+        got = self.watch.of_report.get(case.report_id or "", [])
+        oracle.judge_report(verdict, case.expected, case.report_id, got)
+        return verdict.counts["lost"] > 0
+
+    def _decided(self, case: Case, status: dict[str, Any]) -> bool:
+        """Whether the status API says nothing more will happen to the report on its own: used
+        only to know when to stop waiting, never to judge."""
+        exp = case.expected
+        states = set(status.get("agencies", {}).values())
+        whats = {e["what"] for e in status.get("timeline", [])}
+        if exp.outcome == "abandoned":
+            due = status.get("abandoned_after") if status.get("state") == "open" else None
+            # Not abandoned before the settle ends (a stack with the default 24 h): the oracle
+            # still sees that it reached no agency; the report says how many.
+            if due and datetime.fromisoformat(due).timestamp() > time.time() + self.settle_left:
+                self.abandonment_not_due.add(case.ref)
+                return True
+            return bool(status.get("state") == "abandoned" and status.get("retraction"))
+        if exp.outcome == "withheld":  # cancelled; or abandoned, if the cancel came too late
+            return status.get("state") in ("retracted", "abandoned")
+        if "rejected" in whats:
+            return True
+        if exp.outcome == "invalid":  # rejected, or (wrongly) on its way to an agency
+            return bool(states) or "referral withheld" in whats
+        if exp.retracted:
+            return "referral withheld" in whats or (bool(states) and states <= {"corrected"})
+        return True
+
+    def _to_decide(self, case: Case) -> bool:
+        """Reports whose end is not visible in the notices alone: invalid (rejected, or not
+        yet?), retracted (withheld, or referred and corrected?), abandoned and withheld."""
+        exp = case.expected
+        return (case.report_id is not None and not case.decided
+                and (exp.outcome != "valid" or exp.retracted is not None))
 
     async def _settle(self, http: httpx.AsyncClient, timeout: float) -> bool:
-        """Wait until nothing more is owed and every retraction is decided (status API)."""
+        """Wait until nothing more is owed and every report is decided (status API)."""
         deadline = time.monotonic() + timeout
-        retracted = [c for c in self.cases.values() if c.retract_accepted_at is not None]
-        undecided = {c.report_id for c in retracted if c.report_id}
         while time.monotonic() < deadline:
-            pending = [c for c in self.by_report.values() if self._owed(c)]
-            for report_id in list(undecided):
-                case = self.by_report[report_id]
+            self.settle_left = deadline - time.monotonic()
+            for case in [c for c in self.cases.values() if self._to_decide(c)]:
                 try:
-                    r = await http.get(f"/v1/reports/{report_id}",
+                    r = await http.get(f"/v1/reports/{case.report_id}",
                                        auth=self._login(case.esp_id))
-                    status = r.json()
+                    case.decided = r.is_success and self._decided(case, r.json())
                 except (httpx.TransportError, ValueError):
                     continue
-                states = set(status.get("agencies", {}).values())
-                whats = {e["what"] for e in status.get("timeline", [])}
-                if "referral withheld" in whats or "rejected" in whats:
-                    undecided.discard(report_id)  # never referred, nothing to correct
-                    case.expect = "withheld" if "referral withheld" in whats else "rejected"
-                elif states and states <= {"corrected"}:
-                    undecided.discard(report_id)
-            if not pending and not undecided:
-                await asyncio.sleep(0.3)  # a late duplicate would show up now
+            pending = [c for c in self.by_report.values() if self._owes(c)]
+            if not pending and not any(self._to_decide(c) for c in self.cases.values()):
+                await asyncio.sleep(1.0)  # a late duplicate would show up now
                 return True
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.3)
         return False
 
     def report(self, settled: bool, stream_events: int) -> dict[str, Any]:
+        verdict = oracle.judge({r: c.expected for r, c in self.cases.items()},
+                               {r: c.report_id for r, c in self.cases.items()},
+                               self.watch.notices)
         referral_latency: list[float] = []
         retraction_latency: list[float] = []
-        lost: Counter[str] = Counter()
-        wrong: Counter[str] = Counter()
-        outcome: Counter[str] = Counter()
         for case in self.cases.values():
-            if case.report_id is None:
-                outcome["never accepted"] += 1
+            seen = self.watch.reports.get(case.report_id or "")
+            if seen is None or case.expected.outcome != "valid":
                 continue
-            seen = self.watch.reports.get(case.report_id)
-            referrals = seen.referrals if seen else {}
-            corrections = seen.corrections if seen else {}
-            if referrals and case.accepted_at is not None:
-                referral_latency.append(max(t for t, _ in referrals.values()) - case.accepted_at)
-            if set(referrals) - case.agencies:
-                wrong["referral to an agency not in its jurisdiction"] += 1
-            if set(corrections) - set(referrals):
-                wrong["correction without a referral"] += 1
-            if any(corrections[a][1] < referrals[a][1] for a in corrections if a in referrals):
-                wrong["correction before its referral"] += 1
-            if case.retract_accepted_at is not None:
-                if case.expect in ("withheld", "rejected"):
-                    outcome[f"retracted, never referred ({case.expect})"] += 1
-                    if referrals:
-                        wrong[f"referral of a retracted {case.expect} report"] += 1
-                    continue
-                outcome[f"retracted after referral ({case.retract_when})"] += 1
-                lost["corrections"] += len(set(referrals) - set(corrections))
-                if referrals and case.agencies != referrals.keys():
-                    lost["referrals"] += len(case.agencies - referrals.keys())
-                if corrections and set(corrections) >= set(referrals):
-                    done = max(t for t, _ in corrections.values())
-                    retraction_latency.append(done - case.retract_accepted_at)
-            elif case.expect == "referred":
-                outcome["referred"] += 1
-                lost["referrals"] += len(case.agencies - referrals.keys())
-            else:
-                outcome[case.expect] += 1
-                if referrals:
-                    wrong[f"referral of a {case.expect} report"] += 1
-        known = set(self.by_report)
+            if case.first_try is not None and self._referred_everywhere(case):
+                referral_latency.append(max(seen.referrals[a][0] for a in case.expected.agencies)
+                                        - case.first_try)
+            corrected = case.expected.agencies & seen.corrections.keys()
+            if (case.retract_first_try is not None and case.expected.retracted == "after_referral"
+                    and corrected == case.expected.agencies):
+                retraction_latency.append(max(seen.corrections[a][0] for a in corrected)
+                                          - case.retract_first_try)
         sent = sum(self.sent.values())
+        judged = verdict.as_dict()
         return {
             "stream_events": stream_events,
             "sent": dict(self.sent),
-            "not_replayed": dict(self.skipped),
+            "skipped": dict(self.skipped),
             "dispatch_seconds": round(self.dispatch_seconds, 3),
             "achieved_rate": round(sent / self.dispatch_seconds, 1),
             "late_dispatches": self.late,
             "accepted": len(self.by_report),
             "errors": dict(self.errors),
-            "outcomes": dict(outcome),
+            "outcomes": judged.pop("outcomes"),
             "latency_ms": {
-                "accepted_to_referral_delivered": percentiles(referral_latency),
-                "retraction_to_all_corrections_delivered": percentiles(retraction_latency),
+                "submit_to_referral_delivered": percentiles(referral_latency),
+                "retract_to_all_corrections_delivered": percentiles(retraction_latency),
             },
             "notices": {
                 "received": self.watch.received,
-                "duplicates_absorbed": self.watch.duplicates,
+                "distinct": len(self.watch.notices),
+                "redeliveries_absorbed": self.watch.duplicates,
                 "not_notices": self.watch.refused,
-                "of_other_reports": len(set(self.watch.reports) - known),
+                "of_other_reports": judged.pop("unattributed"),
             },
-            "lost": sum(lost.values()),
-            "lost_by_kind": {k: v for k, v in lost.items() if v},
-            "violations": dict(wrong),
+            "oracle": judged,
+            "lost": judged["lost"],
+            "abandonment_not_due": len(self.abandonment_not_due),
+            "undecided": dict(Counter(c.expected.label for c in self.cases.values()
+                                      if self._to_decide(c))),
             "settled": settled,
         }
 
 
 def render(result: dict[str, Any]) -> str:
+    o = result["oracle"]
     lines = [
         f"events in stream      {result['stream_events']}",
-        f"sent                  {result['sent']}  (not replayed: {result['not_replayed']})",
+        f"sent                  {result['sent']}",
         f"achieved rate         {result['achieved_rate']}/s over {result['dispatch_seconds']}s"
         f"  (late dispatches {result['late_dispatches']})",
         f"accepted              {result['accepted']}",
@@ -378,20 +474,30 @@ def render(result: dict[str, Any]) -> str:
                      f"p99={p['p99']} max={p['max']} ms")
     n = result["notices"]
     lines += [
-        f"notices               {n['received']} received, {n['duplicates_absorbed']} duplicates "
-        f"absorbed, {n['not_notices']} not notices",
-        f"lost                  {result['lost']} {result['lost_by_kind'] or ''}",
-        f"violations            {result['violations'] or 'none'}",
-        f"settled               {result['settled']}",
+        f"notices               {n['received']} received, {n['distinct']} distinct, "
+        f"{n['redeliveries_absorbed']} redeliveries absorbed, {n['not_notices']} not notices, "
+        f"{n['of_other_reports']} of other reports",
+        f"oracle                lost {o['lost']}, duplicated {o['duplicated']}, misrouted "
+        f"{o['misrouted']}, out of order {o['out_of_order']}",
     ]
+    for counter, examples in o["examples"].items():
+        lines += [f"  {counter:<12} {e}" for e in examples]
+    lines.append(f"settled               {result['settled']}"
+                 + (f"  (undecided: {result['undecided']})" if result["undecided"] else ""))
     return "\n".join(lines)
+
+
+def clean(result: dict[str, Any]) -> bool:
+    """The oracle's four counters are 0 and the run settled."""
+    o = result["oracle"]
+    return result["settled"] and not any(o[c] for c in oracle.COUNTERS)
 
 
 async def replay(
     settings: Settings, base_url: str, stream: list[dict[str, Any]], logins: dict[str, str],
     **options: Any
 ) -> dict[str, Any]:
-    keys = ("concurrency", "retry_for", "after_referral_timeout")
+    keys = ("concurrency", "retry_for", "after_referral_timeout", "analyst", "analyst_url")
     runner = Replay(settings, base_url, logins,
                     **{k: options.pop(k) for k in keys if k in options})
     return await runner.run(stream, **options)

@@ -7,6 +7,9 @@ parent leaves a process behind.
 The stack's own Valkey keeps its data under the workdir (append-only file in `<workdir>/valkey`)
 and requires a password, made once and kept in `<workdir>/valkey-password` (mode 0600): the
 services and tools the stack starts get it as REDIS_PASSWORD, and the CLI tools find it there.
+With `redis_shards` > 1 it is a Redis Cluster of that many Valkey primaries instead
+(`<workdir>/valkey-<n>`, each with its own append-only file and cluster config), and the services
+get REDIS_CLUSTER=true.
 """
 
 import ctypes
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 SERVICES = ("validation", "supplementation", "referral", "retraction", "intake", "console")
 # The pipeline alone, without the console that watches it (the bench and the chaos test).
 PIPELINE = tuple(s for s in SERVICES if s != "console")
-SERVERS = ("broker", "valkey")  # the children the services use: stopped last
+SERVERS = ("broker", "valkey")  # the children the services use (and valkey-<n>): stopped last
 # The services that only consume: they scale out by copies in one consumer group each.
 CONSUMERS = ("validation", "supplementation", "referral", "retraction")
 VALKEY_PASSWORD_FILE = "valkey-password"
@@ -89,9 +92,11 @@ class Stack:
     analyst: str = ""  # the analyst API's URL ("" = not served)
     console: str = ""  # the console's URL ("" = not served)
     redis_password: str = ""  # the password of the stack's own Valkey ("" = none asked)
+    redis_cluster: bool = False  # `redis` is a node of a Redis Cluster
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis}
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis,
+               "REDIS_CLUSTER": str(self.redis_cluster).lower()}
         if self.redis_password:
             env["REDIS_PASSWORD"] = self.redis_password
         return env
@@ -105,7 +110,8 @@ class Stack:
 
         given: dict[str, Any] = {
             "kafka_bootstrap_servers": self.kafka, "redis_url": self.redis,
-            "tipline_routing_file": routing(self), "tipline_keys_dir": signing_keys(self)}
+            "tipline_routing_file": routing(self), "tipline_keys_dir": signing_keys(self),
+            "redis_cluster": self.redis_cluster}
         if self.redis_password:
             given["redis_password"] = SecretStr(self.redis_password)
         return Settings(**{**given, **overrides})
@@ -113,7 +119,7 @@ class Stack:
     @property
     def own_valkey(self) -> bool:
         """Whether this stack runs its own Valkey (rather than the Redis REDIS_URL names)."""
-        return any(c.name == "valkey" for c in self.children)
+        return any(_is_server(c.name) and c.name != "broker" for c in self.children)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.workdir / "logs" / f"{name}.log"
@@ -141,8 +147,8 @@ class Stack:
         themselves within `timeout` (each says so on stderr too)."""
         # Services first (they finish the batch in hand), then the servers they use. Each
         # group is signalled at once and then awaited: its members shut down side by side.
-        services = [c for c in reversed(self.children) if c.name not in SERVERS]
-        servers = [c for c in reversed(self.children) if c.name in SERVERS]
+        services = [c for c in reversed(self.children) if not _is_server(c.name)]
+        servers = [c for c in reversed(self.children) if _is_server(c.name)]
         killed = []
         for group in (services, servers):
             for child in group:
@@ -162,6 +168,10 @@ class Stack:
         return killed
 
 
+def _is_server(name: str) -> bool:
+    return name in SERVERS or name.startswith("valkey-")
+
+
 def valkey_password(workdir: Path, *, create: bool = False) -> str | None:
     """The password of the Valkey `tipline up` runs in this workdir (made once when `create`)."""
     path = workdir / VALKEY_PASSWORD_FILE
@@ -177,11 +187,12 @@ def valkey_password(workdir: Path, *, create: bool = False) -> str | None:
     return password
 
 
-def start_servers(stack: Stack, *, redis_password: bool = True) -> None:
+def start_servers(stack: Stack, *, redis_password: bool = True, redis_shards: int = 1) -> None:
     """The embedded broker and Valkey, each unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL is set.
 
     Valkey persists under the workdir (append-only file) and, with `redis_password`, requires the
-    workdir's password (the test session's servers run without one)."""
+    workdir's password (the test session's servers run without one). With `redis_shards` > 1 it
+    is a Redis Cluster of that many primaries."""
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         port = free_port()
         url = f"tcp://127.0.0.1:{port}"
@@ -194,25 +205,84 @@ def start_servers(stack: Stack, *, redis_password: bool = True) -> None:
         )
         wait_for_port("127.0.0.1", port)
         stack.kafka = f"127.0.0.1:{port}"
-    if not os.environ.get("REDIS_URL"):
-        port = free_port()
-        data = stack.workdir / "valkey"
-        data.mkdir(parents=True, exist_ok=True)
-        # A config file (mode 0600) rather than arguments: the password stays out of `ps`.
-        lines = [f"port {port}", "bind 127.0.0.1", "daemonize no", 'save ""',
-                 "appendonly yes", "appendfsync everysec", f'dir "{data}"']
-        password = valkey_password(stack.workdir, create=True) if redis_password else None
-        if password:
-            lines.append(f'requirepass "{password}"')
-            stack.redis_password = password
-        config = stack.workdir / "valkey.conf"  # beside its data, not in it
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("\n".join(lines) + "\n")
-        stack.spawn("valkey", [str(valkey_binary()), str(config)],
-                    env={"PATH": os.environ.get("PATH", "")})
-        wait_for_port("127.0.0.1", port)
-        stack.redis = f"redis://127.0.0.1:{port}/0"
+    if os.environ.get("REDIS_URL"):
+        return
+    password = valkey_password(stack.workdir, create=True) if redis_password else None
+    stack.redis_password = password or ""
+    if redis_shards > 1:
+        start_valkey_cluster(stack, redis_shards)
+        return
+    write_valkey_config(stack, "valkey", free_port())
+    port = spawn_valkey(stack, "valkey")
+    stack.redis = f"redis://127.0.0.1:{port}/0"
+
+
+def write_valkey_config(stack: Stack, name: str, port: int, *extra: str) -> None:
+    """`<workdir>/<name>.conf` (beside its data `<workdir>/<name>`, not in it): append-only,
+    loopback, the stack's password. A file (mode 0600) rather than arguments: the password stays
+    out of `ps`."""
+    data = stack.workdir / name
+    data.mkdir(parents=True, exist_ok=True)
+    lines = [f"port {port}", "bind 127.0.0.1", "daemonize no", 'save ""',
+             "appendonly yes", "appendfsync everysec", f'dir "{data}"', *extra]
+    if stack.redis_password:
+        lines.append(f'requirepass "{stack.redis_password}"')
+    fd = os.open(stack.workdir / f"{name}.conf", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+
+
+def spawn_valkey(stack: Stack, name: str) -> int:
+    """Start the Valkey `<workdir>/<name>.conf` describes (again, after a stop: the same port and
+    data); returns its port once it listens."""
+    config = stack.workdir / f"{name}.conf"
+    port = next(int(line.split()[1]) for line in config.read_text().splitlines()
+                if line.startswith("port "))
+    stack.spawn(name, [str(valkey_binary()), str(config)],
+                env={"PATH": os.environ.get("PATH", "")})
+    wait_for_port("127.0.0.1", port)
+    return port
+
+
+def start_valkey_cluster(stack: Stack, shards: int, *extra: str, timeout: float = 30.0) -> None:
+    """A Redis Cluster of `shards` Valkey primaries (`valkey-1`...), the slots split evenly;
+    `extra` lines go into each one's config. A workdir that held one already starts the same
+    nodes again (their ports are in their configs, their peers and slots in `nodes.conf`)."""
+    import redis
+
+    names = [f"valkey-{i + 1}" for i in range(shards)]
+    for name in names:
+        if not (stack.workdir / f"{name}.conf").exists():
+            write_valkey_config(stack, name, free_port(), "cluster-enabled yes",
+                                'cluster-config-file "nodes.conf"', f"cluster-port {free_port()}",
+                                *extra)
+    ports = [spawn_valkey(stack, name) for name in names]
+    nodes = [redis.Redis(port=p, password=stack.redis_password or None, decode_responses=True)
+             for p in ports]
+    try:
+        if _cluster_info(nodes[0])["cluster_slots_assigned"] == "0":  # new: join and share slots
+            for node, port in zip(nodes[1:], ports[1:], strict=True):
+                bus = node.config_get("cluster-port")["cluster-port"]
+                nodes[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port, bus)
+            for i, node in enumerate(nodes):
+                node.execute_command("CLUSTER", "ADDSLOTSRANGE", 16384 * i // shards,
+                                     16384 * (i + 1) // shards - 1)
+        deadline = time.monotonic() + timeout
+        while not all(_cluster_info(n)["cluster_state"] == "ok" and
+                      _cluster_info(n)["cluster_known_nodes"] == str(shards) for n in nodes):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Valkey cluster is not ok after {timeout}s")
+            time.sleep(0.05)
+    finally:
+        for node in nodes:
+            node.close()
+    stack.redis = f"redis://127.0.0.1:{ports[0]}/0"
+    stack.redis_cluster = True
+
+
+def _cluster_info(node: Any) -> dict[str, str]:
+    text = str(node.execute_command("CLUSTER", "INFO"))
+    return dict(line.strip().split(":", 1) for line in text.splitlines() if ":" in line)
 
 
 def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int = 1) -> None:
@@ -305,8 +375,12 @@ def create_topics(stack: Stack) -> None:
 def running(
     workdir: Path, http_port: int | None = None, analyst_port: int | None = None,
     console_port: int | None = None,
+    redis_shards: int = 1,
 ) -> Iterator[Stack]:
-    """The whole system, up until the block ends."""
+    """The whole system, up until the block ends; its own Valkey a cluster of `redis_shards`
+    primaries when more than one (a REDIS_URL given is a cluster when REDIS_CLUSTER says so)."""
+    from pydantic import TypeAdapter
+
     stack = Stack(
         kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""),
         redis=os.environ.get("REDIS_URL", ""),
@@ -314,9 +388,10 @@ def running(
         workdir=workdir,
         analyst=f"http://127.0.0.1:{analyst_port or free_port()}",
         console=f"http://127.0.0.1:{console_port or free_port()}",
+        redis_cluster=TypeAdapter(bool).validate_python(os.environ.get("REDIS_CLUSTER", False)),
     )
     try:
-        start_servers(stack)
+        start_servers(stack, redis_shards=redis_shards)
         create_topics(stack)
         start_services(stack)
         yield stack

@@ -19,8 +19,9 @@ STATE_FILE = "stack.json"  # written by `tipline up`
 def save_state(workdir: Path, stack: Any) -> None:
     """What `tipline status` needs to find a stack started by `tipline up`."""
     state = {
-        "kafka": stack.kafka, "redis": stack.redis, "http": stack.http,
-        "console": stack.console, "routing": str(stack.settings().tipline_routing_file),
+        "kafka": stack.kafka, "redis": stack.redis, "redis_cluster": stack.redis_cluster,
+        "http": stack.http, "console": stack.console, "analyst": stack.analyst,
+        "routing": str(stack.settings().tipline_routing_file),
         "children": [{"name": c.name, "pid": c.process.pid, "ops": getattr(c, "ops", None),
                       "log": str(c.log)} for c in stack.children],
     }
@@ -49,6 +50,8 @@ def tool_settings(workdir: Path) -> Settings:
 
         if password := valkey_password(workdir):
             given["redis_password"] = SecretStr(password)
+    if "redis_url" in given:
+        given["redis_cluster"] = bool(state.get("redis_cluster"))
     return Settings(**given)  # validated: the routing file becomes a Path
 
 

@@ -26,12 +26,38 @@ REPORTED_IP = "192.0.2.7"
 FEDERAL = {"Child Sex Trafficking": "us-federal", "Child Sex Tourism": "us-federal"}
 
 
-def expected_agencies(report: dict[str, Any]) -> frozenset[str]:
-    """Where a synthetic report must be referred: its place's agencies, and the federal desk for
-    the incident types it takes."""
-    place = next(agencies for where, agencies in ROUTES if where == report["location"])
-    federal = FEDERAL.get(report.get("incident_type", ""))
+def routing_table() -> dict[str, Any]:
+    """This knowledge as data, for a stream file's header: each place and its agencies, and the
+    incident types the federal desk takes."""
+    return {"places": [{"where": where, "agencies": sorted(agencies)}
+                       for where, agencies in ROUTES],
+            "federal": dict(FEDERAL)}
+
+
+def agencies_in(table: dict[str, Any], report: dict[str, Any]) -> frozenset[str]:
+    """Where a report must be referred by a routing table of `routing_table()`'s shape: its
+    place's agencies, and the federal desk for the incident types it takes."""
+    place = next((frozenset(p["agencies"]) for p in table["places"]
+                  if p["where"] == report.get("location")), None)
+    if place is None:
+        raise ValueError(f"the routing table has no place {report.get('location')}")
+    federal = table["federal"].get(report.get("incident_type") or "")
     return place | {federal} if federal else place
+
+
+def expected_agencies(report: dict[str, Any]) -> frozenset[str]:
+    """Where a synthetic report must be referred (see `agencies_in`)."""
+    return agencies_in(routing_table(), report)
+
+
+def ispws_document(report: dict[str, Any]) -> dict[str, Any]:
+    """A synthetic report in the /ispws document's JSON spelling (what an unfinished report
+    needs: its type, time and reporter)."""
+    return {"report": {
+        "incidentSummary": {"incidentType": report["incident_type"],
+                            "incidentDateTime": report["incident_at"]},
+        "reporter": {"reportingPerson": {"email": report["reporter_email"]}},
+    }}
 
 
 def synthetic_report(rng: random.Random, *, valid: bool = True) -> dict[str, Any]:

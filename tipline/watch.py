@@ -3,7 +3,9 @@
 Load tools and chaos tests use this as their ground-truth observer. It reads every agency's
 topic from its current end (no group, so no join delay and no effect on the agencies' own
 offsets), drops redelivered notices by notice_id and counts them, and records when each notice
-arrived, so latencies are measured where the agency sees the notice.
+arrived, so latencies are measured where the agency sees the notice. Every distinct notice is
+also kept whole (`notices`: agency, kind, report, id, partition, offset, arrival) for the
+oracle (tipline/oracle.py), which counts a second notice with a new id as the duplicate it is.
 """
 
 import asyncio
@@ -19,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from shared.kafka import kafka_client_options
 from shared.settings import Settings
 from shared.topics import agency_of_topic, agency_topic
+from tipline.oracle import Notice
 
 
 @dataclass
@@ -38,6 +41,8 @@ class NoticeWatch:
         self.duplicates = 0
         self.refused = 0  # records on agency topics that are not notices (poison)
         self.received = 0
+        self.notices: list[Notice] = []  # each distinct notice, in arrival order
+        self.of_report: dict[str, list[Notice]] = defaultdict(list)  # the same, by report
         self.on_notice: Callable[[str], None] | None = None
         self._order = 0
         self._task: asyncio.Task[None] | None = None
@@ -83,9 +88,10 @@ class NoticeWatch:
             for tp, records in batches.items():
                 agency = agency_of_topic(tp.topic) or "?"
                 for record in records:
-                    self._take(agency, record.value, arrived)
+                    self._take(agency, record.value, arrived, tp.partition, record.offset)
 
-    def _take(self, agency: str, value: bytes | None, arrived: float) -> None:
+    def _take(self, agency: str, value: bytes | None, arrived: float, partition: int = 0,
+              offset: int = 0) -> None:
         try:
             notice = json.loads(value or b"")
             kind, notice_id, report_id = notice["kind"], notice["notice_id"], notice["report_id"]
@@ -99,6 +105,10 @@ class NoticeWatch:
             self.duplicates += 1
             return
         self.notice_ids.add(notice_id)
+        whole = Notice(agency, str(kind), str(report_id), str(notice_id), partition, offset,
+                       arrived)
+        self.notices.append(whole)
+        self.of_report[whole.report_id].append(whole)
         self._order += 1
         seen = self.reports[report_id]
         where = {"referral": seen.referrals, "correction": seen.corrections}.get(

@@ -13,6 +13,7 @@ import logging
 import time
 
 from services.intake.drafts import Drafts, Pending
+from services.intake.lifecycle import Abandon, Refusal
 from services.intake.outbox import Outbox
 from shared import topics
 from shared.contracts import RetractReport, derived_id
@@ -52,14 +53,13 @@ class Abandonment:
                               detail={"reason": REASON, "by": command.actor})
 
             async def abandon(report_id: str = report_id, pending: Pending = pending) -> bool:
-                step = await self._drafts.step(report_id, at, to="abandoned", mode="abandon",
-                                               pending=pending)
-                if step.outcome == "not yet" and step.deadline is not None:
+                step = await self._drafts.step(report_id, Abandon(), at, pending)
+                if step.outcome == Refusal.NOT_YET and step.deadline is not None:
                     await self._deadlines.add({report_id: step.deadline})
                     return False
-                if step.outcome != "not yet":
+                if step.outcome != Refusal.NOT_YET:
                     await self._deadlines.remove(report_id)
-                return step.outcome == "ok"
+                return step.ok
 
             if await self._outbox.accept(report_id, pending, abandon):
                 await self._outbox.deliver(report_id, pending)

@@ -3,15 +3,22 @@
 The same ESP login as `/ispws` (HTTP Basic), over the same reporting core: one id scheme, one
 ownership check, one status view. A refusal is the CyberTipline code and its description as JSON,
 with the HTTP status `/ispws` would answer.
+
+Submit and retract take an `Idempotency-Key` header: a retry with the same key (same ESP) gets
+the first answer, the same report id, and creates nothing new; the same key with another body is
+refused with 422 and the reason; 409 with Retry-After while the first call still runs.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBasic
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.intake.answers import Answer, Code
+from services.intake.idempotency import Idempotency, KeyConflict, KeyReused, fingerprint
 from services.intake.ispws import esp as esp_login
 from services.intake.reporting import Reporting
 from shared.contracts import Report
@@ -42,6 +49,11 @@ def refusal(answer: Answer) -> HTTPException:
 
 Svc = Annotated[Reporting, Depends(reporting)]
 EspId = Annotated[str, Depends(esp)]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", pattern=r"^[\x21-\x7e]{1,255}$",
+    description="A retry with the same key returns the first answer and creates nothing new "
+                "(1-255 visible ASCII characters, per ESP, kept 24 h); the same key with another "
+                "body is refused (422).")]
 
 
 class Submission(BaseModel):
@@ -63,28 +75,63 @@ class Accepted(BaseModel):
 
 
 router = APIRouter(prefix="/v1")
+LEASE_S = 15.0  # how long a run keeps its key before a retry may run again
+
+
+async def once(
+    request: Request, esp_id: str, key: str | None, body: str,
+    call: Callable[[str | None, str], Awaitable[Accepted]], reserve: str | None = None,
+) -> Response:
+    """The answer of `call` (202, or its refusal), once per Idempotency-Key when one is given.
+    `call` gets the key's reservation (`reserve` of the first run) and the key's slot."""
+    slot = Idempotency.slot(esp_id, key) if key is not None else ""
+
+    async def respond(reserved: str | None = None) -> Response:
+        try:
+            accepted = await call(reserved, slot)
+        except Answer as refused:
+            exc = refusal(refused)
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        request.state.report_id = accepted.report_id  # for the request's log line
+        return JSONResponse(accepted.model_dump(), 202)
+
+    if key is None:
+        return await respond()
+    try:
+        return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
+            esp_id, key, request.url.path, respond, body=fingerprint(body), reserve=reserve,
+            lease_s=LEASE_S)
+    except KeyReused as exc:
+        raise HTTPException(422, str(exc)) from None
+    except KeyConflict as exc:
+        raise HTTPException(409, str(exc), headers={"Retry-After": "1"}) from None
 
 
 @router.post("/reports", status_code=202, response_model=Accepted)
-async def submit_report(body: Submission, svc: Svc, esp_id: EspId, request: Request) -> Accepted:
-    try:
-        report_id = await svc.submit(esp_id, body.report, body.supersedes)
-    except Answer as refused:
-        raise refusal(refused) from None
-    request.state.report_id = report_id  # for the request's log line
-    return Accepted(report_id=report_id, status="submitted")
+async def submit_report(
+    body: Submission, svc: Svc, esp_id: EspId, request: Request, key: IdempotencyKey = None
+) -> Response:
+    async def call(reserved: str | None, slot: str) -> Accepted:
+        report_id = await svc.submit(esp_id, body.report, body.supersedes, reserved, slot)
+        return Accepted(report_id=report_id, status="submitted")
+
+    # A run after a failed one lands on the report the first reserved: a short lease is safe.
+    return await once(request, esp_id, key, body.model_dump_json(), call,
+                      reserve=svc.ids.next() if key is not None else None)
 
 
 @router.post("/reports/{report_id}/retract", status_code=202, response_model=Accepted)
 async def retract_report(
-    report_id: str, svc: Svc, esp_id: EspId, request: Request, body: Retraction | None = None
-) -> Accepted:
+    report_id: str, svc: Svc, esp_id: EspId, request: Request, body: Retraction | None = None,
+    key: IdempotencyKey = None,
+) -> Response:
     request.state.report_id = report_id
-    try:
+
+    async def call(reserved: str | None, slot: str) -> Accepted:
         await svc.retract(esp_id, report_id, body.reason if body else None)
-    except Answer as refused:
-        raise refusal(refused) from None
-    return Accepted(report_id=report_id, status="retraction requested")
+        return Accepted(report_id=report_id, status="retraction requested")
+
+    return await once(request, esp_id, key, body.model_dump_json() if body else "", call)
 
 
 @router.get("/reports/{report_id}")

@@ -1,5 +1,8 @@
 """A report's life in intake, one Lua script a step, and the outbox that makes a step durable.
 
+The state machine is `services/intake/lifecycle.py` (pure): each command names its rule, and the
+step script below runs that rule atomically:
+
     open -> finished -> retracted        (post-finish retraction)
     open -> retracted                    (the ESP cancels it)
     open -> abandoned                    (not finished in time: retracted by the timer)
@@ -20,8 +23,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from services.intake.lifecycle import (
+    AddFile,
+    Command,
+    Create,
+    DescribeFile,
+    DraftState,
+    Step,
+    Windows,
+    abandoned_after,
+)
+from shared.store import Store
 
+# A command's rule (services/intake/lifecycle.py), atomically.
 # KEYS: draft, pending, files, described.
 # ARGV: 1 allowed states (comma list; 'new' = the draft must not exist), 2 new state ('' keeps),
 #   3 now, 4 open window, 5 change window, 6 mode ('', 'touch' or 'abandon'),
@@ -67,13 +81,6 @@ return {'ok', tostring(deadline)}
 """
 
 
-def abandoned_after(opened_at: float, changed_at: float, after_open_s: float,
-                    after_change_s: float) -> float:
-    """When an open report is abandoned: the later of its two windows (the step script computes
-    the same in Lua, from the stored times)."""
-    return max(opened_at + after_open_s, changed_at + after_change_s)
-
-
 @dataclass(frozen=True)
 class Pending:
     """An event a step owes the pipeline, and the fact the report's timeline gets once it is out."""
@@ -94,16 +101,10 @@ class Pending:
         return cls(event_id=event_id, **json.loads(raw))
 
 
-@dataclass(frozen=True)
-class Step:
-    outcome: str  # ok, or why the step was refused
-    deadline: float | None
-
-
 class Drafts:
-    def __init__(self, redis: Redis, *, after_open_s: float, after_change_s: float) -> None:
+    def __init__(self, redis: Store, *, after_open_s: float, after_change_s: float) -> None:
         self._redis = redis
-        self._windows = [after_open_s, after_change_s]
+        self.windows = Windows(after_open_s, after_change_s)
         self._step = redis.register_script(_STEP)
 
     @staticmethod
@@ -112,27 +113,28 @@ class Drafts:
         return [f"{tag}:draft", f"{tag}:pending", f"{tag}:files", f"{tag}:described"]
 
     def deadline(self, opened_at: float, changed_at: float) -> float:
-        return abandoned_after(opened_at, changed_at, *self._windows)
+        return abandoned_after(opened_at, changed_at, *self.windows)
 
-    async def step(
-        self, report_id: str, at: float, *, allowed: tuple[str, ...] = ("open",), to: str = "",
-        mode: str = "", pending: Pending | None = None, op: str = "", args: tuple[str, ...] = (),
-    ) -> Step:
+    async def step(self, report_id: str, command: Command, at: float,
+                   pending: Pending | None = None) -> Step:
+        """Take `command` at time `at` in one script, storing `pending` when it is accepted."""
+        rule = command.rule
+        allowed = "new" if rule.allowed is None else ",".join(sorted(rule.allowed))
         outcome, deadline = await self._step(keys=self.keys(report_id), args=[
-            ",".join(allowed), to, repr(at), *self._windows, mode,
-            pending.event_id if pending else "", pending.dumps() if pending else "", op, *args,
+            allowed, rule.to or "", repr(at), *self.windows, rule.mode,
+            pending.event_id if pending else "", pending.dumps() if pending else "",
+            *_operation(command),
         ])
         return Step(str(outcome), float(deadline) if deadline else None)
 
     async def create(
-        self, report_id: str, esp_id: str, at: float, state: str, pending: Pending,
+        self, report_id: str, esp_id: str, at: float, state: DraftState, pending: Pending,
         **fields: str,
     ) -> bool:
         """A new report's draft, its first event pending; False when the id is taken."""
         pairs = {"esp_id": esp_id, "opened_at": repr(at), "changed_at": repr(at), **fields}
-        step = await self.step(report_id, at, allowed=("new",), to=state, pending=pending,
-                               op="create", args=tuple(x for kv in pairs.items() for x in kv))
-        return step.outcome == "ok"
+        step = await self.step(report_id, Create(state, tuple(pairs.items())), at, pending)
+        return step.ok
 
     async def get(self, report_id: str) -> dict[str, str]:
         raw = await self._redis.hgetall(self.keys(report_id)[0])
@@ -148,3 +150,15 @@ class Drafts:
 
     async def files(self, report_id: str) -> list[str]:
         return [str(f) for f in await self._redis.lrange(self.keys(report_id)[2], 0, -1)]
+
+
+def _operation(command: Command) -> list[str]:
+    """What the step script adds to the draft for this command: its op and the op's arguments."""
+    match command:
+        case Create(_, fields):
+            return ["create", *(x for pair in fields for x in pair)]
+        case AddFile(entry):
+            return ["file", entry]
+        case DescribeFile(file_id, entry):
+            return ["described", file_id, entry]
+    return [""]

@@ -15,10 +15,9 @@ import re
 import secrets
 import time
 
-from redis.asyncio import Redis
-
 from shared.contracts import now
 from shared.logins import LoginGuard
+from shared.store import Store
 
 KEY = "tipline:esps"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -55,7 +54,7 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 
 class EspRegistry:
-    def __init__(self, redis: Redis, guard: LoginGuard | None = None) -> None:
+    def __init__(self, redis: Store, guard: LoginGuard | None = None) -> None:
         self._redis = redis
         self._guard = guard or LoginGuard()
         self._verified: dict[bytes, float] = {}

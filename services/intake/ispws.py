@@ -18,7 +18,7 @@ from fastapi.security import HTTPBasic
 
 from services.intake import documents, files
 from services.intake.answers import Answer, Code, Done, render
-from services.intake.idempotency import Idempotency, KeyConflict
+from services.intake.idempotency import Idempotency, KeyConflict, KeyReused
 from services.intake.mapping import report_from
 from services.intake.reporting import Reporting
 from shared.contracts import FieldError
@@ -150,8 +150,12 @@ async def _answer(
         return answered(request, Answer(
             Code.INVALID_REQUEST, "Idempotency-Key must be 1-255 visible ASCII characters"))
     try:
-        return await request.app.state.idempotency.run(esp_id, key, request.url.path, respond)
+        return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
+            esp_id, key, request.url.path, lambda _: respond())
     except KeyConflict as exc:
+        return answered(request, Answer(Code.INVALID_REQUEST, str(exc), http_status=409,
+                                        retry_after_s=1))
+    except KeyReused as exc:
         return answered(request, Answer(Code.INVALID_REQUEST, str(exc), http_status=409))
 
 

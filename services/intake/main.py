@@ -18,8 +18,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
-from redis.exceptions import ConnectionError as RedisUnavailable
-from redis.exceptions import TimeoutError as RedisTimeout
 from starlette.types import Scope
 
 from services.intake import api, ispws
@@ -39,12 +37,12 @@ from shared.ledger import Ledger
 from shared.logins import Limits, LoginGuard
 from shared.schedule import DueIndex
 from shared.settings import Settings
-from shared.store import connect
+from shared.store import REDIS_UNAVAILABLE, connect
 from shared.telemetry import instrument_http, tracer_provider
 from shared.timeline import Timeline
 
 # A dependency away (Redis, the broker): the call was not accepted and can be retried.
-UNAVAILABLE = (RedisUnavailable, RedisTimeout, KafkaError, TimeoutError, ConnectionError)
+UNAVAILABLE = (*REDIS_UNAVAILABLE, KafkaError, TimeoutError, ConnectionError)
 log = logging.getLogger("tipline.intake")
 
 

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from services.intake.drafts import Drafts, Pending
 from shared.schedule import DueIndex
+from shared.store import REDIS_UNAVAILABLE
 from shared.timeline import Fact, Timeline
 
 log = logging.getLogger("tipline.intake.outbox")
@@ -50,7 +51,7 @@ class Outbox:
         try:
             await asyncio.wait_for(self._send(report_id, pending), self.publish_wait_s)
             await self._sent(report_id, pending)
-        except (KafkaError, RedisError, TimeoutError, OSError) as exc:
+        except (KafkaError, RedisError, *REDIS_UNAVAILABLE, TimeoutError, OSError) as exc:
             log.warning("event %s of report %s left to the sweep: %r", pending.event_id,
                         report_id, exc)
             return False

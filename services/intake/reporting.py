@@ -17,7 +17,6 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.intake.abandonment import Abandonment
@@ -25,6 +24,16 @@ from services.intake.answers import Answer, Code, Done
 from services.intake.drafts import Drafts, Pending
 from services.intake.files import FileStore, Received
 from services.intake.ids import ReportIds, is_report_id
+from services.intake.lifecycle import (
+    AddFile,
+    Command,
+    DescribeFile,
+    DraftState,
+    Finish,
+    Mode,
+    Refusal,
+    Retract,
+)
 from services.intake.mapping import with_details
 from services.intake.outbox import Outbox
 from shared import topics
@@ -39,15 +48,16 @@ from shared.contracts import (
 from shared.ledger import Ledger
 from shared.rules import check_batched, check_file_details, check_submission
 from shared.settings import Settings
+from shared.store import REDIS_UNAVAILABLE, Store
 from shared.timeline import Timeline
 
 # Why a step was refused, by the state the report was in.
-REFUSED = {
-    "missing": Code.REPORT_DOES_NOT_EXIST,
-    "finished": Code.ALREADY_FINISHED,
-    "retracted": Code.ALREADY_RETRACTED,
-    "abandoned": Code.ABANDONED,
-    "expired": Code.ABANDONED,
+REFUSED: dict[str, Code] = {
+    Refusal.MISSING: Code.REPORT_DOES_NOT_EXIST,
+    DraftState.FINISHED: Code.ALREADY_FINISHED,
+    DraftState.RETRACTED: Code.ALREADY_RETRACTED,
+    DraftState.ABANDONED: Code.ABANDONED,
+    Refusal.EXPIRED: Code.ABANDONED,
 }
 # Room for the headers and the envelope beside an event's JSON in one Kafka message.
 MESSAGE_OVERHEAD = 16 * 1024
@@ -67,7 +77,7 @@ def retract_id(report_id: str) -> str:
 
 @dataclass
 class Reporting:
-    redis: Redis
+    redis: Store
     timeline: Timeline
     ledger: Ledger
     drafts: Drafts
@@ -107,7 +117,8 @@ class Reporting:
         out: dict[str, Any] = {
             "report_id": report_id,
             "state": draft["state"],
-            "status": fields.get("status", "open" if draft["state"] == "open" else "submitted"),
+            "status": fields.get("status", "open" if draft["state"] == DraftState.OPEN
+                                 else "submitted"),
             "updated_at": fields.get("updated_at"),
             "supersedes": draft.get("supersedes") or None,
             "superseded_by": fields.get("superseded_by") or None,
@@ -119,7 +130,7 @@ class Reporting:
             "timeline": [e for e in await self.timeline.entries(report_id)
                          if e.get("esp_visible", True)],
         }
-        if draft["state"] == "open":
+        if draft["state"] == DraftState.OPEN:
             deadline = self.drafts.deadline(float(draft["opened_at"]), float(draft["changed_at"]))
             out["abandoned_after"] = _epoch(deadline).isoformat()
         return out
@@ -134,20 +145,20 @@ class Reporting:
                          f"({self.settings.kafka_max_message_bytes} bytes)", http_status=413)
         return Pending(event_id, topic, value, what, status, detail)
 
-    async def _accept(self, report_id: str, pending: Pending, **step: Any) -> None:
-        """Run a step that stores `pending`, then deliver it; a refusal is an Answer."""
+    async def _accept(self, report_id: str, pending: Pending, command: Command) -> None:
+        """Take a command that stores `pending`, then deliver it; a refusal is an Answer."""
         outcome = "ok"
 
         async def run() -> bool:
             nonlocal outcome
-            result = await self.drafts.step(report_id, time.time(), pending=pending, **step)
+            result = await self.drafts.step(report_id, command, time.time(), pending)
             outcome = result.outcome
-            if result.outcome == "ok" and result.deadline and step.get("mode") == "touch":
+            if result.ok and result.deadline and command.rule.mode is Mode.TOUCH:
                 # Accepted now, whatever happens next; a deadline not moved on heals itself
                 # (the sweep asks the draft, which knows the later one).
-                with contextlib.suppress(RedisError):
+                with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
                     await self.abandonment.watch(report_id, result.deadline)
-            return outcome == "ok"
+            return result.ok
 
         if not await self.outbox.accept(report_id, pending, run):
             raise Answer(REFUSED.get(outcome, Code.INVALID_REQUEST), report_id=report_id)
@@ -162,23 +173,38 @@ class Reporting:
             raise Answer(Code.REPORT_DOES_NOT_EXIST,
                          f"the superseded report {supersedes[:40]} does not exist") from None
 
-    async def _create(self, esp_id: str, state: str, make: Any, **fields: str) -> str:
-        """A new report in `state`, with the event `make(report_id, at)` accepted; its id."""
+    async def _create(self, esp_id: str, state: DraftState, make: Any,
+                      reserved: str | None = None, **fields: str) -> str:
+        """A new report in `state`, with the event `make(report_id, at)` accepted; its id.
+
+        `reserved` is an id drawn earlier for this creation (an Idempotency-Key's): when a run
+        before this one made it already (its `idempotency` field says so), that report is the
+        answer, and its event, if still waiting, goes out now. (Were the reserved id taken by
+        another intake copy's report, a new one is drawn and that promise is lost: the copies'
+        random node numbers make it all but impossible.)"""
         at = time.time()
-        for _ in range(16):  # another intake copy took this id: draw the next one
-            report_id = self.ids.next()
+        for attempt in range(16):  # another intake copy took this id: draw the next one
+            report_id = reserved if reserved and attempt == 0 else self.ids.next()
             pending = make(report_id, at)
-            if state == "open":  # watched first: an open report is never left unwatched
+            if state is DraftState.OPEN:  # watched first: an open report is never left unwatched
                 await self.abandonment.watch(report_id, self.drafts.deadline(at, at))
             create = partial(self.drafts.create, report_id, esp_id, at, state, pending, **fields)
             if await self.outbox.accept(report_id, pending, create):
                 trace.get_current_span().set_attribute("report.id", report_id)
                 await self.outbox.deliver(report_id, pending)
                 return report_id
+            if report_id == reserved and fields.get("idempotency"):
+                draft = await self.drafts.get(report_id)
+                if (draft.get("esp_id"), draft.get("idempotency")) == (
+                        esp_id, fields["idempotency"]):
+                    await self.outbox.deliver_pending(report_id, pending.event_id)
+                    return report_id
         raise RuntimeError("no free report id after 16 draws")
 
-    async def submit(self, esp_id: str, report: Report, supersedes: str | None) -> str:
-        """/v1: a whole report, finished from the start."""
+    async def submit(self, esp_id: str, report: Report, supersedes: str | None,
+                     reserved: str | None = None, idempotency: str = "") -> str:
+        """/v1: a whole report, finished from the start; with `reserved` and `idempotency` (the
+        Idempotency-Key's id and claim), every run under one key makes one report."""
         await self._supersedes(esp_id, supersedes)
 
         def make(report_id: str, at: float) -> Pending:
@@ -188,8 +214,10 @@ class Reporting:
                                  "submitted", via="v1", supersedes=supersedes)
 
         with self.tracer.start_as_current_span("intake submit"):
-            return await self._create(esp_id, "finished", make, report=report.model_dump_json(),
-                                      supersedes=supersedes or "", via="v1")
+            return await self._create(esp_id, DraftState.FINISHED, make, reserved,
+                                      report=report.model_dump_json(),
+                                      supersedes=supersedes or "", via="v1",
+                                      idempotency=idempotency)
 
     async def open(self, esp_id: str, report: Report, supersedes: str | None) -> Answer:
         """/ispws submit: a report opened, to be completed with files and finished."""
@@ -205,7 +233,8 @@ class Reporting:
                                  supersedes=supersedes, via="ispws")
 
         with self.tracer.start_as_current_span("ispws open"):
-            report_id = await self._create(esp_id, "open", make, report=report.model_dump_json(),
+            report_id = await self._create(esp_id, DraftState.OPEN, make,
+                                           report=report.model_dump_json(),
                                            supersedes=supersedes or "", via="ispws")
         return Answer(Code.SUCCESS, report_id=report_id)
 
@@ -222,7 +251,7 @@ class Reporting:
         """Checked before a file is kept (and before it streams, when the form names the report
         first): the ESP's open report, or the Answer refusing it."""
         draft = await self.owned(report_id, esp_id)
-        if draft["state"] != "open":
+        if not AddFile.rule.allows(draft["state"]):
             raise Answer(REFUSED.get(draft["state"], Code.INVALID_REQUEST), report_id=report_id)
         return draft
 
@@ -238,15 +267,14 @@ class Reporting:
                         duplicate_of=str(first) if first is not None else None)
         pending = self._changed(report_id, esp_id, draft, "file uploaded", file)
         with self.tracer.start_as_current_span("ispws upload", attributes={"report.id": report_id}):
-            await self._accept(report_id, pending, mode="touch", op="file",
-                               args=(file.model_dump_json(),))
+            await self._accept(report_id, pending, AddFile(file.model_dump_json()))
         await self.redis.hsetnx(contents, stored.sha256, file_id)
         return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id, hash=stored.md5)
 
     async def describe_file(self, esp_id: str, data: dict[str, Any]) -> Answer:
         report_id, file_id = str(data.get("reportId", "")), str(data.get("fileId", ""))
         draft = await self.owned(report_id, esp_id)
-        if draft["state"] != "open":
+        if not DescribeFile.rule.allows(draft["state"]):
             raise Answer(REFUSED.get(draft["state"], Code.INVALID_REQUEST), report_id=report_id)
         file = next((f for f in await self.files(report_id) if f.file_id == file_id), None)
         if file is None:
@@ -258,8 +286,8 @@ class Reporting:
                                         if k not in ("reportId", "fileId")})
         pending = self._changed(report_id, esp_id, draft, "file described", described)
         try:
-            await self._accept(report_id, pending, mode="touch", op="described",
-                               args=(file_id, described.model_dump_json()))
+            await self._accept(report_id, pending,
+                               DescribeFile(file_id, described.model_dump_json()))
         except Answer as refused:
             if refused.code is not Code.INVALID_REQUEST:
                 raise
@@ -272,7 +300,7 @@ class Reporting:
     async def finish(self, esp_id: str, report_id: str) -> Done:
         draft = await self.owned(report_id, esp_id)
         report = await self.report(report_id, draft)
-        if draft["state"] == "open" and (errors := check_batched(report)):
+        if draft["state"] == DraftState.OPEN and (errors := check_batched(report)):
             raise Answer(Code.VALIDATION_FAILED, errors=errors, report_id=report_id)
         supersedes = draft.get("supersedes") or None
         event = ReportSubmitted(event_id=submitted_id(report_id), report_id=report_id,
@@ -282,7 +310,7 @@ class Reporting:
                                 "submitted", files=file_ids)
         with self.tracer.start_as_current_span("ispws finish", attributes={"report.id": report_id}):
             try:
-                await self._accept(report_id, pending, to="finished")
+                await self._accept(report_id, pending, Finish())
             except Answer as refused:
                 # Finished by an earlier call whose answer was lost: its event may be pending.
                 if (refused.code is not Code.ALREADY_FINISHED or draft.get("via") == "v1"
@@ -292,13 +320,12 @@ class Reporting:
 
     async def retract(self, esp_id: str, report_id: str, reason: str | None) -> Answer:
         draft = await self.owned(report_id, esp_id)
-        post_finish = draft["state"] == "finished"
+        post_finish = draft["state"] == DraftState.FINISHED
         why = reason or ("the report proved erroneous" if post_finish else "cancelled by the ESP")
         command = RetractReport(
             command_id=retract_id(report_id), report_id=report_id, requested_by="esp",
             actor=esp_id, reason=f"post-finish retraction: {why}" if post_finish else why,
         )
-        allowed = ("open",) if self.settings.tipline_strict_compat else ("open", "finished")
         pending = self._pending(command.command_id, topics.RETRACTIONS_REQUESTED, command,
                                 "retraction requested", by=esp_id, post_finish=post_finish,
                                 reason=command.reason)
@@ -306,8 +333,7 @@ class Reporting:
         with self.tracer.start_as_current_span("ispws retract", attributes=span):
             try:
                 await self._accept(report_id, pending,
-                                   allowed=allowed if draft["state"] in allowed else (),
-                                   to="retracted")
+                                   Retract(strict=self.settings.tipline_strict_compat))
             except Answer as refused:
                 if (refused.code is not Code.ALREADY_RETRACTED
                         or await self.outbox.deliver_pending(report_id, command.command_id)

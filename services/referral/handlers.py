@@ -29,8 +29,7 @@ async def refer(
     claims = await ledger.claim({e.report_id: e.agencies for e in events})
     # Retracted before its claim: never referred. (A redelivery after the referral and its
     # retraction finds agencies in the ledger: nothing was withheld then.)
-    blocked = [e.report_id for e in events
-               if claims[e.report_id].retracted and not claims[e.report_id].to_refer]
+    blocked = [e.report_id for e in events if claims[e.report_id].withheld]
     already = await ledger.referred_before(blocked) if blocked else set()
     await timeline.record_many({r: [Fact(derived_id(r, "withheld"), "referral withheld",
                                          detail={"reason": "retracted before referral"})]

@@ -15,6 +15,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.supplementation.casefile import Case, CaseFiles
+from services.supplementation.holds import CaseState
 from services.supplementation.release import Releaser
 from shared import notices, topics
 from shared.acks import Outbox
@@ -167,7 +168,7 @@ async def read_case(report_id: str, svc: Svc, _: ReaderId) -> Any:
 @router.post("/reports/{report_id}/hold", status_code=202)
 async def hold(report_id: str, body: Hold, svc: Svc, analyst_id: AnalystId) -> Any:
     state = await svc.cases.hold(report_id, body.reason, analyst_id)
-    if state != "held":
+    if state != CaseState.HELD:
         raise HTTPException(409, f"report {report_id} is {state} for referral: amend it instead")
     await svc.timeline.record(report_id, derived_id(report_id, "held"), "held by analyst",
                               status="held", analyst=analyst_id, reason=body.reason)
@@ -177,15 +178,15 @@ async def hold(report_id: str, body: Hold, svc: Svc, analyst_id: AnalystId) -> A
 @router.post("/reports/{report_id}/release", status_code=202)
 async def release(report_id: str, svc: Svc, analyst_id: AnalystId) -> Any:
     state = await svc.cases.begin_release(report_id)
-    if state not in ("releasing", "open"):
+    if state not in (CaseState.RELEASING, CaseState.OPEN):
         raise HTTPException(409, f"report {report_id} is {state}, not held")
     await svc.timeline.record(report_id, derived_id(report_id, "released"), "released by analyst",
                               analyst=analyst_id)
-    if state == "releasing":
+    if state == CaseState.RELEASING:
         (event,) = await svc.releaser.release([report_id])  # published, then released
         await svc.cases.finish_release(report_id)
-        return {"report_id": report_id, "state": "released", "agencies": event.agencies}
-    return {"report_id": report_id, "state": "open"}
+        return {"report_id": report_id, "state": CaseState.RELEASED, "agencies": event.agencies}
+    return {"report_id": report_id, "state": CaseState.OPEN}
 
 
 @router.post("/reports/{report_id}/supplements", status_code=202)
@@ -197,13 +198,13 @@ async def add_supplement(
     item = Supplement(supplement_id=str(uuid.uuid4()), analyst_id=analyst_id, added_at=now(),
                       **body.model_dump()).model_dump(mode="json")
     state = await svc.cases.keep_supplement(report_id, item)
-    if state == "releasing":
+    if state == CaseState.RELEASING:
         raise HTTPException(409, f"report {report_id} is being released: try again")
     await svc.timeline.record(report_id, item["supplement_id"], "supplement added",
                               analyst=analyst_id, kind=item["kind"], verified=item["verified"],
                               source=item["source"])
     out: dict[str, Any] = {"report_id": report_id, "supplement": item}
-    if state == "released":
+    if state == CaseState.RELEASED:
         out.update(await _after_release(svc, report_id, case, {"supplement": item}))
     return out
 
@@ -227,12 +228,12 @@ async def amend(report_id: str, body: NewAmendment, svc: Svc, analyst_id: Analys
                        previous=previous, reason=body.reason, analyst_id=analyst_id,
                        amended_at=now()).model_dump(mode="json")
     state = await svc.cases.keep_amendment(report_id, change)
-    if state == "releasing":
+    if state == CaseState.RELEASING:
         raise HTTPException(409, f"report {report_id} is being released: try again")
     await svc.timeline.record(report_id, change["amendment_id"], "amended by analyst",
                               analyst=analyst_id, path=body.path, reason=body.reason)
     out: dict[str, Any] = {"report_id": report_id, "amendment": change}
-    if state == "released":
+    if state == CaseState.RELEASED:
         out.update(await _after_release(svc, report_id, case, {"amendment": change}))
     return out
 

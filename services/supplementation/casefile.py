@@ -7,16 +7,17 @@ after release they are amendments to every agency that got it (shared/ledger.py)
 stored at the moment of release and reused on every redelivery, so a later change of rules never
 re-routes a report already released.
 
-States: (none) -> held -> releasing -> released, or (none) -> released.
+States (services/supplementation/holds.py says what each script below does):
+(none) -> held -> releasing -> released, or (none) -> released.
 """
 
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
+from services.supplementation.holds import CaseState
 from shared.contracts import Report
+from shared.store import Store, run_script
 
 # A validated report arrives: release it unless an analyst holds it.
 _ARRIVE = """
@@ -66,7 +67,7 @@ class Case:
 
 
 class CaseFiles:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Store) -> None:
         self._redis = redis
         self._arrive = redis.register_script(_ARRIVE)
         self._hold = redis.register_script(_HOLD)
@@ -81,11 +82,10 @@ class CaseFiles:
     async def arrive(self, arrivals: list[tuple[str, Report, str]]) -> list[str]:
         """Validated reports (id, report, ESP) arrive, in one round trip: the state each is in
         now (released, or held by an analyst)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for report_id, report, esp_id in arrivals:
-                await self._arrive(keys=self._keys(report_id)[:1],
-                                   args=[report.model_dump_json(), esp_id], client=pipe)
-            return [str(state) for state in await pipe.execute()]
+        states = await run_script(self._redis, self._arrive, [
+            (self._keys(report_id)[:1], [report.model_dump_json(), esp_id])
+            for report_id, report, esp_id in arrivals])
+        return [str(state) for state in states]
 
     async def hold(self, report_id: str, reason: str, analyst_id: str) -> str:
         return str(await self._hold(keys=self._keys(report_id)[:1], args=[reason, analyst_id]))
@@ -94,7 +94,7 @@ class CaseFiles:
         return str(await self._release(keys=self._keys(report_id)[:1]))
 
     async def finish_release(self, report_id: str) -> None:
-        await self._redis.hset(self._keys(report_id)[0], "state", "released")
+        await self._redis.hset(self._keys(report_id)[0], "state", CaseState.RELEASED)
 
     async def keep_supplement(self, report_id: str, supplement: dict[str, Any]) -> str:
         keys = self._keys(report_id)
@@ -135,7 +135,7 @@ def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any]) -
     if not fields:
         return None
     return Case(
-        state=fields.get("state", "open"),
+        state=fields.get("state", CaseState.OPEN),
         esp_id=fields.get("esp_id"),
         report=Report.model_validate_json(fields["report"]) if "report" in fields else None,
         supplements=[json.loads(s) for s in supplements],

@@ -1,6 +1,7 @@
 """Supplementation handlers: validated reports are released for referral, unless held."""
 
 from services.supplementation.casefile import CaseFiles
+from services.supplementation.holds import CaseState
 from services.supplementation.release import Releaser
 from shared import topics
 from shared.batches import in_rounds
@@ -21,9 +22,10 @@ def register(
     async def on_reports_validated(events: list[ReportValidated]) -> None:
         for events_now in in_rounds(events, key=lambda e: e.report_id):
             states = await cases.arrive([(e.report_id, e.report, e.esp_id) for e in events_now])
-            held = [e.report_id for e, s in zip(events_now, states, strict=True) if s != "released"]
+            held = [e.report_id for e, s in zip(events_now, states, strict=True)
+                    if s != CaseState.RELEASED]
             await releaser.release([e.report_id for e, s in zip(events_now, states, strict=True)
-                                    if s == "released"])
+                                    if s == CaseState.RELEASED])
             await timeline.record_many({r: [Fact(
                 derived_id(r, "arrived-held"), "validated report waits for the analyst's release",
                 "held")] for r in held})

@@ -4,14 +4,14 @@ Facts land in both reports' timelines. What one ESP may not learn about another 
 recorded for analysts only (`esp_visible: false`), never shown on the ESP's own timeline.
 """
 
-from redis.asyncio import Redis
 
 from shared.contracts import FileInfo, derived_id
+from shared.store import Store
 from shared.timeline import Timeline
 
 
 class CrossCheck:
-    def __init__(self, redis: Redis, timeline: Timeline) -> None:
+    def __init__(self, redis: Store, timeline: Timeline) -> None:
         self._redis = redis
         self._timeline = timeline
 

@@ -87,9 +87,9 @@ class OrderedLedger(Ledger):
         return result
 
 
-async def until_done(step: Any, rng: random.Random) -> None:
+async def until_done(step: Any, rng: random.Random, start_within_s: float) -> None:
     """Run a handler as the broker would: again and again until it finishes (redelivery)."""
-    await asyncio.sleep(rng.random() * 0.002)
+    await asyncio.sleep(rng.random() * start_within_s)
     for _ in range(500):  # a gather of four sends at a crash rate of 0.5 succeeds 1 in 16
         try:
             await step()
@@ -99,7 +99,11 @@ async def until_done(step: Any, rng: random.Random) -> None:
     raise AssertionError("handler never finished")
 
 
-async def one_interleaving(redis: Redis, rng: random.Random) -> dict[str, int]:
+async def one_interleaving(
+    redis: Redis, rng: random.Random, start_within_s: float = 0.002
+) -> dict[str, int]:
+    """Referral and retraction of one report, each starting within `start_within_s` (longer
+    than a round trip to Redis, so either may come first)."""
     report_id = f"inv-{uuid.uuid4().hex}"
     agencies = rng.sample(AGENCIES, rng.randint(1, len(AGENCIES)))
     order: list[str] = []
@@ -115,8 +119,8 @@ async def one_interleaving(redis: Redis, rng: random.Random) -> dict[str, int]:
     command = RetractReport(command_id=derived_id(report_id, "retract"), report_id=report_id,
                             requested_by="esp", actor="esp", reason="test")
     await asyncio.gather(
-        until_done(lambda: refer(publish, ledger, timeline, [supplemented]), rng),
-        until_done(lambda: retract(publish, ledger, timeline, [command]), rng),
+        until_done(lambda: refer(publish, ledger, timeline, [supplemented]), rng, start_within_s),
+        until_done(lambda: retract(publish, ledger, timeline, [command]), rng, start_within_s),
     )
 
     referred = 0

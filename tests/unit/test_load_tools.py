@@ -7,6 +7,7 @@ import pytest
 
 from tipline.generate import Mix, events, read, write
 from tipline.replay import percentiles, schedule
+from tipline.synthetic import expected_agencies
 
 
 def test_same_seed_same_stream() -> None:
@@ -16,13 +17,22 @@ def test_same_seed_same_stream() -> None:
 
 def test_stream_holds_every_kind_of_action_in_time_order() -> None:
     stream = list(events(2000, seed=3, mix=Mix()))
-    kinds = {(e["action"], e.get("when") or e.get("expect")) for e in stream}
-    assert {("submit", "referred"), ("submit", "rejected"), ("retract", "before_referral"),
-            ("retract", "after_referral"), ("open", None), ("amend", None)} <= kinds
+    kinds = {(e["action"], e["expect"]) for e in stream}
+    assert {("submit", "valid"), ("submit", "invalid"),
+            ("retract", "retracted_before_referral"), ("retract", "retracted_after_referral"),
+            ("open", "abandoned"), ("open", "withheld"), ("retract", "withheld"),
+            ("amend", "amended")} == kinds
     assert any("duplicate_of" in e for e in stream)
     assert [e["t"] for e in stream] == sorted(e["t"] for e in stream)
-    submitted = {e["ref"] for e in stream if e["action"] == "submit"}
-    assert all(e["ref"] in submitted for e in stream if e["action"] in ("retract", "amend"))
+    opened = {e["ref"] for e in stream if e["action"] in ("submit", "open")}
+    assert all(e["ref"] in opened for e in stream if e["action"] in ("retract", "amend"))
+    # Each expectation names the agencies from the generator's own table, none where nothing
+    # may reach an agency.
+    for e in stream:
+        if e["expect"] in ("invalid", "abandoned", "withheld"):
+            assert e["agencies"] == []
+        elif e["action"] == "submit":
+            assert e["agencies"] == sorted(expected_agencies(e["report"]))
 
 
 def test_file_digests_are_random_not_real() -> None:
@@ -33,15 +43,33 @@ def test_file_digests_are_random_not_real() -> None:
     assert all(len(d) == 64 for d in digests)
 
 
-def test_read_names_the_bad_line(tmp_path: Path) -> None:
+def test_read_takes_the_header_and_names_the_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     with path.open("w") as out:
-        write(out, events(3, seed=1))
+        write(out, events(30, seed=1), seed=1)
+    head, stream = read(path)
+    assert head["version"] == 2 and head["routing"]["places"]
+    assert stream == list(events(30, seed=1))
+    with path.open("a") as out:
         out.write("{broken\n")
     with pytest.raises(ValueError, match=r"s.jsonl:\d+: not JSON"):
         read(path)
-    path.write_text(json.dumps({"t": 0, "ref": "r0", "action": "delete"}) + "\n")
-    with pytest.raises(ValueError, match="an action in"):
+    lines = path.read_text().splitlines()[:2]
+    action = json.loads(lines[1])
+    for bad, reason in (({**action, "action": "delete"}, "an action in"),
+                        ({**action, "expect": None}, "needs expect"),
+                        ({**action, "expect": "valid", "agencies": ["de-bka", "uk-nca"]},
+                         "disagree with the header's routing table")):
+        path.write_text(lines[0] + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(ValueError, match=reason):
+            read(path)
+
+
+def test_a_version_1_stream_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps({"t": 0, "seq": 0, "action": "submit", "ref": "r0",
+                                "expect": "referred"}) + "\n")
+    with pytest.raises(ValueError, match=r"old.jsonl:1: not a version 2 stream.*tipline generate"):
         read(path)
 
 

@@ -1,0 +1,187 @@
+"""Referrals and corrections per (report, agency): the state machine of the ledger. Pure.
+
+`shared/ledger.py` runs these steps as Lua scripts, one at a time, for atomicity; this module says
+what each step does. Per agency:
+
+    referring -> referred -> correcting -> corrected
+    referring --------------> correcting               (retracted while the referral was sent)
+
+- claim: an agency becomes `referring` (its referral is being sent), unless the report is
+  retracted: then nothing is claimed, so a report retracted first is never referred.
+- confirm referral: the broker took the referral; `referred`, or `correcting` at once if the
+  report was retracted while the referral was in flight.
+- retract: marks the report (once: the first mark stays) and moves every `referred` agency to
+  `correcting`; a `referring` one is left to the referral service (confirm referral).
+- confirm correction: `correcting -> corrected`, which is final.
+- amend: appended to the report's amendments, owed at once to every agency whose referral was
+  delivered; the states are untouched.
+
+Every step is idempotent but amend (the real system sends each step again on a redelivery);
+anything else leaves an agency as it is, with the reason (`Refused`).
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+
+class AgencyState(StrEnum):
+    REFERRING = "referring"
+    REFERRED = "referred"
+    CORRECTING = "correcting"
+    CORRECTED = "corrected"
+
+    @property
+    def received_referral(self) -> bool:
+        return self is not AgencyState.REFERRING
+
+
+class AgencyEvent(StrEnum):
+    CLAIM = "claim"
+    CONFIRM_REFERRAL = "confirm referral"
+    RETRACT = "retract"
+    CONFIRM_CORRECTION = "confirm correction"
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str
+
+
+def move(state: AgencyState | None, event: AgencyEvent, retracted: bool
+         ) -> AgencyState | Refused:
+    """One agency's next state (`None`: not in the ledger) when `event` happens to its report,
+    `retracted` being whether the report is marked (after a retract, before any other event)."""
+    S, E = AgencyState, AgencyEvent
+    match event, state:
+        case E.CLAIM, None:
+            return Refused("retracted before referral") if retracted else S.REFERRING
+        case E.CLAIM, _:
+            return Refused("claimed before")
+        case E.CONFIRM_REFERRAL, S.REFERRING:
+            return S.CORRECTING if retracted else S.REFERRED
+        case E.CONFIRM_REFERRAL, _:
+            return Refused("not being referred")
+        case E.RETRACT, S.REFERRED:
+            return S.CORRECTING
+        case E.RETRACT, S.REFERRING:
+            return Refused("referral in flight")
+        case E.RETRACT, _:
+            return Refused("not referred")
+        case E.CONFIRM_CORRECTION, S.CORRECTING:
+            return S.CORRECTED
+        case _:
+            return Refused("not being corrected")
+
+
+# What the ledger's commands answer (shared/ledger.py returns the same).
+
+@dataclass(frozen=True)
+class Claim:
+    retracted: bool
+    to_refer: list[str]
+    owed_correction: list[str]  # referred, retracted, the correction not confirmed yet
+
+    @property
+    def withheld(self) -> bool:
+        """Retracted before any agency was claimed: the report is never referred."""
+        return self.retracted and not self.to_refer
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    owed_correction: list[str]  # retracted while the referral was in flight
+    amendments: list[str]  # every amendment after release, oldest first (JSON)
+
+
+@dataclass(frozen=True)
+class Retraction:
+    first: bool
+    to_correct: list[str]
+
+
+@dataclass(frozen=True)
+class Amended:
+    version: int
+    to_notify: list[str]
+
+
+# The commands, as the ledger takes them for one report.
+
+@dataclass(frozen=True)
+class ClaimAgencies:
+    agencies: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConfirmReferrals:
+    agencies: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Retract:
+    at: str
+    by: str
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ConfirmCorrections:
+    agencies: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Amend:
+    amendment: str  # JSON
+
+
+Command = ClaimAgencies | ConfirmReferrals | Retract | ConfirmCorrections | Amend
+Effect = Claim | Confirmed | Retraction | Amended | None
+
+
+@dataclass(frozen=True)
+class Referrals:
+    """One report's ledger: each agency's state, the retraction mark, the amendments."""
+
+    agencies: Mapping[str, AgencyState] = field(default_factory=dict)
+    retraction: Retract | None = None  # the first retraction's mark; never removed
+    amendments: tuple[str, ...] = ()
+
+    @property
+    def retracted(self) -> bool:
+        return self.retraction is not None
+
+    def _in(self, *states: AgencyState) -> list[str]:
+        return sorted(a for a, s in self.agencies.items() if s in states)
+
+    def _moved(self, event: AgencyEvent, agencies: tuple[str, ...] | None = None) -> "Referrals":
+        states = dict(self.agencies)
+        for agency in self.agencies if agencies is None else agencies:
+            if isinstance(to := move(states.get(agency), event, self.retracted), AgencyState):
+                states[agency] = to
+        return replace(self, agencies=states)
+
+
+def apply(ledger: Referrals, command: Command) -> tuple[Referrals, Effect]:
+    """One ledger step for one report: its next state and what the step answers."""
+    S, E = AgencyState, AgencyEvent
+    match command:
+        case ClaimAgencies(agencies):
+            after = ledger._moved(E.CLAIM, agencies)
+            return after, Claim(after.retracted, after._in(S.REFERRING), after._in(S.CORRECTING))
+        case ConfirmReferrals(agencies):
+            after = ledger._moved(E.CONFIRM_REFERRAL, agencies)
+            owed = [a for a in agencies if after.agencies.get(a) is S.CORRECTING]
+            return after, Confirmed(owed, list(after.amendments))
+        case Retract():
+            first = ledger.retraction is None
+            after = replace(ledger, retraction=command if first else ledger.retraction)
+            after = after._moved(E.RETRACT)
+            return after, Retraction(first, after._in(S.CORRECTING))
+        case ConfirmCorrections(agencies):
+            return ledger._moved(E.CONFIRM_CORRECTION, agencies), None
+        case Amend(amendment):
+            after = replace(ledger, amendments=(*ledger.amendments, amendment))
+            received = [a for a, s in ledger.agencies.items() if s.received_referral]
+            return after, Amended(len(after.amendments), sorted(received))

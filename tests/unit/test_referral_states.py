@@ -1,0 +1,123 @@
+"""The ledger's state machine (shared/referrals.py): the retraction invariant as properties."""
+
+from itertools import pairwise
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.referrals import (
+    AgencyEvent,
+    AgencyState,
+    Amend,
+    Amended,
+    Claim,
+    ClaimAgencies,
+    Command,
+    Confirmed,
+    ConfirmReferrals,
+    Referrals,
+    Refused,
+    Retract,
+    Retraction,
+    apply,
+    move,
+)
+from tests.state_strategies import AGENCIES, ledger_commands
+
+ORDER = list(AgencyState)
+MARK = Retract("2024-01-01T00:00:00+00:00", "esp", "esp-1", "proved wrong")
+runs = st.lists(ledger_commands, max_size=12)
+
+
+def referring(ledger: Referrals) -> set[str]:
+    return {a for a, s in ledger.agencies.items() if s is AgencyState.REFERRING}
+
+
+def states_along(commands: list[Command]) -> list[Referrals]:
+    ledger, seen = Referrals(), [Referrals()]
+    for command in commands:
+        ledger, _ = apply(ledger, command)
+        seen.append(ledger)
+    return seen
+
+
+def test_every_move_is_a_state_or_a_refusal() -> None:
+    for state in [None, *AgencyState]:
+        for event in AgencyEvent:
+            for retracted in (False, True):
+                assert isinstance(move(state, event, retracted), AgencyState | Refused)
+
+
+@given(runs)
+def test_an_agency_enters_the_ledger_only_by_a_referral(commands: list[Command]) -> None:
+    """So a correction is owed only to an agency that got (or was being sent) the referral."""
+    history = states_along(commands)
+    for before, after in pairwise(history):
+        for agency in after.agencies.keys() - before.agencies.keys():
+            assert after.agencies[agency] is AgencyState.REFERRING
+
+
+@given(runs)
+def test_states_only_move_forward_and_corrected_is_final(commands: list[Command]) -> None:
+    history = states_along(commands)
+    for before, after in pairwise(history):
+        for agency, state in before.agencies.items():
+            assert ORDER.index(after.agencies[agency]) >= ORDER.index(state)
+            if state is AgencyState.CORRECTED:
+                assert after.agencies[agency] is AgencyState.CORRECTED
+
+
+@given(runs, runs)
+def test_once_retracted_never_referred_again(before: list[Command], after: list[Command]) -> None:
+    """No agency is claimed after the mark; only those claimed before it are still referred."""
+    ledger, _ = apply(states_along(before)[-1], MARK)
+    marked = ledger
+    for command in [ClaimAgencies(AGENCIES), *after]:
+        ledger, effect = apply(ledger, command)
+        assert ledger.agencies.keys() <= marked.agencies.keys()
+        if isinstance(effect, Claim):
+            assert effect.retracted
+            assert {*effect.to_refer} <= referring(marked)
+
+
+@given(runs)
+def test_every_agency_that_got_the_referral_is_owed_its_correction(commands: list[Command]
+                                                                   ) -> None:
+    ledger, retraction = apply(states_along(commands)[-1], MARK)
+    # The referral service confirms the referrals it was sending.
+    ledger, confirmed = apply(ledger, ConfirmReferrals(tuple(sorted(referring(ledger)))))
+    assert set(ledger.agencies.values()) <= {AgencyState.CORRECTING, AgencyState.CORRECTED}
+    assert isinstance(retraction, Retraction) and isinstance(confirmed, Confirmed)
+    owed = {*retraction.to_correct, *confirmed.owed_correction}
+    assert owed == {a for a, s in ledger.agencies.items() if s is AgencyState.CORRECTING}
+
+
+@given(runs, ledger_commands)
+def test_each_step_but_amend_is_idempotent(commands: list[Command], command: Command) -> None:
+    """Redelivery sends a step again: the second has no further effect."""
+    once, effect = apply(states_along(commands)[-1], command)
+    twice, again = apply(once, command)
+    if isinstance(command, Amend):
+        return
+    assert twice == once
+    if isinstance(effect, Retraction):
+        assert again == Retraction(False, effect.to_correct)
+    else:
+        assert again == effect
+
+
+@given(runs)
+def test_the_first_retraction_mark_stays(commands: list[Command]) -> None:
+    marks = [x.retraction for x in states_along(commands) if x.retracted]
+    assert len(set(marks)) <= 1
+
+
+@given(runs, st.sampled_from(['{"v": 9}']))
+def test_an_amendment_is_owed_to_whoever_received_the_referral(commands: list[Command],
+                                                               change: str) -> None:
+    ledger = states_along(commands)[-1]
+    after, effect = apply(ledger, Amend(change))
+    assert after.agencies == ledger.agencies
+    assert after.amendments == (*ledger.amendments, change)
+    assert effect == Amended(len(after.amendments), sorted(
+        a for a, s in ledger.agencies.items() if s is not AgencyState.REFERRING))
