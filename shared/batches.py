@@ -31,6 +31,7 @@ import asyncio
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -348,6 +349,8 @@ class Publisher:
                 span.set_attribute("report.id", report_id)
                 carrier: dict[str, str] = {}
                 inject(carrier)
+            # FastStream links a batch span only to records that carry a correlation id.
+            carrier["correlation_id"] = str(getattr(body, "event_id", "") or uuid.uuid4())
             headers += [(k, v.encode()) for k, v in carrier.items()]
             sent.append(await producer.send(topic, value, key=key, headers=headers))
             metrics.EVENTS_OUT.labels(self.broker.service, topic).inc()
