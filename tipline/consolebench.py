@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import random
-import resource
 import secrets
 import statistics
 import time
@@ -156,12 +155,12 @@ def ack(rid: str, agency: str, kind: str | None, when: datetime) -> NoticeAcknow
 
 
 def rss_mb() -> tuple[float, float]:
-    """(resident now, peak resident) of this process, in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            now = int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return round(now, 1), round(peak, 1)
+    """(resident now, peak resident) of this process, in MB: both from /proc (getrusage's peak
+    is updated lazily and can read below the current RSS)."""
+    kb = {name: int(value.split()[0]) for name, _, value in (
+        line.partition(":") for line in Path("/proc/self/status").read_text().splitlines())
+        if name in ("VmRSS", "VmHWM")}
+    return round(kb["VmRSS"] / 1024, 1), round(kb["VmHWM"] / 1024, 1)
 
 
 async def run(reports: int, requests: int, seed: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
     )
     assert run.returncode == 0, run.stderr[-3000:]
     for line in ("(a) raw aiokafka relay chain", "FastStream relay chain",
-                 "(b) pipeline, Kafka in -> referral", "HTTP accepted -> referral",
+                 "(b) pipeline, Kafka in -> referral", "HTTP submit -> referral",
                  "retraction -> 50 agencies corrected", "ratio pipeline/raw throughput",
                  "CPU ms a message, pipeline", "peak RSS MB"):
         assert line in run.stdout, run.stdout
