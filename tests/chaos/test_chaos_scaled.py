@@ -83,6 +83,13 @@ class Scaled(Faults):
             await asyncio.sleep(self.rng.uniform(1.0, 2.0))
 
 
+def assignments(stack: Stack) -> dict[str, int]:
+    """How many times each copy was handed partitions (aiokafka logs each new assignment): the
+    rebalances the copies went through, as they saw them."""
+    return {name: (stack.workdir / "logs" / f"{name}.log").read_text()
+            .count("Setting newly assigned partitions") for name in COPIES}
+
+
 @pytest.fixture
 async def scaled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, valkey_cluster: Stack
@@ -114,9 +121,13 @@ async def test_the_oracle_finds_nothing_wrong_with_two_copies_on_a_cluster(
         scaled, stream_of(REPORTS, RATE), settle_timeout=150,
         run_faults=lambda dispatched: scaled.run(until=dispatched,
                                                  budget_s=(REPORTS / RATE) + 30))
+    assigned = assignments(scaled.stack)
     report(result, {**summary(result, scaled.tally), "partitions": PARTITIONS,
-                    "shard_restarts": scaled.tally.shard_restarts}, label="scaled chaos tally")
+                    "shard_restarts": scaled.tally.shard_restarts,
+                    "assignments_seen": sum(assigned.values())}, label="scaled chaos tally")
 
     assert_nothing_wrong(result, scaled, REPORTS)
     assert sum(scaled.tally.kills.values()) >= MIN_KILLS
     assert scaled.tally.shard_restarts >= MIN_SHARD_RESTARTS
+    # Both copies of every service really shared its group's partitions.
+    assert all(assigned.values()), assigned
