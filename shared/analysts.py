@@ -1,6 +1,8 @@
-"""Analyst credentials: role analyst, passwords stored only as salted scrypt hashes in Redis.
+"""Staff credentials: passwords stored only as salted scrypt hashes in Redis, and a role each.
 
-ESP credentials live elsewhere, so they never open the analyst API.
+Roles: `analyst` (the analyst API's changes, the console) and `operator` (read-only: the console
+and case files, never a change). One without a role recorded is an analyst. ESP credentials live
+elsewhere, so they never open the analyst API or the console.
 """
 
 import base64
@@ -12,6 +14,8 @@ from shared.logins import LoginGuard
 from shared.store import Store
 
 ANALYSTS = "tipline:analysts"
+ROLES = "tipline:analyst-roles"
+ROLE_NAMES = ("analyst", "operator")
 _N, _R, _P = 2**14, 8, 1
 
 
@@ -41,10 +45,21 @@ class AnalystDirectory:
         # An unknown analyst is checked against this, so it costs what a known one does.
         self._decoy = hash_secret(os.urandom(16).hex())
 
-    async def add(self, analyst_id: str, password: str) -> None:
+    async def add(self, analyst_id: str, password: str, role: str = "analyst") -> None:
         if not analyst_id or ":" in analyst_id or len(password) < 12:
             raise ValueError("an analyst id without ':' and a password of 12 or more characters")
-        await self._redis.hset(ANALYSTS, analyst_id, hash_secret(password))
+        if role not in ROLE_NAMES:
+            raise ValueError(f"a role is one of {', '.join(ROLE_NAMES)}")
+        async with self._redis.pipeline(transaction=True) as both:
+            both.hset(ANALYSTS, analyst_id, hash_secret(password))
+            both.hset(ROLES, analyst_id, role)
+            await both.execute()
+
+    async def role(self, analyst_id: str) -> str:
+        """`analyst` or `operator` (an analyst added before roles existed is an analyst)."""
+        found = await self._redis.hget(ROLES, analyst_id)
+        role = found.decode() if isinstance(found, bytes) else found
+        return role if role in ROLE_NAMES else "analyst"
 
     async def verify(self, analyst_id: str, password: str, address: str) -> bool:
         """True when the password is right; LoginRefused when this analyst or address failed

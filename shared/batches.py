@@ -31,6 +31,7 @@ import asyncio
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -118,15 +119,31 @@ class Decoder(Generic[M]):
         batch, events = Batch(), []
         for record in msg.raw_message:
             try:
-                if self.seals is not None:
-                    self.seals.check(record.topic, record.key, record.value or b"",
-                                     header(record, SEAL))
-                events.append(self.model.model_validate_json(record.value or b""))
+                events.append(decode(record, self.model, self.seals))
                 batch.records.append(record)
             except UNREADABLE as exc:
                 batch.unreadable.append((record, exc))
         _batch.set(batch)
         return events
+
+
+def decode(record: ConsumerRecord[Any, Any], model: type[M], seals: Seals | None) -> M:
+    """One record into `model`, its seal checked first; raises one of UNREADABLE."""
+    if seals is not None:
+        seals.check(record.topic, record.key, record.value or b"", header(record, SEAL))
+    return model.model_validate_json(record.value or b"")
+
+
+def dead_letter_of(service: str, record: ConsumerRecord[Any, Any],
+                   exc: BaseException) -> DeadLetter:
+    """The dead letter of a record `service` could not handle, with its cause and origin."""
+    key = record.key.decode("utf-8", "replace") if isinstance(record.key, bytes) else None
+    return DeadLetter(
+        service=service, topic=record.topic, partition=record.partition,
+        offset=record.offset, key=key,
+        value=(record.value or b"").decode("utf-8", "replace")[:65536],
+        error=f"{type(exc).__name__}: {exc}"[:4096],
+    )
 
 
 Handler = Callable[[list[M]], Awaitable[None]]
@@ -217,13 +234,8 @@ class Delivery:
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], exc: BaseException) -> None:
         """Out to the dead-letter topic with its cause; retried until it is (or we stop)."""
-        key = record.key.decode("utf-8", "replace") if isinstance(record.key, bytes) else None
-        letter = DeadLetter(
-            service=self.service, topic=record.topic, partition=record.partition,
-            offset=record.offset, key=key,
-            value=(record.value or b"").decode("utf-8", "replace")[:65536],
-            error=f"{type(exc).__name__}: {exc}"[:4096],
-        )
+        letter = dead_letter_of(self.service, record, exc)
+        key = letter.key
         metrics.ERRORS.labels(self.service, record.topic, "poison").inc()
         metrics.DEAD_LETTERS.labels(self.service, record.topic).inc()
         log.error("%s: dead-lettered %s[%s]@%s: %s", self.service, record.topic,
@@ -337,6 +349,8 @@ class Publisher:
                 span.set_attribute("report.id", report_id)
                 carrier: dict[str, str] = {}
                 inject(carrier)
+            # FastStream links a batch span only to records that carry a correlation id.
+            carrier["correlation_id"] = str(getattr(body, "event_id", "") or uuid.uuid4())
             headers += [(k, v.encode()) for k, v in carrier.items()]
             sent.append(await producer.send(topic, value, key=key, headers=headers))
             metrics.EVENTS_OUT.labels(self.broker.service, topic).inc()

@@ -5,10 +5,11 @@ How a service consumes (a fetched batch as one, at least once) is `shared.batche
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 from faststream import BaseMiddleware
@@ -27,8 +28,8 @@ from shared.telemetry import tracer_provider
 from shared.topics import WRITERS
 from shared.topology import topic_config
 
-__all__ = ["TiplineBroker", "consumer_options", "ensure_topics", "kafka_client_options",
-           "kafka_security", "make_broker"]
+__all__ = ["TiplineBroker", "consumer_lag", "consumer_options", "ensure_topics",
+           "kafka_client_options", "kafka_security", "make_broker"]
 
 
 _SASL = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512, "PLAIN": SASLPlaintext}
@@ -171,3 +172,62 @@ async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
         return missing
     finally:
         await admin.close()
+
+
+# Consumer lag is the partition's high-water mark minus the group's committed offset. The
+# high-water mark comes from a fetch (`consumer.highwater`), because the embedded broker's
+# `end_offsets` answers the start of the last batch instead (see the embedded-broker notes).
+async def consumer_lag(settings: Settings, timeout_s: float = 3.0,
+                       skip: frozenset[str] = frozenset()) -> dict[str, dict[str, int]]:
+    """{group: {topic: lag}} for every consumer group with committed offsets, on every topic
+    but `skip` (topics the caller may not read)."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=5000)
+    await admin.start()
+    try:
+        groups = sorted(g[0] for g in await admin.list_consumer_groups())
+        topics = [t for t in await admin.list_topics()
+                  if not t.startswith("__") and t not in skip]
+        probe = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
+        await probe.start()
+        try:
+            await probe.topics()
+            tps = [TopicPartition(t, p) for t in topics
+                   for p in sorted(probe.partitions_for_topic(t) or ())]
+            committed: dict[str, dict[TopicPartition, int]] = {}
+            for group in groups:
+                offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+                committed[group] = {tp: m.offset for tp, m in offsets.items() if m.offset >= 0}
+            used = sorted({tp for c in committed.values() for tp in c})
+            highwater = await _highwaters(probe, used, committed, timeout_s)
+        finally:
+            await probe.stop()
+    finally:
+        await admin.close()
+    lag: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for group, offsets in committed.items():
+        for tp, offset in offsets.items():
+            if tp in highwater:
+                lag[group][tp.topic] += max(highwater[tp] - offset, 0)
+    return {g: dict(t) for g, t in lag.items()}
+
+
+async def _highwaters(
+    probe: AIOKafkaConsumer, tps: list[TopicPartition],
+    committed: dict[str, dict[TopicPartition, int]], timeout_s: float,
+) -> dict[TopicPartition, int]:
+    """A fetch at the lowest committed offset of each partition tells its high-water mark."""
+    if not tps:
+        return {}
+    probe.assign(tps)
+    for tp in tps:
+        probe.seek(tp, min(c[tp] for c in committed.values() if tp in c))
+    out: dict[TopicPartition, int] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while len(out) < len(tps) and loop.time() < deadline:
+        await probe.getmany(timeout_ms=100, max_records=1)
+        for tp in tps:
+            mark = probe.highwater(tp)
+            if mark is not None:
+                out[tp] = mark
+    return out

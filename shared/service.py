@@ -43,6 +43,7 @@ async def serve(app: FastStream, settings: Settings, service: str) -> None:
     checks: dict[str, ops.Check] = {"redis": redis.ping}
     if broker is not None:
         checks["broker"] = lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S)
+    checks.update(getattr(app, "readiness", {}))  # a service's own (the console's read model)
     try:
         async with ops.serving(settings, ops.Ops(service, checks, [broker] if broker else [])):
             await app.run()

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     # Analyst API (served by the supplementation service); 0 = off.
     tipline_analyst_host: str = "127.0.0.1"
     tipline_analyst_port: int = 0
+    # The console (its own service): its HTTP address, and the secret its session cookies are
+    # signed with (required by the console; `tipline up` makes one in its workdir).
+    tipline_console_host: str = "127.0.0.1"
+    tipline_console_port: int = 8082
+    tipline_console_session_secret: SecretStr | None = None
+    tipline_console_session_ttl_s: float = 8 * 3600.0
     # Notice signing: the keys directory (signing-keys.json private, public-keys.json public).
     tipline_keys_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")) / "keys"

@@ -13,6 +13,7 @@ Redis ACL users (one per service, an operator, and a default user that may only 
 
 import hashlib
 import importlib
+import shlex
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,14 +33,15 @@ NOTICE_WRITERS = frozenset({"supplementation", "referral", "retraction"})
 # Services whose consumers are FastStream subscribers (their groups are read from the code).
 SUBSCRIBING = ("validation", "supplementation", "referral", "retraction")
 # The console rebuilds its read model from every retained topic, without a committed group
-# (or its own group, `console`), and must never read the raw acknowledgements.
+# (or its own group, `console`), and must never read the raw acknowledgements; it describes the
+# consumer groups (their committed offsets) to show each service's lag.
 CONSOLE_GROUP = "console"
 
 
 @dataclass(frozen=True, order=True)
 class Acl:
     principal: str
-    operation: Literal["Read", "Write"]
+    operation: Literal["Read", "Write", "Describe"]
     resource: Literal["topic", "group"]
     name: str
     pattern: Literal["literal", "prefixed"] = "literal"
@@ -94,6 +96,8 @@ def console_acls() -> list[Acl]:
         Acl("console", "Read", "topic", topics.AGENCY_PREFIX, "prefixed"),
         Acl("console", "Read", "topic", topics.AGENCY_ACKS, permission="deny"),
         Acl("console", "Read", "group", CONSOLE_GROUP),
+        # The overview's consumer lag per service: the groups' committed offsets (no more).
+        Acl("console", "Describe", "group", "*"),
         *(Acl("console", "Write", "topic", t) for t, writers in topics.WRITERS.items()
           if "console" in writers),
     ]
@@ -131,7 +135,7 @@ def _acl_lines(principal: str, acls: list[Acl]) -> list[str]:
     for permission, operation, pattern in keys:
         chosen = [a for a in acls if (a.permission, a.operation, a.pattern)
                   == (permission, operation, pattern)]
-        resources = " ".join(f"--{a.resource} {a.name}" for a in chosen)
+        resources = " ".join(f"--{a.resource} {shlex.quote(a.name)}" for a in chosen)
         suffix = " --resource-pattern-type prefixed" if pattern == "prefixed" else ""
         lines.append(f"acl --{permission}-principal User:{principal} --operation {operation} "
                      f"{resources}{suffix}")

@@ -3,7 +3,7 @@
     tipline agency ack <agency_id> <report_id> <notice_id> [--keys DIR]
     tipline agency keys <agency_id> --dir DIR   (the agency's own key for signing its responses)
     tipline agency outcome <agency_id> <report_id> <received|investigating|closed|unfounded|note>
-    tipline analyst add <analyst_id>     (password from TIPLINE_ANALYST_PASSWORD or stdin)
+    tipline analyst add <analyst_id> [--role operator]  (password: env or stdin)
     tipline keys rotate [--overlap-hours 168]
 (`tipline agency tail <agency_id> [--manual-ack]` lives in tipline/cli.py.)
 """
@@ -54,13 +54,14 @@ def cmd_agency_outcome(args: argparse.Namespace) -> int:
                     lambda c: c.outcome(args.report_id, args.outcome, args.text))
 
 
-async def _add_analyst(settings: Settings, analyst_id: str, password: str) -> None:
+async def _add_analyst(settings: Settings, analyst_id: str, password: str,
+                       role: str = "analyst") -> None:
     from shared.analysts import AnalystDirectory
     from shared.store import connect
 
     redis = connect(settings)
     try:
-        await AnalystDirectory(redis).add(analyst_id, password)
+        await AnalystDirectory(redis).add(analyst_id, password, role)
     finally:
         await redis.aclose()
 
@@ -71,11 +72,11 @@ def cmd_analyst_add(args: argparse.Namespace) -> int:
         from tipline.status import tool_settings  # REDIS_URL, or `tipline up`'s Valkey
 
         workdir = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
-        asyncio.run(_add_analyst(tool_settings(workdir), args.analyst_id, password))
+        asyncio.run(_add_analyst(tool_settings(workdir), args.analyst_id, password, args.role))
     except ValueError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
-    print(f"analyst {args.analyst_id} added")
+    print(f"{args.role} {args.analyst_id} added")
     return 0
 
 
@@ -179,6 +180,8 @@ def add_commands(sub: Any) -> None:
     analyst_sub = analyst.add_subparsers(dest="analyst_command", required=True)
     add = analyst_sub.add_parser("add", help="add an analyst (password: env or stdin)")
     add.add_argument("analyst_id")
+    add.add_argument("--role", choices=("analyst", "operator"), default="analyst",
+                     help="operator: reads the console and case files, changes nothing")
     add.set_defaults(func=cmd_analyst_add)
 
     keys = sub.add_parser("keys", help="notice-signing keys")

@@ -42,6 +42,7 @@ from tipline.esps import dev_logins
 from tipline.replay import Replay, percentiles
 from tipline.stack import (
     CONSUMERS,
+    PIPELINE,
     SERVICES,
     Child,
     Stack,
@@ -500,7 +501,7 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         results["framework"] = await _stage_chain(settings, stack, plan, run, "fsrelay",
                                                   latency=False)
         say(f"    {results['framework']['throughput_per_s']}/s; (b) starting the pipeline ...")
-        await asyncio.to_thread(start_services, stack)
+        await asyncio.to_thread(start_services, stack, PIPELINE)
         profilers = _start_profilers(stack, workdir) if profile else []
         results["pipeline"] = await _stage_pipeline(settings, stack, plan, run, plan.copies)
         for p in profilers:

@@ -28,6 +28,8 @@ def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa:
     print(f"intake  {stack.http}/v1/reports  (the JSON ESP API, the same ESP logins)")
     if getattr(stack, "analyst", ""):
         print(f"analyst {stack.analyst}/v1/analyst  (HTTP Basic, role analyst)")
+    if getattr(stack, "console", ""):
+        print(f"console {stack.console}/  (the web console: analyst or operator login)")
     for child in stack.children:
         ops = f"  ops {child.ops}" if child.ops else ""
         print(f"  {child.name:<16} pid {child.process.pid:<8} log {child.log}{ops}")
@@ -51,7 +53,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = stack.settings()
         if stack.own_valkey:  # development logins on the stack's own Valkey only, never on a
             # Redis it was given (REDIS_URL)
-            print(f"analyst login: {dev_analyst(settings, WORKDIR)}")
+            login = dev_analyst(settings, WORKDIR)
+            print(f"analyst login: {login}")
+            print(f"console login: {login}, at {stack.console}/login")
             from tipline.demo import ESP
             from tipline.esps import LOGINS_FILE, dev_logins
 
@@ -60,7 +64,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                   "tipline esp add NAME for more)")
         else:
             print("analyst login: none made (REDIS_URL is yours); add one with "
-                  "`TIPLINE_ANALYST_PASSWORD=... tipline analyst add ANALYST_ID`")
+                  "`TIPLINE_ANALYST_PASSWORD=... tipline analyst add ANALYST_ID [--role "
+                  "operator]`; it opens the console too")
         from tipline.status import save_state  # for `tipline status`
 
         save_state(WORKDIR, stack)
@@ -87,7 +92,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings = stack.settings()
         login = asyncio.run(dev_logins(settings, [demo.ESP], WORKDIR))
         return demo.main(settings, stack.http, (demo.ESP, login[demo.ESP]), args.reports,
-                         args.seed, workdir=WORKDIR, console=stack.console or None)
+                         args.seed, workdir=WORKDIR, console=stack.console or None,
+                         lasting=False)
 
 
 def _demo_against(args: argparse.Namespace) -> int:
@@ -192,6 +198,10 @@ def parser() -> argparse.ArgumentParser:
     from tipline.rewind import add_commands as add_rewind_commands  # rewind GROUP TOPIC
 
     add_rewind_commands(sub)
+
+    from tipline.consolebench import add_commands as add_console_commands  # console-bench
+
+    add_console_commands(sub)
 
     from tipline.credentials import add_commands as add_deploy_commands  # deploy secrets
 

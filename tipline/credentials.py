@@ -1,9 +1,10 @@
 """`tipline deploy secrets [--out DIR]`: every credential a deployment needs, made once.
 
 Random passwords for each Kafka principal (each service, each agency in the routing file, the
-`admin` super user) and each Redis ACL user (each service and `operator`) are kept in
-DIR/passwords.json (mode 0600); running it again adds what is missing (a new agency) and changes
-nothing else, and `--rotate NAME` makes a new password for one principal. From them it writes:
+`admin` super user) and each Redis ACL user (each service and `operator`), and the console's
+session-signing secret, are kept in DIR/passwords.json (mode 0600); running it again adds what
+is missing (a new agency) and changes nothing else, and `--rotate NAME` makes a new password for
+one principal (`--rotate console-session` signs every console user out). From them it writes:
 
 - DIR/compose/*.env: one env file per container that needs a secret (docker-compose.yml names
   them): each service's Kafka user and Redis user, the broker's JAAS settings, the `kafka-access`
@@ -43,6 +44,7 @@ from tipline.access import (
 
 PLACEHOLDER = "REPLACE_ME"
 PASSWORDS_FILE = "passwords.json"
+CONSOLE_SESSION = "console-session"  # TIPLINE_CONSOLE_SESSION_SECRET, in the console's files
 PLAIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
 SCRAM = "org.apache.kafka.common.security.scram.ScramLoginModule"
 
@@ -54,12 +56,15 @@ def kafka_principals(agency_ids: Iterable[str]) -> list[str]:
 def ensure_passwords(
     directory: Path, agency_ids: Iterable[str], rotate: Iterable[str] = (),
 ) -> dict[str, dict[str, str]]:
-    """{"kafka": {principal: password}, "redis": {user: password}}, kept in the directory."""
+    """{"kafka": {principal: password}, "redis": {user: password}, "secrets": {name: value}},
+    kept in the directory."""
     path = directory / PASSWORDS_FILE
     data: dict[str, dict[str, str]] = (json.loads(path.read_text()) if path.exists()
                                        else {"kafka": {}, "redis": {}})
+    data.setdefault("secrets", {})  # a file from before the console
     rotate = set(rotate)
-    wanted = {"kafka": kafka_principals(agency_ids), "redis": list(REDIS_RULES)}
+    wanted = {"kafka": kafka_principals(agency_ids), "redis": list(REDIS_RULES),
+              "secrets": [CONSOLE_SESSION]}
     unknown = rotate - {n for names in wanted.values() for n in names}
     if unknown:
         raise ValueError(f"no such principal or user: {', '.join(sorted(unknown))}")
@@ -125,7 +130,8 @@ def compose_files(passwords: Mapping[str, Mapping[str, str]],
     for service in topics.SERVICES:
         files[f"compose/{service}.env"] = _env(
             f"{service}: its Kafka principal and Redis user.",
-            _credentials(service, kafka[service], redis[service]))
+            _credentials(service, kafka[service], redis[service])
+            | _own_secrets(service, passwords["secrets"][CONSOLE_SESSION]))
     for agency_id in agency_ids:
         principal = agency_principal(agency_id)
         files[f"agencies/{agency_id}.env"] = _env(
@@ -133,6 +139,11 @@ def compose_files(passwords: Mapping[str, Mapping[str, str]],
             f"group agency-{agency_id}, writes tipline.agency.acks; nothing else).",
             _credentials(principal, kafka[principal], None))
     return files
+
+
+def _own_secrets(service: str, session: str) -> dict[str, str]:
+    """What a service holds besides its logins: the console signs its sessions."""
+    return {"TIPLINE_CONSOLE_SESSION_SECRET": session} if service == "console" else {}
 
 
 def _secret(name: str, data: Mapping[str, str], comment: str = "") -> dict[str, Any]:
@@ -156,11 +167,14 @@ def k8s_secrets(
     def redis(user: str) -> str:
         return passwords["redis"][user] if passwords else PLACEHOLDER
 
+    session = passwords["secrets"][CONSOLE_SESSION] if passwords else PLACEHOLDER
+
     def key_file(name: str, placeholder: str) -> str:
         return (keys_dir / name).read_text() if keys_dir else placeholder
 
     docs = [
-        *(_secret(f"tipline-{s}-credentials", _credentials(s, kafka(s), redis(s)),
+        *(_secret(f"tipline-{s}-credentials",
+                  _credentials(s, kafka(s), redis(s)) | _own_secrets(s, session),
                   f"{s}: its Kafka principal (SCRAM) and Redis ACL user." if i == 0 else "")
           for i, s in enumerate(topics.SERVICES)),
         _secret("tipline-admin-credentials", _credentials(ADMIN, kafka(ADMIN), None),
@@ -273,6 +287,6 @@ def add_commands(sub: Any) -> None:
     make.add_argument("--routing", help="the routing file naming the agencies "
                       "(default deploy/config/routing.yaml)")
     make.add_argument("--rotate", nargs="*", default=[], metavar="NAME",
-                      help="make new passwords for these principals (then re-run the access "
-                      "one-shot and restart them)")
+                      help="make new passwords for these principals, or `console-session` "
+                      "(then re-run the access one-shot and restart them)")
     make.set_defaults(func=cmd_secrets)

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -178,10 +179,16 @@ def _tally(expected: Expected, received: list[AgencyNotice], agencies: list[str]
 
 
 def main(settings: Settings, base_url: str, login: tuple[str, str], reports: int, seed: int,
-         workdir: Path | None = None, console: str | None = None) -> int:
+         workdir: Path | None = None, console: str | None = None, lasting: bool = True) -> int:
+    """`lasting`: the stack (and its console) stays up after the demo (`tipline up`)."""
     result = asyncio.run(run_demo(settings, base_url, login, workdir=workdir, reports=reports,
                                   seed=seed))
-    if console:
-        print(f"\nsee them in the console: {console}/search?esp={login[0]}")
+    link = f"{console}/search?{urlencode({'esp': login[0]})}" if console else ""
+    if link and lasting:
+        print(f"\nsee them in the console: {link}")
+    elif link:
+        print(f"\nthe console served this demo at {console}/ and stops with it; to browse the "
+              "reports, run `tipline up`, then `tipline demo --url <its intake URL>`: it ends "
+              "with their console link")
     print(json.dumps(result))
     return 0 if result["matches"] and result["corrections_expected"] > 0 else 1

@@ -1,4 +1,4 @@
-"""The embedded stack: a Kafka-protocol broker, Valkey and the five services, as child processes.
+"""The embedded stack: a Kafka-protocol broker, Valkey and the six services, as child processes.
 
 Where KAFKA_BOOTSTRAP_SERVERS or REDIS_URL is set, that real server is used instead. Every child
 is started with a parent-death signal and in its own session, so neither Ctrl-C nor a killed
@@ -29,11 +29,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from shared.settings import Settings
 
-SERVICES = ("validation", "supplementation", "referral", "retraction", "intake")
+SERVICES = ("validation", "supplementation", "referral", "retraction", "intake", "console")
+# The pipeline alone, without the console that watches it (the bench and the chaos test).
+PIPELINE = tuple(s for s in SERVICES if s != "console")
 SERVERS = ("broker", "valkey")  # the children the services use (and valkey-<n>): stopped last
 # The services that only consume: they scale out by copies in one consumer group each.
 CONSUMERS = ("validation", "supplementation", "referral", "retraction")
 VALKEY_PASSWORD_FILE = "valkey-password"
+CONSOLE_SECRET_FILE = "console-session-secret"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -295,6 +298,11 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
     if analyst:
         env.update(TIPLINE_ANALYST_HOST=analyst.hostname or "127.0.0.1",
                    TIPLINE_ANALYST_PORT=str(analyst.port))
+    console = urlparse(stack.console) if stack.console else None
+    if "console" in services:
+        env.update(TIPLINE_CONSOLE_HOST=(console.hostname if console else None) or "127.0.0.1",
+                   TIPLINE_CONSOLE_PORT=str(console.port if console else 0),
+                   TIPLINE_CONSOLE_SESSION_SECRET=console_secret(stack.workdir))
     if copy > 1:
         if set(services) - set(CONSUMERS):
             raise ValueError(f"only {', '.join(CONSUMERS)} run in copies")
@@ -310,6 +318,22 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
         wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=30)
     if analyst and "supplementation" in services and copy == 1:
         wait_for_port(analyst.hostname or "127.0.0.1", analyst.port or 80, timeout=30)
+    if console and "console" in services:
+        wait_for_port(console.hostname or "127.0.0.1", console.port or 80, timeout=30)
+
+
+def console_secret(workdir: Path) -> str:
+    """TIPLINE_CONSOLE_SESSION_SECRET, or one made once in the workdir (mode 0600)."""
+    given = os.environ.get("TIPLINE_CONSOLE_SESSION_SECRET")
+    if given:
+        return given
+    path = workdir / CONSOLE_SECRET_FILE
+    if not path.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
 
 
 def signing_keys(stack: Stack) -> Path:
@@ -350,6 +374,7 @@ def create_topics(stack: Stack) -> None:
 @contextmanager
 def running(
     workdir: Path, http_port: int | None = None, analyst_port: int | None = None,
+    console_port: int | None = None,
     redis_shards: int = 1,
 ) -> Iterator[Stack]:
     """The whole system, up until the block ends; its own Valkey a cluster of `redis_shards`
@@ -362,6 +387,7 @@ def running(
         http=f"http://127.0.0.1:{http_port or free_port()}",
         workdir=workdir,
         analyst=f"http://127.0.0.1:{analyst_port or free_port()}",
+        console=f"http://127.0.0.1:{console_port or free_port()}",
         redis_cluster=TypeAdapter(bool).validate_python(os.environ.get("REDIS_CLUSTER", False)),
     )
     try:
@@ -375,7 +401,7 @@ def running(
 
 @contextmanager
 def services_on(kafka: str, redis: str, workdir: Path) -> Iterator[Stack]:
-    """The five services on servers already running (and topics made), until the block ends."""
+    """The six services on servers already running (and topics made), until the block ends."""
     stack = Stack(kafka=kafka, redis=redis, http=f"http://127.0.0.1:{free_port()}",
                   workdir=workdir)
     try:

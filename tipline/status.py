@@ -1,23 +1,16 @@
-"""`tipline status`: the stack at a glance. Processes, their health, consumer lag per group.
-
-Lag is the partition's high-water mark minus the group's committed offset. The high-water mark
-comes from a fetch (`consumer.highwater`), because the embedded broker's `end_offsets` answers
-the start of the last batch instead (see the embedded-broker notes).
-"""
+"""`tipline status`: the stack at a glance. Processes, their health, consumer lag per group
+(`shared.kafka.consumer_lag`, which the console shows too)."""
 
 import asyncio
 import json
 import os
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
-from shared.kafka import kafka_client_options
+from shared.kafka import consumer_lag
 from shared.settings import Settings
 
 STATE_FILE = "stack.json"  # written by `tipline up`
@@ -59,7 +52,7 @@ def tool_settings(workdir: Path) -> Settings:
             given["redis_password"] = SecretStr(password)
     if "redis_url" in given:
         given["redis_cluster"] = bool(state.get("redis_cluster"))
-    return Settings().model_copy(update=given)
+    return Settings(**given)  # validated: the routing file becomes a Path
 
 
 def alive(pid: int) -> bool:
@@ -91,59 +84,6 @@ async def health(ops: str | None) -> dict[str, Any]:
         return {"ready": bool(body.get("ready")), "checks": body.get("checks", {})}
     except (httpx.HTTPError, ValueError) as exc:
         return {"ready": False, "checks": {"ops": f"unreachable: {type(exc).__name__}"}}
-
-
-async def consumer_lag(settings: Settings, timeout_s: float = 3.0) -> dict[str, dict[str, int]]:
-    """{group: {topic: lag}} for every consumer group with committed offsets."""
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=5000)
-    await admin.start()
-    try:
-        groups = sorted(g[0] for g in await admin.list_consumer_groups())
-        topics = [t for t in await admin.list_topics() if not t.startswith("__")]
-        probe = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
-        await probe.start()
-        try:
-            await probe.topics()
-            tps = [TopicPartition(t, p) for t in topics
-                   for p in sorted(probe.partitions_for_topic(t) or ())]
-            committed: dict[str, dict[TopicPartition, int]] = {}
-            for group in groups:
-                offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
-                committed[group] = {tp: m.offset for tp, m in offsets.items() if m.offset >= 0}
-            used = sorted({tp for c in committed.values() for tp in c})
-            highwater = await _highwaters(probe, used, committed, timeout_s)
-        finally:
-            await probe.stop()
-    finally:
-        await admin.close()
-    lag: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for group, offsets in committed.items():
-        for tp, offset in offsets.items():
-            if tp in highwater:
-                lag[group][tp.topic] += max(highwater[tp] - offset, 0)
-    return {g: dict(t) for g, t in lag.items()}
-
-
-async def _highwaters(
-    probe: AIOKafkaConsumer, tps: list[TopicPartition],
-    committed: dict[str, dict[TopicPartition, int]], timeout_s: float,
-) -> dict[TopicPartition, int]:
-    """A fetch at the lowest committed offset of each partition tells its high-water mark."""
-    if not tps:
-        return {}
-    probe.assign(tps)
-    for tp in tps:
-        probe.seek(tp, min(c[tp] for c in committed.values() if tp in c))
-    out: dict[TopicPartition, int] = {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while len(out) < len(tps) and loop.time() < deadline:
-        await probe.getmany(timeout_ms=100, max_records=1)
-        for tp in tps:
-            mark = probe.highwater(tp)
-            if mark is not None:
-                out[tp] = mark
-    return out
 
 
 async def gather(workdir: Path, kafka: str | None) -> dict[str, Any]:

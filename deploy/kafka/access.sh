@@ -71,6 +71,7 @@ acl --deny-principal User:retraction --operation Write --topic tipline.agency.ac
 
 # console
 user console "${TIPLINE_PASSWORD_CONSOLE:?}"
+acl --allow-principal User:console --operation Describe --group '*'
 acl --allow-principal User:console --operation Read --group console --topic tipline.deadletter --topic tipline.notices.acknowledged --topic tipline.notices.escalated --topic tipline.notices.resent --topic tipline.reports.drafts --topic tipline.reports.outcomes --topic tipline.reports.referred --topic tipline.reports.rejected --topic tipline.reports.retracted --topic tipline.reports.submitted --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.reports.validated --topic tipline.retractions.requested
 acl --allow-principal User:console --operation Read --topic tipline.agency. --resource-pattern-type prefixed
 acl --allow-principal User:console --operation Write --topic tipline.deadletter

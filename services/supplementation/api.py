@@ -1,4 +1,5 @@
-"""The analyst API: supplements, holds, amendments and retractions, for role analyst only.
+"""The analyst API: supplements, holds, amendments and retractions, for role analyst only
+(role operator may read case files).
 
 HTTP Basic against the analyst directory (salted scrypt hashes); ESP credentials live elsewhere
 and never open it. Every change carries its provenance: analyst, time, source, verified or not.
@@ -71,7 +72,17 @@ async def analyst(
     return credentials.username
 
 
-AnalystId = Annotated[str, Depends(analyst)]
+ReaderId = Annotated[str, Depends(analyst)]  # any role: analysts and operators read
+
+
+async def writer(analyst_id: ReaderId, svc: Svc) -> str:
+    """An analyst who may change reports: operators (read-only) are refused."""
+    if await svc.directory.role(analyst_id) != "analyst":
+        raise HTTPException(403, "operators may read case files, not change them")
+    return analyst_id
+
+
+AnalystId = Annotated[str, Depends(writer)]
 
 
 class Hold(BaseModel):
@@ -135,7 +146,7 @@ async def _after_release(
 
 
 @router.get("/reports/{report_id}")
-async def read_case(report_id: str, svc: Svc, _: AnalystId) -> Any:
+async def read_case(report_id: str, svc: Svc, _: ReaderId) -> Any:
     case = await _case(svc, report_id)
     return {
         "report_id": report_id,

@@ -39,6 +39,7 @@ from tests.chaos.harness import (
 )
 from tipline.stack import (
     CONSUMERS,
+    PIPELINE,
     Child,
     Stack,
     create_topics,
@@ -144,7 +145,7 @@ async def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         wait_for_port("127.0.0.1", valkey_port)
         start_servers(stack)  # the broker only: REDIS_URL is set
         await asyncio.to_thread(create_topics, stack)
-        await asyncio.to_thread(start_services, stack)
+        await asyncio.to_thread(start_services, stack, PIPELINE)
         settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=redis_url)
         yield Chaos(stack, settings, random.Random(6), valkey_port=valkey_port,
                     valkey_dir=valkey_dir)

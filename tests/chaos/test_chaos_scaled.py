@@ -31,6 +31,7 @@ from tests.chaos.harness import (
 )
 from tipline.stack import (
     CONSUMERS,
+    PIPELINE,
     Stack,
     create_topics,
     free_port,
@@ -104,7 +105,7 @@ async def scaled(
     try:
         start_servers(stack)
         await asyncio.to_thread(create_topics, stack)
-        await asyncio.to_thread(start_services, stack)
+        await asyncio.to_thread(start_services, stack, PIPELINE)  # no console
         await asyncio.to_thread(start_services, stack, CONSUMERS, 2)
         yield Scaled(stack, stack.settings(), random.Random(8), cluster=valkey_cluster)
     finally:

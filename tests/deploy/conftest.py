@@ -6,7 +6,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-SERVICES = ("intake", "validation", "supplementation", "referral", "retraction")
+SERVICES = ("intake", "validation", "supplementation", "referral", "retraction", "console")
 # Services that sign agency notices and so need the signing keys.
 SIGNERS = {"supplementation", "referral", "retraction"}
 

@@ -61,7 +61,10 @@ def test_every_service_has_probes_resources_and_runs_as_non_root() -> None:
         # Every service seals what it writes; only the signers hold the notice-signing key.
         keys = next(v for v in pod["volumes"] if v["name"] == mounts["/var/lib/tipline/keys"])
         assert "tipline-seal-keys" in secrets_of(keys), name
-        assert ("tipline-signing-keys" in secrets_of(keys)) == (name in SIGNERS), name
+        if name == "console":  # it verifies notices: the public keys only
+            assert signing_items(keys) == ["public-keys.json"]
+        else:
+            assert ("tipline-signing-keys" in secrets_of(keys)) == (name in SIGNERS), name
         # Longer than the broker's graceful timeout, so the message in hand is committed.
         assert pod["terminationGracePeriodSeconds"] > 30
 
@@ -72,6 +75,15 @@ def secrets_of(volume: dict[str, Any]) -> set[str]:
         return {volume["secret"]["secretName"]}
     return {source["secret"]["name"] for source in volume.get("projected", {}).get("sources", [])
             if "secret" in source}
+
+
+def signing_items(volume: dict[str, Any]) -> list[str] | None:
+    """The files a projected volume takes from the signing-keys Secret (None: all of them)."""
+    for source in volume.get("projected", {}).get("sources", []):
+        if source.get("secret", {}).get("name") == "tipline-signing-keys":
+            items = source["secret"].get("items")
+            return None if items is None else [i["key"] for i in items]
+    return []
 
 
 def test_configuration_names_settings_that_exist() -> None:

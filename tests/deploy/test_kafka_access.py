@@ -142,6 +142,8 @@ def test_nobody_but_the_pipeline_and_the_agencies_gets_anything(
     console = grants["console"]
     assert ("deny", "Read", "topic", topics.AGENCY_ACKS, "literal") in console
     assert allowed(console, "Write", "topic") == {topics.DEAD_LETTERS}
+    assert allowed(console, "Describe", "group") == {"*"}  # lag: committed offsets only
+    assert not allowed(console, "Write", "group")
 
 
 def test_the_script_runs_and_calls_kafkas_tools_as_intended(tmp_path: Path) -> None:

@@ -11,10 +11,8 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from fastapi import FastAPI
 
-from services.intake.esps import EspRegistry
 from services.intake.main import create_app
 from shared.settings import Settings
-from shared.store import connect
 from tests.ispws_support import code, field, file_details, random_file, report_xml
 
 XML = {"content-type": "text/xml; charset=utf-8"}
@@ -41,25 +39,6 @@ async def _running(settings: Settings) -> AsyncIterator[FastAPI]:
 async def app(ispws_settings: Settings) -> AsyncIterator[FastAPI]:
     async for running in _running(ispws_settings):
         yield running
-
-
-@pytest.fixture(scope="module")
-async def esps(settings: Settings) -> dict[str, tuple[str, str]]:
-    redis = connect(settings)
-    registry = EspRegistry(redis)
-    out = {}
-    for who in ("a", "b"):
-        name = f"esp-{who}-{uuid.uuid4().hex[:8]}"
-        out[who] = (name, await registry.add(name))
-    await redis.aclose()
-    return out
-
-
-@pytest.fixture
-async def http(app: FastAPI, esps: dict[str, tuple[str, str]]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://intake",
-                                 auth=esps["a"]) as client:
-        yield client
 
 
 async def open_report(http: httpx.AsyncClient, **kwargs: object) -> str:

@@ -11,11 +11,9 @@ import pytest
 from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisUnavailable
 
-from services.intake.esps import EspRegistry
 from services.intake.main import create_app
 from services.intake.reporting import Reporting
 from shared.settings import Settings
-from shared.store import connect
 
 REPORT = {"incident_type": "Child Sex Tourism", "reporter_email": "safety@esp.example",
           "location": {"country": "GB"}, "additional_info": "synthetic"}
@@ -28,25 +26,6 @@ async def app(settings: Settings, tmp_path_factory: pytest.TempPathFactory
         "tipline_files_dir": tmp_path_factory.mktemp("files")}))
     async with running.router.lifespan_context(running):
         yield running
-
-
-@pytest.fixture(scope="module")
-async def esps(settings: Settings) -> dict[str, tuple[str, str]]:
-    redis = connect(settings)
-    registry = EspRegistry(redis)
-    out = {}
-    for who in ("a", "b"):
-        name = f"esp-{who}-{uuid.uuid4().hex[:8]}"
-        out[who] = (name, await registry.add(name))
-    await redis.aclose()
-    return out
-
-
-@pytest.fixture
-async def http(app: FastAPI, esps: dict[str, tuple[str, str]]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://intake",
-                                 auth=esps["a"]) as client:
-        yield client
 
 
 def key() -> dict[str, str]:

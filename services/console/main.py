@@ -1,0 +1,85 @@
+"""Console service wiring: the read model, the follower that fills it from the topics, the lag
+poller and the HTTP app, in one process and one event loop."""
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+import uvicorn
+from faststream import FastStream
+
+from services.console.follow import Follower, Reader, follow_lag
+from services.console.model import ReadModel
+from services.console.sessions import MIN_SECRET_LENGTH
+from services.console.web import Console, create_api
+from shared import topics
+from shared.agencies import AgencyRegistry
+from shared.analysts import AnalystDirectory
+from shared.contracts import DeadLetter
+from shared.kafka import make_broker
+from shared.logins import Limits, LoginGuard
+from shared.ops import count_requests
+from shared.settings import Settings
+from shared.signing import PUBLIC_FILE, Verifier
+from shared.store import connect
+
+
+class _Server(uvicorn.Server):
+    def capture_signals(self) -> contextlib.nullcontext[None]:  # type: ignore[override]
+        return contextlib.nullcontext()  # FastStream owns SIGTERM/SIGINT in this process
+
+
+def session_secret(settings: Settings) -> bytes:
+    secret = settings.tipline_console_session_secret
+    value = secret.get_secret_value() if secret else ""
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(f"TIPLINE_CONSOLE_SESSION_SECRET: {MIN_SECRET_LENGTH} or more "
+                         "characters are needed to sign console sessions (`tipline deploy "
+                         "secrets` makes one; `tipline up` makes one in its workdir)")
+    return value.encode()
+
+
+def create_app(settings: Settings) -> FastStream:
+    secret = session_secret(settings)
+    broker = make_broker(settings, "console")  # it only publishes dead letters
+    redis = connect(settings)  # the analyst directory only, read-only
+    model = ReadModel(ack_timeout_s=settings.tipline_ack_timeout_s)
+    registry = AgencyRegistry(settings.tipline_routing_file)
+    reader = Reader(broker.seals, Verifier(settings.tipline_keys_dir / PUBLIC_FILE))
+
+    async def dead_letter(letter: DeadLetter) -> None:
+        await broker.publish(letter, topics.DEAD_LETTERS,
+                             key=letter.key.encode() if letter.key else None)
+
+    follower = Follower(settings, model, reader, registry, dead_letter)
+    api = create_api(Console(
+        model, registry, AnalystDirectory(redis, LoginGuard(Limits.of(settings))), secret,
+        settings.tipline_console_session_ttl_s))
+    count_requests(api, "console")
+    server = _Server(uvicorn.Config(api, host=settings.tipline_console_host,
+                                    port=settings.tipline_console_port, log_level="warning"))
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        jobs: list[Coroutine[Any, Any, None]] = [follower.run(), follow_lag(settings, model)]
+        if settings.tipline_console_port:
+            jobs.append(server.serve())
+        tasks.extend(asyncio.create_task(job) for job in jobs)
+
+    async def stop() -> None:
+        server.should_exit = True  # then cut off whatever still holds it after 5 s
+        for task in tasks[:2]:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 5)
+        await redis.aclose()
+
+    async def rebuilt() -> bool:
+        return model.caught_up
+
+    app = FastStream(broker, after_startup=[start], on_shutdown=[stop])
+    app.console_api = api  # type: ignore[attr-defined]  # for in-process tests
+    app.readiness = {"read model": rebuilt}  # type: ignore[attr-defined]  # shared.service
+    return app
