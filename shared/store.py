@@ -7,13 +7,14 @@ alone. No command or script spans two reports and no pipeline is a transaction, 
 runs on a cluster, whose client splits a pipeline by node.
 """
 
+import asyncio
 import ssl
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ClusterError,
@@ -34,6 +35,26 @@ Pipe = Pipeline | ClusterPipeline
 REDIS_UNAVAILABLE = (
     ConnectionError, TimeoutError, ClusterError, TryAgainError, SlotNotCoveredError,
 )
+
+
+async def _disconnect_free_connections(self: ClusterNode) -> None:
+    """redis-py's ClusterNode.disconnect_free_connections (after a ConnectionError on a node)
+    disconnects a snapshot of the node's free connections while leaving them free, so another
+    task may take one and be connecting it when the disconnect lands: `'NoneType' object has no
+    attribute 'writelines'`, or a ConnectionError that starts the same again. Under load, after
+    a shard restart, that fed itself for over a minute (tests/chaos/test_chaos_scaled.py). Here
+    the connections are taken out of the free queue while they are disconnected, then put back
+    (they connect again on their next use); a task wanting one meanwhile gets a new one."""
+    taken = []
+    while self._free:
+        taken.append(self._free.popleft())
+    try:
+        await asyncio.gather(*(c.disconnect() for c in taken), return_exceptions=True)
+    finally:
+        self._free.extend(taken)
+
+
+ClusterNode.disconnect_free_connections = _disconnect_free_connections  # type: ignore[method-assign]
 
 
 def connect(settings: Settings) -> Store:

@@ -17,11 +17,9 @@ import json
 import os
 import random
 import signal
-import sys
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +27,23 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared import topics
-from shared.analysts import AnalystDirectory
 from shared.settings import Settings
-from shared.store import connect
-from tipline.esps import dev_logins
-from tipline.generate import Mix, events
-from tipline.replay import Replay, render
+from tests.chaos.harness import (
+    Faults,
+    assert_nothing_wrong,
+    chaos_env,
+    replay_with,
+    report,
+    stream_of,
+    summary,
+)
 from tipline.stack import (
+    CONSUMERS,
     PIPELINE,
     Child,
     Stack,
     create_topics,
     free_port,
-    routing,
     start_servers,
     start_services,
     valkey_binary,
@@ -52,62 +54,19 @@ LONG = os.environ.get("TIPLINE_CHAOS_LONG") == "1"
 REPORTS = 1200 if LONG else 160
 RATE = 15.0 if LONG else 12.0
 MIN_KILLS = 12 if LONG else 3
-KILLABLE = ("validation", "supplementation", "referral", "retraction")
+KILLABLE = CONSUMERS
 CONSUMED = (topics.REPORTS_SUBMITTED, topics.REPORTS_VALIDATED, topics.REPORTS_SUPPLEMENTED,
             topics.RETRACTIONS_REQUESTED)
 POISON_AGENCY = "icac-ca"
-ABANDON_AFTER_S = "4"  # intake abandons an unfinished report this soon (24 h by default)
-ANALYST = ("chaos-analyst", "synthetic-analyst-password")
 
 
 @dataclass
-class Tally:
-    kills: Counter[str] = field(default_factory=Counter)
-    redis_outages: int = 0
-    rebalances: int = 0
-    poison: list[tuple[str, str]] = field(default_factory=list)  # (topic, marker)
-    poison_to_agency: int = 0
-
-
-@dataclass
-class Chaos:
-    stack: Stack
-    settings: Settings
-    valkey_port: int
-    valkey_dir: Path
-    rng: random.Random
-    tally: Tally = field(default_factory=Tally)
-
-    def service_env(self, name: str, copy: bool = False) -> dict[str, str]:
-        analyst = self.stack.analyst.rsplit(":", 1)[1]
-        return {**self.stack.env(), "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": "0",
-                "TIPLINE_KEYS_DIR": str(self.stack.workdir / "keys"),
-                "TIPLINE_ROUTING_FILE": str(routing(self.stack)),
-                # A second copy serves no analyst API: the port is the first one's.
-                "TIPLINE_ANALYST_PORT": "0" if copy else analyst,
-                "TIPLINE_RETRY_BACKOFF_S": "0.2"}
-
-    def spawn_service(self, name: str, as_name: str | None = None) -> Child:
-        return self.stack.spawn(as_name or name, [sys.executable, "-m", f"services.{name}"],
-                                env=self.service_env(name, copy=as_name is not None))
-
-    def find(self, name: str) -> Child:
-        return next(c for c in self.stack.children if c.name == name)
-
-    async def kill_and_restart(self, name: str) -> None:
-        child = self.find(name)
-        child.process.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(child.process.wait)
-        self.stack.children.remove(child)
-        self.tally.kills[name] += 1
-        await asyncio.sleep(self.rng.uniform(0.2, 1.0))
-        self.spawn_service(name)
+class Chaos(Faults):
+    valkey_port: int = 0
+    valkey_dir: Path = Path()
 
     async def redis_outage(self, seconds: float) -> None:
-        valkey = self.find("valkey")
-        valkey.process.send_signal(signal.SIGTERM)  # AOF is fsynced on every write
-        await asyncio.to_thread(valkey.process.wait)
-        self.stack.children.remove(valkey)
+        await self.kill(self.find("valkey"), signal.SIGTERM)  # AOF is fsynced on every write
         self.tally.redis_outages += 1
         await asyncio.sleep(seconds)
         spawn_valkey(self.stack, self.valkey_port, self.valkey_dir)
@@ -118,9 +77,7 @@ class Chaos:
         copy = self.spawn_service(name, as_name=f"{name}-copy")
         self.tally.rebalances += 1
         await asyncio.sleep(seconds)
-        copy.process.send_signal(self.rng.choice([signal.SIGTERM, signal.SIGKILL]))
-        await asyncio.to_thread(copy.process.wait)
-        self.stack.children.remove(copy)
+        await self.kill(copy, self.rng.choice([signal.SIGTERM, signal.SIGKILL]))
         self.tally.rebalances += 1
 
     async def poison(self) -> None:
@@ -178,10 +135,7 @@ async def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     valkey_port = free_port()
     redis_url = f"redis://127.0.0.1:{valkey_port}/0"
     monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("TIPLINE_RETRY_BACKOFF_S", "0.2")
-    monkeypatch.setenv("TIPLINE_ABANDON_AFTER_OPEN_S", ABANDON_AFTER_S)
-    monkeypatch.setenv("TIPLINE_ABANDON_AFTER_CHANGE_S", ABANDON_AFTER_S)
-    monkeypatch.setenv("TIPLINE_ABANDON_TICK_S", "0.5")
+    chaos_env(monkeypatch)
     stack = Stack(kafka="", redis=redis_url, http=f"http://127.0.0.1:{free_port()}",
                   workdir=tmp_path, analyst=f"http://127.0.0.1:{free_port()}")
     valkey_dir = tmp_path / "valkey"
@@ -193,7 +147,8 @@ async def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         await asyncio.to_thread(create_topics, stack)
         await asyncio.to_thread(start_services, stack, PIPELINE)
         settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=redis_url)
-        yield Chaos(stack, settings, valkey_port, valkey_dir, random.Random(6))
+        yield Chaos(stack, settings, random.Random(6), valkey_port=valkey_port,
+                    valkey_dir=valkey_dir)
     finally:
         await asyncio.to_thread(stack.stop, 10.0)
 
@@ -223,77 +178,26 @@ async def dead_letters(
     return found
 
 
-async def add_analyst(settings: Settings) -> None:
-    redis = connect(settings)
-    try:
-        await AnalystDirectory(redis).add(*ANALYST)
-    finally:
-        await redis.aclose()
-
-
 @pytest.mark.timeout(1200 if LONG else 300)
 async def test_the_oracle_finds_nothing_wrong_through_chaos(chaos: Chaos) -> None:
-    mix = Mix(invalid=0.1, duplicate=0.05, abandoned=0.04, withheld=0.03, retract_before=0.1,
-              retract_after=0.1, amend=0.06)
-    stream = list(events(REPORTS, seed=42, rate=RATE, mix=mix))
-    played = {(e["action"], e["expect"]) for e in stream}
-    assert {("amend", "amended"), ("open", "abandoned"), ("open", "withheld"),
-            ("retract", "retracted_after_referral"), ("submit", "invalid")} <= played
-    esps = sorted({e["esp_id"] for e in stream if e.get("actor") == "esp"})
-    logins = await dev_logins(chaos.settings, esps, chaos.stack.workdir)
-    await add_analyst(chaos.settings)
-    replay = Replay(chaos.settings, chaos.stack.http, logins, concurrency=32, retry_for=60,
-                    after_referral_timeout=90, analyst=ANALYST,
-                    analyst_url=chaos.stack.analyst)
-    dispatched = asyncio.Event()
-    # Non-notices sent to an agency topic while the replay still watched it: the last round of
-    # poison goes out when the replay has finished if it settles within the fault budget.
-    watched_agency_poison = 0
-
-    async def run_replay() -> dict[str, Any]:
-        nonlocal watched_agency_poison
-        try:
-            return await replay.run(stream, rate="recorded", settle_timeout=300 if LONG else 150)
-        finally:
-            watched_agency_poison = chaos.tally.poison_to_agency
-            dispatched.set()
-
-    replay_task = asyncio.create_task(run_replay())
-    await chaos.run(until=dispatched, budget_s=(REPORTS / RATE) + 20)
-    result = await replay_task
+    stream = stream_of(REPORTS, RATE)
+    result = await replay_with(
+        chaos, stream, settle_timeout=300 if LONG else 150,
+        run_faults=lambda dispatched: chaos.run(until=dispatched,
+                                                budget_s=(REPORTS / RATE) + 20))
     by_marker = await dead_letters(chaos.settings, chaos.tally.poison)
     unlettered = [m for _, m in chaos.tally.poison if m not in by_marker]
-    judged = result["oracle"]
-    tally = {
-        "events": result["stream_events"],
-        "sent": result["sent"],
-        "accepted": result["accepted"],
-        "outcomes": result["outcomes"],
-        "kills": dict(chaos.tally.kills),
+    report(result, {
+        **summary(result, chaos.tally),
         "redis_outages": chaos.tally.redis_outages,
-        "rebalances": chaos.tally.rebalances,
         "poison_sent": len(chaos.tally.poison) + chaos.tally.poison_to_agency,
         "poison_dead_lettered": len(by_marker),
         "poison_refused_by_agency_watch": result["notices"]["not_notices"],
-        "redeliveries_absorbed": result["notices"]["redeliveries_absorbed"],
-        **{c: judged[c] for c in ("lost", "duplicated", "misrouted", "out_of_order")},
-    }
-    print("\n" + render(result))
-    print("chaos tally " + json.dumps(tally))
+    })
 
-    assert result["settled"], f"the system did not quiesce: {result['undecided']}"
-    assert (judged["lost"], judged["duplicated"], judged["misrouted"],
-            judged["out_of_order"]) == (0, 0, 0, 0), judged["examples"]
-    assert result["notices"]["of_other_reports"] == 0
-    assert result["abandonment_not_due"] == 0
+    assert_nothing_wrong(result, chaos, REPORTS)
     assert sum(chaos.tally.kills.values()) >= MIN_KILLS
     assert not unlettered, f"poison never reached the dead-letter topic: {unlettered}"
     for letter in by_marker.values():
         assert letter["error"] and letter["service"] and letter["offset"] >= 0
-    assert result["notices"]["not_notices"] >= watched_agency_poison
-    outcomes = result["outcomes"]
-    assert outcomes.get("referred", 0) > REPORTS // 2
-    for played_out in ("retracted after referral", "amended", "abandoned", "withheld"):
-        assert outcomes.get(played_out, 0) > 0, outcomes
-    # No service died on its own: every exit was one this test caused.
-    assert not [c.name for c in chaos.stack.children if c.process.poll() is not None]
+    assert result["notices"]["not_notices"] >= chaos.tally.poison_to_agency_watched
