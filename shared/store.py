@@ -44,7 +44,9 @@ async def _disconnect_free_connections(self: ClusterNode) -> None:
     attribute 'writelines'`, or a ConnectionError that starts the same again. Under load, after
     a shard restart, that fed itself for over a minute (tests/chaos/test_chaos_scaled.py). Here
     the connections are taken out of the free queue while they are disconnected, then put back
-    (they connect again on their next use); a task wanting one meanwhile gets a new one."""
+    (they connect again on their next use); a task wanting one meanwhile gets a new one.
+    No public API reaches a node's free queue: this replaces redis-py's own method, which reads
+    the same `_free`, and goes when redis-py fixes the race."""
     taken = []
     while self._free:
         taken.append(self._free.popleft())
