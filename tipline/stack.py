@@ -142,6 +142,14 @@ class Stack:
         """Names of children that have exited."""
         return [c.name for c in self.children if c.process.poll() is not None]
 
+    def retire(self, children: list[Child], timeout: float = 15.0) -> None:
+        """Stop these children (SIGTERM, then wait) and forget them; the rest run on."""
+        for child in children:
+            child.process.terminate()
+        for child in children:
+            child.process.wait(timeout)
+            self.children.remove(child)
+
     def stop(self, timeout: float = 15.0) -> list[str]:
         """Stop every child; returns those that had to be killed, not having stopped by
         themselves within `timeout` (each says so on stderr too)."""
