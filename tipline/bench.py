@@ -519,8 +519,9 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
                                                 logins)
         if long_replay_s:
             say(f"    long replay, {long_replay_s}s ...")
-            results["long_replay"] = await _stage_long(settings, stack.http, stack, logins,
-                                                       long_replay_s, min(plan.offered, LONG_REPLAY_RATE))
+            results["long_replay"] = await _stage_long(
+                settings, stack.http, stack, logins, long_replay_s,
+                min(plan.offered, LONG_REPLAY_RATE))
         results["memory_mb"] = service_memory(stack)
         results["ratio"] = round(results["pipeline"]["throughput_per_s"]
                                  / results["raw"]["throughput_per_s"], 3)
