@@ -275,27 +275,29 @@ def consume(
             inspect.Parameter("message", inspect.Parameter.KEYWORD_ONLY,
                               annotation=KafkaMessage),
         ], return_annotation=None)
-        options = consumer_options(settings, group)
-        if patient:
-            options["fetch_max_wait_ms"] = settings.kafka_patient_fetch_wait_ms
+        options = consumer_options(settings, group, patient=patient)
+        # A patient subscriber waits as long for a batch as for a fetch.
+        batch_timeout_ms = (options["fetch_max_wait_ms"] if patient
+                            else settings.tipline_batch_timeout_ms)
         broker.subscriber(*topic_names, batch=True, decoder=Decoder(model, seals),
                           max_records=settings.tipline_batch_max_records,
-                          batch_timeout_ms=options["fetch_max_wait_ms"] if patient
-                          else settings.tipline_batch_timeout_ms, **options)(on_batch)
+                          batch_timeout_ms=batch_timeout_ms, **options)(on_batch)
         return handler
 
     return register
 
 
-def consumer_options(settings: Settings, group: str) -> dict[str, Any]:
-    """How every tipline subscriber consumes: its own group, commits by Delivery, short waits."""
+def consumer_options(settings: Settings, group: str, *, patient: bool = False) -> dict[str, Any]:
+    """How every tipline subscriber consumes: its own group, commits by Delivery, short waits
+    (KAFKA_PATIENT_FETCH_WAIT_MS for a `patient` one)."""
     return {
         "group_id": group,
         "ack_policy": AckPolicy.MANUAL,
         "auto_offset_reset": "earliest",
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
-        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        "fetch_max_wait_ms": (settings.kafka_patient_fetch_wait_ms if patient
+                              else settings.kafka_fetch_max_wait_ms),
         "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
     }
 

@@ -47,6 +47,7 @@ from tipline.stack import (
     Child,
     Stack,
     free_port,
+    is_server,
     signing_keys,
     start_servers,
     start_services,
@@ -352,7 +353,7 @@ async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, k
 
 
 def servers(stack: Stack) -> list[Child]:
-    return [c for c in stack.children if c.name in ("broker", "valkey")]
+    return [c for c in stack.children if is_server(c.name)]
 
 
 async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str,

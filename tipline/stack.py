@@ -119,7 +119,7 @@ class Stack:
     @property
     def own_valkey(self) -> bool:
         """Whether this stack runs its own Valkey (rather than the Redis REDIS_URL names)."""
-        return any(_is_server(c.name) and c.name != "broker" for c in self.children)
+        return any(is_server(c.name) and c.name != "broker" for c in self.children)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.workdir / "logs" / f"{name}.log"
@@ -155,8 +155,8 @@ class Stack:
         themselves within `timeout` (each says so on stderr too)."""
         # Services first (they finish the batch in hand), then the servers they use. Each
         # group is signalled at once and then awaited: its members shut down side by side.
-        services = [c for c in reversed(self.children) if not _is_server(c.name)]
-        servers = [c for c in reversed(self.children) if _is_server(c.name)]
+        services = [c for c in reversed(self.children) if not is_server(c.name)]
+        servers = [c for c in reversed(self.children) if is_server(c.name)]
         killed = []
         for group in (services, servers):
             for child in group:
@@ -176,7 +176,8 @@ class Stack:
         return killed
 
 
-def _is_server(name: str) -> bool:
+def is_server(name: str) -> bool:
+    """Whether a child of the stack is a server the services use (broker, Valkey, a shard)."""
     return name in SERVERS or name.startswith("valkey-")
 
 
