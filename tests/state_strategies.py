@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from services.intake import lifecycle
 from services.intake.lifecycle import DraftState
+from services.notification import referrals
+from services.notification.acknowledgements import NoticeEvent
 from services.supplementation.holds import CaseEvent
-from shared import referrals
-from shared.acknowledgements import NoticeEvent
 from shared.status import Record, Status
 
 AGENCIES = ("a1", "a2", "a3")

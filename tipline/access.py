@@ -28,7 +28,8 @@ ADMIN = "admin"  # Kafka super user: the topics and access one-shots, operator t
 REDIS_OPERATOR = "operator"  # Redis user of operator tools (tipline esp add, analyst add)
 MECHANISM = "SCRAM-SHA-512"
 # The services that publish notices to agency topics (referral; amendments from the analyst
-# API in supplementation; corrections and re-sends from retraction): `shared.notices.send`.
+# API in supplementation; corrections and re-sends from retraction):
+# `services.notification.notices.send`.
 NOTICE_WRITERS = frozenset({"supplementation", "referral", "retraction"})
 # Services whose consumers are FastStream subscribers (their groups are read from the code).
 SUBSCRIBING = ("validation", "supplementation", "referral", "retraction")

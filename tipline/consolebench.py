@@ -33,6 +33,7 @@ import services.console.main  # noqa: F401  # what the service imports: its memo
 from services.console import sessions
 from services.console.model import ReadModel
 from services.console.web import Console, create_api
+from services.notification.notices import notice_id
 from shared import topics
 from shared.agencies import AgencyRegistry
 from shared.analysts import AnalystDirectory
@@ -55,7 +56,6 @@ from shared.contracts import (
     RetractReport,
 )
 from shared.kafka import ensure_topics
-from shared.notices import notice_id
 from shared.seals import Seals
 from shared.settings import CONFIG_DIR, Settings
 from shared.signing import Signer, ensure_keys

@@ -30,10 +30,10 @@ from services.intake.idempotency import Idempotency
 from services.intake.ids import ReportIds
 from services.intake.outbox import DUE, Outbox
 from services.intake.reporting import Reporting
+from services.notification.ledger import Ledger
 from shared import ops
 from shared.http import BodyLimit, BodyTooLarge, refuse_too_large
 from shared.kafka import make_broker
-from shared.ledger import Ledger
 from shared.logins import Limits, LoginGuard
 from shared.schedule import DueIndex
 from shared.settings import Settings

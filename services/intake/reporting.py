@@ -36,6 +36,7 @@ from services.intake.lifecycle import (
 )
 from services.intake.mapping import with_details
 from services.intake.outbox import Outbox
+from services.notification.ledger import Ledger
 from shared import topics
 from shared.contracts import (
     FileInfo,
@@ -45,7 +46,6 @@ from shared.contracts import (
     RetractReport,
     derived_id,
 )
-from shared.ledger import Ledger
 from shared.rules import check_batched, check_file_details, check_submission
 from shared.settings import Settings
 from shared.store import REDIS_UNAVAILABLE, Store

@@ -1,11 +1,12 @@
 """Referral handlers: claim in the ledger, notify each agency, confirm, amend and correct; a
 batch of supplemented reports at a time."""
 
-from shared import notices, topics
+from services.notification import notices
+from services.notification.ledger import Ledger
+from shared import topics
 from shared.batches import Publisher, in_rounds
 from shared.contracts import ReportReferred, ReportSupplemented, derived_id
 from shared.kafka import TiplineBroker
-from shared.ledger import Ledger
 from shared.timeline import Fact, Timeline
 
 # One subscriber (and consumer group) a priority class: a bulk backlog never delays an urgent
@@ -26,7 +27,7 @@ async def refer(
 ) -> dict[str, list[str]]:
     """Refer reports (at most one event a report); returns the agencies each was referred to
     by this call."""
-    claims = await ledger.claim({e.report_id: e.agencies for e in events})
+    claims = await ledger.claim({e.report_id: (e.agencies, e.priority) for e in events})
     # Retracted before its claim: never referred. (A redelivery after the referral and its
     # retraction finds agencies in the ledger: nothing was withheld then.)
     blocked = [e.report_id for e in events if claims[e.report_id].withheld]

@@ -6,8 +6,10 @@ import logging
 
 from pydantic import BaseModel
 
-from shared import notices, topics
-from shared.acks import Due, Outbox, resend_overdue
+from services.notification import notices
+from services.notification.ledger import Ledger
+from services.notification.outbox import Due, Outbox, resend_overdue
+from shared import topics
 from shared.agencies import AgencyRegistry
 from shared.batches import Poison, Publisher, in_rounds, refuse
 from shared.contracts import (
@@ -16,13 +18,11 @@ from shared.contracts import (
     NoticeEscalated,
     NoticeResent,
     OutcomeReported,
-    Priority,
     ReportRetracted,
     RetractReport,
     derived_id,
 )
 from shared.kafka import TiplineBroker
-from shared.ledger import Ledger
 from shared.metrics import corrections_pending
 from shared.settings import Settings
 from shared.signing import BadSignature
@@ -46,10 +46,9 @@ async def retract(
         derived_id(c.report_id, "retracted"), "retracted", "retracted",
         {"requested_by": c.requested_by, "reason": c.reason})] for c in commands})
     owed = {r: x.to_correct for r, x in retractions.items() if x.to_correct}
-    priorities = await timeline.fields_of(list(owed), "priority")
+    priorities = await ledger.priorities(list(owed))
     await notices.send_corrections(publish, ledger, timeline, {
-        r: (agencies, Priority[(priorities[r] or "normal").upper()])
-        for r, agencies in owed.items()}, dispatch)
+        r: (agencies, priorities[r]) for r, agencies in owed.items()}, dispatch)
     return {c.report_id: retractions[c.report_id].to_correct for c in commands}
 
 

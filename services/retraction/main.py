@@ -5,11 +5,11 @@ import contextlib
 
 from faststream import FastStream
 
+from services.notification.ledger import Ledger
+from services.notification.notices import Dispatch
+from services.notification.outbox import Outbox
 from services.retraction.handlers import follow_acks, register
-from shared.acks import Outbox
 from shared.kafka import make_broker
-from shared.ledger import Ledger
-from shared.notices import Dispatch
 from shared.settings import Settings
 from shared.signing import Signer
 from shared.store import connect

@@ -14,11 +14,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.notification import notices
+from services.notification.ledger import Ledger
+from services.notification.outbox import Outbox
 from services.supplementation.casefile import Case, CaseFiles
 from services.supplementation.holds import CaseState
 from services.supplementation.release import Releaser
-from shared import notices, topics
-from shared.acks import Outbox
+from shared import topics
 from shared.amendments import BadAmendment, amended, apply, current_value
 from shared.analysts import AnalystDirectory
 from shared.batches import Publisher
@@ -32,7 +34,6 @@ from shared.contracts import (
     now,
 )
 from shared.kafka import TiplineBroker
-from shared.ledger import Ledger
 from shared.logins import LoginRefused
 from shared.timeline import Timeline
 

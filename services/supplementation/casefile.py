@@ -3,9 +3,9 @@ the routing decided at release.
 
 A report is released for referral once: at once when it arrives, or when an analyst releases
 it if it was held first. Supplements and amendments made before release ride in the referral;
-after release they are amendments to every agency that got it (shared/ledger.py). The routing is
-stored at the moment of release and reused on every redelivery, so a later change of rules never
-re-routes a report already released.
+after release they are amendments to every agency that got it (services/notification/).
+The routing is stored at the moment of release and reused on every redelivery, so a later
+change of rules never re-routes a report already released.
 
 States (services/supplementation/holds.py says what each script below does):
 (none) -> held -> releasing -> released, or (none) -> released.

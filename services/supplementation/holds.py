@@ -7,8 +7,8 @@ file scripts (`services/supplementation/casefile.py`). Pure.
 
 A report is released once: arriving again changes nothing. What an analyst adds (supplements,
 amendments) is kept for the referral only until the release begins; after that it is an
-amendment to the agencies (shared/referrals.py). Each script answers the state it leaves the case
-in, or, when refused, the state that refused it.
+amendment to the agencies (services/notification/referrals.py). Each script answers the
+state it leaves the case in, or, when refused, the state that refused it.
 """
 
 from dataclasses import dataclass, replace

@@ -8,19 +8,19 @@ import uvicorn
 from fastapi import FastAPI
 from faststream import FastStream
 
+from services.notification.ledger import Ledger
+from services.notification.notices import Dispatch
+from services.notification.outbox import Outbox
 from services.supplementation.api import Analysis, router
 from services.supplementation.casefile import CaseFiles
 from services.supplementation.handlers import register
 from services.supplementation.jurisdiction import LiveRules
 from services.supplementation.release import Releaser
-from shared.acks import Outbox
 from shared.analysts import AnalystDirectory
 from shared.batches import Publisher
 from shared.http import BodyLimit, BodyTooLarge, json_refusal, refuse_too_large
 from shared.kafka import make_broker
-from shared.ledger import Ledger
 from shared.logins import Limits, LoginGuard
-from shared.notices import Dispatch
 from shared.ops import count_requests
 from shared.settings import Settings
 from shared.signing import Signer

@@ -29,12 +29,17 @@ def test_slim_non_root_with_a_healthcheck(service: str) -> None:
     assert f"OTEL_SERVICE_NAME={service}" in text
 
 
+# The services that use the notification context (services/notification/).
+NOTIFYING = frozenset({"intake", "supplementation", "referral", "retraction"})
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_holds_only_the_shared_package_and_its_own_service(service: str) -> None:
     sources = re.findall(r"^COPY (?!--from)(\S+) ", dockerfile(service), re.M)
+    context = ["services/notification/"] if service in NOTIFYING else []
     assert sorted(sources) == sorted([
         "pyproject.toml", "shared/", "services/__init__.py", f"services/{service}/",
-        "deploy/config/routing.yaml",
+        "deploy/config/routing.yaml", *context,
     ])
 
 

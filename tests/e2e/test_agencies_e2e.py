@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from services.notification.ledger import Ledger
 from shared import topics
 from shared.analysts import AnalystDirectory
 from shared.contracts import (
@@ -32,7 +33,6 @@ from shared.contracts import (
     ReportValidated,
     derived_id,
 )
-from shared.ledger import Ledger
 from shared.seals import Seals
 from shared.settings import Settings
 from shared.signing import Signer

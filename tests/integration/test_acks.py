@@ -14,9 +14,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
+from services.notification import notices
+from services.notification.outbox import Outbox
 from services.retraction.handlers import follow_acks, on_response
-from shared import notices
-from shared.acks import Outbox
 from shared.agencies import AgencyRegistry
 from shared.batches import Poison, Publisher
 from shared.contracts import (

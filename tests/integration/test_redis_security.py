@@ -23,7 +23,8 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionError, ResponseError
 
-from shared.ledger import Ledger
+from services.notification.ledger import Ledger
+from shared.contracts import Priority
 from shared.settings import Settings
 from shared.store import connect
 from shared.timeline import Timeline
@@ -103,7 +104,8 @@ async def test_each_service_user_runs_the_pipelines_redis_code_and_nothing_more(
         report_id = f"acl-{uuid.uuid4().hex[:8]}"
         # The pipeline's own code: Lua scripts over per-report keys, hashes, sorted sets.
         await Timeline(redis).record(report_id, f"{report_id}-e1", "submitted", status="submitted")
-        claims = await Ledger(redis).claim({report_id: ["icac-tx"]})  # pipelined, as a batch
+        # pipelined, as a batch
+        claims = await Ledger(redis).claim({report_id: (["icac-tx"], Priority.NORMAL)})
         assert claims[report_id].to_refer == ["icac-tx"]
         assert [e["what"] for e in await Timeline(redis).entries(report_id)] == ["submitted"]
         for command in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"),

@@ -17,6 +17,7 @@ from typing import Any
 from opentelemetry import trace
 from redis.asyncio import Redis
 
+from services.notification.ledger import Ledger
 from services.referral.handlers import refer
 from services.retraction.handlers import retract
 from shared.batches import Publisher
@@ -27,7 +28,6 @@ from shared.contracts import (
     RetractReport,
     derived_id,
 )
-from shared.ledger import Ledger
 from shared.timeline import Timeline
 
 INTERLEAVINGS = 1000

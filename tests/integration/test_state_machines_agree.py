@@ -17,15 +17,11 @@ from redis.asyncio import Redis
 from services.intake import lifecycle
 from services.intake.drafts import Drafts, Pending
 from services.intake.lifecycle import Create, Draft, DraftState
-from services.supplementation import holds
-from services.supplementation.casefile import CaseFiles
-from services.supplementation.holds import CaseEvent, CaseFile, CaseState
-from shared import referrals, status
-from shared.acknowledgements import NoticeEvent, NoticeState, Refused, settle
-from shared.acks import Outbox
-from shared.contracts import AgencyNotice, Report, now
-from shared.ledger import Ledger
-from shared.referrals import (
+from services.notification import referrals
+from services.notification.acknowledgements import NoticeEvent, NoticeState, Refused, settle
+from services.notification.ledger import Ledger
+from services.notification.outbox import Outbox
+from services.notification.referrals import (
     AgencyState,
     Amend,
     ClaimAgencies,
@@ -34,6 +30,11 @@ from shared.referrals import (
     Referrals,
     Retract,
 )
+from services.supplementation import holds
+from services.supplementation.casefile import CaseFiles
+from services.supplementation.holds import CaseEvent, CaseFile, CaseState
+from shared import status
+from shared.contracts import AgencyNotice, Priority, Report, now
 from shared.timeline import Fact, Timeline
 from tests.state_strategies import (
     WINDOWS,
@@ -68,7 +69,7 @@ async def through_ledger(ledger: Ledger, report_id: str, command: referrals.Comm
                          ) -> referrals.Effect:
     match command:
         case ClaimAgencies(agencies):
-            return (await ledger.claim({report_id: list(agencies)}))[report_id]
+            return (await ledger.claim({report_id: (list(agencies), Priority.NORMAL)}))[report_id]
         case ConfirmReferrals(agencies):
             return (await ledger.confirm_referrals({report_id: list(agencies)}))[report_id]
         case Retract(at, by, actor, reason):
@@ -82,7 +83,7 @@ async def through_ledger(ledger: Ledger, report_id: str, command: referrals.Comm
 
 
 async def ledger_read(redis: Redis, report_id: str) -> Referrals:
-    states, mark, amendments = Ledger._keys(report_id)
+    states, mark, amendments, _ = Ledger._keys(report_id)
     states, mark, amendments = await read(
         redis, ("HGETALL", states), ("HGETALL", mark), ("LRANGE", amendments, "0", "-1"))
     return Referrals(

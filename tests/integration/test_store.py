@@ -6,7 +6,8 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
-from shared.ledger import Ledger
+from services.notification.ledger import Ledger
+from shared.contracts import Priority
 from shared.settings import Settings
 from shared.store import connect
 from tipline.stack import Stack
@@ -25,7 +26,7 @@ async def test_a_script_cache_emptied_under_a_batch_is_filled_again(
     try:
         ledger = Ledger(redis)
         reports = {f"store-{uuid.uuid4().hex[:8]}": ["a1"] for _ in range(12)}
-        await ledger.claim(reports)  # the scripts are loaded
+        await ledger.claim({r: (a, Priority.NORMAL) for r, a in reports.items()})  # scripts loaded
         await redis.script_flush()  # on every primary of a cluster: as after a restart
         await ledger.confirm_referrals(reports)
         for report_id in reports:

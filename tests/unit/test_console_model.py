@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from services.console import pages, sessions
 from services.console.follow import by_service
 from services.console.model import ReadModel
+from services.notification.notices import notice_id
 from shared import topics
 from shared.contracts import (
     AgencyNotice,
@@ -20,7 +21,6 @@ from shared.contracts import (
     ReportSupplemented,
     ReportValidated,
 )
-from shared.notices import notice_id
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

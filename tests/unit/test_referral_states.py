@@ -1,11 +1,12 @@
-"""The ledger's state machine (shared/referrals.py): the retraction invariant as properties."""
+"""The ledger's state machine (services/notification/referrals.py): the retraction invariant
+as properties."""
 
 from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.referrals import (
+from services.notification.referrals import (
     AgencyEvent,
     AgencyState,
     Amend,

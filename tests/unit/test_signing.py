@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from services.notification.notices import signed
 from shared.contracts import AgencyNotice, Priority, now
-from shared.notices import signed
 from shared.signing import PUBLIC_FILE, BadSignature, Signer, Verifier, ensure_keys, rotate
 
 

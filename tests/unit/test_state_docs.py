@@ -6,11 +6,11 @@ from pathlib import Path
 
 from services.intake import lifecycle
 from services.intake.lifecycle import Draft, DraftState
+from services.notification import acknowledgements, referrals
+from services.notification.acknowledgements import NoticeEvent, NoticeState
+from services.notification.referrals import AgencyEvent, AgencyState
 from services.supplementation import holds
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
-from shared import acknowledgements, referrals
-from shared.acknowledgements import NoticeEvent, NoticeState
-from shared.referrals import AgencyEvent, AgencyState
 from shared.status import RANK, Status
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"

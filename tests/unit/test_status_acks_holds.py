@@ -1,14 +1,21 @@
 """The smaller state machines as properties: a report's status (shared/status.py), a notice's
-acknowledgement (shared/acknowledgements.py), a case file's hold (supplementation/holds.py)."""
+acknowledgement (services/notification/acknowledgements.py), a case file's hold
+(supplementation/holds.py)."""
 
 from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.notification.acknowledgements import (
+    NoticeEvent,
+    NoticeState,
+    Refused,
+    escalates,
+    settle,
+)
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
 from services.supplementation.holds import apply as case_apply
-from shared.acknowledgements import NoticeEvent, NoticeState, Refused, escalates, settle
 from shared.status import RANK, Record, Recorded, ReportStatus, Status, record
 from tests.state_strategies import case_events, facts, notice_events
 

@@ -3,7 +3,7 @@
 A notice id is derived from (kind, report, agency[, version]), so every redelivery of the same
 notice carries the same id and the agency keeps one. Every notice is signed (shared/signing.py)
 when a signer is given, and corrections and amendments are tracked until the agency acknowledges
-them (shared/acks.py) when an outbox is given.
+them (services/notification/outbox.py) when an outbox is given.
 """
 
 import json
@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.acks import Outbox
+from services.notification.ledger import Ledger
+from services.notification.outbox import Outbox
 from shared.amendments import amended
 from shared.batches import Publisher
 from shared.contracts import (
@@ -23,7 +24,6 @@ from shared.contracts import (
     derived_id,
     now,
 )
-from shared.ledger import Ledger
 from shared.signing import Signer
 from shared.timeline import Fact, Timeline
 from shared.topics import agency_topic

@@ -1,7 +1,7 @@
 """Referrals and corrections per (report, agency): the state machine of the ledger. Pure.
 
-`shared/ledger.py` runs these steps as Lua scripts, one at a time, for atomicity; this module says
-what each step does. Per agency:
+`ledger.py` beside it runs these steps as Lua scripts, one at a time, for atomicity; this module
+says what each step does. Per agency:
 
     referring -> referred -> correcting -> corrected
     referring --------------> correcting               (retracted while the referral was sent)
@@ -74,7 +74,7 @@ def move(state: AgencyState | None, event: AgencyEvent, retracted: bool
             return Refused("not being corrected")
 
 
-# What the ledger's commands answer (shared/ledger.py returns the same).
+# What the ledger's commands answer (services/notification/ledger.py returns the same).
 
 @dataclass(frozen=True)
 class Claim:

@@ -1,8 +1,8 @@
 """The referral ledger: which agency got which report, and who owes it a correction.
 
 Referral and retraction meet here, in Redis, one Lua script at a time, so they never interleave
-inside a step. The scripts run the state machine of `shared/referrals.py` (which says what each
-step does, in Python, and is checked against them). Each (report, agency) moves through:
+inside a step. The scripts run the state machine of `referrals.py` beside this file (which says
+what each step does, in Python, and is checked against them). Each (report, agency) moves through:
 
     referring -> referred -> correcting -> corrected
 
@@ -29,15 +29,18 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-from shared.referrals import Amended, Claim, Confirmed, Retraction
+from services.notification.referrals import Amended, Claim, Confirmed, Retraction
+from shared.contracts import Priority
 from shared.store import Store, run_script
 
-# Returns the retraction mark's presence, the agencies to refer, then (after a '') those owed
+# Keeps the report's priority (its corrections carry it too). Returns the retraction mark's
+# presence, the agencies to refer, then (after a '') those owed
 # a correction not yet confirmed (a referral whose corrections were cut short is handled again).
 _CLAIM = """
+redis.call('SET', KEYS[4], ARGV[1], 'NX')
 local retracted = redis.call('EXISTS', KEYS[2])
 if retracted == 0 then
-  for _, agency in ipairs(ARGV) do redis.call('HSETNX', KEYS[1], agency, 'referring') end
+  for i = 2, #ARGV do redis.call('HSETNX', KEYS[1], ARGV[i], 'referring') end
 end
 local out, owed = {retracted}, {}
 local all = redis.call('HGETALL', KEYS[1])
@@ -128,12 +131,14 @@ class Ledger:
             f"tipline:{{{report_id}}}:ledger",
             f"tipline:{{{report_id}}}:retracted",
             f"tipline:{{{report_id}}}:amendments",
+            f"tipline:{{{report_id}}}:priority",
         ]
 
-    async def claim(self, reports: Mapping[str, list[str]]) -> dict[str, Claim]:
-        """Claim each report's agencies for referral (report id -> agencies), in one round trip:
-        what each report may now refer, and whether it was retracted first."""
-        out = await self._each(self._claim, {r: list(a) for r, a in reports.items()})
+    async def claim(self, reports: Mapping[str, tuple[list[str], Priority]]) -> dict[str, Claim]:
+        """Claim each report's agencies for referral (report id -> agencies, priority), in one
+        round trip: what each report may now refer, and whether it was retracted first."""
+        out = await self._each(self._claim, {
+            r: [p.name.lower(), *a] for r, (a, p) in reports.items()})
         claims = {}
         for report_id, (retracted, *found) in out.items():
             agencies = [str(a) for a in found]
@@ -189,6 +194,15 @@ class Ledger:
             marks = await pipe.execute()
         return {r: {str(k): str(v) for k, v in m.items()} or None
                 for r, m in zip(report_ids, marks, strict=True)}
+
+    async def priorities(self, report_ids: list[str]) -> dict[str, Priority]:
+        """The priority each report was referred with (one round trip)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report_id in report_ids:
+                pipe.get(self._keys(report_id)[3])
+            found = await pipe.execute()
+        return {r: Priority[(p or "normal").upper()]
+                for r, p in zip(report_ids, found, strict=True)}
 
     async def referred_before(self, report_ids: list[str]) -> set[str]:
         """The reports that have agencies in the ledger at all (one round trip)."""

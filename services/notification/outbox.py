@@ -4,7 +4,7 @@ Corrections and amendments are tracked from the moment before they are first sen
 agency acknowledges them on tipline.agency.acks. One that stays unacknowledged for the ack timeout
 is sent again (the same signed notice, so the agency keeps one); after `max_resends` re-sends the
 report is marked "correction escalated". Per notice the state only moves forward, as
-`shared/acknowledgements.py` says (the script below runs it atomically):
+`services/notification/acknowledgements.py` says (the script below runs it atomically):
 
     awaiting -> acked | escalated
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from shared.acknowledgements import SETTLES_AS, NoticeEvent, NoticeState, escalates
+from services.notification.acknowledgements import SETTLES_AS, NoticeEvent, NoticeState, escalates
 from shared.contracts import AgencyNotice
 from shared.schedule import DueIndex
 from shared.store import Store

@@ -1,4 +1,5 @@
-"""A notice awaiting its agency's acknowledgement: the state machine of `shared/acks.py`. Pure.
+"""A notice awaiting its agency's acknowledgement: the state machine of the outbox
+(`services/notification/outbox.py`). Pure.
 
     (untracked) -> awaiting -> acked | escalated
 
