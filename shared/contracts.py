@@ -113,6 +113,33 @@ class ReportRejected(Event):
     reasons: list[FieldError]
 
 
+SupplementKind = Literal["geolocation", "open_source", "related_report", "note"]
+
+
+class Supplement(Message):
+    """An analyst's addition to a report, with its provenance."""
+
+    supplement_id: str
+    kind: SupplementKind
+    content: dict[str, Any] | str
+    source: str = Field(min_length=1, max_length=500)
+    verified: bool
+    analyst_id: str
+    added_at: AwareDatetime
+
+
+class Amendment(Message):
+    """An analyst's change to one field of a report; the ESP's value is kept beside it."""
+
+    amendment_id: str
+    path: str
+    value: Any
+    previous: Any = None
+    reason: str = Field(min_length=1, max_length=3000)
+    analyst_id: str
+    amended_at: AwareDatetime
+
+
 class ReportSupplemented(Event):
     esp_id: str
     report: Report
@@ -120,9 +147,9 @@ class ReportSupplemented(Event):
     priority: Priority
     jurisdiction: str
     rules_version: str
-    supplements: list[dict[str, Any]] = Field(default_factory=list)
+    supplements: list[Supplement] = Field(default_factory=list)
     # Analyst amendments made before referral; `report` stays the ESP's original.
-    amendments: list[dict[str, Any]] = Field(default_factory=list)
+    amendments: list[Amendment] = Field(default_factory=list)
 
 
 class ReportReferred(Event):
@@ -151,6 +178,31 @@ class ReportRetracted(Event):
     corrected_agencies: list[str]
 
 
+class Change(Message):
+    """One change to a report after its referral: a new supplement, or one amended field."""
+
+    supplement: Supplement | None = None
+    amendment: Amendment | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "Change":
+        if (self.supplement is None) == (self.amendment is None):
+            raise ValueError("a change is one supplement or one amendment")
+        return self
+
+
+class AmendReport(Message):
+    """A command: send version `version` of a referred report's changes to every agency that
+    received its referral (the analyst API asks; the referral service owns who received it)."""
+
+    command_id: str
+    report_id: str
+    version: int = Field(ge=1)
+    change: Change
+    priority: Priority
+    requested_at: datetime = Field(default_factory=now)
+
+
 NoticeKind = Literal["referral", "correction", "amendment"]
 
 
@@ -167,33 +219,6 @@ class AgencyNotice(Message):
     # Ed25519 signature over every other field (shared/signing.py), and the key that made it.
     key_id: str | None = None
     signature: str | None = None
-
-
-SupplementKind = Literal["geolocation", "open_source", "related_report", "note"]
-
-
-class Supplement(Message):
-    """An analyst's addition to a report, with its provenance."""
-
-    supplement_id: str
-    kind: SupplementKind
-    content: dict[str, Any] | str
-    source: str = Field(min_length=1, max_length=500)
-    verified: bool
-    analyst_id: str
-    added_at: AwareDatetime
-
-
-class Amendment(Message):
-    """An analyst's change to one field of a report; the ESP's value is kept beside it."""
-
-    amendment_id: str
-    path: str
-    value: Any
-    previous: Any = None
-    reason: str = Field(min_length=1, max_length=3000)
-    analyst_id: str
-    amended_at: AwareDatetime
 
 
 Outcome = Literal["received", "investigating", "closed", "unfounded", "note"]

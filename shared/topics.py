@@ -14,6 +14,8 @@ REPORTS_SUPPLEMENTED_URGENT = "tipline.reports.supplemented.urgent"
 REPORTS_SUPPLEMENTED_BULK = "tipline.reports.supplemented.bulk"
 REPORTS_REFERRED = "tipline.reports.referred"
 RETRACTIONS_REQUESTED = "tipline.retractions.requested"
+# Changes to a referred report, for the agencies that received it (AmendReport).
+AMENDMENTS_REQUESTED = "tipline.amendments.requested"
 REPORTS_RETRACTED = "tipline.reports.retracted"
 AGENCY_ACKS = "tipline.agency.acks"
 # What became of notices: acknowledgements (checked), re-sends, escalations, agency outcomes.
@@ -37,6 +39,7 @@ PIPELINE_TOPICS = (
     REPORTS_SUPPLEMENTED_BULK,
     REPORTS_REFERRED,
     RETRACTIONS_REQUESTED,
+    AMENDMENTS_REQUESTED,
     REPORTS_RETRACTED,
     AGENCY_ACKS,
     NOTICES_ACKNOWLEDGED,
@@ -62,6 +65,7 @@ WRITERS: dict[str, frozenset[str]] = {
     REPORTS_SUPPLEMENTED_BULK: frozenset({"supplementation"}),
     REPORTS_REFERRED: frozenset({"referral"}),
     RETRACTIONS_REQUESTED: frozenset({"intake", "validation", "supplementation"}),
+    AMENDMENTS_REQUESTED: frozenset({"supplementation"}),
     REPORTS_RETRACTED: frozenset({"retraction"}),
     NOTICES_ACKNOWLEDGED: frozenset({"retraction"}),
     NOTICES_RESENT: frozenset({"retraction"}),

@@ -23,7 +23,7 @@ ledger_commands: st.SearchStrategy[referrals.Command] = st.one_of(
               st.sampled_from(["esp", "analyst", "system"]), st.just("someone"),
               st.sampled_from(["proved wrong", "abandoned"])),
     st.builds(referrals.ConfirmCorrections, agencies),
-    st.builds(referrals.Amend, st.sampled_from(['{"v": 1}', '{"v": 2}'])),
+    st.builds(referrals.Amend, st.integers(1, 3), st.sampled_from(['{"v": 1}', '{"v": 2}'])),
 )
 
 facts = st.builds(Record, st.sampled_from([f"e{i}" for i in range(6)]),

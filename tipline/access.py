@@ -27,10 +27,9 @@ from shared.settings import CONFIG_DIR, Settings
 ADMIN = "admin"  # Kafka super user: the topics and access one-shots, operator tools
 REDIS_OPERATOR = "operator"  # Redis user of operator tools (tipline esp add, analyst add)
 MECHANISM = "SCRAM-SHA-512"
-# The services that publish notices to agency topics (referral; amendments from the analyst
-# API in supplementation; corrections and re-sends from retraction):
-# `services.notification.notices.send`.
-NOTICE_WRITERS = frozenset({"supplementation", "referral", "retraction"})
+# The services that publish notices to agency topics (referral: referrals and amendments;
+# retraction: corrections and re-sends): `services.notification.notices.send`.
+NOTICE_WRITERS = frozenset({"referral", "retraction"})
 # Services whose consumers are FastStream subscribers (their groups are read from the code).
 SUBSCRIBING = ("validation", "supplementation", "referral", "retraction")
 # The console rebuilds its read model from every retained topic, without a committed group

@@ -54,6 +54,7 @@ from shared.contracts import (
     ReportSupplemented,
     ReportValidated,
     RetractReport,
+    Supplement,
 )
 from shared.kafka import ensure_topics
 from shared.seals import Seals
@@ -92,8 +93,10 @@ def synthetic_events(reports: int, agencies: list[str], seed: int = 14,
         chosen = rng.sample(agencies, rng.randint(1, 3))
         out.append((topics.REPORTS_VALIDATED, ReportValidated(
             event_id=f"v{rid}", report_id=rid, esp_id=esp, report=empty, occurred_at=at(t + 0.1))))
-        supplements = [{"kind": "note", "verified": rng.random() < 0.5, "analyst_id": "a1",
-                        "added_at": at(t).isoformat()} for _ in range(rng.randint(0, 2))]
+        supplements = [Supplement(
+            supplement_id=f"s{rid}-{i}", kind="note", content="synthetic", source="bench",
+            verified=rng.random() < 0.5, analyst_id="a1", added_at=at(t))
+            for i in range(rng.randint(0, 2))]
         out.append((topics.REPORTS_SUPPLEMENTED, ReportSupplemented(
             event_id=f"u{rid}", report_id=rid, esp_id=esp, report=empty, agencies=chosen,
             priority=Priority.NORMAL, jurisdiction="us_state=TX", rules_version="1",

@@ -190,7 +190,7 @@ def k8s_secrets(
             "signing-keys.json": key_file("signing-keys.json",
                                           f'{{"active": "{PLACEHOLDER}", "keys": {{}}}}'),
             "public-keys.json": key_file("public-keys.json", '{"keys": []}'),
-        }, "Notice signing (Ed25519): supplementation, referral and retraction mount it and\n"
+        }, "Notice signing (Ed25519): referral and retraction (the notice senders) mount it and\n"
            "re-read it when it changes, so a rotation is a `kubectl apply`, no restart."),
         _secret("tipline-seal-keys", {
             SEAL_FILE: key_file(SEAL_FILE, f'{{"keys": {{}}, "note": "{PLACEHOLDER}"}}'),

@@ -50,14 +50,12 @@ acl --allow-principal User:validation --operation Write --topic tipline.deadlett
 
 # supplementation
 user supplementation "${TIPLINE_PASSWORD_SUPPLEMENTATION:?}"
-acl --allow-principal User:supplementation --operation Read --group supplementation --topic tipline.reports.validated
-acl --allow-principal User:supplementation --operation Write --topic tipline.deadletter --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.retractions.requested
-acl --allow-principal User:supplementation --operation Write --topic tipline.agency. --resource-pattern-type prefixed
-acl --deny-principal User:supplementation --operation Write --topic tipline.agency.acks
+acl --allow-principal User:supplementation --operation Read --group supplementation --group supplementation-retractions --topic tipline.reports.retracted --topic tipline.reports.validated
+acl --allow-principal User:supplementation --operation Write --topic tipline.amendments.requested --topic tipline.deadletter --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.retractions.requested
 
 # referral
 user referral "${TIPLINE_PASSWORD_REFERRAL:?}"
-acl --allow-principal User:referral --operation Read --group referral --group referral-bulk --group referral-urgent --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent
+acl --allow-principal User:referral --operation Read --group referral --group referral-amendments --group referral-bulk --group referral-urgent --topic tipline.amendments.requested --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent
 acl --allow-principal User:referral --operation Write --topic tipline.deadletter --topic tipline.reports.referred
 acl --allow-principal User:referral --operation Write --topic tipline.agency. --resource-pattern-type prefixed
 acl --deny-principal User:referral --operation Write --topic tipline.agency.acks
@@ -72,7 +70,7 @@ acl --deny-principal User:retraction --operation Write --topic tipline.agency.ac
 # console
 user console "${TIPLINE_PASSWORD_CONSOLE:?}"
 acl --allow-principal User:console --operation Describe --group '*'
-acl --allow-principal User:console --operation Read --group console --topic tipline.deadletter --topic tipline.notices.acknowledged --topic tipline.notices.escalated --topic tipline.notices.resent --topic tipline.reports.drafts --topic tipline.reports.outcomes --topic tipline.reports.referred --topic tipline.reports.rejected --topic tipline.reports.retracted --topic tipline.reports.submitted --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.reports.validated --topic tipline.retractions.requested
+acl --allow-principal User:console --operation Read --group console --topic tipline.amendments.requested --topic tipline.deadletter --topic tipline.notices.acknowledged --topic tipline.notices.escalated --topic tipline.notices.resent --topic tipline.reports.drafts --topic tipline.reports.outcomes --topic tipline.reports.referred --topic tipline.reports.rejected --topic tipline.reports.retracted --topic tipline.reports.submitted --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.reports.validated --topic tipline.retractions.requested
 acl --allow-principal User:console --operation Read --topic tipline.agency. --resource-pattern-type prefixed
 acl --allow-principal User:console --operation Write --topic tipline.deadletter
 acl --deny-principal User:console --operation Read --topic tipline.agency.acks

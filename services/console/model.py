@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from shared import topics
 from shared.contracts import (
     AgencyNotice,
+    AmendReport,
     DeadLetter,
     NoticeAcknowledged,
     NoticeEscalated,
@@ -288,9 +289,9 @@ class ReadModel:
         if not self._fact(report, at, "released for referral", None, detail, "released"):
             return False
         for supplement in event.supplements:
-            self._supplement(report, supplement)
+            self._supplement(report, supplement.model_dump(mode="json"))
         for amendment in event.amendments:
-            self._fact(report, at, "amended before referral", None, str(amendment.get("path")))
+            self._fact(report, at, "amended before referral", None, amendment.path)
         return True
 
     def _supplement(self, report: Report, supplement: dict[str, Any]) -> None:
@@ -446,6 +447,7 @@ MODELS: dict[str, type[BaseModel]] = {
     topics.REPORTS_SUPPLEMENTED_BULK: ReportSupplemented,
     topics.REPORTS_REFERRED: ReportReferred,
     topics.RETRACTIONS_REQUESTED: RetractReport,
+    topics.AMENDMENTS_REQUESTED: AmendReport,
     topics.REPORTS_RETRACTED: ReportRetracted,
     topics.NOTICES_ACKNOWLEDGED: NoticeAcknowledged,
     topics.NOTICES_RESENT: NoticeResent,

@@ -17,10 +17,11 @@ So an agency is only ever corrected after its referral was delivered, and every 
 referral of a retracted report reaches `correcting`. Corrections carry a stable notice id, so a
 correction sent twice (by either side, on a redelivery) is one correction to the agency.
 
-Amendments after release (`amend`) are appended, never replaced, and owed at once only to agencies
-whose referral was delivered; the referral service sends every amendment to the agencies it
-refers, after their referral. They leave the states above untouched, so the retraction invariant
-is exactly as before.
+Amendments after release (`amend`, asked for by the analyst API in an AmendReport) are kept by
+version, never replaced, and owed at once only to agencies whose referral was delivered; the
+referral service sends every amendment to the agencies it refers, after their referral. A
+retracted report's agencies were told to disregard it: an amendment is kept but sent to none.
+Amendments leave the states above untouched, so the retraction invariant is exactly as before.
 """
 
 from collections.abc import Mapping
@@ -53,7 +54,8 @@ for _, agency in ipairs(owed) do table.insert(out, agency) end
 return out
 """
 
-# Returns the agencies now owed a correction, then (after a '') every amendment so far.
+# Returns the agencies now owed a correction, then (after a '') every amendment so far, as
+# version/JSON pairs.
 _CONFIRM_REFERRALS = """
 local retracted = redis.call('EXISTS', KEYS[2]) == 1
 local out = {}
@@ -66,9 +68,7 @@ for _, agency in ipairs(ARGV) do
   if state == 'correcting' then table.insert(out, agency) end
 end
 table.insert(out, '')
-for _, amendment in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
-  table.insert(out, amendment)
-end
+for _, item in ipairs(redis.call('HGETALL', KEYS[3])) do table.insert(out, item) end
 return out
 """
 
@@ -99,18 +99,17 @@ end
 return #ARGV
 """
 
-# An amendment after referral: appended to the report's amendments (never replaced) and owed at
-# once to every agency whose referral was delivered. Agencies still `referring` get every
-# amendment from the referral service, after their referral (see `amendments`).
+# An amendment after referral: kept under its version (the first copy stays) and owed at once to
+# every agency whose referral was delivered, unless the report was retracted. Agencies still
+# `referring` get every amendment from the referral service, after their referral.
 _AMEND = """
-local version = redis.call('RPUSH', KEYS[3], ARGV[1])
-local out = {version}
+redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
+local retracted = redis.call('EXISTS', KEYS[2])
+local out = {retracted}
+if retracted == 1 then return out end
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
-  local state = all[i + 1]
-  if state == 'referred' or state == 'correcting' or state == 'corrected' then
-    table.insert(out, all[i])
-  end
+  if all[i + 1] == 'referred' then table.insert(out, all[i]) end
 end
 return out
 """
@@ -155,7 +154,9 @@ class Ledger:
         for report_id, found in out.items():
             found = [str(x) for x in found]
             split = found.index("")
-            confirmed[report_id] = Confirmed(found[:split], found[split + 1:])
+            pairs = found[split + 1:]
+            confirmed[report_id] = Confirmed(found[:split], sorted(
+                (int(v), a) for v, a in zip(pairs[::2], pairs[1::2], strict=True)))
         return confirmed
 
     async def retract(self, commands: Mapping[str, tuple[datetime, str, str, str]]
@@ -212,11 +213,10 @@ class Ledger:
             found = await pipe.execute()
         return {r for r, n in zip(report_ids, found, strict=True) if n}
 
-    async def amend(self, report_id: str, amendment: str) -> Amended:
-        """Append an amendment (JSON); returns its version and the agencies owed it now."""
-        version, *to_notify = await self._amend(keys=self._keys(report_id), args=[amendment])
-        return Amended(int(version), sorted(to_notify))
-
-    async def amendments(self, report_id: str) -> list[str]:
-        """Every amendment after release, oldest first (version n is item n - 1)."""
-        return [str(a) for a in await self._redis.lrange(self._keys(report_id)[2], 0, -1)]
+    async def amend(self, amendments: Mapping[str, tuple[int, str]]) -> dict[str, Amended]:
+        """Keep amendments (report id -> version, JSON change), in one round trip: the agencies
+        each is owed to now (none once the report is retracted)."""
+        out = await self._each(self._amend, {r: [str(v), change]
+                                             for r, (v, change) in amendments.items()})
+        return {r: Amended(amendments[r][0], sorted(map(str, to_notify)), bool(retracted))
+                for r, (retracted, *to_notify) in out.items()}

@@ -6,7 +6,6 @@ when a signer is given, and corrections and amendments are tracked until the age
 them (services/notification/outbox.py) when an outbox is given.
 """
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +16,11 @@ from shared.amendments import amended
 from shared.batches import Publisher
 from shared.contracts import (
     AgencyNotice,
-    Amendment,
+    Change,
     NoticeKind,
     Priority,
     ReportSupplemented,
+    Supplement,
     derived_id,
     now,
 )
@@ -46,9 +46,10 @@ def notice_id(kind: NoticeKind, report_id: str, agency_id: str, *version: str) -
     return derived_id("notice", kind, report_id, agency_id, *version)
 
 
-def labelled(supplement: dict[str, Any]) -> dict[str, Any]:
+def labelled(supplement: Supplement) -> dict[str, Any]:
     """A supplement as a notice carries it: unverified items say so in plain words."""
-    return {**supplement, "label": "verified" if supplement.get("verified") else "UNVERIFIED"}
+    return {**supplement.model_dump(mode="json"),
+            "label": "verified" if supplement.verified else "UNVERIFIED"}
 
 
 def referral_notice(event: ReportSupplemented, agency_id: str) -> AgencyNotice:
@@ -61,9 +62,9 @@ def referral_notice(event: ReportSupplemented, agency_id: str) -> AgencyNotice:
     }
     if event.amendments:
         # The ESP's original stays in "report"; the analyst's changes sit beside it.
-        changes = [Amendment.model_validate(a) for a in event.amendments]
-        payload["amendments"] = event.amendments
-        payload["amended_report"] = amended(event.report, changes).model_dump(mode="json")
+        payload["amendments"] = [a.model_dump(mode="json") for a in event.amendments]
+        payload["amended_report"] = amended(event.report, event.amendments).model_dump(
+            mode="json")
     return AgencyNotice(
         kind="referral",
         notice_id=notice_id("referral", event.report_id, agency_id),
@@ -96,17 +97,17 @@ def correction_notice(
 
 
 def amendment_notice(
-    report_id: str, agency_id: str, version: int, change: dict[str, Any], priority: Priority
+    report_id: str, agency_id: str, version: int, change: Change, priority: Priority
 ) -> AgencyNotice:
     """Amendment `version` of a referred report: one changed field or one new supplement."""
     payload: dict[str, Any] = {
         "version": version,
         "amends_notice_id": notice_id("referral", report_id, agency_id),
     }
-    if "supplement" in change:
-        payload["supplement"] = labelled(change["supplement"])
-    else:
-        payload["amendment"] = change["amendment"]
+    if change.supplement is not None:
+        payload["supplement"] = labelled(change.supplement)
+    elif change.amendment is not None:
+        payload["amendment"] = change.amendment.model_dump(mode="json")
     return AgencyNotice(
         kind="amendment",
         notice_id=notice_id("amendment", report_id, agency_id, str(version)),
@@ -166,7 +167,8 @@ async def send_amendments(
     """Send amendments (report id -> agencies whose referral was delivered, the (version, JSON
     change) pairs, the priority)."""
     notices = [
-        amendment_notice(report_id, agency, version, json.loads(change), priority)
+        amendment_notice(report_id, agency, version, Change.model_validate_json(change),
+                         priority)
         for report_id, (agencies, changes, priority) in owed.items()
         for agency in agencies
         for version, change in changes

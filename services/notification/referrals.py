@@ -13,10 +13,10 @@ says what each step does. Per agency:
 - retract: marks the report (once: the first mark stays) and moves every `referred` agency to
   `correcting`; a `referring` one is left to the referral service (confirm referral).
 - confirm correction: `correcting -> corrected`, which is final.
-- amend: appended to the report's amendments, owed at once to every agency whose referral was
-  delivered; the states are untouched.
+- amend: kept under its version (the first copy of a version stays), owed at once to every agency
+  whose referral was delivered, to none once the report is retracted; the states are untouched.
 
-Every step is idempotent but amend (the real system sends each step again on a redelivery);
+Every step is idempotent (the real system sends each step again on a redelivery);
 anything else leaves an agency as it is, with the reason (`Refused`).
 """
 
@@ -30,10 +30,6 @@ class AgencyState(StrEnum):
     REFERRED = "referred"
     CORRECTING = "correcting"
     CORRECTED = "corrected"
-
-    @property
-    def received_referral(self) -> bool:
-        return self is not AgencyState.REFERRING
 
 
 class AgencyEvent(StrEnum):
@@ -91,7 +87,7 @@ class Claim:
 @dataclass(frozen=True)
 class Confirmed:
     owed_correction: list[str]  # retracted while the referral was in flight
-    amendments: list[str]  # every amendment after release, oldest first (JSON)
+    amendments: list[tuple[int, str]]  # every amendment after release: (version, JSON), in order
 
 
 @dataclass(frozen=True)
@@ -104,6 +100,7 @@ class Retraction:
 class Amended:
     version: int
     to_notify: list[str]
+    withheld: bool = False  # the report was retracted: its agencies are told nothing more
 
 
 # The commands, as the ledger takes them for one report.
@@ -133,6 +130,7 @@ class ConfirmCorrections:
 
 @dataclass(frozen=True)
 class Amend:
+    version: int
     amendment: str  # JSON
 
 
@@ -146,7 +144,7 @@ class Referrals:
 
     agencies: Mapping[str, AgencyState] = field(default_factory=dict)
     retraction: Retract | None = None  # the first retraction's mark; never removed
-    amendments: tuple[str, ...] = ()
+    amendments: Mapping[int, str] = field(default_factory=dict)  # version -> JSON
 
     @property
     def retracted(self) -> bool:
@@ -173,7 +171,7 @@ def apply(ledger: Referrals, command: Command) -> tuple[Referrals, Effect]:
         case ConfirmReferrals(agencies):
             after = ledger._moved(E.CONFIRM_REFERRAL, agencies)
             owed = [a for a in agencies if after.agencies.get(a) is S.CORRECTING]
-            return after, Confirmed(owed, list(after.amendments))
+            return after, Confirmed(owed, sorted(after.amendments.items()))
         case Retract():
             first = ledger.retraction is None
             after = replace(ledger, retraction=command if first else ledger.retraction)
@@ -181,7 +179,8 @@ def apply(ledger: Referrals, command: Command) -> tuple[Referrals, Effect]:
             return after, Retraction(first, after._in(S.CORRECTING))
         case ConfirmCorrections(agencies):
             return ledger._moved(E.CONFIRM_CORRECTION, agencies), None
-        case Amend(amendment):
-            after = replace(ledger, amendments=(*ledger.amendments, amendment))
-            received = [a for a, s in ledger.agencies.items() if s.received_referral]
-            return after, Amended(len(after.amendments), sorted(received))
+        case Amend(version, amendment):
+            after = replace(ledger, amendments={version: amendment, **ledger.amendments})
+            if ledger.retracted:
+                return after, Amended(version, [], withheld=True)
+            return after, Amended(version, ledger._in(S.REFERRED))

@@ -1,11 +1,11 @@
 """Referral handlers: claim in the ledger, notify each agency, confirm, amend and correct; a
-batch of supplemented reports at a time."""
+batch of supplemented reports at a time. Changes after release arrive as AmendReport commands."""
 
 from services.notification import notices
 from services.notification.ledger import Ledger
 from shared import topics
 from shared.batches import Publisher, in_rounds
-from shared.contracts import ReportReferred, ReportSupplemented, derived_id
+from shared.contracts import AmendReport, ReportReferred, ReportSupplemented, derived_id
 from shared.kafka import TiplineBroker
 from shared.timeline import Fact, Timeline
 
@@ -56,12 +56,33 @@ async def refer(
     # Amended after release while these referrals were in flight: amend them now, after the
     # referral (an agency already amended by the analyst API drops the repeat by notice id).
     await notices.send_amendments(publish, timeline, {
-        r: (to_refer[r], list(enumerate(c.amendments, start=1)), priority[r])
+        r: (to_refer[r], c.amendments, priority[r])
         for r, c in confirmed.items() if c.amendments}, dispatch)
     # Retracted while these referrals were in flight: correct them now, after the referral.
     await notices.send_corrections(publish, ledger, timeline, {
         r: (c.owed_correction, priority[r]) for r, c in confirmed.items()}, dispatch)
     return to_refer
+
+
+async def amend(
+    publish: Publisher,
+    ledger: Ledger,
+    timeline: Timeline,
+    commands: list[AmendReport],
+    dispatch: notices.Dispatch = notices.UNSIGNED,
+) -> None:
+    """Send changes made after release (at most one command a report) to every agency whose
+    referral was delivered; agencies still being referred get them after their referral."""
+    done = await ledger.amend({
+        c.report_id: (c.version, c.change.model_dump_json(exclude_none=True)) for c in commands})
+    await timeline.record_many({c.report_id: [Fact(
+        derived_id(c.report_id, "amendment withheld", str(c.version)), "amendment withheld",
+        detail={"version": c.version, "reason": "retracted: its agencies disregard it"})]
+        for c in commands if done[c.report_id].withheld})
+    await notices.send_amendments(publish, timeline, {c.report_id: (
+        done[c.report_id].to_notify,
+        [(c.version, c.change.model_dump_json(exclude_none=True))], c.priority)
+        for c in commands}, dispatch)
 
 
 def register(
@@ -79,6 +100,12 @@ def register(
                 event_id=derived_id(r, "referred"), report_id=r, agencies=agencies,
                 priority=by_id[r].priority,
             ), topics.REPORTS_REFERRED, r) for r, agencies in referred.items())
+
+    @broker.consume(topics.AMENDMENTS_REQUESTED, group="referral-amendments",
+                    model=AmendReport, patient=True)
+    async def on_amend_reports(commands: list[AmendReport]) -> None:
+        for commands_now in in_rounds(commands, key=lambda c: c.report_id):
+            await amend(publish, ledger, timeline, commands_now, dispatch)
 
     for topic, group in SUPPLEMENTED.items():
         broker.consume(topic, group=group, model=ReportSupplemented,

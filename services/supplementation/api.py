@@ -1,11 +1,14 @@
 """The analyst API: supplements, holds, amendments and retractions, for role analyst only
 (role operator may read case files).
 
+A change to a report already released is kept in its case file as the next version and asked of
+the referral service in an AmendReport, which sends it to every agency that received the report:
+the ledger and the notices are the notification context's, not this service's.
+
 HTTP Basic against the analyst directory (salted scrypt hashes); ESP credentials live elsewhere
 and never open it. Every change carries its provenance: analyst, time, source, verified or not.
 """
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -14,9 +17,6 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.notification import notices
-from services.notification.ledger import Ledger
-from services.notification.outbox import Outbox
 from services.supplementation.casefile import Case, CaseFiles
 from services.supplementation.holds import CaseState
 from services.supplementation.release import Releaser
@@ -26,6 +26,7 @@ from shared.analysts import AnalystDirectory
 from shared.batches import Publisher
 from shared.contracts import (
     Amendment,
+    AmendReport,
     Priority,
     RetractReport,
     Supplement,
@@ -42,12 +43,9 @@ from shared.timeline import Timeline
 class Analysis:
     broker: TiplineBroker
     cases: CaseFiles
-    ledger: Ledger
     timeline: Timeline
-    outbox: Outbox
     directory: AnalystDirectory
     releaser: Releaser
-    dispatch: notices.Dispatch
 
 
 def analysis(request: Request) -> Analysis:
@@ -121,10 +119,11 @@ async def _case(svc: Analysis, report_id: str) -> Case:
     return case
 
 
-async def _not_retracted(svc: Analysis, report_id: str) -> None:
+def _not_retracted(case: Case, report_id: str) -> None:
     # A retracted report's agencies were told to disregard it; an amendment now would follow
-    # the correction and confuse them.
-    if await svc.ledger.retraction(report_id):
+    # the correction and confuse them. (One in flight while the report is retracted is kept by
+    # the referral service and sent to nobody.)
+    if case.retracted:
         raise HTTPException(409, f"report {report_id} was retracted")
 
 
@@ -132,18 +131,24 @@ def _field_error(field: str, reason: str) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", field], "msg": reason, "type": "value_error"}])
 
 
-async def _after_release(
-    svc: Analysis, report_id: str, case: Case, change: dict[str, Any]
-) -> dict[str, Any]:
-    """A change to a released report: an amendment to every agency that received it."""
-    done = await svc.ledger.amend(report_id, json.dumps(change))
+async def _after_release(svc: Analysis, report_id: str, version: int) -> dict[str, Any]:
+    """A change kept after release: ask for it (and any earlier one not sent yet, as when the
+    broker was away) to be sent to every agency that received the report."""
+    case = await _case(svc, report_id)
     priority = Priority[(case.routing or {}).get("priority", "normal").upper()]
-    await notices.send_amendments(
-        Publisher(svc.broker), svc.timeline,
-        {report_id: (done.to_notify, [(done.version, json.dumps(change))], priority)},
-        svc.dispatch,
-    )
-    return {"version": done.version, "notified": done.to_notify}
+    unsent = case.unsent
+    try:
+        await Publisher(svc.broker).send((AmendReport(
+            command_id=derived_id(report_id, "amend", str(v)), report_id=report_id, version=v,
+            change=change, priority=priority,
+        ), topics.AMENDMENTS_REQUESTED, report_id) for v, change in unsent)
+    except Exception as exc:  # the broker away: kept, and sent with the next change
+        raise HTTPException(503, f"change kept as version {version} of {report_id}, not sent "
+                                 f"yet ({type(exc).__name__}); it goes with the next change, "
+                                 "or post it again") from None
+    if unsent:
+        await svc.cases.sent(report_id, unsent[-1][0])
+    return {"version": version, "status": "amendment requested"}
 
 
 @router.get("/reports/{report_id}")
@@ -154,14 +159,13 @@ async def read_case(report_id: str, svc: Svc, _: ReaderId) -> Any:
         "state": case.state,
         "status": (await svc.timeline.fields(report_id)).get("status"),
         "report": case.report.model_dump(mode="json") if case.report else None,
-        "supplements": case.supplements,
-        "amendments": case.amendments,
+        "supplements": [s.model_dump(mode="json") for s in case.supplements],
+        "amendments": [a.model_dump(mode="json") for a in case.amendments],
         "amendments_after_release": [
-            json.loads(a) for a in await svc.ledger.amendments(report_id)
-        ],
+            c.model_dump(mode="json", exclude_none=True) for c in case.after_release],
+        "amendments_unsent": [v for v, _ in case.unsent],
+        "retracted": case.retracted,
         "routing": case.routing,
-        "agencies": await svc.ledger.states(report_id),
-        "acknowledgements": await svc.outbox.states(report_id),
         "timeline": await svc.timeline.entries(report_id),
     }
 
@@ -194,31 +198,27 @@ async def release(report_id: str, svc: Svc, analyst_id: AnalystId) -> Any:
 async def add_supplement(
     report_id: str, body: NewSupplement, svc: Svc, analyst_id: AnalystId
 ) -> Any:
-    case = await _case(svc, report_id)
-    await _not_retracted(svc, report_id)
+    _not_retracted(await _case(svc, report_id), report_id)
     item = Supplement(supplement_id=str(uuid.uuid4()), analyst_id=analyst_id, added_at=now(),
-                      **body.model_dump()).model_dump(mode="json")
-    state = await svc.cases.keep_supplement(report_id, item)
-    if state == CaseState.RELEASING:
+                      **body.model_dump())
+    kept = await svc.cases.keep_supplement(report_id, item)
+    if kept.state == CaseState.RELEASING:
         raise HTTPException(409, f"report {report_id} is being released: try again")
-    await svc.timeline.record(report_id, item["supplement_id"], "supplement added",
-                              analyst=analyst_id, kind=item["kind"], verified=item["verified"],
-                              source=item["source"])
-    out: dict[str, Any] = {"report_id": report_id, "supplement": item}
-    if state == CaseState.RELEASED:
-        out.update(await _after_release(svc, report_id, case, {"supplement": item}))
+    await svc.timeline.record(report_id, item.supplement_id, "supplement added",
+                              analyst=analyst_id, kind=item.kind, verified=item.verified,
+                              source=item.source)
+    out: dict[str, Any] = {"report_id": report_id, "supplement": item.model_dump(mode="json")}
+    if kept.state == CaseState.RELEASED:
+        out.update(await _after_release(svc, report_id, kept.version))
     return out
 
 
 @router.post("/reports/{report_id}/amendments", status_code=202)
 async def amend(report_id: str, body: NewAmendment, svc: Svc, analyst_id: AnalystId) -> Any:
     case = await _case(svc, report_id)
-    await _not_retracted(svc, report_id)
+    _not_retracted(case, report_id)
     assert case.report is not None
-    before = [Amendment.model_validate(a) for a in case.amendments] + [
-        Amendment.model_validate(c["amendment"])
-        for c in map(json.loads, await svc.ledger.amendments(report_id)) if "amendment" in c
-    ]
+    before = case.amendments + [c.amendment for c in case.after_release if c.amendment]
     try:
         effective = amended(case.report, before)
         previous = current_value(effective, body.path)
@@ -227,15 +227,15 @@ async def amend(report_id: str, body: NewAmendment, svc: Svc, analyst_id: Analys
         raise _field_error(exc.field, exc.reason) from None
     change = Amendment(amendment_id=str(uuid.uuid4()), path=body.path, value=body.value,
                        previous=previous, reason=body.reason, analyst_id=analyst_id,
-                       amended_at=now()).model_dump(mode="json")
-    state = await svc.cases.keep_amendment(report_id, change)
-    if state == CaseState.RELEASING:
+                       amended_at=now())
+    kept = await svc.cases.keep_amendment(report_id, change)
+    if kept.state == CaseState.RELEASING:
         raise HTTPException(409, f"report {report_id} is being released: try again")
-    await svc.timeline.record(report_id, change["amendment_id"], "amended by analyst",
+    await svc.timeline.record(report_id, change.amendment_id, "amended by analyst",
                               analyst=analyst_id, path=body.path, reason=body.reason)
-    out: dict[str, Any] = {"report_id": report_id, "amendment": change}
-    if state == CaseState.RELEASED:
-        out.update(await _after_release(svc, report_id, case, {"amendment": change}))
+    out: dict[str, Any] = {"report_id": report_id, "amendment": change.model_dump(mode="json")}
+    if kept.state == CaseState.RELEASED:
+        out.update(await _after_release(svc, report_id, kept.version))
     return out
 
 

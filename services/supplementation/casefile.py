@@ -12,11 +12,11 @@ States (services/supplementation/holds.py says what each script below does):
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.supplementation.holds import CaseState
-from shared.contracts import Report
+from shared.contracts import Amendment, Change, Report, Supplement
 from shared.store import Store, run_script
 
 # A validated report arrives: release it unless an analyst holds it.
@@ -47,12 +47,21 @@ redis.call('HSET', KEYS[1], 'state', 'releasing')
 return 'releasing'
 """
 
-# Keep an addition for the referral, unless the report is (being) released already.
+# Keep an addition for the referral before the release, or as the next change after it (its
+# version); refused while the release is under way.
 _KEEP = """
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'released' or state == 'releasing' then return state end
+if state == 'releasing' then return {state, 0} end
+if state == 'released' then return {state, redis.call('RPUSH', KEYS[3], ARGV[2])} end
 redis.call('RPUSH', KEYS[2], ARGV[1])
-return 'kept'
+return {'kept', 0}
+"""
+
+# Mark changes after release up to `version` sent (the mark only moves forward).
+_SENT = """
+if tonumber(redis.call('HGET', KEYS[1], 'sent_after_release') or '0') < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'sent_after_release', ARGV[1])
+end
 """
 
 
@@ -61,9 +70,24 @@ class Case:
     state: str
     esp_id: str | None
     report: Report | None
-    supplements: list[dict[str, Any]]
-    amendments: list[dict[str, Any]]
+    supplements: list[Supplement]
+    amendments: list[Amendment]
     routing: dict[str, Any] | None
+    after_release: list[Change] = field(default_factory=list)  # version n is item n - 1
+    sent_after_release: int = 0  # versions up to this one were published for the agencies
+    retracted: bool = False
+
+    @property
+    def unsent(self) -> list[tuple[int, Change]]:
+        """Changes after release not yet published for the agencies, with their versions."""
+        return [(v, c) for v, c in enumerate(self.after_release, start=1)
+                if v > self.sent_after_release]
+
+
+@dataclass(frozen=True)
+class Kept:
+    state: str  # "kept" for the referral, or the state of the case
+    version: int = 0  # of a change kept after the release
 
 
 class CaseFiles:
@@ -73,11 +97,13 @@ class CaseFiles:
         self._hold = redis.register_script(_HOLD)
         self._release = redis.register_script(_RELEASE)
         self._keep = redis.register_script(_KEEP)
+        self._sent = redis.register_script(_SENT)
 
     @staticmethod
     def _keys(report_id: str) -> list[str]:
         tag = f"tipline:{{{report_id}}}"
-        return [f"{tag}:case", f"{tag}:case:supplements", f"{tag}:case:amendments"]
+        return [f"{tag}:case", f"{tag}:case:supplements", f"{tag}:case:amendments",
+                f"{tag}:case:after-release", f"{tag}:case:retracted"]
 
     async def arrive(self, arrivals: list[tuple[str, Report, str]]) -> list[str]:
         """Validated reports (id, report, ESP) arrive, in one round trip: the state each is in
@@ -96,13 +122,29 @@ class CaseFiles:
     async def finish_release(self, report_id: str) -> None:
         await self._redis.hset(self._keys(report_id)[0], "state", CaseState.RELEASED)
 
-    async def keep_supplement(self, report_id: str, supplement: dict[str, Any]) -> str:
-        keys = self._keys(report_id)
-        return str(await self._keep(keys=[keys[0], keys[1]], args=[json.dumps(supplement)]))
+    async def keep_supplement(self, report_id: str, supplement: Supplement) -> Kept:
+        return await self._kept(report_id, 1, supplement.model_dump_json(),
+                                Change(supplement=supplement))
 
-    async def keep_amendment(self, report_id: str, amendment: dict[str, Any]) -> str:
+    async def keep_amendment(self, report_id: str, amendment: Amendment) -> Kept:
+        return await self._kept(report_id, 2, amendment.model_dump_json(),
+                                Change(amendment=amendment))
+
+    async def _kept(self, report_id: str, kind: int, item: str, change: Change) -> Kept:
         keys = self._keys(report_id)
-        return str(await self._keep(keys=[keys[0], keys[2]], args=[json.dumps(amendment)]))
+        state, version = await self._keep(keys=[keys[0], keys[kind], keys[3]],
+                                          args=[item, change.model_dump_json(exclude_none=True)])
+        return Kept(str(state), int(version))
+
+    async def sent(self, report_id: str, version: int) -> None:
+        await self._sent(keys=self._keys(report_id)[:1], args=[version])
+
+    async def retracted(self, report_ids: list[str]) -> None:
+        """Mark reports retracted (the retraction service said so): no more changes to them."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report_id in report_ids:
+                pipe.set(self._keys(report_id)[4], 1)
+            await pipe.execute()
 
     async def route_once(self, routings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The first routing stored for each report wins: a report is never routed twice. One
@@ -122,15 +164,19 @@ class CaseFiles:
         """Case files, in one round trip (None for a report with none)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for report_id in report_ids:
-                case_key, supplements_key, amendments_key = self._keys(report_id)
+                case_key, supplements_key, amendments_key, after_key, retracted_key = (
+                    self._keys(report_id))
                 pipe.hgetall(case_key)
                 pipe.lrange(supplements_key, 0, -1)
                 pipe.lrange(amendments_key, 0, -1)
+                pipe.lrange(after_key, 0, -1)
+                pipe.exists(retracted_key)
             found = await pipe.execute()
-        return [_case(*found[i:i + 3]) for i in range(0, len(found), 3)]
+        return [_case(*found[i:i + 5]) for i in range(0, len(found), 5)]
 
 
-def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any]) -> Case | None:
+def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any],
+          after_release: list[Any], retracted: int) -> Case | None:
     fields = {str(k): str(v) for k, v in case.items()}
     if not fields:
         return None
@@ -138,7 +184,10 @@ def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any]) -
         state=fields.get("state", CaseState.OPEN),
         esp_id=fields.get("esp_id"),
         report=Report.model_validate_json(fields["report"]) if "report" in fields else None,
-        supplements=[json.loads(s) for s in supplements],
-        amendments=[json.loads(a) for a in amendments],
+        supplements=[Supplement.model_validate_json(s) for s in supplements],
+        amendments=[Amendment.model_validate_json(a) for a in amendments],
         routing=json.loads(fields["routing"]) if "routing" in fields else None,
+        after_release=[Change.model_validate_json(c) for c in after_release],
+        sent_after_release=int(fields.get("sent_after_release", 0)),
+        retracted=bool(retracted),
     )

@@ -5,7 +5,13 @@ from services.supplementation.holds import CaseState
 from services.supplementation.release import Releaser
 from shared import topics
 from shared.batches import in_rounds
-from shared.contracts import ReportSupplemented, ReportValidated, derived_id
+from shared.contracts import (
+    AmendReport,
+    ReportRetracted,
+    ReportSupplemented,
+    ReportValidated,
+    derived_id,
+)
 from shared.kafka import TiplineBroker
 from shared.timeline import Fact, Timeline
 
@@ -17,6 +23,7 @@ def register(
     for topic in (topics.REPORTS_SUPPLEMENTED_URGENT, topics.REPORTS_SUPPLEMENTED,
                   topics.REPORTS_SUPPLEMENTED_BULK):
         broker.publisher(topic, schema=ReportSupplemented)
+    broker.publisher(topics.AMENDMENTS_REQUESTED, schema=AmendReport)  # by the analyst API
 
     @broker.consume(topics.REPORTS_VALIDATED, group="supplementation", model=ReportValidated)
     async def on_reports_validated(events: list[ReportValidated]) -> None:
@@ -29,3 +36,9 @@ def register(
             await timeline.record_many({r: [Fact(
                 derived_id(r, "arrived-held"), "validated report waits for the analyst's release",
                 "held")] for r in held})
+
+    # No more changes to a retracted report (the analyst API refuses them); nobody waits.
+    @broker.consume(topics.REPORTS_RETRACTED, group="supplementation-retractions",
+                    model=ReportRetracted, patient=True)
+    async def on_reports_retracted(events: list[ReportRetracted]) -> None:
+        await cases.retracted([e.report_id for e in events])

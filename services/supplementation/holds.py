@@ -6,9 +6,10 @@ file scripts (`services/supplementation/casefile.py`). Pure.
     (none) -> held -> open -> released           released before the report arrived
 
 A report is released once: arriving again changes nothing. What an analyst adds (supplements,
-amendments) is kept for the referral only until the release begins; after that it is an
-amendment to the agencies (services/notification/referrals.py). Each script answers the
-state it leaves the case in, or, when refused, the state that refused it.
+amendments) is kept for the referral until the release begins; while the release is under way
+it is refused; after it, it is kept as the next change after release (its version), which the
+agencies receive as an amendment (services/notification/). Each script answers the state it
+leaves the case in, or, when refused, the state that refused it.
 """
 
 from dataclasses import dataclass, replace
@@ -41,12 +42,14 @@ class CaseFile:
     arrived: bool = False  # the validated report is in the case file
     supplements: int = 0  # kept for the referral
     amendments: int = 0
+    after_release: int = 0  # changes kept after the release: the last one's version
 
 
 @dataclass(frozen=True)
 class Answer:
     says: str  # what the script answers
     refused: bool = False
+    version: int = 0  # of a change kept after the release
 
 
 S, E = CaseState, CaseEvent
@@ -71,8 +74,11 @@ def apply(case: CaseFile, event: CaseEvent) -> tuple[CaseFile, Answer]:
             return _to(case, S.RELEASING if case.arrived else S.OPEN)
         case E.FINISH_RELEASE:
             return _to(case, S.RELEASED)
-    if state in _BEING_RELEASED:
+    if state is S.RELEASING:
         return case, Answer(state, refused=True)
+    if state is S.RELEASED:
+        version = case.after_release + 1
+        return replace(case, after_release=version), Answer(state, version=version)
     if event is E.KEEP_SUPPLEMENT:
         return replace(case, supplements=case.supplements + 1), Answer(KEPT)
     return replace(case, amendments=case.amendments + 1), Answer(KEPT)

@@ -8,9 +8,6 @@ import uvicorn
 from fastapi import FastAPI
 from faststream import FastStream
 
-from services.notification.ledger import Ledger
-from services.notification.notices import Dispatch
-from services.notification.outbox import Outbox
 from services.supplementation.api import Analysis, router
 from services.supplementation.casefile import CaseFiles
 from services.supplementation.handlers import register
@@ -23,7 +20,6 @@ from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
 from shared.ops import count_requests
 from shared.settings import Settings
-from shared.signing import Signer
 from shared.store import connect
 from shared.timeline import Timeline
 
@@ -41,12 +37,10 @@ def create_app(settings: Settings) -> FastStream:
     releaser = Releaser(Publisher(broker), cases, timeline, rules)
     register(broker, timeline, cases, releaser)
 
-    outbox = Outbox(redis, settings.tipline_ack_timeout_s)
     api = FastAPI(title="tipline analyst API", version="0.1.0")
     api.state.analysis = Analysis(
-        broker=broker, cases=cases, ledger=Ledger(redis), timeline=timeline, outbox=outbox,
+        broker=broker, cases=cases, timeline=timeline,
         directory=AnalystDirectory(redis, LoginGuard(Limits.of(settings))), releaser=releaser,
-        dispatch=Dispatch(Signer(settings.tipline_keys_dir), outbox),
     )
     api.include_router(router)
     api.add_middleware(BodyLimit, limit=settings.tipline_max_body_bytes)

@@ -8,7 +8,7 @@ from services.supplementation.jurisdiction import LiveRules, RoutingRules, prior
 from shared import topics
 from shared.amendments import amended
 from shared.batches import Publisher
-from shared.contracts import Amendment, Priority, ReportSupplemented, derived_id
+from shared.contracts import Priority, ReportSupplemented, derived_id
 from shared.timeline import Fact, Timeline
 
 
@@ -55,7 +55,7 @@ class Releaser:
 def routing_of(report_id: str, case: Case, rules: RoutingRules) -> dict[str, Any]:
     """Where the report goes, decided on what the analyst established (amendments applied)."""
     assert case.report is not None
-    effective = amended(case.report, [Amendment.model_validate(a) for a in case.amendments])
+    effective = amended(case.report, case.amendments)
     resolution = resolve(report_id, effective, rules)
     return {"agencies": resolution.agencies, "basis": resolution.basis,
             "rules_version": rules.version, "priority": priority_of(effective).name.lower()}

@@ -8,7 +8,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent.parent
 SERVICES = ("intake", "validation", "supplementation", "referral", "retraction", "console")
 # Services that sign agency notices and so need the signing keys.
-SIGNERS = {"supplementation", "referral", "retraction"}
+SIGNERS = {"referral", "retraction"}
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:

@@ -22,9 +22,12 @@ from shared.batches import Poison, Publisher
 from shared.contracts import (
     AgencyNotice,
     AgencyResponse,
+    Amendment,
+    Change,
     NoticeAcknowledged,
     OutcomeReported,
     Priority,
+    now,
 )
 from shared.kafka import make_broker
 from shared.settings import Settings
@@ -136,9 +139,11 @@ async def test_the_client_refuses_tampered_and_unsigned_notices(local: Settings)
     signer, report_id = Signer(local.tipline_keys_dir), f"tamper-{uuid.uuid4().hex}"
 
     def genuine(n: int) -> AgencyNotice:
+        change = Change(amendment=Amendment(
+            amendment_id=f"m{n}", path="incident_type", value=n, reason="synthetic",
+            analyst_id="analyst-1", amended_at=now()))
         return notices.signed(notices.amendment_notice(
-            report_id, agency, n, {"amendment": {"path": "x", "value": n}}, Priority.NORMAL
-        ), signer)
+            report_id, agency, n, change, Priority.NORMAL), signer)
 
     tampered = json.loads(genuine(1).model_dump_json())
     tampered["payload"]["amendment"]["value"] = 999

@@ -10,16 +10,27 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services.referral.handlers import refer
+from services.notification.ledger import Ledger
+from services.notification.notices import Dispatch
+from services.notification.outbox import Outbox
+from services.referral.handlers import amend, refer
 from services.supplementation.main import create_app
 from shared import topics
 from shared.analysts import AnalystDirectory
 from shared.batches import Publisher
-from shared.contracts import Location, Report, ReportSupplemented, now
+from shared.contracts import (
+    AmendReport,
+    Location,
+    Report,
+    ReportSupplemented,
+    now,
+)
 from shared.settings import Settings
-from shared.signing import PUBLIC_FILE, Verifier, ensure_keys
+from shared.signing import PUBLIC_FILE, Signer, Verifier, ensure_keys
+from shared.timeline import Timeline
 from shared.topics import agency_topic
 from tests.integration.agency_helpers import agency_ids, read_topic, routing_file
+from tipline.stack import free_port
 
 PASSWORD = "synthetic-analyst-password"
 
@@ -114,9 +125,9 @@ async def test_hold_amend_supplement_release(api: Api, settings: Settings) -> No
     event = ReportSupplemented.model_validate(
         next(r for r in records if r["report_id"] == report_id))
     assert event.report == report  # the ESP's original, untouched
-    assert event.amendments[0]["path"] == "child_in_imminent_danger"
-    assert event.amendments[0]["analyst_id"] == api.analyst
-    assert event.supplements[0]["verified"] is False
+    assert event.amendments[0].path == "child_in_imminent_danger"
+    assert event.amendments[0].analyst_id == api.analyst
+    assert event.supplements[0].verified is False
     assert event.priority.name == "IMMINENT"
 
     case = (await api.http.get(f"/v1/analyst/reports/{report_id}")).json()
@@ -124,29 +135,55 @@ async def test_hold_amend_supplement_release(api: Api, settings: Settings) -> No
     assert [e["what"] for e in case["timeline"]][:2] == ["held by analyst", "amended by analyst"]
 
 
+class Referral:
+    """The referral service's steps, driven in this process over the real broker and Redis."""
+
+    def __init__(self, api: Api, redis: Redis) -> None:
+        self.publish = Publisher(api.app.broker)  # type: ignore[attr-defined]
+        self.ledger, self.timeline = Ledger(redis), Timeline(redis)
+        self.dispatch = Dispatch(Signer(api.settings.tipline_keys_dir),
+                                 Outbox(redis, api.settings.tipline_ack_timeout_s))
+
+    async def refer(self, event: ReportSupplemented) -> None:
+        await refer(self.publish, self.ledger, self.timeline, [event], self.dispatch)
+
+    async def amend(self, settings: Settings, report_id: str, count: int) -> None:
+        """What the analyst API asked for this report (AmendReport), one at a time, in order."""
+        records = await read_topic(
+            settings, topics.AMENDMENTS_REQUESTED,
+            lambda rs: sum(r["report_id"] == report_id for r in rs) >= count)
+        for record in (r for r in records if r["report_id"] == report_id):
+            await amend(self.publish, self.ledger, self.timeline,
+                        [AmendReport.model_validate(record)], self.dispatch)
+
+
+async def supplemented(api: Api, settings: Settings, report_id: str) -> ReportSupplemented:
+    records = await read_topic(settings, topics.REPORTS_SUPPLEMENTED,
+                               lambda rs: any(r["report_id"] == report_id for r in rs))
+    return ReportSupplemented.model_validate(
+        next(r for r in records if r["report_id"] == report_id))
+
+
 async def test_amendment_after_referral_reaches_every_agency_after_its_referral(
-    api: Api, settings: Settings
+    api: Api, settings: Settings, redis: Redis
 ) -> None:
     report_id = f"an-{uuid.uuid4().hex}"
     assert await arrive(api, report_id, texas_report()) == "released"
-    records = await read_topic(settings, topics.REPORTS_SUPPLEMENTED,
-                               lambda rs: any(r["report_id"] == report_id for r in rs))
-    event = ReportSupplemented.model_validate(
-        next(r for r in records if r["report_id"] == report_id))
-    analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
-    await refer(Publisher(api.app.broker), analysis.ledger,  # type: ignore[attr-defined]
-                analysis.timeline, [event], analysis.dispatch)
+    referral = Referral(api, redis)
+    await referral.refer(await supplemented(api, settings, report_id))
 
     response = await api.http.post(
         f"/v1/analyst/reports/{report_id}/supplements",
         json={"kind": "open_source", "content": "synthetic finding", "source": "forum archive",
               "verified": False})
     assert response.status_code == 202, response.text
-    assert response.json()["notified"] == sorted(api.agencies)
+    assert response.json()["version"] == 1
+    assert response.json()["status"] == "amendment requested"
     response = await api.http.post(
         f"/v1/analyst/reports/{report_id}/amendments",
         json={"path": "location.us_state", "value": "CA", "reason": "ESP mislabelled state"})
     assert response.json()["version"] == 2
+    await referral.amend(settings, report_id, 2)
 
     verifier = Verifier(api.settings.tipline_keys_dir / PUBLIC_FILE)
     for agency in api.agencies:
@@ -155,24 +192,74 @@ async def test_amendment_after_referral_reaches_every_agency_after_its_referral(
             lambda rs: sum(r["report_id"] == report_id for r in rs) >= 3)
         mine = [n for n in notices if n["report_id"] == report_id]
         assert [n["kind"] for n in mine] == ["referral", "amendment", "amendment"]
+        assert [n["payload"].get("version") for n in mine] == [None, 1, 2]
         for n in mine:
             verifier.verify(n)
         assert mine[1]["payload"]["supplement"]["label"] == "UNVERIFIED"
         assert mine[2]["payload"]["amendment"]["previous"] == "TX"
     # Not re-routed: the amendment moved the state, the agencies stay.
+    assert sorted(await referral.ledger.states(report_id)) == sorted(api.agencies)
+    acks = await referral.dispatch.outbox.states(report_id)  # type: ignore[union-attr]
+    assert len(acks) == 2 * len(api.agencies) and set(acks.values()) == {"awaiting"}
     case = (await api.http.get(f"/v1/analyst/reports/{report_id}")).json()
-    assert sorted(case["agencies"]) == sorted(api.agencies)
-    assert set(case["acknowledgements"].values()) == {"awaiting"}
+    assert [sorted(c) for c in case["amendments_after_release"]] == [["supplement"],
+                                                                     ["amendment"]]
+    assert case["amendments_unsent"] == []
 
 
-async def test_a_retracted_report_is_not_amended(api: Api) -> None:
+async def test_a_change_is_kept_while_the_broker_is_away_and_sent_with_the_next(
+    api: Api, settings: Settings
+) -> None:
     report_id = f"an-{uuid.uuid4().hex}"
     assert await arrive(api, report_id, texas_report()) == "released"
-    analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
-    await analysis.ledger.retract({report_id: (now(), "esp", "esp-test", "r")})
+    # A copy of the API whose broker is away (nothing listens there), on the same Redis.
+    away = create_app(api.settings.model_copy(update={
+        "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"}))
+    change = {"path": "incident_type", "value": "Child Sex Trafficking", "reason": "checked"}
+    async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=away.analyst_api),  # type: ignore[attr-defined]
+            base_url="http://analyst", auth=(api.analyst, PASSWORD)) as http:
+        response = await http.post(f"/v1/analyst/reports/{report_id}/amendments", json=change)
+    assert response.status_code == 503
+    assert "kept as version 1" in response.json()["detail"]
+    case = (await api.http.get(f"/v1/analyst/reports/{report_id}")).json()
+    assert case["amendments_unsent"] == [1]
+
+    response = await api.http.post(f"/v1/analyst/reports/{report_id}/amendments",
+                                   json={**change, "reason": "checked again"})
+    assert response.status_code == 202 and response.json()["version"] == 2
+    records = await read_topic(settings, topics.AMENDMENTS_REQUESTED,
+                               lambda rs: sum(r["report_id"] == report_id for r in rs) >= 2)
+    assert [r["version"] for r in records if r["report_id"] == report_id] == [1, 2]
+    case = (await api.http.get(f"/v1/analyst/reports/{report_id}")).json()
+    assert case["amendments_unsent"] == []
+
+
+async def test_a_retracted_report_is_not_amended(
+    api: Api, settings: Settings, redis: Redis
+) -> None:
+    report_id = f"an-{uuid.uuid4().hex}"
+    assert await arrive(api, report_id, texas_report()) == "released"
+    referral = Referral(api, redis)
+    await referral.refer(await supplemented(api, settings, report_id))
+    # An amendment asked for just before the retraction lands: kept, sent to nobody.
     response = await api.http.post(
         f"/v1/analyst/reports/{report_id}/amendments",
         json={"path": "incident_type", "value": "Child Sex Trafficking", "reason": "late"})
+    assert response.status_code == 202
+    await referral.ledger.retract({report_id: (now(), "esp", "esp-test", "r")})
+    await referral.amend(settings, report_id, 1)
+    assert await referral.dispatch.outbox.states(report_id) == {}  # type: ignore[union-attr]
+    entries = await referral.timeline.entries(report_id)
+    assert "amendment withheld" in [e["what"] for e in entries]
+
+    # Once ReportRetracted reaches supplementation (its subscriber's step, run here; the e2e
+    # test runs the real one), the API refuses further changes.
+    analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
+    await analysis.cases.retracted([report_id])
+    response = await api.http.post(
+        f"/v1/analyst/reports/{report_id}/amendments",
+        json={"path": "incident_type", "value": "Child Sex Trafficking", "reason": "later"})
     assert response.status_code == 409
     assert "retracted" in response.json()["detail"]
 

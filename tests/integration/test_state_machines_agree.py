@@ -31,10 +31,10 @@ from services.notification.referrals import (
     Retract,
 )
 from services.supplementation import holds
-from services.supplementation.casefile import CaseFiles
+from services.supplementation.casefile import CaseFiles, Kept
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
 from shared import status
-from shared.contracts import AgencyNotice, Priority, Report, now
+from shared.contracts import AgencyNotice, Amendment, Priority, Report, Supplement, now
 from shared.timeline import Fact, Timeline
 from tests.state_strategies import (
     WINDOWS,
@@ -78,18 +78,18 @@ async def through_ledger(ledger: Ledger, report_id: str, command: referrals.Comm
         case ConfirmCorrections(agencies):
             await ledger.confirm_corrections({report_id: list(agencies)})
             return None
-        case Amend(amendment):
-            return await ledger.amend(report_id, amendment)
+        case Amend(version, amendment):
+            return (await ledger.amend({report_id: (version, amendment)}))[report_id]
 
 
 async def ledger_read(redis: Redis, report_id: str) -> Referrals:
     states, mark, amendments, _ = Ledger._keys(report_id)
     states, mark, amendments = await read(
-        redis, ("HGETALL", states), ("HGETALL", mark), ("LRANGE", amendments, "0", "-1"))
+        redis, ("HGETALL", states), ("HGETALL", mark), ("HGETALL", amendments))
     return Referrals(
         {a: AgencyState(s) for a, s in states.items()},
         Retract(mark["at"], mark["by"], mark["actor"], mark["reason"]) if mark else None,
-        tuple(amendments))
+        {int(v): a for v, a in amendments.items()})
 
 
 @agree
@@ -213,7 +213,8 @@ def pending(event_id: str) -> Pending:
 
 # --- case files --------------------------------------------------------------------------------
 
-async def through_case_files(cases: CaseFiles, report_id: str, event: CaseEvent) -> str | None:
+async def through_case_files(cases: CaseFiles, report_id: str, event: CaseEvent
+                             ) -> str | Kept | None:
     match event:
         case CaseEvent.ARRIVE:
             return (await cases.arrive([(report_id, Report(), "esp-1")]))[0]
@@ -225,24 +226,32 @@ async def through_case_files(cases: CaseFiles, report_id: str, event: CaseEvent)
             await cases.finish_release(report_id)
             return CaseState.RELEASED
         case CaseEvent.KEEP_SUPPLEMENT:
-            return await cases.keep_supplement(report_id, {"note": "n"})
+            return await cases.keep_supplement(report_id, Supplement(
+                supplement_id="s1", kind="note", content="n", source="a source",
+                verified=False, analyst_id="analyst-1", added_at=now()))
         case CaseEvent.KEEP_AMENDMENT:
-            return await cases.keep_amendment(report_id, {"path": "p"})
+            return await cases.keep_amendment(report_id, Amendment(
+                amendment_id="m1", path="incident_type", value="x", reason="why",
+                analyst_id="analyst-1", amended_at=now()))
 
 
 @agree
 @given(st.lists(case_events, min_size=1, max_size=10))
 async def test_the_case_file_scripts_agree(redis: Redis, events: list[CaseEvent]) -> None:
     cases, report_id, model = CaseFiles(redis), a_report(), CaseFile()
-    case, supplements, amendments = CaseFiles._keys(report_id)
+    keys = case, supplements, amendments, after_release, _ = CaseFiles._keys(report_id)
     try:
         for event in events:
             model, answer = holds.apply(model, event)
-            assert await through_case_files(cases, report_id, event) == answer.says, event
-            state, arrived, kept, amended = await read(
+            got = await through_case_files(cases, report_id, event)
+            if isinstance(got, Kept):
+                assert (got.state, got.version) == (answer.says, answer.version), event
+            else:
+                assert got == answer.says, event
+            state, arrived, kept, amended, changed = await read(
                 redis, ("HGET", case, "state"), ("HEXISTS", case, "report"),
-                ("LLEN", supplements), ("LLEN", amendments))
+                ("LLEN", supplements), ("LLEN", amendments), ("LLEN", after_release))
             assert CaseFile(CaseState(state) if state else None, bool(arrived), kept,
-                            amended) == model
+                            amended, changed) == model
     finally:
-        await redis.delete(case, supplements, amendments)
+        await redis.delete(*keys)

@@ -20,6 +20,7 @@ from shared.contracts import (
     ReportRetracted,
     ReportSupplemented,
     ReportValidated,
+    Supplement,
 )
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -40,8 +41,10 @@ def referred(model: ReadModel, report: str, agencies: list[str], esp: str = "esp
     model.apply(topics.REPORTS_SUPPLEMENTED, ReportSupplemented(
         event_id=f"s{report}", report_id=report, esp_id=esp, report=Report(), agencies=agencies,
         priority=Priority.HIGH, jurisdiction="US-TX", rules_version="1", occurred_at=at(1),
-        supplements=[{"kind": "geolocation", "verified": True, "analyst_id": "a1"},
-                     {"kind": "note", "verified": False, "analyst_id": "a1"}]))
+        supplements=[Supplement(supplement_id=f"{kind}-1", kind=kind, content="synthetic",
+                                source="a source", verified=verified, analyst_id="a1",
+                                added_at=at(1))
+                     for kind, verified in (("geolocation", True), ("note", False))]))
     model.apply(topics.REPORTS_REFERRED, ReportReferred(
         event_id=f"r{report}", report_id=report, agencies=agencies, occurred_at=at(2)))
     for agency in agencies:

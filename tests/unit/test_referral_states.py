@@ -94,12 +94,10 @@ def test_every_agency_that_got_the_referral_is_owed_its_correction(commands: lis
 
 
 @given(runs, ledger_commands)
-def test_each_step_but_amend_is_idempotent(commands: list[Command], command: Command) -> None:
+def test_each_step_is_idempotent(commands: list[Command], command: Command) -> None:
     """Redelivery sends a step again: the second has no further effect."""
     once, effect = apply(states_along(commands)[-1], command)
     twice, again = apply(once, command)
-    if isinstance(command, Amend):
-        return
     assert twice == once
     if isinstance(effect, Retraction):
         assert again == Retraction(False, effect.to_correct)
@@ -117,8 +115,20 @@ def test_the_first_retraction_mark_stays(commands: list[Command]) -> None:
 def test_an_amendment_is_owed_to_whoever_received_the_referral(commands: list[Command],
                                                                change: str) -> None:
     ledger = states_along(commands)[-1]
-    after, effect = apply(ledger, Amend(change))
+    after, effect = apply(ledger, Amend(9, change))
     assert after.agencies == ledger.agencies
-    assert after.amendments == (*ledger.amendments, change)
-    assert effect == Amended(len(after.amendments), sorted(
-        a for a, s in ledger.agencies.items() if s is not AgencyState.REFERRING))
+    assert after.amendments == {**ledger.amendments, 9: change}
+    if ledger.retracted:  # its agencies were told to disregard it: nothing more reaches them
+        assert effect == Amended(9, [], withheld=True)
+    else:
+        assert effect == Amended(9, sorted(
+            a for a, s in ledger.agencies.items() if s is not AgencyState.REFERRING))
+
+
+@given(runs)
+def test_the_first_copy_of_an_amendment_version_stays(commands: list[Command]) -> None:
+    version = 7  # one the runs never use
+    ledger, _ = apply(states_along(commands)[-1], Amend(version, '{"first": true}'))
+    after, _ = apply(ledger, Amend(version, '{"first": false}'))
+    assert after.amendments[version] == '{"first": true}'
+

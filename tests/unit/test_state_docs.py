@@ -81,6 +81,8 @@ def case_table() -> str:
 
     def cell(case: CaseFile, event: CaseEvent) -> str:
         _, answer = holds.apply(case, event)
+        if answer.version:
+            return "next change after release"
         return f"no: {answer.says}" if answer.refused else answer.says
 
     header = [e.value.replace("keep supplement", "keep an addition") for e in events]

@@ -88,13 +88,16 @@ def test_a_released_case_stays_released(run: list[CaseEvent]) -> None:
 
 
 @given(st.lists(case_events, max_size=12))
-def test_additions_are_kept_only_until_the_release_begins(run: list[CaseEvent]) -> None:
+def test_additions_ride_in_the_referral_until_it_begins_then_are_versioned(
+        run: list[CaseEvent]) -> None:
     for before, event, after in cases(run):
         kept = (after.supplements + after.amendments) - (before.supplements + before.amendments)
+        changed = after.after_release - before.after_release
         if event in (CaseEvent.KEEP_SUPPLEMENT, CaseEvent.KEEP_AMENDMENT):
             assert kept == (before.state not in (CaseState.RELEASING, CaseState.RELEASED))
+            assert changed == (before.state is CaseState.RELEASED)  # refused while releasing
         else:
-            assert kept == 0
+            assert kept == changed == 0
 
 
 @given(st.lists(case_events, max_size=12))
