@@ -6,11 +6,13 @@ consumers can recognise it.
 """
 
 import uuid
+from dataclasses import field
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass
 
 _NAMESPACE = uuid.UUID("6f1c1a52-54b6-4c39-9d6f-3b0f4c1d2e7a")
 
@@ -201,6 +203,24 @@ class AmendReport(Message):
     change: Change
     priority: Priority
     requested_at: datetime = Field(default_factory=now)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One entry of a report's timeline, recorded once under its event id."""
+
+    event_id: str
+    what: str
+    status: str | None = None  # moves the report's status forward (shared/status.py)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class ReportFacts(Event):
+    """What a service learned about a report, for its timeline: intake keeps the timeline (the
+    ESP's status view) and records each fact once, by its event id."""
+
+    facts: list[Fact] = Field(default_factory=list)
+    fields: dict[str, str] = Field(default_factory=dict)  # report fields to set (supersession)
 
 
 NoticeKind = Literal["referral", "correction", "amendment"]

@@ -1,4 +1,5 @@
-"""HTTP plumbing every tipline API uses: a limit on the size of every request body.
+"""HTTP plumbing every tipline API uses: a limit on the size of every request body, and 503 (not
+500) while a dependency is away.
 
 FastAPI reads a JSON body whole before it validates it, so without a limit one request can take a
 process's memory. `BodyLimit` refuses a body larger than its route's limit with 413: at once when
@@ -8,8 +9,20 @@ Content-Length says so, else as soon as the streamed bytes pass it (chunked uplo
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.store import REDIS_UNAVAILABLE
+
+# A dependency away (Redis, the broker): the call was not accepted and can be retried.
+UNAVAILABLE = (*REDIS_UNAVAILABLE, KafkaError, TimeoutError, ConnectionError)
+
+
+async def answer_unavailable(request: Any, exc: Exception) -> Response:
+    """An exception handler for UNAVAILABLE: 503 with Retry-After."""
+    return JSONResponse({"detail": f"temporarily unavailable ({type(exc).__name__}), retry"},
+                        503, headers={"Retry-After": "2"})
 
 
 class BodyTooLarge(Exception):

@@ -1,4 +1,6 @@
-"""A report's status, as its timeline keeps it: the state machine of `shared/timeline.py`. Pure.
+"""A report's status, as its timeline keeps it (`services/intake/timeline.py`, intake's). Pure.
+
+The statuses are the contract every service's facts use (shared/facts.py).
 
 Every fact is recorded once, under its event id (a redelivered event adds nothing). A fact may
 carry a status, and the status only moves forward by rank: a late "referred" never hides an

@@ -23,6 +23,8 @@ NOTICES_ACKNOWLEDGED = "tipline.notices.acknowledged"
 NOTICES_RESENT = "tipline.notices.resent"
 NOTICES_ESCALATED = "tipline.notices.escalated"
 REPORTS_OUTCOMES = "tipline.reports.outcomes"
+# Timeline facts from every service but intake, which keeps the timeline (ReportFacts).
+REPORT_FACTS = "tipline.reports.facts"
 DEAD_LETTERS = "tipline.deadletter"
 
 AGENCY_PREFIX = "tipline.agency."
@@ -46,6 +48,7 @@ PIPELINE_TOPICS = (
     NOTICES_RESENT,
     NOTICES_ESCALATED,
     REPORTS_OUTCOMES,
+    REPORT_FACTS,
     DEAD_LETTERS,
 )
 
@@ -71,6 +74,7 @@ WRITERS: dict[str, frozenset[str]] = {
     NOTICES_RESENT: frozenset({"retraction"}),
     NOTICES_ESCALATED: frozenset({"retraction"}),
     REPORTS_OUTCOMES: frozenset({"retraction"}),
+    REPORT_FACTS: frozenset({"validation", "supplementation", "referral", "retraction"}),
     DEAD_LETTERS: frozenset(SERVICES),
 }
 

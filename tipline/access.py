@@ -31,7 +31,7 @@ MECHANISM = "SCRAM-SHA-512"
 # retraction: corrections and re-sends): `services.notification.notices.send`.
 NOTICE_WRITERS = frozenset({"referral", "retraction"})
 # Services whose consumers are FastStream subscribers (their groups are read from the code).
-SUBSCRIBING = ("validation", "supplementation", "referral", "retraction")
+SUBSCRIBING = ("intake", "validation", "supplementation", "referral", "retraction")
 # The console rebuilds its read model from every retained topic, without a committed group
 # (or its own group, `console`), and must never read the raw acknowledgements; it describes the
 # consumer groups (their committed offsets) to show each service's lag.
@@ -70,8 +70,8 @@ def subscriptions() -> dict[str, list[tuple[str, str]]]:
                             tipline_keys_dir=Path(tmp) / "keys",
                             tipline_files_dir=Path(tmp) / "files")
         for service in SUBSCRIBING:
-            broker = importlib.import_module(f"services.{service}.main").create_app(
-                settings).broker
+            app = importlib.import_module(f"services.{service}.main").create_app(settings)
+            broker = app.broker if service != "intake" else app.state.broker  # intake: FastAPI
             found[service] = sorted(
                 (getattr(topic, "name", topic), str(subscriber.group_id))
                 for subscriber in broker.subscribers for topic in subscriber.topics)
@@ -90,7 +90,8 @@ def service_acls(service: str, consumed: Iterable[tuple[str, str]]) -> list[Acl]
 
 
 def console_acls() -> list[Acl]:
-    reads = [t for t in topics.PIPELINE_TOPICS if t != topics.AGENCY_ACKS]
+    reads = [t for t in topics.PIPELINE_TOPICS
+             if t not in (topics.AGENCY_ACKS, topics.REPORT_FACTS)]
     return [
         *(Acl("console", "Read", "topic", t) for t in reads),
         Acl("console", "Read", "topic", topics.AGENCY_PREFIX, "prefixed"),

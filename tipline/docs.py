@@ -28,6 +28,7 @@ from shared.contracts import (
     AgencyNotice,
     DeadLetter,
     ReportDraftChanged,
+    ReportFacts,
     ReportSubmitted,
     RetractReport,
 )
@@ -45,6 +46,10 @@ UNDECLARED: dict[str, tuple[type, str, str]] = {
         AgencyNotice, "Notices",
         "referral, retraction and the analyst API: signed notices to one agency (key: report id)"),
     topics.DEAD_LETTERS: (DeadLetter, "Every", "a message a service could not process"),
+    topics.REPORT_FACTS: (
+        ReportFacts, "Facts",
+        "validation, supplementation, referral, retraction: what each learned about a report, "
+        "for its timeline (intake keeps it)"),
 }
 
 
@@ -57,7 +62,7 @@ def _apps(settings: Settings) -> tuple[list[Any], Any, Any]:
         brokers.append(app.broker)
         analyst = getattr(app, "analyst_api", analyst)
     intake = importlib.import_module("services.intake.main").create_app(settings)
-    brokers.append(intake.state.reporting.outbox.broker)
+    brokers.append(intake.state.broker)
     return brokers, intake, analyst
 
 

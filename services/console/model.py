@@ -43,7 +43,7 @@ from shared.contracts import (
 FLOW = ("accepted", "rejected", "referred", "retracted", "corrected")
 CHART_KEEP_S = 2 * 3600  # minutes older than this are not counted (the chart shows one hour)
 
-# A report's state only moves forward, as its timeline's status does (shared/timeline.py).
+# A report's state only moves forward, as its timeline's status does (services/intake/timeline.py).
 STATE_RANK = {"draft": 0, "submitted": 1, "accepted": 2, "released": 3, "referred": 4,
               "rejected": 7, "retracted": 8, "escalated": 9}
 
@@ -195,6 +195,10 @@ class ReadModel:
             report = self.report(event.report_id, ts(event.requested_at))
             return self._fact(report, ts(event.requested_at), "retraction requested", None,
                               event.requested_by)
+        if isinstance(event, AmendReport):
+            report = self.report(event.report_id, ts(event.requested_at))
+            return self._fact(report, ts(event.requested_at), "amendment requested", None,
+                              f"version {event.version}")
         at = ts(event.occurred_at)
         report = self.report(event.report_id, at)
         if isinstance(event, ReportDraftChanged):
@@ -457,3 +461,5 @@ MODELS: dict[str, type[BaseModel]] = {
 }
 # Never the raw acknowledgements: only what the retraction service checked (tipline/access.py).
 assert topics.AGENCY_ACKS not in MODELS
+# Nor the timeline facts: they are intake's; the console builds its own from the events above.
+assert topics.REPORT_FACTS not in MODELS

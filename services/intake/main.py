@@ -1,5 +1,6 @@
-"""Intake wiring: one broker (publish only), one Redis, the reporting core, both front doors, the
-sweep that sends what requests left in the outbox and abandons what was never finished.
+"""Intake wiring: one broker (it publishes, and records other services' facts in the timeline),
+one Redis, the reporting core, both front doors, the sweep that sends what requests left in the
+outbox and abandons what was never finished.
 
 The ESP port serves the ESP APIs only: health, readiness and metrics are on the ops port
 (`shared.service.serve_http`), and the OpenAPI document is in docs/ (`tipline docs`).
@@ -13,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -26,23 +26,21 @@ from services.intake.answers import Answer, Code, render
 from services.intake.drafts import Drafts
 from services.intake.esps import EspRegistry
 from services.intake.files import FileStore
+from services.intake.handlers import register
 from services.intake.idempotency import Idempotency
 from services.intake.ids import ReportIds
 from services.intake.outbox import DUE, Outbox
 from services.intake.reporting import Reporting
-from services.notification.ledger import Ledger
+from services.intake.timeline import Timeline
 from shared import ops
-from shared.http import BodyLimit, BodyTooLarge, refuse_too_large
+from shared.http import UNAVAILABLE, BodyLimit, BodyTooLarge, refuse_too_large
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
 from shared.schedule import DueIndex
 from shared.settings import Settings
-from shared.store import REDIS_UNAVAILABLE, connect
+from shared.store import connect
 from shared.telemetry import instrument_http, tracer_provider
-from shared.timeline import Timeline
 
-# A dependency away (Redis, the broker): the call was not accepted and can be retried.
-UNAVAILABLE = (*REDIS_UNAVAILABLE, KafkaError, TimeoutError, ConnectionError)
 log = logging.getLogger("tipline.intake")
 
 
@@ -62,11 +60,12 @@ def create_app(settings: Settings) -> FastAPI:
                     publish_wait_s=settings.tipline_publish_wait_s,
                     grace_s=settings.tipline_publish_wait_s * 2)
     abandonment = Abandonment(drafts, outbox, DueIndex(redis, DEADLINES))
+    register(broker, timeline)
     tracer = tracer_provider(settings, "intake").get_tracer("tipline.intake")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await broker.connect()
+        await broker.start()  # publishes, and records other services' facts in the timeline
         sweeping = asyncio.create_task(
             keep_sweeping(abandonment, outbox, settings.tipline_abandon_tick_s))
         yield
@@ -81,10 +80,11 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tipline intake", version="0.1.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.reporting = Reporting(
-        redis=redis, timeline=timeline, ledger=Ledger(redis), drafts=drafts, outbox=outbox,
+        redis=redis, timeline=timeline, drafts=drafts, outbox=outbox,
         abandonment=abandonment, ids=ReportIds(), store=FileStore(settings.tipline_files_dir),
         settings=settings, tracer=tracer,
     )
+    app.state.broker = broker
     app.state.esps = EspRegistry(redis, LoginGuard(Limits.of(settings)))
     app.state.idempotency = Idempotency(redis, settings.tipline_idempotency_ttl_s)
     app.state.ops = ops.Ops("intake", {

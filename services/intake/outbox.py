@@ -19,9 +19,9 @@ from faststream.kafka import KafkaBroker
 from redis.exceptions import RedisError
 
 from services.intake.drafts import Drafts, Pending
+from services.intake.timeline import Fact, Timeline
 from shared.schedule import DueIndex
 from shared.store import REDIS_UNAVAILABLE
-from shared.timeline import Fact, Timeline
 
 log = logging.getLogger("tipline.intake.outbox")
 DUE = "tipline:intake:due"  # "report_id|event_id" of accepted events, by when the sweep may send

@@ -36,7 +36,7 @@ from services.intake.lifecycle import (
 )
 from services.intake.mapping import with_details
 from services.intake.outbox import Outbox
-from services.notification.ledger import Ledger
+from services.intake.timeline import Timeline, agencies_of, retraction_of
 from shared import topics
 from shared.contracts import (
     FileInfo,
@@ -49,7 +49,6 @@ from shared.contracts import (
 from shared.rules import check_batched, check_file_details, check_submission
 from shared.settings import Settings
 from shared.store import REDIS_UNAVAILABLE, Store
-from shared.timeline import Timeline
 
 # Why a step was refused, by the state the report was in.
 REFUSED: dict[str, Code] = {
@@ -79,7 +78,6 @@ def retract_id(report_id: str) -> str:
 class Reporting:
     redis: Store
     timeline: Timeline
-    ledger: Ledger
     drafts: Drafts
     outbox: Outbox
     abandonment: Abandonment
@@ -114,6 +112,7 @@ class Reporting:
         """What an ESP may see of its report: state, status, files, agencies, its timeline."""
         draft = await self.owned(report_id, esp_id)
         fields = await self.timeline.fields(report_id)
+        entries = await self.timeline.entries(report_id)
         out: dict[str, Any] = {
             "report_id": report_id,
             "state": draft["state"],
@@ -124,11 +123,10 @@ class Reporting:
             "superseded_by": fields.get("superseded_by") or None,
             "files": [f.model_dump(mode="json", exclude_none=True)
                       for f in await self.files(report_id)],
-            "agencies": await self.ledger.states(report_id),
-            "retraction": await self.ledger.retraction(report_id),
+            "agencies": agencies_of(entries),
+            "retraction": retraction_of(entries),
             # Facts about other ESPs' reports are for analysts, not for this ESP.
-            "timeline": [e for e in await self.timeline.entries(report_id)
-                         if e.get("esp_visible", True)],
+            "timeline": [e for e in entries if e.get("esp_visible", True)],
         }
         if draft["state"] == DraftState.OPEN:
             deadline = self.drafts.deadline(float(draft["opened_at"]), float(draft["changed_at"]))

@@ -17,6 +17,7 @@ from shared.batches import Publisher
 from shared.contracts import (
     AgencyNotice,
     Change,
+    Fact,
     NoticeKind,
     Priority,
     ReportSupplemented,
@@ -24,8 +25,8 @@ from shared.contracts import (
     derived_id,
     now,
 )
+from shared.facts import Recorder
 from shared.signing import Signer
-from shared.timeline import Fact, Timeline
 from shared.topics import agency_topic
 
 TRACKED_KINDS = frozenset({"correction", "amendment"})
@@ -141,7 +142,7 @@ async def send(
 async def send_corrections(
     publish: Publisher,
     ledger: Ledger,
-    timeline: Timeline,
+    timeline: Recorder,
     owed: Mapping[str, tuple[list[str], Priority]],
     dispatch: Dispatch = UNSIGNED,
 ) -> None:
@@ -160,7 +161,7 @@ async def send_corrections(
 
 async def send_amendments(
     publish: Publisher,
-    timeline: Timeline,
+    timeline: Recorder,
     owed: Mapping[str, tuple[list[str], list[tuple[int, str]], Priority]],
     dispatch: Dispatch = UNSIGNED,
 ) -> None:

@@ -5,9 +5,9 @@ from services.notification import notices
 from services.notification.ledger import Ledger
 from shared import topics
 from shared.batches import Publisher, in_rounds
-from shared.contracts import AmendReport, ReportReferred, ReportSupplemented, derived_id
+from shared.contracts import AmendReport, Fact, ReportReferred, ReportSupplemented, derived_id
+from shared.facts import Recorder
 from shared.kafka import TiplineBroker
-from shared.timeline import Fact, Timeline
 
 # One subscriber (and consumer group) a priority class: a bulk backlog never delays an urgent
 # referral, because they are not in the same queue.
@@ -21,7 +21,7 @@ SUPPLEMENTED = {
 async def refer(
     publish: Publisher,
     ledger: Ledger,
-    timeline: Timeline,
+    timeline: Recorder,
     events: list[ReportSupplemented],
     dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> dict[str, list[str]]:
@@ -67,7 +67,7 @@ async def refer(
 async def amend(
     publish: Publisher,
     ledger: Ledger,
-    timeline: Timeline,
+    timeline: Recorder,
     commands: list[AmendReport],
     dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> None:
@@ -86,7 +86,7 @@ async def amend(
 
 
 def register(
-    broker: TiplineBroker, ledger: Ledger, timeline: Timeline,
+    broker: TiplineBroker, ledger: Ledger, timeline: Recorder,
     dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> None:
     publish = Publisher(broker)

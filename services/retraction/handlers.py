@@ -14,6 +14,7 @@ from shared.agencies import AgencyRegistry
 from shared.batches import Poison, Publisher, in_rounds, refuse
 from shared.contracts import (
     AgencyResponse,
+    Fact,
     NoticeAcknowledged,
     NoticeEscalated,
     NoticeResent,
@@ -22,11 +23,11 @@ from shared.contracts import (
     RetractReport,
     derived_id,
 )
+from shared.facts import Recorder
 from shared.kafka import TiplineBroker
 from shared.metrics import corrections_pending
 from shared.settings import Settings
 from shared.signing import BadSignature
-from shared.timeline import Fact, Timeline
 
 log = logging.getLogger("tipline.retraction")
 
@@ -34,7 +35,7 @@ log = logging.getLogger("tipline.retraction")
 async def retract(
     publish: Publisher,
     ledger: Ledger,
-    timeline: Timeline,
+    timeline: Recorder,
     commands: list[RetractReport],
     dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> dict[str, list[str]]:
@@ -44,7 +45,8 @@ async def retract(
         c.report_id: (c.requested_at, c.requested_by, c.actor, c.reason) for c in commands})
     await timeline.record_many({c.report_id: [Fact(
         derived_id(c.report_id, "retracted"), "retracted", "retracted",
-        {"requested_by": c.requested_by, "reason": c.reason})] for c in commands})
+        {"requested_by": c.requested_by, "reason": c.reason,
+         "requested_at": c.requested_at.isoformat()})] for c in commands})
     owed = {r: x.to_correct for r, x in retractions.items() if x.to_correct}
     priorities = await ledger.priorities(list(owed))
     await notices.send_corrections(publish, ledger, timeline, {
@@ -69,7 +71,7 @@ def authenticate(registry: AgencyRegistry, response: AgencyResponse) -> None:
 
 
 async def on_response(
-    outbox: Outbox, timeline: Timeline, response: AgencyResponse, registry: AgencyRegistry,
+    outbox: Outbox, timeline: Recorder, response: AgencyResponse, registry: AgencyRegistry,
 ) -> NoticeAcknowledged | OutcomeReported:
     """An agency's signed ack of a notice, or its outcome: into the report's timeline, and the
     fact to publish."""
@@ -101,7 +103,7 @@ async def on_response(
 
 
 async def follow_acks(
-    broker: TiplineBroker, outbox: Outbox, timeline: Timeline, settings: Settings
+    broker: TiplineBroker, outbox: Outbox, timeline: Recorder, settings: Settings
 ) -> None:
     """Forever: re-send overdue corrections and amendments, escalate the ones never acked."""
     publish = Publisher(broker)
@@ -147,7 +149,7 @@ def register(
     broker: TiplineBroker,
     settings: Settings,
     ledger: Ledger,
-    timeline: Timeline,
+    timeline: Recorder,
     dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> None:
     publish = Publisher(broker)

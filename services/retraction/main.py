@@ -9,17 +9,18 @@ from services.notification.ledger import Ledger
 from services.notification.notices import Dispatch
 from services.notification.outbox import Outbox
 from services.retraction.handlers import follow_acks, register
+from shared.batches import Publisher
+from shared.facts import Facts
 from shared.kafka import make_broker
 from shared.settings import Settings
 from shared.signing import Signer
 from shared.store import connect
-from shared.timeline import Timeline
 
 
 def create_app(settings: Settings) -> FastStream:
     broker = make_broker(settings, "retraction")
     redis = connect(settings)
-    timeline = Timeline(redis)
+    timeline = Facts(Publisher(broker))
     outbox = Outbox(redis, settings.tipline_ack_timeout_s)
     dispatch = Dispatch(Signer(settings.tipline_keys_dir), outbox)
     register(broker, settings, Ledger(redis), timeline, dispatch)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.supplementation.casefile import Case, CaseFiles
+from services.supplementation.casefile import Case, CaseFiles, Kept, addition_facts
 from services.supplementation.holds import CaseState
 from services.supplementation.release import Releaser
 from shared import topics
@@ -34,16 +34,16 @@ from shared.contracts import (
     derived_id,
     now,
 )
+from shared.facts import Recorder, report_facts
 from shared.kafka import TiplineBroker
 from shared.logins import LoginRefused
-from shared.timeline import Timeline
 
 
 @dataclass
 class Analysis:
     broker: TiplineBroker
     cases: CaseFiles
-    timeline: Timeline
+    timeline: Recorder
     directory: AnalystDirectory
     releaser: Releaser
 
@@ -131,24 +131,30 @@ def _field_error(field: str, reason: str) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", field], "msg": reason, "type": "value_error"}])
 
 
-async def _after_release(svc: Analysis, report_id: str, version: int) -> dict[str, Any]:
-    """A change kept after release: ask for it (and any earlier one not sent yet, as when the
-    broker was away) to be sent to every agency that received the report."""
+async def _announce(svc: Analysis, report_id: str, kept: Kept) -> dict[str, Any]:
+    """An addition is kept: its timeline entry to intake, and, after release, the change to the
+    referral service for every agency that received the report. Every addition's entry and every
+    change not sent yet go again (each once by its id), so what the broker missed goes with the
+    next addition."""
     case = await _case(svc, report_id)
     priority = Priority[(case.routing or {}).get("priority", "normal").upper()]
     unsent = case.unsent
+    out: list[tuple[BaseModel, str, str]] = [
+        (report_facts(report_id, addition_facts(case), {}), topics.REPORT_FACTS, report_id)]
+    out += [(AmendReport(command_id=derived_id(report_id, "amend", str(v)), report_id=report_id,
+                         version=v, change=change, priority=priority),
+             topics.AMENDMENTS_REQUESTED, report_id) for v, change in unsent]
+    kept_as = f" as version {kept.version}" if kept.version else ""
     try:
-        await Publisher(svc.broker).send((AmendReport(
-            command_id=derived_id(report_id, "amend", str(v)), report_id=report_id, version=v,
-            change=change, priority=priority,
-        ), topics.AMENDMENTS_REQUESTED, report_id) for v, change in unsent)
-    except Exception as exc:  # the broker away: kept, and sent with the next change
-        raise HTTPException(503, f"change kept as version {version} of {report_id}, not sent "
-                                 f"yet ({type(exc).__name__}); it goes with the next change, "
-                                 "or post it again") from None
+        await Publisher(svc.broker).send(out)
+    except Exception as exc:  # the broker away: kept, and sent with the next addition
+        raise HTTPException(503, f"kept{kept_as} in the case of {report_id}, not sent yet "
+                                 f"({type(exc).__name__}): it goes with the next change") from None
     if unsent:
         await svc.cases.sent(report_id, unsent[-1][0])
-    return {"version": version, "status": "amendment requested"}
+    if kept.state == CaseState.RELEASED:
+        return {"version": kept.version, "status": "amendment requested"}
+    return {}
 
 
 @router.get("/reports/{report_id}")
@@ -157,7 +163,6 @@ async def read_case(report_id: str, svc: Svc, _: ReaderId) -> Any:
     return {
         "report_id": report_id,
         "state": case.state,
-        "status": (await svc.timeline.fields(report_id)).get("status"),
         "report": case.report.model_dump(mode="json") if case.report else None,
         "supplements": [s.model_dump(mode="json") for s in case.supplements],
         "amendments": [a.model_dump(mode="json") for a in case.amendments],
@@ -166,7 +171,6 @@ async def read_case(report_id: str, svc: Svc, _: ReaderId) -> Any:
         "amendments_unsent": [v for v, _ in case.unsent],
         "retracted": case.retracted,
         "routing": case.routing,
-        "timeline": await svc.timeline.entries(report_id),
     }
 
 
@@ -204,13 +208,8 @@ async def add_supplement(
     kept = await svc.cases.keep_supplement(report_id, item)
     if kept.state == CaseState.RELEASING:
         raise HTTPException(409, f"report {report_id} is being released: try again")
-    await svc.timeline.record(report_id, item.supplement_id, "supplement added",
-                              analyst=analyst_id, kind=item.kind, verified=item.verified,
-                              source=item.source)
-    out: dict[str, Any] = {"report_id": report_id, "supplement": item.model_dump(mode="json")}
-    if kept.state == CaseState.RELEASED:
-        out.update(await _after_release(svc, report_id, kept.version))
-    return out
+    return {"report_id": report_id, "supplement": item.model_dump(mode="json"),
+            **await _announce(svc, report_id, kept)}
 
 
 @router.post("/reports/{report_id}/amendments", status_code=202)
@@ -231,12 +230,8 @@ async def amend(report_id: str, body: NewAmendment, svc: Svc, analyst_id: Analys
     kept = await svc.cases.keep_amendment(report_id, change)
     if kept.state == CaseState.RELEASING:
         raise HTTPException(409, f"report {report_id} is being released: try again")
-    await svc.timeline.record(report_id, change.amendment_id, "amended by analyst",
-                              analyst=analyst_id, path=body.path, reason=body.reason)
-    out: dict[str, Any] = {"report_id": report_id, "amendment": change.model_dump(mode="json")}
-    if kept.state == CaseState.RELEASED:
-        out.update(await _after_release(svc, report_id, kept.version))
-    return out
+    return {"report_id": report_id, "amendment": change.model_dump(mode="json"),
+            **await _announce(svc, report_id, kept)}
 
 
 @router.post("/reports/{report_id}/retract", status_code=202)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.supplementation.holds import CaseState
-from shared.contracts import Amendment, Change, Report, Supplement
+from shared.contracts import Amendment, Change, Fact, Report, Supplement
 from shared.store import Store, run_script
 
 # A validated report arrives: release it unless an analyst holds it.
@@ -191,3 +191,23 @@ def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any],
         sent_after_release=int(fields.get("sent_after_release", 0)),
         retracted=bool(retracted),
     )
+
+
+def addition_facts(case: Case) -> list[Fact]:
+    """The timeline entry of every supplement and amendment in the case, each under its own id
+    (so sending them again adds nothing)."""
+    changes = [Change(supplement=s) for s in case.supplements]
+    changes += [Change(amendment=a) for a in case.amendments]
+    facts = []
+    for change in [*changes, *case.after_release]:
+        if change.supplement is not None:
+            s = change.supplement
+            facts.append(Fact(s.supplement_id, "supplement added", detail={
+                "analyst": s.analyst_id, "kind": s.kind, "verified": s.verified,
+                "source": s.source, "added_at": s.added_at.isoformat()}))
+        elif change.amendment is not None:
+            a = change.amendment
+            facts.append(Fact(a.amendment_id, "amended by analyst", detail={
+                "analyst": a.analyst_id, "path": a.path, "reason": a.reason,
+                "amended_at": a.amended_at.isoformat()}))
+    return facts

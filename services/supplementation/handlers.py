@@ -7,17 +7,18 @@ from shared import topics
 from shared.batches import in_rounds
 from shared.contracts import (
     AmendReport,
+    Fact,
     ReportRetracted,
     ReportSupplemented,
     ReportValidated,
     derived_id,
 )
+from shared.facts import Recorder
 from shared.kafka import TiplineBroker
-from shared.timeline import Fact, Timeline
 
 
 def register(
-    broker: TiplineBroker, timeline: Timeline, cases: CaseFiles, releaser: Releaser
+    broker: TiplineBroker, timeline: Recorder, cases: CaseFiles, releaser: Releaser
 ) -> None:
     # Declared for the AsyncAPI document; the releaser picks the topic by priority.
     for topic in (topics.REPORTS_SUPPLEMENTED_URGENT, topics.REPORTS_SUPPLEMENTED,

@@ -15,13 +15,20 @@ from services.supplementation.jurisdiction import LiveRules
 from services.supplementation.release import Releaser
 from shared.analysts import AnalystDirectory
 from shared.batches import Publisher
-from shared.http import BodyLimit, BodyTooLarge, json_refusal, refuse_too_large
+from shared.facts import Facts
+from shared.http import (
+    UNAVAILABLE,
+    BodyLimit,
+    BodyTooLarge,
+    answer_unavailable,
+    json_refusal,
+    refuse_too_large,
+)
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
 from shared.ops import count_requests
 from shared.settings import Settings
 from shared.store import connect
-from shared.timeline import Timeline
 
 
 class _Server(uvicorn.Server):
@@ -32,7 +39,7 @@ class _Server(uvicorn.Server):
 def create_app(settings: Settings) -> FastStream:
     broker = make_broker(settings, "supplementation")
     redis = connect(settings)
-    timeline, cases = Timeline(redis), CaseFiles(redis)
+    timeline, cases = Facts(Publisher(broker)), CaseFiles(redis)
     rules = LiveRules(settings.tipline_routing_file, settings.tipline_routing_reload_s)
     releaser = Releaser(Publisher(broker), cases, timeline, rules)
     register(broker, timeline, cases, releaser)
@@ -45,6 +52,8 @@ def create_app(settings: Settings) -> FastStream:
     api.include_router(router)
     api.add_middleware(BodyLimit, limit=settings.tipline_max_body_bytes)
     api.add_exception_handler(BodyTooLarge, refuse_too_large(json_refusal))  # type: ignore[arg-type]
+    for away in UNAVAILABLE:  # Redis or the broker away: 503, retry (holds, releases are safe to)
+        api.add_exception_handler(away, answer_unavailable)
     count_requests(api, "supplementation")  # the analyst API's requests, on the ops endpoint
     server = _Server(uvicorn.Config(api, host=settings.tipline_analyst_host,
                                     port=settings.tipline_analyst_port, log_level="warning"))

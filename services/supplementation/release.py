@@ -8,8 +8,8 @@ from services.supplementation.jurisdiction import LiveRules, RoutingRules, prior
 from shared import topics
 from shared.amendments import amended
 from shared.batches import Publisher
-from shared.contracts import Priority, ReportSupplemented, derived_id
-from shared.timeline import Fact, Timeline
+from shared.contracts import Fact, Priority, ReportSupplemented, derived_id
+from shared.facts import Recorder
 
 
 def supplemented_topic(priority: Priority) -> str:
@@ -25,7 +25,7 @@ def supplemented_topic(priority: Priority) -> str:
 class Releaser:
     publish: Publisher
     cases: CaseFiles
-    timeline: Timeline
+    timeline: Recorder
     rules: LiveRules
 
     async def release(self, report_ids: list[str]) -> list[ReportSupplemented]:

@@ -1,17 +1,18 @@
 """Checks across reports: the same content in several reports, and supersession links.
 
-Facts land in both reports' timelines. What one ESP may not learn about another ESP's report is
-recorded for analysts only (`esp_visible: false`), never shown on the ESP's own timeline.
+Facts land in both reports' timelines (sent to intake, which keeps them: shared/facts.py). What
+one ESP may not learn about another ESP's report is recorded for analysts only
+(`esp_visible: false`), never shown on the ESP's own timeline.
 """
 
 
-from shared.contracts import FileInfo, derived_id
+from shared.contracts import Fact, FileInfo, derived_id
+from shared.facts import Recorder
 from shared.store import Store
-from shared.timeline import Timeline
 
 
 class CrossCheck:
-    def __init__(self, redis: Store, timeline: Timeline) -> None:
+    def __init__(self, redis: Store, timeline: Recorder) -> None:
         self._redis = redis
         self._timeline = timeline
 
@@ -41,9 +42,9 @@ class CrossCheck:
     async def link_supersession(self, report_id: str, supersedes: str) -> None:
         """Link a resubmission and the report it replaces, both ways. Intake let the ESP name
         only a report of its own (and the event is sealed by intake)."""
-        await self._timeline.record(report_id, derived_id(report_id, "supersedes", supersedes),
-                                    "supersedes", report=supersedes)
-        await self._timeline.record(supersedes, derived_id(supersedes, "superseded", report_id),
-                                    "superseded", by_report=report_id)
-        await self._timeline.set_fields(supersedes, superseded_by=report_id)
-        await self._timeline.set_fields(report_id, supersedes=supersedes)
+        await self._timeline.record_many({
+            report_id: [Fact(derived_id(report_id, "supersedes", supersedes), "supersedes",
+                             detail={"report": supersedes})],
+            supersedes: [Fact(derived_id(supersedes, "superseded", report_id), "superseded",
+                              detail={"by_report": report_id})],
+        }, {supersedes: {"superseded_by": report_id}, report_id: {"supersedes": supersedes}})

@@ -5,12 +5,18 @@ from services.validation.crosscheck import CrossCheck
 from services.validation.judge import judge
 from shared import topics
 from shared.batches import Publisher
-from shared.contracts import ReportDraftChanged, ReportRejected, ReportSubmitted, ReportValidated
+from shared.contracts import (
+    Fact,
+    ReportDraftChanged,
+    ReportRejected,
+    ReportSubmitted,
+    ReportValidated,
+)
+from shared.facts import Recorder
 from shared.kafka import TiplineBroker
-from shared.timeline import Fact, Timeline
 
 
-def register(broker: TiplineBroker, timeline: Timeline, crosscheck: CrossCheck) -> None:
+def register(broker: TiplineBroker, timeline: Recorder, crosscheck: CrossCheck) -> None:
     publish = Publisher(broker)
     # Declared for the AsyncAPI document; the handler publishes through `publish`.
     broker.publisher(topics.REPORTS_VALIDATED, schema=ReportValidated)

@@ -4,15 +4,16 @@ from faststream import FastStream
 
 from services.validation.crosscheck import CrossCheck
 from services.validation.handlers import register
+from shared.batches import Publisher
+from shared.facts import Facts
 from shared.kafka import make_broker
 from shared.settings import Settings
 from shared.store import connect
-from shared.timeline import Timeline
 
 
 def create_app(settings: Settings) -> FastStream:
     broker = make_broker(settings, "validation")
     redis = connect(settings)
-    timeline = Timeline(redis)
+    timeline = Facts(Publisher(broker))
     register(broker, timeline, CrossCheck(redis, timeline))
     return FastStream(broker, on_shutdown=[redis.aclose])

@@ -30,7 +30,7 @@ def test_slim_non_root_with_a_healthcheck(service: str) -> None:
 
 
 # The services that use the notification context (services/notification/).
-NOTIFYING = frozenset({"intake", "supplementation", "referral", "retraction"})
+NOTIFYING = frozenset({"referral", "retraction"})
 
 
 @pytest.mark.parametrize("service", SERVICES)

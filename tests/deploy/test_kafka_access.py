@@ -58,13 +58,16 @@ def script() -> tuple[list[str], dict[str, set[Grant]]]:
 
 @pytest.fixture(scope="module")
 def brokers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Each FastStream service's broker as the service builds it (nothing connects)."""
+    """Each consuming service's broker as the service builds it (nothing connects)."""
     keys = tmp_path_factory.mktemp("keys")
     ensure_keys(keys)
     settings = Settings(kafka_bootstrap_servers="kafka:9092", redis_url="redis://redis:6379/0",
                         tipline_keys_dir=keys, tipline_files_dir=keys / "files")
-    return {s: importlib.import_module(f"services.{s}.main").create_app(settings).broker
-            for s in ("validation", "supplementation", "referral", "retraction")}
+    out = {s: importlib.import_module(f"services.{s}.main").create_app(settings).broker
+           for s in ("validation", "supplementation", "referral", "retraction")}
+    out["intake"] = importlib.import_module("services.intake.main").create_app(
+        settings).state.broker  # a FastAPI app: its broker is in its state
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
+from services.intake.timeline import Timeline
 from services.notification import notices
 from services.notification.outbox import Outbox
 from services.retraction.handlers import follow_acks, on_response
@@ -32,7 +33,6 @@ from shared.contracts import (
 from shared.kafka import make_broker
 from shared.settings import Settings
 from shared.signing import Signer, ensure_keys
-from shared.timeline import Timeline
 from shared.topics import AGENCY_ACKS, agency_topic
 from tests.integration.agency_helpers import agency_ids, registered
 from tipline.agency import AgencyClient

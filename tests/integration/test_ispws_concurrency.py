@@ -19,9 +19,9 @@ from redis.asyncio import Redis
 
 from services.intake.esps import EspRegistry
 from services.intake.main import create_app
+from services.intake.timeline import Timeline
 from services.validation.main import create_app as create_validation
 from shared.settings import Settings
-from shared.timeline import Timeline
 from tests.ispws_support import code, field, file_details, report_xml
 
 ESPS = 8

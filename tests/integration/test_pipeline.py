@@ -12,11 +12,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.intake.esps import EspRegistry
+from services.intake.timeline import Timeline
 from shared import topics
 from shared.contracts import Report, ReportSubmitted, derived_id
 from shared.settings import Settings
 from shared.store import connect
-from shared.timeline import Timeline
 from tests.sealing import send_sealed
 from tipline.stack import Stack, create_topics, services_on
 

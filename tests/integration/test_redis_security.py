@@ -23,11 +23,11 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionError, ResponseError
 
+from services.intake.timeline import Timeline
 from services.notification.ledger import Ledger
 from shared.contracts import Priority
 from shared.settings import Settings
 from shared.store import connect
-from shared.timeline import Timeline
 from tests.tls_support import LOOPBACK, make_pki, stunnel, stunnel_binary, valkey
 from tipline import credentials
 from tipline.access import REDIS_RULES

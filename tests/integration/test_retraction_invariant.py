@@ -17,6 +17,7 @@ from typing import Any
 from opentelemetry import trace
 from redis.asyncio import Redis
 
+from services.intake.timeline import Timeline
 from services.notification.ledger import Ledger
 from services.referral.handlers import refer
 from services.retraction.handlers import retract
@@ -28,7 +29,6 @@ from shared.contracts import (
     RetractReport,
     derived_id,
 )
-from shared.timeline import Timeline
 
 INTERLEAVINGS = 1000
 AGENCIES = ["a1", "a2", "a3", "a4"]

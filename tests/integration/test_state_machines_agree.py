@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from services.intake import lifecycle
 from services.intake.drafts import Drafts, Pending
 from services.intake.lifecycle import Create, Draft, DraftState
+from services.intake.timeline import Timeline
 from services.notification import referrals
 from services.notification.acknowledgements import NoticeEvent, NoticeState, Refused, settle
 from services.notification.ledger import Ledger
@@ -34,8 +35,7 @@ from services.supplementation import holds
 from services.supplementation.casefile import CaseFiles, Kept
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
 from shared import status
-from shared.contracts import AgencyNotice, Amendment, Priority, Report, Supplement, now
-from shared.timeline import Fact, Timeline
+from shared.contracts import AgencyNotice, Amendment, Fact, Priority, Report, Supplement, now
 from tests.state_strategies import (
     WINDOWS,
     Sent,

@@ -1,16 +1,16 @@
 """A report's status and timeline: what happened to it, in order, each fact once.
 
-Every service records its own facts here, keyed by the event id, so a redelivered event adds
-nothing. Nothing is ever removed: a retraction is one more entry and a status, not an erasure.
+Intake owns it: it records its own facts, and every other service's arrive as ReportFacts events
+(shared/facts.py). Each fact is keyed by its event id, so a redelivered one adds nothing. Nothing
+is ever removed: a retraction is one more entry and a status, not an erasure.
 """
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.contracts import now
+from shared.contracts import Fact, ReportFacts, now
 from shared.status import rank
 from shared.store import Store, run_script
 
@@ -36,16 +36,6 @@ for at = 3 + facts * 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[at], ARGV[a
 if added > 0 then redis.call('HSET', KEYS[1], 'updated_at', ARGV[1]) end
 return added
 """
-
-
-@dataclass(frozen=True)
-class Fact:
-    """One entry of a report's timeline, recorded once under its event id."""
-
-    event_id: str
-    what: str
-    status: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class Timeline:
@@ -96,6 +86,14 @@ class Timeline:
         await run_script(self._redis, self._record, [
             (self._keys(r), self._args(facts.get(r, ()), None, fields.get(r))) for r in reports])
 
+    async def record_events(self, events: Iterable[ReportFacts]) -> None:
+        """Other services' facts, each event at the time it was sent, in one round trip (one
+        script an event, in order, each on its report's slot)."""
+        calls = [(self._keys(e.report_id), self._args(e.facts, e.occurred_at, e.fields))
+                 for e in events]
+        if calls:
+            await run_script(self._redis, self._record, calls)
+
     @staticmethod
     def _args(facts: Iterable[Fact], at: datetime | None = None,
               fields: dict[str, str] | None = None) -> list[str | int]:
@@ -123,3 +121,26 @@ class Timeline:
 
     async def entries(self, report_id: str) -> list[dict[str, Any]]:
         return [json.loads(e) for e in await self._redis.lrange(self._keys(report_id)[2], 0, -1)]
+
+
+# --- what the status view reads from the entries (pure) ------------------------------------------
+
+def agencies_of(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Each agency as the timeline tells it: `referred` once its referral was delivered,
+    `corrected` once its correction was (the referral service's and retraction's facts)."""
+    states: dict[str, str] = {}
+    for entry in entries:
+        if entry["what"] == "referral delivered":
+            states.setdefault(entry["agency"], "referred")
+        elif entry["what"] == "correction delivered":
+            states[entry["agency"]] = "corrected"
+    return states
+
+
+def retraction_of(entries: Iterable[Mapping[str, Any]]) -> dict[str, str] | None:
+    """When, by whom and why the report was retracted (the first retraction), or None."""
+    for entry in entries:
+        if entry["what"] == "retracted":
+            return {"at": entry.get("requested_at", entry["at"]),
+                    "by": entry["requested_by"], "reason": entry["reason"]}
+    return None

@@ -1,0 +1,96 @@
+"""Each service owns its data (docs/architecture.md, "Who owns what").
+
+Static checks over the code: the Redis keys each folder names are the ones the table gives its
+owner, so a service that starts touching another's keys fails here; and no service imports
+another service's code (only referral and retraction share the notification context).
+"""
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "architecture.md"
+# A key helper names its keys as `{tag}:name` / `tipline:{{{report_id}}}:name` (per report) or
+# "tipline:name" (global).
+PER_REPORT = re.compile(r"(?:\{tag\}|tipline:\{\{\{\w+\}\}\}):([a-z][a-z:-]*)")
+GLOBAL = re.compile(r"\"tipline:([a-z][a-z-]*(?::[a-z-]+)*)")
+# Where each owner's code lives.
+FOLDERS = {
+    "intake": ["services/intake"],
+    "validation": ["services/validation"],
+    "supplementation": ["services/supplementation"],
+    "notification": ["services/notification"],
+    "referral": ["services/referral"],
+    "retraction": ["services/retraction"],
+    "console": ["services/console"],
+    "analyst directory": ["shared/analysts.py"],
+}
+# Who may import whose code, beside shared/.
+USES = {"referral": {"notification"}, "retraction": {"notification"}}
+
+
+def keys_in(paths: list[str]) -> set[str]:
+    found: set[str] = set()
+    for path in paths:
+        base = ROOT / path
+        for file in [base] if base.is_file() else sorted(base.rglob("*.py")):
+            text = file.read_text()
+            found |= {k.rstrip(":") for k in PER_REPORT.findall(text)}
+            found |= {k.rstrip(":") for k in GLOBAL.findall(text)}
+    return found
+
+
+def documented() -> dict[str, set[str]]:
+    """The ownership table: owner -> the keys it names (`{r}:x` and `tipline:x` as x)."""
+    section = DOC.read_text().split("## Who owns what", 1)[1].split("\n## ", 1)[0]
+    owners: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not line.startswith("|") or cells[0] in ("owner", "---"):
+            continue
+        names = re.findall(r"`([^`]+)`", cells[1])
+        owners[cells[0].strip("*")] = {
+            re.sub(r"^(tipline:|\{r\}:)", "", n).removesuffix(":…") for n in names}
+    return owners
+
+
+def test_the_doc_has_a_row_for_every_owner() -> None:
+    assert set(documented()) == set(FOLDERS)
+
+
+def test_each_folder_touches_only_the_keys_its_owner_owns() -> None:
+    table = documented()
+    for owner, paths in FOLDERS.items():
+        assert keys_in(paths) == table[owner], (
+            f"{owner} names keys {sorted(keys_in(paths))}; docs/architecture.md gives it "
+            f"{sorted(table[owner])}")
+    # And every other place (shared/, the command line's tools excepted) names none.
+    elsewhere = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "shared").glob("*.py"))
+                 if p.name != "analysts.py"]
+    assert keys_in(elsewhere) == set()
+
+
+def imported_services(file: Path) -> set[str]:
+    tree = ast.parse(file.read_text())
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    return {m.split(".")[1] for m in names if m.startswith("services.") and m.count(".") >= 1}
+
+
+def test_no_service_imports_another_services_code() -> None:
+    for service in ("intake", "validation", "supplementation", "referral", "retraction",
+                    "console", "notification"):
+        allowed = {service, *USES.get(service, set())}
+        for file in sorted((ROOT / "services" / service).rglob("*.py")):
+            assert imported_services(file) <= allowed, (file, imported_services(file))
+    for file in sorted((ROOT / "shared").rglob("*.py")):
+        assert imported_services(file) == set(), file
+
+
+def test_the_check_sees_a_key_helper() -> None:
+    """The patterns find keys written the ways the helpers write them (so the checks above can
+    fail)."""
+    assert PER_REPORT.findall('tag = f"tipline:{{{report_id}}}"; f"{tag}:case:x"') == ["case:x"]
+    assert PER_REPORT.findall('f"tipline:{{{report_id}}}:ledger"') == ["ledger"]
+    assert GLOBAL.findall('KEY = "tipline:esps"; f"tipline:content:{sha}"') == ["esps", "content"]
