@@ -46,8 +46,10 @@ from tipline.stack import (
     SERVICES,
     Child,
     Stack,
+    copy_name,
     free_port,
     is_server,
+    service_of,
     signing_keys,
     start_servers,
     start_services,
@@ -378,7 +380,7 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str
         await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-{label}warm", 90,
                       seals)
         meter = CpuMeter(servers(stack) + [c for c in stack.children
-                                           if c.name.partition("-")[0] in SERVICES])
+                                           if service_of(c.name) in SERVICES])
         before = len(arrived)
         rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-{label}tp",
                               plan.saturate_s, seals=seals)
@@ -394,8 +396,8 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str
             await asyncio.to_thread(start_services, stack, CONSUMERS, copy)
             by_copies[copy], _ = await throughput(f"c{copy}")
         # The later stages run on one copy a service, as without --copies.
-        await asyncio.to_thread(stack.retire, [c for c in stack.children
-                                               if c.name.rpartition("-")[0] in CONSUMERS])
+        further = {copy_name(s, n) for s in CONSUMERS for n in range(2, copies + 1)}
+        await asyncio.to_thread(stack.retire, [c for c in stack.children if c.name in further])
         out = {"throughput_per_s": rate, "latency_ms": latency, "cpu_ms_per_msg": cpu,
                "by_copies": by_copies}
         out["duplicates_absorbed"] = watch.duplicates

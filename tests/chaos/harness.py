@@ -22,7 +22,7 @@ from shared.store import connect
 from tipline.esps import dev_logins
 from tipline.generate import Mix, events
 from tipline.replay import Replay, render
-from tipline.stack import Child, Stack, routing
+from tipline.stack import Child, Stack, routing, service_of
 
 ABANDON_AFTER_S = "4"  # intake abandons an unfinished report this soon (24 h by default)
 ANALYST = ("chaos-analyst", "synthetic-analyst-password")
@@ -37,12 +37,6 @@ def chaos_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIPLINE_ABANDON_AFTER_OPEN_S", ABANDON_AFTER_S)
     monkeypatch.setenv("TIPLINE_ABANDON_AFTER_CHANGE_S", ABANDON_AFTER_S)
     monkeypatch.setenv("TIPLINE_ABANDON_TICK_S", "0.5")
-
-
-def service_of(name: str) -> str:
-    """The service a child runs: `validation-2` (a copy start_services made) and
-    `validation-copy` run validation."""
-    return name.split("-", 1)[0]
 
 
 @dataclass
