@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The services with an image: each is a target of the one Dockerfile.
+IMAGES := intake validation supplementation referral retraction console
+TAG ?= dev
 
-.PHONY: run up test lint bench docs clean
+.PHONY: run up test lint bench docs images clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tipline needs Python 3.11+"'
@@ -38,6 +41,13 @@ bench: $(INSTALLED)
 ## docs: regenerate the AsyncAPI and OpenAPI documents and the routing ConfigMap from the code
 docs: $(INSTALLED)
 	$(BIN)/tipline docs
+
+## images: every service's image, tipline/<service>:$(TAG) (needs a Docker engine)
+images:
+	@for service in $(IMAGES); do \
+	  echo "tipline/$$service:$(TAG)"; \
+	  docker build --target $$service -t tipline/$$service:$(TAG) . || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .tipline .pytest_cache .mypy_cache .ruff_cache

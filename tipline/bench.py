@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream import FastStream
 
 from shared import topics
@@ -46,14 +46,16 @@ from tipline.stack import (
     SERVICES,
     Child,
     Stack,
+    copy_name,
     free_port,
     is_server,
+    service_of,
     signing_keys,
     start_servers,
     start_services,
 )
 from tipline.synthetic import PLACES
-from tipline.watch import NoticeWatch
+from tipline.watch import NoticeWatch, Tail
 
 # Three relays between four topics: raw aiokafka ("relay") and FastStream through the services'
 # own plumbing ("fsrelay").
@@ -238,42 +240,19 @@ async def wait_for(done: Callable[[], bool], timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-class RawSink:
+class RawSink(Tail):
     """Arrival times at the end of the raw chain."""
 
+    max_records = 5000
+
     def __init__(self, settings: Settings, topic: str) -> None:
-        self.topic = topic
+        super().__init__(settings, [topic])
         self.arrived: dict[str, float] = {}
-        self._consumer = AIOKafkaConsumer(**kafka_client_options(settings),
-                                          fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-                                          enable_auto_commit=False)
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self._consumer.start()
-        await self._consumer.topics()
-        tps = [TopicPartition(self.topic, p)
-               for p in self._consumer.partitions_for_topic(self.topic) or ()]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self._consumer.position(tp)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            now = time.monotonic()
-            for records in batches.values():
-                for r in records:
-                    self.arrived.setdefault(r.key.decode(), now)
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._consumer.stop()
+    def took(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]],
+             arrived: float) -> None:
+        for r in records:
+            self.arrived.setdefault(r.key.decode(), arrived)
 
 
 def latencies(sent_at: dict[str, float], arrived: dict[str, float]) -> list[float]:
@@ -378,7 +357,7 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str
         await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-{label}warm", 90,
                       seals)
         meter = CpuMeter(servers(stack) + [c for c in stack.children
-                                           if c.name.partition("-")[0] in SERVICES])
+                                           if service_of(c.name) in SERVICES])
         before = len(arrived)
         rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-{label}tp",
                               plan.saturate_s, seals=seals)
@@ -394,8 +373,8 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str
             await asyncio.to_thread(start_services, stack, CONSUMERS, copy)
             by_copies[copy], _ = await throughput(f"c{copy}")
         # The later stages run on one copy a service, as without --copies.
-        await asyncio.to_thread(stack.retire, [c for c in stack.children
-                                               if c.name.rpartition("-")[0] in CONSUMERS])
+        further = {copy_name(s, n) for s in CONSUMERS for n in range(2, copies + 1)}
+        await asyncio.to_thread(stack.retire, [c for c in stack.children if c.name in further])
         out = {"throughput_per_s": rate, "latency_ms": latency, "cpu_ms_per_msg": cpu,
                "by_copies": by_copies}
         out["duplicates_absorbed"] = watch.duplicates

@@ -4,7 +4,9 @@ It fills the console's read model with synthetic events (every kind the topics c
 aside), through the same `ReadModel.apply` the console's follower uses, then serves the console's
 own HTTP app (uvicorn, loopback) in this process and times every kind of page over HTTP, as a
 signed-in analyst: p50, p95 and max per page, and the process's memory (RSS now and its peak).
-The process imports what the console service imports, so its memory is the console's.
+The process imports what the console service imports, so its memory is the console's. Each
+event is made by `record` from its topic, with the model the console reads that topic with (the
+console's unit tests make theirs with it too).
 
 `--process` measures the real thing instead: the same events published (sealed and signed) to
 an embedded broker of its own, then the console service started as a process, timed until its
@@ -31,36 +33,18 @@ from redis.asyncio import Redis
 
 import services.console.main  # noqa: F401  # what the service imports: its memory counts too
 from services.console import sessions
-from services.console.model import ReadModel
+from services.console.model import MODELS, ReadModel
 from services.console.web import Console, create_api
 from services.notification.notices import notice_id
 from shared import topics
 from shared.agencies import AgencyRegistry
 from shared.analysts import AnalystDirectory
-from shared.contracts import (
-    AgencyNotice,
-    DeadLetter,
-    FieldError,
-    NoticeAcknowledged,
-    NoticeEscalated,
-    NoticeResent,
-    OutcomeReported,
-    Priority,
-    Report,
-    ReportReferred,
-    ReportRejected,
-    ReportRetracted,
-    ReportSubmitted,
-    ReportSupplemented,
-    ReportValidated,
-    RetractReport,
-    Supplement,
-)
+from shared.contracts import AgencyNotice, NoticeKind, Priority, Report, Supplement
 from shared.kafka import ensure_topics
 from shared.seals import Seals
 from shared.settings import CONFIG_DIR, Settings
 from shared.signing import Signer, ensure_keys
-from shared.topics import WRITERS
+from shared.topics import WRITERS, agency_of_topic
 from tipline.stack import free_port
 
 ESPS = [f"bench-esp-{i}" for i in range(20)]
@@ -82,79 +66,98 @@ def synthetic_events(reports: int, agencies: list[str], seed: int = 14,
     for i in range(reports):
         out: list[tuple[str, BaseModel]] = []
         rid, esp, t = str(10**17 + i * 7919), rng.choice(ESPS), start + i * span_s / reports
-        out.append((topics.REPORTS_SUBMITTED, ReportSubmitted(
-            event_id=f"s{rid}", report_id=rid, esp_id=esp, report=empty, occurred_at=at(t))))
+        out.append(record(topics.REPORTS_SUBMITTED, event_id=f"s{rid}", report_id=rid,
+                          esp_id=esp, report=empty, occurred_at=at(t)))
         if i % 10 == 9:
-            out.append((topics.REPORTS_REJECTED, ReportRejected(
-                event_id=f"j{rid}", report_id=rid, esp_id=esp, occurred_at=at(t + 0.1),
-                reasons=[FieldError(path="incident_at", reason="in the future")])))
+            out.append(record(topics.REPORTS_REJECTED, event_id=f"j{rid}", report_id=rid,
+                              esp_id=esp, occurred_at=at(t + 0.1),
+                              reasons=[{"path": "incident_at", "reason": "in the future"}]))
             yield from out
             continue
         chosen = rng.sample(agencies, rng.randint(1, 3))
-        out.append((topics.REPORTS_VALIDATED, ReportValidated(
-            event_id=f"v{rid}", report_id=rid, esp_id=esp, report=empty, occurred_at=at(t + 0.1))))
+        out.append(record(topics.REPORTS_VALIDATED, event_id=f"v{rid}", report_id=rid,
+                          esp_id=esp, report=empty, occurred_at=at(t + 0.1)))
         supplements = [Supplement(
             supplement_id=f"s{rid}-{i}", kind="note", content="synthetic", source="bench",
             verified=rng.random() < 0.5, analyst_id="a1", added_at=at(t))
             for i in range(rng.randint(0, 2))]
-        out.append((topics.REPORTS_SUPPLEMENTED, ReportSupplemented(
-            event_id=f"u{rid}", report_id=rid, esp_id=esp, report=empty, agencies=chosen,
-            priority=Priority.NORMAL, jurisdiction="us_state=TX", rules_version="1",
-            supplements=supplements, occurred_at=at(t + 0.2))))
-        out.append((topics.REPORTS_REFERRED, ReportReferred(
-            event_id=f"r{rid}", report_id=rid, agencies=chosen, occurred_at=at(t + 0.3))))
+        out.append(record(topics.REPORTS_SUPPLEMENTED, event_id=f"u{rid}", report_id=rid,
+                          esp_id=esp, report=empty, agencies=chosen, priority=Priority.NORMAL,
+                          jurisdiction="us_state=TX", rules_version="1",
+                          supplements=supplements, occurred_at=at(t + 0.2)))
+        out.append(record(topics.REPORTS_REFERRED, event_id=f"r{rid}", report_id=rid,
+                          agencies=chosen, occurred_at=at(t + 0.3)))
         for agency in chosen:
-            out.append((topics.agency_topic(agency), notice("referral", rid, agency, at(t + .3))))
-            out.append((topics.NOTICES_ACKNOWLEDGED, ack(rid, agency, None, at(t + 1))))
+            out.append(notice("referral", rid, agency, at(t + .3)))
+            out.append(ack(rid, agency, None, at(t + 1)))
             if rng.random() < 0.2:
-                out.append((topics.REPORTS_OUTCOMES, OutcomeReported(
-                    event_id=f"o{rid}{agency}", report_id=rid, agency_id=agency,
-                    outcome=rng.choice(["received", "investigating", "closed"]),
-                    occurred_at=at(t + 5))))
+                out.append(record(topics.REPORTS_OUTCOMES, event_id=f"o{rid}{agency}",
+                                  report_id=rid, agency_id=agency,
+                                  outcome=rng.choice(["received", "investigating", "closed"]),
+                                  occurred_at=at(t + 5)))
         if rng.random() < 0.15:
             out += retraction(rng, rid, chosen, at, t + 20)
         yield from out
     for n in range(20):
-        yield (topics.DEAD_LETTERS, DeadLetter(
-            service="validation", topic=topics.REPORTS_SUBMITTED, partition=0, offset=n,
-            key=None, value="synthetic", error="ValidationError: synthetic"))
+        yield record(topics.DEAD_LETTERS, service="validation", topic=topics.REPORTS_SUBMITTED,
+                     partition=0, offset=n, key=None, value="synthetic",
+                     error="ValidationError: synthetic")
 
 
 def retraction(rng: random.Random, rid: str, chosen: list[str], at: Callable[[float], datetime],
                t: float) -> list[tuple[str, BaseModel]]:
-    out: list[tuple[str, BaseModel]] = [
-        (topics.RETRACTIONS_REQUESTED, RetractReport(
-            command_id=f"c{rid}", report_id=rid, requested_by="esp", actor="bench",
-            reason="synthetic", requested_at=at(t))),
-        (topics.REPORTS_RETRACTED, ReportRetracted(
-            event_id=f"x{rid}", report_id=rid, requested_by="esp", actor="bench",
-            reason="synthetic", corrected_agencies=chosen, occurred_at=at(t + 0.1)))]
+    out = [
+        record(topics.RETRACTIONS_REQUESTED, command_id=f"c{rid}", report_id=rid,
+               requested_by="esp", actor="bench", reason="synthetic", requested_at=at(t)),
+        record(topics.REPORTS_RETRACTED, event_id=f"x{rid}", report_id=rid, requested_by="esp",
+               actor="bench", reason="synthetic", corrected_agencies=chosen,
+               occurred_at=at(t + 0.1))]
     for agency in chosen:
-        out.append((topics.agency_topic(agency), notice("correction", rid, agency, at(t + .1))))
+        out.append(notice("correction", rid, agency, at(t + .1)))
         fate = rng.random()
         if fate < 0.7:
-            out.append((topics.NOTICES_ACKNOWLEDGED, ack(rid, agency, "correction", at(t + 1))))
+            out.append(ack(rid, agency, "correction", at(t + 1)))
         elif fate < 0.85:
-            nid = notice_id("correction", rid, agency)
-            out.append((topics.NOTICES_RESENT, NoticeResent(
-                event_id=f"re{rid}{agency}", report_id=rid, agency_id=agency, notice_id=nid,
-                kind="correction", resend=1, occurred_at=at(t + 300))))
-            out.append((topics.NOTICES_ESCALATED, NoticeEscalated(
-                event_id=f"es{rid}{agency}", report_id=rid, agency_id=agency, notice_id=nid,
-                kind="correction", resends=3, occurred_at=at(t + 1200))))
+            out.append(resent(rid, agency, "correction", 1, at(t + 300)))
+            out.append(escalated(rid, agency, "correction", 3, at(t + 1200)))
     return out
 
 
-def notice(kind: str, rid: str, agency: str, issued: datetime) -> AgencyNotice:
-    return AgencyNotice(kind=kind, notice_id=notice_id(kind, rid, agency),  # type: ignore[arg-type]
-                        report_id=rid, agency_id=agency, issued_at=issued)
+def record(topic: str, /, **fields: Any) -> tuple[str, BaseModel]:
+    """(topic, event): the event made of `fields` by the model the console reads `topic` with
+    (services.console.model.MODELS; a notice on an agency's topic)."""
+    model = AgencyNotice if agency_of_topic(topic) else MODELS[topic]
+    return topic, model.model_validate(fields)
 
 
-def ack(rid: str, agency: str, kind: str | None, when: datetime) -> NoticeAcknowledged:
-    return NoticeAcknowledged(
-        event_id=f"a{rid}{agency}{kind}", report_id=rid, agency_id=agency,
-        notice_id=notice_id(kind or "referral", rid, agency),  # type: ignore[arg-type]
-        kind=kind, occurred_at=when)  # type: ignore[arg-type]
+def notice(kind: NoticeKind, rid: str, agency: str, issued: datetime,
+           **payload: Any) -> tuple[str, BaseModel]:
+    return record(topics.agency_topic(agency), kind=kind, notice_id=notice_id(kind, rid, agency),
+                  report_id=rid, agency_id=agency, issued_at=issued, payload=payload)
+
+
+def ack(rid: str, agency: str, kind: NoticeKind | None, when: datetime,
+        late: bool = False) -> tuple[str, BaseModel]:
+    """An agency's acknowledgement of its referral (`kind` None) or of a later notice."""
+    return record(topics.NOTICES_ACKNOWLEDGED, event_id=f"a{rid}{agency}{kind}", report_id=rid,
+                  agency_id=agency, notice_id=notice_id(kind or "referral", rid, agency),
+                  kind=kind, late=late, occurred_at=when)
+
+
+def resent(rid: str, agency: str, kind: NoticeKind, n: int,
+           when: datetime) -> tuple[str, BaseModel]:
+    """The `n`th re-send of an unacknowledged notice."""
+    return record(topics.NOTICES_RESENT, event_id=f"re{rid}{agency}{n}", report_id=rid,
+                  agency_id=agency, notice_id=notice_id(kind, rid, agency), kind=kind,
+                  resend=n, occurred_at=when)
+
+
+def escalated(rid: str, agency: str, kind: NoticeKind, resends: int,
+              when: datetime) -> tuple[str, BaseModel]:
+    """A notice escalated after `resends` re-sends went unacknowledged."""
+    return record(topics.NOTICES_ESCALATED, event_id=f"es{rid}{agency}", report_id=rid,
+                  agency_id=agency, notice_id=notice_id(kind, rid, agency), kind=kind,
+                  resends=resends, occurred_at=when)
 
 
 def rss_mb() -> tuple[float, float]:

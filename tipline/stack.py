@@ -181,6 +181,17 @@ def is_server(name: str) -> bool:
     return name in SERVERS or name.startswith("valkey-")
 
 
+def copy_name(service: str, copy: int) -> str:
+    """The name of a service's child: `validation` for its first copy, `validation-2` ..."""
+    return service if copy == 1 else f"{service}-{copy}"
+
+
+def service_of(name: str) -> str:
+    """What a child named by copy_name runs: `validation-2` and `validation` run validation."""
+    service, dash, copy = name.rpartition("-")
+    return service if dash and copy.isdigit() else name
+
+
 def valkey_password(workdir: Path, *, create: bool = False) -> str | None:
     """The password of the Valkey `tipline up` runs in this workdir (made once when `create`)."""
     path = workdir / VALKEY_PASSWORD_FILE
@@ -318,7 +329,7 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
         env["TIPLINE_ANALYST_PORT"] = "0"
     for name in services:
         ops_port = free_port()  # health and metrics, away from the ESP port
-        child = stack.spawn(name if copy == 1 else f"{name}-{copy}",
+        child = stack.spawn(copy_name(name, copy),
                             [sys.executable, "-m", f"services.{name}"],
                             env={**env, "OTEL_SERVICE_NAME": name,
                                  "TIPLINE_OPS_PORT": str(ops_port)})

@@ -6,6 +6,7 @@ offsets), drops redelivered notices by notice_id and counts them, and records wh
 arrived, so latencies are measured where the agency sees the notice. Every distinct notice is
 also kept whole (`notices`: agency, kind, report, id, partition, offset, arrival) for the
 oracle (tipline/oracle.py), which counts a second notice with a new id as the duplicate it is.
+Reading topics that way is `Tail`'s; the bench's raw sink (tipline/bench.py) is one too.
 """
 
 import asyncio
@@ -15,8 +16,9 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from shared.kafka import kafka_client_options
 from shared.settings import Settings
@@ -33,26 +35,22 @@ class Seen:
     amendments: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
-class NoticeWatch:
-    def __init__(self, settings: Settings, agencies: Iterable[str]) -> None:
-        self.topics = [agency_topic(a) for a in agencies]
-        self.reports: dict[str, Seen] = defaultdict(Seen)
-        self.notice_ids: set[str] = set()
-        self.duplicates = 0
-        self.refused = 0  # records on agency topics that are not notices (poison)
-        self.received = 0
-        self.notices: list[Notice] = []  # each distinct notice, in arrival order
-        self.of_report: dict[str, list[Notice]] = defaultdict(list)  # the same, by report
-        self.on_notice: Callable[[str], None] | None = None
-        self._order = 0
+class Tail:
+    """Records of some topics as they arrive, read from outside: every partition assigned, no
+    consumer group (so no join delay and no effect on anyone's offsets), from the current end
+    (or the beginning), in a task of its own until stop(). A subclass takes each fetch."""
+
+    max_records = 2000  # a fetch at most
+
+    def __init__(self, settings: Settings, topics: list[str], **options: Any) -> None:
+        self.topics = topics
         self._task: asyncio.Task[None] | None = None
         self._consumer = AIOKafkaConsumer(
             **kafka_client_options(settings),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-            max_partition_fetch_bytes=settings.kafka_max_message_bytes,
-            fetch_max_bytes=max(settings.kafka_max_message_bytes, 52428800),
+            **options,
         )
 
     async def start(self, from_beginning: bool = False) -> None:
@@ -68,7 +66,7 @@ class NoticeWatch:
             await self._consumer.seek_to_beginning(*partitions)
         else:
             # The embedded broker's "end" is the last batch's start (see embedded-broker.md), so a
-            # few older notices may be read: they belong to reports this watch does not know.
+            # few older records may be read: a tail must take them for what they are.
             await self._consumer.seek_to_end(*partitions)
         for tp in partitions:
             await self._consumer.position(tp)  # resolve now, so nothing sent later is skipped
@@ -83,12 +81,39 @@ class NoticeWatch:
 
     async def _run(self) -> None:
         while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
             arrived = time.monotonic()
             for tp, records in batches.items():
-                agency = agency_of_topic(tp.topic) or "?"
-                for record in records:
-                    self._take(agency, record.value, arrived, tp.partition, record.offset)
+                self.took(tp, records, arrived)
+
+    def took(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]],
+             arrived: float) -> None:
+        """The records of one partition that one fetch brought, at `arrived` (monotonic)."""
+        raise NotImplementedError
+
+
+class NoticeWatch(Tail):
+    def __init__(self, settings: Settings, agencies: Iterable[str]) -> None:
+        super().__init__(
+            settings, [agency_topic(a) for a in agencies],
+            max_partition_fetch_bytes=settings.kafka_max_message_bytes,
+            fetch_max_bytes=max(settings.kafka_max_message_bytes, 52428800),
+        )
+        self.reports: dict[str, Seen] = defaultdict(Seen)
+        self.notice_ids: set[str] = set()
+        self.duplicates = 0
+        self.refused = 0  # records on agency topics that are not notices (poison)
+        self.received = 0
+        self.notices: list[Notice] = []  # each distinct notice, in arrival order
+        self.of_report: dict[str, list[Notice]] = defaultdict(list)  # the same, by report
+        self.on_notice: Callable[[str], None] | None = None
+        self._order = 0
+
+    def took(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]],
+             arrived: float) -> None:
+        agency = agency_of_topic(tp.topic) or "?"
+        for record in records:
+            self._take(agency, record.value, arrived, tp.partition, record.offset)
 
     def _take(self, agency: str, value: bytes | None, arrived: float, partition: int = 0,
               offset: int = 0) -> None:

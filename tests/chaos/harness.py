@@ -1,7 +1,7 @@
-"""What the chaos tests share: killing and restarting service processes (first copies and
-further ones), the environment they run in, the generated stream and its replay while faults run,
-and the verdict (the oracle's four counters 0, no notice of an unknown report, no service dead
-on its own)."""
+"""What the chaos tests share: the stack they start and the environment it runs in, killing and
+restarting service processes (first copies and further ones), the generated stream and its
+replay while faults run, and the verdict (the oracle's four counters 0, no notice of an unknown
+report, no service dead on its own)."""
 
 import asyncio
 import contextlib
@@ -10,8 +10,9 @@ import random
 import signal
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,17 @@ from shared.store import connect
 from tipline.esps import dev_logins
 from tipline.generate import Mix, events
 from tipline.replay import Replay, render
-from tipline.stack import Child, Stack, routing
+from tipline.stack import (
+    PIPELINE,
+    Child,
+    Stack,
+    create_topics,
+    free_port,
+    routing,
+    service_of,
+    start_servers,
+    start_services,
+)
 
 ABANDON_AFTER_S = "4"  # intake abandons an unfinished report this soon (24 h by default)
 ANALYST = ("chaos-analyst", "synthetic-analyst-password")
@@ -39,10 +50,27 @@ def chaos_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIPLINE_ABANDON_TICK_S", "0.5")
 
 
-def service_of(name: str) -> str:
-    """The service a child runs: `validation-2` (a copy start_services made) and
-    `validation-copy` run validation."""
-    return name.split("-", 1)[0]
+@contextlib.asynccontextmanager
+async def pipeline_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis: str,
+    before: Callable[[Stack], None] = lambda stack: None, **options: Any,
+) -> AsyncIterator[Stack]:
+    """A broker of the test's own and the pipeline's services (no console) on `redis`, in the
+    chaos environment, all stopped afterwards; `before(stack)` runs first (to start a Valkey
+    the stack owns). `options`: more of the Stack's fields."""
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # a broker of its own
+    monkeypatch.setenv("REDIS_URL", redis)  # so start_servers starts the broker only
+    chaos_env(monkeypatch)
+    stack = Stack(kafka="", redis=redis, http=f"http://127.0.0.1:{free_port()}",
+                  workdir=tmp_path, analyst=f"http://127.0.0.1:{free_port()}", **options)
+    try:
+        await asyncio.to_thread(before, stack)
+        await asyncio.to_thread(start_servers, stack)
+        await asyncio.to_thread(create_topics, stack)
+        await asyncio.to_thread(start_services, stack, PIPELINE)
+        yield stack
+    finally:
+        await asyncio.to_thread(stack.stop, 10.0)
 
 
 @dataclass

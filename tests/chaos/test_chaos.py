@@ -28,27 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared import topics
 from shared.settings import Settings
-from tests.chaos.harness import (
-    Faults,
-    assert_nothing_wrong,
-    chaos_env,
-    replay_with,
-    report,
-    stream_of,
-    summary,
-)
-from tipline.stack import (
-    CONSUMERS,
-    PIPELINE,
-    Child,
-    Stack,
-    create_topics,
-    free_port,
-    start_servers,
-    start_services,
-    valkey_binary,
-    wait_for_port,
-)
+from tests.chaos import harness
+from tipline.stack import CONSUMERS, Child, Stack, free_port, valkey_binary, wait_for_port
 
 LONG = os.environ.get("TIPLINE_CHAOS_LONG") == "1"
 REPORTS = 1200 if LONG else 160
@@ -61,7 +42,7 @@ POISON_AGENCY = "icac-ca"
 
 
 @dataclass
-class Chaos(Faults):
+class Chaos(harness.Faults):
     valkey_port: int = 0
     valkey_dir: Path = Path()
 
@@ -131,26 +112,19 @@ def spawn_valkey(stack: Stack, port: int, data: Path) -> Child:
 
 @pytest.fixture
 async def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Chaos]:
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # a broker of its own
     valkey_port = free_port()
     redis_url = f"redis://127.0.0.1:{valkey_port}/0"
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    chaos_env(monkeypatch)
-    stack = Stack(kafka="", redis=redis_url, http=f"http://127.0.0.1:{free_port()}",
-                  workdir=tmp_path, analyst=f"http://127.0.0.1:{free_port()}")
     valkey_dir = tmp_path / "valkey"
     valkey_dir.mkdir()
-    try:
+
+    def valkey(stack: Stack) -> None:  # the stack's own, so the test may stop and start it
         spawn_valkey(stack, valkey_port, valkey_dir)
         wait_for_port("127.0.0.1", valkey_port)
-        start_servers(stack)  # the broker only: REDIS_URL is set
-        await asyncio.to_thread(create_topics, stack)
-        await asyncio.to_thread(start_services, stack, PIPELINE)
+
+    async with harness.pipeline_stack(tmp_path, monkeypatch, redis_url, valkey) as stack:
         settings = Settings(kafka_bootstrap_servers=stack.kafka, redis_url=redis_url)
         yield Chaos(stack, settings, random.Random(6), valkey_port=valkey_port,
                     valkey_dir=valkey_dir)
-    finally:
-        await asyncio.to_thread(stack.stop, 10.0)
 
 
 async def dead_letters(
@@ -180,22 +154,22 @@ async def dead_letters(
 
 @pytest.mark.timeout(1200 if LONG else 300)
 async def test_the_oracle_finds_nothing_wrong_through_chaos(chaos: Chaos) -> None:
-    stream = stream_of(REPORTS, RATE)
-    result = await replay_with(
+    stream = harness.stream_of(REPORTS, RATE)
+    result = await harness.replay_with(
         chaos, stream, settle_timeout=300 if LONG else 150,
         run_faults=lambda dispatched: chaos.run(until=dispatched,
                                                 budget_s=(REPORTS / RATE) + 20))
     by_marker = await dead_letters(chaos.settings, chaos.tally.poison)
     unlettered = [m for _, m in chaos.tally.poison if m not in by_marker]
-    report(result, {
-        **summary(result, chaos.tally),
+    harness.report(result, {
+        **harness.summary(result, chaos.tally),
         "redis_outages": chaos.tally.redis_outages,
         "poison_sent": len(chaos.tally.poison) + chaos.tally.poison_to_agency,
         "poison_dead_lettered": len(by_marker),
         "poison_refused_by_agency_watch": result["notices"]["not_notices"],
     })
 
-    assert_nothing_wrong(result, chaos, REPORTS)
+    harness.assert_nothing_wrong(result, chaos, REPORTS)
     assert sum(chaos.tally.kills.values()) >= MIN_KILLS
     assert not unlettered, f"poison never reached the dead-letter topic: {unlettered}"
     for letter in by_marker.values():

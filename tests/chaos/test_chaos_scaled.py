@@ -21,25 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import (
-    Faults,
-    assert_nothing_wrong,
-    chaos_env,
-    replay_with,
-    report,
-    stream_of,
-    summary,
-)
-from tipline.stack import (
-    CONSUMERS,
-    PIPELINE,
-    Stack,
-    create_topics,
-    free_port,
-    spawn_valkey,
-    start_servers,
-    start_services,
-)
+from tests.chaos import harness
+from tipline.stack import CONSUMERS, Stack, spawn_valkey, start_services
 
 # Two copies of four services, a cluster and their faults take two minutes or more on two cores:
 # run on purpose (TIPLINE_CHAOS_SCALED=1), not in every `make test`.
@@ -57,7 +40,7 @@ COPIES = tuple(name for service in CONSUMERS for name in (service, f"{service}-2
 
 
 @dataclass
-class Scaled(Faults):
+class Scaled(harness.Faults):
     cluster: Stack = field(default_factory=lambda: Stack("", "", "", Path()))
 
     async def kill_a_copy(self) -> None:
@@ -103,21 +86,13 @@ def assignments(stack: Stack) -> dict[str, int]:
 async def scaled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, valkey_cluster: Stack
 ) -> AsyncIterator[Scaled]:
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # a broker of its own
-    monkeypatch.setenv("REDIS_URL", valkey_cluster.redis)  # start_servers: the broker only
     monkeypatch.setenv("KAFKA_PARTITIONS", str(PARTITIONS))  # the topics and the services
-    chaos_env(monkeypatch)
-    stack = Stack(kafka="", redis=valkey_cluster.redis, http=f"http://127.0.0.1:{free_port()}",
-                  workdir=tmp_path, analyst=f"http://127.0.0.1:{free_port()}",
-                  redis_password=valkey_cluster.redis_password, redis_cluster=True)
-    try:
-        start_servers(stack)
-        await asyncio.to_thread(create_topics, stack)
-        await asyncio.to_thread(start_services, stack, PIPELINE)  # no console
+    async with harness.pipeline_stack(
+        tmp_path, monkeypatch, valkey_cluster.redis,
+        redis_password=valkey_cluster.redis_password, redis_cluster=True,
+    ) as stack:
         await asyncio.to_thread(start_services, stack, CONSUMERS, 2)
         yield Scaled(stack, stack.settings(), random.Random(8), cluster=valkey_cluster)
-    finally:
-        await asyncio.to_thread(stack.stop, 10.0)
 
 
 @pytest.mark.timeout(300)
@@ -126,16 +101,17 @@ async def test_the_oracle_finds_nothing_wrong_with_two_copies_on_a_cluster(
 ) -> None:
     assert scaled.settings.kafka_partitions == PARTITIONS and scaled.settings.redis_cluster
     assert {c.name for c in scaled.stack.children} >= set(COPIES)
-    result = await replay_with(
-        scaled, stream_of(REPORTS, RATE), settle_timeout=150,
+    result = await harness.replay_with(
+        scaled, harness.stream_of(REPORTS, RATE), settle_timeout=150,
         run_faults=lambda dispatched: scaled.run(until=dispatched,
                                                  budget_s=(REPORTS / RATE) + 30))
     assigned = assignments(scaled.stack)
-    report(result, {**summary(result, scaled.tally), "partitions": PARTITIONS,
-                    "shard_restarts": scaled.tally.shard_restarts,
-                    "assignments_seen": sum(assigned.values())}, label="scaled chaos tally")
+    harness.report(result, {**harness.summary(result, scaled.tally), "partitions": PARTITIONS,
+                            "shard_restarts": scaled.tally.shard_restarts,
+                            "assignments_seen": sum(assigned.values())},
+                   label="scaled chaos tally")
 
-    assert_nothing_wrong(result, scaled, REPORTS)
+    harness.assert_nothing_wrong(result, scaled, REPORTS)
     assert sum(scaled.tally.kills.values()) >= MIN_KILLS
     assert scaled.tally.shard_restarts >= MIN_SHARD_RESTARTS
     # Both copies of every service really shared its group's partitions.

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import OTEL_ENV, ROOT, SERVICES, SIGNERS, settings_env_names
+from tests.deploy.conftest import (
+    OTEL_ENV,
+    ROOT,
+    SERVICES,
+    SIGNERS,
+    dockerfile_stages,
+    settings_env_names,
+)
 
 COMPOSE = ROOT / "docker-compose.yml"
 COLLECTOR = ROOT / "deploy/otel/collector.yaml"
@@ -59,7 +66,12 @@ def test_services_start_after_what_they_need(compose: dict[str, Any]) -> None:
 def test_builds_mounts_and_volumes_exist(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         if build := service.get("build"):
-            assert (ROOT / build["context"] / build["dockerfile"]).is_file(), name
+            dockerfile = ROOT / build["context"] / build["dockerfile"]
+            assert dockerfile.is_file(), name
+            # A service's image is its own target of the Dockerfile, tagged with its name.
+            assert build["target"] in dockerfile_stages(dockerfile), name
+            assert service["image"].startswith(f"tipline/{build['target']}:"), name
+            assert build["target"] == name or name not in SERVICES
         for mount in service.get("volumes", []):
             source = mount.split(":", 1)[0]
             if source.startswith("."):

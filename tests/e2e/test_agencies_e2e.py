@@ -36,7 +36,8 @@ from shared.contracts import (
 from shared.seals import Seals
 from shared.settings import Settings
 from shared.signing import Signer
-from tests.integration.agency_helpers import agency_ids, read_topic, registered
+from tests.e2e.support import agencies_for_services, until
+from tests.integration.agency_helpers import agency_ids, read_topic
 from tests.sealing import send_sealed
 from tipline.agency import AgencyClient
 from tipline.stack import Stack, create_topics, free_port, start_services
@@ -60,12 +61,9 @@ def system(
     with pytest.MonkeyPatch.context() as env:
         # The two acking agencies sign their acks with keys registered in the routing file;
         # the third registered none, so it cannot ack.
-        routing, _ = registered(workdir, agencies, keyless=(agencies[2],))
-        env.setenv("TIPLINE_ROUTING_FILE", str(routing))
+        agencies_for_services(env, workdir, agencies, keyless=(agencies[2],),
+                              ack_timeout_s=ACK_TIMEOUT_S, max_resends=MAX_RESENDS)
         env.setenv("TIPLINE_KEYS_DIR", str(workdir / "keys"))
-        env.setenv("TIPLINE_ACK_TIMEOUT_S", str(ACK_TIMEOUT_S))
-        env.setenv("TIPLINE_MAX_RESENDS", str(MAX_RESENDS))
-        env.setenv("TIPLINE_RESEND_TICK_S", "0.2")
         stack = Stack(kafka=servers.kafka, redis=servers.redis, http="http://127.0.0.1:1",
                       workdir=workdir, analyst=f"http://127.0.0.1:{free_port()}")
         create_topics(stack)
@@ -82,13 +80,6 @@ async def analyst(system: Stack, redis: Redis) -> AsyncIterator[httpx.AsyncClien
     async with httpx.AsyncClient(base_url=f"{system.analyst}/v1/analyst", timeout=10,
                                  auth=("e2e-analyst", PASSWORD)) as client:
         yield client
-
-
-async def until(check: Any, what: str, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (await check() if asyncio.iscoroutinefunction(check) else check()):
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def test_amend_then_retract_across_three_agencies(

@@ -8,7 +8,7 @@ reading an agency's topic is only stopped on Apache Kafka (docs/operations.md, t
 
 import asyncio
 import base64
-import inspect
+import contextlib
 import json
 import os
 import select
@@ -42,6 +42,7 @@ from shared.contracts import (
 from shared.settings import Settings
 from shared.signing import Signer, ensure_keys
 from shared.store import connect
+from tests.e2e.support import agencies_for_services, until
 from tests.integration.agency_helpers import agency_ids, registered
 from tests.ispws_support import field, random_file, report_xml
 from tipline.agency import AgencyClient
@@ -73,12 +74,9 @@ def system(agencies: list[str], tmp_path_factory: pytest.TempPathFactory) -> Ite
     with pytest.MonkeyPatch.context() as env:
         for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"):
             env.delenv(name, raising=False)  # its own broker and Valkey, as `tipline up`
-        routing, _ = registered(workdir, agencies, keyless=(agencies[1],))
-        env.setenv("TIPLINE_ROUTING_FILE", str(routing))
+        agencies_for_services(env, workdir, agencies, keyless=(agencies[1],),
+                              ack_timeout_s=ACK_TIMEOUT_S, max_resends=MAX_RESENDS)
         env.setenv("TIPLINE_FILES_DIR", str(workdir / "files"))
-        env.setenv("TIPLINE_ACK_TIMEOUT_S", str(ACK_TIMEOUT_S))
-        env.setenv("TIPLINE_MAX_RESENDS", str(MAX_RESENDS))
-        env.setenv("TIPLINE_RESEND_TICK_S", "0.2")
         with running(workdir) as stack:
             yield stack
 
@@ -102,18 +100,6 @@ async def esp(system: Stack, settings_of: Settings) -> AsyncIterator[httpx.Async
     async with httpx.AsyncClient(base_url=system.http, timeout=30,
                                  auth=await esp_login(settings_of)) as client:
         yield client
-
-
-async def until(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = check()
-        if inspect.isawaitable(got):
-            got = await got
-        if got:
-            return got
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def status_of(http: httpx.AsyncClient, report_id: str) -> dict[str, Any]:
@@ -493,11 +479,8 @@ async def test_finish_and_retract_survive_the_broker_away_and_a_restart(
     own: tuple[Stack, dict[str, Signer]], agencies: list[str]
 ) -> None:
     stack, signers = own
-    if True:
-        settings = stack.settings()
-        got: list[AgencyNotice] = []
-        clients = [AgencyClient(settings, a, signer=signers[a]) for a in agencies]
-        following = [asyncio.create_task(c.collect(got)) for c in clients]
+    settings = stack.settings()
+    async with _following(settings, agencies, signers) as got:
         async with httpx.AsyncClient(base_url=stack.http, timeout=60,
                                      auth=await esp_login(settings)) as esp:
             referred = field((await esp.post("/ispws/submit", content=report_xml(),
@@ -542,9 +525,6 @@ async def test_finish_and_retract_survive_the_broker_away_and_a_restart(
                 return bool(states) and set(states.values()) == {"corrected"}
             await until(corrected, "the corrections", 90)
         await until(lambda: _kinds(got, referred) >= {"correction"}, "corrections at agencies")
-        for task in following:
-            task.cancel()
-        await asyncio.gather(*following, return_exceptions=True)
 
 
 # --- 5. Redis loses everything: no report id comes back, no notice is swallowed -------------
@@ -554,11 +534,8 @@ async def test_after_valkey_forgets_everything_no_id_repeats_and_no_notice_is_lo
     own: tuple[Stack, dict[str, Signer]], agencies: list[str]
 ) -> None:
     stack, signers = own
-    if True:
-        settings = stack.settings()
-        got: list[AgencyNotice] = []
-        client = AgencyClient(settings, agencies[0], signer=signers[agencies[0]])
-        following = asyncio.create_task(client.collect(got))
+    settings = stack.settings()
+    async with _following(settings, agencies[:1], signers) as got:
         before = await _submit_and_wait(stack, settings, agencies, 3)
         valkey = _child(stack, "valkey")
         valkey.process.terminate()
@@ -579,11 +556,26 @@ async def test_after_valkey_forgets_everything_no_id_repeats_and_no_notice_is_lo
         async def all_referred() -> bool:
             return {n.report_id for n in got if n.kind == "referral"} >= set(before + after)
         await until(all_referred, "every referral at the agency", 60)
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _following(
+    settings: Settings, agencies: list[str], signers: dict[str, Signer]
+) -> AsyncIterator[list[AgencyNotice]]:
+    """Every notice `agencies` receive while inside, each acknowledging with its registered
+    key."""
+    got: list[AgencyNotice] = []
+    following = [asyncio.create_task(AgencyClient(settings, a, signer=signers[a]).collect(got))
+                 for a in agencies]
+    try:
+        yield got
+    finally:
+        for task in following:
+            task.cancel()
+        await asyncio.gather(*following, return_exceptions=True)
 
 
 async def _referred(http: httpx.AsyncClient, report_id: str, agencies: list[str]) -> bool:

@@ -17,7 +17,6 @@ import random
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -28,7 +27,8 @@ from shared.analysts import AnalystDirectory
 from shared.contracts import AgencyNotice
 from shared.settings import Settings
 from shared.signing import Signer
-from tests.integration.agency_helpers import agency_ids, registered
+from tests.e2e.support import agencies_for_services, until
+from tests.integration.agency_helpers import agency_ids
 from tipline.agency import AgencyClient
 from tipline.esps import dev_logins
 from tipline.stack import SERVICES, Stack, create_topics, free_port, start_services
@@ -56,12 +56,9 @@ def system(servers: Stack, agencies: list[str],
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
     workdir = tmp_path_factory.mktemp("console")
     with pytest.MonkeyPatch.context() as env:
-        routing, _ = registered(workdir, agencies, keyless=(agencies[2],))
-        env.setenv("TIPLINE_ROUTING_FILE", str(routing))
+        agencies_for_services(env, workdir, agencies, keyless=(agencies[2],),
+                              ack_timeout_s=ACK_TIMEOUT_S, max_resends=MAX_RESENDS)
         env.setenv("TIPLINE_KEYS_DIR", str(workdir / "keys"))
-        env.setenv("TIPLINE_ACK_TIMEOUT_S", str(ACK_TIMEOUT_S))
-        env.setenv("TIPLINE_MAX_RESENDS", str(MAX_RESENDS))
-        env.setenv("TIPLINE_RESEND_TICK_S", "0.2")
         stack = Stack(kafka=servers.kafka, redis=servers.redis,
                       http=f"http://127.0.0.1:{free_port()}", workdir=workdir,
                       analyst=f"http://127.0.0.1:{free_port()}",
@@ -104,13 +101,6 @@ def correction(agency: str, state: str) -> str:
     return f'tr[data-agency="{agency}"] td.correction .badge[data-state="{state}"]'
 
 
-async def until(check: Any, what: str, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def test_every_correction_lands_in_the_console(
     system: Stack, settings: Settings, redis: Redis, agencies: list[str], page: Page,
     tmp_path: Path,
@@ -151,7 +141,7 @@ async def test_every_correction_lands_in_the_console(
                     timeout=60_000)
             for agency in acking:  # the acking agencies acknowledge their referral
                 await until(lambda a=agency: any(n.report_id == target for n in got[a]),
-                            f"{agency}'s referral")
+                            f"{agency}'s referral", 60)
                 await clients[agency].ack(next(n for n in got[agency]
                                                if n.report_id == target))
                 await page.wait_for_selector(
@@ -171,7 +161,7 @@ async def test_every_correction_lands_in_the_console(
         def corrections(agency: str) -> list[AgencyNotice]:
             return [n for n in got[agency] if n.report_id == target and n.kind == "correction"]
 
-        await until(lambda: all(corrections(a) for a in acking), "corrections")
+        await until(lambda: all(corrections(a) for a in acking), "corrections", 60)
         # ... then acknowledged, once each acking agency acknowledges it.
         for agency in acking:
             await clients[agency].ack(corrections(agency)[0])

@@ -1,27 +1,14 @@
-"""The console's read model and pages: pure functions over synthetic events."""
+"""The console's read model and pages: pure functions over synthetic events (made as the
+console bench makes them: tipline.consolebench)."""
 
 from datetime import UTC, datetime, timedelta
 
 from services.console import pages, sessions
 from services.console.follow import by_service
 from services.console.model import ReadModel
-from services.notification.notices import notice_id
 from shared import topics
-from shared.contracts import (
-    AgencyNotice,
-    DeadLetter,
-    NoticeAcknowledged,
-    NoticeEscalated,
-    NoticeResent,
-    OutcomeReported,
-    Priority,
-    Report,
-    ReportReferred,
-    ReportRetracted,
-    ReportSupplemented,
-    ReportValidated,
-    Supplement,
-)
+from shared.contracts import NoticeKind, Priority, Report, Supplement
+from tipline import consolebench as events
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -30,41 +17,36 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def notice(kind: str, report: str, agency: str, when: float, **payload: object) -> AgencyNotice:
-    return AgencyNotice(kind=kind, notice_id=notice_id(kind, report, agency),  # type: ignore[arg-type]
-                        report_id=report, agency_id=agency, issued_at=at(when), payload=payload)
-
-
 def referred(model: ReadModel, report: str, agencies: list[str], esp: str = "esp-a") -> None:
-    model.apply(topics.REPORTS_VALIDATED, ReportValidated(
-        event_id=f"v{report}", report_id=report, esp_id=esp, report=Report(), occurred_at=at(0)))
-    model.apply(topics.REPORTS_SUPPLEMENTED, ReportSupplemented(
-        event_id=f"s{report}", report_id=report, esp_id=esp, report=Report(), agencies=agencies,
-        priority=Priority.HIGH, jurisdiction="US-TX", rules_version="1", occurred_at=at(1),
+    model.apply(*events.record(topics.REPORTS_VALIDATED, event_id=f"v{report}",
+                               report_id=report, esp_id=esp, report=Report(),
+                               occurred_at=at(0)))
+    model.apply(*events.record(
+        topics.REPORTS_SUPPLEMENTED, event_id=f"s{report}", report_id=report, esp_id=esp,
+        report=Report(), agencies=agencies, priority=Priority.HIGH, jurisdiction="US-TX",
+        rules_version="1", occurred_at=at(1),
         supplements=[Supplement(supplement_id=f"{kind}-1", kind=kind, content="synthetic",
                                 source="a source", verified=verified, analyst_id="a1",
                                 added_at=at(1))
                      for kind, verified in (("geolocation", True), ("note", False))]))
-    model.apply(topics.REPORTS_REFERRED, ReportReferred(
-        event_id=f"r{report}", report_id=report, agencies=agencies, occurred_at=at(2)))
+    model.apply(*events.record(topics.REPORTS_REFERRED, event_id=f"r{report}",
+                               report_id=report, agencies=agencies, occurred_at=at(2)))
     for agency in agencies:
-        model.apply(topics.agency_topic(agency), notice("referral", report, agency, 2))
+        model.apply(*events.notice("referral", report, agency, at(2)))
 
 
 def retracted(model: ReadModel, report: str, agencies: list[str], when: float = 10) -> None:
-    model.apply(topics.REPORTS_RETRACTED, ReportRetracted(
-        event_id=f"x{report}", report_id=report, requested_by="esp", actor="esp-a",
-        reason="in error", corrected_agencies=agencies, occurred_at=at(when)))
+    model.apply(*events.record(topics.REPORTS_RETRACTED, event_id=f"x{report}",
+                               report_id=report, requested_by="esp", actor="esp-a",
+                               reason="in error", corrected_agencies=agencies,
+                               occurred_at=at(when)))
     for agency in agencies:
-        model.apply(topics.agency_topic(agency), notice("correction", report, agency, when))
+        model.apply(*events.notice("correction", report, agency, at(when)))
 
 
-def ack(model: ReadModel, report: str, agency: str, kind: str | None, when: float,
+def ack(model: ReadModel, report: str, agency: str, kind: NoticeKind | None, when: float,
         late: bool = False) -> bool:
-    return model.apply(topics.NOTICES_ACKNOWLEDGED, NoticeAcknowledged(
-        event_id=f"a{report}{agency}{kind}", report_id=report, agency_id=agency,
-        notice_id=notice_id(kind or "referral", report, agency),  # type: ignore[arg-type]
-        kind=kind, late=late, occurred_at=at(when)))  # type: ignore[arg-type]
+    return model.apply(*events.ack(report, agency, kind, at(when), late))
 
 
 def test_a_correction_goes_from_sent_to_acknowledged_and_counts_once() -> None:
@@ -98,17 +80,13 @@ def test_re_sent_then_escalated_then_acknowledged_late() -> None:
     referred(model, "r1", ["c"])
     retracted(model, "r1", ["c"])
     for n in (1, 2):
-        model.apply(topics.NOTICES_RESENT, NoticeResent(
-            event_id=f"re{n}", report_id="r1", agency_id="c", kind="correction",
-            notice_id=notice_id("correction", "r1", "c"), resend=n, occurred_at=at(10 + 5 * n)))
+        model.apply(*events.resent("r1", "c", "correction", n, at(10 + 5 * n)))
         # the re-sent notice itself is the same notice again: one timeline entry
-        model.apply(topics.agency_topic("c"), notice("correction", "r1", "c", 10))
+        model.apply(*events.notice("correction", "r1", "c", at(10)))
     track, stats = model.reports["r1"].agencies["c"], model.agencies["c"]
     assert track.correction_state(at(21).timestamp(), 5) == "overdue, re-sent 2x"
     assert stats.overdue(at(21).timestamp(), 5) == 1
-    model.apply(topics.NOTICES_ESCALATED, NoticeEscalated(
-        event_id="esc", report_id="r1", agency_id="c", kind="correction",
-        notice_id=notice_id("correction", "r1", "c"), resends=2, occurred_at=at(25)))
+    model.apply(*events.escalated("r1", "c", "correction", 2, at(25)))
     assert (stats.escalated, stats.pending, stats.escalations) == (1, {}, ["r1"])
     assert model.reports["r1"].state == "escalated"
     ack(model, "r1", "c", "correction", 30, late=True)
@@ -122,9 +100,8 @@ def test_outcomes_supplements_esps_and_the_chart() -> None:
     model = ReadModel()
     referred(model, "r1", ["a"], esp="esp-a")
     referred(model, "r2", ["a"], esp="esp-b")
-    model.apply(topics.REPORTS_OUTCOMES, OutcomeReported(
-        event_id="o1", report_id="r1", agency_id="a", outcome="investigating",
-        occurred_at=at(20)))
+    model.apply(*events.record(topics.REPORTS_OUTCOMES, event_id="o1", report_id="r1",
+                               agency_id="a", outcome="investigating", occurred_at=at(20)))
     assert model.reports["r1"].agencies["a"].outcome == "investigating"
     assert model.agencies["a"].outcomes == [(at(20).timestamp(), "r1", "investigating")]
     assert [s[:2] for s in model.reports["r1"].supplements] == [
@@ -152,9 +129,9 @@ def test_pages_escape_whatever_the_topics_carry() -> None:
     model = ReadModel()
     evil = '<script>alert("x")</script>'
     referred(model, evil, [], esp=evil)
-    model.apply(topics.DEAD_LETTERS, DeadLetter(
-        service="referral", topic="t", partition=0, offset=1, key=evil, value="synthetic-content",
-        error=evil))
+    model.apply(*events.record(topics.DEAD_LETTERS, service="referral", topic="t",
+                               partition=0, offset=1, key=evil, value="synthetic-content",
+                               error=evil))
     now = at(30).timestamp()
     for html in (pages.overview(model, {}, 1, now), pages.report_page(model, model.reports[evil],
                  now), pages.search_page(model, evil, "", 1, now),

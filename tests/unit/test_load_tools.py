@@ -1,4 +1,5 @@
-"""The load tools' pure parts: the generated stream, the replay schedule, percentiles."""
+"""The load tools' pure parts: the generated stream, the replay schedule, percentiles, the
+names of service copies."""
 
 import json
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytest
 
 from tipline.generate import Mix, events, read, write
 from tipline.replay import percentiles, schedule
+from tipline.stack import CONSUMERS, copy_name, service_of
 from tipline.synthetic import expected_agencies
 
 
@@ -82,6 +84,15 @@ def test_schedule_fixed_rate_recorded_pace_and_max() -> None:
     repeated = schedule(stream, "4", 3.0)
     assert len(repeated) == 12
     assert len({e["ref"] for _, e in repeated}) == 12
+
+
+def test_a_copy_name_tells_its_service() -> None:
+    for service in CONSUMERS:
+        assert [copy_name(service, n) for n in (1, 2, 3)] == [
+            service, f"{service}-2", f"{service}-3"]
+        assert {service_of(copy_name(service, n)) for n in (1, 2, 12)} == {service}
+    assert service_of("broker") == "broker"
+    assert service_of("relay-x") == "relay-x"
 
 
 def test_percentiles_in_milliseconds() -> None:
