@@ -8,7 +8,8 @@ from faststream import FastStream
 from services.notification.ledger import Ledger
 from services.notification.notices import Dispatch
 from services.notification.outbox import Outbox
-from services.retraction.handlers import follow_acks, register
+from services.retraction.acks import follow_acks
+from services.retraction.handlers import register
 from shared.batches import Publisher
 from shared.facts import Facts
 from shared.kafka import make_broker

@@ -136,6 +136,8 @@ async def _announce(svc: Analysis, report_id: str, kept: Kept) -> dict[str, Any]
     referral service for every agency that received the report. Every addition's entry and every
     change not sent yet go again (each once by its id), so what the broker missed goes with the
     next addition."""
+    if kept.state == CaseState.RELEASING:
+        raise HTTPException(409, f"report {report_id} is being released: try again")
     case = await _case(svc, report_id)
     priority = Priority[(case.routing or {}).get("priority", "normal").upper()]
     unsent = case.unsent
@@ -206,8 +208,6 @@ async def add_supplement(
     item = Supplement(supplement_id=str(uuid.uuid4()), analyst_id=analyst_id, added_at=now(),
                       **body.model_dump())
     kept = await svc.cases.keep_supplement(report_id, item)
-    if kept.state == CaseState.RELEASING:
-        raise HTTPException(409, f"report {report_id} is being released: try again")
     return {"report_id": report_id, "supplement": item.model_dump(mode="json"),
             **await _announce(svc, report_id, kept)}
 
@@ -228,8 +228,6 @@ async def amend(report_id: str, body: NewAmendment, svc: Svc, analyst_id: Analys
                        previous=previous, reason=body.reason, analyst_id=analyst_id,
                        amended_at=now())
     kept = await svc.cases.keep_amendment(report_id, change)
-    if kept.state == CaseState.RELEASING:
-        raise HTTPException(409, f"report {report_id} is being released: try again")
     return {"report_id": report_id, "amendment": change.model_dump(mode="json"),
             **await _announce(svc, report_id, kept)}
 

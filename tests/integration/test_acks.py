@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from services.intake.timeline import Timeline
 from services.notification import notices
 from services.notification.outbox import Outbox
-from services.retraction.handlers import follow_acks, on_response
+from services.retraction.acks import follow_acks, on_response
 from shared.agencies import AgencyRegistry
 from shared.batches import Poison, Publisher
 from shared.contracts import (

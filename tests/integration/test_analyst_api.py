@@ -168,13 +168,19 @@ async def supplemented(api: Api, settings: Settings, report_id: str) -> ReportSu
         next(r for r in records if r["report_id"] == report_id))
 
 
-async def test_amendment_after_referral_reaches_every_agency_after_its_referral(
-    api: Api, settings: Settings, redis: Redis
-) -> None:
+async def referred(api: Api, settings: Settings, redis: Redis) -> tuple[str, Referral]:
+    """A report released on arrival and referred to its agencies."""
     report_id = f"an-{uuid.uuid4().hex}"
     assert await arrive(api, report_id, texas_report()) == "released"
     referral = Referral(api, redis)
     await referral.refer(await supplemented(api, settings, report_id))
+    return report_id, referral
+
+
+async def test_amendment_after_referral_reaches_every_agency_after_its_referral(
+    api: Api, settings: Settings, redis: Redis
+) -> None:
+    report_id, referral = await referred(api, settings, redis)
 
     response = await api.http.post(
         f"/v1/analyst/reports/{report_id}/supplements",
@@ -242,10 +248,7 @@ async def test_a_change_is_kept_while_the_broker_is_away_and_sent_with_the_next(
 async def test_a_retracted_report_is_not_amended(
     api: Api, settings: Settings, redis: Redis
 ) -> None:
-    report_id = f"an-{uuid.uuid4().hex}"
-    assert await arrive(api, report_id, texas_report()) == "released"
-    referral = Referral(api, redis)
-    await referral.refer(await supplemented(api, settings, report_id))
+    report_id, referral = await referred(api, settings, redis)
     # An amendment asked for just before the retraction lands: kept, sent to nobody.
     response = await api.http.post(
         f"/v1/analyst/reports/{report_id}/amendments",
