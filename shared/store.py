@@ -64,6 +64,39 @@ async def _disconnect_free_connections(self: ClusterNode) -> None:
 ClusterNode.disconnect_free_connections = _disconnect_free_connections  # type: ignore[method-assign]
 
 
+def _lost(exc: AttributeError) -> ConnectionError:
+    return ConnectionError(f"connection lost while in use ({exc})")
+
+
+class _ClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True,
+                      allow_redirections: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except AttributeError as exc:
+            raise _lost(exc) from exc
+
+
+class Cluster(RedisCluster):
+    """redis-py's cluster client, with one of its failures called by its name. When the client
+    re-learns the cluster after a node failed, it disconnects the old nodes' connections, those
+    in use too, and the task using one fails with `'NoneType' object has no attribute
+    'writelines'` (the connection's writer gone): a connection lost, so Redis away (503, the
+    batch again), not a bug (500, dead letters). Seen in the scaled chaos run (shard restarts)."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except AttributeError as exc:
+            raise _lost(exc) from exc
+
+    def pipeline(self, transaction: Any | None = None,
+                 shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # which refuses it
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py does
+
+
 def connect(settings: Settings) -> Store:
     options: dict[str, Any] = {}
     if settings.redis_username:
@@ -77,7 +110,7 @@ def connect(settings: Settings) -> Store:
     if settings.redis_cluster:
         # Up to 200 connections to each node (past them the cluster client fails at once);
         # the URL is one node, the client learns the others from it.
-        return RedisCluster.from_url(
+        return Cluster.from_url(
             settings.redis_url, decode_responses=True, health_check_interval=10,
             max_connections=200, **options,
         )
