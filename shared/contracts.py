@@ -215,12 +215,15 @@ class Fact:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-class ReportFacts(Event):
-    """What a service learned about a report, for its timeline: intake keeps the timeline (the
-    ESP's status view) and records each fact once, by its event id."""
+class TimelineFacts(Message):
+    """What a service learned about reports (a batch's worth), for their timelines: intake keeps
+    the timeline (the ESP's status view) and records each fact once, by its event id."""
 
-    facts: list[Fact] = Field(default_factory=list)
-    fields: dict[str, str] = Field(default_factory=dict)  # report fields to set (supersession)
+    event_id: str
+    facts: dict[str, list[Fact]] = Field(default_factory=dict)  # report id -> its facts
+    # Report fields to set (supersession), by report id.
+    fields: dict[str, dict[str, str]] = Field(default_factory=dict)
+    occurred_at: datetime = Field(default_factory=now)
 
 
 NoticeKind = Literal["referral", "correction", "amendment"]

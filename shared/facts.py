@@ -1,17 +1,22 @@
 """Telling a report's timeline what happened: intake keeps the timeline (it answers the ESP's
-status view), so every other service sends its facts there as ReportFacts events.
+status view), so every other service sends its facts there, as TimelineFacts on
+tipline.reports.facts.
 
-Services write facts through a `Recorder`: `Facts` publishes them on tipline.reports.facts, keyed
-by report id (so a report's facts stay in order); intake's `Timeline` records them. Each fact
-carries its own event id, so a redelivered one is recorded once.
+Services write facts through a `Recorder`: `Facts` publishes a batch's facts, for all its reports,
+as one record (or a few, for a large batch) keyed by the service, so one service's facts stay in
+order; intake's `Timeline` records them. Each fact carries its own event id, so a redelivered one
+is recorded once. (A record a report cost as much as the event it describes.)
 """
 
 from collections.abc import Iterable, Mapping
+from itertools import islice
 from typing import Any, Protocol
 
 from shared import topics
 from shared.batches import Publisher
-from shared.contracts import Fact, ReportFacts, derived_id
+from shared.contracts import Fact, TimelineFacts, derived_id
+
+CHUNK = 200  # reports a record: well under the broker's record size, with 50 agencies each
 
 
 class Recorder(Protocol):
@@ -23,7 +28,7 @@ class Recorder(Protocol):
 
 
 class Facts:
-    """A service's facts, on their way to the timeline: one event a report, all in flight."""
+    """A service's facts, on their way to the timeline."""
 
     def __init__(self, publish: Publisher) -> None:
         self._publish = publish
@@ -34,15 +39,24 @@ class Facts:
 
     async def record_many(self, facts: Mapping[str, Iterable[Fact]],
                           fields: Mapping[str, dict[str, str]] | None = None) -> None:
-        fields = fields or {}
-        events = [report_facts(r, list(facts.get(r, ())), fields.get(r, {}))
-                  for r in dict.fromkeys([*facts, *fields])]
-        await self._publish.send((e, topics.REPORT_FACTS, e.report_id) for e in events
-                                 if e.facts or e.fields)
+        service = self._publish.broker.service
+        await self._publish.send((event, topics.REPORT_FACTS, service)
+                                 for event in timeline_facts(facts, fields or {}))
 
 
-def report_facts(report_id: str, facts: list[Fact], fields: dict[str, str]) -> ReportFacts:
-    # Derived from what it carries: a redelivery publishes the same event.
-    event_id = derived_id("facts", report_id, *(f.event_id for f in facts),
-                          *(f"{k}={v}" for k, v in sorted(fields.items())))
-    return ReportFacts(event_id=event_id, report_id=report_id, facts=facts, fields=fields)
+def timeline_facts(facts: Mapping[str, Iterable[Fact]],
+                   fields: Mapping[str, dict[str, str]]) -> list[TimelineFacts]:
+    """The records that carry these facts and fields: one a CHUNK of reports."""
+    listed = {r: list(f) for r, f in facts.items()}
+    reports = [r for r in dict.fromkeys([*listed, *fields]) if listed.get(r) or fields.get(r)]
+    out, it = [], iter(reports)
+    while chunk := list(islice(it, CHUNK)):
+        # Derived from what it carries: a redelivery publishes the same record.
+        event_id = derived_id("facts", *(f"{r}:{f.event_id}" for r in chunk
+                                         for f in listed.get(r, ())),
+                              *(f"{r}:{k}={v}" for r in chunk
+                                for k, v in sorted(fields.get(r, {}).items())))
+        out.append(TimelineFacts(
+            event_id=event_id, facts={r: listed[r] for r in chunk if listed.get(r)},
+            fields={r: dict(fields[r]) for r in chunk if fields.get(r)}))
+    return out

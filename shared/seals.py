@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import secrets
 from pathlib import Path
+from typing import Any
 
 from shared.signing import Watched, write_json
 from shared.topics import SERVICES, WRITERS
@@ -43,6 +44,8 @@ class Seals:
 
     def __init__(self, keys_dir: Path) -> None:
         self._file = Watched(keys_dir / SEAL_FILE)
+        self._decoded: dict[str, list[bytes]] = {}
+        self._decoded_from: dict[str, Any] | None = None
         if not self._file.path.exists():  # fail at start, not at the first record
             raise FileNotFoundError(
                 f"no seal keys at {self._file.path}: run `tipline keys init` "
@@ -57,7 +60,12 @@ class Seals:
         return self
 
     def _keys(self, service: str) -> list[bytes]:
-        return [base64.b64decode(k) for k in self._file.fresh()["keys"].get(service, [])]
+        data = self._file.fresh()
+        if data is not self._decoded_from:  # decoded once a version of the file
+            self._decoded = {s: [base64.b64decode(k) for k in keys]
+                             for s, keys in data["keys"].items()}
+            self._decoded_from = data
+        return self._decoded.get(service, [])
 
     def seal(self, service: str, topic: str, key: bytes | None, value: bytes) -> str:
         own = self._keys(service)

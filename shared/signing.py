@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -58,14 +59,22 @@ def canonical(document: dict[str, Any]) -> bytes:
 
 
 class Watched:
-    """A JSON file re-read when its modification time or size changes."""
+    """A JSON file re-read when its modification time or size changes, looked at no more than
+    once every `recheck_s` (every record is sealed or checked: a stat each cost ~3% of a
+    service's CPU), so a rotated key is in use within a second."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, recheck_s: float = 1.0) -> None:
         self.path = path
+        self.recheck_s = recheck_s
         self._stamp: tuple[int, int] | None = None
+        self._next = 0.0
         self.data: dict[str, Any] = {}
 
     def fresh(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if now < self._next:
+            return self.data
+        self._next = now + self.recheck_s
         st = self.path.stat()
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:

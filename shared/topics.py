@@ -23,7 +23,7 @@ NOTICES_ACKNOWLEDGED = "tipline.notices.acknowledged"
 NOTICES_RESENT = "tipline.notices.resent"
 NOTICES_ESCALATED = "tipline.notices.escalated"
 REPORTS_OUTCOMES = "tipline.reports.outcomes"
-# Timeline facts from every service but intake, which keeps the timeline (ReportFacts).
+# Timeline facts from every service but intake, which keeps the timeline (TimelineFacts).
 REPORT_FACTS = "tipline.reports.facts"
 DEAD_LETTERS = "tipline.deadletter"
 

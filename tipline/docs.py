@@ -28,9 +28,9 @@ from shared.contracts import (
     AgencyNotice,
     DeadLetter,
     ReportDraftChanged,
-    ReportFacts,
     ReportSubmitted,
     RetractReport,
+    TimelineFacts,
 )
 from shared.settings import Settings
 
@@ -47,9 +47,9 @@ UNDECLARED: dict[str, tuple[type, str, str]] = {
         "referral, retraction and the analyst API: signed notices to one agency (key: report id)"),
     topics.DEAD_LETTERS: (DeadLetter, "Every", "a message a service could not process"),
     topics.REPORT_FACTS: (
-        ReportFacts, "Facts",
-        "validation, supplementation, referral, retraction: what each learned about a report, "
-        "for its timeline (intake keeps it)"),
+        TimelineFacts, "Facts",
+        "validation, supplementation, referral, retraction: what each learned about reports, "
+        "a batch at a time, for their timelines (intake keeps them; key: the service)"),
 }
 
 

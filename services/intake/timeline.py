@@ -1,6 +1,6 @@
 """A report's status and timeline: what happened to it, in order, each fact once.
 
-Intake owns it: it records its own facts, and every other service's arrive as ReportFacts events
+Intake owns it: it records its own facts, and every other service's arrive as TimelineFacts events
 (shared/facts.py). Each fact is keyed by its event id, so a redelivered one adds nothing. Nothing
 is ever removed: a retraction is one more entry and a status, not an erasure.
 """
@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from shared.contracts import Fact, ReportFacts, now
+from shared.contracts import Fact, TimelineFacts, now
 from shared.status import rank
 from shared.store import Store, run_script
 
@@ -86,11 +86,11 @@ class Timeline:
         await run_script(self._redis, self._record, [
             (self._keys(r), self._args(facts.get(r, ()), None, fields.get(r))) for r in reports])
 
-    async def record_events(self, events: Iterable[ReportFacts]) -> None:
-        """Other services' facts, each event at the time it was sent, in one round trip (one
-        script an event, in order, each on its report's slot)."""
-        calls = [(self._keys(e.report_id), self._args(e.facts, e.occurred_at, e.fields))
-                 for e in events]
+    async def record_events(self, events: Iterable[TimelineFacts]) -> None:
+        """Other services' facts, each record's at the time it was sent, in one round trip (one
+        script a report a record, in order, each on its report's slot)."""
+        calls = [(self._keys(r), self._args(e.facts.get(r, ()), e.occurred_at, e.fields.get(r)))
+                 for e in events for r in dict.fromkeys([*e.facts, *e.fields])]
         if calls:
             await run_script(self._redis, self._record, calls)
 

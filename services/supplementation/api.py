@@ -34,7 +34,7 @@ from shared.contracts import (
     derived_id,
     now,
 )
-from shared.facts import Recorder, report_facts
+from shared.facts import Recorder, timeline_facts
 from shared.kafka import TiplineBroker
 from shared.logins import LoginRefused
 
@@ -142,7 +142,8 @@ async def _announce(svc: Analysis, report_id: str, kept: Kept) -> dict[str, Any]
     priority = Priority[(case.routing or {}).get("priority", "normal").upper()]
     unsent = case.unsent
     out: list[tuple[BaseModel, str, str]] = [
-        (report_facts(report_id, addition_facts(case), {}), topics.REPORT_FACTS, report_id)]
+        (event, topics.REPORT_FACTS, report_id)
+        for event in timeline_facts({report_id: addition_facts(case)}, {})]
     out += [(AmendReport(command_id=derived_id(report_id, "amend", str(v)), report_id=report_id,
                          version=v, change=change, priority=priority),
              topics.AMENDMENTS_REQUESTED, report_id) for v, change in unsent]
