@@ -34,7 +34,7 @@ from shared import topics
 from shared.agencies import load_agencies
 from shared.batches import Publisher
 from shared.contracts import Report, ReportSubmitted, derived_id
-from shared.kafka import ensure_topics, kafka_client_options, make_broker
+from shared.kafka import RememberingPartitioner, ensure_topics, kafka_client_options, make_broker
 from shared.seals import Seals
 from shared.settings import CONFIG_DIR, Settings
 from tipline import generate
@@ -121,7 +121,8 @@ def producer_for(settings: Settings) -> AIOKafkaProducer:
     """A producer as the services' (acks from all replicas, the same linger)."""
     return AIOKafkaProducer(**kafka_client_options(settings), acks="all",
                             linger_ms=settings.kafka_linger_ms,
-                            max_batch_size=settings.kafka_max_batch_bytes)
+                            max_batch_size=settings.kafka_max_batch_bytes,
+                            partitioner=RememberingPartitioner())  # as the services send
 
 
 def submitted(run: str, n: int, place: dict[str, Any]) -> tuple[str, bytes]:

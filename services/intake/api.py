@@ -18,7 +18,13 @@ from fastapi.security import HTTPBasic
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.intake.answers import Answer, Code
-from services.intake.idempotency import Idempotency, KeyConflict, KeyReused, fingerprint
+from services.intake.idempotency import (
+    SHORT_LEASE_S,
+    Idempotency,
+    KeyConflict,
+    KeyReused,
+    fingerprint,
+)
 from services.intake.ispws import esp as esp_login
 from services.intake.reporting import Reporting
 from shared.contracts import Report
@@ -75,7 +81,6 @@ class Accepted(BaseModel):
 
 
 router = APIRouter(prefix="/v1")
-LEASE_S = 15.0  # how long a run keeps its key before a retry may run again
 
 
 async def once(
@@ -100,7 +105,7 @@ async def once(
     try:
         return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
             esp_id, key, request.url.path, respond, body=fingerprint(body), reserve=reserve,
-            lease_s=LEASE_S)
+            lease_s=SHORT_LEASE_S)
     except KeyReused as exc:
         raise HTTPException(422, str(exc)) from None
     except KeyConflict as exc:

@@ -21,7 +21,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi.responses import Response
 from redis.exceptions import RedisError
@@ -30,6 +30,9 @@ from shared.store import Store
 
 KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 LEASE_S = 60.0
+# For a call that reserves what it creates (a report id): a run after a failed one lands on the
+# same report, so a retry may take over sooner.
+SHORT_LEASE_S = 15.0
 WAIT_S = 10.0
 
 # Take a claim over only if it is still the one this caller read (another retry may have).
@@ -40,6 +43,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+class Reservation(NamedTuple):
+    """What a run under a key gets: the key's reservation (the first run's) and the key's slot."""
+
+    reserved: str | None
+    slot: str
 
 
 class KeyConflict(Exception):

@@ -18,7 +18,13 @@ from fastapi.security import HTTPBasic
 
 from services.intake import documents, files
 from services.intake.answers import Answer, Code, Done, render
-from services.intake.idempotency import Idempotency, KeyConflict, KeyReused
+from services.intake.idempotency import (
+    SHORT_LEASE_S,
+    Idempotency,
+    KeyConflict,
+    KeyReused,
+    Reservation,
+)
 from services.intake.mapping import report_from
 from services.intake.reporting import Reporting
 from shared.contracts import FieldError
@@ -131,27 +137,32 @@ def answered(request: Request, answer: Answer | Done) -> Response:
 
 
 async def _answer(
-    request: Request, esp_id: str, call: Callable[[], Awaitable[Answer | Done]]
+    request: Request, esp_id: str, call: Callable[[Reservation], Awaitable[Answer | Done]],
+    reserve: str | None = None,
 ) -> Response:
-    """Run one call (once per Idempotency-Key) and render its answer."""
+    """Run one call (once per Idempotency-Key) and render its answer. `call` gets the key's
+    reservation (`reserve` of the first run, and the key's slot) when there is a key."""
+    key = request.headers.get("idempotency-key")
 
-    async def respond() -> Response:
+    async def respond(reserved: str | None = None) -> Response:
         try:
-            result = await call()
+            result = await call(Reservation(reserved, Idempotency.slot(esp_id, key) if key
+                                            else ""))
         except Answer as refused:
             result = refused
         request.state.report_id = result.report_id  # for the request's log line
         return answered(request, result)
 
-    key = request.headers.get("idempotency-key")
     if key is None:
         return await respond()
     if not Idempotency.valid(key):
         return answered(request, Answer(
             Code.INVALID_REQUEST, "Idempotency-Key must be 1-255 visible ASCII characters"))
     try:
+        # A run after a failed one lands on the reserved report: a short lease is safe then.
         return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
-            esp_id, key, request.url.path, lambda _: respond())
+            esp_id, key, request.url.path, respond, reserve=reserve,
+            **({"lease_s": SHORT_LEASE_S} if reserve is not None else {}))
     except KeyConflict as exc:
         return answered(request, Answer(Code.INVALID_REQUEST, str(exc), http_status=409,
                                         retry_after_s=1))
@@ -217,7 +228,7 @@ async def xsd() -> Response:
 
 @router.post("/submit", summary="Open a report", openapi_extra=_doc_body("report"))
 async def submit(request: Request, esp_id: Esp, svc: Svc) -> Response:
-    async def call() -> Answer:
+    async def call(reservation: Reservation) -> Answer:
         data = await _document(request, "report", svc.settings.tipline_max_body_bytes)
         try:
             report = report_from(data)
@@ -226,9 +237,10 @@ async def submit(request: Request, esp_id: Esp, svc: Svc) -> Response:
                 path="incidentSummary/incidentDateTime", reason=f"is not a usable date: {exc}"
             )]) from None
         supersedes = request.headers.get("tipline-supersedes", "").strip() or None
-        return await svc.open(esp_id, report, supersedes)
+        return await svc.open(esp_id, report, supersedes, *reservation)
 
-    return await _answer(request, esp_id, call)
+    return await _answer(request, esp_id, call, reserve=svc.ids.next()
+                         if request.headers.get("idempotency-key") else None)
 
 
 @router.post("/upload", summary="Add a file to an open report", openapi_extra=_UPLOAD_BODY)
@@ -238,7 +250,7 @@ async def upload(request: Request, esp_id: Esp, svc: Svc) -> Response:
         if report_id := fields.get("id", "").strip():
             await svc.may_upload(esp_id, report_id)
 
-    async def call() -> Answer:
+    async def call(_: Reservation) -> Answer:
         if _media(request) != "multipart/form-data":
             raise _unsupported(request, "multipart/form-data")
         try:
@@ -263,7 +275,7 @@ async def upload(request: Request, esp_id: Esp, svc: Svc) -> Response:
 @router.post("/fileinfo", summary="Describe an uploaded file, once",
              openapi_extra=_doc_body("fileDetails"))
 async def fileinfo(request: Request, esp_id: Esp, svc: Svc) -> Response:
-    async def call() -> Answer:
+    async def call(_: Reservation) -> Answer:
         data = await _document(request, "fileDetails", svc.settings.tipline_max_body_bytes)
         return await svc.describe_file(esp_id, data)
 
@@ -273,7 +285,7 @@ async def fileinfo(request: Request, esp_id: Esp, svc: Svc) -> Response:
 @router.post("/finish", summary="Finish a report: the answer is the ESP's receipt",
              openapi_extra=_FORM_BODY)
 async def finish(request: Request, esp_id: Esp, svc: Svc) -> Response:
-    async def call() -> Done:
+    async def call(_: Reservation) -> Done:
         form = await _form(request, 64 * 1024)
         return await svc.finish(esp_id, _id(form))
 
@@ -283,7 +295,7 @@ async def finish(request: Request, esp_id: Esp, svc: Svc) -> Response:
 @router.post("/retract", summary="Retract a report (before finish, or post-finish)",
              openapi_extra=_FORM_BODY)
 async def retract(request: Request, esp_id: Esp, svc: Svc) -> Response:
-    async def call() -> Answer:
+    async def call(_: Reservation) -> Answer:
         form = await _form(request, 64 * 1024)
         reason = form.get("reason", "").strip()[:3000] or None
         return await svc.retract(esp_id, _id(form), reason)

@@ -217,8 +217,10 @@ class Reporting:
                                       supersedes=supersedes or "", via="v1",
                                       idempotency=idempotency)
 
-    async def open(self, esp_id: str, report: Report, supersedes: str | None) -> Answer:
-        """/ispws submit: a report opened, to be completed with files and finished."""
+    async def open(self, esp_id: str, report: Report, supersedes: str | None,
+                   reserved: str | None = None, idempotency: str = "") -> Answer:
+        """/ispws submit: a report opened, to be completed with files and finished; with
+        `reserved` and `idempotency` (as `submit`), every run under one key opens one report."""
         if errors := check_submission(report):
             raise Answer(Code.VALIDATION_FAILED, errors=errors)
         await self._supersedes(esp_id, supersedes)
@@ -231,9 +233,10 @@ class Reporting:
                                  supersedes=supersedes, via="ispws")
 
         with self.tracer.start_as_current_span("ispws open"):
-            report_id = await self._create(esp_id, DraftState.OPEN, make,
+            report_id = await self._create(esp_id, DraftState.OPEN, make, reserved,
                                            report=report.model_dump_json(),
-                                           supersedes=supersedes or "", via="ispws")
+                                           supersedes=supersedes or "", via="ispws",
+                                           idempotency=idempotency)
         return Answer(Code.SUCCESS, report_id=report_id)
 
     def _changed(self, report_id: str, esp_id: str, draft: dict[str, str], change: str,

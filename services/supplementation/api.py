@@ -142,7 +142,7 @@ async def _announce(svc: Analysis, report_id: str, kept: Kept) -> dict[str, Any]
     priority = Priority[(case.routing or {}).get("priority", "normal").upper()]
     unsent = case.unsent
     out: list[tuple[BaseModel, str, str]] = [
-        (event, topics.REPORT_FACTS, report_id)
+        (event, topics.REPORT_FACTS, svc.broker.service)  # in order with the service's facts
         for event in timeline_facts({report_id: addition_facts(case)}, {})]
     out += [(AmendReport(command_id=derived_id(report_id, "amend", str(v)), report_id=report_id,
                          version=v, change=change, priority=priority),

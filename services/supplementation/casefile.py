@@ -160,8 +160,11 @@ class CaseFiles:
     async def get(self, report_id: str) -> Case | None:
         return (await self.get_many([report_id]))[0]
 
-    async def get_many(self, report_ids: list[str]) -> list[Case | None]:
-        """Case files, in one round trip (None for a report with none)."""
+    async def get_many(self, report_ids: list[str], *,
+                       after_release: bool = True) -> list[Case | None]:
+        """Case files, in one round trip (None for a report with none); without what came
+        after the release (changes, the retraction mark) when the caller is the release."""
+        per = 5 if after_release else 3
         async with self._redis.pipeline(transaction=False) as pipe:
             for report_id in report_ids:
                 case_key, supplements_key, amendments_key, after_key, retracted_key = (
@@ -169,14 +172,15 @@ class CaseFiles:
                 pipe.hgetall(case_key)
                 pipe.lrange(supplements_key, 0, -1)
                 pipe.lrange(amendments_key, 0, -1)
-                pipe.lrange(after_key, 0, -1)
-                pipe.exists(retracted_key)
+                if after_release:
+                    pipe.lrange(after_key, 0, -1)
+                    pipe.exists(retracted_key)
             found = await pipe.execute()
-        return [_case(*found[i:i + 5]) for i in range(0, len(found), 5)]
+        return [_case(*found[i:i + per]) for i in range(0, len(found), per)]
 
 
 def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any],
-          after_release: list[Any], retracted: int) -> Case | None:
+          after_release: list[Any] | None = None, retracted: int = 0) -> Case | None:
     fields = {str(k): str(v) for k, v in case.items()}
     if not fields:
         return None
@@ -187,7 +191,7 @@ def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any],
         supplements=[Supplement.model_validate_json(s) for s in supplements],
         amendments=[Amendment.model_validate_json(a) for a in amendments],
         routing=json.loads(fields["routing"]) if "routing" in fields else None,
-        after_release=[Change.model_validate_json(c) for c in after_release],
+        after_release=[Change.model_validate_json(c) for c in after_release or ()],
         sent_after_release=int(fields.get("sent_after_release", 0)),
         retracted=bool(retracted),
     )

@@ -31,7 +31,7 @@ class Releaser:
     async def release(self, report_ids: list[str]) -> list[ReportSupplemented]:
         """Publish these reports for referral (again, identically, if released before): a
         round trip to read their cases, one to route them once, one for their timelines."""
-        cases = await self.cases.get_many(report_ids)
+        cases = await self.cases.get_many(report_ids, after_release=False)
         missing = [r for r, c in zip(report_ids, cases, strict=True) if c is None or not c.report]
         if missing:
             raise LookupError(f"reports {missing} have not been validated")

@@ -579,7 +579,11 @@ async def _following(
 
 
 async def _referred(http: httpx.AsyncClient, report_id: str, agencies: list[str]) -> bool:
-    states = (await status_of(http, report_id))["agencies"]
+    response = await http.get(f"/v1/reports/{report_id}")
+    if response.status_code == 503 and "Retry-After" in response.headers:
+        return False  # Redis coming back: "retry", and the ESP does
+    assert response.status_code == 200, response.text
+    states = response.json()["agencies"]
     return all(states.get(a) in ("referred", "correcting", "corrected") for a in agencies)
 
 

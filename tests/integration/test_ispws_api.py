@@ -5,6 +5,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -377,6 +378,40 @@ async def test_idempotency_key_returns_the_first_answer(http: httpx.AsyncClient)
     r = await http.post("/ispws/finish", data={"id": report_id},
                         headers={"Idempotency-Key": "bad key with spaces"})
     assert r.status_code == 400
+
+
+async def test_a_retry_after_a_run_that_died_opens_the_same_report(
+    app: FastAPI, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run opened the report, then never answered (Redis went away, say): the retry
+    gets 409 with Retry-After while the run's short lease holds, then the same report."""
+    svc = app.state.reporting
+    real = svc.open
+    started, release = asyncio.Event(), asyncio.Event()
+    opened: list[str] = []
+
+    async def hangs(*args: Any, **kwargs: Any) -> Any:
+        answer = await real(*args, **kwargs)
+        opened.append(answer.report_id)
+        started.set()
+        await release.wait()  # stuck: the answer never comes
+        return answer
+
+    key = {**XML, "Idempotency-Key": uuid.uuid4().hex}
+    monkeypatch.setattr("services.intake.idempotency.WAIT_S", 0.2)
+    monkeypatch.setattr("services.intake.ispws.SHORT_LEASE_S", 1.0)
+    monkeypatch.setattr(svc, "open", hangs)
+    first = asyncio.create_task(http.post("/ispws/submit", content=report_xml(), headers=key))
+    await started.wait()
+    monkeypatch.setattr(svc, "open", real)
+    busy = await http.post("/ispws/submit", content=report_xml(), headers=key)
+    assert busy.status_code == 409 and busy.headers["Retry-After"] == "1"
+    await asyncio.sleep(1.1)  # the lease lapses
+    retried = await http.post("/ispws/submit", content=report_xml(), headers=key)
+    assert (retried.status_code, code(retried.text)) == (200, 0), retried.text
+    assert [field(retried.text, "reportId")] == opened  # the same report, not a second one
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
 
 
 async def test_idempotency_keys_are_per_esp(

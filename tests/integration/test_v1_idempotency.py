@@ -117,7 +117,7 @@ async def test_a_lapsed_run_is_taken_over_on_the_same_report(
 
     same = key()
     monkeypatch.setattr("services.intake.idempotency.WAIT_S", 0.2)
-    monkeypatch.setattr("services.intake.api.LEASE_S", 1.0)
+    monkeypatch.setattr("services.intake.api.SHORT_LEASE_S", 1.0)
     monkeypatch.setattr(svc, "submit", hangs)
     first = asyncio.create_task(submit(http, same))
     await started.wait()

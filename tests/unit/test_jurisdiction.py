@@ -103,7 +103,7 @@ class FakeCases:
     def __init__(self, report: Report) -> None:
         self.report, self.routing = report, None
 
-    async def get_many(self, report_ids: list[str]) -> list[Any]:
+    async def get_many(self, report_ids: list[str], **_: Any) -> list[Any]:
         from services.supplementation.casefile import Case
 
         return [Case("released", "esp", self.report, [], [], self.routing) for _ in report_ids]
