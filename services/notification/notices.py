@@ -145,18 +145,23 @@ async def send_corrections(
     timeline: Recorder,
     owed: Mapping[str, tuple[list[str], Priority]],
     dispatch: Dispatch = UNSIGNED,
+    before: Mapping[str, list[Fact]] | None = None,
 ) -> None:
     """Correct each agency that got the referral of a retracted report (report id -> the
-    agencies owed and the report's priority), then record it."""
+    agencies owed and the report's priority), then record it, after the facts `before` (which
+    wait for the corrections: the agencies never wait for a timeline record)."""
     owed = {r: (agencies, priority) for r, (agencies, priority) in owed.items() if agencies}
-    if not owed:
-        return
-    marks = await ledger.retractions(list(owed))
-    notices = [correction_notice(r, a, marks[r] or {}, priority)
-               for r, (agencies, priority) in owed.items() for a in agencies]
-    await send(publish, notices, dispatch)
-    await ledger.confirm_corrections({r: agencies for r, (agencies, _) in owed.items()})
-    await timeline.record_many(_facts(notices, "correction delivered"))
+    notices = []
+    if owed:
+        marks = await ledger.retractions(list(owed))
+        notices = [correction_notice(r, a, marks[r] or {}, priority)
+                   for r, (agencies, priority) in owed.items() for a in agencies]
+        await send(publish, notices, dispatch)
+        await ledger.confirm_corrections({r: agencies for r, (agencies, _) in owed.items()})
+    facts = {r: list(f) for r, f in (before or {}).items()}
+    for report_id, delivered in _facts(notices, "correction delivered").items():
+        facts.setdefault(report_id, []).extend(delivered)
+    await timeline.record_many(facts)
 
 
 async def send_amendments(

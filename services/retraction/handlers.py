@@ -1,7 +1,6 @@
 """Retraction handlers: mark the report retracted (never erase it), fan out corrections, and
 take the agencies' acknowledgements (the story of an ack is in acks.py)."""
 
-import asyncio
 import logging
 
 from pydantic import BaseModel
@@ -41,19 +40,15 @@ async def retract(
     corrected, by report."""
     retractions = await ledger.retract({
         c.report_id: (c.requested_at, c.requested_by, c.actor, c.reason) for c in commands})
-    # On its way first (so it comes first on the timeline), while the corrections go out: the
-    # agencies do not wait for it.
-    recorded = asyncio.ensure_future(timeline.record_many({c.report_id: [Fact(
-        derived_id(c.report_id, "retracted"), "retracted", "retracted",
-        {"requested_by": c.requested_by, "reason": c.reason,
-         "requested_at": c.requested_at.isoformat()})] for c in commands}))
-    try:
-        owed = {r: x.to_correct for r, x in retractions.items() if x.to_correct}
-        priorities = await ledger.priorities(list(owed))
-        await notices.send_corrections(publish, ledger, timeline, {
-            r: (agencies, priorities[r]) for r, agencies in owed.items()}, dispatch)
-    finally:
-        await recorded
+    owed = {r: x.to_correct for r, x in retractions.items() if x.to_correct}
+    priorities = await ledger.priorities(list(owed))
+    # The "retracted" facts go with the corrections' own, after them.
+    await notices.send_corrections(publish, ledger, timeline, {
+        r: (agencies, priorities[r]) for r, agencies in owed.items()}, dispatch,
+        before={c.report_id: [Fact(
+            derived_id(c.report_id, "retracted"), "retracted", "retracted",
+            {"requested_by": c.requested_by, "reason": c.reason,
+             "requested_at": c.requested_at.isoformat()})] for c in commands})
     return {c.report_id: retractions[c.report_id].to_correct for c in commands}
 
 
