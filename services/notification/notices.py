@@ -158,10 +158,7 @@ async def send_corrections(
                    for r, (agencies, priority) in owed.items() for a in agencies]
         await send(publish, notices, dispatch)
         await ledger.confirm_corrections({r: agencies for r, (agencies, _) in owed.items()})
-    facts = {r: list(f) for r, f in (before or {}).items()}
-    for report_id, delivered in _facts(notices, "correction delivered").items():
-        facts.setdefault(report_id, []).extend(delivered)
-    await timeline.record_many(facts)
+    await timeline.record_many(_facts(notices, "correction delivered", before))
 
 
 async def send_amendments(
@@ -169,9 +166,10 @@ async def send_amendments(
     timeline: Recorder,
     owed: Mapping[str, tuple[list[str], list[tuple[int, str]], Priority]],
     dispatch: Dispatch = UNSIGNED,
+    before: Mapping[str, list[Fact]] | None = None,
 ) -> None:
     """Send amendments (report id -> agencies whose referral was delivered, the (version, JSON
-    change) pairs, the priority)."""
+    change) pairs, the priority), then record them after the facts `before`."""
     notices = [
         amendment_notice(report_id, agency, version, Change.model_validate_json(change),
                          priority)
@@ -179,14 +177,16 @@ async def send_amendments(
         for agency in agencies
         for version, change in changes
     ]
-    if not notices:
-        return
-    await send(publish, notices, dispatch)
-    await timeline.record_many(_facts(notices, "amendment delivered"))
+    if notices:
+        await send(publish, notices, dispatch)
+    await timeline.record_many(_facts(notices, what="amendment delivered", before=before))
 
 
-def _facts(notices: list[AgencyNotice], what: str) -> dict[str, list[Fact]]:
-    facts: dict[str, list[Fact]] = {}
+def _facts(notices: list[AgencyNotice], what: str,
+           before: Mapping[str, list[Fact]] | None = None) -> dict[str, list[Fact]]:
+    """The timeline facts of delivered notices, after the facts `before`: they share the
+    notices' record, which goes after the notices (the agencies never wait for a timeline)."""
+    facts: dict[str, list[Fact]] = {r: list(f) for r, f in (before or {}).items()}
     for n in notices:
         detail: dict[str, Any] = {"agency": n.agency_id, "notice_id": n.notice_id}
         if "version" in n.payload:

@@ -1,8 +1,6 @@
 """Referral handlers: claim in the ledger, notify each agency, confirm, amend and correct; a
 batch of supplemented reports at a time. Changes after release arrive as AmendReport commands."""
 
-import asyncio
-
 from services.notification import notices
 from services.notification.ledger import Ledger
 from shared import topics
@@ -51,23 +49,18 @@ async def refer(
         e.report_id, [])]
     await notices.send(publish, referrals, dispatch)
     confirmed = await ledger.confirm_referrals(to_refer)
-    # On its way first (so it comes first on the timeline), while what the agencies are owed
-    # goes out: a correction of a report retracted meanwhile does not wait for it.
-    recorded = asyncio.ensure_future(timeline.record_many({r: [
-        Fact(notices.notice_id("referral", r, a), "referral delivered", "referred",
-             {"agency": a, "priority": priority[r].name.lower()}) for a in agencies]
-        for r, agencies in to_refer.items()}))
-    try:
-        # Amended after release while these referrals were in flight: amend them now, after
-        # the referral (an agency already amended drops the repeat by notice id).
-        await notices.send_amendments(publish, timeline, {
-            r: (to_refer[r], c.amendments, priority[r])
-            for r, c in confirmed.items() if c.amendments}, dispatch)
-        # Retracted while these referrals were in flight: correct them now, after the referral.
-        await notices.send_corrections(publish, ledger, timeline, {
-            r: (c.owed_correction, priority[r]) for r, c in confirmed.items()}, dispatch)
-    finally:
-        await recorded
+    # Amended after release while these referrals were in flight: amend them now, after the
+    # referral (an agency already amended drops the repeat by notice id). The referrals' facts
+    # go in the amendments' record, after them: what agencies are owed never waits for them.
+    await notices.send_amendments(publish, timeline, {
+        r: (to_refer[r], c.amendments, priority[r])
+        for r, c in confirmed.items() if c.amendments}, dispatch, before={r: [
+            Fact(notices.notice_id("referral", r, a), "referral delivered", "referred",
+                 {"agency": a, "priority": priority[r].name.lower()}) for a in agencies]
+            for r, agencies in to_refer.items()})
+    # Retracted while these referrals were in flight: correct them now, after the referral.
+    await notices.send_corrections(publish, ledger, timeline, {
+        r: (c.owed_correction, priority[r]) for r, c in confirmed.items()}, dispatch)
     return to_refer
 
 

@@ -639,8 +639,18 @@ async def _submit_and_wait(stack: Stack, settings: Settings, agencies: list[str]
     """n reports from a new ESP (registered now: Redis may have forgotten the others)."""
     async with httpx.AsyncClient(base_url=stack.http, timeout=30,
                                  auth=await esp_login(settings)) as esp:
-        ids = [(await esp.post("/v1/reports", json={"report": valid()})).json()["report_id"]
-               for _ in range(n)]
+
+        async def submitted() -> str:
+            deadline = time.monotonic() + 30
+            while True:  # as an ESP does: a 503 with Retry-After is "not yet" (Redis starting)
+                response = await esp.post("/v1/reports", json={"report": valid()})
+                if response.status_code != 503 or time.monotonic() > deadline:
+                    assert response.status_code == 202, response.text
+                    return str(response.json()["report_id"])
+                assert "Retry-After" in response.headers
+                await asyncio.sleep(0.2)
+
+        ids = [await submitted() for _ in range(n)]
         for report_id in ids:
             await until(lambda r=report_id: _referred(esp, r, agencies), "a referral", 60)
     return ids
