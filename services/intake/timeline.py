@@ -105,19 +105,8 @@ class Timeline:
         pairs = [x for item in (fields or {}).items() for x in item]
         return [when, len(args) // 4, *args, *pairs]
 
-    async def set_fields(self, report_id: str, **fields: str) -> None:
-        await self._redis.hset(self._keys(report_id)[0], mapping=dict[Any, Any](fields))
-
     async def fields(self, report_id: str) -> dict[str, str]:
         return dict(await self._redis.hgetall(self._keys(report_id)[0]))  # type: ignore[arg-type]
-
-    async def fields_of(self, report_ids: list[str], name: str) -> dict[str, str | None]:
-        """One field of many reports, in one round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for report_id in report_ids:
-                pipe.hget(self._keys(report_id)[0], name)
-            found = await pipe.execute()
-        return dict(zip(report_ids, found, strict=True))
 
     async def entries(self, report_id: str) -> list[dict[str, Any]]:
         return [json.loads(e) for e in await self._redis.lrange(self._keys(report_id)[2], 0, -1)]

@@ -184,9 +184,6 @@ class Ledger:
         states = await self._redis.hgetall(self._keys(report_id)[0])
         return {str(k): str(v) for k, v in states.items()}
 
-    async def retraction(self, report_id: str) -> dict[str, str] | None:
-        return (await self.retractions([report_id]))[report_id]
-
     async def retractions(self, report_ids: list[str]) -> dict[str, dict[str, str] | None]:
         """Each report's retraction mark (when, by whom, why), or None; one round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:

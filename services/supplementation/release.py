@@ -46,8 +46,7 @@ class Releaser:
                 "agencies": e.agencies, "jurisdiction": e.jurisdiction,
                 "priority": e.priority.name.lower(), "rules_version": e.rules_version,
                 "supplements": len(e.supplements), "amendments": len(e.amendments),
-            })] for e in events}, {e.report_id: {"priority": e.priority.name.lower()}
-                                   for e in events})
+            })] for e in events})
         await self.publish.send((e, supplemented_topic(e.priority), e.report_id) for e in events)
         return events
 
