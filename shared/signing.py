@@ -106,10 +106,16 @@ class Signer:
 
     def sign(self, document: dict[str, Any]) -> dict[str, Any]:
         """The document with `key_id` and `signature` set."""
+        return dict(json.loads(self.sign_json(document)))
+
+    def sign_json(self, document: dict[str, Any]) -> bytes:
+        """The signed document as JSON bytes, ready to send: its canonical form (with `key_id`)
+        and then its `signature` (so a notice is encoded once, not again after signing)."""
         key_id, key = self._active()
-        signed = {**document, "key_id": key_id}
-        signed["signature"] = _b64(key.sign(canonical(signed)))
-        return signed
+        body = canonical({**document, "key_id": key_id})
+        signature = _b64(key.sign(body)).encode()
+        return body[:-1] + (b',"signature":"' if len(body) > 2 else b'"signature":"') + \
+            signature + b'"}'
 
 
 class Verifier:

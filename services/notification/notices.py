@@ -120,23 +120,30 @@ def amendment_notice(
     )
 
 
-def signed(notice: AgencyNotice, signer: Signer | None) -> AgencyNotice:
+def signed(notice: AgencyNotice, signer: Signer) -> AgencyNotice:
+    return AgencyNotice.model_validate_json(signer.sign_json(notice.model_dump(mode="json")))
+
+
+def encoded(notice: AgencyNotice, signer: Signer | None) -> bytes:
+    """The notice as it goes out: signed when a signer is given."""
     if signer is None:
-        return notice
-    return AgencyNotice.model_validate(signer.sign(notice.model_dump(mode="json")))
+        return notice.model_dump_json().encode()
+    return signer.sign_json(notice.model_dump(mode="json"))
 
 
 async def send(
     publish: Publisher, notices: Iterable[AgencyNotice], dispatch: Dispatch = UNSIGNED
 ) -> list[AgencyNotice]:
     """Sign, track, then publish notices keyed by report id, all in flight together; returns
-    once the broker acknowledged every one."""
-    out = [signed(n, dispatch.signer) for n in notices]
+    the notices (as built: their signed bodies went out) once the broker acknowledged every
+    one."""
+    out = [(n, encoded(n, dispatch.signer)) for n in notices]
     if dispatch.outbox is not None:
         # Tracked before the first send: if this process dies now, the re-send loop sends it.
-        await dispatch.outbox.track(*(n for n in out if n.kind in TRACKED_KINDS))
-    await publish.send((n, agency_topic(n.agency_id), n.report_id) for n in out)
-    return out
+        await dispatch.outbox.track(*(AgencyNotice.model_validate_json(body)
+                                      for n, body in out if n.kind in TRACKED_KINDS))
+    await publish.send((body, agency_topic(n.agency_id), n.report_id) for n, body in out)
+    return [n for n, _ in out]
 
 
 async def send_corrections(

@@ -19,14 +19,26 @@ from services.supplementation.holds import CaseState
 from shared.contracts import Amendment, Change, Fact, Report, Supplement
 from shared.store import Store, run_script
 
-# A validated report arrives: release it unless an analyst holds it.
+# A validated report arrives: release it unless an analyst holds it. Released, the script
+# answers what the release needs in the same step: the report (only when it differs from the one
+# arriving), the ESP, the routing and the analyst's additions. ARGV[3] is the routing decided on
+# the report as it arrived; it is stored when it is the case's report and no amendment changes
+# it (the first routing stored stays).
 _ARRIVE = """
 redis.call('HSETNX', KEYS[1], 'report', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'esp_id', ARGV[2])
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'held' or state == 'releasing' then return state end
+if state == 'held' or state == 'releasing' then return {state} end
 redis.call('HSET', KEYS[1], 'state', 'released')
-return 'released'
+local amendments = redis.call('LRANGE', KEYS[3], 0, -1)
+local same = redis.call('HGET', KEYS[1], 'report') == ARGV[1]
+if same and #amendments == 0 and ARGV[3] ~= '' then
+  redis.call('HSETNX', KEYS[1], 'routing', ARGV[3])
+end
+local stored = redis.call('HMGET', KEYS[1], 'report', 'esp_id', 'routing')
+if same then stored[1] = '' end
+return {'released', stored[1], stored[2], stored[3] or '', redis.call('LRANGE', KEYS[2], 0, -1),
+        amendments}
 """
 
 _HOLD = """
@@ -85,6 +97,12 @@ class Case:
 
 
 @dataclass(frozen=True)
+class Arrived:
+    state: str  # released, or the analyst's state that holds it
+    case: Case | None = None  # released: what the release needs (without changes after it)
+
+
+@dataclass(frozen=True)
 class Kept:
     state: str  # "kept" for the referral, or the state of the case
     version: int = 0  # of a change kept after the release
@@ -105,13 +123,28 @@ class CaseFiles:
         return [f"{tag}:case", f"{tag}:case:supplements", f"{tag}:case:amendments",
                 f"{tag}:case:after-release", f"{tag}:case:retracted"]
 
-    async def arrive(self, arrivals: list[tuple[str, Report, str]]) -> list[str]:
-        """Validated reports (id, report, ESP) arrive, in one round trip: the state each is in
-        now (released, or held by an analyst)."""
-        states = await run_script(self._redis, self._arrive, [
-            (self._keys(report_id)[:1], [report.model_dump_json(), esp_id])
-            for report_id, report, esp_id in arrivals])
-        return [str(state) for state in states]
+    async def arrive(self, arrivals: list[tuple[str, Report, str, dict[str, Any] | None]]
+                     ) -> list[Arrived]:
+        """Validated reports (id, report, ESP, the routing decided on that report) arrive, in one
+        round trip: the state each is in now (released, or held by an analyst) and, released,
+        its case as the release needs it."""
+        answers = await run_script(self._redis, self._arrive, [
+            (self._keys(report_id)[:3],
+             [report.model_dump_json(), esp_id, json.dumps(routing) if routing else ""])
+            for report_id, report, esp_id, routing in arrivals])
+        out = []
+        for (_, report, _, _), (state, *found) in zip(arrivals, answers, strict=True):
+            if state != CaseState.RELEASED:
+                out.append(Arrived(str(state)))
+                continue
+            stored, esp_id, routing, supplements, amendments = found
+            out.append(Arrived(str(state), Case(
+                state=str(state), esp_id=str(esp_id),
+                report=Report.model_validate_json(stored) if stored else report,
+                supplements=[Supplement.model_validate_json(s) for s in supplements],
+                amendments=[Amendment.model_validate_json(a) for a in amendments],
+                routing=json.loads(routing) if routing else None)))
+        return out
 
     async def hold(self, report_id: str, reason: str, analyst_id: str) -> str:
         return str(await self._hold(keys=self._keys(report_id)[:1], args=[reason, analyst_id]))

@@ -1,8 +1,7 @@
 """Supplementation handlers: validated reports are released for referral, unless held."""
 
 from services.supplementation.casefile import CaseFiles
-from services.supplementation.holds import CaseState
-from services.supplementation.release import Releaser
+from services.supplementation.release import Releaser, routing_of
 from shared import topics
 from shared.batches import in_rounds
 from shared.contracts import (
@@ -13,12 +12,11 @@ from shared.contracts import (
     ReportValidated,
     derived_id,
 )
-from shared.facts import Recorder
 from shared.kafka import TiplineBroker
 
 
 def register(
-    broker: TiplineBroker, timeline: Recorder, cases: CaseFiles, releaser: Releaser
+    broker: TiplineBroker, cases: CaseFiles, releaser: Releaser
 ) -> None:
     # Declared for the AsyncAPI document; the releaser picks the topic by priority.
     for topic in (topics.REPORTS_SUPPLEMENTED_URGENT, topics.REPORTS_SUPPLEMENTED,
@@ -29,14 +27,18 @@ def register(
     @broker.consume(topics.REPORTS_VALIDATED, group="supplementation", model=ReportValidated)
     async def on_reports_validated(events: list[ReportValidated]) -> None:
         for events_now in in_rounds(events, key=lambda e: e.report_id):
-            states = await cases.arrive([(e.report_id, e.report, e.esp_id) for e in events_now])
-            held = [e.report_id for e, s in zip(events_now, states, strict=True)
-                    if s != CaseState.RELEASED]
-            await releaser.release([e.report_id for e, s in zip(events_now, states, strict=True)
-                                    if s == CaseState.RELEASED])
-            await timeline.record_many({r: [Fact(
-                derived_id(r, "arrived-held"), "validated report waits for the analyst's release",
-                "held")] for r in held})
+            # Routed on the report as it arrives, so a report nobody holds is released in the
+            # same round trip (the case file keeps the first routing: never routed twice).
+            rules = releaser.rules.rules()
+            arrived = await cases.arrive([
+                (e.report_id, e.report, e.esp_id, routing_of(e.report_id, e.report, [], rules))
+                for e in events_now])
+            await releaser.publish_cases(
+                {e.report_id: a.case for e, a in zip(events_now, arrived, strict=True) if a.case},
+                facts={e.report_id: [Fact(
+                    derived_id(e.report_id, "arrived-held"),
+                    "validated report waits for the analyst's release", "held")]
+                    for e, a in zip(events_now, arrived, strict=True) if a.case is None})
 
     # No more changes to a retracted report (the analyst API refuses them); nobody waits.
     @broker.consume(topics.REPORTS_RETRACTED, group="supplementation-retractions",

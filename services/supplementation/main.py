@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> FastStream:
     timeline, cases = Facts(Publisher(broker)), CaseFiles(redis)
     rules = LiveRules(settings.tipline_routing_file, settings.tipline_routing_reload_s)
     releaser = Releaser(Publisher(broker), cases, timeline, rules)
-    register(broker, timeline, cases, releaser)
+    register(broker, cases, releaser)
 
     api = FastAPI(title="tipline analyst API", version="0.1.0")
     api.state.analysis = Analysis(

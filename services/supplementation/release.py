@@ -1,5 +1,6 @@
 """Releasing a report for referral: route it once, then publish it on its priority's topic."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -8,7 +9,7 @@ from services.supplementation.jurisdiction import LiveRules, RoutingRules, prior
 from shared import topics
 from shared.amendments import amended
 from shared.batches import Publisher
-from shared.contracts import Fact, Priority, ReportSupplemented, derived_id
+from shared.contracts import Amendment, Fact, Priority, Report, ReportSupplemented, derived_id
 from shared.facts import Recorder
 
 
@@ -30,31 +31,39 @@ class Releaser:
 
     async def release(self, report_ids: list[str]) -> list[ReportSupplemented]:
         """Publish these reports for referral (again, identically, if released before): a
-        round trip to read their cases, one to route them once, one for their timelines."""
+        round trip to read their cases, then as `publish_cases`."""
         cases = await self.cases.get_many(report_ids, after_release=False)
         missing = [r for r, c in zip(report_ids, cases, strict=True) if c is None or not c.report]
         if missing:
             raise LookupError(f"reports {missing} have not been validated")
+        return await self.publish_cases(
+            {r: c for r, c in zip(report_ids, cases, strict=True) if c is not None})
+
+    async def publish_cases(self, cases: dict[str, Case],
+                            facts: Mapping[str, list[Fact]] | None = None
+                            ) -> list[ReportSupplemented]:
+        """Publish released cases for referral, each on its priority's topic, routed once (a
+        round trip for those not routed yet), with their timeline facts (and `facts`)."""
         rules = self.rules.rules()
-        proposed = {r: routing_of(r, c, rules) for r, c in zip(report_ids, cases, strict=True)
-                    if c is not None}
-        routed = await self.cases.route_once(proposed)
-        events = [supplemented(r, c, routed[r]) for r, c in zip(report_ids, cases, strict=True)
-                  if c is not None]
-        await self.timeline.record_many({e.report_id: [Fact(
+        unrouted = {r: routing_of(r, c.report, c.amendments, rules) for r, c in cases.items()
+                    if c.routing is None and c.report is not None}
+        routed = await self.cases.route_once(unrouted) if unrouted else {}
+        events = [supplemented(r, c, c.routing or routed[r]) for r, c in cases.items()]
+        told = {e.report_id: [Fact(
             e.event_id, "supplemented", "supplemented", {
                 "agencies": e.agencies, "jurisdiction": e.jurisdiction,
                 "priority": e.priority.name.lower(), "rules_version": e.rules_version,
                 "supplements": len(e.supplements), "amendments": len(e.amendments),
-            })] for e in events})
+            })] for e in events}
+        await self.timeline.record_many({**told, **(facts or {})})
         await self.publish.send((e, supplemented_topic(e.priority), e.report_id) for e in events)
         return events
 
 
-def routing_of(report_id: str, case: Case, rules: RoutingRules) -> dict[str, Any]:
+def routing_of(report_id: str, report: Report, amendments: list[Amendment],
+               rules: RoutingRules) -> dict[str, Any]:
     """Where the report goes, decided on what the analyst established (amendments applied)."""
-    assert case.report is not None
-    effective = amended(case.report, case.amendments)
+    effective = amended(report, amendments)
     resolution = resolve(report_id, effective, rules)
     return {"agencies": resolution.agencies, "basis": resolution.basis,
             "rules_version": rules.version, "priority": priority_of(effective).name.lower()}

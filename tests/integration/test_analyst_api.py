@@ -72,10 +72,10 @@ def texas_report() -> Report:
 async def arrive(api: Api, report_id: str, report: Report) -> str:
     """What the validated-report consumer does, driven directly."""
     analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
-    (state,) = await analysis.cases.arrive([(report_id, report, "esp-test")])
-    if state == "released":
-        await analysis.releaser.release([report_id])
-    return str(state)
+    (arrived,) = await analysis.cases.arrive([(report_id, report, "esp-test", None)])
+    if arrived.case is not None:
+        await analysis.releaser.publish_cases({report_id: arrived.case})
+    return arrived.state
 
 
 async def test_only_analysts_get_in(api: Api) -> None:

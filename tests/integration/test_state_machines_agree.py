@@ -217,7 +217,7 @@ async def through_case_files(cases: CaseFiles, report_id: str, event: CaseEvent
                              ) -> str | Kept | None:
     match event:
         case CaseEvent.ARRIVE:
-            return (await cases.arrive([(report_id, Report(), "esp-1")]))[0]
+            return (await cases.arrive([(report_id, Report(), "esp-1", None)]))[0].state
         case CaseEvent.HOLD:
             return await cases.hold(report_id, "a look first", "analyst-1")
         case CaseEvent.BEGIN_RELEASE:

@@ -1,15 +1,18 @@
 """The batch delivery contract, without a broker: decode, dead letters, isolation, the commit."""
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 
-from shared.batches import Decoder, Delivery, Poison, in_rounds, refuse
+from shared.batches import Decoder, Delivery, Poison, Publisher, in_rounds, refuse
 from shared.contracts import DeadLetter
 from shared.settings import Settings
+from shared.telemetry import tracer_provider
 from shared.topics import DEAD_LETTERS
 
 
@@ -158,6 +161,56 @@ async def test_stopping_while_a_dead_letter_waits_commits_nothing() -> None:
     broker = FakeBroker(failures=100, subscribers=[Subscriber(running=False)])
     message, broker = await deliver([record(0, b"garbage")], Handler(), broker)
     assert (message.acked, message.nacked, broker.letters) == (0, 1, [])
+
+
+@dataclass
+class FakeProducer:
+    """Acknowledges every record at once, keeping what it was given, in order."""
+
+    sent: list[tuple[str, bytes]] = field(default_factory=list)
+
+    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[None]:
+        self.sent.append((topic, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+@dataclass
+class FakeSender:
+    service: str = "test"
+    seals: None = None
+    producer: FakeProducer = field(default_factory=FakeProducer)
+
+    async def sender(self) -> FakeProducer:
+        return self.producer
+
+    def tracer(self) -> Tracer:
+        return tracer_provider(SETTINGS, "test").get_tracer("test")
+
+
+async def test_what_is_left_for_later_goes_after_the_next_send_or_before_the_commit() -> None:
+    sender = FakeSender()
+    publish = Publisher(sender)  # type: ignore[arg-type]
+
+    class Telling(Handler):
+        async def __call__(self, events: list[Step]) -> None:
+            await publish.later([(b"fact 1", "facts", "test")])
+            await publish.send([(b"event", "events", "a")])
+            await publish.later([(b"fact 2", "facts", "test")])
+            await super().__call__(events)
+
+    message, _ = await deliver([step("a", 1, 0)], Telling())
+    assert sender.producer.sent == [("events", b"event"), ("facts", b"fact 1"),
+                                    ("facts", b"fact 2")]
+    assert message.acked == 1
+    # A batch that fails for want of Redis does not send what it left for later after its last
+    # send: the batch comes again, and with it those records.
+    sender.producer.sent.clear()
+    message, _ = await deliver([step("a", 1, 0)], Telling(
+        fail=lambda events: ConnectionError("Redis away")))
+    assert sender.producer.sent == [("events", b"event"), ("facts", b"fact 1")]
+    assert (message.acked, message.nacked) == (0, 1)
 
 
 def test_rounds_keep_each_reports_order() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.notification.notices import signed
+from services.notification.notices import encoded, signed
 from shared.contracts import AgencyNotice, Priority, now
 from shared.signing import PUBLIC_FILE, BadSignature, Signer, Verifier, ensure_keys, rotate
 
@@ -27,6 +27,19 @@ def test_a_signed_notice_verifies_after_the_wire(tmp_path: Path) -> None:
     n = signed(notice(), Signer(tmp_path))
     assert n.signature and n.key_id
     assert Verifier(tmp_path / PUBLIC_FILE).verify(wire(n)) == n.key_id
+
+
+def test_the_bytes_that_go_out_verify_and_parse_as_the_model(tmp_path: Path) -> None:
+    """Notices go out as `encoded` bytes (signed once, never re-encoded): what an agency parses
+    off the topic verifies, with unicode text too, and reads as the notice that was signed."""
+    ensure_keys(tmp_path)
+    original = notice("synthetic text, accents é and ✓")
+    body = encoded(original, Signer(tmp_path))
+    doc = json.loads(body)
+    assert Verifier(tmp_path / PUBLIC_FILE).verify(doc) == doc["key_id"]
+    assert AgencyNotice.model_validate_json(body).model_dump(exclude={"key_id", "signature"}) == \
+        original.model_dump(exclude={"key_id", "signature"})
+    assert encoded(original, None) == original.model_dump_json().encode()
 
 
 @pytest.mark.parametrize("field,value", [
