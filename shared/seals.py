@@ -20,7 +20,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from shared.signing import Watched, write_json
+from shared.keyfiles import Watched, write_json
 from shared.topics import SERVICES, WRITERS
 
 SEAL_FILE = "seal-keys.json"

@@ -13,8 +13,6 @@ Both are re-read when they change on disk, so a rotation needs no restart.
 import base64
 import hashlib
 import json
-import os
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from shared.contracts import now
+from shared.keyfiles import Watched, write_json
 
 SIGNING_FILE = "signing-keys.json"
 PUBLIC_FILE = "public-keys.json"
@@ -56,31 +55,6 @@ def canonical(document: dict[str, Any]) -> bytes:
     """The bytes a signature covers: the document without its signature, keys sorted."""
     body = {k: v for k, v in document.items() if k not in UNSIGNED}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-class Watched:
-    """A JSON file re-read when its modification time or size changes, looked at no more than
-    once every `recheck_s` (every record is sealed or checked: a stat each cost ~3% of a
-    service's CPU), so a rotated key is in use within a second."""
-
-    def __init__(self, path: Path, recheck_s: float = 1.0) -> None:
-        self.path = path
-        self.recheck_s = recheck_s
-        self._stamp: tuple[int, int] | None = None
-        self._next = 0.0
-        self.data: dict[str, Any] = {}
-
-    def fresh(self) -> dict[str, Any]:
-        now = time.monotonic()
-        if now < self._next:
-            return self.data
-        self._next = now + self.recheck_s
-        st = self.path.stat()
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            self.data = json.loads(self.path.read_text())
-            self._stamp = stamp
-        return self.data
 
 
 class Signer:
@@ -153,14 +127,6 @@ class Rotation:
     active: str
     retiring: str | None
     not_after: datetime | None
-
-
-def write_json(path: Path, data: dict[str, Any], mode: int) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2)
-    os.replace(tmp, path)  # readers see the old file or the new one, never half
 
 
 def rotate(keys_dir: Path, overlap: timedelta = timedelta(days=7)) -> Rotation:

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from services.intake.esps import EspRegistry
+from shared.keyfiles import write_json
 from shared.settings import Settings
-from shared.signing import write_json
 from shared.store import connect
 
 

@@ -41,7 +41,7 @@ class Console:
     session_ttl_s: float = 8 * 3600.0
 
 
-def console(request: Request) -> Console:
+async def console(request: Request) -> Console:  # async: no worker thread a request
     return request.app.state.console  # type: ignore[no-any-return]
 
 
@@ -52,7 +52,7 @@ class SignIn(Exception):
     """No valid session: a page goes to the login, a fragment or JSON call answers 401."""
 
 
-def session(request: Request, svc: Svc) -> sessions.Session:
+async def session(request: Request, svc: Svc) -> sessions.Session:
     found = sessions.check(svc.secret, request.cookies.get(sessions.COOKIE), time.time())
     if found is None:
         raise SignIn()

@@ -30,7 +30,8 @@ from services.intake.reporting import Reporting
 from shared.contracts import Report
 
 
-def reporting(request: Request) -> Reporting:
+async def reporting(request: Request) -> Reporting:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a thread hop a request
     return request.app.state.reporting  # type: ignore[no-any-return]
 
 

@@ -58,7 +58,7 @@ async def esp(request: Request, _: Annotated[None, Depends(BasicAuth())]) -> str
     return str(name)
 
 
-def reporting(request: Request) -> Reporting:
+async def reporting(request: Request) -> Reporting:  # async: no worker thread a request
     return request.app.state.reporting  # type: ignore[no-any-return]
 
 

@@ -48,7 +48,7 @@ class Analysis:
     releaser: Releaser
 
 
-def analysis(request: Request) -> Analysis:
+async def analysis(request: Request) -> Analysis:  # async: no worker thread a request
     return request.app.state.analysis  # type: ignore[no-any-return]
 
 
