@@ -13,7 +13,7 @@ from typing import Any
 from services.notification.ledger import Ledger
 from services.notification.outbox import Outbox
 from shared.amendments import amended
-from shared.batches import Publisher
+from shared.batches import Item, Publisher
 from shared.contracts import (
     AgencyNotice,
     Change,
@@ -132,17 +132,19 @@ def encoded(notice: AgencyNotice, signer: Signer | None) -> bytes:
 
 
 async def send(
-    publish: Publisher, notices: Iterable[AgencyNotice], dispatch: Dispatch = UNSIGNED
+    publish: Publisher, notices: Iterable[AgencyNotice], dispatch: Dispatch = UNSIGNED,
+    then: Iterable[Item] = (),
 ) -> list[AgencyNotice]:
-    """Sign, track, then publish notices keyed by report id, all in flight together; returns
-    the notices (as built: their signed bodies went out) once the broker acknowledged every
-    one."""
+    """Sign, track, then publish notices keyed by report id, and the records `then` after
+    them, all in flight together; returns the notices (as built: their signed bodies went out)
+    once the broker acknowledged every one."""
     out = [(n, encoded(n, dispatch.signer)) for n in notices]
     if dispatch.outbox is not None:
         # Tracked before the first send: if this process dies now, the re-send loop sends it.
         await dispatch.outbox.track(*(AgencyNotice.model_validate_json(body)
                                       for n, body in out if n.kind in TRACKED_KINDS))
-    await publish.send((body, agency_topic(n.agency_id), n.report_id) for n, body in out)
+    await publish.send([*((body, agency_topic(n.agency_id), n.report_id) for n, body in out),
+                        *then])
     return [n for n, _ in out]
 
 
@@ -152,20 +154,18 @@ async def send_corrections(
     timeline: Recorder,
     owed: Mapping[str, tuple[list[str], Priority]],
     dispatch: Dispatch = UNSIGNED,
-    before: Mapping[str, list[Fact]] | None = None,
 ) -> None:
     """Correct each agency that got the referral of a retracted report (report id -> the
-    agencies owed and the report's priority), then record it, after the facts `before` (which
-    wait for the corrections: the agencies never wait for a timeline record)."""
+    agencies owed and the report's priority), then record it."""
     owed = {r: (agencies, priority) for r, (agencies, priority) in owed.items() if agencies}
-    notices = []
-    if owed:
-        marks = await ledger.retractions(list(owed))
-        notices = [correction_notice(r, a, marks[r] or {}, priority)
-                   for r, (agencies, priority) in owed.items() for a in agencies]
-        await send(publish, notices, dispatch)
-        await ledger.confirm_corrections({r: agencies for r, (agencies, _) in owed.items()})
-    await timeline.record_many(_facts(notices, "correction delivered", before))
+    if not owed:
+        return
+    marks = await ledger.retractions(list(owed))
+    notices = [correction_notice(r, a, marks[r] or {}, priority)
+               for r, (agencies, priority) in owed.items() for a in agencies]
+    await send(publish, notices, dispatch)
+    await ledger.confirm_corrections({r: agencies for r, (agencies, _) in owed.items()})
+    await timeline.record_many(_facts(notices, "correction delivered"))
 
 
 async def send_amendments(
@@ -173,10 +173,9 @@ async def send_amendments(
     timeline: Recorder,
     owed: Mapping[str, tuple[list[str], list[tuple[int, str]], Priority]],
     dispatch: Dispatch = UNSIGNED,
-    before: Mapping[str, list[Fact]] | None = None,
 ) -> None:
     """Send amendments (report id -> agencies whose referral was delivered, the (version, JSON
-    change) pairs, the priority), then record them after the facts `before`."""
+    change) pairs, the priority), then record them."""
     notices = [
         amendment_notice(report_id, agency, version, Change.model_validate_json(change),
                          priority)
@@ -186,14 +185,12 @@ async def send_amendments(
     ]
     if notices:
         await send(publish, notices, dispatch)
-    await timeline.record_many(_facts(notices, what="amendment delivered", before=before))
+        await timeline.record_many(_facts(notices, what="amendment delivered"))
 
 
-def _facts(notices: list[AgencyNotice], what: str,
-           before: Mapping[str, list[Fact]] | None = None) -> dict[str, list[Fact]]:
-    """The timeline facts of delivered notices, after the facts `before`: they share the
-    notices' record, which goes after the notices (the agencies never wait for a timeline)."""
-    facts: dict[str, list[Fact]] = {r: list(f) for r, f in (before or {}).items()}
+def _facts(notices: list[AgencyNotice], what: str) -> dict[str, list[Fact]]:
+    """The timeline facts of delivered notices."""
+    facts: dict[str, list[Fact]] = {}
     for n in notices:
         detail: dict[str, Any] = {"agency": n.agency_id, "notice_id": n.notice_id}
         if "version" in n.payload:

@@ -47,17 +47,21 @@ async def refer(
         return {}
     referrals = [notices.referral_notice(e, a) for e in events for a in to_refer.get(
         e.report_id, [])]
-    await notices.send(publish, referrals, dispatch)
+    # The referral's event and facts go in the notices' own send, after them: one round trip,
+    # and a send that fails is made again whole, so neither outlives a notice not delivered.
+    await timeline.record_many({r: [
+        Fact(notices.notice_id("referral", r, a), "referral delivered", "referred",
+             {"agency": a, "priority": priority[r].name.lower()}) for a in agencies]
+        for r, agencies in to_refer.items()})
+    await notices.send(publish, referrals, dispatch, then=[(ReportReferred(
+        event_id=derived_id(r, "referred"), report_id=r, agencies=agencies,
+        priority=priority[r]), topics.REPORTS_REFERRED, r) for r, agencies in to_refer.items()])
     confirmed = await ledger.confirm_referrals(to_refer)
     # Amended after release while these referrals were in flight: amend them now, after the
-    # referral (an agency already amended drops the repeat by notice id). The referrals' facts
-    # go in the amendments' record, after them: what agencies are owed never waits for them.
+    # referral (an agency already amended drops the repeat by notice id).
     await notices.send_amendments(publish, timeline, {
         r: (to_refer[r], c.amendments, priority[r])
-        for r, c in confirmed.items() if c.amendments}, dispatch, before={r: [
-            Fact(notices.notice_id("referral", r, a), "referral delivered", "referred",
-                 {"agency": a, "priority": priority[r].name.lower()}) for a in agencies]
-            for r, agencies in to_refer.items()})
+        for r, c in confirmed.items() if c.amendments}, dispatch)
     # Retracted while these referrals were in flight: correct them now, after the referral.
     await notices.send_corrections(publish, ledger, timeline, {
         r: (c.owed_correction, priority[r]) for r, c in confirmed.items()}, dispatch)
@@ -94,12 +98,7 @@ def register(
 
     async def on_reports_supplemented(events: list[ReportSupplemented]) -> None:
         for events_now in in_rounds(events, key=lambda e: e.report_id):
-            referred = await refer(publish, ledger, timeline, events_now, dispatch)
-            by_id = {e.report_id: e for e in events_now}
-            await publish.send((ReportReferred(
-                event_id=derived_id(r, "referred"), report_id=r, agencies=agencies,
-                priority=by_id[r].priority,
-            ), topics.REPORTS_REFERRED, r) for r, agencies in referred.items())
+            await refer(publish, ledger, timeline, events_now, dispatch)
 
     @broker.consume(topics.AMENDMENTS_REQUESTED, group="referral-amendments",
                     model=AmendReport, patient=True)

@@ -42,13 +42,13 @@ async def retract(
         c.report_id: (c.requested_at, c.requested_by, c.actor, c.reason) for c in commands})
     owed = {r: x.to_correct for r, x in retractions.items() if x.to_correct}
     priorities = await ledger.priorities(list(owed))
-    # The "retracted" facts go with the corrections' own, after them.
+    # Facts wait for the batch's next send: these go with the corrections, after them.
+    await timeline.record_many({c.report_id: [Fact(
+        derived_id(c.report_id, "retracted"), "retracted", "retracted",
+        {"requested_by": c.requested_by, "reason": c.reason,
+         "requested_at": c.requested_at.isoformat()})] for c in commands})
     await notices.send_corrections(publish, ledger, timeline, {
-        r: (agencies, priorities[r]) for r, agencies in owed.items()}, dispatch,
-        before={c.report_id: [Fact(
-            derived_id(c.report_id, "retracted"), "retracted", "retracted",
-            {"requested_by": c.requested_by, "reason": c.reason,
-             "requested_at": c.requested_at.isoformat()})] for c in commands})
+        r: (agencies, priorities[r]) for r, agencies in owed.items()}, dispatch)
     return {c.report_id: retractions[c.report_id].to_correct for c in commands}
 
 

@@ -122,7 +122,7 @@ async def test_a_stop_mid_stream_commits_only_what_was_handled(
     run = uuid.uuid4().hex[:6]
     events = [ReportSubmitted(event_id=derived_id(f"{run}-{n}", "submitted"),
                               report_id=f"{run}-{n}", esp_id="esp",
-                              report=Report(incident_type="x")) for n in range(3000)]
+                              report=Report(incident_type="x")) for n in range(12000)]
     seals = Seals(settings.tipline_keys_dir)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
     await producer.start()
@@ -153,7 +153,7 @@ async def test_a_stop_mid_stream_commits_only_what_was_handled(
         deadline = time.monotonic() + 60
         while not await follow():
             assert time.monotonic() < deadline, "nothing handled"
-        stop(service)  # mid-stream: most of the 3000 not handled yet
+        stop(service)  # mid-stream: most of the 12,000 not handled yet
         assert service.returncode == 0
         committed = await committed_offsets(settings)
         for _ in range(5):  # every rejection published before the stop
