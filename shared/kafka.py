@@ -12,7 +12,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
-from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -22,7 +21,7 @@ from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 
 from shared import metrics
-from shared.batches import Handler, M, consume, consumer_options, sealed
+from shared.batches import Handler, M, RememberingPartitioner, consume, consumer_options, sealed
 from shared.seals import Seals
 from shared.settings import Settings
 from shared.telemetry import tracer_provider
@@ -127,27 +126,6 @@ def producer_options(settings: Settings, service: str) -> dict[str, Any]:
             "max_batch_size": settings.kafka_max_batch_bytes,
             "max_request_size": settings.kafka_max_message_bytes,
             "partitioner": RememberingPartitioner()}
-
-
-class RememberingPartitioner:
-    """aiokafka's default partitioner (murmur2 of the key, as the Java client; a random partition
-    for no key), remembering recent keys' hashes: murmur2 is pure Python (3-6% of a service's CPU
-    in the bench's profiles) and a report's key goes out several times a hop."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._hashes: dict[bytes, int] = {}
-
-    def __call__(self, key: bytes | None, all_partitions: list[int],
-                 available: list[int]) -> int:
-        if key is None:
-            return int(DefaultPartitioner()(key, all_partitions, available))
-        found = self._hashes.get(key)
-        if found is None:
-            if len(self._hashes) >= self._size:
-                self._hashes.clear()
-            found = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
-        return all_partitions[found % len(all_partitions)]
 
 
 def outgoing(service: str, seals: Seals | None) -> type[BaseMiddleware]:

@@ -87,23 +87,42 @@ class Timeline:
             (self._keys(r), self._args(facts.get(r, ()), None, fields.get(r))) for r in reports])
 
     async def record_events(self, events: Iterable[TimelineFacts]) -> None:
-        """Other services' facts, each record's at the time it was sent, in one round trip (one
-        script a report a record, in order, each on its report's slot)."""
-        calls = [(self._keys(r), self._args(e.facts.get(r, ()), e.occurred_at, e.fields.get(r)))
-                 for e in events for r in dict.fromkeys([*e.facts, *e.fields])]
-        if calls:
-            await run_script(self._redis, self._record, calls)
+        """Other services' facts, in one round trip: one script a report for all the records of
+        the batch (each on its report's slot), each entry at the time its record was sent. The
+        records in the order they were sent: each service's records share a partition, but a
+        fetch brings partitions one after another. Facts before fields, as the script applies
+        them: each fact once, the status by rank, a later value of a field over an earlier."""
+        facts: dict[str, list[tuple[Fact, datetime]]] = {}
+        fields: dict[str, dict[str, str]] = {}
+        for event in sorted(events, key=lambda e: e.occurred_at):
+            for report_id, told in event.facts.items():
+                facts.setdefault(report_id, []).extend((f, event.occurred_at) for f in told)
+            for report_id, values in event.fields.items():
+                fields.setdefault(report_id, {}).update(values)
+        reports = dict.fromkeys([*facts, *fields])
+        if reports:
+            await run_script(self._redis, self._record, [
+                (self._keys(r), self._args_at(facts.get(r, []), fields.get(r)))
+                for r in reports])
 
     @staticmethod
     def _args(facts: Iterable[Fact], at: datetime | None = None,
               fields: dict[str, str] | None = None) -> list[str | int]:
-        when = (at or now()).isoformat()
+        when = at or now()
+        return Timeline._args_at([(f, when) for f in facts], fields, when)
+
+    @staticmethod
+    def _args_at(facts: list[tuple[Fact, datetime]], fields: dict[str, str] | None = None,
+                 last: datetime | None = None) -> list[str | int]:
+        """The script's arguments: facts each at its own time; `updated_at` the latest."""
         args: list[str | int] = []
-        for fact in facts:
-            entry = json.dumps({"at": when, "what": fact.what, **fact.detail}, default=str)
+        for fact, at in facts:
+            entry = json.dumps({"at": at.isoformat(), "what": fact.what, **fact.detail},
+                               default=str)
             args += [fact.event_id, entry, fact.status or "", rank(fact.status)]
         pairs = [x for item in (fields or {}).items() for x in item]
-        return [when, len(args) // 4, *args, *pairs]
+        when = max((at for _, at in facts), default=last or now())
+        return [when.isoformat(), len(args) // 4, *args, *pairs]
 
     async def fields(self, report_id: str) -> dict[str, str]:
         return dict(await self._redis.hgetall(self._keys(report_id)[0]))  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from shared.contracts import (
     RetractReport,
     derived_id,
 )
+from tests.fake_producer import FakeProducer
 
 INTERLEAVINGS = 1000
 AGENCIES = ["a1", "a2", "a3", "a4"]
@@ -38,7 +39,7 @@ class Crash(Exception):
     """The process died after the broker took the message, before the handler finished."""
 
 
-class RecordingBroker:
+class RecordingBroker(FakeProducer):
     """Stands in for Kafka: one ordered log per agency topic, random latency, random crashes
     (as the service's broker and its producer, for shared.batches.Publisher)."""
 
@@ -55,7 +56,7 @@ class RecordingBroker:
     def tracer(self) -> trace.Tracer:
         return trace.NoOpTracer()
 
-    async def send(self, topic: str, value: bytes, **kwargs: Any) -> "asyncio.Future[None]":
+    async def deliver(self, topic: str, key: bytes, value: bytes) -> None:
         await asyncio.sleep(self.rng.random() * 0.0005)
         if topic.startswith("tipline.agency."):  # the referral's own event goes along
             notice = json.loads(value)
@@ -63,9 +64,6 @@ class RecordingBroker:
         await asyncio.sleep(0)
         if self.rng.random() < self.crash_rate:
             raise Crash
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
 
 
 class OrderedLedger(Ledger):

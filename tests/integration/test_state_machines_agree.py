@@ -7,7 +7,7 @@ key prefix) an example, removed after it.
 """
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -35,7 +35,16 @@ from services.supplementation import holds
 from services.supplementation.casefile import CaseFiles, Kept
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
 from shared import status
-from shared.contracts import AgencyNotice, Amendment, Fact, Priority, Report, Supplement, now
+from shared.contracts import (
+    AgencyNotice,
+    Amendment,
+    Fact,
+    Priority,
+    Report,
+    Supplement,
+    TimelineFacts,
+    now,
+)
 from tests.state_strategies import (
     WINDOWS,
     Sent,
@@ -126,6 +135,39 @@ async def test_the_timeline_script_agrees(redis: Redis, batches: list[list[statu
             assert status.ReportStatus(
                 status.Status(fields["status"]) if "status" in fields else None,
                 int(fields.get("rank", 0)), frozenset(ids), length) == model
+    finally:
+        await redis.delete(report, seen, entries)
+
+
+@agree
+@given(st.lists(st.lists(facts, min_size=1, max_size=3), min_size=1, max_size=6))
+async def test_a_fetched_batch_of_fact_records_agrees(redis: Redis,
+                                                      batches: list[list[status.Record]]) -> None:
+    """Intake records a fetched batch of other services' TimelineFacts in one script a report:
+    the same as recording them one after another, each entry at its own record's time."""
+    timeline, report_id, model = Timeline(redis), a_report(), status.ReportStatus()
+    report, seen, entries = Timeline._keys(report_id)
+    sent = now()
+    records = [TimelineFacts(event_id=f"record-{n}", occurred_at=sent + timedelta(seconds=n),
+                             facts={report_id: [Fact(f.event_id, "a fact", f.status)
+                                                for f in batch]})
+               for n, batch in enumerate(batches)]
+    for batch in batches:
+        for fact in batch:
+            model, _ = status.record(model, fact)
+    try:
+        # In the order they were sent, whatever the order a fetch brings them in.
+        await timeline.record_events(records[::-1])
+        fields, ids, length = await read(
+            redis, ("HGETALL", report), ("SMEMBERS", seen), ("LLEN", entries))
+        assert status.ReportStatus(
+            status.Status(fields["status"]) if "status" in fields else None,
+            int(fields.get("rank", 0)), frozenset(ids), length) == model
+        firsts = {}  # each fact's entry carries the time of the record that first told it
+        for record in records:
+            for fact in record.facts[report_id]:
+                firsts.setdefault(fact.event_id, record.occurred_at.isoformat())
+        assert [e["at"] for e in await timeline.entries(report_id)] == list(firsts.values())
     finally:
         await redis.delete(report, seen, entries)
 

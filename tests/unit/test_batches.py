@@ -1,6 +1,5 @@
 """The batch delivery contract, without a broker: decode, dead letters, isolation, the commit."""
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ from shared.contracts import DeadLetter
 from shared.settings import Settings
 from shared.telemetry import tracer_provider
 from shared.topics import DEAD_LETTERS
+from tests.fake_producer import FakeProducer
 
 
 class Step(BaseModel):
@@ -164,25 +164,22 @@ async def test_stopping_while_a_dead_letter_waits_commits_nothing() -> None:
 
 
 @dataclass
-class FakeProducer:
+class Producer(FakeProducer):
     """Acknowledges every record at once, keeping what it was given, in order."""
 
     sent: list[tuple[str, bytes]] = field(default_factory=list)
 
-    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[None]:
+    async def deliver(self, topic: str, key: bytes, value: bytes) -> None:
         self.sent.append((topic, value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
 
 
 @dataclass
 class FakeSender:
     service: str = "test"
     seals: None = None
-    producer: FakeProducer = field(default_factory=FakeProducer)
+    producer: Producer = field(default_factory=Producer)
 
-    async def sender(self) -> FakeProducer:
+    async def sender(self) -> Producer:
         return self.producer
 
     def tracer(self) -> Tracer:
