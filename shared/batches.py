@@ -42,7 +42,6 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import SpanKind, Tracer
@@ -269,8 +268,10 @@ def consume(
     delivery = Delivery(broker, settings, service)
 
     def register(handler: Handler[M]) -> Handler[M]:
-        async def on_batch(events: list[Any], message: KafkaMessage) -> None:
-            await delivery(message, events, handler)
+        async def on_batch(events: list[Any]) -> None:
+            # The message from FastStream's context, not as a `KafkaMessage` parameter: that
+            # one is resolved in a worker thread, a thread hop every batch.
+            await delivery(broker.context.get_local("message"), events, handler)
 
         # The handler's own name and types, for logs and the AsyncAPI document.
         on_batch.__name__ = on_batch.__qualname__ = handler.__name__
@@ -278,8 +279,6 @@ def consume(
         on_batch.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
             inspect.Parameter("events", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                               annotation=list[model]),  # type: ignore[valid-type]
-            inspect.Parameter("message", inspect.Parameter.KEYWORD_ONLY,
-                              annotation=KafkaMessage),
         ], return_annotation=None)
         options = consumer_options(settings, group, patient=patient)
         # A patient subscriber waits as long for a batch as for a fetch.
