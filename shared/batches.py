@@ -260,11 +260,13 @@ class Delivery:
 
 def consume(
     broker: KafkaBroker, settings: Settings, service: str, *topic_names: str, group: str,
-    model: type[M], seals: Seals | None, patient: bool = False,
+    model: type[M], seals: Seals | None, patient: bool = False, max_records: int | None = None,
 ) -> Callable[[Handler[M]], Handler[M]]:
     """Register `handler(events: list[model])` as a batch subscriber of `topic_names` in consumer
     group `group`, delivered as this module says; a `patient` one (nobody waits on its records)
-    fetches every KAFKA_PATIENT_FETCH_WAIT_MS instead of every few milliseconds."""
+    fetches every KAFKA_PATIENT_FETCH_WAIT_MS instead of every few milliseconds. `max_records`
+    caps its batches below TIPLINE_BATCH_MAX_RECORDS: a batch holds the service's event loop
+    while its CPU work runs, and other subscribers of the process wait that long."""
     delivery = Delivery(broker, settings, service)
 
     def register(handler: Handler[M]) -> Handler[M]:
@@ -285,7 +287,8 @@ def consume(
         batch_timeout_ms = (options["fetch_max_wait_ms"] if patient
                             else settings.tipline_batch_timeout_ms)
         broker.subscriber(*topic_names, batch=True, decoder=Decoder(model, seals),
-                          max_records=settings.tipline_batch_max_records,
+                          max_records=min(max_records or settings.tipline_batch_max_records,
+                                          settings.tipline_batch_max_records),
                           batch_timeout_ms=batch_timeout_ms, **options)(on_batch)
         return handler
 

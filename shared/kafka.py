@@ -70,10 +70,10 @@ class TiplineBroker(KafkaBroker):
         self._sender: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
 
-    def consume(self, *topic_names: str, group: str, model: type[M],
-                patient: bool = False) -> Callable[[Handler[M]], Handler[M]]:
+    def consume(self, *topic_names: str, group: str, model: type[M], patient: bool = False,
+                max_records: int | None = None) -> Callable[[Handler[M]], Handler[M]]:
         return consume(self, self.settings, self.service, *topic_names, group=group,
-                       model=model, seals=self.seals, patient=patient)
+                       model=model, seals=self.seals, patient=patient, max_records=max_records)
 
     async def sender(self) -> AIOKafkaProducer:
         """The producer a batch's records go out on, started on first use. FastStream's own

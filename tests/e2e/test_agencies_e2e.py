@@ -216,6 +216,15 @@ async def test_an_urgent_referral_is_not_queued_behind_bulk(
     try:
         bulk_topic = topics.REPORTS_SUPPLEMENTED_BULK
         urgent_topic = topics.REPORTS_SUPPLEMENTED_URGENT
+        # One urgent report through first: the clock below times queueing, not a group join.
+        first = f"urgent-first-{batch}"
+        value = supplemented(first, Priority.IMMINENT)
+        await producer.send_and_wait(urgent_topic, value,
+                                     **as_supplementation(urgent_topic, first, value))
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await ledger.states(first)).get(agency) != "referred":
+            assert asyncio.get_running_loop().time() < deadline, "the urgent path never worked"
+            await asyncio.sleep(0.05)
         sent = []
         for r in bulk:
             value = supplemented(r, Priority.BULK)
