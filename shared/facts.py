@@ -39,16 +39,10 @@ class Facts:
 
     async def record_many(self, facts: Mapping[str, Iterable[Fact]],
                           fields: Mapping[str, dict[str, str]] | None = None) -> None:
-        await self._publish.later(self.items(facts, fields))
-
-    def items(self, facts: Mapping[str, Iterable[Fact]],
-              fields: Mapping[str, dict[str, str]] | None = None
-              ) -> list[tuple[TimelineFacts, str, str]]:
-        """The records of these facts as `Publisher.send` takes them, for a caller that sends
-        them with its events (in flight together, after them)."""
+        """Sent with the batch's next send, after its records (`Publisher.later`)."""
         service = self._publish.broker.service
-        return [(event, topics.REPORT_FACTS, service)
-                for event in timeline_facts(facts, fields or {})]
+        await self._publish.later([(event, topics.REPORT_FACTS, service)
+                                   for event in timeline_facts(facts, fields or {})])
 
 
 def timeline_facts(facts: Mapping[str, Iterable[Fact]],
