@@ -16,7 +16,7 @@ from faststream import FastStream
 
 from shared import ops
 from shared.settings import Settings, get_settings
-from shared.shutdown import exit_within
+from shared.shutdown import Server, exit_within
 from shared.store import connect
 from shared.telemetry import configure_logging
 
@@ -59,9 +59,9 @@ def run_http(create_app: Callable[[Settings], FastAPI]) -> None:
 
 
 async def serve_http(app: FastAPI, settings: Settings) -> None:
-    server = uvicorn.Server(uvicorn.Config(
+    server = Server(uvicorn.Config(
         app, host=settings.tipline_http_host, port=settings.tipline_http_port,
         log_level="warning", timeout_graceful_shutdown=int(settings.tipline_shutdown_grace_s),
-    ))
+    ), exit_within=settings.tipline_shutdown_grace_s + 5)
     async with ops.serving(settings, app.state.ops):
         await server.serve()

@@ -115,6 +115,55 @@ def test_sigterm_once_running_stops_cleanly(
     assert "Traceback" not in log.read_text()
 
 
+# An HTTP service whose shutdown never ends (as intake's once did, waiting on a broker that was
+# away): served as shared.service serves intake, with a deadline of one second.
+_STUCK_APP = """
+import asyncio, contextlib, logging, sys
+import uvicorn
+from fastapi import FastAPI
+from shared.shutdown import Server
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    yield
+    await stuck_in_shutdown()
+
+async def stuck_in_shutdown():
+    await asyncio.Event().wait()
+
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+server = Server(uvicorn.Config(FastAPI(lifespan=lifespan), port=int(sys.argv[1]),
+                               log_level="warning"), exit_within=1.0)
+asyncio.run(server.serve())
+"""
+
+
+def test_an_http_service_stuck_stopping_exits_at_its_deadline_saying_where(
+    tmp_path: Path
+) -> None:
+    port, log = free_port(), tmp_path / "stuck.log"
+    with log.open("wb") as out:
+        service = subprocess.Popen([sys.executable, "-c", _STUCK_APP, str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not _answers(port):
+        assert service.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    took = stop(service)
+    said = log.read_text()
+    print(f"exit {service.returncode} in {took:.1f} s")
+    assert service.returncode == EXIT_DEADLINE_PASSED and took < 1.0 + 3, said
+    assert "did not stop within 1 s" in said and "stuck_in_shutdown" in said, said
+
+
+def _answers(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
 async def test_a_stop_mid_stream_commits_only_what_was_handled(
     own: tuple[Stack, Settings], tmp_path: Path
 ) -> None:
