@@ -4,7 +4,17 @@ Each process is one service, but tests run several in one process: every metric 
 service's name as a label so their numbers never mix.
 """
 
-from prometheus_client import Counter, Gauge, Histogram
+import bisect
+import gc
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 EVENTS_IN = Counter(
     "tipline_events_in", "Messages a service consumed (each delivery, redeliveries too)",
@@ -53,3 +63,50 @@ HTTP_SECONDS = Histogram(
     ["service", "method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class GarbageCollection(Collector):
+    """`tipline_gc_pause_seconds`: how long the process stood still in Python's garbage
+    collector, by generation collected (a pause delays whatever is in hand). Counted in plain
+    lists inside the collector's callback: a metric's lock there could be one the interrupted
+    code already holds (prometheus_client's locks are not re-entrant)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.counts = [[0] * (len(GC_BUCKETS) + 1) for _ in range(3)]
+        self.sums = [0.0] * 3
+        self.started = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+            return
+        took = time.perf_counter() - self.started
+        self.counts[info["generation"]][bisect.bisect_left(GC_BUCKETS, took)] += 1
+        self.sums[info["generation"]] += took
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "tipline_gc_pause_seconds",
+            "Time the process stood still in Python's garbage collector, by generation",
+            labels=["service", "generation"])
+        for generation, counts in enumerate(self.counts):
+            upto = list(itertools.accumulate(counts))
+            family.add_metric(
+                [self.service, str(generation)],
+                [*((floatToGoString(b), n) for b, n in zip(GC_BUCKETS, upto, strict=False)),
+                 ("+Inf", upto[-1])],
+                self.sums[generation])
+        yield family
+
+
+_timed: list[GarbageCollection] = []
+
+
+def time_garbage_collection(service: str) -> None:
+    """Export this process's collection pauses (once a process)."""
+    if not _timed:
+        _timed.append(GarbageCollection(service))
+        REGISTRY.register(_timed[0])
+        gc.callbacks.append(_timed[0].on_gc)

@@ -1,7 +1,8 @@
 """The ops endpoint of every service: liveness, readiness and Prometheus metrics.
 
 - `/healthz`: the process's event loop answers. A failing liveness probe restarts the container.
-- `/readyz`: the broker and Redis answer. 503 with the failing check while they do not.
+- `/readyz`: the service has started (every subscriber), and the broker and Redis answer. 503
+  with the failing check while not.
 - `/metrics`: Prometheus text format; consumer lag is measured at each scrape.
 
 FastStream services serve these on `TIPLINE_OPS_PORT` (0: off) from `shared.service.run`;

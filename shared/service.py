@@ -8,13 +8,14 @@ waits for the broker, so no accepted call is cut off mid-way.
 """
 
 import asyncio
+import gc
 from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI
 from faststream import FastStream
 
-from shared import ops
+from shared import metrics, ops
 from shared.settings import Settings, get_settings
 from shared.shutdown import Server, exit_within
 from shared.store import connect
@@ -31,6 +32,7 @@ def run(create_app: Callable[[Settings], FastStream]) -> None:
     settings = get_settings()
     service = service_name(create_app)
     configure_logging(settings, service)
+    metrics.time_garbage_collection(service)
     app = create_app(settings)
     exit_within(app, settings.tipline_shutdown_grace_s + 5)
     asyncio.run(serve(app, settings, service))
@@ -44,6 +46,18 @@ async def serve(app: FastStream, settings: Settings, service: str) -> None:
     if broker is not None:
         checks["broker"] = lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S)
     checks.update(getattr(app, "readiness", {}))  # a service's own (the console's read model)
+    # Ready once every subscriber has started: FastStream starts them one group join at a time.
+    started = asyncio.Event()
+
+    @app.after_startup
+    async def settle() -> None:
+        freeze_startup_objects()
+        started.set()
+
+    async def has_started() -> bool:
+        return started.is_set()
+
+    checks["started"] = has_started
     try:
         async with ops.serving(settings, ops.Ops(service, checks, [broker] if broker else [])):
             await app.run()
@@ -51,10 +65,26 @@ async def serve(app: FastStream, settings: Settings, service: str) -> None:
         await redis.aclose()
 
 
+def freeze_startup_objects() -> None:
+    """Garbage collection tuned for batches, once start-up is done (tipline_gc_pause_seconds
+    measures it).
+
+    - What start-up made (modules, models, schemas: ~100,000 objects) is left out of every later
+      collection: a full one walked them all, 30-120 ms, and the batch in hand waited that long.
+    - A young collection comes after 10,000 new container objects instead of 700: a batch in
+      hand holds thousands, freed together when it is done, so at 700 the collector ran
+      hundreds of times a second scanning live records for nothing (measured at 500 reports/s:
+      referral 380 collections and 400 ms in 10 s; at 10,000, 2 and 8 ms)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 def run_http(create_app: Callable[[Settings], FastAPI]) -> None:
     settings = get_settings()
     service = service_name(create_app)
     configure_logging(settings, service)
+    metrics.time_garbage_collection(service)
     asyncio.run(serve_http(create_app(settings), settings))
 
 

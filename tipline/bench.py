@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream import FastStream
@@ -375,8 +376,10 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str
 
     try:
         await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-latwarm", 90, seals)
+        paused = await gc_pauses(stack)
         latency = await steady(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-lat",
                                plan.offered, plan.steady_s, seals)  # "latency first", above
+        latency["gc_pauses"] = since(paused, await gc_pauses(stack))
         rate, cpu = await throughput("")
         by_copies = {1: rate}
         for copy in range(2, copies + 1):
@@ -393,6 +396,60 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str
     finally:
         await producer.stop()
         await watch.stop()
+
+
+async def all_ready(stack: Stack, timeout: float = 60) -> None:
+    """Until every service's /readyz answers 200: each has started all its subscribers."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        for child in stack.children:
+            if child.ops is None:
+                continue
+
+            async def ready(url: str = f"{child.ops}/readyz") -> bool:
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await client.get(url)).status_code == 200
+                return False
+
+            deadline = time.monotonic() + timeout
+            while not await ready():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{child.name} not ready after {timeout} s")
+                await asyncio.sleep(0.1)
+
+
+GcPauses = dict[str, dict[str, float]]  # service -> seconds, collections, over 10 ms
+
+
+async def gc_pauses(stack: Stack) -> GcPauses:
+    """Each service's garbage-collection pauses so far, from its ops endpoint's metrics."""
+    out: GcPauses = {}
+    async with httpx.AsyncClient(timeout=5) as client:
+        for child in stack.children:
+            if child.ops is None or service_of(child.name) not in SERVICES:
+                continue
+            totals = {"seconds": 0.0, "collections": 0.0, "upto_10ms": 0.0}
+            for line in (await client.get(f"{child.ops}/metrics")).text.splitlines():
+                name, _, value = line.rpartition(" ")
+                if name.startswith("tipline_gc_pause_seconds_sum"):
+                    totals["seconds"] += float(value)
+                elif name.startswith("tipline_gc_pause_seconds_count"):
+                    totals["collections"] += float(value)
+                elif name.startswith("tipline_gc_pause_seconds_bucket") and 'le="0.01"' in name:
+                    totals["upto_10ms"] += float(value)
+            out[child.name] = totals
+    return out
+
+
+def since(before: GcPauses, after: GcPauses) -> dict[str, dict[str, float]]:
+    """Per service: collections, their total ms and how many paused over 10 ms, in between."""
+    out = {}
+    for name, now in after.items():
+        was = before.get(name, {"seconds": 0.0, "collections": 0.0, "upto_10ms": 0.0})
+        collections = now["collections"] - was["collections"]
+        out[name] = {"collections": collections,
+                     "total_ms": round(1000 * (now["seconds"] - was["seconds"]), 1),
+                     "over_10ms": collections - (now["upto_10ms"] - was["upto_10ms"])}
+    return out
 
 
 def _agency_ids(settings: Settings) -> list[str]:
@@ -496,6 +553,7 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
                                                   latency=False)
         say(f"    {results['framework']['throughput_per_s']}/s; (b) starting the pipeline ...")
         await asyncio.to_thread(start_services, stack, PIPELINE)
+        await all_ready(stack)  # no group join or start-up collection inside a timed stage
         profilers = _start_profilers(stack, workdir) if profile else []
         results["pipeline"] = await _stage_pipeline(settings, stack, plan, run, plan.copies)
         for p in profilers:
@@ -587,6 +645,9 @@ def render(r: dict[str, Any]) -> str:
             f"{k} {v}" for k, v in r[stage]["cpu_ms_per_msg"].items())
           for name, stage in (("raw chain", "raw"), ("FastStream chain", "framework"),
                               ("pipeline", "pipeline"))),
+        "GC pauses in the pipeline's latency stage (collections, total ms, over 10 ms): "
+        + ", ".join(f"{k} {v['collections']:.0f}/{v['total_ms']}/{v['over_10ms']:.0f}"
+                    for k, v in pipe["latency_ms"].get("gc_pauses", {}).items()),
         "peak RSS MB: " + ", ".join(f"{k} {v['peak_rss_mb']}" for k, v in r["memory_mb"].items())
         + "; relays " + ", ".join(f"{v['peak_rss_mb']}" for v in raw["memory_mb"].values()),
     ]

@@ -37,6 +37,7 @@ from shared.http import UNAVAILABLE, BodyLimit, BodyTooLarge, refuse_too_large
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
 from shared.schedule import DueIndex
+from shared.service import freeze_startup_objects
 from shared.settings import Settings
 from shared.store import connect
 from shared.telemetry import instrument_http, tracer_provider
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await broker.start()  # publishes, and records other services' facts in the timeline
+        freeze_startup_objects()
         sweeping = asyncio.create_task(
             keep_sweeping(abandonment, outbox, settings.tipline_abandon_tick_s))
         yield

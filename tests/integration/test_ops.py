@@ -53,12 +53,13 @@ async def test_ready_metrics_and_a_dead_letter_counted(settings: Settings) -> No
         await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 10)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             assert (await http.get("/healthz")).status_code == 200
-            for _ in range(100):  # ready once the broker and Redis answer
+            for _ in range(600):  # ready once started, and the broker and Redis answer
                 ready = await http.get("/readyz")
                 if ready.status_code == 200:
                     break
                 await asyncio.sleep(0.05)
-            assert ready.json() == {"ready": True, "checks": {"redis": "ok", "broker": "ok"}}
+            assert ready.json() == {"ready": True, "checks": {"redis": "ok", "broker": "ok",
+                                                            "started": "ok"}}
             assert (await http.get("/nope")).status_code == 404
 
             before = sample((await http.get("/metrics")).text, "tipline_dead_letters_total",

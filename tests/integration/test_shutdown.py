@@ -115,6 +115,26 @@ def test_sigterm_once_running_stops_cleanly(
     assert "Traceback" not in log.read_text()
 
 
+def test_ready_only_once_started_with_its_collector_pauses_exported(
+    own: tuple[Stack, Settings], tmp_path: Path
+) -> None:
+    """Ready means every subscriber started; then start-up's objects are frozen after one full
+    collection, which the process's metrics count."""
+    stack, settings = own
+    log, port = tmp_path / "validation.log", free_port()
+    service = validation(stack, settings, log, ops_port=port)
+    try:
+        wait_ready(service, port, log)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+        assert ready["checks"]["started"] == "ok"
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        full = [line for line in text.splitlines() if line.startswith(
+            'tipline_gc_pause_seconds_count{generation="2",service="validation"}')]
+        assert full and float(full[0].rsplit(" ", 1)[1]) >= 1, text[-3000:]
+    finally:
+        stop(service)
+
+
 # An HTTP service whose shutdown never ends (as intake's once did, waiting on a broker that was
 # away): served as shared.service serves intake, with a deadline of one second.
 _STUCK_APP = """
