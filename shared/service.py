@@ -34,6 +34,11 @@ def run(create_app: Callable[[Settings], FastStream]) -> None:
     configure_logging(settings, service)
     metrics.time_garbage_collection(service)
     app = create_app(settings)
+
+    @app.after_startup
+    async def settle() -> None:  # async: FastStream runs a plain function in a worker thread
+        freeze_startup_objects()
+
     exit_within(app, settings.tipline_shutdown_grace_s + 5)
     asyncio.run(serve(app, settings, service))
 
@@ -50,8 +55,7 @@ async def serve(app: FastStream, settings: Settings, service: str) -> None:
     started = asyncio.Event()
 
     @app.after_startup
-    async def settle() -> None:
-        freeze_startup_objects()
+    async def mark_started() -> None:
         started.set()
 
     async def has_started() -> bool:

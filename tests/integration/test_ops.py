@@ -74,8 +74,11 @@ async def test_ready_metrics_and_a_dead_letter_counted(settings: Settings) -> No
             text = ""
             for _ in range(200):
                 text = (await http.get("/metrics")).text
+                # Counted out once the broker acknowledged the dead letter, a moment later.
                 if sample(text, "tipline_dead_letters_total", service=SERVICE,
-                          topic=topic) > before:
+                          topic=topic) > before and sample(
+                        text, "tipline_events_out_total", service=SERVICE,
+                        topic=topics.DEAD_LETTERS) >= 1:
                     break
                 await asyncio.sleep(0.05)
             labels = {"service": SERVICE, "topic": topic}
