@@ -34,6 +34,19 @@ def exit_within(app: FastStream, seconds: float) -> None:
     app.exit = stop  # type: ignore[method-assign]  # FastStream's signal handler calls app.exit()
 
 
+async def cancel(*tasks: "asyncio.Task[Any]") -> None:
+    """Cancel `tasks` and wait until they have ended, cancelling again every second: in Python
+    3.11 a cancellation that lands as a `wait_for` or timeout runs out can be swallowed
+    (gh-86296), and a loop that retries after a TimeoutError then runs on forever. Seen as a
+    service whose shutdown hook never returned."""
+    for task in tasks:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s ended with %r", task.get_name(), task.exception())
+
+
 class Server(uvicorn.Server):
     """uvicorn's server with the same deadline once a signal asks it to stop."""
 

@@ -21,6 +21,7 @@ from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
 from shared.ops import count_requests
 from shared.settings import Settings
+from shared.shutdown import cancel
 from shared.signing import PUBLIC_FILE, Verifier
 from shared.store import connect
 
@@ -69,9 +70,8 @@ def create_app(settings: Settings) -> FastStream:
 
     async def stop() -> None:
         server.should_exit = True  # then cut off whatever still holds it after 5 s
-        for task in tasks[:2]:
-            task.cancel()
-        for task in tasks:
+        await cancel(*tasks[:2])
+        for task in tasks[2:]:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, 5)
         await redis.aclose()

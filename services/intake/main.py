@@ -7,7 +7,6 @@ The ESP port serves the ESP APIs only: health, readiness and metrics are on the 
 """
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -39,6 +38,7 @@ from shared.logins import Limits, LoginGuard
 from shared.schedule import DueIndex
 from shared.service import freeze_startup_objects
 from shared.settings import Settings
+from shared.shutdown import cancel
 from shared.store import connect
 from shared.telemetry import instrument_http, tracer_provider
 
@@ -71,9 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         sweeping = asyncio.create_task(
             keep_sweeping(abandonment, outbox, settings.tipline_abandon_tick_s))
         yield
-        sweeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeping
+        await cancel(sweeping)
         # With the broker away, stopping waits for it (the producer flushes what it holds), and
         # what was not sent is in the outbox anyway. A stop cut short is not awaited: the process
         # ends next, and the shutdown deadline (shared/shutdown.py) bounds the rest.

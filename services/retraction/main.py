@@ -1,7 +1,6 @@
 """Retraction service wiring: the retraction and ack subscribers, and the re-send loop."""
 
 import asyncio
-import contextlib
 
 from faststream import FastStream
 
@@ -14,6 +13,7 @@ from shared.batches import Publisher
 from shared.facts import Facts
 from shared.kafka import make_broker
 from shared.settings import Settings
+from shared.shutdown import cancel
 from shared.signing import Signer
 from shared.store import connect
 
@@ -31,10 +31,7 @@ def create_app(settings: Settings) -> FastStream:
         tasks.append(asyncio.create_task(follow_acks(broker, outbox, timeline, settings)))
 
     async def stop_following() -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*tasks)
         await redis.aclose()
 
     return FastStream(broker, after_startup=[start_following], on_shutdown=[stop_following])
