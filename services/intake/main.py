@@ -36,7 +36,6 @@ from shared.http import UNAVAILABLE, BodyLimit, BodyTooLarge, refuse_too_large
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
 from shared.schedule import DueIndex
-from shared.service import freeze_startup_objects
 from shared.settings import Settings
 from shared.shutdown import cancel
 from shared.store import connect
@@ -67,7 +66,6 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await broker.start()  # publishes, and records other services' facts in the timeline
-        freeze_startup_objects()
         sweeping = asyncio.create_task(
             keep_sweeping(abandonment, outbox, settings.tipline_abandon_tick_s))
         yield
