@@ -30,6 +30,7 @@ import httpx
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream import FastStream
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared import topics
 from shared.agencies import load_agencies
@@ -55,6 +56,7 @@ from tipline.stack import (
     start_servers,
     start_services,
 )
+from tipline.status import health
 from tipline.synthetic import PLACES
 from tipline.watch import NoticeWatch, Tail
 
@@ -399,25 +401,17 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str
 
 
 async def all_ready(stack: Stack, timeout: float = 60) -> None:
-    """Until every service's /readyz answers 200: each has started all its subscribers."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        for child in stack.children:
-            if child.ops is None:
-                continue
-
-            async def ready(url: str = f"{child.ops}/readyz") -> bool:
-                with contextlib.suppress(httpx.HTTPError):
-                    return (await client.get(url)).status_code == 200
-                return False
-
-            deadline = time.monotonic() + timeout
-            while not await ready():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{child.name} not ready after {timeout} s")
-                await asyncio.sleep(0.1)
+    """Until every service's /readyz answers ready: each has started all its subscribers."""
+    for child in stack.children:
+        deadline = time.monotonic() + timeout
+        while child.ops and not (await health(child.ops))["ready"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{child.name} not ready after {timeout} s")
+            await asyncio.sleep(0.1)
 
 
-GcPauses = dict[str, dict[str, float]]  # service -> seconds, collections, over 10 ms
+GcPauses = dict[str, dict[str, float]]  # service -> seconds, collections, up to 10 ms
+NO_PAUSES = {"seconds": 0.0, "collections": 0.0, "upto_10ms": 0.0}
 
 
 async def gc_pauses(stack: Stack) -> GcPauses:
@@ -427,15 +421,18 @@ async def gc_pauses(stack: Stack) -> GcPauses:
         for child in stack.children:
             if child.ops is None or service_of(child.name) not in SERVICES:
                 continue
-            totals = {"seconds": 0.0, "collections": 0.0, "upto_10ms": 0.0}
-            for line in (await client.get(f"{child.ops}/metrics")).text.splitlines():
-                name, _, value = line.rpartition(" ")
-                if name.startswith("tipline_gc_pause_seconds_sum"):
-                    totals["seconds"] += float(value)
-                elif name.startswith("tipline_gc_pause_seconds_count"):
-                    totals["collections"] += float(value)
-                elif name.startswith("tipline_gc_pause_seconds_bucket") and 'le="0.01"' in name:
-                    totals["upto_10ms"] += float(value)
+            totals = dict(NO_PAUSES)
+            text = (await client.get(f"{child.ops}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                if family.name != "tipline_gc_pause_seconds":
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_sum"):
+                        totals["seconds"] += sample.value
+                    elif sample.name.endswith("_count"):
+                        totals["collections"] += sample.value
+                    elif sample.labels.get("le") == "0.01":
+                        totals["upto_10ms"] += sample.value
             out[child.name] = totals
     return out
 
@@ -444,7 +441,7 @@ def since(before: GcPauses, after: GcPauses) -> dict[str, dict[str, float]]:
     """Per service: collections, their total ms and how many paused over 10 ms, in between."""
     out = {}
     for name, now in after.items():
-        was = before.get(name, {"seconds": 0.0, "collections": 0.0, "upto_10ms": 0.0})
+        was = before.get(name, NO_PAUSES)
         collections = now["collections"] - was["collections"]
         out[name] = {"collections": collections,
                      "total_ms": round(1000 * (now["seconds"] - was["seconds"]), 1),

@@ -17,7 +17,8 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
     for line in ("(a) raw aiokafka relay chain", "FastStream relay chain",
                  "(b) pipeline, Kafka in -> referral", "HTTP submit -> referral",
                  "retraction -> 50 agencies corrected", "ratio pipeline/raw throughput",
-                 "CPU ms a message, pipeline", "peak RSS MB"):
+                 "CPU ms a message, pipeline", "GC pauses in the pipeline's latency stage",
+                 "peak RSS MB"):
         assert line in run.stdout, run.stdout
     result = json.loads(out.read_text())
     assert result["raw"]["throughput_per_s"] > 0
@@ -31,6 +32,9 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
     assert {"broker", "valkey", "validation", "referral"} <= result["pipeline"][
         "cpu_ms_per_msg"].keys()
     assert all(result["pipeline"]["cpu_ms_per_msg"][p] > 0 for p in ("broker", "referral"))
+    # Each service's collector pauses, read from its own /metrics around the latency stage.
+    assert set(result["pipeline"]["latency_ms"]["gc_pauses"]) == {
+        "intake", "validation", "supplementation", "referral", "retraction"}
     assert result["http"]["lost"] == 0 and result["fanout"]["lost"] == 0
     assert result["fanout"]["agencies"] == 50
     assert set(result["memory_mb"]) == {"intake", "validation", "supplementation", "referral",
