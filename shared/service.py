@@ -9,7 +9,6 @@ waits for the broker, so no accepted call is cut off mid-way.
 
 import asyncio
 import gc
-import socket
 from collections.abc import Callable
 
 import uvicorn
@@ -93,17 +92,8 @@ def run_http(create_app: Callable[[Settings], FastAPI]) -> None:
     asyncio.run(serve_http(create_app(settings), settings))
 
 
-class HttpServer(Server):
-    """An HTTP service's server (shared.shutdown's deadline), which freezes start-up's objects
-    once its app has started."""
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        freeze_startup_objects()
-
-
 async def serve_http(app: FastAPI, settings: Settings) -> None:
-    server = HttpServer(uvicorn.Config(
+    server = Server(uvicorn.Config(
         app, host=settings.tipline_http_host, port=settings.tipline_http_port,
         log_level="warning", timeout_graceful_shutdown=int(settings.tipline_shutdown_grace_s),
     ), exit_within=settings.tipline_shutdown_grace_s + 5)
