@@ -72,12 +72,15 @@ for _, item in ipairs(redis.call('HGETALL', KEYS[3])) do table.insert(out, item)
 return out
 """
 
+# Returns whether this mark is the first, the report's priority ('' when never claimed), the
+# mark (the first one: at, by, reason), then the agencies now owed a correction.
 _RETRACT = """
 local first = redis.call('HSETNX', KEYS[2], 'at', ARGV[1])
 if first == 1 then
   redis.call('HSET', KEYS[2], 'by', ARGV[2], 'actor', ARGV[3], 'reason', ARGV[4])
 end
-local out = {first}
+local mark = redis.call('HMGET', KEYS[2], 'at', 'by', 'reason')
+local out = {first, redis.call('GET', KEYS[4]) or '', mark[1], mark[2], mark[3]}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local state = all[i + 1]
@@ -162,12 +165,14 @@ class Ledger:
     async def retract(self, commands: Mapping[str, tuple[datetime, str, str, str]]
                       ) -> dict[str, Retraction]:
         """Mark reports retracted (report id -> (at, by, actor, reason)); the agencies each now
-        owes a correction."""
+        owes a correction, with the report's mark and priority that the corrections carry."""
         out = await self._each(self._retract, {
             r: [at.isoformat(), by, actor, reason] for r, (at, by, actor, reason) in
             commands.items()})
-        return {r: Retraction(bool(first), sorted(map(str, to_correct)))
-                for r, (first, *to_correct) in out.items()}
+        return {r: Retraction(bool(first), sorted(map(str, to_correct)),
+                              mark={"at": str(at), "by": str(by), "reason": str(reason)},
+                              priority=Priority[(str(priority) or "normal").upper()])
+                for r, (first, priority, at, by, reason, *to_correct) in out.items()}
 
     async def confirm_corrections(self, reports: Mapping[str, list[str]]) -> None:
         await self._each(self._confirm_corrections, {r: list(a) for r, a in reports.items()})
@@ -192,15 +197,6 @@ class Ledger:
             marks = await pipe.execute()
         return {r: {str(k): str(v) for k, v in m.items()} or None
                 for r, m in zip(report_ids, marks, strict=True)}
-
-    async def priorities(self, report_ids: list[str]) -> dict[str, Priority]:
-        """The priority each report was referred with (one round trip)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for report_id in report_ids:
-                pipe.get(self._keys(report_id)[3])
-            found = await pipe.execute()
-        return {r: Priority[(p or "normal").upper()]
-                for r, p in zip(report_ids, found, strict=True)}
 
     async def referred_before(self, report_ids: list[str]) -> set[str]:
         """The reports that have agencies in the ledger at all (one round trip)."""

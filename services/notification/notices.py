@@ -141,8 +141,7 @@ async def send(
     out = [(n, encoded(n, dispatch.signer)) for n in notices]
     if dispatch.outbox is not None:
         # Tracked before the first send: if this process dies now, the re-send loop sends it.
-        await dispatch.outbox.track(*(AgencyNotice.model_validate_json(body)
-                                      for n, body in out if n.kind in TRACKED_KINDS))
+        await dispatch.outbox.track(*((n, body) for n, body in out if n.kind in TRACKED_KINDS))
     await publish.send([*((body, agency_topic(n.agency_id), n.report_id) for n, body in out),
                         *then])
     return [n for n, _ in out]
@@ -154,18 +153,23 @@ async def send_corrections(
     timeline: Recorder,
     owed: Mapping[str, tuple[list[str], Priority]],
     dispatch: Dispatch = UNSIGNED,
+    marks: Mapping[str, dict[str, str] | None] | None = None,
 ) -> None:
     """Correct each agency that got the referral of a retracted report (report id -> the
-    agencies owed and the report's priority), then record it."""
+    agencies owed and the report's priority), and record it. `marks`: each report's retraction
+    mark, when the caller read it already (else it is read from the ledger)."""
     owed = {r: (agencies, priority) for r, (agencies, priority) in owed.items() if agencies}
     if not owed:
         return
-    marks = await ledger.retractions(list(owed))
+    if marks is None:
+        marks = await ledger.retractions(list(owed))
     notices = [correction_notice(r, a, marks[r] or {}, priority)
                for r, (agencies, priority) in owed.items() for a in agencies]
+    # The facts go in the notices' own send, after them (as a referral's): a send that fails is
+    # made again whole, so a fact never outlives a correction not delivered.
+    await timeline.record_many(_facts(notices, "correction delivered"))
     await send(publish, notices, dispatch)
     await ledger.confirm_corrections({r: agencies for r, (agencies, _) in owed.items()})
-    await timeline.record_many(_facts(notices, "correction delivered"))
 
 
 async def send_amendments(

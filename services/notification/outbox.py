@@ -59,17 +59,18 @@ class Outbox:
         tag = f"tipline:{{{report_id}}}"
         return f"{tag}:acks", f"{tag}:notices", f"{tag}:resends"
 
-    async def track(self, *notices: AgencyNotice) -> None:
-        """Await an ack for these notices (once: tracking one again changes nothing)."""
+    async def track(self, *sent: tuple[AgencyNotice, bytes]) -> None:
+        """Await an ack for these notices (once: tracking one again changes nothing), each with
+        the bytes that go out (signed): a re-send sends those."""
         # One round trip; each step is idempotent, so a crash anywhere is mended by tracking
         # again. A notice acked already gets a due entry that `take_due` drops unsent.
-        if not notices:
+        if not sent:
             return
         due = time.time() + self.ack_timeout_s
         async with self._redis.pipeline(transaction=False) as pipe:
-            for notice in notices:
+            for notice, body in sent:
                 states, stored, _ = self._keys(notice.report_id)
-                pipe.hsetnx(stored, notice.notice_id, notice.model_dump_json())
+                pipe.hsetnx(stored, notice.notice_id, body)
                 pipe.hsetnx(states, notice.notice_id, NoticeState.AWAITING)
                 await self._due.add({f"{notice.report_id}|{notice.notice_id}": due}, nx=True,
                                     pipe=pipe)

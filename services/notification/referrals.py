@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from shared.contracts import Priority
+
 
 class AgencyState(StrEnum):
     REFERRING = "referring"
@@ -94,6 +96,9 @@ class Confirmed:
 class Retraction:
     first: bool
     to_correct: list[str]
+    # Read in the same step for the corrections to carry; not part of the state machine.
+    mark: dict[str, str] = field(default_factory=dict, compare=False)
+    priority: Priority = field(default=Priority.NORMAL, compare=False)
 
 
 @dataclass(frozen=True)

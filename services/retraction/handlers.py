@@ -35,21 +35,24 @@ async def retract(
     timeline: Recorder,
     commands: list[RetractReport],
     dispatch: notices.Dispatch = notices.UNSIGNED,
-) -> dict[str, list[str]]:
-    """Retract reports (at most one command a report); returns the agencies this call
-    corrected, by report."""
+) -> None:
+    """Retract reports (at most one command a report): mark each in the ledger, correct every
+    agency that got its referral, and tell the pipeline which agencies were corrected."""
     retractions = await ledger.retract({
         c.report_id: (c.requested_at, c.requested_by, c.actor, c.reason) for c in commands})
-    owed = {r: x.to_correct for r, x in retractions.items() if x.to_correct}
-    priorities = await ledger.priorities(list(owed))
-    # Facts wait for the batch's next send: these go with the corrections, after them.
+    # The fact and the event wait for the batch's next send: the corrections', after them.
     await timeline.record_many({c.report_id: [Fact(
         derived_id(c.report_id, "retracted"), "retracted", "retracted",
         {"requested_by": c.requested_by, "reason": c.reason,
          "requested_at": c.requested_at.isoformat()})] for c in commands})
+    await publish.later((ReportRetracted(
+        event_id=derived_id(c.report_id, "retracted"), report_id=c.report_id,
+        requested_by=c.requested_by, actor=c.actor, reason=c.reason,
+        corrected_agencies=retractions[c.report_id].to_correct,
+    ), topics.REPORTS_RETRACTED, c.report_id) for c in commands)
     await notices.send_corrections(publish, ledger, timeline, {
-        r: (agencies, priorities[r]) for r, agencies in owed.items()}, dispatch)
-    return {c.report_id: retractions[c.report_id].to_correct for c in commands}
+        r: (x.to_correct, x.priority) for r, x in retractions.items()}, dispatch,
+        marks={r: x.mark for r, x in retractions.items()})
 
 
 def register(
@@ -65,12 +68,7 @@ def register(
     @broker.consume(topics.RETRACTIONS_REQUESTED, group="retraction", model=RetractReport)
     async def on_retract_reports(commands: list[RetractReport]) -> None:
         for commands_now in in_rounds(commands, key=lambda c: c.report_id):
-            corrected = await retract(publish, ledger, timeline, commands_now, dispatch)
-            await publish.send((ReportRetracted(
-                event_id=derived_id(c.report_id, "retracted"), report_id=c.report_id,
-                requested_by=c.requested_by, actor=c.actor, reason=c.reason,
-                corrected_agencies=corrected[c.report_id],
-            ), topics.REPORTS_RETRACTED, c.report_id) for c in commands_now)
+            await retract(publish, ledger, timeline, commands_now, dispatch)
 
     if dispatch.outbox is not None:
         outbox, registry = dispatch.outbox, AgencyRegistry(settings.tipline_routing_file)

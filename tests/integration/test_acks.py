@@ -181,7 +181,7 @@ async def test_outcomes_show_in_the_timeline_and_foreign_acks_are_refused(
     routing, signers = registered(tmp_path, [mine, other])
     registry = AgencyRegistry(routing)
     correction = notices.correction_notice(report_id, mine, {}, Priority.NORMAL)
-    await outbox.track(correction)
+    await outbox.track((correction, correction.model_dump_json().encode()))
     with pytest.raises(Poison, match="acknowledged a notice sent to"):
         await on_response(outbox, timeline, signed(AgencyResponse(
             response_id="r1", agency_id=other, report_id=report_id, kind="ack",

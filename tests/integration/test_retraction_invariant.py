@@ -172,3 +172,42 @@ async def test_redelivery_after_referral_and_retraction_is_not_withheld(redis: R
     whats = {e["what"] for e in await timeline.entries(report_id)}
     assert "referral withheld" not in whats, whats
     assert "referral delivered" in whats
+
+
+async def test_a_correction_carries_the_first_retraction_and_the_report_priority(
+    redis: Redis,
+) -> None:
+    """What the ledger's retract step reads for the corrections (in the same script): the first
+    retraction's when, who and why (a second retraction changes none of it), and the priority
+    the report was referred with; the pipeline hears which agencies were corrected."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Capturing(RecordingBroker):
+        async def deliver(self, topic: str, key: bytes, value: bytes) -> None:
+            sent.append((topic, json.loads(value)))
+
+    report_id = f"mark-{uuid.uuid4().hex}"
+    ledger, timeline = Ledger(redis), Timeline(redis)
+    publish = Publisher(Capturing(random.Random(3), crash_rate=0.0))  # type: ignore[arg-type]
+    await refer(publish, ledger, timeline, [ReportSupplemented(
+        event_id=derived_id(report_id, "supplemented"), report_id=report_id, esp_id="esp",
+        report=Report(), agencies=["a1", "a2"], priority=Priority.IMMINENT,
+        jurisdiction="test", rules_version="test")])
+    first = RetractReport(command_id=derived_id(report_id, "retract"), report_id=report_id,
+                          requested_by="esp", actor="esp-7", reason="duplicate upload")
+    await retract(publish, ledger, timeline, [first])
+    await retract(publish, ledger, timeline, [first.model_copy(update={
+        "command_id": derived_id(report_id, "again"), "requested_by": "analyst",
+        "actor": "analyst-1",
+        "reason": "something else"})])
+
+    corrections = [v for t, v in sent if t.startswith("tipline.agency.")
+                   and v["kind"] == "correction"]
+    assert {c["agency_id"] for c in corrections} == {"a1", "a2"}
+    for correction in corrections:
+        assert correction["priority"] == Priority.IMMINENT.value
+        assert correction["payload"]["reason"] == "duplicate upload"
+        assert correction["payload"]["requested_by"] == "esp"
+        assert correction["payload"]["retracted_at"] == first.requested_at.isoformat()
+    retracted = [v for t, v in sent if t == "tipline.reports.retracted"]
+    assert [r["corrected_agencies"] for r in retracted] == [["a1", "a2"], []]

@@ -187,9 +187,9 @@ async def test_the_ack_script_agrees(redis: Redis, events: list[tuple[str, Notic
                 model[notice_id] = after
             state = model.get(notice_id, "none")
             if event is NoticeEvent.TRACK:
-                await outbox.track(AgencyNotice(kind="correction", notice_id=notice_id,
-                                                report_id=report_id, agency_id="a1",
-                                                issued_at=now()))
+                notice = AgencyNotice(kind="correction", notice_id=notice_id,
+                                      report_id=report_id, agency_id="a1", issued_at=now())
+                await outbox.track((notice, notice.model_dump_json().encode()))
             elif event is NoticeEvent.ACKNOWLEDGE:
                 assert await outbox.acknowledge(report_id, notice_id) == state
             else:
