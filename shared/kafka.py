@@ -26,7 +26,7 @@ from shared.seals import Seals
 from shared.settings import Settings
 from shared.telemetry import tracer_provider
 from shared.topics import WRITERS
-from shared.topology import topic_config
+from shared.topology import partitions_of, topic_config
 
 __all__ = ["TiplineBroker", "consumer_lag", "consumer_options", "ensure_topics",
            "kafka_client_options", "kafka_security", "make_broker"]
@@ -147,8 +147,11 @@ def outgoing(service: str, seals: Seals | None) -> type[BaseMiddleware]:
     return Outgoing
 
 
-async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
-    """Create topics up front (so consumers join at once and partitions are what we want).
+async def ensure_topics(settings: Settings, names: list[str],
+                        partitions: int | None = None) -> list[str]:
+    """Create topics up front (so consumers join at once and partitions are what we want):
+    KAFKA_AGENCY_PARTITIONS for an agency's notice topic, KAFKA_PARTITIONS for the others, or
+    `partitions` for all of these.
 
     tipline's topics get their retention from `shared.topology` (preservation); returns the
     names created by this call.
@@ -163,7 +166,9 @@ async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
             await admin.create_topics(
                 [
                     NewTopic(
-                        n, settings.kafka_partitions, replication,
+                        n, partitions or partitions_of(n, settings.kafka_partitions,
+                                                       settings.kafka_agency_partitions),
+                        replication,
                         topic_configs=topic_config(n, replication)
                         if n.startswith("tipline.") else None,
                     )

@@ -19,7 +19,8 @@ log = logging.getLogger("tipline.provision")
 
 async def provision(settings: Settings, attempts: int = 30, pause_s: float = 2.0) -> list[str]:
     agencies = load_agencies(settings.tipline_routing_file)
-    specs = topic_specs(agencies, settings.kafka_partitions, settings.kafka_replication_factor)
+    specs = topic_specs(agencies, settings.kafka_partitions, settings.kafka_replication_factor,
+                        settings.kafka_agency_partitions)
     for attempt in range(1, attempts + 1):
         try:
             return await ensure_topics(settings, [s.name for s in specs])

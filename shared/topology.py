@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from shared.topics import PIPELINE_TOPICS, agency_topic
+from shared.topics import PIPELINE_TOPICS, agency_of_topic, agency_topic
 
 PRESERVE = timedelta(days=366)
 # Topics that hold only the latest value per key (safe to compact). Empty on purpose: see above.
@@ -38,10 +38,17 @@ def topic_config(name: str, replication: int) -> dict[str, str]:
     return config
 
 
-def topic_specs(agency_ids: Iterable[str], partitions: int, replication: int) -> list[TopicSpec]:
+def partitions_of(name: str, partitions: int, agency_partitions: int) -> int:
+    """An agency's notice topic gets `agency_partitions`; every other topic `partitions`."""
+    return agency_partitions if agency_of_topic(name) else partitions
+
+
+def topic_specs(agency_ids: Iterable[str], partitions: int, replication: int,
+                agency_partitions: int = 1) -> list[TopicSpec]:
     """Every topic tipline needs: the pipeline's and one notice topic per agency."""
     names = [*PIPELINE_TOPICS, *(agency_topic(a) for a in sorted(agency_ids))]
-    return [TopicSpec(n, partitions, replication, topic_config(n, replication))
+    return [TopicSpec(n, partitions_of(n, partitions, agency_partitions), replication,
+                      topic_config(n, replication))
             for n in dict.fromkeys(names)]
 
 

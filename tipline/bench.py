@@ -317,7 +317,10 @@ async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, k
                        latency: bool = True) -> dict[str, Any]:
     """A relay chain of `kind` ("relay" or "fsrelay"): throughput, latency, the relays' memory."""
     names = CHAINS[kind]
-    await ensure_topics(settings, names)
+    await ensure_topics(settings, names[:-1])
+    # The sink reads as an agency reads its notice topic: as many partitions, so the chain's
+    # last hop costs what the pipeline's does.
+    await ensure_topics(settings, names[-1:], partitions=settings.kafka_agency_partitions)
     relays = [stack.spawn(f"{kind}-{i + 1}", [sys.executable, "-m", "tipline.bench", kind,
                                               names[i], names[i + 1], f"bench-{kind}-{i + 1}"],
                           env=stack.env())
@@ -352,7 +355,7 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str
                           copies: int = 1) -> dict[str, Any]:
     """The pipeline's throughput and its latency at the offered rate; with `copies` > 1, then
     its throughput again with each further copy of every consuming service started."""
-    watch = NoticeWatch(settings, ONE_AGENCY)  # as few partitions as the raw chain's sink
+    watch = NoticeWatch(settings, ONE_AGENCY)  # as many partitions as the raw chain's sink
     arrived: dict[str, float] = {}
 
     def on_notice(report_id: str) -> None:

@@ -35,3 +35,19 @@ async def test_a_new_topic_keeps_its_records_a_year_and_a_day(settings: Settings
 async def test_provisioning_twice_creates_nothing_the_second_time(settings: Settings) -> None:
     await provision(settings, attempts=3, pause_s=0.1)
     assert await provision(settings, attempts=3, pause_s=0.1) == []
+
+
+async def test_an_agency_topic_gets_its_own_partition_count(settings: Settings) -> None:
+    """An agency's notice topic gets KAFKA_AGENCY_PARTITIONS; any other, KAFKA_PARTITIONS."""
+    suffix = uuid.uuid4().hex[:8]
+    agency, other = f"tipline.agency.p-{suffix}", f"tipline.test.p-{suffix}"
+    custom = settings.model_copy(update={"kafka_partitions": 3, "kafka_agency_partitions": 2})
+    await ensure_topics(custom, [agency, other])
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        described = {t["topic"]: len(t["partitions"])
+                     for t in await admin.describe_topics([agency, other])}
+    finally:
+        await admin.close()
+    assert described == {agency: 2, other: 3}
