@@ -5,6 +5,7 @@ Every event id is derived from what it is about, so a redelivery carries the sam
 consumers can recognise it.
 """
 
+import hashlib
 import uuid
 from dataclasses import field
 from datetime import UTC, datetime
@@ -18,8 +19,14 @@ _NAMESPACE = uuid.UUID("6f1c1a52-54b6-4c39-9d6f-3b0f4c1d2e7a")
 
 
 def derived_id(*parts: str) -> str:
-    """A stable id for the thing named by `parts` (the same on every redelivery)."""
-    return str(uuid.uuid5(_NAMESPACE, "|".join(parts)))
+    """A stable id for the thing named by `parts` (the same on every redelivery): exactly
+    `str(uuid.uuid5(_NAMESPACE, "|".join(parts)))`, without building a UUID object (a few ids a
+    record: uuid5 was 5% of referral's CPU)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE.bytes + "|".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def now() -> datetime:

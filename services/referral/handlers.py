@@ -52,10 +52,12 @@ async def refer(
         e.report_id, [])]
     # The referral's event and facts go in the notices' own send, after them: one round trip,
     # and a send that fails is made again whole, so neither outlives a notice not delivered.
-    await timeline.record_many({r: [
-        Fact(notices.notice_id("referral", r, a), "referral delivered", "referred",
-             {"agency": a, "priority": priority[r].name.lower()}) for a in agencies]
-        for r, agencies in to_refer.items()})
+    delivered: dict[str, list[Fact]] = {}
+    for n in referrals:
+        delivered.setdefault(n.report_id, []).append(Fact(
+            n.notice_id, "referral delivered", "referred",
+            {"agency": n.agency_id, "priority": n.priority.name.lower()}))
+    await timeline.record_many(delivered)
     await notices.send(publish, referrals, dispatch, then=[(ReportReferred(
         event_id=derived_id(r, "referred"), report_id=r, agencies=agencies,
         priority=priority[r]), topics.REPORTS_REFERRED, r) for r, agencies in to_refer.items()])
