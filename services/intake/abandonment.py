@@ -9,6 +9,7 @@ out through the outbox to the retraction service, which corrects whoever got the
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -45,26 +46,41 @@ class Abandonment:
     async def sweep(self, at: float | None = None, limit: int = 100) -> list[str]:
         """Abandon every open report whose time is up; returns the ones abandoned now."""
         at = at or time.time()
-        abandoned = []
-        for report_id in await self._deadlines.take(at, LEASE_S, limit):
-            command = abandon_command(report_id)
-            pending = Pending(command.command_id, topics.RETRACTIONS_REQUESTED,
-                              command.model_dump_json(), "abandoned",
-                              detail={"reason": REASON, "by": command.actor})
-
-            async def abandon(report_id: str = report_id, pending: Pending = pending) -> bool:
-                step = await self._drafts.step(report_id, Abandon(), at, pending)
-                if step.outcome == Refusal.NOT_YET and step.deadline is not None:
-                    await self._deadlines.add({report_id: step.deadline})
-                    return False
-                if step.outcome != Refusal.NOT_YET:
-                    await self._deadlines.remove(report_id)
-                return step.ok
-
-            if await self._outbox.accept(report_id, pending, abandon):
-                await self._outbox.deliver(report_id, pending)
-                abandoned.append(report_id)
+        taken = await self._deadlines.take(at, LEASE_S, limit)
+        abandoned, done = [], 0
+        try:
+            for report_id in taken:
+                if await self._abandon(report_id, at):
+                    abandoned.append(report_id)
+                done += 1
+        except Exception:
+            # The one that failed (Redis away) and the rest are due again at once, not when
+            # their lease ends: a moment's outage would hold them a minute.
+            with contextlib.suppress(Exception):  # still away: the lease brings them back
+                await self._deadlines.add({r: at for r in taken[done:]})
+            raise
         return abandoned
+
+    async def _abandon(self, report_id: str, at: float) -> bool:
+        """Abandon one report if its time is up (its draft decides); True when it was now."""
+        command = abandon_command(report_id)
+        pending = Pending(command.command_id, topics.RETRACTIONS_REQUESTED,
+                          command.model_dump_json(), "abandoned",
+                          detail={"reason": REASON, "by": command.actor})
+
+        async def abandon() -> bool:
+            step = await self._drafts.step(report_id, Abandon(), at, pending)
+            if step.outcome == Refusal.NOT_YET and step.deadline is not None:
+                await self._deadlines.add({report_id: step.deadline})
+                return False
+            if step.outcome != Refusal.NOT_YET:
+                await self._deadlines.remove(report_id)
+            return step.ok
+
+        if await self._outbox.accept(report_id, pending, abandon):
+            await self._outbox.deliver(report_id, pending)
+            return True
+        return False
 
 
 async def keep_sweeping(abandonment: Abandonment, outbox: Outbox, tick_s: float) -> None:

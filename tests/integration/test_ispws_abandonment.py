@@ -6,13 +6,16 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.intake.abandonment import DEADLINES, Abandonment
+from services.intake.drafts import Drafts
 from services.intake.esps import EspRegistry
 from services.intake.main import create_app
 from shared import topics
@@ -108,3 +111,30 @@ async def test_a_step_racing_the_sweep_wins_and_finished_reports_are_dropped(
     status = (await http.get(f"/ispws/reports/{report_id}")).json()
     assert status["state"] == "finished" and "abandoned" not in json.dumps(status["timeline"])
     assert await redis.zscore(DEADLINES, report_id) is None
+
+
+async def test_a_sweep_cut_short_by_redis_leaves_nothing_to_wait_out_its_lease(
+    http: httpx.AsyncClient, redis: Redis, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis away for a moment in the middle of a sweep (a shard restarting): what the sweep
+    took and had not abandoned is due again at once, so the next tick abandons it, not a minute
+    later when its lease would end."""
+    report_ids = [field((await http.post("/ispws/submit", content=report_xml(),
+                                         headers=XML)).text, "reportId") for _ in range(2)]
+    await asyncio.sleep(WINDOW + 0.2)
+    real, calls = Drafts.step, 0
+
+    async def away_once(self: Drafts, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RedisConnectionError("Connection closed by server.")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Drafts, "step", away_once)
+    abandonment = sweeper(app)
+    with pytest.raises(RedisConnectionError):
+        await abandonment.sweep()
+    for report_id in report_ids:
+        assert (await redis.zscore(DEADLINES, report_id) or 0) <= time.time(), "still leased"
+    assert set(report_ids) <= set(await abandonment.sweep())
