@@ -380,14 +380,19 @@ class Publisher:
             partition = self.partitioner(key, partitions[topic], partitions[topic])
             by_partition.setdefault((topic, partition), []).append((key, value, headers))
         sent: list[asyncio.Future[Any]] = []
+
+        async def send_batch(builder: Any, topic: str, partition: int) -> None:
+            builder.close()  # complete: the producer sends it at once instead of lingering
+            sent.append(await producer.send_batch(builder, topic, partition=partition))
+
         for (topic, partition), records in by_partition.items():
             builder = producer.create_batch()
             for key, value, headers in records:
                 if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    sent.append(await producer.send_batch(builder, topic, partition=partition))
+                    await send_batch(builder, topic, partition)
                     builder = producer.create_batch()  # full: the rest in the next one
                     builder.append(key=key, value=value, timestamp=None, headers=headers)
-            sent.append(await producer.send_batch(builder, topic, partition=partition))
+            await send_batch(builder, topic, partition)
         await asyncio.gather(*sent)
         for (topic, _), records in by_partition.items():
             metrics.EVENTS_OUT.labels(self.broker.service, topic).inc(len(records))

@@ -9,10 +9,15 @@ class Builder:
 
     def __init__(self) -> None:
         self.records: list[tuple[bytes, bytes]] = []
+        self.closed = False
 
     def append(self, *, key: bytes, value: bytes, timestamp: None, headers: Any) -> object:
+        assert not self.closed, "appended to a closed batch"
         self.records.append((key, value))
         return self
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class FakeProducer:
@@ -27,6 +32,8 @@ class FakeProducer:
 
     async def send_batch(self, batch: Builder, topic: str, *, partition: int
                          ) -> "asyncio.Future[None]":
+        # Closed: complete, so aiokafka sends it at once rather than after linger_ms.
+        assert batch.closed, "a batch sent open"
         for key, value in batch.records:
             await self.deliver(topic, key, value)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
