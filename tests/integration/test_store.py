@@ -1,15 +1,18 @@
 """Scripts pipelined for many reports survive a server that forgot them (restarted, failed over),
-on one server and on the cluster."""
+on one server and on the cluster; a command the cluster client never wrote is sent again."""
 
 import uuid
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from redis.asyncio import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.notification.ledger import Ledger
 from shared.contracts import Priority
 from shared.settings import Settings
-from shared.store import connect
+from shared.store import UNSENT_ATTEMPTS, connect
 from tipline.stack import Stack
 
 
@@ -31,5 +34,45 @@ async def test_a_script_cache_emptied_under_a_batch_is_filled_again(
         await ledger.confirm_referrals(reports)
         for report_id in reports:
             assert await ledger.states(report_id) == {"a1": "referred"}
+    finally:
+        await redis.aclose()
+
+
+def cluster_settings(settings: Settings, shards: Stack) -> Settings:
+    return settings.model_copy(update={
+        "redis_url": shards.redis, "redis_cluster": True,
+        "redis_password": SecretStr(shards.redis_password)})
+
+
+async def test_a_command_never_written_is_sent_again_and_a_lost_reply_is_not(
+    settings: Settings, valkey_cluster: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the cluster client re-learns the cluster (a shard restarting) it disconnects
+    connections in use. A command whose connection lost its writer before the write was never
+    sent, so it is sent again; one that lost its reader after the write may have run, so it is
+    a connection lost (Redis away), never run twice; and a command that keeps failing so is
+    given up after a few tries."""
+    redis = connect(cluster_settings(settings, valkey_cluster))
+    real, failures = RedisCluster.execute_command, []
+
+    async def flaky(self: RedisCluster, *args: Any, **kwargs: Any) -> Any:
+        if failures:
+            name = failures.pop(0)
+            raise AttributeError(f"'NoneType' object has no attribute '{name}'", name=name)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RedisCluster, "execute_command", flaky)
+    key = f"tipline:{{store-{uuid.uuid4().hex[:8]}}}:n"
+    try:
+        failures[:] = ["writelines", "writelines"]
+        assert await redis.incr(key) == 1  # sent again, and once only
+        failures[:] = ["read"]
+        with pytest.raises(RedisConnectionError, match="lost while in use"):
+            await redis.incr(key)
+        failures[:] = ["writelines"] * UNSENT_ATTEMPTS
+        with pytest.raises(RedisConnectionError, match="lost while in use"):
+            await redis.incr(key)
+        assert not failures
+        assert await redis.get(key) == "1"
     finally:
         await redis.aclose()
