@@ -14,6 +14,7 @@ get REDIS_CLUSTER=true.
 
 import ctypes
 import os
+import random
 import secrets
 import signal
 import socket
@@ -46,9 +47,30 @@ def _die_with_parent(sig: int) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nothing listens on, for a child to bind, chosen below the kernel's
+    ephemeral range: a port from that range, freed here, may be taken by any process's outgoing
+    connection before the child binds it (a service once failed at start with "address already
+    in use" while the whole suite ran)."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randint(max(1024, low - 10_000), low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use
+            return port
+    with socket.socket() as s:  # all tried were taken: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel picks outgoing connections' ports from."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:

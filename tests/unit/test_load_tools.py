@@ -1,14 +1,15 @@
 """The load tools' pure parts: the generated stream, the replay schedule, percentiles, the
-names of service copies."""
+names of service copies; and the ports the stack gives its children."""
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
 
 from tipline.generate import Mix, events, read, write
 from tipline.replay import percentiles, schedule
-from tipline.stack import CONSUMERS, copy_name, service_of
+from tipline.stack import CONSUMERS, copy_name, free_port, service_of
 from tipline.synthetic import expected_agencies
 
 
@@ -119,3 +120,13 @@ def test_the_load_tools_routing_knowledge_agrees_with_the_rules() -> None:
             report = {**synthetic_report(rng), "location": place, "incident_type": incident_type}
             got = resolve("r", Report.model_validate(report), rules).agencies
             assert set(got) == expected_agencies(report), (place, incident_type)
+
+
+def test_a_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:
+    """Outgoing connections never take it before the child the port is for binds it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 <= p < low for p in ports)
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
