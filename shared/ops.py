@@ -18,8 +18,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.metrics import CONSUMER_LAG, HTTP_REQUESTS, HTTP_SECONDS
 from shared.settings import Settings
@@ -159,18 +160,35 @@ def router(ops: Ops, *, skip: Iterable[str] = ()) -> APIRouter:
 
 def count_requests(app: FastAPI, service: str) -> None:
     """Requests and their latency per route template (never the path: it holds report ids)."""
+    app.add_middleware(CountRequests, service=service)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        status = 500
+
+class CountRequests:
+    """ASGI middleware for `count_requests`. Plain ASGI, not `@app.middleware("http")`, which
+    runs each request in a task of its own with memory streams between: two of those were about
+    a quarter of intake's CPU a request (measured: 177-186 against 98-153 submits/s)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, sending)
         finally:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
+            route = getattr(scope.get("route"), "path", "unmatched")
             if route not in ("/healthz", "/readyz", "/metrics"):
-                HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
-                HTTP_SECONDS.labels(service, request.method, route).observe(
+                HTTP_REQUESTS.labels(self.service, scope["method"], route, str(status)).inc()
+                HTTP_SECONDS.labels(self.service, scope["method"], route).observe(
                     time.perf_counter() - started)

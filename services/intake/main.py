@@ -11,13 +11,12 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.intake import api, ispws
 from services.intake.abandonment import DEADLINES, Abandonment, keep_sweeping
@@ -105,33 +104,62 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+class RequestIds:
+    """ASGI middleware: a Request-ID on every answer and a log line a request; an exception no
+    handler took answered 503 with Retry-After while a dependency is away, else 500, in the
+    API's own words. Plain ASGI, as `shared.ops.CountRequests` says why."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        rid = request.state.request_id = uuid.uuid4().hex
+        trace.get_current_span().set_attribute("tipline.request_id", rid)
+        status, started = 500, False
+
+        async def sending(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (b"request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            log.exception("request_id=%s %s %s failed", rid, request.method, request.url.path)
+            if started:  # too late to answer: the server closes the connection
+                raise
+            await failed(request, exc)(scope, receive, sending)
+        log.info("request_id=%s %s %s -> %s esp=%s", rid, request.method, request.url.path,
+                 status, getattr(request.state, "esp_id", "-"),
+                 extra={"report_id": getattr(request.state, "report_id", None)})
+
+
+def failed(request: Request, exc: Exception) -> Response:
+    """The answer to a request that raised: 503 with Retry-After while a dependency is away,
+    else 500; never without the id to quote."""
+    status = 503 if isinstance(exc, UNAVAILABLE) else 500
+    if request.url.path.startswith(ispws.PREFIX):
+        response = ispws.answered(request, Answer(Code.SERVER_ERROR, http_status=status))
+    else:
+        response = JSONResponse({"detail": "server error" if status == 500 else
+                                 "temporarily unavailable, retry",
+                                 "request_id": request.state.request_id}, status)
+    if status == 503:
+        response.headers["Retry-After"] = "2"
+    return response
+
+
 def answer_errors(app: FastAPI) -> None:
     """Request-ID on every answer, and errors answered in each API's own words: never a 500
     without the id to quote, 503 with Retry-After while a dependency is away."""
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Any) -> Response:
-        rid = uuid.uuid4().hex
-        request.state.request_id = rid
-        trace.get_current_span().set_attribute("tipline.request_id", rid)
-        try:
-            response: Response = await call_next(request)
-        except Exception as exc:
-            log.exception("request_id=%s %s %s failed", rid, request.method, request.url.path)
-            status = 503 if isinstance(exc, UNAVAILABLE) else 500
-            if request.url.path.startswith(ispws.PREFIX):
-                response = ispws.answered(request, Answer(Code.SERVER_ERROR, http_status=status))
-            else:
-                response = JSONResponse({"detail": "server error" if status == 500 else
-                                         "temporarily unavailable, retry", "request_id": rid},
-                                        status)
-            if status == 503:
-                response.headers["Retry-After"] = "2"
-        response.headers["Request-ID"] = rid
-        log.info("request_id=%s %s %s -> %s esp=%s", rid, request.method, request.url.path,
-                 response.status_code, getattr(request.state, "esp_id", "-"),
-                 extra={"report_id": getattr(request.state, "report_id", None)})
-        return response
+    app.add_middleware(RequestIds)
 
     @app.exception_handler(Answer)
     async def on_answer(request: Request, answer: Answer) -> Response:
