@@ -99,14 +99,15 @@ class Cluster(RedisCluster):
     answering while one restarts. A pipeline is not (its commands to other nodes may have gone)."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        for attempt in range(1, UNSENT_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             try:
                 return await super().execute_command(*args, **kwargs)
             except AttributeError as exc:
                 if attempt == UNSENT_ATTEMPTS or not _unsent(exc):
                     raise _lost(exc) from exc
-                await asyncio.sleep(0.01 * attempt)
-        raise AssertionError("unreachable")
+            await asyncio.sleep(0.01 * attempt)
+            attempt += 1
 
     def pipeline(self, transaction: Any | None = None,
                  shard_hint: Any | None = None) -> ClusterPipeline:

@@ -47,18 +47,17 @@ class Abandonment:
         """Abandon every open report whose time is up; returns the ones abandoned now."""
         at = at or time.time()
         taken = await self._deadlines.take(at, LEASE_S, limit)
-        abandoned, done = [], 0
-        try:
-            for report_id in taken:
+        abandoned = []
+        for i, report_id in enumerate(taken):
+            try:
                 if await self._abandon(report_id, at):
                     abandoned.append(report_id)
-                done += 1
-        except Exception:
-            # The one that failed (Redis away) and the rest are due again at once, not when
-            # their lease ends: a moment's outage would hold them a minute.
-            with contextlib.suppress(Exception):  # still away: the lease brings them back
-                await self._deadlines.add({r: at for r in taken[done:]})
-            raise
+            except Exception:
+                # This one (Redis away) and the rest are due again at once, not when their
+                # lease ends: a moment's outage would hold them a minute.
+                with contextlib.suppress(Exception):  # still away: the lease brings them back
+                    await self._deadlines.add({r: at for r in taken[i:]})
+                raise
         return abandoned
 
     async def _abandon(self, report_id: str, at: float) -> bool:
