@@ -1,6 +1,7 @@
 """Batch delivery on the real broker and Valkey: per-report order across batches, poison kept
 apart, a transient failure redelivered with nothing committed, a bug dead-lettered after its
-attempts, and a dead letter that could not be published retried before the commit."""
+attempts, a dead letter that could not be published retried before the commit, and a patient
+subscriber fetching a trickle in few batches."""
 
 import asyncio
 import json
@@ -180,3 +181,33 @@ async def test_a_dead_letter_the_broker_refuses_is_retried_before_the_commit(
         letters = await letters_for(local, topic, 1)
     assert len(letters) == 1
     assert await committed(local, group, topic) == 2
+
+
+async def test_a_patient_subscriber_takes_a_trickle_in_few_batches(settings: Settings) -> None:
+    """What nobody waits on (the timeline's facts, acks, bulk referrals) is fetched over the
+    patient wait, not as it trickles in: each batch costs a fetch, a commit and a round trip."""
+    local, topic, group = await setup(settings)
+    local = local.model_copy(update={"kafka_patient_fetch_wait_ms": 400,
+                                     "tipline_batch_max_records": 500})
+    batches: dict[str, list[int]] = {"patient": [], "quick": []}
+    brokers = []
+    for kind in batches:
+        broker = make_broker(local, "test-delivery", sealed=False)
+
+        @broker.consume(topic, group=f"{group}-{kind}", model=Step, patient=kind == "patient")
+        async def on_steps(events: list[Step], kind: str = kind) -> None:
+            batches[kind].append(len(events))
+
+        brokers.append(broker)
+    async with running(brokers[0]), running(brokers[1]):
+        await produce(local, topic, steps("warm", range(1)))
+        await until(lambda: all(batches.values()))
+        for n in range(80):  # a step every 20 ms, over 1.6 s
+            await produce(local, topic, steps("trickle", range(n, n + 1)))
+            await asyncio.sleep(0.02)
+        await until(lambda: all(sum(b) == 81 for b in batches.values()))
+    # Quick: about a batch a step. Patient: about a batch a wait (1.6 s is four waits; measured
+    # 4-6 batches). A fetch that waits only for something to come is answered every half wait or
+    # sooner: 12 or more batches.
+    assert len(batches["quick"]) > 30, batches
+    assert len(batches["patient"]) <= 8, batches
