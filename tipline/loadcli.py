@@ -141,7 +141,7 @@ def add_commands(sub: Any) -> None:
                      help="seconds of steady load to watch memory over (default: skip)")
     ben.add_argument("--profile", action="store_true", help="py-spy each service (needs py-spy)")
     ben.add_argument("--fetch-wait-ms", type=int,
-                     help="consumers' fetch_max_wait_ms for this run (default: the setting, 5)")
+                     help="consumers' fetch_max_wait_ms for this run (default: the setting, 10)")
     ben.add_argument("--copies", type=int, default=1,
                      help="also measure the pipeline's throughput with 2..N copies of each "
                           "consuming service (topics get 8 partitions)")
