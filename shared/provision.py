@@ -12,18 +12,17 @@ from shared.agencies import load_agencies
 from shared.kafka import ensure_topics
 from shared.settings import Settings, get_settings
 from shared.telemetry import configure_logging
-from shared.topology import topic_specs
+from shared.topology import topic_names
 
 log = logging.getLogger("tipline.provision")
 
 
 async def provision(settings: Settings, attempts: int = 30, pause_s: float = 2.0) -> list[str]:
-    agencies = load_agencies(settings.tipline_routing_file)
-    specs = topic_specs(agencies, settings.kafka_partitions, settings.kafka_replication_factor,
-                        settings.kafka_agency_partitions)
+    # ensure_topics gives each its partitions and configs (shared.topology), from the settings.
+    names = topic_names(load_agencies(settings.tipline_routing_file))
     for attempt in range(1, attempts + 1):
         try:
-            return await ensure_topics(settings, [s.name for s in specs])
+            return await ensure_topics(settings, names)
         except Exception as exc:  # the broker may still be electing its controller
             if attempt == attempts:
                 raise

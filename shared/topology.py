@@ -43,13 +43,17 @@ def partitions_of(name: str, partitions: int, agency_partitions: int) -> int:
     return agency_partitions if agency_of_topic(name) else partitions
 
 
+def topic_names(agency_ids: Iterable[str]) -> list[str]:
+    """Every topic tipline needs: the pipeline's and one notice topic per agency."""
+    return list(dict.fromkeys([*PIPELINE_TOPICS, *(agency_topic(a) for a in sorted(agency_ids))]))
+
+
 def topic_specs(agency_ids: Iterable[str], partitions: int, replication: int,
                 agency_partitions: int = 1) -> list[TopicSpec]:
-    """Every topic tipline needs: the pipeline's and one notice topic per agency."""
-    names = [*PIPELINE_TOPICS, *(agency_topic(a) for a in sorted(agency_ids))]
+    """Every topic tipline needs, with its partitions, replication and configs."""
     return [TopicSpec(n, partitions_of(n, partitions, agency_partitions), replication,
                       topic_config(n, replication))
-            for n in dict.fromkeys(names)]
+            for n in topic_names(agency_ids)]
 
 
 def _ms(delta: timedelta) -> int:
