@@ -128,7 +128,11 @@ class Timeline:
         return dict(await self._redis.hgetall(self._keys(report_id)[0]))  # type: ignore[arg-type]
 
     async def entries(self, report_id: str) -> list[dict[str, Any]]:
-        return [json.loads(e) for e in await self._redis.lrange(self._keys(report_id)[2], 0, -1)]
+        """The entries in the order they happened: each service's facts travel on their own
+        partition, so a later hop's record can be fetched a batch before an earlier hop's."""
+        entries = [json.loads(e)
+                   for e in await self._redis.lrange(self._keys(report_id)[2], 0, -1)]
+        return sorted(entries, key=lambda e: datetime.fromisoformat(e["at"]))
 
 
 # --- what the status view reads from the entries (pure) ------------------------------------------

@@ -172,6 +172,24 @@ async def test_a_fetched_batch_of_fact_records_agrees(redis: Redis,
         await redis.delete(report, seen, entries)
 
 
+async def test_a_later_hop_fetched_first_reads_back_in_the_order_things_happened(
+        redis: Redis) -> None:
+    """Each service's facts share a partition, not one with other services': referral's record
+    can be fetched a batch before validation's. The ESP's timeline still reads in order."""
+    timeline, report_id = Timeline(redis), a_report()
+    sent = now()
+    told = [TimelineFacts(event_id=f"record-{what}", occurred_at=sent + timedelta(seconds=n),
+                          facts={report_id: [Fact(f"fact-{what}", what, None)]})
+            for n, what in enumerate(["validated", "supplemented", "referral delivered"])]
+    try:
+        for record in reversed(told):  # three fetched batches, the latest hop's first
+            await timeline.record_events([record])
+        assert [e["what"] for e in await timeline.entries(report_id)] == [
+            "validated", "supplemented", "referral delivered"]
+    finally:
+        await redis.delete(*Timeline._keys(report_id))
+
+
 # --- acknowledgements --------------------------------------------------------------------------
 
 @agree
