@@ -34,7 +34,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check shared services tipline tests
 	$(BIN)/mypy shared services tipline
 
-## bench: the raw aiokafka relay chain against the pipeline on a fresh embedded stack (a few minutes)
+## bench: the raw aiokafka relay chain against the pipeline, each on a fresh embedded broker (a few minutes)
 bench: $(INSTALLED)
 	mkdir -p .tipline && $(BIN)/tipline bench --json .tipline/bench.json
 

@@ -1,4 +1,4 @@
-"""The benchmark: the pipeline against a raw aiokafka relay chain, on one fresh broker.
+"""The benchmark: the pipeline against a raw aiokafka relay chain, each on a fresh broker.
 
 (a) The ceiling: a chain of raw aiokafka relays, each its own process, as many hops as the
     pipeline has (submitted -> validation -> supplementation -> referral -> agency topic: three
@@ -38,6 +38,7 @@ from shared.batches import Publisher
 from shared.contracts import Report, ReportSubmitted, derived_id
 from shared.kafka import RememberingPartitioner, ensure_topics, kafka_client_options, make_broker
 from shared.seals import Seals
+from shared.service import freeze_startup_objects
 from shared.settings import CONFIG_DIR, Settings
 from tipline import generate
 from tipline.esps import dev_logins
@@ -75,13 +76,17 @@ FANOUT_RATE = 10  # actions a second: reports, then their retractions once refer
 LONG_REPLAY_RATE = 100.0
 
 
-# Latency first: each chain's latency is measured before its throughput, on topics as fresh as
-# the other chain's. The embedded broker grows slower as a partition fills: its CPU a request
-# grows with the record batches the partition holds (one partition fed 5,000 single-record
-# batches took a produce-and-fetch from 0.9 to 4.3 ms of broker CPU; 80,000 records in large
-# batches moved it to 1.7 ms). Four rounds of 5,000 messages at 500/s through the same raw chain
-# took its p99 from 92 to 203, 447 and 625 ms; through a fresh chain each round, 99 to 104, 113
-# and 123 ms. A saturation stage puts several times more through one chain than the other.
+# Fair: each chain runs as alike as the bench can make them.
+# - Each on an embedded broker of its own, fresh. The broker grows slower as it fills: its CPU a
+#   request grows with the record batches a partition holds (one partition fed 5,000
+#   single-record batches took a produce-and-fetch from 0.9 to 4.3 ms of broker CPU), and with
+#   what the other topics hold: the pipeline's p99 at 500/s was 81-90 ms on a fresh broker and
+#   97-103 ms after both chains' saturation stages had run on it (measured).
+# - Latency first, then throughput: five rounds of 5,000 messages at 500/s through the same raw
+#   chain took its p99 from 92 to 203, 447 and 625 ms.
+# - Every relay collects garbage as the services do (shared.service.freeze_startup_objects). A
+#   relay process imports what the bench does, and a full collection over all of it paused a
+#   hop 60-90 ms: the raw chain's p99 at 500/s was 65-121 ms, settled 46-68 (measured).
 
 # --- The raw relay (runs as its own process: `python -m tipline.bench relay SRC DST GROUP`) ----
 
@@ -96,6 +101,7 @@ async def relay(settings: Settings, source: str, target: str, group: str) -> Non
     producer = producer_for(settings)
     await producer.start()
     await consumer.start()
+    freeze_startup_objects()  # both chains collect garbage as the services do ("Fair", above)
     try:
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=500)
@@ -123,7 +129,13 @@ async def faststream_relay(settings: Settings, source: str, target: str, group: 
     async def hop(events: list[ReportSubmitted]) -> None:
         await publish.send((e, target, e.report_id) for e in events)
 
-    await FastStream(broker).run()
+    app = FastStream(broker)
+
+    @app.after_startup
+    async def settle() -> None:  # as the services do ("Fair", above)
+        freeze_startup_objects()
+
+    await app.run()
 
 
 # --- Feeding and timing ---------------------------------------------------------------------
@@ -530,28 +542,30 @@ async def _stage_long(settings: Settings, url: str, stack: Stack, logins: dict[s
 async def _run(workdir: Path, plan: Plan, long_replay_s: float,
                profile: bool) -> dict[str, Any]:
     run = f"b{time.time_ns()}"
-    os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # always a fresh embedded broker
+    os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # always fresh embedded servers
     os.environ.pop("REDIS_URL", None)
     if plan.copies > 1:  # room for the copies: a consumer a partition at most
         os.environ["KAFKA_PARTITIONS"] = str(max(8, plan.copies))
-    stack = Stack(kafka="", redis="", http=f"http://127.0.0.1:{free_port()}", workdir=workdir)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
                                            "load_avg_at_start": os.getloadavg()}}
+    say("(a) raw relay chain ...")
+    results["raw"] = await _chain_alone(workdir / "raw", plan, run, "relay")
+    say(f"    {results['raw']['throughput_per_s']}/s; FastStream relay chain ...")
+    results["framework"] = await _chain_alone(workdir / "framework", plan, run, "fsrelay",
+                                              latency=False)
+    say(f"    {results['framework']['throughput_per_s']}/s; (b) starting the pipeline ...")
+    stack = Stack(kafka="", redis="", http=f"http://127.0.0.1:{free_port()}",
+                  workdir=workdir / "pipeline")
+    stack.workdir.mkdir(parents=True, exist_ok=True)
     try:
         start_servers(stack)
-        routing = routing_file(workdir)
+        routing = routing_file(stack.workdir)
         os.environ["TIPLINE_ROUTING_FILE"] = str(routing)
         settings = stack.settings(tipline_routing_file=routing,
                                   tipline_keys_dir=signing_keys(stack))
         results["fetch_max_wait_ms"] = settings.kafka_fetch_max_wait_ms
         await ensure_topics(settings, [*topics.PIPELINE_TOPICS,
                                        *(topics.agency_topic(a) for a in _agency_ids(settings))])
-        say("(a) raw relay chain ...")
-        results["raw"] = await _stage_chain(settings, stack, plan, run, "relay")
-        say(f"    {results['raw']['throughput_per_s']}/s; FastStream relay chain ...")
-        results["framework"] = await _stage_chain(settings, stack, plan, run, "fsrelay",
-                                                  latency=False)
-        say(f"    {results['framework']['throughput_per_s']}/s; (b) starting the pipeline ...")
         await asyncio.to_thread(start_services, stack, PIPELINE)
         await all_ready(stack)  # no group join or start-up collection inside a timed stage
         profilers = _start_profilers(stack, workdir) if profile else []
@@ -561,7 +575,7 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         say(f"    {results['pipeline']['throughput_per_s']}/s; through the HTTP API ...")
         # The bench's own ESP, and the generated stream's (esp-1 ... of tipline.generate).
         logins = await dev_logins(settings, [BENCH_ESP, *(f"esp-{i}" for i in range(1, 4))],
-                                  workdir)
+                                  stack.workdir)
         results["http"] = await _stage_http(settings, stack.http, plan, logins)
         say("    retraction fan-out to 50 agencies ...")
         results["fanout"] = await _stage_fanout(settings, stack.http, plan.fanout_reports,
@@ -576,6 +590,18 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
                                  / results["raw"]["throughput_per_s"], 3)
         results["machine"]["load_avg_at_end"] = os.getloadavg()
         return results
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+
+async def _chain_alone(workdir: Path, plan: Plan, run: str, kind: str,
+                       latency: bool = True) -> dict[str, Any]:
+    """A relay chain on an embedded broker of its own ("Fair", above)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(kafka="", redis="", http="", workdir=workdir)
+    try:
+        start_servers(stack)
+        return await _stage_chain(stack.settings(), stack, plan, run, kind, latency)
     finally:
         await asyncio.to_thread(stack.stop)
 
