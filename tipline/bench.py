@@ -86,7 +86,8 @@ LONG_REPLAY_RATE = 100.0
 #   chain took its p99 from 92 to 203, 447 and 625 ms.
 # - Every relay collects garbage as the services do (shared.service.freeze_startup_objects). A
 #   relay process imports what the bench does, and a full collection over all of it paused a
-#   hop 60-90 ms: the raw chain's p99 at 500/s was 65-121 ms, settled 46-68 (measured).
+#   hop 60-90 ms: the raw chain's p99 at 500/s was 65-121 ms, settled 46-68 (measured). So
+#   does the bench itself before it times a stage (`steady`).
 
 # --- The raw relay (runs as its own process: `python -m tipline.bench relay SRC DST GROUP`) ----
 
@@ -247,6 +248,9 @@ async def steady(
     rate: float, seconds: float, seals: Seals | None = None,
 ) -> dict[str, Any]:
     """Latency percentiles at a fixed offered rate (waits for the last message, bounded)."""
+    # The bench's own collector must not stop the clock it times with: a full collection of
+    # what earlier stages left held every arrival of the pipeline's stage 69 ms (measured).
+    freeze_startup_objects()
     sent_at: dict[str, float] = {}
     messages = [submitted(prefix, i, ONE_AGENCY_PLACE) for i in range(int(rate * seconds))]
     await feed(producer, topic, messages, rate, sent_at, seals)
