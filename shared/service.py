@@ -89,7 +89,9 @@ def run_http(create_app: Callable[[Settings], FastAPI]) -> None:
     service = service_name(create_app)
     configure_logging(settings, service)
     metrics.time_garbage_collection(service)
-    asyncio.run(serve_http(create_app(settings), settings))
+    app = create_app(settings)
+    freeze_startup_objects()  # a request in hand waits out a collection as a batch does
+    asyncio.run(serve_http(app, settings))
 
 
 async def serve_http(app: FastAPI, settings: Settings) -> None:
