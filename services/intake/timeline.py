@@ -7,7 +7,7 @@ is ever removed: a retraction is one more entry and a status, not an erasure.
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.contracts import Fact, TimelineFacts, now
@@ -132,10 +132,16 @@ class Timeline:
         partition, so a later hop's record can be fetched a batch before an earlier hop's."""
         entries = [json.loads(e)
                    for e in await self._redis.lrange(self._keys(report_id)[2], 0, -1)]
-        return sorted(entries, key=lambda e: datetime.fromisoformat(e["at"]))
+        return sorted(entries, key=lambda e: _instant(e["at"]))
 
 
 # --- what the status view reads from the entries (pure) ------------------------------------------
+
+def _instant(at: str) -> datetime:
+    """An entry's time, comparable with any other's (one written without a zone is UTC)."""
+    when = datetime.fromisoformat(at)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
 
 def agencies_of(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """Each agency as the timeline tells it: `referred` once its referral was delivered,

@@ -181,6 +181,8 @@ async def test_a_later_hop_fetched_first_reads_back_in_the_order_things_happened
     told = [TimelineFacts(event_id=f"record-{what}", occurred_at=sent + timedelta(seconds=n),
                           facts={report_id: [Fact(f"fact-{what}", what, None)]})
             for n, what in enumerate(["validated", "supplemented", "referral delivered"])]
+    # A record stamped without a zone (UTC, as every tipline clock) sorts among the others.
+    told[1] = told[1].model_copy(update={"occurred_at": told[1].occurred_at.replace(tzinfo=None)})
     try:
         for record in reversed(told):  # three fetched batches, the latest hop's first
             await timeline.record_events([record])
