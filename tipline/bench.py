@@ -82,8 +82,8 @@ LONG_REPLAY_RATE = 100.0
 #   single-record batches took a produce-and-fetch from 0.9 to 4.3 ms of broker CPU), and with
 #   what the other topics hold: the pipeline's p99 at 500/s was 81-90 ms on a fresh broker and
 #   97-103 ms after both chains' saturation stages had run on it (measured).
-# - Latency first, then throughput: five rounds of 5,000 messages at 500/s through the same raw
-#   chain took its p99 from 92 to 203, 447 and 625 ms.
+# - Latency first, then throughput, which fills the broker: four rounds of 5,000 messages at
+#   500/s through the same raw chain took its p99 from 92 to 203, 447 and 625 ms.
 # - Every relay collects garbage as the services do (shared.service.freeze_startup_objects). A
 #   relay process imports what the bench does, and a full collection over all of it paused a
 #   hop 60-90 ms: the raw chain's p99 at 500/s was 65-121 ms, settled 46-68 (measured). So
@@ -604,7 +604,7 @@ async def _chain_alone(workdir: Path, plan: Plan, run: str, kind: str,
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(kafka="", redis="", http="", workdir=workdir)
     try:
-        start_servers(stack)
+        start_servers(stack)  # its Valkey only idles: the relays' settings name one
         return await _stage_chain(stack.settings(), stack, plan, run, kind, latency)
     finally:
         await asyncio.to_thread(stack.stop)
