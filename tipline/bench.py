@@ -40,6 +40,7 @@ from shared.kafka import RememberingPartitioner, ensure_topics, kafka_client_opt
 from shared.seals import Seals
 from shared.service import freeze_startup_objects
 from shared.settings import CONFIG_DIR, Settings
+from shared.topology import topic_names
 from tipline import generate
 from tipline.esps import dev_logins
 from tipline.replay import Replay, percentiles
@@ -568,8 +569,7 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         settings = stack.settings(tipline_routing_file=routing,
                                   tipline_keys_dir=signing_keys(stack))
         results["fetch_max_wait_ms"] = settings.kafka_fetch_max_wait_ms
-        await ensure_topics(settings, [*topics.PIPELINE_TOPICS,
-                                       *(topics.agency_topic(a) for a in _agency_ids(settings))])
+        await ensure_topics(settings, topic_names(_agency_ids(settings)))
         await asyncio.to_thread(start_services, stack, PIPELINE)
         await all_ready(stack)  # no group join or start-up collection inside a timed stage
         profilers = _start_profilers(stack, workdir) if profile else []

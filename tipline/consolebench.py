@@ -45,6 +45,7 @@ from shared.seals import Seals
 from shared.settings import CONFIG_DIR, Settings
 from shared.signing import Signer, ensure_keys
 from shared.topics import WRITERS, agency_of_topic
+from shared.topology import topic_names
 from tipline.stack import free_port
 
 ESPS = [f"bench-esp-{i}" for i in range(20)]
@@ -341,8 +342,7 @@ def _rebuilt(readyz: str) -> bool:
 async def publish(kafka: str, keys: Path, reports: int, agencies: list[str], seed: int) -> int:
     """The synthetic events on their topics, as the services write them: sealed by a writer of
     the topic, notices signed."""
-    await ensure_topics(Settings(kafka_bootstrap_servers=kafka), [
-        *topics.PIPELINE_TOPICS, *(topics.agency_topic(a) for a in agencies)])
+    await ensure_topics(Settings(kafka_bootstrap_servers=kafka), topic_names(agencies))
     seals, signer = Seals(keys), Signer(keys)
     producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=20,
                                 max_batch_size=256 * 1024)

@@ -405,11 +405,10 @@ def create_topics(stack: Stack) -> None:
 
     from shared.agencies import load_agencies
     from shared.kafka import ensure_topics
-    from shared.topics import PIPELINE_TOPICS
+    from shared.topology import topic_names
 
     settings = stack.settings()
-    agencies = load_agencies(settings.tipline_routing_file)
-    names = [*PIPELINE_TOPICS, *(a.topic for a in agencies.values())]
+    names = topic_names(load_agencies(settings.tipline_routing_file))
     asyncio.run(ensure_topics(settings, names))
 
 
