@@ -21,7 +21,15 @@ from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 
 from shared import metrics
-from shared.batches import Handler, M, RememberingPartitioner, consume, consumer_options, sealed
+from shared.batches import (
+    Commits,
+    Handler,
+    M,
+    RememberingPartitioner,
+    consume,
+    consumer_options,
+    sealed,
+)
 from shared.seals import Seals
 from shared.settings import Settings
 from shared.telemetry import tracer_provider
@@ -69,11 +77,14 @@ class TiplineBroker(KafkaBroker):
         self.service, self.settings, self.seals = service, settings, seals
         self._sender: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
+        self.commits: list[Commits] = []  # each subscriber's
 
     def consume(self, *topic_names: str, group: str, model: type[M], patient: bool = False,
                 max_records: int | None = None) -> Callable[[Handler[M]], Handler[M]]:
+        self.commits.append(commits := Commits(self.service))
         return consume(self, self.settings, self.service, *topic_names, group=group,
-                       model=model, seals=self.seals, patient=patient, max_records=max_records)
+                       model=model, seals=self.seals, patient=patient, max_records=max_records,
+                       commits=commits)
 
     async def sender(self) -> AIOKafkaProducer:
         """The producer a batch's records go out on, started on first use. FastStream's own
@@ -90,6 +101,9 @@ class TiplineBroker(KafkaBroker):
         return tracer_provider(self.settings, self.service).get_tracer("tipline.publish")
 
     async def stop(self, *args: Any, **kwargs: Any) -> None:
+        # The commits on their way first, and the batch in hand's awaited, before any consumer
+        # stops.
+        await asyncio.gather(*(commits.drain() for commits in self.commits))
         await super().stop(*args, **kwargs)  # the subscribers finish their batches first
         if self._sender is not None:
             await self._sender.stop()

@@ -1,14 +1,16 @@
 """The batch delivery contract, without a broker: decode, dead letters, isolation, the commit."""
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 
-from shared.batches import Decoder, Delivery, Poison, Publisher, in_rounds, refuse
+from shared.batches import Commits, Decoder, Delivery, Poison, Publisher, in_rounds, refuse
 from shared.contracts import DeadLetter
 from shared.settings import Settings
 from shared.telemetry import tracer_provider
@@ -21,8 +23,11 @@ class Step(BaseModel):
     n: int
 
 
+TOPIC = "tipline.test"
+
+
 def record(offset: int, value: bytes, key: str = "r1", partition: int = 0) -> ConsumerRecord:
-    return ConsumerRecord("tipline.test", partition, offset, 0, 0, key.encode(), value, None,
+    return ConsumerRecord(TOPIC, partition, offset, 0, 0, key.encode(), value, None,
                           len(key), len(value), ())
 
 
@@ -53,13 +58,37 @@ class FakeBroker:
 
 
 @dataclass
+class Consumer:
+    """Takes commits of offsets, each held until `release` is set, or refused as told."""
+
+    assigned: set[TopicPartition] = field(default_factory=lambda: {TopicPartition(TOPIC, 0)})
+    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    refuse: int = 0
+
+    def __post_init__(self) -> None:
+        self.release.set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await self.release.wait()
+        if self.refuse:
+            self.refuse -= 1
+            raise CommitFailedError("the group rebalanced")
+        self.commits.append(offsets)
+
+
+@dataclass
 class Message:
     raw_message: tuple[ConsumerRecord, ...]
-    acked: int = 0
+    consumer: Consumer = field(default_factory=Consumer)
     nacked: int = 0
 
-    async def ack(self) -> None:
-        self.acked += 1
+    @property
+    def acked(self) -> int:  # commits made
+        return len(self.consumer.commits)
 
     async def nack(self) -> None:
         self.nacked += 1
@@ -82,11 +111,17 @@ SETTINGS = Settings(tipline_retry_backoff_s=0.0, tipline_max_attempts=3)
 
 
 async def deliver(records: list[ConsumerRecord], handler: Handler,
-                  broker: FakeBroker | None = None) -> tuple[Message, FakeBroker]:
+                  broker: FakeBroker | None = None, commits: Commits | None = None,
+                  consumer: Consumer | None = None) -> tuple[Message, FakeBroker]:
+    """One batch through Delivery; its commit made before this returns unless `commits` (the
+    subscriber's own, across batches) is given."""
     broker = broker or FakeBroker()
-    message = Message(tuple(records))
+    message = Message(tuple(records), consumer or Consumer())
     events = await Decoder(Step, seals=None)(message)  # type: ignore[arg-type]
-    await Delivery(broker, SETTINGS, "test")(message, events, handler)  # type: ignore[arg-type]
+    delivery = Delivery(broker, SETTINGS, "test", commits)  # type: ignore[arg-type]
+    await delivery(message, events, handler)  # type: ignore[arg-type]
+    if commits is None:
+        await delivery.commits.drain()
     return message, broker
 
 
@@ -95,6 +130,41 @@ async def test_a_batch_is_handled_as_one_and_committed_once() -> None:
     message, broker = await deliver([step("a", 1, 0), step("b", 1, 1), step("a", 2, 2)], handler)
     assert handler.calls == [[("a", 1), ("b", 1), ("a", 2)]]
     assert (message.acked, message.nacked, broker.letters) == (1, 0, [])
+    assert message.consumer.commits == [{TopicPartition(TOPIC, 0): 3}]  # after the last record
+
+
+async def test_a_commit_covers_the_batchs_own_records_on_partitions_still_assigned() -> None:
+    # Partition 1 was revoked while the batch was handled: its new owner commits it.
+    records = [step("a", 1, 7), record(8, b"{not json"), step("b", 1, 4, partition=1)]
+    message, _ = await deliver(records, Handler())
+    assert message.consumer.commits == [{TopicPartition(TOPIC, 0): 9}]
+
+
+async def test_the_next_batch_is_handled_while_a_commit_travels_and_commits_keep_order() -> None:
+    consumer, commits, handler = Consumer(), Commits("test"), Handler()
+    consumer.release.clear()  # the broker is slow to answer commits
+    for n in range(2):  # neither waits for a commit
+        await asyncio.wait_for(deliver([step("ab"[n], 1, n)], handler, commits=commits,
+                                       consumer=consumer), 5)
+    assert handler.calls == [[("a", 1)], [("b", 1)]] and consumer.commits == []
+    consumer.release.set()
+    await commits.drain()
+    assert consumer.commits == [{TopicPartition(TOPIC, 0): 1}, {TopicPartition(TOPIC, 0): 2}]
+
+
+async def test_once_stopping_a_batch_returns_only_after_its_commit() -> None:
+    consumer, commits = Consumer(), Commits("test")
+    await commits.drain()  # the service is stopping
+    await deliver([step("a", 1, 0)], Handler(), commits=commits, consumer=consumer)
+    assert consumer.commits == [{TopicPartition(TOPIC, 0): 1}]
+
+
+async def test_a_refused_commit_is_left_to_the_next_one() -> None:
+    consumer, commits = Consumer(refuse=1), Commits("test")
+    await deliver([step("a", 1, 0)], Handler(), commits=commits, consumer=consumer)
+    await deliver([step("b", 1, 1)], Handler(), commits=commits, consumer=consumer)
+    await commits.drain()
+    assert consumer.commits == [{TopicPartition(TOPIC, 0): 2}]
 
 
 async def test_an_unreadable_record_is_dead_lettered_alone() -> None:
