@@ -1,7 +1,8 @@
 """Running a service process: settings, logging, the ops endpoint, then the app until SIGTERM.
 
-FastStream stops consuming on SIGTERM/SIGINT, lets the messages in hand finish (their offsets are
-committed by the delivery middleware) and closes the broker; shared.shutdown ends a process
+FastStream stops consuming on SIGTERM/SIGINT, lets the batches in hand finish (the broker first
+waits for the commits on their way, then for each batch's own: shared.batches.Commits) and
+closes the broker; shared.shutdown ends a process
 that has not stopped by the end of its grace period. An HTTP service (intake) is served by
 uvicorn, which lets requests in hand finish within the same grace period: longer than a request
 waits for the broker, so no accepted call is cut off mid-way.
