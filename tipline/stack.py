@@ -115,6 +115,8 @@ class Stack:
     console: str = ""  # the console's URL ("" = not served)
     redis_password: str = ""  # the password of the stack's own Valkey ("" = none asked)
     redis_cluster: bool = False  # `redis` is a node of a Redis Cluster
+    # What only one service's processes get (its own Kafka and Redis logins): service -> env.
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis,
@@ -353,8 +355,8 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
         ops_port = free_port()  # health and metrics, away from the ESP port
         child = stack.spawn(copy_name(name, copy),
                             [sys.executable, "-m", f"services.{name}"],
-                            env={**env, "OTEL_SERVICE_NAME": name,
-                                 "TIPLINE_OPS_PORT": str(ops_port)})
+                            env={**env, **stack.service_env.get(name, {}),
+                                 "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": str(ops_port)})
         child.ops = f"http://127.0.0.1:{ops_port}"
     if "intake" in services:
         wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=30)
