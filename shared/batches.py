@@ -31,11 +31,12 @@ stay one trace.
 """
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -83,6 +84,10 @@ class Batch:
     refused: list[tuple[Any, Exception]] = field(default_factory=list)
     later: list["Item"] = field(default_factory=list)  # Publisher.later: for the next send
     later_by: "Publisher | None" = None
+    # In a transaction (Transactions): the producer its records go out on, and what waits for
+    # them to be committed (Publisher.once_delivered).
+    producer: AIOKafkaProducer | None = None
+    committed: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _traces: dict[bytes, Any] | None = None
 
     def trace_of(self, key: bytes) -> Any:
@@ -154,6 +159,19 @@ def dead_letter_of(service: str, record: ConsumerRecord[Any, Any],
 Handler = Callable[[list[M]], Awaitable[None]]
 
 
+def rewind(consumer: AIOKafkaConsumer, records: Iterable[ConsumerRecord[Any, Any]]) -> None:
+    """Back to the first of these records on each partition still assigned (a partition taken
+    in a rebalance is its new owner's, from the group's committed offset)."""
+    first: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        first[tp] = min(first.get(tp, record.offset), record.offset)
+    assigned = consumer.assignment()
+    for tp, offset in first.items():
+        if tp in assigned:
+            consumer.seek(tp, offset)
+
+
 def next_offsets(records: Iterable[ConsumerRecord[Any, Any]]) -> dict[TopicPartition, int]:
     """Where each partition of these records goes on from once they are all handled."""
     offsets: dict[TopicPartition, int] = {}
@@ -207,16 +225,82 @@ class Commits:
                         self.service, describe_error(exc))
 
 
+class Transactions:
+    """One subscriber's transactional producer, where the broker offers transactions: what a
+    batch publishes and the offsets it consumed are committed together, or neither is.
+
+    The story of a sender killed mid-batch: its transaction stays open, so readers of committed
+    records (every consumer, and the agencies' clients) see none of its records. The copy that
+    starts in its place has the same transactional id (service, group and TIPLINE_INSTANCE), so
+    the broker fences the dead one and aborts its transaction; the batch comes again from the
+    committed offsets and is handled anew. Where no copy takes the name back, the broker aborts
+    it after KAFKA_TRANSACTION_TIMEOUT_MS. A batch that fails is aborted, never half-committed.
+
+    aiokafka commits offsets in a transaction with TxnOffsetCommit v0, which carries no group
+    generation (KIP-447), so a copy that lost its partitions in a rebalance but still runs is
+    not fenced by the broker: the commit checks the partitions are still assigned first, and the
+    ledger's idempotence is the second line."""
+
+    def __init__(self, options: dict[str, Any], group: str) -> None:
+        self.options, self.group = options, group
+        self._producer: AIOKafkaProducer | None = None
+        self._open = False  # a transaction begun and neither committed nor aborted
+
+    async def begin(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(**self.options)
+            await producer.start()  # fences an earlier producer of the same transactional id
+            self._producer = producer
+        await self._producer.begin_transaction()
+        self._open = True
+        return self._producer
+
+    async def commit(self, consumer: AIOKafkaConsumer,
+                     offsets: dict[TopicPartition, int]) -> None:
+        assert self._producer is not None and self._open
+        assigned = consumer.assignment()
+        if lost := sorted(str(tp) for tp in offsets if tp not in assigned):
+            raise KafkaError(f"partitions taken in a rebalance: {', '.join(lost)}")
+        if offsets:
+            await self._producer.send_offsets_to_transaction(offsets, self.group)
+        await self._producer.commit_transaction()
+        self._open = False
+
+    async def abort(self) -> None:
+        """Abort the transaction in hand, if any: its records are never read as committed. A
+        producer that cannot abort is dropped: the next one, of the same transactional id,
+        fences it and the broker aborts what it left open."""
+        if not self._open or self._producer is None:
+            return
+        self._open = False
+        try:
+            await self._producer.abort_transaction()
+        except Exception as exc:
+            log.warning("transaction %s not aborted (%s): a new producer takes over",
+                        self.options.get("transactional_id"), describe_error(exc))
+            await self.stop()
+
+    async def stop(self) -> None:
+        producer, self._producer, self._open = self._producer, None, False
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+
 class Delivery:
     """Handles one batch for a service: dead letters, the handler, isolation, the commit."""
 
     def __init__(self, broker: KafkaBroker, settings: Settings, service: str,
-                 commits: Commits | None = None) -> None:
+                 commits: Commits | None = None,
+                 transactions: Transactions | None = None,
+                 letters: "Publisher | None" = None) -> None:
         self.broker = broker
+        self.letters = letters  # how dead letters go out inside a transaction
         self.service = service
         self.backoff_s = settings.tipline_retry_backoff_s
         self.attempts = settings.tipline_max_attempts
         self.commits = commits or Commits(service)
+        self.transactions = transactions
 
     async def __call__(self, message: StreamMessage[Any], events: list[Any],
                        handler: Handler[Any]) -> None:
@@ -226,36 +310,41 @@ class Delivery:
         metrics.EVENTS_IN.labels(self.service, topic).inc(len(batch.records) +
                                                           len(batch.unreadable))
         started = time.perf_counter()
+        # FastStream types a message's consumer as its own protocol (a `commit()` of whatever
+        # was consumed, which by now may include the next fetch): a subscribed message's is the
+        # aiokafka consumer, whose `commit(offsets)` takes this batch's own.
+        consumer: AIOKafkaConsumer = message.consumer  # type: ignore[attr-defined]
         try:
-            for record, exc in batch.unreadable:
-                await self.dead_letter(record, exc)
-            await self._handle(list(zip(batch.records, events, strict=True)), handler)
+            await self._handle(consumer, batch, list(zip(batch.records, events, strict=True)),
+                               handler)
         except TRANSIENT as exc:
             metrics.ERRORS.labels(self.service, topic, "transient").inc()
             log.warning("%s: %d records of %s not handled, fetched again after a pause: %s",
                         self.service, len(batch.records), topic, describe_error(exc))
             await asyncio.sleep(self.backoff_s)
-            await message.nack()  # back to the batch's first record of each partition
+            rewind(consumer, message.raw_message)
             return
         finally:
             metrics.HANDLER_SECONDS.labels(self.service, topic).observe(
                 time.perf_counter() - started)
-        # FastStream types a message's consumer as its own protocol (a `commit()` of whatever
-        # was consumed, which by now may include the next fetch): a subscribed message's is the
-        # aiokafka consumer, whose `commit(offsets)` takes this batch's own.
-        consumer: AIOKafkaConsumer = message.consumer  # type: ignore[attr-defined]
-        await self.commits.commit(consumer, next_offsets(message.raw_message))
+        if self.transactions is None:
+            await self.commits.commit(consumer, next_offsets(message.raw_message))
         # One line a batch, naming its reports (inside the batch's span: its trace id too).
         log.debug("%s: handled %d records of %s in %.1f ms", self.service, len(events), topic,
                   (time.perf_counter() - started) * 1000, extra={"report_ids": sorted(
                       {r.key.decode("utf-8", "replace") for r in batch.records if r.key})})
 
-    async def _handle(self, pairs: list[tuple[ConsumerRecord[Any, Any], Any]],
+    async def _handle(self, consumer: AIOKafkaConsumer, batch: Batch,
+                      pairs: list[tuple[ConsumerRecord[Any, Any], Any]],
                       handler: Handler[Any]) -> None:
-        if not pairs:
-            return
+        """The batch as one; after a failure, a record at a time, each with its attempts."""
         try:
-            await self._call(handler, pairs)
+            async with self._unit(consumer, batch, [r for r, _ in batch.unreadable] +
+                                  [r for r, _ in pairs]):
+                for record, exc in batch.unreadable:
+                    await self.dead_letter(record, exc)
+                if pairs:
+                    await self._call(handler, pairs)
             return
         except TRANSIENT:
             raise
@@ -263,24 +352,72 @@ class Delivery:
             failed: Exception | None = exc
             log.warning("%s: a batch of %d failed (%s): its records one at a time now",
                         self.service, len(pairs), describe_error(exc))
-        for record, event in pairs:
+        # In offset order, unreadable records among the rest: in a transaction each record's
+        # offset is committed with its own outcome, never ahead of one before it.
+        cause: dict[int, Exception] = {id(r): e for r, e in batch.unreadable}
+        events = {id(r): e for r, e in pairs}
+        records = sorted([*(r for r, _ in batch.unreadable), *(r for r, _ in pairs)],
+                         key=lambda r: (r.topic, r.partition, r.offset))
+        for record in records:
+            if id(record) in cause:
+                async with self._unit(consumer, batch, [record]):
+                    await self.dead_letter(record, cause[id(record)])
+                continue
             # The batch's try was a lone record's first attempt; a record of a larger batch
             # gets its attempts alone.
             attempt, error = (1, failed) if len(pairs) == 1 else (0, None)
             while True:
                 if error is not None and (isinstance(error, Poison) or attempt >= self.attempts):
-                    await self.dead_letter(record, error)
+                    async with self._unit(consumer, batch, [record]):
+                        await self.dead_letter(record, error)
                     break
                 if attempt:
                     await asyncio.sleep(self.backoff_s)
                 attempt += 1
                 try:
-                    await self._call(handler, [(record, event)])
+                    async with self._unit(consumer, batch, [record]):
+                        await self._call(handler, [(record, events[id(record)])])
                     break
                 except TRANSIENT:
                     raise
                 except Exception as failure:
                     error = failure
+
+    @contextlib.asynccontextmanager
+    async def _unit(self, consumer: AIOKafkaConsumer, batch: Batch,
+                    records: list[ConsumerRecord[Any, Any]]) -> AsyncIterator[None]:
+        """What commits as one. In a transaction: these records' effects and offsets, then what
+        waited for them to be committed; an exception aborts it all. Otherwise nothing here:
+        the batch's offsets are committed once it is all handled (Commits)."""
+        if self.transactions is None:
+            yield
+            return
+        batch.producer, batch.committed = await self.transactions.begin(), []
+        try:
+            yield
+            await self.transactions.commit(consumer, next_offsets(records))
+        except BaseException:
+            batch.committed = []
+            await self.transactions.abort()
+            raise
+        finally:
+            batch.producer = None
+        for action in batch.committed:
+            await self._after_commit(action)
+
+    async def _after_commit(self, action: Callable[[], Awaitable[None]]) -> None:
+        """What waited for a commit: its batch is committed, so a failure here must not bring it
+        back (its records would go out twice); it is tried again, then left with its cause."""
+        for attempt in range(self.attempts):
+            try:
+                await action()
+                return
+            except Exception as exc:
+                if attempt + 1 == self.attempts:
+                    log.error("%s: after a commit, %s failed: %s", self.service,
+                              getattr(action, "__qualname__", action), describe_error(exc))
+                    return
+                await asyncio.sleep(self.backoff_s)
 
     async def _call(self, handler: Handler[Any],
                     pairs: list[tuple[ConsumerRecord[Any, Any], Any]]) -> None:
@@ -303,6 +440,11 @@ class Delivery:
         metrics.DEAD_LETTERS.labels(self.service, record.topic).inc()
         log.error("%s: dead-lettered %s[%s]@%s: %s", self.service, record.topic,
                   record.partition, record.offset, describe_error(exc))
+        batch = _batch.get(None)
+        if batch is not None and batch.producer is not None and self.letters is not None:
+            # In the transaction, with the record's offset: an aborted batch leaves no letter.
+            await self.letters.send([(letter, topics.DEAD_LETTERS, key or "")])
+            return
         while True:
             try:
                 await self.broker.publish(letter, topics.DEAD_LETTERS,
@@ -319,15 +461,18 @@ class Delivery:
 def consume(
     broker: KafkaBroker, settings: Settings, service: str, *topic_names: str, group: str,
     model: type[M], seals: Seals | None, patient: bool = False, max_records: int | None = None,
-    commits: Commits | None = None,
+    commits: Commits | None = None, transactions: Transactions | None = None,
+    letters: "Publisher | None" = None,
 ) -> Callable[[Handler[M]], Handler[M]]:
     """Register `handler(events: list[model])` as a batch subscriber of `topic_names` in consumer
     group `group`, delivered as this module says; a `patient` one (nobody waits on its records)
     fetches what came over KAFKA_PATIENT_FETCH_WAIT_MS instead of every few milliseconds.
     `max_records` caps its batches below TIPLINE_BATCH_MAX_RECORDS: a batch holds the service's
     event loop while its CPU work runs, and other subscribers of the process wait that long.
-    `commits`: where its commits go (the broker's, which drains them when it stops)."""
-    delivery = Delivery(broker, settings, service, commits)
+    `commits`: where its commits go (the broker's, which drains them when it stops);
+    `transactions`: its transactional producer instead, where the broker offers transactions
+    (then `letters` publishes its dead letters, in the transaction)."""
+    delivery = Delivery(broker, settings, service, commits, transactions, letters)
 
     def register(handler: Handler[M]) -> Handler[M]:
         async def on_batch(events: list[Any]) -> None:
@@ -375,6 +520,9 @@ def consumer_options(settings: Settings, group: str, *, patient: bool = False) -
                               else settings.kafka_fetch_max_wait_ms),
         "fetch_min_bytes": PATIENT_FETCH_MIN_BYTES if patient else 1,
         "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
+        # Records of a transaction not committed (a sender killed mid-batch) are never read.
+        "isolation_level": "read_committed" if settings.kafka_transactions
+        else "read_uncommitted",
     }
 
 
@@ -426,7 +574,8 @@ class Publisher:
             items, batch.later = items + batch.later, []
         if not items:
             return
-        producer = await self.broker.sender()
+        producer = (batch.producer if batch is not None and batch.producer is not None
+                    else await self.broker.sender())
         tracer = self.broker.tracer()
         partitions: dict[str, list[int]] = {}
         by_partition: dict[tuple[str, int], list[tuple[bytes, bytes, list[Any]]]] = {}
@@ -464,6 +613,17 @@ class Publisher:
         await asyncio.gather(*sent)
         for (topic, _), records in by_partition.items():
             metrics.EVENTS_OUT.labels(self.broker.service, topic).inc(len(records))
+
+    async def once_delivered(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` once what was sent so far is delivered for good: now, when each send was
+        acknowledged; after the commit, inside a transaction (whose records no one reads before
+        it). If the process dies in between, the action is not run: it must only record what
+        was done, never be needed for it."""
+        batch = _batch.get(None)
+        if batch is not None and batch.producer is not None:
+            batch.committed.append(action)
+        else:
+            await action()
 
     async def later(self, items: Iterable[Item]) -> None:
         """Records nobody waits on (timeline facts): inside a batch they go out with its next

@@ -25,7 +25,9 @@ from shared.batches import (
     Commits,
     Handler,
     M,
+    Publisher,
     RememberingPartitioner,
+    Transactions,
     consume,
     consumer_options,
     sealed,
@@ -69,22 +71,36 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
 
 class TiplineBroker(KafkaBroker):
     """The broker of one tipline service: what it publishes on an internal topic is sealed as
-    its own, and `consume` registers batch subscribers (shared/batches.py)."""
+    its own, and `consume` registers batch subscribers (shared/batches.py). A `transactional`
+    one (the notice senders) handles each batch in a transaction where the broker offers them
+    (KAFKA_TRANSACTIONS)."""
 
     def __init__(self, *args: Any, service: str, settings: Settings, seals: Seals | None,
-                 **kwargs: Any) -> None:
+                 transactional: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.service, self.settings, self.seals = service, settings, seals
+        self.transactional = transactional and settings.kafka_transactions
         self._sender: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
         self.commits: list[Commits] = []  # each subscriber's
+        self.transactions: list[Transactions] = []  # each subscriber's, when transactional
 
     def consume(self, *topic_names: str, group: str, model: type[M], patient: bool = False,
                 max_records: int | None = None) -> Callable[[Handler[M]], Handler[M]]:
         self.commits.append(commits := Commits(self.service))
+        transactions = None
+        if self.transactional:
+            transactions = Transactions({
+                **producer_options(self.settings, self.service),
+                "transactional_id": transactional_id(self.service, group,
+                                                     self.settings.tipline_instance),
+                "transaction_timeout_ms": self.settings.kafka_transaction_timeout_ms,
+            }, group)
+            self.transactions.append(transactions)
         return consume(self, self.settings, self.service, *topic_names, group=group,
                        model=model, seals=self.seals, patient=patient, max_records=max_records,
-                       commits=commits)
+                       commits=commits, transactions=transactions,
+                       letters=Publisher(self) if transactions else None)
 
     async def sender(self) -> AIOKafkaProducer:
         """The producer a batch's records go out on, started on first use. FastStream's own
@@ -105,15 +121,18 @@ class TiplineBroker(KafkaBroker):
         # stops.
         await asyncio.gather(*(commits.drain() for commits in self.commits))
         await super().stop(*args, **kwargs)  # the subscribers finish their batches first
+        await asyncio.gather(*(t.stop() for t in self.transactions))
         if self._sender is not None:
             await self._sender.stop()
             self._sender = None
 
 
-def make_broker(settings: Settings, service: str, *, sealed: bool = True) -> TiplineBroker:
+def make_broker(settings: Settings, service: str, *, sealed: bool = True,
+                transactional: bool = False) -> TiplineBroker:
     """The broker of one service. `sealed`: seal what it publishes on internal topics and refuse
     unsealed records it consumes (shared/seals.py); only a tool outside the pipeline turns it
-    off."""
+    off. `transactional`: each batch its subscribers handle is one transaction, where the
+    broker offers them (KAFKA_TRANSACTIONS): the notice senders."""
     seals = Seals(settings.tipline_keys_dir).require(service) if sealed else None
     options = producer_options(settings, service)
     return TiplineBroker(
@@ -124,22 +143,31 @@ def make_broker(settings: Settings, service: str, *, sealed: bool = True) -> Tip
         linger_ms=options["linger_ms"],
         max_batch_size=options["max_batch_size"],
         max_request_size=options["max_request_size"],
+        enable_idempotence=options["enable_idempotence"],
         graceful_timeout=settings.tipline_shutdown_grace_s,
         middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider(settings, service)),
                      outgoing(service, seals)],
         logger=logging.getLogger(f"tipline.{service}"),
         log_level=logging.DEBUG,  # one line a batch is too much at INFO
-        service=service, settings=settings, seals=seals,
+        service=service, settings=settings, seals=seals, transactional=transactional,
     )
 
 
 def producer_options(settings: Settings, service: str) -> dict[str, Any]:
-    """How every tipline producer sends: acknowledged by all in-sync replicas, in batches."""
+    """How every tipline producer sends: acknowledged by all in-sync replicas, in batches, and
+    written once when retried where the broker offers idempotence."""
     return {**kafka_client_options(settings), "client_id": f"tipline-{service}", "acks": "all",
+            "enable_idempotence": settings.kafka_idempotence or settings.kafka_transactions,
             "linger_ms": settings.kafka_linger_ms,
             "max_batch_size": settings.kafka_max_batch_bytes,
             "max_request_size": settings.kafka_max_message_bytes,
             "partitioner": RememberingPartitioner()}
+
+
+def transactional_id(service: str, group: str, instance: str) -> str:
+    """A subscriber's transactional id: the same for the copy that replaces it (which fences it),
+    another for every other copy."""
+    return f"tipline-{service}-{group}-{instance}"
 
 
 def outgoing(service: str, seals: Seals | None) -> type[BaseMiddleware]:

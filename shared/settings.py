@@ -4,6 +4,7 @@ Defaults suit the embedded stack (Tansu broker, Valkey); real Kafka and Redis ar
 """
 
 import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -62,6 +63,19 @@ class Settings(BaseSettings):
     kafka_agency_partitions: int = 1
     kafka_replication_factor: int = 1
     kafka_max_message_bytes: int = 4 * 1024 * 1024
+    # Apache Kafka offers what the embedded broker does not. Idempotence: a producer's retried
+    # send is written once. Transactions: the notice senders (referral, retraction) publish a
+    # batch's records and commit its offsets in one transaction, and every consumer reads only
+    # committed records, so a notice reaches an agency once even when its sender is killed
+    # mid-batch (shared/batches.py). Transactions imply idempotence.
+    kafka_idempotence: bool = False
+    kafka_transactions: bool = False
+    # An open transaction of a sender killed without a successor of its own name is aborted
+    # after this long; till then committed readers of its partitions wait.
+    kafka_transaction_timeout_ms: int = 15_000
+    # This copy's name among its service's copies, the same across its restarts, so a restarted
+    # copy fences its predecessor's transactions at once (default: the host's name).
+    tipline_instance: str = Field(default_factory=socket.gethostname)
 
     # Telemetry: "none", "console" or "otlp" (then OTEL_EXPORTER_OTLP_ENDPOINT applies).
     tipline_trace_exporter: Literal["none", "console", "otlp"] = "none"

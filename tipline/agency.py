@@ -65,6 +65,9 @@ class AgencyClient:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            # A notice of a transaction its sender never committed (killed mid-batch) is never
+            # handed over: the copy that replaces the sender sends it again, once.
+            isolation_level="read_committed",
             max_partition_fetch_bytes=settings.kafka_max_message_bytes,
         )
         self._producer = AIOKafkaProducer(

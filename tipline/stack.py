@@ -356,7 +356,9 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
         child = stack.spawn(copy_name(name, copy),
                             [sys.executable, "-m", f"services.{name}"],
                             env={**env, **stack.service_env.get(name, {}),
-                                 "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": str(ops_port)})
+                                 "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": str(ops_port),
+                                 # the same name for the copy that replaces it (transactions)
+                                 "TIPLINE_INSTANCE": str(copy)})
         child.ops = f"http://127.0.0.1:{ops_port}"
     if "intake" in services:
         wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=30)

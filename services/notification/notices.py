@@ -169,7 +169,9 @@ async def send_corrections(
     # made again whole, so a fact never outlives a correction not delivered.
     await timeline.record_many(_facts(notices, "correction delivered"))
     await send(publish, notices, dispatch)
-    await ledger.confirm_corrections({r: agencies for r, (agencies, _) in owed.items()})
+    # Recorded once delivered: a correction not confirmed is only sent again (by notice id).
+    await publish.once_delivered(lambda: ledger.confirm_corrections(
+        {r: agencies for r, (agencies, _) in owed.items()}))
 
 
 async def send_amendments(

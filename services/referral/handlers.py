@@ -1,11 +1,20 @@
 """Referral handlers: claim in the ledger, notify each agency, confirm, amend and correct; a
 batch of supplemented reports at a time. Changes after release arrive as AmendReport commands."""
 
+from collections.abc import Mapping
+
 from services.notification import notices
 from services.notification.ledger import Ledger
 from shared import topics
 from shared.batches import Publisher, in_rounds
-from shared.contracts import AmendReport, Fact, ReportReferred, ReportSupplemented, derived_id
+from shared.contracts import (
+    AmendReport,
+    Fact,
+    Priority,
+    ReportReferred,
+    ReportSupplemented,
+    derived_id,
+)
 from shared.facts import Recorder
 from shared.kafka import TiplineBroker
 
@@ -27,9 +36,12 @@ async def refer(
     timeline: Recorder,
     events: list[ReportSupplemented],
     dispatch: notices.Dispatch = notices.UNSIGNED,
+    confirm_now: bool = True,
 ) -> dict[str, list[str]]:
     """Refer reports (at most one event a report); returns the agencies each was referred to
-    by this call."""
+    by this call. `confirm_now`: record the referrals as delivered once the broker has them;
+    otherwise `confirm` does, on their committed ReportReferred (in a transaction nothing is
+    delivered before the commit, and a step after it could be cut short)."""
     claims = await ledger.claim({e.report_id: (e.agencies, e.priority) for e in events})
     # Retracted before its claim: never referred. (A redelivery after the referral and its
     # retraction finds agencies in the ledger: nothing was withheld then.)
@@ -61,16 +73,30 @@ async def refer(
     await notices.send(publish, referrals, dispatch, then=[(ReportReferred(
         event_id=derived_id(r, "referred"), report_id=r, agencies=agencies,
         priority=priority[r]), topics.REPORTS_REFERRED, r) for r, agencies in to_refer.items()])
-    confirmed = await ledger.confirm_referrals(to_refer)
+    if confirm_now:
+        await confirm(publish, ledger, timeline,
+                      {r: (agencies, priority[r]) for r, agencies in to_refer.items()}, dispatch)
+    return to_refer
+
+
+async def confirm(
+    publish: Publisher,
+    ledger: Ledger,
+    timeline: Recorder,
+    referred: Mapping[str, tuple[list[str], Priority]],
+    dispatch: notices.Dispatch = notices.UNSIGNED,
+) -> None:
+    """Record delivered referrals (report id -> agencies, priority); what the agencies are owed
+    since they were claimed goes out after them."""
+    confirmed = await ledger.confirm_referrals({r: a for r, (a, _) in referred.items()})
     # Amended after release while these referrals were in flight: amend them now, after the
     # referral (an agency already amended drops the repeat by notice id).
     await notices.send_amendments(publish, timeline, {
-        r: (to_refer[r], c.amendments, priority[r])
+        r: (referred[r][0], c.amendments, referred[r][1])
         for r, c in confirmed.items() if c.amendments}, dispatch)
     # Retracted while these referrals were in flight: correct them now, after the referral.
     await notices.send_corrections(publish, ledger, timeline, {
-        r: (c.owed_correction, priority[r]) for r, c in confirmed.items()}, dispatch)
-    return to_refer
+        r: (c.owed_correction, referred[r][1]) for r, c in confirmed.items()}, dispatch)
 
 
 async def amend(
@@ -101,9 +127,20 @@ def register(
     publish = Publisher(broker)
     broker.publisher(topics.REPORTS_REFERRED, schema=ReportReferred)  # for the AsyncAPI document
 
+    # In a transaction, a referral is recorded as delivered when its ReportReferred is read
+    # back committed: the commit is the delivery, and a crash after it leaves the record to read.
+    confirm_now = not broker.transactional
+
     async def on_reports_supplemented(events: list[ReportSupplemented]) -> None:
         for events_now in in_rounds(events, key=lambda e: e.report_id):
-            await refer(publish, ledger, timeline, events_now, dispatch)
+            await refer(publish, ledger, timeline, events_now, dispatch, confirm_now)
+
+    if not confirm_now:
+        @broker.consume(topics.REPORTS_REFERRED, group="referral-confirm", model=ReportReferred)
+        async def on_reports_referred(events: list[ReportReferred]) -> None:
+            for events_now in in_rounds(events, key=lambda e: e.report_id):
+                await confirm(publish, ledger, timeline, {
+                    e.report_id: (e.agencies, e.priority) for e in events_now}, dispatch)
 
     @broker.consume(topics.AMENDMENTS_REQUESTED, group="referral-amendments",
                     model=AmendReport, patient=True)

@@ -15,7 +15,7 @@ from shared.store import connect
 
 
 def create_app(settings: Settings) -> FastStream:
-    broker = make_broker(settings, "referral")
+    broker = make_broker(settings, "referral", transactional=True)
     redis = connect(settings)
     outbox = Outbox(redis, settings.tipline_ack_timeout_s)
     dispatch = Dispatch(Signer(settings.tipline_keys_dir), outbox)

@@ -19,7 +19,7 @@ from shared.store import connect
 
 
 def create_app(settings: Settings) -> FastStream:
-    broker = make_broker(settings, "retraction")
+    broker = make_broker(settings, "retraction", transactional=True)
     redis = connect(settings)
     timeline = Facts(Publisher(broker))
     outbox = Outbox(redis, settings.tipline_ack_timeout_s)

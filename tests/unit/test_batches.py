@@ -69,8 +69,13 @@ class Consumer:
     def __post_init__(self) -> None:
         self.release.set()
 
+    seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
+
     def assignment(self) -> set[TopicPartition]:
         return self.assigned
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         await self.release.wait()
@@ -84,14 +89,14 @@ class Consumer:
 class Message:
     raw_message: tuple[ConsumerRecord, ...]
     consumer: Consumer = field(default_factory=Consumer)
-    nacked: int = 0
 
     @property
     def acked(self) -> int:  # commits made
         return len(self.consumer.commits)
 
-    async def nack(self) -> None:
-        self.nacked += 1
+    @property
+    def nacked(self) -> int:  # rewound to the batch's first records: fetched again
+        return int(bool(self.consumer.seeks))
 
 
 @dataclass
@@ -110,15 +115,57 @@ class Handler:
 SETTINGS = Settings(tipline_retry_backoff_s=0.0, tipline_max_attempts=3)
 
 
+@dataclass
+class Transactions(FakeProducer):
+    """Stands in for a subscriber's transactional producer: says what was begun, committed
+    (with which offsets) and aborted, in order; what is sent is read only once committed."""
+
+    log: list[Any] = field(default_factory=list)
+    pending: list[tuple[str, bytes]] = field(default_factory=list)
+    committed: list[tuple[str, bytes]] = field(default_factory=list)
+    service: str = "test"
+    seals: None = None
+
+    async def begin(self) -> "Transactions":
+        self.log.append("begin")
+        return self
+
+    async def commit(self, consumer: Consumer, offsets: dict[TopicPartition, int]) -> None:
+        self.log.append({tp.partition: offset for tp, offset in offsets.items()})
+        self.committed += self.pending
+        self.pending = []
+
+    async def abort(self) -> None:
+        self.log.append("abort")
+        self.pending = []
+
+    async def deliver(self, topic: str, key: bytes, value: bytes) -> None:
+        self.pending.append((topic, value))
+
+    async def sender(self) -> "Transactions":
+        raise AssertionError("in a transaction, records go out on its producer")
+
+    def tracer(self) -> Tracer:
+        return tracer_provider(SETTINGS, "test").get_tracer("test")
+
+    def letters(self) -> list[int]:
+        """The offsets of the dead letters committed."""
+        return [DeadLetter.model_validate_json(value).offset for topic, value in self.committed
+                if topic == DEAD_LETTERS]
+
+
 async def deliver(records: list[ConsumerRecord], handler: Handler,
                   broker: FakeBroker | None = None, commits: Commits | None = None,
-                  consumer: Consumer | None = None) -> tuple[Message, FakeBroker]:
+                  consumer: Consumer | None = None,
+                  transactions: Transactions | None = None) -> tuple[Message, FakeBroker]:
     """One batch through Delivery; its commit made before this returns unless `commits` (the
     subscriber's own, across batches) is given."""
     broker = broker or FakeBroker()
     message = Message(tuple(records), consumer or Consumer())
     events = await Decoder(Step, seals=None)(message)  # type: ignore[arg-type]
-    delivery = Delivery(broker, SETTINGS, "test", commits)  # type: ignore[arg-type]
+    letters = Publisher(transactions) if transactions else None  # type: ignore[arg-type]
+    delivery = Delivery(broker, SETTINGS, "test", commits,  # type: ignore[arg-type]
+                        transactions, letters)  # type: ignore[arg-type]
     await delivery(message, events, handler)  # type: ignore[arg-type]
     if commits is None:
         await delivery.commits.drain()
@@ -286,3 +333,58 @@ def test_rounds_keep_each_reports_order() -> None:
     rounds = in_rounds(events, key=lambda e: e.report_id)
     assert [[(e.report_id, e.n) for e in r] for r in rounds] == [
         [("a", 1), ("b", 1), ("c", 1)], [("a", 2), ("b", 2)], [("a", 3)]]
+
+
+async def test_in_a_transaction_a_batch_commits_its_offsets_with_its_records() -> None:
+    transactions, handler = Transactions(), Handler()
+    message, _ = await deliver([step("a", 1, 0), step("b", 1, 1)], handler,
+                               transactions=transactions)
+    assert transactions.log == ["begin", {0: 2}]
+    assert message.consumer.commits == []  # the offsets went with the transaction, not apart
+
+
+async def test_in_a_transaction_a_failed_batch_is_aborted_then_each_record_commits_alone() -> None:
+    def bug(events: list[Step]) -> Exception | None:
+        return ValueError("a bug") if any(e.report_id == "bad" for e in events) else None
+
+    transactions = Transactions()
+    await deliver(
+        [step("a", 1, 0), record(1, b"{not json"), step("bad", 1, 2), step("b", 1, 3)],
+        Handler(fail=bug), transactions=transactions)
+    # What the failed batch sent is never read; then each record, its own offset with its own
+    # outcome, in offset order: a, the unreadable one's dead letter, bad's attempts and its dead
+    # letter, b.
+    assert transactions.log == ["begin", "abort", "begin", {0: 1}, "begin", {0: 2},
+                                *["begin", "abort"] * SETTINGS.tipline_max_attempts,
+                                "begin", {0: 3}, "begin", {0: 4}]
+    assert transactions.letters() == [1, 2]  # each once, though the batch's try made one too
+
+
+async def test_in_a_transaction_a_transient_failure_aborts_and_the_batch_comes_again() -> None:
+    transactions = Transactions()
+    message, _ = await deliver([step("a", 1, 0)], Handler(
+        fail=lambda events: ConnectionError("Redis away")), transactions=transactions)
+    assert transactions.log == ["begin", "abort"] and message.nacked == 1
+
+
+async def test_what_waits_for_delivery_runs_after_the_commit_and_never_after_an_abort() -> None:
+    transactions, done = Transactions(), []
+    publish = Publisher(FakeSender())  # type: ignore[arg-type]
+
+    class Recording(Handler):
+        async def __call__(self, events: list[Step]) -> None:
+            await publish.once_delivered(lambda: _record(done, transactions.log[-1]))
+            await super().__call__(events)
+
+    await deliver([step("a", 1, 0)], Recording(), transactions=transactions)
+    assert done == [{0: 1}]  # ran once the commit was made
+    await deliver([step("a", 1, 1)], Recording(fail=lambda e: ConnectionError("Redis away")),
+                  transactions=transactions)
+    assert done == [{0: 1}]  # aborted: never ran
+    # Outside a transaction each send was acknowledged when it returned: it runs at once.
+    await deliver([step("a", 1, 2)], Recording())
+    assert len(done) == 2
+
+
+async def _record(done: list[Any], what: Any) -> None:
+    done.append(what)
