@@ -8,14 +8,15 @@ what each step does, in Python, and is checked against them). Each (report, agen
 
 - `claim` is the moment of referral: a report already retracted is never claimed, so it is never
   referred; agencies already claimed before the retraction are finished, then corrected.
-- `confirm_referrals` runs after the broker acknowledged the referral notice. If the report was
-  retracted meanwhile, the agency moves straight to `correcting` and the referral service sends
-  the correction itself, after its own referral.
+- `confirm_referrals` runs once the referral notice is delivered. If the report was retracted
+  meanwhile, the agency moves straight to `correcting after referral` and the referral service
+  sends the correction itself, after its own referral.
 - `retract` marks the report (the mark is never removed) and moves every `referred` agency to
   `correcting`. Agencies still `referring` are left to the referral service.
 So an agency is only ever corrected after its referral was delivered, and every agency that got a
-referral of a retracted report reaches `correcting`. Corrections carry a stable notice id, so a
-correction sent twice (by either side, on a redelivery) is one correction to the agency.
+referral of a retracted report reaches one of the correcting states, whose name says which
+service sends its correction. Corrections carry a stable notice id, so a correction sent again
+on a redelivery is one correction to the agency.
 
 Amendments after release (`amend`, asked for by the analyst API in an AmendReport) are kept by
 version, never replaced, and owed at once only to agencies whose referral was delivered; the
@@ -35,8 +36,8 @@ from shared.contracts import Priority
 from shared.store import Store, run_script
 
 # Keeps the report's priority (its corrections carry it too). Returns the retraction mark's
-# presence, the agencies to refer, then (after a '') those owed
-# a correction not yet confirmed (a referral whose corrections were cut short is handled again).
+# presence, the agencies to refer, then (after a '') those this service owes a correction not yet
+# confirmed (a referral whose corrections were cut short is handled again).
 _CLAIM = """
 redis.call('SET', KEYS[4], ARGV[1], 'NX')
 local retracted = redis.call('EXISTS', KEYS[2])
@@ -47,7 +48,7 @@ local out, owed = {retracted}, {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   if all[i + 1] == 'referring' then table.insert(out, all[i]) end
-  if all[i + 1] == 'correcting' then table.insert(owed, all[i]) end
+  if all[i + 1] == 'correcting after referral' then table.insert(owed, all[i]) end
 end
 table.insert(out, '')
 for _, agency in ipairs(owed) do table.insert(out, agency) end
@@ -62,10 +63,10 @@ local out = {}
 for _, agency in ipairs(ARGV) do
   local state = redis.call('HGET', KEYS[1], agency)
   if state == 'referring' then
-    if retracted then state = 'correcting' else state = 'referred' end
+    if retracted then state = 'correcting after referral' else state = 'referred' end
     redis.call('HSET', KEYS[1], agency, state)
   end
-  if state == 'correcting' then table.insert(out, agency) end
+  if state == 'correcting after referral' then table.insert(out, agency) end
 end
 table.insert(out, '')
 for _, item in ipairs(redis.call('HGETALL', KEYS[3])) do table.insert(out, item) end
@@ -95,7 +96,8 @@ return out
 
 _CONFIRM_CORRECTIONS = """
 for _, agency in ipairs(ARGV) do
-  if redis.call('HGET', KEYS[1], agency) == 'correcting' then
+  local state = redis.call('HGET', KEYS[1], agency)
+  if state == 'correcting' or state == 'correcting after referral' then
     redis.call('HSET', KEYS[1], agency, 'corrected')
   end
 end

@@ -4,15 +4,20 @@
 says what each step does. Per agency:
 
     referring -> referred -> correcting -> corrected
-    referring --------------> correcting               (retracted while the referral was sent)
+    referring --------------> correcting after referral -> corrected
+                              (retracted while the referral was sent)
 
 - claim: an agency becomes `referring` (its referral is being sent), unless the report is
   retracted: then nothing is claimed, so a report retracted first is never referred.
-- confirm referral: the broker took the referral; `referred`, or `correcting` at once if the
-  report was retracted while the referral was in flight.
+- confirm referral: the referral was delivered; `referred`, or `correcting after referral` at
+  once if the report was retracted while the referral was in flight.
 - retract: marks the report (once: the first mark stays) and moves every `referred` agency to
   `correcting`; a `referring` one is left to the referral service (confirm referral).
-- confirm correction: `correcting -> corrected`, which is final.
+- confirm correction: either correcting state `-> corrected`, which is final.
+
+Each correction has one sender: the retraction service sends those `correcting`, the referral
+service those `correcting after referral`. So where a notice is delivered exactly once (in
+transactions) an agency never gets two corrections, even when both services run at once.
 - amend: kept under its version (the first copy of a version stays), owed at once to every agency
   whose referral was delivered, to none once the report is retracted; the states are untouched.
 
@@ -31,6 +36,7 @@ class AgencyState(StrEnum):
     REFERRING = "referring"
     REFERRED = "referred"
     CORRECTING = "correcting"
+    CORRECTING_AFTER_REFERRAL = "correcting after referral"
     CORRECTED = "corrected"
 
 
@@ -57,7 +63,7 @@ def move(state: AgencyState | None, event: AgencyEvent, retracted: bool
         case E.CLAIM, _:
             return Refused("claimed before")
         case E.CONFIRM_REFERRAL, S.REFERRING:
-            return S.CORRECTING if retracted else S.REFERRED
+            return S.CORRECTING_AFTER_REFERRAL if retracted else S.REFERRED
         case E.CONFIRM_REFERRAL, _:
             return Refused("not being referred")
         case E.RETRACT, S.REFERRED:
@@ -66,7 +72,7 @@ def move(state: AgencyState | None, event: AgencyEvent, retracted: bool
             return Refused("referral in flight")
         case E.RETRACT, _:
             return Refused("not referred")
-        case E.CONFIRM_CORRECTION, S.CORRECTING:
+        case E.CONFIRM_CORRECTION, S.CORRECTING | S.CORRECTING_AFTER_REFERRAL:
             return S.CORRECTED
         case _:
             return Refused("not being corrected")
@@ -78,7 +84,8 @@ def move(state: AgencyState | None, event: AgencyEvent, retracted: bool
 class Claim:
     retracted: bool
     to_refer: list[str]
-    owed_correction: list[str]  # referred, retracted, the correction not confirmed yet
+    # retracted while referred by this service, the correction not confirmed yet
+    owed_correction: list[str]
 
     @property
     def withheld(self) -> bool:
@@ -172,10 +179,12 @@ def apply(ledger: Referrals, command: Command) -> tuple[Referrals, Effect]:
     match command:
         case ClaimAgencies(agencies):
             after = ledger._moved(E.CLAIM, agencies)
-            return after, Claim(after.retracted, after._in(S.REFERRING), after._in(S.CORRECTING))
+            return after, Claim(after.retracted, after._in(S.REFERRING),
+                                after._in(S.CORRECTING_AFTER_REFERRAL))
         case ConfirmReferrals(agencies):
             after = ledger._moved(E.CONFIRM_REFERRAL, agencies)
-            owed = [a for a in agencies if after.agencies.get(a) is S.CORRECTING]
+            owed = [a for a in agencies
+                    if after.agencies.get(a) is S.CORRECTING_AFTER_REFERRAL]
             return after, Confirmed(owed, sorted(after.amendments.items()))
         case Retract():
             first = ledger.retraction is None

@@ -589,7 +589,8 @@ async def _referred(http: httpx.AsyncClient, report_id: str, agencies: list[str]
         return False  # Redis coming back: "retry", and the ESP does
     assert response.status_code == 200, response.text
     states = response.json()["agencies"]
-    return all(states.get(a) in ("referred", "correcting", "corrected") for a in agencies)
+    return all(states.get(a) in ("referred", "correcting", "correcting after referral", "corrected")
+               for a in agencies)
 
 
 async def _notices(settings: Settings, agencies: list[str], report_id: str, kind: str,

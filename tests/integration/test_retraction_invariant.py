@@ -12,23 +12,28 @@ import json
 import random
 import uuid
 from collections import defaultdict
+from types import SimpleNamespace
 from typing import Any
 
+from aiokafka import ConsumerRecord, TopicPartition
 from opentelemetry import trace
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from services.intake.timeline import Timeline
 from services.notification.ledger import Ledger
-from services.referral.handlers import refer
+from services.referral.handlers import confirm, refer
 from services.retraction.handlers import retract
-from shared.batches import Publisher
+from shared.batches import Decoder, Delivery, Publisher
 from shared.contracts import (
     Priority,
     Report,
+    ReportReferred,
     ReportSupplemented,
     RetractReport,
     derived_id,
 )
+from shared.settings import Settings
 from tests.fake_producer import FakeProducer
 
 INTERLEAVINGS = 1000
@@ -211,3 +216,147 @@ async def test_a_correction_carries_the_first_retraction_and_the_report_priority
         assert correction["payload"]["retracted_at"] == first.requested_at.isoformat()
     retracted = [v for t, v in sent if t == "tipline.reports.retracted"]
     assert [r["corrected_agencies"] for r in retracted] == [["a1", "a2"], []]
+
+
+# In transactions (Apache Kafka): nothing a handler sends is read before its commit, a crash
+# anywhere aborts it and the record comes again, and a referral is confirmed by a third actor
+# that reads its committed ReportReferred. Then each agency reads each notice exactly once:
+# no copies at all, not just none after dedupe.
+TRANSACTIONAL_INTERLEAVINGS = 300
+SETTINGS = Settings(tipline_retry_backoff_s=0.0)
+
+
+class Killed(ConnectionError):
+    """The process died (a transient failure to Delivery: the batch is fetched again)."""
+
+
+class Log:
+    """What committed readers see: one ordered log per topic."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, list[bytes]] = defaultdict(list)
+
+
+class Transaction(FakeProducer):
+    """One actor's transactional producer: its records join the log only when it commits; it
+    crashes at random after a send or before its commit."""
+
+    service, seals = "test", None
+
+    def __init__(self, log: Log, rng: random.Random, crash_rate: float) -> None:
+        self.log, self.rng, self.crash_rate = log, rng, crash_rate
+        self.pending: list[tuple[str, bytes]] = []
+        self.commits = 0
+
+    async def begin(self) -> "Transaction":
+        self.pending = []
+        return self
+
+    async def commit(self, consumer: Any, offsets: Any) -> None:
+        await self._maybe_crash()
+        for topic, value in self.pending:
+            self.log.topics[topic].append(value)
+        self.pending, self.commits = [], self.commits + 1
+
+    async def abort(self) -> None:
+        self.pending = []
+
+    async def deliver(self, topic: str, key: bytes, value: bytes) -> None:
+        self.pending.append((topic, value))
+        await self._maybe_crash()
+
+    async def _maybe_crash(self) -> None:
+        await asyncio.sleep(self.rng.random() * 0.0005)
+        if self.rng.random() < self.crash_rate:
+            raise Killed("killed")
+
+    async def sender(self) -> "Transaction":
+        raise AssertionError("in a transaction, records go out on its producer")
+
+    def tracer(self) -> trace.Tracer:
+        return trace.NoOpTracer()
+
+
+class Consumer:
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("in", 0)}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        pass
+
+
+async def until_committed(model: type[BaseModel], body: BaseModel, handler: Any,
+                          transaction: Transaction, rng: random.Random) -> None:
+    """Deliver one record to `handler` in transactions until one commits."""
+    record = ConsumerRecord("in", 0, 0, 0, 0, b"k", body.model_dump_json().encode(), None, 1,
+                            0, ())
+    delivery = Delivery(None, SETTINGS,  # type: ignore[arg-type]
+                        "test", transactions=transaction,  # type: ignore[arg-type]
+                        letters=Publisher(transaction))  # type: ignore[arg-type]
+    for _ in range(500):
+        message = SimpleNamespace(raw_message=(record,), consumer=Consumer())
+        events = await Decoder(model, seals=None)(message)  # type: ignore[arg-type]
+        committed = transaction.commits
+        await delivery(message, events, handler)  # type: ignore[arg-type]
+        if transaction.commits > committed:
+            return
+        await asyncio.sleep(rng.random() * 0.001)
+    raise AssertionError("never committed")
+
+
+async def one_transactional_interleaving(redis: Redis, rng: random.Random) -> dict[str, int]:
+    report_id = f"txn-{uuid.uuid4().hex}"
+    agencies = rng.sample(AGENCIES, rng.randint(1, len(AGENCIES)))
+    order: list[str] = []
+    ledger, timeline, log = OrderedLedger(redis, order), Timeline(redis), Log()
+    crash_rate = rng.choice([0.0, 0.2, 0.4])
+    referral, retraction, confirmation = (Transaction(log, rng, crash_rate) for _ in range(3))
+    supplemented = ReportSupplemented(
+        event_id=derived_id(report_id, "supplemented"), report_id=report_id, esp_id="esp",
+        report=Report(), agencies=agencies, priority=Priority.NORMAL,
+        jurisdiction="test", rules_version="test",
+    )
+    command = RetractReport(command_id=derived_id(report_id, "retract"), report_id=report_id,
+                            requested_by="esp", actor="esp", reason="test")
+
+    async def refer_then_confirm() -> None:
+        await asyncio.sleep(rng.random() * 0.002)
+        publish = Publisher(referral)  # type: ignore[arg-type]
+        await until_committed(ReportSupplemented, supplemented, lambda events: refer(
+            publish, ledger, timeline, events, confirm_now=False), referral, rng)
+        confirmations = Publisher(confirmation)  # type: ignore[arg-type]
+        for value in log.topics["tipline.reports.referred"]:  # read back committed
+            referred = ReportReferred.model_validate_json(value)
+            await until_committed(ReportReferred, referred, lambda events: confirm(
+                confirmations, ledger, timeline,
+                {e.report_id: (e.agencies, e.priority) for e in events}), confirmation, rng)
+
+    async def retract_it() -> None:
+        await asyncio.sleep(rng.random() * 0.002)
+        publish = Publisher(retraction)  # type: ignore[arg-type]
+        await until_committed(RetractReport, command, lambda events: retract(
+            publish, ledger, timeline, events), retraction, rng)
+
+    await asyncio.gather(refer_then_confirm(), retract_it())
+    referred = 0
+    for agency in agencies:
+        kinds = [json.loads(v)["kind"] for v in log.topics[f"tipline.agency.{agency}"]]
+        if order[0] == "retract":
+            assert "referral" not in kinds, (report_id, agency, kinds)
+        if kinds:
+            referred += 1
+            assert kinds == ["referral", "correction"], (report_id, agency, kinds)
+    return {"referred_agencies": referred, "retracted_first": order[0] == "retract"}
+
+
+async def test_in_transactions_each_agency_reads_each_notice_exactly_once(redis: Redis) -> None:
+    rng = random.Random(20261206)
+    tallies = {"interleavings": 0, "referred_agencies": 0, "retracted_first": 0}
+    for _ in range(TRANSACTIONAL_INTERLEAVINGS):
+        outcome = await one_transactional_interleaving(redis, rng)
+        tallies["interleavings"] += 1
+        tallies["referred_agencies"] += outcome["referred_agencies"]
+        tallies["retracted_first"] += int(outcome["retracted_first"])
+    print(tallies)
+    assert 0 < tallies["retracted_first"] < TRANSACTIONAL_INTERLEAVINGS
+    assert tallies["referred_agencies"] > 0

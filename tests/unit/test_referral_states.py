@@ -87,10 +87,13 @@ def test_every_agency_that_got_the_referral_is_owed_its_correction(commands: lis
     ledger, retraction = apply(states_along(commands)[-1], MARK)
     # The referral service confirms the referrals it was sending.
     ledger, confirmed = apply(ledger, ConfirmReferrals(tuple(sorted(referring(ledger)))))
-    assert set(ledger.agencies.values()) <= {AgencyState.CORRECTING, AgencyState.CORRECTED}
+    correcting = {AgencyState.CORRECTING, AgencyState.CORRECTING_AFTER_REFERRAL}
+    assert set(ledger.agencies.values()) <= {*correcting, AgencyState.CORRECTED}
     assert isinstance(retraction, Retraction) and isinstance(confirmed, Confirmed)
     owed = {*retraction.to_correct, *confirmed.owed_correction}
-    assert owed == {a for a, s in ledger.agencies.items() if s is AgencyState.CORRECTING}
+    assert owed == {a for a, s in ledger.agencies.items() if s in correcting}
+    # Each correction has one sender: retraction or referral, never both.
+    assert not set(retraction.to_correct) & set(confirmed.owed_correction)
 
 
 @given(runs, ledger_commands)
