@@ -11,6 +11,7 @@ import ast
 import re
 from pathlib import Path
 
+from tipline.access import REDIS_CONNECTION, REDIS_READS, REDIS_WRITES
 from tipline.ownership import OWNERS, names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,3 +91,29 @@ def test_the_check_sees_a_key_helper() -> None:
     assert PER_REPORT.findall('tag = f"tipline:{{{report_id}}}"; f"{tag}:case:x"') == ["case:x"]
     assert PER_REPORT.findall('f"tipline:{{{report_id}}}:ledger"') == ["ledger"]
     assert GLOBAL.findall('KEY = "tipline:esps"; f"tipline:content:{sha}"') == ["esps", "content"]
+
+
+# The Redis commands code sends: in Lua (`redis.call('HSET', ...)`), raw (`execute_command(
+# "EVALSHA", ...)`) and through redis-py's methods on a store or a pipeline (`pipe.hsetnx(`).
+LUA = re.compile(r"redis\.call\('(\w+)'")
+RAW = re.compile(r"execute_command\(\"(\w+)\"")
+METHOD = re.compile(r"\b(?:self\._redis|self\.redis|redis|pipe)\.(\w+)\(")
+CLIENT_SIDE = {"call", "pipeline", "execute", "execute_command", "register_script", "aclose"}
+
+
+def commands_in(folders: list[str]) -> set[str]:
+    found: set[str] = set()
+    for folder in folders:
+        for file in sorted((ROOT / folder).rglob("*.py")):
+            text = file.read_text()
+            found |= {c.lower() for c in LUA.findall(text) + RAW.findall(text)}
+            found |= {m.replace("_", "|") for m in METHOD.findall(text) if m not in CLIENT_SIDE}
+    return found
+
+
+def test_every_command_the_services_send_is_one_their_redis_users_may_run() -> None:
+    """A command missing from tipline/access.py would be refused (NOPERM) in production only."""
+    allowed = {*REDIS_CONNECTION, *REDIS_READS, *REDIS_WRITES}
+    sent = commands_in(["services", "shared"])
+    assert {"hsetnx", "zrangebyscore", "evalsha", "script|load", "hdel"} <= sent  # it sees them
+    assert sent <= allowed, f"not allowed to the services' Redis users: {sorted(sent - allowed)}"
