@@ -24,9 +24,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         workdir=tmp_path_factory.mktemp("servers"),
     )
     try:
-        # Passwordless, so tests may build their own clients from settings.redis_url; the
-        # password path is tested on its own (tests/integration/test_redis_security.py).
-        start_servers(stack, redis_password=False)
+        # No logins, so tests may build their own clients from settings.redis_url; the logins
+        # are tested on their own (tests/integration/test_redis_security.py, test_redis_acl.py).
+        start_servers(stack, redis_logins=False)
         yield stack
     finally:
         stack.stop()

@@ -255,10 +255,10 @@ def operator_login(workdir: Path) -> tuple[str, str] | None:
     return REDIS_OPERATOR, passwords["redis"][REDIS_OPERATOR]
 
 
-def start_servers(stack: Stack, *, redis_password: bool = True, redis_shards: int = 1) -> None:
+def start_servers(stack: Stack, *, redis_logins: bool = True, redis_shards: int = 1) -> None:
     """The embedded broker and Valkey, each unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL is set.
 
-    Valkey persists under the workdir (append-only file) and, with `redis_password`, has the ACL
+    Valkey persists under the workdir (append-only file) and, with `redis_logins`, has the ACL
     users (`redis_users`; the test session's servers let anyone in). With `redis_shards` > 1 it
     is a Redis Cluster of that many primaries."""
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
@@ -275,7 +275,7 @@ def start_servers(stack: Stack, *, redis_password: bool = True, redis_shards: in
         stack.kafka = f"127.0.0.1:{port}"
     if os.environ.get("REDIS_URL"):
         return
-    if redis_password:
+    if redis_logins:
         redis_users(stack)
     if redis_shards > 1:
         start_valkey_cluster(stack, redis_shards)
