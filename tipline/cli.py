@@ -17,10 +17,12 @@ WORKDIR = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
 
 def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa: F821
     print(f"kafka   {stack.kafka}")
-    from tipline.stack import VALKEY_PASSWORD_FILE
+    from tipline.credentials import PASSWORDS_FILE
+    from tipline.stack import SECRETS_DIR
 
-    password = getattr(stack, "redis_password", "")
-    where = f"  (password in {stack.workdir / VALKEY_PASSWORD_FILE})" if password else ""
+    user = getattr(stack, "redis_username", "")
+    where = (f"  (ACL users: each service its own, tools `{user}`; passwords in "
+             f"{stack.workdir / SECRETS_DIR / PASSWORDS_FILE})" if user else "")
     shards = sum(c.name.startswith("valkey-") for c in stack.children)
     cluster = f"  (a Redis Cluster of {shards} shards)" if shards else ""
     print(f"redis   {stack.redis}{where}{cluster}")

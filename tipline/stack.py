@@ -5,14 +5,16 @@ is started with a parent-death signal and in its own session, so neither Ctrl-C 
 parent leaves a process behind.
 
 The stack's own Valkey keeps its data under the workdir (append-only file in `<workdir>/valkey`)
-and requires a password, made once and kept in `<workdir>/valkey-password` (mode 0600): the
-services and tools the stack starts get it as REDIS_PASSWORD, and the CLI tools find it there.
+and has the ACL users of a deployment (tipline/access.py): each service logs in as its own user,
+tools as the operator, and nothing without a login. Their passwords are made once and kept
+in `<workdir>/secrets/passwords.json` (mode 0600), where the CLI tools find the operator's.
 With `redis_shards` > 1 it is a Redis Cluster of that many Valkey primaries instead
 (`<workdir>/valkey-<n>`, each with its own append-only file and cluster config), and the services
 get REDIS_CLUSTER=true.
 """
 
 import ctypes
+import json
 import os
 import random
 import secrets
@@ -36,7 +38,8 @@ PIPELINE = tuple(s for s in SERVICES if s != "console")
 SERVERS = ("broker", "valkey")  # the children the services use (and valkey-<n>): stopped last
 # The services that only consume: they scale out by copies in one consumer group each.
 CONSUMERS = ("validation", "supplementation", "referral", "retraction")
-VALKEY_PASSWORD_FILE = "valkey-password"
+SECRETS_DIR = "secrets"  # in the workdir: passwords.json (as `tipline deploy secrets` keeps it)
+REDIS_ACL_FILE = "valkey.acl"  # in the workdir: the ACL users of its own Valkey (hashes only)
 CONSOLE_SECRET_FILE = "console-session-secret"
 _PR_SET_PDEATHSIG = 1
 
@@ -113,7 +116,8 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     analyst: str = ""  # the analyst API's URL ("" = not served)
     console: str = ""  # the console's URL ("" = not served)
-    redis_password: str = ""  # the password of the stack's own Valkey ("" = none asked)
+    redis_username: str = ""  # the Redis user tools log in as ("" = the default user)
+    redis_password: str = ""  # its password ("" = none asked)
     redis_cluster: bool = False  # `redis` is a node of a Redis Cluster
     # What only one service's processes get (its own Kafka and Redis logins): service -> env.
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -121,13 +125,16 @@ class Stack:
     def env(self) -> dict[str, str]:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis,
                "REDIS_CLUSTER": str(self.redis_cluster).lower()}
+        if self.redis_username:
+            env["REDIS_USERNAME"] = self.redis_username
         if self.redis_password:
             env["REDIS_PASSWORD"] = self.redis_password
         return env
 
     def settings(self, **overrides: Any) -> "Settings":
         """Settings for a tool that talks to this stack (the demo, the load tools): its servers,
-        its Valkey's password, its routing file and keys; the environment supplies the rest."""
+        its Valkey's operator login, its routing file and keys; the environment supplies the
+        rest."""
         from pydantic import SecretStr
 
         from shared.settings import Settings
@@ -136,6 +143,8 @@ class Stack:
             "kafka_bootstrap_servers": self.kafka, "redis_url": self.redis,
             "tipline_routing_file": routing(self), "tipline_keys_dir": signing_keys(self),
             "redis_cluster": self.redis_cluster}
+        if self.redis_username:
+            given["redis_username"] = self.redis_username
         if self.redis_password:
             given["redis_password"] = SecretStr(self.redis_password)
         return Settings(**{**given, **overrides})
@@ -216,26 +225,41 @@ def service_of(name: str) -> str:
     return service if dash and copy.isdigit() else name
 
 
-def valkey_password(workdir: Path, *, create: bool = False) -> str | None:
-    """The password of the Valkey `tipline up` runs in this workdir (made once when `create`)."""
-    path = workdir / VALKEY_PASSWORD_FILE
-    if path.exists():
-        return path.read_text().strip()
-    if not create:
-        return None
-    workdir.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def redis_users(stack: Stack) -> None:
+    """The stack's own Valkey gets the ACL users a deployment has (tipline/access.py, from the
+    ownership table): each service logs in as itself (`service_env`), tools as the operator.
+    The passwords are made once (tipline/credentials.py); the ACL file, hashes only, is written
+    again at every start, so a rule changed in the code applies at the next."""
+    from tipline.access import REDIS_OPERATOR, redis_acl
+    from tipline.credentials import ensure_passwords
+
+    passwords = ensure_passwords(stack.workdir / SECRETS_DIR, ())["redis"]
+    fd = os.open(stack.workdir / REDIS_ACL_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(password)
-    return password
+        out.write(redis_acl(passwords))
+    stack.redis_username, stack.redis_password = REDIS_OPERATOR, passwords[REDIS_OPERATOR]
+    for service in SERVICES:
+        stack.service_env.setdefault(service, {}).update(
+            REDIS_USERNAME=service, REDIS_PASSWORD=passwords[service])
 
 
-def start_servers(stack: Stack, *, redis_password: bool = True, redis_shards: int = 1) -> None:
+def operator_login(workdir: Path) -> tuple[str, str] | None:
+    """(user, password) of the operator of the Valkey `tipline up` runs in this workdir, if it
+    runs one."""
+    from tipline.access import REDIS_OPERATOR
+    from tipline.credentials import PASSWORDS_FILE
+
+    if not (workdir / REDIS_ACL_FILE).exists():
+        return None
+    passwords = json.loads((workdir / SECRETS_DIR / PASSWORDS_FILE).read_text())
+    return REDIS_OPERATOR, passwords["redis"][REDIS_OPERATOR]
+
+
+def start_servers(stack: Stack, *, redis_logins: bool = True, redis_shards: int = 1) -> None:
     """The embedded broker and Valkey, each unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL is set.
 
-    Valkey persists under the workdir (append-only file) and, with `redis_password`, requires the
-    workdir's password (the test session's servers run without one). With `redis_shards` > 1 it
+    Valkey persists under the workdir (append-only file) and, with `redis_logins`, has the ACL
+    users (`redis_users`; the test session's servers let anyone in). With `redis_shards` > 1 it
     is a Redis Cluster of that many primaries."""
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         port = free_port()
@@ -251,8 +275,8 @@ def start_servers(stack: Stack, *, redis_password: bool = True, redis_shards: in
         stack.kafka = f"127.0.0.1:{port}"
     if os.environ.get("REDIS_URL"):
         return
-    password = valkey_password(stack.workdir, create=True) if redis_password else None
-    stack.redis_password = password or ""
+    if redis_logins:
+        redis_users(stack)
     if redis_shards > 1:
         start_valkey_cluster(stack, redis_shards)
         return
@@ -262,15 +286,14 @@ def start_servers(stack: Stack, *, redis_password: bool = True, redis_shards: in
 
 
 def write_valkey_config(stack: Stack, name: str, port: int, *extra: str) -> None:
-    """`<workdir>/<name>.conf` (beside its data `<workdir>/<name>`, not in it): append-only,
-    loopback, the stack's password. A file (mode 0600) rather than arguments: the password stays
-    out of `ps`."""
+    """`<workdir>/<name>.conf` (beside its data `<workdir>/<name>`, not in it, mode 0600):
+    append-only, loopback, and the stack's ACL users when it has them (`redis_users`)."""
     data = stack.workdir / name
     data.mkdir(parents=True, exist_ok=True)
     lines = [f"port {port}", "bind 127.0.0.1", "daemonize no", 'save ""',
              "appendonly yes", "appendfsync everysec", f'dir "{data}"', *extra]
-    if stack.redis_password:
-        lines.append(f'requirepass "{stack.redis_password}"')
+    if stack.redis_username:
+        lines.append(f'aclfile "{stack.workdir / REDIS_ACL_FILE}"')
     fd = os.open(stack.workdir / f"{name}.conf", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write("\n".join(lines) + "\n")
@@ -301,7 +324,8 @@ def start_valkey_cluster(stack: Stack, shards: int, *extra: str, timeout: float 
                                 'cluster-config-file "nodes.conf"', f"cluster-port {free_port()}",
                                 *extra)
     ports = [spawn_valkey(stack, name) for name in names]
-    nodes = [redis.Redis(port=p, password=stack.redis_password or None, decode_responses=True)
+    nodes = [redis.Redis(port=p, username=stack.redis_username or None,
+                         password=stack.redis_password or None, decode_responses=True)
              for p in ports]
     try:
         if _cluster_info(nodes[0])["cluster_slots_assigned"] == "0":  # new: join and share slots

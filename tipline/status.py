@@ -37,8 +37,9 @@ def load_state(workdir: Path) -> dict[str, Any] | None:
 
 def tool_settings(workdir: Path) -> Settings:
     """Settings for a tool run beside `tipline up` (the demo, replay, esp add, analyst add): what
-    the environment says, and where it says nothing, the running stack's broker, Redis (with the
-    password its Valkey keeps in the workdir) and routing file as `tipline up` wrote them."""
+    the environment says, and where it says nothing, the running stack's broker, Redis (as the
+    operator of its own Valkey, whose password is kept in the workdir) and routing file as
+    `tipline up` wrote them."""
     state = load_state(workdir) or {}
     given: dict[str, Any] = {name: state[key] for name, key, env in (
         ("kafka_bootstrap_servers", "kafka", "KAFKA_BOOTSTRAP_SERVERS"),
@@ -46,10 +47,10 @@ def tool_settings(workdir: Path) -> Settings:
         ("tipline_routing_file", "routing", "TIPLINE_ROUTING_FILE"),
     ) if state.get(key) and not os.environ.get(env)}
     if "redis_url" in given and not os.environ.get("REDIS_PASSWORD"):
-        from tipline.stack import valkey_password
+        from tipline.stack import operator_login
 
-        if password := valkey_password(workdir):
-            given["redis_password"] = SecretStr(password)
+        if login := operator_login(workdir):
+            given["redis_username"], given["redis_password"] = login[0], SecretStr(login[1])
     if "redis_url" in given:
         given["redis_cluster"] = bool(state.get("redis_cluster"))
     return Settings(**given)  # validated: the routing file becomes a Path

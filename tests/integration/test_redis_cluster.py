@@ -1,8 +1,8 @@
 """The five services as separate processes on a Redis Cluster (three embedded Valkey shards,
-REDIS_CLUSTER=true, with a password): reports from submission to acknowledged correction, an
-abandoned /ispws draft, reports spread over the shards with each report's keys on one slot; the
-retraction invariant's interleavings on the cluster; and a shard killed and started again
-mid-stream loses no accepted report."""
+REDIS_CLUSTER=true, each service logged in as its own ACL user): reports from submission to
+acknowledged correction, an abandoned /ispws draft, reports spread over the shards with each
+report's keys on one slot; the retraction invariant's interleavings on the cluster; and a shard
+killed and started again mid-stream loses no accepted report."""
 
 import asyncio
 import contextlib
@@ -52,8 +52,11 @@ def system(
         env.setenv("TIPLINE_ABANDON_AFTER_OPEN_S", str(ABANDON_S))
         env.setenv("TIPLINE_ABANDON_AFTER_CHANGE_S", str(ABANDON_S))
         env.setenv("TIPLINE_ABANDON_TICK_S", "0.2")
+        # Each service logs in as its own ACL user, tools (the fixtures here) as the operator.
         stack = Stack(kafka=servers.kafka, redis=valkey_cluster.redis, redis_cluster=True,
+                      redis_username=valkey_cluster.redis_username,
                       redis_password=valkey_cluster.redis_password,
+                      service_env=valkey_cluster.service_env,
                       http=f"http://127.0.0.1:{free_port()}", workdir=workdir)
         create_topics(stack)
         try:
@@ -161,6 +164,7 @@ async def test_reports_flow_end_to_end_over_every_shard(
 async def test_the_retraction_invariant_holds_on_the_cluster(valkey_cluster: Stack) -> None:
     """The invariant test's interleavings (fewer), with the ledger's batches spread over shards."""
     redis = connect(Settings(redis_url=valkey_cluster.redis, redis_cluster=True,
+                             redis_username=valkey_cluster.redis_username,
                              redis_password=SecretStr(valkey_cluster.redis_password)))
     rng = random.Random(20261129)
     try:
