@@ -225,6 +225,13 @@ def service_of(name: str) -> str:
     return service if dash and copy.isdigit() else name
 
 
+def instance_of(name: str) -> str:
+    """The TIPLINE_INSTANCE of a child named by copy_name: its copy's number, the same when it
+    is started again (so it fences the transactions its predecessor left open)."""
+    service = service_of(name)
+    return "1" if name == service else name.removeprefix(service + "-")
+
+
 def redis_users(stack: Stack) -> None:
     """The stack's own Valkey gets the ACL users a deployment has (tipline/access.py, from the
     ownership table): each service logs in as itself (`service_env`), tools as the operator.
@@ -382,7 +389,7 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
                             env={**env, **stack.service_env.get(name, {}),
                                  "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": str(ops_port),
                                  # the same name for the copy that replaces it (transactions)
-                                 "TIPLINE_INSTANCE": str(copy)})
+                                 "TIPLINE_INSTANCE": instance_of(copy_name(name, copy))})
         child.ops = f"http://127.0.0.1:{ops_port}"
     if "intake" in services:
         wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=30)

@@ -29,6 +29,7 @@ from tipline.stack import (
     Stack,
     create_topics,
     free_port,
+    instance_of,
     routing,
     service_of,
     start_servers,
@@ -94,9 +95,11 @@ class Faults:
     rng: random.Random
     tally: Tally = field(default_factory=Tally)
 
-    def service_env(self, name: str, copy: bool = False) -> dict[str, str]:
+    def service_env(self, name: str, as_name: str, copy: bool = False) -> dict[str, str]:
         analyst = self.stack.analyst.rsplit(":", 1)[1]
-        return {**self.stack.env(), "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": "0",
+        return {**self.stack.env(), **self.stack.service_env.get(name, {}),
+                "OTEL_SERVICE_NAME": name, "TIPLINE_OPS_PORT": "0",
+                "TIPLINE_INSTANCE": instance_of(as_name),
                 "TIPLINE_KEYS_DIR": str(self.stack.workdir / "keys"),
                 "TIPLINE_ROUTING_FILE": str(routing(self.stack)),
                 # A second copy serves no analyst API: the port is the first one's.
@@ -106,7 +109,7 @@ class Faults:
     def spawn_service(self, name: str, as_name: str | None = None) -> Child:
         copy = as_name is not None and as_name != name
         return self.stack.spawn(as_name or name, [sys.executable, "-m", f"services.{name}"],
-                                env=self.service_env(name, copy=copy))
+                                env=self.service_env(name, as_name or name, copy=copy))
 
     def find(self, name: str) -> Child:
         return next(c for c in self.stack.children if c.name == name)

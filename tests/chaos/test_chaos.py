@@ -29,7 +29,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from shared import topics
 from shared.settings import Settings
 from tests.chaos import harness
-from tipline.stack import CONSUMERS, Child, Stack, free_port, valkey_binary, wait_for_port
+from tipline.stack import (
+    CONSUMERS,
+    Child,
+    Stack,
+    copy_name,
+    free_port,
+    valkey_binary,
+    wait_for_port,
+)
 
 LONG = os.environ.get("TIPLINE_CHAOS_LONG") == "1"
 REPORTS = 1200 if LONG else 160
@@ -55,7 +63,7 @@ class Chaos(harness.Faults):
 
     async def rebalance(self, name: str, seconds: float) -> None:
         """One more copy joins the group, works a while, then leaves (gracefully or not)."""
-        copy = self.spawn_service(name, as_name=f"{name}-copy")
+        copy = self.spawn_service(name, as_name=copy_name(name, 9))
         self.tally.rebalances += 1
         await asyncio.sleep(seconds)
         await self.kill(copy, self.rng.choice([signal.SIGTERM, signal.SIGKILL]))
