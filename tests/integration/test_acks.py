@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from services.intake.timeline import Timeline
 from services.notification import notices
+from services.notification.ledger import Ledger
 from services.notification.outbox import Outbox
 from services.retraction.acks import follow_acks, on_response
 from shared.agencies import AgencyRegistry
@@ -58,8 +59,8 @@ async def running(*coroutines: object) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, timeline: Timeline,
-                    registry: AgencyRegistry) -> None:
+async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, ledger: Ledger,
+                    timeline: Timeline, registry: AgencyRegistry) -> None:
     """What the retraction service's ack subscriber does, for this report's responses."""
     consumer = AIOKafkaConsumer(
         AGENCY_ACKS, bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -71,9 +72,17 @@ async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, timeline
             response = AgencyResponse.model_validate_json(record.value)
             if response.report_id == report_id:
                 with contextlib.suppress(Poison):  # refused: the service dead-letters it
-                    await on_response(outbox, timeline, response, registry)
+                    await on_response(outbox, ledger, timeline, response, registry)
     finally:
         await consumer.stop()
+
+
+async def referred(redis: Redis, report_id: str, agencies: list[str]) -> Ledger:
+    """The ledger, once the report's referral to these agencies was delivered."""
+    ledger = Ledger(redis)
+    await ledger.claim({report_id: (agencies, Priority.HIGH)})
+    await ledger.confirm_referrals({report_id: agencies})
+    return ledger
 
 
 async def until(check: Callable[[], Any], timeout: float = 20) -> None:
@@ -92,6 +101,7 @@ async def test_unacked_corrections_are_resent_then_escalated(
     outbox, timeline = Outbox(redis, local.tipline_ack_timeout_s), Timeline(redis)
     report_id = f"ack-{uuid.uuid4().hex}"
     acking, silent, forger = agency_ids(3)
+    ledger = await referred(redis, report_id, [acking, silent, forger])
     routing, signers = registered(tmp_path, [acking, silent, forger])
     got_acking: list[AgencyNotice] = []
     got_silent: list[AgencyNotice] = []
@@ -102,7 +112,7 @@ async def test_unacked_corrections_are_resent_then_escalated(
     forging = AgencyClient(local, forger)
     async with running(
         loud.collect(got_acking), quiet.collect(got_silent), forging.collect(got_forger),
-        feed_acks(local, report_id, outbox, timeline, AgencyRegistry(routing)),
+        feed_acks(local, report_id, outbox, ledger, timeline, AgencyRegistry(routing)),
         follow_acks(broker, outbox, timeline, local),
     ):
         for client in (loud, quiet, forging):
@@ -177,16 +187,29 @@ async def test_outcomes_show_in_the_timeline_and_foreign_acks_are_refused(
 ) -> None:
     outbox, timeline = Outbox(redis, 60), Timeline(redis)
     report_id = f"out-{uuid.uuid4().hex}"
-    mine, other = agency_ids(2)
-    routing, signers = registered(tmp_path, [mine, other])
+    mine, other, stranger = agency_ids(3)
+    routing, signers = registered(tmp_path, [mine, other, stranger])
     registry = AgencyRegistry(routing)
+    ledger = await referred(redis, report_id, [mine, other])
     correction = notices.correction_notice(report_id, mine, {}, Priority.NORMAL)
     await outbox.track((correction, correction.model_dump_json().encode()))
     with pytest.raises(Poison, match="acknowledged a notice sent to"):
-        await on_response(outbox, timeline, signed(AgencyResponse(
+        await on_response(outbox, ledger, timeline, signed(AgencyResponse(
             response_id="r1", agency_id=other, report_id=report_id, kind="ack",
             notice_id=correction.notice_id), signers[other]), registry)
-    fact = await on_response(outbox, timeline, signed(AgencyResponse(
+    with pytest.raises(Poison, match="which was not sent to it"):
+        await on_response(outbox, ledger, timeline, signed(AgencyResponse(
+            response_id="r3", agency_id=other, report_id=report_id, kind="ack",
+            notice_id=notices.notice_id("referral", report_id, mine)), signers[other]), registry)
+    # An agency the report never went to answers for nothing: no outcome, no ack.
+    for kind, extra in (("outcome", {"outcome": "closed", "text": "synthetic"}),
+                        ("ack", {"notice_id": notices.notice_id("referral", report_id,
+                                                                stranger)})):
+        with pytest.raises(Poison, match=f"{stranger} never received report"):
+            await on_response(outbox, ledger, timeline, signed(AgencyResponse(
+                response_id=f"r-{kind}", agency_id=stranger, report_id=report_id, kind=kind,
+                **extra), signers[stranger]), registry)
+    fact = await on_response(outbox, ledger, timeline, signed(AgencyResponse(
         response_id="r2", agency_id=mine, report_id=report_id, kind="outcome",
         outcome="investigating", text="synthetic note"), signers[mine]), registry)
     assert isinstance(fact, OutcomeReported) and fact.outcome == "investigating"
@@ -205,11 +228,12 @@ async def test_only_acks_signed_by_a_registered_key_count(
     ensure_keys(stranger)
     outbox, timeline = Outbox(redis, 60), Timeline(redis)
     report_id = f"signed-{uuid.uuid4().hex}"
+    ledger = await referred(redis, report_id, [keyed, keyless])
 
     def ack(agency: str, signer: Signer | None) -> AgencyResponse:
-        return signed(AgencyResponse(response_id=uuid.uuid4().hex, agency_id=agency,
-                                     report_id=report_id, kind="ack", notice_id=f"n-{agency}"),
-                      signer)
+        return signed(AgencyResponse(
+            response_id=uuid.uuid4().hex, agency_id=agency, report_id=report_id, kind="ack",
+            notice_id=notices.notice_id("referral", report_id, agency)), signer)
 
     refused = {
         "unsigned": ack(keyed, None),
@@ -220,9 +244,9 @@ async def test_only_acks_signed_by_a_registered_key_count(
     }
     for why, forged in refused.items():
         with pytest.raises(Poison):
-            await on_response(outbox, timeline, forged, registry)
+            await on_response(outbox, ledger, timeline, forged, registry)
             pytest.fail(f"accepted: {why}")
-    fact = await on_response(outbox, timeline, ack(keyed, signers[keyed]), registry)
+    fact = await on_response(outbox, ledger, timeline, ack(keyed, signers[keyed]), registry)
     assert isinstance(fact, NoticeAcknowledged) and fact.agency_id == keyed
     acked = [e["agency"] for e in await timeline.entries(report_id) if e["what"] == "acknowledged"]
     assert acked == [keyed]
