@@ -7,6 +7,7 @@ Loopback only; every wait is bounded.
   analysts, holds, sources, amendments, agencies, outcomes (planted markers, all absent), and
   intake, which faces the internet, never even holds them.
 - An agency's ack or outcome about a report it never received is dead-lettered with its cause.
+- A restarted agency client takes no old notice as new.
 - Forged dead letters requeued by an operator: refused, nothing published; a genuine letter
   goes back as its writer sealed it and is consumed.
 """
@@ -240,6 +241,56 @@ async def test_an_agency_answering_for_a_report_it_never_received_is_dead_letter
     (outcome,) = await records(settings_of, topics.REPORTS_OUTCOMES, report_id, 1)
     assert (outcome["agency_id"], outcome["outcome"]) == (receiver, "investigating")
     assert text not in (await esp.get(f"/v1/reports/{report_id}")).text
+
+
+# --- A replayed notice is not news ---------------------------------------------------------
+
+
+async def test_a_restarted_agency_client_takes_no_old_referral_as_new(
+    signers: tuple[Stack, dict[str, Signer]], settings_of: Settings, esp: httpx.AsyncClient,
+    agencies: list[str], tmp_path: Path,
+) -> None:
+    agency = agencies[0]
+    report = {"incident_type": "Child Sex Tourism", "reporter_email": "safety@esp.example",
+              "incident_at": "2026-01-01T00:00:00+00:00",
+              "location": {"country": "US", "us_state": "CA"}}  # not Texas: this agency only
+    group, data = f"agency-{agency}-{uuid.uuid4().hex[:6]}", tmp_path / "agency"
+
+    def client() -> AgencyClient:
+        return AgencyClient(settings_of, agency, group, signer=signers[1][agency], data_dir=data)
+
+    got: list[AgencyNotice] = []
+    first = client()
+    following = asyncio.create_task(first.collect(got))
+    try:
+        await first.ready()
+        old = (await esp.post("/v1/reports", json={"report": report})).json()["report_id"]
+        await until(lambda: _kinds(got, old, [agency], "referral"), "the referral")
+        assert (await esp.post(f"/v1/reports/{old}/retract")).status_code == 202
+        await until(lambda: _kinds(got, old, [agency], "correction"), "the correction")
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+    # While the client is down, someone who can write its topic replays the old referral, as
+    # it was signed; then a new report is referred.
+    (raw,) = [r for r in await records(settings_of, topics.agency_topic(agency), old, 2)
+              if r["kind"] == "referral"]
+    producer = AIOKafkaProducer(bootstrap_servers=settings_of.kafka_bootstrap_servers)
+    await producer.start()
+    await producer.send_and_wait(topics.agency_topic(agency), json.dumps(raw).encode(),
+                                 key=old.encode())
+    await producer.stop()
+    new = (await esp.post("/v1/reports", json={"report": report})).json()["report_id"]
+    got_again: list[AgencyNotice] = []
+    again = client()  # restarted: the same group, the same data dir
+    following = asyncio.create_task(again.collect(got_again))
+    try:
+        await until(lambda: _kinds(got_again, new, [agency], "referral"), "the new referral")
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+    assert [(n.kind, n.report_id) for n in got_again] == [("referral", new)]
+    assert again.duplicates == 1  # the replay, known from before the restart
 
 
 # --- Dead letters carry evidence, not authority --------------------------------------------

@@ -29,6 +29,8 @@ from shared.contracts import (
     NoticeAcknowledged,
     OutcomeReported,
     Priority,
+    Report,
+    ReportSupplemented,
     now,
 )
 from shared.kafka import make_broker
@@ -174,6 +176,48 @@ async def test_the_client_refuses_tampered_and_unsigned_notices(local: Settings)
     assert reasons[0].startswith("bad signature: signature does not match")
     assert reasons[1] == "bad signature: not signed"
     assert reasons[2].startswith("not a notice")
+
+
+async def test_a_restarted_client_hands_over_no_old_notice(local: Settings, tmp_path: Path) -> None:
+    """The client keeps what it took under its data dir: after a restart, a replayed notice is
+    a repeat, and an old referral of a report it holds a correction for is refused."""
+    (agency,) = agency_ids(1)
+    signer, data, group = Signer(local.tipline_keys_dir), tmp_path / "agency", uuid.uuid4().hex
+    r, s, q = (f"{n}-{uuid.uuid4().hex[:8]}" for n in ("r", "s", "q"))
+
+    def referral(report_id: str) -> AgencyNotice:
+        return notices.signed(notices.referral_notice(ReportSupplemented(
+            event_id="e", report_id=report_id, esp_id="esp", report=Report(),
+            agencies=[agency], priority=Priority.NORMAL, jurisdiction="TX",
+            rules_version="v"), agency), signer)
+
+    def correction(report_id: str) -> AgencyNotice:
+        return notices.signed(notices.correction_notice(report_id, agency, {"reason": "x"},
+                                                        Priority.NORMAL), signer)
+
+    async def publish(*sent: AgencyNotice) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=local.kafka_bootstrap_servers)
+        await producer.start()
+        for notice in sent:
+            await producer.send_and_wait(agency_topic(agency), notice.model_dump_json().encode(),
+                                         key=notice.report_id.encode())
+        await producer.stop()
+
+    old = referral(r)
+    await publish(old, correction(r), correction(s))
+    first, got = AgencyClient(local, agency, group, auto_ack=False, data_dir=data), []
+    async with running(first.collect(got)):
+        await until(lambda: len(got) == 3)
+    # Restarted; meanwhile the old referral comes again (replayed), an old referral of s (its
+    # correction taken already) comes late, and then a new one.
+    await publish(old, referral(s), referral(q))
+    again, got_again = AgencyClient(local, agency, group, auto_ack=False, data_dir=data), []
+    async with running(again.collect(got_again)):
+        await until(lambda: len(got_again) == 1 and again.duplicates == 1 and again.refused)
+    assert [(n.kind, n.report_id) for n in got_again] == [("referral", q)]
+    ((_, why),) = again.refused
+    assert why == f"a referral of report {s}, which this agency holds a correction for (retracted)"
+    assert (data / "notices.sqlite3").stat().st_mode & 0o777 == 0o600
 
 
 def signed(response: AgencyResponse, signer: Signer | None) -> AgencyResponse:
