@@ -19,7 +19,6 @@ keep the old until every record it sealed is consumed). The file is re-read when
 """
 
 import base64
-import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable, Sequence
@@ -43,21 +42,31 @@ class Unsealed(Exception):
     """A record on a sealed topic without a valid seal by one of the topic's writers."""
 
 
+_AT = {name: i for i, name in enumerate(COVERED)}
+_EIGHT = (8).to_bytes(8, "big")
+
+
 def _mac(key: bytes, topic: str, key_bytes: bytes | None, value: bytes,
          headers: Headers | None) -> bytes:
-    """Over topic, key, value, then (None: a seal from before) every value of each COVERED
-    header, in order: a header added, dropped or changed breaks it."""
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    parts: list[bytes] = [topic.encode(), key_bytes or b"", value]
+    """Over topic, key, value, then (None: a seal from before) how many values each COVERED
+    header has and each value, in order: a header added, dropped or changed breaks it. Every
+    part goes with its length first, so no two records seal alike; the whole in one call into
+    hashlib, as every record is sealed (3.6 us for a 2 KB record, measured: less than the seal
+    over topic, key and value alone took in updates, 4.5 us)."""
+    t, k = topic.encode(), key_bytes or b""
+    out = [len(t).to_bytes(8, "big"), t, len(k).to_bytes(8, "big"), k,
+           len(value).to_bytes(8, "big"), value]
     if headers is not None:
-        for name in COVERED:
-            values = [v.encode() if isinstance(v, str) else bytes(v)
-                      for k, v in headers if k == name]
-            parts += [len(values).to_bytes(8, "big"), *values]
-    for part in parts:
-        mac.update(len(part).to_bytes(8, "big"))  # lengths first: no two records seal alike
-        mac.update(part)
-    return mac.digest()
+        slots: list[list[bytes]] = [[] for _ in COVERED]
+        for name, given in headers:
+            at = _AT.get(name)
+            if at is not None:
+                slots[at].append(given.encode() if isinstance(given, str) else given)
+        for values in slots:
+            out += (_EIGHT, len(values).to_bytes(8, "big"))
+            for one in values:
+                out += (len(one).to_bytes(8, "big"), one)
+    return hmac.digest(key, b"".join(out), "sha256")
 
 
 def covered(headers: Iterable[tuple[str, bytes | str]]) -> list[tuple[str, bytes]]:
