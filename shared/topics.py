@@ -80,10 +80,11 @@ WRITERS: dict[str, frozenset[str]] = {
     NOTICES_ESCALATED: frozenset({"retraction"}),
     REPORTS_OUTCOMES: frozenset({"retraction"}),
     REPORT_FACTS: frozenset({"validation", "supplementation", "referral", "retraction"}),
+    # The internal consumers' letters; intake's apart; the console writes none (it logs and
+    # counts what it may not show).
     DEAD_LETTERS: frozenset({"validation", "supplementation", "referral", "retraction"}),
     DEAD_LETTERS_INTAKE: frozenset({"intake"}),
 }
-# The console writes nothing: what it may not show it logs and counts.
 DEAD_LETTER_TOPICS = (DEAD_LETTERS, DEAD_LETTERS_INTAKE)
 
 

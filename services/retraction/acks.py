@@ -7,11 +7,11 @@
 3. The retraction service (`on_response`, below) refuses a response not signed by one of that
    agency's registered keys, about a report the ledger says the agency never received, or
    acking a notice that was not sent to it (dead-lettered with why): an agency answers only for
-   what it was told. Otherwise the notice moves `awaiting -> acked`, the report's timeline is
-   told, and NoticeAcknowledged goes out (the console shows it).
+   what it was told. Otherwise the notice moves `awaiting -> acked` and NoticeAcknowledged goes
+   out (the console shows it; the report's ESP is told nothing of it: shared/audiences.py).
 4. A notice still awaiting after `TIPLINE_ACK_TIMEOUT_S` is sent again, the same signed notice
-   (`follow_acks`); after `TIPLINE_MAX_RESENDS` re-sends it is escalated (NoticeEscalated, status
-   `correction_escalated`): people must act. An ack after that is recorded as late.
+   (`follow_acks`); after `TIPLINE_MAX_RESENDS` re-sends it is escalated (NoticeEscalated):
+   people must act. An ack after that is recorded as late.
 """
 
 import asyncio
