@@ -180,7 +180,13 @@ def outgoing(service: str, seals: Seals | None) -> type[BaseMiddleware]:
                 body = cmd.body
                 if isinstance(body, BaseModel):
                     cmd.body = body = body.model_dump_json().encode()
-                for name, value in sealed(service, seals, cmd.destination, cmd.key, body):
+                # What goes out beside the seal: the trace headers (FastStream's telemetry
+                # middleware, the outer one, set them already) and the correlation id.
+                others = [*cmd.headers.items(),
+                          *([("correlation_id", cmd.correlation_id)] if cmd.correlation_id
+                            else [])]
+                for name, value in sealed(service, seals, cmd.destination, cmd.key, body,
+                                          others):
                     cmd.headers[name] = value.decode()
             result = await call_next(cmd)
             metrics.EVENTS_OUT.labels(service, cmd.destination).inc()

@@ -14,6 +14,7 @@ a default user that is off).
 
 import hashlib
 import importlib
+import logging
 import shlex
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -66,17 +67,28 @@ def subscriptions() -> dict[str, list[tuple[str, str]]]:
     from shared.signing import ensure_keys
 
     found: dict[str, list[tuple[str, str]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        ensure_keys(Path(tmp) / "keys")
-        settings = Settings(kafka_bootstrap_servers="kafka:9092", redis_url="redis://redis:6379/0",
-                            tipline_keys_dir=Path(tmp) / "keys",
-                            tipline_files_dir=Path(tmp) / "files")
-        for service in SUBSCRIBING:
-            app = importlib.import_module(f"services.{service}.main").create_app(settings)
-            broker = app.broker if service != "intake" else app.state.broker  # intake: FastAPI
-            found[service] = sorted(
-                (getattr(topic, "name", topic), str(subscriber.group_id))
-                for subscriber in broker.subscribers for topic in subscriber.topics)
+    # Building the apps logs what a service would at start (agencies without keys, a tracer
+    # provider set again): not news here.
+    quiet = [logging.getLogger(name) for name in ("tipline", "opentelemetry")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ensure_keys(Path(tmp) / "keys")
+            settings = Settings(kafka_bootstrap_servers="kafka:9092",
+                                redis_url="redis://redis:6379/0",
+                                tipline_keys_dir=Path(tmp) / "keys",
+                                tipline_files_dir=Path(tmp) / "files")
+            for service in SUBSCRIBING:
+                app = importlib.import_module(f"services.{service}.main").create_app(settings)
+                broker = app.broker if service != "intake" else app.state.broker  # FastAPI
+                found[service] = sorted(
+                    (getattr(topic, "name", topic), str(subscriber.group_id))
+                    for subscriber in broker.subscribers for topic in subscriber.topics)
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
     return found
 
 

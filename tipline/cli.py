@@ -130,8 +130,10 @@ def cmd_agency_tail(args: argparse.Namespace) -> int:
     async def tail() -> None:
         from tipline.agencycli import agency_signer
 
+        data = Path(args.data) if args.data else WORKDIR / "agency" / args.agency_id
         client = AgencyClient(Settings(), args.agency_id, group_id=args.group,
-                              auto_ack=not args.manual_ack, signer=agency_signer(args.keys))
+                              auto_ack=not args.manual_ack, signer=agency_signer(args.keys),
+                              data_dir=data)
         await client.start()
         try:
             async for notice in client.notices():
@@ -173,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--manual-ack", action="store_true",
                       help="do not acknowledge; use `tipline agency ack` instead")
     tail.add_argument("--keys", help="the agency's own signing keys directory (signs acks)")
+    tail.add_argument("--data", help="where the client keeps the notices it took, across "
+                      "restarts (default: <workdir>/agency/<id>)")
     tail.set_defaults(func=cmd_agency_tail)
 
     from tipline.agencycli import add_agency_commands  # agency ack, agency outcome

@@ -48,7 +48,12 @@ UNDECLARED: dict[str, tuple[type, str, str]] = {
     topics.AGENCY_PREFIX + "{agency_id}": (
         AgencyNotice, "Notices",
         "referral, retraction and the analyst API: signed notices to one agency (key: report id)"),
-    topics.DEAD_LETTERS: (DeadLetter, "Every", "a message a service could not process"),
+    topics.DEAD_LETTERS: (
+        DeadLetter, "Consumers",
+        "validation, supplementation, referral, retraction: a message the service could not "
+        "process, with its cause and what the message's seal covers (sealed by the service)"),
+    topics.DEAD_LETTERS_INTAKE: (
+        DeadLetter, "Intake", "a message intake could not process (sealed by intake)"),
     topics.REPORT_FACTS: (
         TimelineFacts, "Facts",
         "validation, supplementation, referral, retraction: what each learned about reports, "

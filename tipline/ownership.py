@@ -32,8 +32,8 @@ OWNERS = (
         ("{r}:draft", "{r}:pending", "{r}:files", "{r}:described", "{r}:contents", "{r}:report",
          "{r}:seen", "{r}:timeline", "tipline:idempotency:…", "tipline:abandonment:deadlines",
          "tipline:intake:due"),
-        "drafts, submissions and retraction requests as events; the timeline is its own, fed by "
-        "the others' `TimelineFacts`",
+        "drafts, submissions and retraction requests as events; the timeline is its own (the "
+        "ESP's view), fed by the others' `TimelineFacts` in the ESP's form",
         writers=("intake",)),
     Holding(
         "ESP directory", ("tipline:esps",),
@@ -41,7 +41,8 @@ OWNERS = (
         writers=(OPERATOR,), readers=("intake",)),
     Holding(
         "validation", ("tipline:content:…",),
-        "verdicts as `ReportValidated`/`ReportRejected`; cross-report findings as facts",
+        "verdicts as `ReportValidated`/`ReportRejected`; cross-report findings among one ESP's "
+        "reports as facts",
         writers=("validation",)),
     Holding(
         "supplementation",

@@ -42,7 +42,7 @@ if [ -n "${TIPLINE_PASSWORD_ADMIN:-}" ]; then user admin "$TIPLINE_PASSWORD_ADMI
 # intake
 user intake "${TIPLINE_PASSWORD_INTAKE:?}"
 acl --allow-principal User:intake --operation Read --group intake-timeline --topic tipline.reports.facts
-acl --allow-principal User:intake --operation Write --topic tipline.deadletter --topic tipline.reports.drafts --topic tipline.reports.submitted --topic tipline.retractions.requested
+acl --allow-principal User:intake --operation Write --topic tipline.deadletter.intake --topic tipline.reports.drafts --topic tipline.reports.submitted --topic tipline.retractions.requested
 
 # validation
 user validation "${TIPLINE_PASSWORD_VALIDATION:?}"
@@ -71,9 +71,8 @@ acl --deny-principal User:retraction --operation Write --topic tipline.agency.ac
 # console
 user console "${TIPLINE_PASSWORD_CONSOLE:?}"
 acl --allow-principal User:console --operation Describe --group '*'
-acl --allow-principal User:console --operation Read --group console --topic tipline.amendments.requested --topic tipline.deadletter --topic tipline.notices.acknowledged --topic tipline.notices.escalated --topic tipline.notices.resent --topic tipline.reports.drafts --topic tipline.reports.outcomes --topic tipline.reports.referred --topic tipline.reports.rejected --topic tipline.reports.retracted --topic tipline.reports.submitted --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.reports.validated --topic tipline.retractions.requested
+acl --allow-principal User:console --operation Read --group console --topic tipline.amendments.requested --topic tipline.deadletter --topic tipline.deadletter.intake --topic tipline.notices.acknowledged --topic tipline.notices.escalated --topic tipline.notices.resent --topic tipline.reports.drafts --topic tipline.reports.outcomes --topic tipline.reports.referred --topic tipline.reports.rejected --topic tipline.reports.retracted --topic tipline.reports.submitted --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.reports.validated --topic tipline.retractions.requested
 acl --allow-principal User:console --operation Read --topic tipline.agency. --resource-pattern-type prefixed
-acl --allow-principal User:console --operation Write --topic tipline.deadletter
 acl --deny-principal User:console --operation Read --topic tipline.agency.acks
 
 # agency-icac-ca

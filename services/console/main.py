@@ -13,10 +13,8 @@ from services.console.follow import Follower, Reader, follow_lag
 from services.console.model import ReadModel
 from services.console.sessions import MIN_SECRET_LENGTH
 from services.console.web import Console, create_api
-from shared import topics
 from shared.agencies import AgencyRegistry
 from shared.analysts import AnalystDirectory
-from shared.contracts import DeadLetter
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
 from shared.ops import count_requests
@@ -43,17 +41,13 @@ def session_secret(settings: Settings) -> bytes:
 
 def create_app(settings: Settings) -> FastStream:
     secret = session_secret(settings)
-    broker = make_broker(settings, "console")  # it only publishes dead letters
+    broker = make_broker(settings, "console")  # it publishes nothing: it checks seals
     redis = connect(settings)  # the analyst directory only, read-only
     model = ReadModel(ack_timeout_s=settings.tipline_ack_timeout_s)
     registry = AgencyRegistry(settings.tipline_routing_file)
     reader = Reader(broker.seals, Verifier(settings.tipline_keys_dir / PUBLIC_FILE))
 
-    async def dead_letter(letter: DeadLetter) -> None:
-        await broker.publish(letter, topics.DEAD_LETTERS,
-                             key=letter.key.encode() if letter.key else None)
-
-    follower = Follower(settings, model, reader, registry, dead_letter)
+    follower = Follower(settings, model, reader, registry)
     api = create_api(Console(
         model, registry, AnalystDirectory(redis, LoginGuard(Limits.of(settings))), secret,
         settings.tipline_console_session_ttl_s))
