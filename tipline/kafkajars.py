@@ -7,12 +7,15 @@ dependencies, the `libs/` of Kafka's binary distribution, into
 `libs/`); `tipline up --kafka apache` fetches them itself the first time, by the same code.
 """
 
+import argparse
 import os
 import shutil
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from shared.settings import CONFIG_DIR
 
@@ -22,8 +25,9 @@ _MAVEN = "{http://maven.apache.org/POM/4.0.0}"
 COMPLETE = ".complete"  # written once Maven has copied every jar
 
 
-class Missing(RuntimeError):
-    """Java, Maven or the jars are not here: the message says what to install or run."""
+class Unavailable(RuntimeError):
+    """Apache Kafka cannot run here as asked (no Java, no Maven, a workdir of another shape):
+    the message says why and what to do."""
 
 
 def version() -> str:
@@ -59,7 +63,7 @@ def java() -> str:
         return str(Path(java_home) / "bin" / "java")
     found = shutil.which("java")
     if not found:
-        raise Missing("Apache Kafka needs Java 17 or newer: no `java` on PATH (Debian: "
+        raise Unavailable("Apache Kafka needs Java 17 or newer: no `java` on PATH (Debian: "
                       "apt-get install -y openjdk-17-jre-headless), or set TIPLINE_JAVA")
     return found
 
@@ -68,7 +72,7 @@ def missing() -> str | None:
     """Why the broker cannot start here (no Java, no jars), or None."""
     try:
         java()
-    except Missing as exc:
+    except Unavailable as exc:
         return str(exc)
     if libs() is None:
         return f"the Apache Kafka {version()} jars are not in {home()}: run `make kafka`"
@@ -82,7 +86,7 @@ def fetch(quiet: bool = False) -> Path:
         return found
     mvn = shutil.which("mvn")
     if not mvn:
-        raise Missing("fetching Apache Kafka's jars needs Maven: no `mvn` on PATH (Debian: "
+        raise Unavailable("fetching Apache Kafka's jars needs Maven: no `mvn` on PATH (Debian: "
                       "apt-get install -y maven)")
     target = home()
     target.mkdir(parents=True, exist_ok=True)
@@ -100,7 +104,7 @@ def fetch(quiet: bool = False) -> Path:
         capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)  # a partial download, never data
-        raise Missing(f"Maven could not fetch Apache Kafka {version()}:\n"
+        raise Unavailable(f"Maven could not fetch Apache Kafka {version()}:\n"
                       f"{(done.stdout + done.stderr)[-3000:]}")
     (partial / COMPLETE).write_text(f"{version()}\n")
     final = target / "libs"
@@ -113,3 +117,22 @@ def fetch(quiet: bool = False) -> Path:
     say(f"Apache Kafka {version()}: {jars} jars in {final} "
         f"({time.monotonic() - started:.1f} s)")
     return final
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    try:
+        fetch()
+        java()
+    except Unavailable as exc:
+        print(f"tipline kafka fetch: {exc}", file=sys.stderr)
+        return 2
+    print(f"Apache Kafka {version()}: {home() / 'libs'}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    kafka = sub.add_parser("kafka", help="the Apache Kafka broker `tipline up --kafka apache` runs")
+    kafka_sub = kafka.add_subparsers(dest="kafka_command", required=True)
+    fetch_command = kafka_sub.add_parser(
+        "fetch", help="fetch its jars through Maven into the cache, once (`make kafka`)")
+    fetch_command.set_defaults(func=cmd_fetch)
