@@ -136,13 +136,10 @@ def prepare(home: Path, nodes: int, admin_password: str) -> tuple[Cluster, bool]
         pki = make_pki(home / "tls", name="tipline local Kafka CA", days=825)
         keystore = home / "tls" / "broker.pem"  # key and certificate in one PEM: the keystore
         _private(keystore, pki.key.read_bytes() + pki.cert.read_bytes())
-    fresh = False
-    for node in cluster.nodes:
-        properties = _write_config(cluster, node, admin_password)
-        if not (home / f"node-{node.id}" / "data" / "meta.properties").exists():
-            _format(cluster, properties)
-            fresh = True
-    return cluster, fresh
+    configs = [_write_config(cluster, node, admin_password) for node in cluster.nodes]
+    unformatted = [c for c in configs if not (c.parent / "data" / "meta.properties").exists()]
+    _format(cluster, unformatted)
+    return cluster, bool(unformatted)
 
 
 def _cluster_id() -> str:
@@ -234,14 +231,17 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in ("PATH", "JAVA_HOME", "HOME", "LANG")}
 
 
-def _format(cluster: Cluster, properties: Path) -> None:
-    done = subprocess.run(
+def _format(cluster: Cluster, nodes: list[Path]) -> None:
+    """Format these nodes' storage (their server.properties), side by side: a JVM each."""
+    formats = [(properties, subprocess.Popen(
         _java("kafka.tools.StorageTool", "format", "-t", cluster.cluster_id, "-c",
               str(properties)),
-        env=_env(), capture_output=True, text=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"formatting {properties.parent} failed:\n"
-                           f"{(done.stdout + done.stderr)[-2000:]}")
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        for properties in nodes]
+    for properties, process in formats:
+        output, _ = process.communicate(timeout=180)
+        if process.returncode != 0:
+            raise RuntimeError(f"formatting {properties.parent} failed:\n{output[-2000:]}")
 
 
 def spawn_node(stack: "Stack", cluster: Cluster, node_id: int) -> "Child":
