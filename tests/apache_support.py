@@ -71,12 +71,17 @@ class ApacheKafka:
         return kafkacluster.leader(self.cluster, self.passwords[ADMIN], topic, partition)
 
 
-def start_or_skip(stack: Stack, brokers: int) -> ApacheKafka:
+def require_apache_kafka() -> None:
+    """Skip, saying why, where Java or the jars are missing; fail instead under CI."""
     reason = kafkajars.missing()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(f"CI runs the Apache Kafka tests: {reason}")
         pytest.skip(reason)
+
+
+def start_or_skip(stack: Stack, brokers: int) -> ApacheKafka:
+    require_apache_kafka()
     cluster, _ = start_apache(stack, brokers)
     create_topics(stack)
     return ApacheKafka(stack, cluster)

@@ -57,6 +57,8 @@ def java() -> str:
     one on PATH."""
     given = os.environ.get("TIPLINE_JAVA")
     if given:
+        if not Path(given).is_file():
+            raise Unavailable(f"TIPLINE_JAVA={given}: no such file")
         return given
     java_home = os.environ.get("JAVA_HOME")
     if java_home and (Path(java_home) / "bin" / "java").exists():
