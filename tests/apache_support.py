@@ -4,7 +4,8 @@ login and ACLs from tipline/access.py's plan, and tipline's topics made.
 
 - `apache`: one node for the whole session (a broker start costs seconds and ~300 MB);
 - `apache_cluster`: three nodes (replication factor 3, min.insync.replicas 2), for broker
-  failures: kill -9 a node, restart it, ask which node leads a partition.
+  failures: kill -9 a node, restart it, ask which node leads a partition; one for each module
+  that asks.
 
 Where Java or the broker's jars are missing the tests skip saying so (`make kafka` fetches the
 jars), except under CI (CI=true, as .ci/run runs): there they fail.
@@ -102,7 +103,9 @@ def apache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
     yield from _running(tmp_path_factory, "apache", 1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def apache_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
-    """Three Apache Kafka nodes (replication factor 3, min.insync.replicas 2)."""
+    """Three Apache Kafka nodes (replication factor 3, min.insync.replicas 2), for the tests of
+    one module: three JVMs (over 1 GB, a fifth of a core idle) are not kept for the rest of the
+    session on a small machine."""
     yield from _running(tmp_path_factory, "apache-cluster", 3)
