@@ -355,7 +355,8 @@ def start_apache(stack: "Stack", brokers: int) -> tuple[Cluster, bool]:
     stack.workdir.mkdir(parents=True, exist_ok=True)
     agencies = list(load_agencies(routing(stack)))
     passwords = ensure_passwords(stack.workdir / "secrets", agencies)["kafka"]
-    cluster, fresh = prepare(stack.workdir / "kafka", brokers, passwords[ADMIN])
+    # Absolute: the brokers' config, the clients' CA file and stack.json hold these paths.
+    cluster, fresh = prepare(stack.workdir.resolve() / "kafka", brokers, passwords[ADMIN])
     start(stack, cluster, passwords, kafka_acls(subscriptions(), agencies))
     stack.kafka = cluster.bootstrap
     stack.kafka_env = cluster.client_env()
