@@ -24,7 +24,7 @@ from tipline import kafkacluster, kafkajars
 from tipline.access import ADMIN
 from tipline.credentials import PASSWORDS_FILE
 from tipline.kafkacluster import Cluster, start_apache
-from tipline.stack import Stack, create_topics, wait_for_port
+from tipline.stack import SECRETS_DIR, Stack, create_topics, wait_for_port
 
 
 @dataclass
@@ -41,7 +41,7 @@ class ApacheKafka:
         """Every Kafka principal's password: the admin, each service, each agency."""
         import json
 
-        kept = json.loads((self.stack.workdir / "secrets" / PASSWORDS_FILE).read_text())
+        kept = json.loads((self.stack.workdir / SECRETS_DIR / PASSWORDS_FILE).read_text())
         return dict(kept["kafka"])
 
     def admin(self, **overrides: Any) -> Settings:

@@ -348,13 +348,13 @@ def start_apache(stack: "Stack", brokers: int) -> tuple[Cluster, bool]:
     from shared.topics import SERVICES
     from tipline.access import kafka_acls, subscriptions
     from tipline.credentials import ensure_passwords
-    from tipline.stack import routing
+    from tipline.stack import SECRETS_DIR, routing
 
     kafkajars.fetch()
     kafkajars.java()  # says what to install before anything is made
     stack.workdir.mkdir(parents=True, exist_ok=True)
     agencies = list(load_agencies(routing(stack)))
-    passwords = ensure_passwords(stack.workdir / "secrets", agencies)["kafka"]
+    passwords = ensure_passwords(stack.workdir / SECRETS_DIR, agencies)["kafka"]
     # Absolute: the brokers' config, the clients' CA file and stack.json hold these paths.
     cluster, fresh = prepare(stack.workdir.resolve() / "kafka", brokers, passwords[ADMIN])
     start(stack, cluster, passwords, kafka_acls(subscriptions(), agencies))

@@ -68,8 +68,9 @@ def tool_settings(workdir: Path, principal: str = "admin") -> Settings:
 def kafka_password(workdir: Path, principal: str) -> str:
     """A principal's Kafka password, as `tipline up --kafka apache` keeps it in the workdir."""
     from tipline.credentials import PASSWORDS_FILE
+    from tipline.stack import SECRETS_DIR
 
-    path = workdir / "secrets" / PASSWORDS_FILE
+    path = workdir / SECRETS_DIR / PASSWORDS_FILE
     try:
         return str(json.loads(path.read_text())["kafka"][principal])
     except (OSError, ValueError, KeyError) as exc:
