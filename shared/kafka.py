@@ -35,7 +35,7 @@ from shared.batches import (
 from shared.seals import Seals
 from shared.settings import Settings
 from shared.telemetry import tracer_provider
-from shared.topics import WRITERS
+from shared.topics import WRITERS, writes
 from shared.topology import partitions_of, topic_config
 
 __all__ = ["TiplineBroker", "consumer_lag", "consumer_options", "ensure_topics",
@@ -157,7 +157,9 @@ def producer_options(settings: Settings, service: str) -> dict[str, Any]:
     """How every tipline producer sends: acknowledged by all in-sync replicas, in batches, and
     written once when retried where the broker offers idempotence."""
     return {**kafka_client_options(settings), "client_id": f"tipline-{service}", "acks": "all",
-            "enable_idempotence": settings.kafka_idempotence or settings.kafka_transactions,
+            # An idempotent producer needs a principal allowed to write: the console is not.
+            "enable_idempotence": (settings.kafka_idempotence or settings.kafka_transactions)
+            and writes(service),
             "linger_ms": settings.kafka_linger_ms,
             "max_batch_size": settings.kafka_max_batch_bytes,
             "max_request_size": settings.kafka_max_message_bytes,

@@ -105,3 +105,8 @@ def agency_of_topic(topic: str) -> str | None:
         return None
     agency_id = topic.removeprefix(AGENCY_PREFIX)
     return None if agency_id in RESERVED_AGENCY_IDS else agency_id
+
+
+def writes(service: str) -> bool:
+    """Whether `service` publishes at all (the console only reads)."""
+    return any(service in writers for writers in WRITERS.values())

@@ -87,10 +87,13 @@ def subscriptions() -> dict[str, list[tuple[str, str]]]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ensure_keys(Path(tmp) / "keys")
+            # As they run on Apache Kafka, which the ACLs are for: in transactions (referral
+            # then confirms its referrals from its own ReportReferred).
             settings = Settings(kafka_bootstrap_servers="kafka:9092",
                                 redis_url="redis://redis:6379/0",
                                 tipline_keys_dir=Path(tmp) / "keys",
-                                tipline_files_dir=Path(tmp) / "files")
+                                tipline_files_dir=Path(tmp) / "files",
+                                kafka_transactions=True)
             for service in SUBSCRIBING:
                 app = importlib.import_module(f"services.{service}.main").create_app(settings)
                 broker = app.broker if service != "intake" else app.state.broker  # FastAPI

@@ -59,7 +59,7 @@ acl --allow-principal User:supplementation --operation Write --transactional-id 
 
 # referral
 user referral "${TIPLINE_PASSWORD_REFERRAL:?}"
-acl --allow-principal User:referral --operation Read --group referral --group referral-amendments --group referral-bulk --group referral-urgent --topic tipline.amendments.requested --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent
+acl --allow-principal User:referral --operation Read --group referral --group referral-amendments --group referral-bulk --group referral-confirm --group referral-urgent --topic tipline.amendments.requested --topic tipline.reports.referred --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent
 acl --allow-principal User:referral --operation Write --topic tipline.deadletter --topic tipline.reports.facts --topic tipline.reports.referred
 acl --allow-principal User:referral --operation Write --topic tipline.agency. --transactional-id tipline-referral- --resource-pattern-type prefixed
 acl --deny-principal User:referral --operation Write --topic tipline.agency.acks
