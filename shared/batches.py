@@ -533,7 +533,10 @@ PATIENT_FETCH_MIN_BYTES = 1024 * 1024
 def consumer_options(settings: Settings, group: str, *, patient: bool = False) -> dict[str, Any]:
     """How every tipline subscriber consumes: its own group, commits by Delivery, short waits
     (a `patient` one waits KAFKA_PATIENT_FETCH_WAIT_MS for a fuller fetch)."""
+    static = ({"group_instance_id": f"{group}-{settings.tipline_instance}"}
+              if settings.kafka_static_membership else {})
     return {
+        **static,
         "group_id": group,
         "ack_policy": AckPolicy.MANUAL,
         "auto_offset_reset": "earliest",

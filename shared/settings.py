@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # This copy's name among its service's copies, the same across its restarts, so a restarted
     # copy fences its predecessor's transactions at once (default: the host's name).
     tipline_instance: str = Field(default_factory=socket.gethostname)
+    # Static group membership (Apache Kafka): a copy started again under its name takes its
+    # partitions back at once, instead of after its predecessor's session times out; a copy
+    # that stops for good keeps its partitions until then.
+    kafka_static_membership: bool = False
 
     # Telemetry: "none", "console" or "otlp" (then OTEL_EXPORTER_OTLP_ENDPOINT applies).
     tipline_trace_exporter: Literal["none", "console", "otlp"] = "none"

@@ -93,6 +93,8 @@ class NoticeWatch(Tail):
             settings, [agency_topic(a) for a in agencies],
             max_partition_fetch_bytes=settings.kafka_max_message_bytes,
             fetch_max_bytes=max(settings.kafka_max_message_bytes, 52428800),
+            # What an agency reads: never a notice of a transaction its sender did not commit.
+            isolation_level="read_committed",
         )
         self.reports: dict[str, Seen] = defaultdict(Seen)
         self.notice_ids: set[str] = set()

@@ -131,9 +131,9 @@ class Faults:
         return self.stack.check()
 
 
-def stream_of(reports: int, rate: float) -> list[dict[str, Any]]:
+def stream_of(reports: int, rate: float, mix: Mix = MIX) -> list[dict[str, Any]]:
     """A generated version 2 stream that plays every kind of report."""
-    stream = list(events(reports, seed=42, rate=rate, mix=MIX))
+    stream = list(events(reports, seed=42, rate=rate, mix=mix))
     played = {(e["action"], e["expect"]) for e in stream}
     assert {("amend", "amended"), ("open", "abandoned"), ("open", "withheld"),
             ("retract", "retracted_after_referral"), ("submit", "invalid")} <= played

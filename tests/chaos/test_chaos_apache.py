@@ -1,0 +1,167 @@
+"""Chaos on Apache Kafka, secured as `tipline up --kafka apache` runs it (tests/apache_support.py),
+with the pipeline in transactions (KAFKA_TRANSACTIONS): a replay runs while faults run, and the
+oracle (tipline/oracle.py) must count 0 lost, 0 duplicated, 0 misrouted and 0 out of order.
+
+- **Each notice once.** Referral and retraction are killed -9 the moment they publish: a reader of
+  uncommitted records sees each new notice on an agency topic as the broker takes it, before its
+  transaction commits, and kills its sender then; the copy started in its place fences the open
+  transaction. The agencies' view reads committed records only, and must see no notice twice:
+  not one copy, not just none after dedupe.
+- **Broker failures.** Three nodes, replication factor 3, min.insync.replicas 2, producers with
+  acks=all and idempotence: the node that leads most of the pipeline's partitions is killed -9 in
+  the middle of the load and started again, then all three are restarted one after another.
+
+Bounded in count and time; everything listens on loopback.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+
+from shared import topics
+from shared.agencies import load_agencies
+from tests.apache_support import ApacheKafka
+from tests.chaos import harness
+from tests.chaos.test_chaos import spawn_valkey
+from tipline.stack import PIPELINE, Stack, free_port, start_services, wait_for_port
+from tipline.watch import Tail
+
+REPORTS = 100
+RATE = 8.0
+# More retractions after referral than the other chaos tests play: corrections to kill on.
+MIX = dataclasses.replace(harness.MIX, retract_after=0.25)
+KILLS_EACH = 3  # kills of referral and of retraction, at least
+SENDERS = ("referral", "retraction")
+# Who publishes each kind of notice (a correction owed after a referral is referral's, but most
+# are retraction's: killing retraction for one is a kill at a publish all the same).
+SENDER_OF = {"referral": "referral", "amendment": "referral", "correction": "retraction"}
+
+
+@dataclass
+class OnOutput(harness.Faults):
+    """Kills a notice's sender as soon as its notice reaches the broker."""
+
+    cooldown_s: float = 3.0
+    restarting: set[str] = field(default_factory=set)
+    last_kill: dict[str, float] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    seen: Counter[str] = field(default_factory=Counter)  # notices seen uncommitted, by kind
+
+    def on_notice(self, kind: str) -> None:
+        self.seen[kind] += 1
+        victim = SENDER_OF.get(kind)
+        if victim is None or victim in self.restarting:
+            return
+        if time.monotonic() - self.last_kill.get(victim, 0.0) < self.cooldown_s:
+            return
+        child = self.find(victim)
+        child.process.send_signal(signal.SIGKILL)  # now, not after a turn of the loop
+        self.restarting.add(victim)
+        self.last_kill[victim] = time.monotonic()
+        self.tally.kills[victim] += 1
+        self.tasks.append(asyncio.create_task(self._restart(victim)))
+
+    async def _restart(self, name: str) -> None:
+        child = self.find(name)
+        await asyncio.to_thread(child.process.wait)
+        self.stack.children.remove(child)
+        await asyncio.sleep(self.rng.uniform(0.2, 1.0))
+        self.spawn_service(name, as_name=name)
+        self.restarting.discard(name)
+
+
+class Uncommitted(Tail):
+    """Every record on the agency topics as the broker takes it, committed or not."""
+
+    def __init__(self, faults: OnOutput, agencies: list[str]) -> None:
+        super().__init__(faults.settings, [topics.agency_topic(a) for a in agencies],
+                         isolation_level="read_uncommitted")
+        self.faults = faults
+
+    def took(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]],
+             arrived: float) -> None:
+        for record in records:
+            kind = _kind(record.value)
+            if kind:
+                self.faults.on_notice(kind)
+
+
+def _kind(value: bytes | None) -> str | None:
+    try:
+        return str(json.loads(value or b"")["kind"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.asynccontextmanager
+async def pipeline_on(kafka: ApacheKafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      ) -> AsyncIterator[Stack]:
+    """The pipeline's services on this Apache Kafka, each logged in as itself, with a Valkey of
+    the test's own, in the chaos environment; all stopped afterwards."""
+    harness.chaos_env(monkeypatch)
+    port = free_port()
+    valkey_dir = tmp_path / "valkey"
+    valkey_dir.mkdir()
+    stack = Stack(kafka=kafka.bootstrap, redis=f"redis://127.0.0.1:{port}/0",
+                  http=f"http://127.0.0.1:{free_port()}", workdir=tmp_path,
+                  analyst=f"http://127.0.0.1:{free_port()}",
+                  kafka_env=kafka.stack.kafka_env, admin_env=kafka.stack.admin_env,
+                  service_env={s: dict(e) for s, e in kafka.stack.service_env.items()})
+    try:
+        spawn_valkey(stack, port, valkey_dir)
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", port)
+        await asyncio.to_thread(start_services, stack, PIPELINE)
+        yield stack
+    finally:
+        await asyncio.to_thread(stack.stop, 20.0)
+
+
+@pytest.fixture
+async def on_output(apache: ApacheKafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    ) -> AsyncIterator[OnOutput]:
+    async with pipeline_on(apache, tmp_path, monkeypatch) as stack:
+        yield OnOutput(stack, stack.settings(), random.Random(25))
+
+
+@pytest.mark.timeout(420)
+async def test_each_notice_reaches_its_agency_once_though_its_sender_dies_as_it_publishes(
+    on_output: OnOutput,
+) -> None:
+    faults = on_output
+    agencies = sorted(load_agencies(faults.settings.tipline_routing_file))
+    trigger = Uncommitted(faults, agencies)
+
+    async def kill_on_output(dispatched: asyncio.Event) -> None:
+        await trigger.start()
+        try:
+            deadline = time.monotonic() + REPORTS / RATE + 60
+            while ((not dispatched.is_set() or min(faults.tally.kills[s] for s in SENDERS)
+                    < KILLS_EACH) and time.monotonic() < deadline):
+                await asyncio.sleep(0.2)
+        finally:
+            await trigger.stop()
+        await asyncio.gather(*faults.tasks)
+
+    stream = harness.stream_of(REPORTS, RATE, MIX)
+    result = await harness.replay_with(faults, stream, settle_timeout=180,
+                                       run_faults=kill_on_output)
+    copies = result["notices"]["redeliveries_absorbed"]
+    harness.report(result, {**harness.summary(result, faults.tally),
+                            "copies_read_committed": copies,
+                            "notices_seen_uncommitted": dict(faults.seen)},
+                   label="kill-on-output tally")
+    harness.assert_nothing_wrong(result, faults, REPORTS)
+    assert all(faults.tally.kills[s] >= KILLS_EACH for s in SENDERS), faults.tally.kills
+    assert copies == 0, f"agencies read {copies} notices twice"
