@@ -18,6 +18,7 @@ from services.console import pages, sessions
 from services.console.model import ReadModel
 from shared.agencies import AgencyRegistry
 from shared.analysts import AnalystDirectory
+from shared.http import UNAVAILABLE
 from shared.logins import LoginRefused
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -139,14 +140,18 @@ async def login(request: Request, svc: Svc) -> Response:
     address = request.client.host if request.client else "unknown"
     try:
         ok = bool(analyst_id) and await svc.directory.verify(analyst_id, password, address)
+        role = await svc.directory.role(analyst_id) if ok else ""
     except LoginRefused as exc:
         return HTMLResponse(pages.layout("Sign in", pages.login(exc.reason, next_url), 0),
                             status_code=429, headers={**HEADERS,
                                                       "Retry-After": str(exc.retry_after_s)})
+    except UNAVAILABLE:  # the staff directory (Redis) away: try again, never "wrong password"
+        return HTMLResponse(pages.layout("Sign in", pages.login(
+            "sign-in is unavailable for a moment: try again", next_url), 0), status_code=503,
+            headers={**HEADERS, "Retry-After": "2"})
     if not ok:
         return HTMLResponse(pages.layout("Sign in", pages.login(
             "unknown analyst or wrong password", next_url), 0), status_code=401, headers=HEADERS)
-    role = await svc.directory.role(analyst_id)
     response = RedirectResponse(next_url, 303, headers=HEADERS)
     response.set_cookie(
         sessions.COOKIE, sessions.issue(svc.secret, analyst_id, role, time.time(),

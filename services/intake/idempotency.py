@@ -18,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -26,8 +27,9 @@ from typing import Any, NamedTuple
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
-from shared.store import Store
+from shared.store import REDIS_UNAVAILABLE, Store
 
+log = logging.getLogger("tipline.intake.idempotency")
 KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 LEASE_S = 60.0
 # For a call that reserves what it creates (a report id): a run after a failed one lands on the
@@ -115,12 +117,18 @@ class Idempotency:
                         if k.lower() in ("www-authenticate",)},
             "response": base64.b64encode(bytes(response.body)).decode(),
         }
-        await self._redis.set(slot, json.dumps(record), ex=self._ttl_s)
+        try:
+            await self._redis.set(slot, json.dumps(record), ex=self._ttl_s)
+        except REDIS_UNAVAILABLE as exc:
+            # The call is done and durable: its answer stands. A 503 now would send the client
+            # back to find its own step taken ("already retracted", 409), for good.
+            log.warning("the answer of %s under an Idempotency-Key was not kept: %r", endpoint,
+                        exc)
         return response
 
     async def _give_up(self, slot: str, claim: dict[str, Any]) -> None:
         """Let the next retry run at once; with Redis away the lease lapses by itself."""
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
             await self._redis.set(slot, json.dumps({**claim, "lease": 0}), xx=True,
                                   keepttl=True)
 

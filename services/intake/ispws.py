@@ -133,6 +133,8 @@ def answered(request: Request, answer: Answer | Done) -> Response:
     """An answer in the client's spelling; /finish answers <reportDoneResponse>, errors too."""
     if isinstance(answer, Answer) and request.url.path == f"{PREFIX}/finish":
         answer.done = True
+    if isinstance(answer, Answer):
+        request.state.code = answer.code  # for the request's log line
     return render(answer, request.headers.get("accept"))
 
 

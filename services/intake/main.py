@@ -136,8 +136,11 @@ class RequestIds:
             if started:  # too late to answer: the server closes the connection
                 raise
             await failed(request, exc)(scope, receive, sending)
-        log.info("request_id=%s %s %s -> %s esp=%s", rid, request.method, request.url.path,
-                 status, getattr(request.state, "esp_id", "-"),
+        # A refusal's line names its code (5103, 2000...): why, not only that, it was refused.
+        code = getattr(request.state, "code", None)
+        log.info("request_id=%s %s %s -> %s%s esp=%s", rid, request.method, request.url.path,
+                 status, f" code={int(code)}" if code is not None else "",
+                 getattr(request.state, "esp_id", "-"),
                  extra={"report_id": getattr(request.state, "report_id", None)})
 
 

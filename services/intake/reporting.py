@@ -189,6 +189,12 @@ class Reporting:
             create = partial(self.drafts.create, report_id, esp_id, at, state, pending, **fields)
             if await self.outbox.accept(report_id, pending, create):
                 trace.get_current_span().set_attribute("report.id", report_id)
+                if state is DraftState.OPEN:
+                    # And again once made: a creation that waited (its shard restarting) past
+                    # that deadline may have been swept meanwhile, and the timer forgets a
+                    # report it finds no draft of.
+                    with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
+                        await self.abandonment.watch(report_id, self.drafts.deadline(at, at))
                 await self.outbox.deliver(report_id, pending)
                 return report_id
             if report_id == reserved and fields.get("idempotency"):

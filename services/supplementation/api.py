@@ -127,6 +127,13 @@ def _not_retracted(case: Case, report_id: str) -> None:
         raise HTTPException(409, f"report {report_id} was retracted")
 
 
+def being_released(report_id: str) -> HTTPException:
+    """A release in flight (or one the broker cut short, which the analyst's retry finishes):
+    a moment's state, so the answer says when to try again."""
+    return HTTPException(409, f"report {report_id} is being released: try again",
+                         headers={"Retry-After": "1"})
+
+
 def _field_error(field: str, reason: str) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", field], "msg": reason, "type": "value_error"}])
 
@@ -137,7 +144,7 @@ async def _announce(svc: Analysis, report_id: str, kept: Kept) -> dict[str, Any]
     change not sent yet go again (each once by its id), so what the broker missed goes with the
     next addition."""
     if kept.state == CaseState.RELEASING:
-        raise HTTPException(409, f"report {report_id} is being released: try again")
+        raise being_released(report_id)
     case = await _case(svc, report_id)
     priority = Priority[(case.routing or {}).get("priority", "normal").upper()]
     unsent = case.unsent
@@ -180,6 +187,8 @@ async def read_case(report_id: str, svc: Svc, _: ReaderId) -> Any:
 @router.post("/reports/{report_id}/hold", status_code=202)
 async def hold(report_id: str, body: Hold, svc: Svc, analyst_id: AnalystId) -> Any:
     state = await svc.cases.hold(report_id, body.reason, analyst_id)
+    if state == CaseState.RELEASING:
+        raise being_released(report_id)
     if state != CaseState.HELD:
         raise HTTPException(409, f"report {report_id} is {state} for referral: amend it instead")
     await svc.timeline.record(report_id, derived_id(report_id, "held"), "held by analyst",
