@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     )
     tipline_max_upload_bytes: int = 1024 * 1024 * 1024
     tipline_max_body_bytes: int = 4 * 1024 * 1024
+    # Documents parsed and checked against the schema at once (threads of their own), and at
+    # once for one ESP (services/intake/pool.py).
+    tipline_document_threads: int = Field(default=2, ge=1)
+    tipline_documents_per_esp: int = Field(default=2, ge=1)
     # An unfinished report is abandoned (auto-retracted) this long after it was opened or last
     # changed, whichever is later; the timer looks every tipline_abandon_tick_s.
     tipline_abandon_after_open_s: float = 24 * 3600.0

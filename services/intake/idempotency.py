@@ -3,11 +3,13 @@
 The first call with a key claims it (SET NX) with a lease, and stores its answer when done; a
 retry meanwhile waits for that answer. Keys are per ESP, so two ESPs never see each other's
 answers. A call that failed (an exception or a 5xx) gives its lease up, and one that died
-mid-call lets it lapse: the next retry takes the claim over and runs again. A caller may reserve
-a value with the claim (`/v1` submit: the new report's id), and every run under the key gets the
-first reservation, so a run after a failure lands on the same report instead of making another.
-Where the caller knows the request's body (`/v1`), its fingerprint is kept with the key: the same
-key with another body is refused (`KeyReused`), never answered with the first call's answer.
+mid-call lets it lapse: the next retry takes the claim over and runs again. So does one answered
+"try again later" (Retry-After): that answer is for the one try, never kept for the key. A
+caller may reserve a value with the claim (`/v1` submit: the new report's id), and every run
+under the key gets the first reservation, so a run after a failure lands on the same report
+instead of making another. Where the caller knows the request's body (`/v1`), its fingerprint is
+kept with the key: the same key with another body is refused (`KeyReused`), never answered with
+the first call's answer.
 
 Each key is one Redis key, `tipline:idempotency:{<esp>:<sha256 of the key>}` (hash-tagged on its
 own: only single-key commands and scripts touch it), kept `tipline_idempotency_ttl_s` (24 h).
@@ -106,7 +108,8 @@ class Idempotency:
         except BaseException:
             await self._give_up(slot, claim)
             raise
-        if response.status_code >= 500:
+        if response.status_code >= 500 or "retry-after" in response.headers:
+            # Not an answer to keep: "try again" (503, 429) is for this try only.
             await self._give_up(slot, claim)
             return response
         record = {
