@@ -63,8 +63,9 @@ class AnalystDirectory:
         return role if role in ROLE_NAMES else "analyst"
 
     async def verify(self, analyst_id: str, password: str, address: str) -> bool:
-        """True when the password is right; LoginRefused when this analyst or address failed
-        too often lately. scrypt runs in a thread, a few at a time (shared/logins.py)."""
+        """True when the password is right; LoginRefused when it is wrong again after too many
+        failures of this analyst from this address, or when too many logins wait. scrypt runs in
+        a thread, a few at a time (shared/logins.py)."""
         found = await self._redis.hget(ANALYSTS, analyst_id)
         stored = str(found) if found is not None else None
         key = hashlib.sha256(f"{analyst_id}\0{password}".encode()).hexdigest()

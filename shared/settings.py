@@ -127,11 +127,15 @@ class Settings(BaseSettings):
     # (the event is safe in its outbox, and the sweep sends it). Shorter than the shutdown grace.
     tipline_publish_wait_s: float = 5.0
 
-    # Logins (ESPs and analysts): key derivations at once, and failed logins a name or a client
-    # address may have within a minute before it must wait (shared/logins.py).
+    # Logins (ESPs and analysts): key derivations at once, and failed logins of one name from
+    # one client address within a minute before the next failure is answered 429, slow down
+    # (shared/logins.py; a right password is always let in).
     tipline_login_concurrency: int = 2
-    tipline_login_failures_per_name: int = 10
-    tipline_login_failures_per_address: int = 30
+    tipline_login_failures: int = 10
+    # The proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For and
+    # X-Forwarded-Proto every HTTP API believes; none by default, so a client cannot choose the
+    # address its failed logins are counted against.
+    tipline_forwarded_allow_ips: str = ""
 
     # A subscriber handles what one fetch brings, up to this many records, as one batch; it
     # waits at most this long for a fetch (shared/batches.py).

@@ -17,6 +17,7 @@ from shared import topics
 from shared.agencies import AgencyRegistry
 from shared.analysts import AnalystDirectory
 from shared.contracts import DeadLetter
+from shared.http import proxies
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
 from shared.ops import count_requests
@@ -59,7 +60,8 @@ def create_app(settings: Settings) -> FastStream:
         settings.tipline_console_session_ttl_s))
     count_requests(api, "console")
     server = _Server(uvicorn.Config(api, host=settings.tipline_console_host,
-                                    port=settings.tipline_console_port, log_level="warning"))
+                                    port=settings.tipline_console_port, log_level="warning",
+                                    **proxies(settings)))
     tasks: list[asyncio.Task[None]] = []
 
     async def start() -> None:

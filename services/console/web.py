@@ -143,7 +143,7 @@ async def login(request: Request, svc: Svc) -> Response:
         role = await svc.directory.role(analyst_id) if ok else ""
     except LoginRefused as exc:
         return HTMLResponse(pages.layout("Sign in", pages.login(exc.reason, next_url), 0),
-                            status_code=429, headers={**HEADERS,
+                            status_code=exc.status, headers={**HEADERS,
                                                       "Retry-After": str(exc.retry_after_s)})
     except UNAVAILABLE:  # the staff directory (Redis) away: try again, never "wrong password"
         return HTMLResponse(pages.layout("Sign in", pages.login(

@@ -51,8 +51,8 @@ async def esp(request: Request, _: Annotated[None, Depends(BasicAuth())]) -> str
         name = await request.app.state.esps.authenticate(request.headers.get("authorization"),
                                                          address)
     except LoginRefused as exc:
-        raise Answer(Code.AUTHENTICATION_REQUIRED, exc.reason, http_status=429,
-                     retry_after_s=exc.retry_after_s) from None
+        raise Answer(Code.AUTHENTICATION_REQUIRED if exc.status == 429 else Code.SERVER_ERROR,
+                     exc.reason, http_status=exc.status, retry_after_s=exc.retry_after_s) from None
     if name is None:
         raise Answer(Code.AUTHENTICATION_REQUIRED)
     request.state.esp_id = name

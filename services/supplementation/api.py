@@ -63,7 +63,7 @@ async def analyst(
     try:
         ok = await svc.directory.verify(credentials.username, credentials.password, address)
     except LoginRefused as exc:
-        raise HTTPException(429, exc.reason,
+        raise HTTPException(exc.status, exc.reason,
                             headers={"Retry-After": str(exc.retry_after_s)}) from None
     if not ok:
         raise HTTPException(401, "unknown analyst or wrong password",

@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.console import sessions
 from services.intake.esps import EspRegistry
+from shared.analysts import AnalystDirectory
 from shared.settings import Settings
 from shared.store import connect
 from tests.ispws_support import code, report_xml
@@ -23,6 +25,7 @@ from tipline.stack import Stack, running
 
 pytestmark = pytest.mark.e2e
 XML = {"content-type": "text/xml; charset=utf-8"}
+STAFF_PASSWORD = "synthetic-staff-password"
 MISPLACED = 100_000
 FLOOD = report_xml(tail="<victim><x/></victim>" * MISPLACED)  # 2.1 MB, one error a victim
 
@@ -117,3 +120,58 @@ async def test_six_floods_in_flight_leave_another_esps_first_login_under_a_secon
     assert seventh.status_code == 429 and int(seventh.headers["retry-after"]) >= 1
     assert (again.status_code, code(again.text)) == (400, 4100)
     assert took < 1.0
+
+
+# --- 4. No one can lock anyone out ----------------------------------------------------------
+
+SPOOFED = {"X-Forwarded-For": "203.0.113.7"}  # an address the guesser claims (TEST-NET-3)
+GUESSES = 11  # one past the limit of failures a minute
+
+
+async def test_eleven_wrong_guesses_then_the_right_password_gets_in_at_every_door(
+    system: Stack, settings_of: Settings
+) -> None:
+    """At each door (an ESP on /ispws and on /v1, an analyst on the analyst API, an operator on
+    the console), eleven wrong guesses claiming another address, then the right password."""
+    ispws, v1 = await esp_login(settings_of), await esp_login(settings_of)
+    staff = f"staff-{uuid.uuid4().hex[:6]}"
+    redis = connect(settings_of)
+    await AnalystDirectory(redis).add(f"{staff}-a", STAFF_PASSWORD)
+    await AnalystDirectory(redis).add(f"{staff}-o", STAFF_PASSWORD, role="operator")
+    await redis.aclose()
+    logins = {"ispws": ispws, "v1": v1, "analyst API": (f"{staff}-a", STAFF_PASSWORD),
+              "console": (f"{staff}-o", STAFF_PASSWORD)}
+    seen: dict[str, list[int]] = {}
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def attempt(door: str, password: str) -> httpx.Response:
+            name = logins[door][0]
+            if door == "ispws":
+                return await http.get(f"{system.http}/ispws/status", auth=(name, password),
+                                      headers=SPOOFED)
+            if door == "v1":
+                return await http.get(f"{system.http}/v1/reports/1", auth=(name, password),
+                                      headers=SPOOFED)
+            if door == "analyst API":
+                return await http.get(f"{system.analyst}/v1/analyst/reports/1",
+                                      auth=(name, password), headers=SPOOFED)
+            return await http.post(f"{system.console}/login",
+                                   data={"analyst_id": name, "password": password},
+                                   headers={**SPOOFED, "Origin": system.console})
+
+        for door, (_, password) in logins.items():
+            guesses = [await attempt(door, f"wrong-guess-{i}") for i in range(GUESSES)]
+            right = await attempt(door, password)
+            seen[door] = [g.status_code for g in guesses] + [right.status_code]
+            # The guesser is told to slow down, at the address it really has.
+            assert [g.status_code for g in guesses] == [401] * (GUESSES - 1) + [429], door
+            assert int(guesses[-1].headers["retry-after"]) >= 1
+            assert right.status_code in (200, 303, 404), (door, right.status_code, right.text)
+            if door == "ispws":  # the address counted is the connection's, not the claimed one
+                assert "Remote Ip : 127.0.0.1" in right.text
+            if door == "v1":
+                assert right.json()["detail"]["code"] == 5001  # signed in: no such report
+            if door == "console":
+                assert sessions.COOKIE in right.headers.get("set-cookie", "")
+    print(f"\nanswers to {GUESSES} wrong guesses, then the right password: {seen}")
+
