@@ -20,7 +20,7 @@ from services.intake.esps import EspRegistry
 from shared.analysts import AnalystDirectory
 from shared.settings import Settings
 from shared.store import connect
-from tests.ispws_support import code, report_xml
+from tests.ispws_support import code, field, random_file, report_xml
 from tipline.stack import Stack, running
 
 pytestmark = pytest.mark.e2e
@@ -175,3 +175,29 @@ async def test_eleven_wrong_guesses_then_the_right_password_gets_in_at_every_doo
                 assert sessions.COOKIE in right.headers.get("set-cookie", "")
     print(f"\nanswers to {GUESSES} wrong guesses, then the right password: {seen}")
 
+
+
+# --- 7. Data at rest --------------------------------------------------------------------------
+
+
+async def test_nothing_under_the_workdir_is_readable_by_group_or_others(
+    system: Stack, settings_of: Settings
+) -> None:
+    """After `tipline up` and a report with a file: Valkey's append-only file (report content,
+    ESP and analyst hashes), the uploaded file, keys, logins, logs: all 0600, folders 0700."""
+    async with httpx.AsyncClient(base_url=system.http, timeout=30,
+                                 auth=await esp_login(settings_of)) as http:
+        opened = await http.post("/ispws/submit", content=report_xml(), headers=XML)
+        report_id = field(opened.text, "reportId")
+        upload = await http.post("/ispws/upload", data={"id": report_id},
+                                 files={"file": ("synthetic.bin", random_file())})
+        assert code(upload.text) == 0, upload.text
+    kept = list((system.workdir / "files").rglob("*"))
+    assert any(p.is_file() for p in kept), "the upload is not under the workdir"
+    assert list(system.workdir.rglob("*.aof")), "no Valkey append-only file under the workdir"
+    everything = [system.workdir, *system.workdir.rglob("*")]
+    open_to_others = {str(p.relative_to(system.workdir.parent)): oct(p.stat().st_mode & 0o777)
+                      for p in everything if p.stat().st_mode & 0o077}
+    print(f"\n{len(everything)} files and folders under the workdir, "
+          f"{len(open_to_others)} readable by group or others")
+    assert open_to_others == {}
