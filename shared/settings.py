@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     tipline_console_port: int = 8082
     tipline_console_session_secret: SecretStr | None = None
     tipline_console_session_ttl_s: float = 8 * 3600.0
+    # The session cookie is Secure (sent over HTTPS only) always, not only on a request that
+    # came as https: set it behind a proxy that ends TLS.
+    tipline_console_secure_cookie: bool = False
     # Notice signing: the keys directory (signing-keys.json private, public-keys.json public).
     tipline_keys_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")) / "keys"

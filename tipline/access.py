@@ -198,12 +198,13 @@ def access_script(plan: Mapping[str, list[Acl]]) -> str:
 # Redis: each service may run data commands on tipline's keys and nothing that administers the
 # server or touches every key (KEYS, FLUSHALL, CONFIG, DEBUG...: @admin and @dangerous), nor
 # flush the scripts the others run. The console only reads (and, on a Redis Cluster, the slots
-# map its client starts from). The default user may only PING (health checks carry no secret).
+# map its client starts from), but for its own key of sign-outs (HSET on tipline:console:*).
+# The default user may only PING (health checks carry no secret).
 REDIS_RULES: dict[str, str] = {
     **{s: "~tipline:* resetchannels +@all -@admin -@dangerous -script|flush"
        for s in topics.SERVICES},
-    "console": "~tipline:* resetchannels -@all +@read +@connection -@dangerous "
-               "+cluster|slots +cluster|shards",
+    "console": "%R~tipline:* ~tipline:console:* resetchannels -@all +@read +hset "
+               "+@connection -@dangerous +cluster|slots +cluster|shards",
     REDIS_OPERATOR: "~* &* +@all",
 }
 

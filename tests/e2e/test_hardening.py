@@ -201,3 +201,76 @@ async def test_nothing_under_the_workdir_is_readable_by_group_or_others(
     print(f"\n{len(everything)} files and folders under the workdir, "
           f"{len(open_to_others)} readable by group or others")
     assert open_to_others == {}
+
+
+# --- 8. Console sessions ----------------------------------------------------------------------
+
+
+async def staff_member(settings: Settings, password: str = STAFF_PASSWORD) -> str:
+    staff = f"operator-{uuid.uuid4().hex[:6]}"
+    redis = connect(settings)
+    await AnalystDirectory(redis).add(staff, password, role="operator")
+    await redis.aclose()
+    return staff
+
+
+async def signed_in(http: httpx.AsyncClient, console: str, staff: str,
+                    password: str = STAFF_PASSWORD) -> str:
+    """Sign in as a browser on the console's own page does; the session cookie."""
+    answer = await http.post(f"{console}/login", data={"analyst_id": staff, "password": password},
+                             headers={"Origin": console})
+    assert answer.status_code == 303, answer.text
+    return answer.cookies[sessions.COOKIE]
+
+
+async def test_after_sign_out_the_old_cookie_is_refused(
+    system: Stack, settings_of: Settings
+) -> None:
+    staff = await staff_member(settings_of)
+    async with httpx.AsyncClient(timeout=30) as http:
+        cookie = await signed_in(http, system.console, staff)
+        kept = {sessions.COOKIE: cookie}  # what someone who copied it holds
+        assert (await http.get(f"{system.console}/live/version", cookies=kept)).status_code == 200
+        other = await signed_in(http, system.console, staff)  # the same person elsewhere
+        out = await http.post(f"{system.console}/logout", cookies=kept)
+        assert out.status_code == 303
+        for old in (cookie, other):  # signing out ends every session of that person
+            answer = await http.get(f"{system.console}/live/version",
+                                    cookies={sessions.COOKIE: old})
+            assert answer.status_code == 401, answer.text
+        page = await http.get(f"{system.console}/", cookies=kept)
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        again = await signed_in(http, system.console, staff)  # a new sign-in works
+        assert (await http.get(f"{system.console}/live/version",
+                               cookies={sessions.COOKIE: again})).status_code == 200
+
+
+async def test_after_a_password_change_the_old_cookie_is_refused(
+    system: Stack, settings_of: Settings
+) -> None:
+    staff = await staff_member(settings_of)
+    async with httpx.AsyncClient(timeout=30) as http:
+        cookie = {sessions.COOKIE: await signed_in(http, system.console, staff)}
+        assert (await http.get(f"{system.console}/live/version", cookies=cookie)).status_code \
+            == 200
+        redis = connect(settings_of)  # what `tipline analyst add` does with a new password
+        await AnalystDirectory(redis).add(staff, "another-synthetic-password", role="operator")
+        await redis.aclose()
+        answer = await http.get(f"{system.console}/live/version", cookies=cookie)
+        assert answer.status_code == 401, answer.text
+        await signed_in(http, system.console, staff, "another-synthetic-password")
+
+
+async def test_a_sign_in_posted_from_another_site_gets_no_session(
+    system: Stack, settings_of: Settings
+) -> None:
+    staff = await staff_member(settings_of)
+    form = {"analyst_id": staff, "password": STAFF_PASSWORD}
+    async with httpx.AsyncClient(timeout=30) as http:
+        for told in ({"Origin": "https://evil.example"}, {"Origin": "null"},
+                     {"Origin": "http://127.0.0.1:1"}, {"Sec-Fetch-Site": "cross-site"},
+                     {"Sec-Fetch-Site": "same-site", "Origin": system.console}):
+            answer = await http.post(f"{system.console}/login", data=form, headers=told)
+            assert answer.status_code == 403, (told, answer.status_code)
+            assert sessions.COOKIE not in answer.headers.get("set-cookie", "")
+        await signed_in(http, system.console, staff)  # from its own page: a session

@@ -130,6 +130,9 @@ async def test_the_console_reads_only_and_the_default_user_only_pings(
         assert await console.hget("tipline:analysts", "probe") == "x"
         with pytest.raises(NoPermissionError):
             await console.hset("tipline:analysts", "probe", "y")
+        await console.hset("tipline:console:signed-out", "probe", "1")  # its own: sign-outs
+        with pytest.raises(NoPermissionError):
+            await console.delete("tipline:console:signed-out")
         assert await anonymous.ping()
         with pytest.raises(NoPermissionError):
             await anonymous.get("tipline:analysts")
