@@ -182,12 +182,14 @@ async def retried(http: httpx.AsyncClient, path: str, **kw: Any) -> httpx.Respon
     return response
 
 
+@pytest.mark.parametrize("step", ["cancel, keyed", "upload"])
 async def test_a_step_taken_just_before_redis_went_is_answered_accepted(
-    intake: httpx.AsyncClient, valkey: Valkey, monkeypatch: pytest.MonkeyPatch
+    intake: httpx.AsyncClient, valkey: Valkey, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
-    """Redis goes after the step is stored and its event sent, before the Idempotency-Key's
-    answer is kept: the ESP gets its answer. (Before, a 503 sent it back, and its retry, once the
-    key's lease lapsed, found the report retracted and got 409 5101 for good.)"""
+    """Redis goes once the step is stored and its event sent, before what follows (keeping the
+    Idempotency-Key's answer; noting the file's content for duplicates): the ESP gets its
+    answer. (Before, a 503 sent it back: its cancel, retried once the key's lease lapsed, found
+    the report retracted and got 409 5101 for good; its upload was kept twice.)"""
     opened = field((await intake.post("/ispws/submit", content=report_xml(), headers=XML)).text,
                    "reportId")
     app: FastAPI = intake._transport.app  # type: ignore[attr-defined]
@@ -200,8 +202,12 @@ async def test_a_step_taken_just_before_redis_went_is_answered_accepted(
         return delivered
 
     monkeypatch.setattr(outbox, "deliver", then_redis_goes)
-    answer = await intake.post("/ispws/retract", data={"id": opened},
-                               headers={"Idempotency-Key": uuid.uuid4().hex})
+    if step == "upload":
+        answer = await intake.post("/ispws/upload", data={"id": opened},
+                                   files={"file": ("f.jpg", b"synthetic bytes")})
+    else:
+        answer = await intake.post("/ispws/retract", data={"id": opened},
+                                   headers={"Idempotency-Key": uuid.uuid4().hex})
     assert (answer.status_code, code(answer.text)) == (200, 0), answer.text
 
 
