@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     # Documents parsed and checked against the schema at once (threads of their own), and at
     # once for one ESP (services/intake/pool.py).
     tipline_document_threads: int = Field(default=2, ge=1)
-    tipline_documents_per_esp: int = Field(default=2, ge=1)
+    tipline_documents_per_esp: int = Field(default=1, ge=1)
     # An unfinished report is abandoned (auto-retracted) this long after it was opened or last
     # changed, whichever is later; the timer looks every tipline_abandon_tick_s.
     tipline_abandon_after_open_s: float = 24 * 3600.0

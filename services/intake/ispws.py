@@ -98,7 +98,7 @@ async def _document(request: Request, esp_id: str, root: str, limit: int) -> dic
     pool: DocumentPool = request.app.state.documents
     try:
         # Parsing and schema checks are CPU work: off the event loop, in threads of their own.
-        return await pool.run(esp_id, partial(documents.read, body, kind, root))
+        return await pool.run(esp_id, len(body), partial(documents.read, body, kind, root))
     except Busy as exc:
         raise Answer(Code.SERVER_ERROR if exc.status >= 500 else Code.INVALID_REQUEST,
                      exc.reason, http_status=exc.status, retry_after_s=exc.retry_after_s) from None

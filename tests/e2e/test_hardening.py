@@ -91,9 +91,8 @@ def cpu_seconds(pid: int) -> float:
 async def test_six_floods_in_flight_leave_another_esps_first_login_under_a_second(
     system: Stack, settings_of: Settings
 ) -> None:
-    """Six such documents from three ESPs (two each, their limit), and meanwhile another ESP's
-    first login (a password check, no login remembered). A seventh document from one of them
-    is told to wait (429 with Retry-After) rather than held."""
+    """Six such documents from three ESPs, and meanwhile another ESP's first login (a password
+    check, no login remembered)."""
     senders = [await esp_login(settings_of) for _ in range(3)]
     newcomer = await esp_login(settings_of)
     async with httpx.AsyncClient(base_url=system.http, timeout=120) as http:
@@ -104,21 +103,15 @@ async def test_six_floods_in_flight_leave_another_esps_first_login_under_a_secon
                   for login in senders for _ in range(2)]
         await asyncio.sleep(0.3)  # the six bodies sent, their checks under way
         assert not any(f.done() for f in floods), "the floods were answered before the login"
-        key = {**XML, "Idempotency-Key": uuid.uuid4().hex}
-        seventh = await http.post("/ispws/submit", content=FLOOD, headers=key, auth=senders[0])
         started = time.monotonic()
         login = await http.get("/ispws/status", auth=newcomer)
         took = time.monotonic() - started
         in_flight = sum(not f.done() for f in floods)
         answers = await asyncio.gather(*floods)
-        # "Try again" is for that try only: the key's retry is checked, not told 429 again.
-        again = await http.post("/ispws/submit", content=FLOOD, headers=key, auth=senders[0])
     print(f"\nanother ESP's first login answered in {took * 1000:.0f} ms with {in_flight} of six "
-          f"floods in flight; the seventh answered {seventh.status_code}")
+          "floods in flight")
     assert login.status_code == 200
     assert [a.status_code for a in answers] == [400] * 6
-    assert seventh.status_code == 429 and int(seventh.headers["retry-after"]) >= 1
-    assert (again.status_code, code(again.text)) == (400, 4100)
     assert took < 1.0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import Response
 from pydantic import SecretStr
 from redis.asyncio import RedisCluster
 
@@ -245,3 +246,28 @@ async def test_console_sign_in_with_redis_away_answers_503_with_retry_after(
         answer = await http.post("/login", data=form)
         assert unavailable(answer), (answer.status_code, answer.text[:300])
         assert "try again" in answer.text
+
+
+async def test_an_answer_saying_try_again_is_not_kept_for_the_idempotency_key(
+    settings: Settings,
+) -> None:
+    """A call answered 429 or 503 with Retry-After (a document pool full, a login queue full)
+    under an Idempotency-Key: its retry runs again, never replays "try again" for good."""
+    redis = connect(settings)
+    idempotency = Idempotency(redis, ttl_s=60)
+    answers = iter([Response(b"busy", 429, {"Retry-After": "1"}),
+                    Response(b"busy", 503, {"Retry-After": "2"}), Response(b"checked", 200)])
+    calls = 0
+
+    async def call(reserved: str | None) -> Response:
+        nonlocal calls
+        calls += 1
+        return next(answers)
+
+    key = uuid.uuid4().hex
+    try:
+        got = [await idempotency.run("esp-busy", key, "/ispws/submit", call) for _ in range(4)]
+    finally:
+        await redis.aclose()
+    assert [r.status_code for r in got] == [429, 503, 200, 200] and calls == 3
+    assert got[3].headers["idempotent-replayed"] == "true"
