@@ -229,7 +229,7 @@ async def test_analyst_api_with_redis_away_answers_503_with_retry_after(
             assert unavailable(answer), (answer.status_code, answer.text)
 
 
-async def test_console_sign_in_with_redis_away_answers_503_with_retry_after(
+async def test_console_sign_in_and_pages_with_redis_away_answer_503_with_retry_after(
     local: Settings, valkey: Valkey
 ) -> None:
     redis = connect(local)
@@ -241,11 +241,15 @@ async def test_console_sign_in_with_redis_away_answers_503_with_retry_after(
             transport=httpx.ASGITransport(app.console_api),  # type: ignore[attr-defined]
             base_url="http://console") as http:
         form = {"analyst_id": "transient-operator", "password": PASSWORD}
-        assert (await http.post("/login", data=form)).status_code == 303
+        signed_in = await http.post("/login", data=form)
+        assert signed_in.status_code == 303
         valkey.stop()
         answer = await http.post("/login", data=form)
         assert unavailable(answer), (answer.status_code, answer.text[:300])
         assert "try again" in answer.text
+        # A page's session cannot be checked: "try again", not "sign in" (401, the login page).
+        page = await http.get("/live/version", cookies=signed_in.cookies)
+        assert unavailable(page), (page.status_code, page.text[:300])
 
 
 async def test_an_answer_saying_try_again_is_not_kept_for_the_idempotency_key(
