@@ -53,7 +53,7 @@ from pydantic import BaseModel, ValidationError
 from shared import metrics, topics
 from shared.contracts import DeadLetter
 from shared.seals import HEADER as SEAL
-from shared.seals import Seals, Unsealed
+from shared.seals import Seals, Unsealed, covered, covers_headers
 from shared.settings import Settings
 from shared.store import REDIS_UNAVAILABLE
 from shared.telemetry import describe_error
@@ -90,6 +90,8 @@ class Batch:
         if self._traces is None:  # read once a batch, on the first publish
             self._traces = {}
             for record in self.records:
+                if not covers_headers(header(record, SEAL)):
+                    continue  # nothing vouches for its trace headers (shared/seals.py)
                 headers = {k: bytes(v).decode("latin-1") for k, v in record.headers or ()}
                 if "traceparent" in headers and record.key is not None:
                     self._traces[record.key] = extract(headers)
@@ -135,20 +137,38 @@ class Decoder(Generic[M]):
 def decode(record: ConsumerRecord[Any, Any], model: type[M], seals: Seals | None) -> M:
     """One record into `model`, its seal checked first; raises one of UNREADABLE."""
     if seals is not None:
-        seals.check(record.topic, record.key, record.value or b"", header(record, SEAL))
+        seals.check(record.topic, record.key, record.value or b"", header(record, SEAL),
+                    record.headers or ())
     return model.model_validate_json(record.value or b"")
 
 
-def dead_letter_of(service: str, record: ConsumerRecord[Any, Any],
-                   exc: BaseException) -> DeadLetter:
-    """The dead letter of a record `service` could not handle, with its cause and origin."""
+# A letter's value when the record's own does not fit in one: enough to see what it was.
+CUT_VALUE_CHARS = 65536
+
+
+def dead_letter_of(service: str, record: ConsumerRecord[Any, Any], exc: BaseException,
+                   max_bytes: int = 1024 * 1024) -> DeadLetter:
+    """The dead letter of a record `service` could not handle, with its cause and origin, and
+    what its seal covers, so that it can go back as its writer sealed it. Its value is kept
+    whole while the letter stays under `max_bytes` (the broker's message size)."""
     key = record.key.decode("utf-8", "replace") if isinstance(record.key, bytes) else None
-    return DeadLetter(
+    raw = record.value or b""
+    try:
+        value, incomplete = raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        value, incomplete = raw.decode("utf-8", "replace"), True
+    letter = DeadLetter(
         service=service, topic=record.topic, partition=record.partition,
-        offset=record.offset, key=key,
-        value=(record.value or b"").decode("utf-8", "replace")[:65536],
-        error=f"{type(exc).__name__}: {exc}"[:4096],
+        offset=record.offset, key=key, value=value,
+        error=f"{type(exc).__name__}: {exc}"[:4096], seal=header(record, SEAL),
+        headers=[(k, v.decode("latin-1")) for k, v in covered(record.headers or ())],
+        incomplete=incomplete,
     )
+    if len(raw) * 6 > max_bytes and len(letter.model_dump_json()) > max_bytes:
+        # Escaped as a JSON string a byte takes 6 at worst (a control character): only then
+        # is the letter's size worth measuring.
+        letter = letter.model_copy(update={"value": value[:CUT_VALUE_CHARS], "incomplete": True})
+    return letter
 
 
 Handler = Callable[[list[M]], Awaitable[None]]
@@ -216,6 +236,8 @@ class Delivery:
         self.service = service
         self.backoff_s = settings.tipline_retry_backoff_s
         self.attempts = settings.tipline_max_attempts
+        # Room for the envelope beside the letter, under what the broker takes.
+        self.max_letter_bytes = settings.kafka_max_message_bytes - 64 * 1024
         self.commits = commits or Commits(service)
 
     async def __call__(self, message: StreamMessage[Any], events: list[Any],
@@ -297,7 +319,7 @@ class Delivery:
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], exc: BaseException) -> None:
         """Out to the dead-letter topic with its cause; retried until it is (or we stop)."""
-        letter = dead_letter_of(self.service, record, exc)
+        letter = dead_letter_of(self.service, record, exc, self.max_letter_bytes)
         key = letter.key
         metrics.ERRORS.labels(self.service, record.topic, "poison").inc()
         metrics.DEAD_LETTERS.labels(self.service, record.topic).inc()
@@ -305,7 +327,8 @@ class Delivery:
                   record.partition, record.offset, describe_error(exc))
         while True:
             try:
-                await self.broker.publish(letter, topics.DEAD_LETTERS,
+                # Through the broker's publish: sealed as this service's, as every record.
+                await self.broker.publish(letter, topics.dead_letter_topic(self.service),
                                           key=key.encode() if key else None)
                 return
             except TRANSIENT as failed:
@@ -433,7 +456,6 @@ class Publisher:
         for body, topic, report_id in items:
             key = report_id.encode()
             value = body if isinstance(body, bytes) else body.model_dump_json().encode()
-            headers = sealed(self.broker.service, self.broker.seals, topic, key, value)
             trace = batch.trace_of(key) if batch is not None else None
             with tracer.start_as_current_span(f"{topic} publish", context=trace,
                                               kind=SpanKind.PRODUCER) as span:
@@ -442,7 +464,8 @@ class Publisher:
                 inject(carrier)
             # FastStream links a batch span only to records that carry a correlation id.
             carrier["correlation_id"] = str(getattr(body, "event_id", "") or uuid.uuid4())
-            headers += [(k, v.encode()) for k, v in carrier.items()]
+            headers = [(k, v.encode()) for k, v in carrier.items()]
+            headers += sealed(self.broker.service, self.broker.seals, topic, key, value, headers)
             if topic not in partitions:
                 partitions[topic] = sorted(await producer.partitions_for(topic))
             partition = self.partitioner(key, partitions[topic], partitions[topic])
@@ -479,11 +502,13 @@ class Publisher:
 
 
 def sealed(service: str, seals: Seals | None, topic: str, key: bytes | None,
-           value: bytes) -> list[tuple[str, bytes]]:
-    """The seal header a record on an internal topic carries (none on other topics)."""
+           value: bytes, headers: Sequence[tuple[str, bytes | str]] = ()
+           ) -> list[tuple[str, bytes]]:
+    """The seal header a record on an internal topic carries, over its other `headers` too
+    (none on other topics)."""
     if seals is None or topic not in WRITERS:
         return []
-    return seals.headers(service, topic, key, value)
+    return seals.headers(service, topic, key, value, headers)
 
 
 class RememberingPartitioner:

@@ -334,7 +334,10 @@ class ReportDraftChanged(Event):
 
 
 class DeadLetter(Message):
-    """A message a service could not process, kept with its cause and origin."""
+    """A message a service could not process, kept with its cause and origin: evidence, not
+    authority. The letter is sealed by the service that wrote it; the record it holds can go back
+    only as its writer sealed it (`seal` and the `headers` that seal covers, kept as they came),
+    never sealed anew (tipline/deadletters.py)."""
 
     service: str
     topic: str
@@ -344,3 +347,8 @@ class DeadLetter(Message):
     value: str
     error: str
     failed_at: datetime = Field(default_factory=now)
+    seal: str | None = None  # the record's own `tipline-seal` header
+    headers: list[tuple[str, str]] = Field(default_factory=list)  # those its seal covers
+    # The value is not the record's own bytes (cut to fit a letter, or not UTF-8): the record
+    # cannot be sent back.
+    incomplete: bool = False

@@ -1,6 +1,7 @@
 """Telling a report's timeline what happened: intake keeps the timeline (it answers the ESP's
 status view), so every other service sends its facts there, as TimelineFacts on
-tipline.reports.facts.
+tipline.reports.facts: each fact as the ESP is told it, or not at all (shared/audiences.py).
+Intake faces the internet, and holds nothing of the ESP's report the ESP may not see.
 
 Services write facts through a `Recorder`: `Facts` publishes a batch's facts, for all its reports,
 as one record (or a few, for a large batch) keyed by the service, so one service's facts stay in
@@ -13,6 +14,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 from shared import topics
+from shared.audiences import Kind, for_esp
 from shared.batches import Publisher
 from shared.contracts import Fact, TimelineFacts, derived_id
 
@@ -20,7 +22,7 @@ CHUNK = 200  # reports a record: well under the broker's record size, with 50 ag
 
 
 class Recorder(Protocol):
-    async def record(self, report_id: str, event_id: str, what: str, *,
+    async def record(self, report_id: str, event_id: str, what: Kind, *,
                      status: str | None = None, **detail: Any) -> object: ...
 
     async def record_many(self, facts: Mapping[str, Iterable[Fact]],
@@ -33,7 +35,7 @@ class Facts:
     def __init__(self, publish: Publisher) -> None:
         self._publish = publish
 
-    async def record(self, report_id: str, event_id: str, what: str, *,
+    async def record(self, report_id: str, event_id: str, what: Kind, *,
                      status: str | None = None, **detail: Any) -> None:
         await self.record_many({report_id: [Fact(event_id, what, status, detail)]})
 
@@ -47,8 +49,10 @@ class Facts:
 
 def timeline_facts(facts: Mapping[str, Iterable[Fact]],
                    fields: Mapping[str, dict[str, str]]) -> list[TimelineFacts]:
-    """The records that carry these facts and fields: one a CHUNK of reports."""
-    listed = {r: list(f) for r, f in facts.items()}
+    """The records that carry these facts (as the ESP is told them: the others stay where they
+    were learned) and fields: one a CHUNK of reports."""
+    listed = {r: list({e.event_id: e for fact in f if (e := for_esp(r, fact))}.values())
+              for r, f in facts.items()}
     reports = [r for r in dict.fromkeys([*listed, *fields]) if listed.get(r) or fields.get(r)]
     out, it = [], iter(reports)
     while chunk := list(islice(it, CHUNK)):

@@ -33,6 +33,12 @@ DEAD_LETTERS = Counter(
     "tipline_dead_letters", "Messages sent to the dead-letter topic, by the topic they came from",
     ["service", "topic"],
 )
+REFUSED = Counter(
+    "tipline_records_refused",
+    "Records a reader would not show (no valid seal or signature): logged and counted; the "
+    "console writes no dead letters",
+    ["service", "topic"],
+)
 HANDLER_SECONDS = Histogram(
     "tipline_handler_seconds", "Time a handler took with a message, whatever the outcome",
     ["service", "topic"],

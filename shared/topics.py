@@ -25,7 +25,11 @@ NOTICES_ESCALATED = "tipline.notices.escalated"
 REPORTS_OUTCOMES = "tipline.reports.outcomes"
 # Timeline facts from every service but intake, which keeps the timeline (TimelineFacts).
 REPORT_FACTS = "tipline.reports.facts"
+# What a service could not process, with its cause (shared.contracts.DeadLetter): the internal
+# consumers' letters, and intake's apart (it faces the internet, so it never writes where the
+# others' letters are).
 DEAD_LETTERS = "tipline.deadletter"
+DEAD_LETTERS_INTAKE = "tipline.deadletter.intake"
 
 AGENCY_PREFIX = "tipline.agency."
 AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -50,6 +54,7 @@ PIPELINE_TOPICS = (
     REPORTS_OUTCOMES,
     REPORT_FACTS,
     DEAD_LETTERS,
+    DEAD_LETTERS_INTAKE,
 )
 
 
@@ -75,8 +80,17 @@ WRITERS: dict[str, frozenset[str]] = {
     NOTICES_ESCALATED: frozenset({"retraction"}),
     REPORTS_OUTCOMES: frozenset({"retraction"}),
     REPORT_FACTS: frozenset({"validation", "supplementation", "referral", "retraction"}),
-    DEAD_LETTERS: frozenset(SERVICES),
+    # The internal consumers' letters; intake's apart; the console writes none (it logs and
+    # counts what it may not show).
+    DEAD_LETTERS: frozenset({"validation", "supplementation", "referral", "retraction"}),
+    DEAD_LETTERS_INTAKE: frozenset({"intake"}),
 }
+DEAD_LETTER_TOPICS = (DEAD_LETTERS, DEAD_LETTERS_INTAKE)
+
+
+def dead_letter_topic(service: str) -> str:
+    """Where `service`'s dead letters go."""
+    return DEAD_LETTERS_INTAKE if service == "intake" else DEAD_LETTERS
 
 
 def agency_topic(agency_id: str) -> str:

@@ -4,7 +4,6 @@ Set KAFKA_BOOTSTRAP_SERVERS / REDIS_URL to run the same tests against real Kafka
 """
 
 import os
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,7 +12,10 @@ from redis.asyncio import Redis
 
 from shared.settings import Settings
 from shared.signing import ensure_keys
-from tipline.stack import Stack, start_servers, start_valkey_cluster
+from tipline.stack import Stack, redis_users, start_servers, start_valkey_cluster
+
+# Apache Kafka fixtures (`apache`, `apache_cluster`), for any test that asks for them.
+pytest_plugins = ["tests.apache_support"]
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +27,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         workdir=tmp_path_factory.mktemp("servers"),
     )
     try:
-        # Passwordless, so tests may build their own clients from settings.redis_url; the
-        # password path is tested on its own (tests/integration/test_redis_security.py).
-        start_servers(stack, redis_password=False)
+        # No logins, so tests may build their own clients from settings.redis_url; the logins
+        # are tested on their own (tests/integration/test_redis_security.py, test_redis_acl.py).
+        start_servers(stack, redis_logins=False)
         yield stack
     finally:
         stack.stop()
@@ -36,11 +38,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A Redis Cluster of three embedded Valkey primaries on loopback (always its own, whatever
-    REDIS_URL says), with a password, each fsyncing its append-only file on every write so a
-    killed shard keeps everything it acknowledged. `.redis` is its first node."""
-    stack = Stack(kafka="", redis="", http="", workdir=tmp_path_factory.mktemp("valkey-cluster"),
-                  redis_password=secrets.token_urlsafe(16))
+    REDIS_URL says), with the ACL users of a deployment (`.redis_username` / `.redis_password`:
+    the operator's; `.service_env`: each service's own), each fsyncing its append-only file on
+    every write so a killed shard keeps everything it acknowledged. `.redis` is its first node."""
+    stack = Stack(kafka="", redis="", http="", workdir=tmp_path_factory.mktemp("valkey-cluster"))
     try:
+        redis_users(stack)
         start_valkey_cluster(stack, 3, "appendfsync always")
         yield stack
     finally:

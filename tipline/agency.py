@@ -4,7 +4,10 @@ It consumes the agency's topic in its own consumer group and, for each notice:
 - verifies tipline's Ed25519 signature against the published keyring, and refuses (loudly: an
   ERROR log line and the `refused` list) a notice that is unsigned, altered or from a retired key;
 - drops a redelivered or re-sent notice by its notice_id (and acknowledges it again, in case the
-  first ack was lost);
+  first ack was lost), even across a restart: the notices it took are kept in a small SQLite
+  file under its data dir (`Received`);
+- refuses a referral of a report it already holds a correction for: an old referral replayed
+  after the report was retracted is never handed over as new;
 - acknowledges it on tipline.agency.acks once the caller has taken it (or leaves that to the
   caller: `auto_ack=False`, then `ack(notice)`), and commits only then; acks and outcomes are
   signed with the agency's own key when given one (`signer`), whose public half the agency
@@ -14,8 +17,11 @@ It consumes the agency's topic in its own consumer group and, for each notice:
 import asyncio
 import json
 import logging
+import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,45 @@ def public_keyring(settings: Settings) -> Path:
     return path
 
 
+class Received:
+    """The notices an agency has taken: their ids, and which reports it holds a correction for.
+    Kept in `<data_dir>/notices.sqlite3` (mode 0600: it names reports), or in memory without a
+    data dir. A notice is written once the caller has taken it, before its offset is committed,
+    so one taken is never handed over again, restart or not."""
+
+    FILE = "notices.sqlite3"
+
+    def __init__(self, data_dir: Path | None) -> None:
+        if data_dir is None:
+            path = ":memory:"
+        else:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = str(data_dir / self.FILE)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # made private first
+        self._db = sqlite3.connect(path)
+        self._db.execute("CREATE TABLE IF NOT EXISTS notices (notice_id TEXT PRIMARY KEY, "
+                         "report_id TEXT NOT NULL, kind TEXT NOT NULL, taken_at TEXT NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS by_report ON notices (report_id, kind)")
+        self._db.commit()
+
+    def __contains__(self, notice_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM notices WHERE notice_id = ?",
+                                (notice_id,)).fetchone() is not None
+
+    def corrected(self, report_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM notices WHERE report_id = ? AND kind = ?",
+                                (report_id, "correction")).fetchone() is not None
+
+    def add(self, notice: AgencyNotice) -> None:
+        with self._db:  # a transaction, committed (on disk) when it ends
+            self._db.execute("INSERT OR IGNORE INTO notices VALUES (?, ?, ?, ?)", (
+                notice.notice_id, notice.report_id, notice.kind,
+                datetime.now(UTC).isoformat()))
+
+    def close(self) -> None:
+        self._db.close()
+
+
 class AgencyClient:
     def __init__(
         self,
@@ -48,12 +93,13 @@ class AgencyClient:
         verifier: Verifier | None = None,
         auto_ack: bool = True,
         signer: Signer | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.agency_id = agency_id
         self.auto_ack = auto_ack
         self.signer = signer  # signs acks and outcomes with the agency's own registered key
         self.verifier = verifier or Verifier(public_keyring(settings))
-        self.seen: set[str] = set()
+        self.seen = Received(data_dir)  # in memory without a data dir
         self.duplicates = 0
         self.refused: list[tuple[Any, str]] = []
         self._consumer = AIOKafkaConsumer(
@@ -87,6 +133,7 @@ class AgencyClient:
     async def stop(self) -> None:
         await self._consumer.stop()
         await self._producer.stop()
+        self.seen.close()
 
     async def collect(self, into: list[AgencyNotice]) -> None:
         """Start, append each notice to `into` until cancelled, then stop."""
@@ -101,13 +148,19 @@ class AgencyClient:
         """Each genuine notice once, in the order the agency's partitions hold them."""
         async for record in self._consumer:
             notice = self._accept(record.value)
-            if notice is not None and notice.notice_id not in self.seen:
-                self.seen.add(notice.notice_id)
-                yield notice
+            if notice is not None and notice.notice_id in self.seen:
+                self.duplicates += 1
                 if self.auto_ack:
                     await self.ack(notice)
+            elif notice is not None and notice.kind == "referral" and self.seen.corrected(
+                    notice.report_id):
+                # Genuine, and stale: the report was retracted since (a replay, or a referral
+                # that lost its way). Handing it over would revive what was withdrawn.
+                self._refuse(record.value, f"a referral of report {notice.report_id}, which "
+                                           "this agency holds a correction for (retracted)")
             elif notice is not None:
-                self.duplicates += 1
+                yield notice
+                self.seen.add(notice)  # taken: never handed over again
                 if self.auto_ack:
                     await self.ack(notice)
             await self._consumer.commit()

@@ -309,7 +309,7 @@ def run_process(reports: int, seed: int, workdir: Path) -> dict[str, Any]:
         if given:
             stack.kafka = given
         else:
-            start_servers(stack, redis_password=False)  # a broker of its own (and Valkey)
+            start_servers(stack, redis_logins=False)  # a broker of its own (and Valkey)
         agencies = sorted(AgencyRegistry(CONFIG_DIR / "routing.yaml").agencies)
         started = time.perf_counter()
         records = asyncio.run(publish(stack.kafka, keys, reports, agencies, seed))

@@ -22,10 +22,12 @@ from urllib.parse import urlencode
 import httpx
 
 from shared.agencies import load_agencies
+from shared.audiences import Kind
 from shared.contracts import AgencyNotice
 from shared.settings import Settings
 from shared.signing import SIGNING_FILE, Signer
 from tipline.agency import AgencyClient
+from tipline.oracle import corrected
 from tipline.synthetic import expected_agencies, ispws_document, synthetic_report
 
 ESP = "demo-esp"
@@ -53,21 +55,23 @@ async def _status(http: httpx.AsyncClient, report_id: str) -> dict[str, Any]:
     return response.json()  # type: ignore[no-any-return]
 
 
-def settled(status: dict[str, Any]) -> bool:
-    """Nothing more will happen to this report on its own."""
-    states = set(status["agencies"].values())
+def settled(status: dict[str, Any], corrected_there: bool) -> bool:
+    """Nothing more will happen to this report on its own, as its ESP is told it, and, for one
+    retracted after its referral, as its agencies see it (`corrected_there`: each agency that
+    got its referral got its correction): the ESP is never told where a report went."""
     whats = {e["what"] for e in status["timeline"]}
-    if "rejected" in whats:
+    if status["status"] == "rejected":
         return True
-    if status["retraction"] and status["state"] == "retracted" and "finished" not in whats:
-        return True  # cancelled before it was finished: never referred
     if status["retraction"]:
-        return "referral withheld" in whats or (bool(states) and states == {"corrected"})
-    return bool(states) and "referring" not in states
+        if not {"finished", "submitted"} & whats:
+            return True  # cancelled before it was finished: never referred
+        return Kind.NOT_AVAILABLE in whats or (Kind.AVAILABLE in whats and corrected_there)
+    return Kind.AVAILABLE in whats
 
 
 async def _wait_settled(
-    http: httpx.AsyncClient, ids: list[str], timeout: float, retracted: frozenset[str] = frozenset()
+    http: httpx.AsyncClient, ids: list[str], timeout: float, received: list[AgencyNotice],
+    retracted: frozenset[str] = frozenset(),
 ) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     pending = set(ids)
@@ -76,7 +80,10 @@ async def _wait_settled(
         for report_id in list(pending):
             status = await _status(http, report_id)
             # A report we retracted is settled only once its retraction has taken effect.
-            if settled(status) and (report_id not in retracted or status["retraction"]):
+            done_there = corrected((n.agency_id, n.kind) for n in received
+                                   if n.report_id == report_id)
+            if settled(status, done_there) and (
+                    report_id not in retracted or status["retraction"]):
                 done[report_id] = status
                 pending.discard(report_id)
         if pending:
@@ -127,15 +134,17 @@ async def run_demo(
         say(f"submitted {len(expected.reports)} reports on /v1; opened and cancelled "
             f"{len(expected.cancelled)} on /ispws")
         ids = [*expected.reports, *expected.cancelled]
-        first = await _wait_settled(http, ids, timeout=120)
-        referred = [i for i in expected.reports if first[i]["status"] == "referred"]
+        first = await _wait_settled(http, ids, timeout=120, received=received)
+        referred = [i for i in expected.reports
+                    if first[i]["status"] == "available_to_law_enforcement"]
         retract_late = referred[:: max(1, len(referred) // 6)][:6]
         for report_id in retract_late:
             (await http.post(f"/v1/reports/{report_id}/retract",
                              json={"reason": "reported in error"})).raise_for_status()
             expected.corrections.update(expected.reports[report_id])
         say(f"retracted {len(retract_late)} reports after their referral")
-        await _wait_settled(http, retract_late, timeout=120, retracted=frozenset(retract_late))
+        await _wait_settled(http, retract_late, timeout=120, received=received,
+                            retracted=frozenset(retract_late))
 
     await asyncio.sleep(1.0)  # let the followers read the last notices
     for task in followers:

@@ -23,9 +23,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     from tipline.status import tool_settings
 
     settings = tool_settings(Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")))
-    if args.redis and args.redis != settings.redis_url:  # another Redis: not the stack's password
+    if args.redis and args.redis != settings.redis_url:  # another Redis: not the stack's login
+        given = Settings()
         return settings.model_copy(update={"redis_url": args.redis,
-                                           "redis_password": Settings().redis_password})
+                                           "redis_username": given.redis_username,
+                                           "redis_password": given.redis_password})
     return settings
 
 

@@ -112,6 +112,17 @@ class Verdict:
                 "outcomes": dict(self.outcomes), "unattributed": self.unattributed}
 
 
+def corrected(seen: Iterable[tuple[str, str]]) -> bool:
+    """Of one report's notices, as (agency, kind): some agency got its referral, and every
+    agency that got one got its correction too. (Where a report went, and whether it was
+    corrected there, the agencies see; its ESP is never told.)"""
+    kinds: dict[str, set[str]] = defaultdict(set)
+    for agency, kind in seen:
+        kinds[agency].add(kind)
+    referred = [k for k in kinds.values() if "referral" in k]
+    return bool(referred) and all("correction" in k for k in referred)
+
+
 def owed(expected: Expected) -> int:
     """How many notices a report owes at the least (what is lost if it was never accepted)."""
     if expected.outcome != "valid":

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from shared.agencies import load_agencies
+from shared.audiences import Kind
 from shared.settings import Settings
 from tipline import oracle
 from tipline.synthetic import ispws_document
@@ -384,11 +385,12 @@ class Replay:
         return verdict.counts["lost"] > 0
 
     def _decided(self, case: Case, status: dict[str, Any]) -> bool:
-        """Whether the status API says nothing more will happen to the report on its own: used
-        only to know when to stop waiting, never to judge."""
+        """Whether the ESP's status (and, for where a report went, which the ESP is never told,
+        the notices the agencies got) says nothing more will happen to the report on its own:
+        used only to know when to stop waiting, never to judge."""
         exp = case.expected
-        states = set(status.get("agencies", {}).values())
         whats = {e["what"] for e in status.get("timeline", [])}
+        referred = Kind.AVAILABLE in whats
         if exp.outcome == "abandoned":
             due = status.get("abandoned_after") if status.get("state") == "open" else None
             # Not abandoned before the settle ends (a stack with the default 24 h): the oracle
@@ -402,9 +404,12 @@ class Replay:
         if "rejected" in whats:
             return True
         if exp.outcome == "invalid":  # rejected, or (wrongly) on its way to an agency
-            return bool(states) or "referral withheld" in whats
+            return referred or Kind.NOT_AVAILABLE in whats
         if exp.retracted:
-            return "referral withheld" in whats or (bool(states) and states <= {"corrected"})
+            return Kind.NOT_AVAILABLE in whats or (
+                referred and status.get("status") == "retracted"
+                and oracle.corrected((n.agency, n.kind)
+                                     for n in self.watch.of_report.get(case.report_id or "", ())))
         return True
 
     def _to_decide(self, case: Case) -> bool:

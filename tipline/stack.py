@@ -1,18 +1,28 @@
-"""The embedded stack: a Kafka-protocol broker, Valkey and the six services, as child processes.
+"""The stack: a broker, Valkey and the six services, as child processes.
 
-Where KAFKA_BOOTSTRAP_SERVERS or REDIS_URL is set, that real server is used instead. Every child
-is started with a parent-death signal and in its own session, so neither Ctrl-C nor a killed
-parent leaves a process behind.
+The broker is the embedded one (Tansu, memory only) or, with `kafka="apache"`, Apache Kafka
+(KRaft nodes `kafka-1`...; tipline/kafkacluster.py), each service logging in as itself. Where
+KAFKA_BOOTSTRAP_SERVERS or REDIS_URL is set, that real server is used instead. Every child is
+started with a parent-death signal and in its own session, so neither Ctrl-C nor a killed parent
+leaves a process behind.
 
 The stack's own Valkey keeps its data under the workdir (append-only file in `<workdir>/valkey`)
-and requires a password, made once and kept in `<workdir>/valkey-password` (mode 0600): the
-services and tools the stack starts get it as REDIS_PASSWORD, and the CLI tools find it there.
+and has the ACL users of a deployment (tipline/access.py): each service logs in as its own user,
+tools as the operator, and nothing without a login. Their passwords are made once and kept
+in `<workdir>/secrets/passwords.json` (mode 0600), where the CLI tools find the operator's.
 With `redis_shards` > 1 it is a Redis Cluster of that many Valkey primaries instead
 (`<workdir>/valkey-<n>`, each with its own append-only file and cluster config), and the services
 get REDIS_CLUSTER=true.
+
+One durability story: a restart on the same workdir keeps both the broker's and Valkey's state,
+or neither. Apache Kafka keeps its data under the workdir, so both are kept. The embedded broker
+keeps nothing, so Valkey starts empty with it, and so does Valkey beside an Apache Kafka formatted
+anew: the previous Valkey data (and, for the embedded broker, any Apache Kafka data, which
+belonged with it) is moved aside to `<workdir>/previous/<time>`, never deleted.
 """
 
 import ctypes
+import json
 import os
 import random
 import secrets
@@ -25,7 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -33,10 +43,12 @@ if TYPE_CHECKING:
 SERVICES = ("validation", "supplementation", "referral", "retraction", "intake", "console")
 # The pipeline alone, without the console that watches it (the bench and the chaos test).
 PIPELINE = tuple(s for s in SERVICES if s != "console")
-SERVERS = ("broker", "valkey")  # the children the services use (and valkey-<n>): stopped last
+# The children the services use (and valkey-<n>, kafka-<n>): stopped last.
+SERVERS = ("broker", "valkey")
 # The services that only consume: they scale out by copies in one consumer group each.
 CONSUMERS = ("validation", "supplementation", "referral", "retraction")
-VALKEY_PASSWORD_FILE = "valkey-password"
+SECRETS_DIR = "secrets"  # in the workdir: passwords.json (as `tipline deploy secrets` keeps it)
+REDIS_ACL_FILE = "valkey.acl"  # in the workdir: the ACL users of its own Valkey (hashes only)
 CONSOLE_SECRET_FILE = "console-session-secret"
 _PR_SET_PDEATHSIG = 1
 # The umask of the stack and its children: report content, ESP and analyst hashes, keys and logs
@@ -123,29 +135,41 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     analyst: str = ""  # the analyst API's URL ("" = not served)
     console: str = ""  # the console's URL ("" = not served)
-    redis_password: str = ""  # the password of the stack's own Valkey ("" = none asked)
+    redis_username: str = ""  # the Redis user tools log in as ("" = the default user)
+    redis_password: str = ""  # its password ("" = none asked)
     redis_cluster: bool = False  # `redis` is a node of a Redis Cluster
     # What only one service's processes get (its own Kafka and Redis logins): service -> env.
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # How every client reaches the stack's Apache Kafka but a login (TLS, SASL, tuning).
+    kafka_env: dict[str, str] = field(default_factory=dict)
+    # The Kafka admin's login: for the stack's own tools (topics, the demo), never a service.
+    admin_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis,
-               "REDIS_CLUSTER": str(self.redis_cluster).lower()}
+        env = {**os.environ, **self.kafka_env, "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+               "REDIS_URL": self.redis, "REDIS_CLUSTER": str(self.redis_cluster).lower()}
+        if self.redis_username:
+            env["REDIS_USERNAME"] = self.redis_username
         if self.redis_password:
             env["REDIS_PASSWORD"] = self.redis_password
         return env
 
     def settings(self, **overrides: Any) -> "Settings":
         """Settings for a tool that talks to this stack (the demo, the load tools): its servers,
-        its Valkey's password, its routing file and keys; the environment supplies the rest."""
+        its Valkey's operator login, its routing file and keys; the environment supplies the
+        rest."""
         from pydantic import SecretStr
 
         from shared.settings import Settings
 
         given: dict[str, Any] = {
-            "kafka_bootstrap_servers": self.kafka, "redis_url": self.redis,
+            **{k.lower(): v for k, v in {**self.kafka_env, **self.admin_env}.items()},
             "tipline_routing_file": routing(self), "tipline_keys_dir": signing_keys(self),
             "redis_cluster": self.redis_cluster}
+        if self.redis_username:
+            given["redis_username"] = self.redis_username
+        given.update({k: v for k, v in (("kafka_bootstrap_servers", self.kafka),
+                                        ("redis_url", self.redis)) if v})  # "" = not started
         if self.redis_password:
             given["redis_password"] = SecretStr(self.redis_password)
         return Settings(**{**given, **overrides})
@@ -153,7 +177,7 @@ class Stack:
     @property
     def own_valkey(self) -> bool:
         """Whether this stack runs its own Valkey (rather than the Redis REDIS_URL names)."""
-        return any(is_server(c.name) and c.name != "broker" for c in self.children)
+        return any(c.name == "valkey" or c.name.startswith("valkey-") for c in self.children)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.workdir / "logs" / f"{name}.log"
@@ -211,8 +235,9 @@ class Stack:
 
 
 def is_server(name: str) -> bool:
-    """Whether a child of the stack is a server the services use (broker, Valkey, a shard)."""
-    return name in SERVERS or name.startswith("valkey-")
+    """Whether a child of the stack is a server the services use (broker, Valkey, a shard, an
+    Apache Kafka node)."""
+    return name in SERVERS or name.startswith(("valkey-", "kafka-"))
 
 
 def copy_name(service: str, copy: int) -> str:
@@ -226,28 +251,57 @@ def service_of(name: str) -> str:
     return service if dash and copy.isdigit() else name
 
 
-def valkey_password(workdir: Path, *, create: bool = False) -> str | None:
-    """The password of the Valkey `tipline up` runs in this workdir (made once when `create`)."""
-    path = workdir / VALKEY_PASSWORD_FILE
-    if path.exists():
-        return path.read_text().strip()
-    if not create:
-        return None
-    workdir.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def redis_users(stack: Stack) -> None:
+    """The stack's own Valkey gets the ACL users a deployment has (tipline/access.py, from the
+    ownership table): each service logs in as itself (`service_env`), tools as the operator.
+    The passwords are made once (tipline/credentials.py); the ACL file, hashes only, is written
+    again at every start, so a rule changed in the code applies at the next."""
+    from tipline.access import REDIS_OPERATOR, redis_acl
+    from tipline.credentials import ensure_passwords
+
+    passwords = ensure_passwords(stack.workdir / SECRETS_DIR, ())["redis"]
+    fd = os.open(stack.workdir / REDIS_ACL_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(password)
-    return password
+        out.write(redis_acl(passwords))
+    stack.redis_username, stack.redis_password = REDIS_OPERATOR, passwords[REDIS_OPERATOR]
+    for service in SERVICES:
+        stack.service_env.setdefault(service, {}).update(
+            REDIS_USERNAME=service, REDIS_PASSWORD=passwords[service])
 
 
-def start_servers(stack: Stack, *, redis_password: bool = True, redis_shards: int = 1) -> None:
-    """The embedded broker and Valkey, each unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL is set.
+def operator_login(workdir: Path) -> tuple[str, str] | None:
+    """(user, password) of the operator of the Valkey `tipline up` runs in this workdir, if it
+    runs one."""
+    from tipline.access import REDIS_OPERATOR
+    from tipline.credentials import PASSWORDS_FILE
 
-    Valkey persists under the workdir (append-only file) and, with `redis_password`, requires the
-    workdir's password (the test session's servers run without one). With `redis_shards` > 1 it
-    is a Redis Cluster of that many primaries."""
-    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    if not (workdir / REDIS_ACL_FILE).exists():
+        return None
+    passwords = json.loads((workdir / SECRETS_DIR / PASSWORDS_FILE).read_text())
+    return REDIS_OPERATOR, passwords["redis"][REDIS_OPERATOR]
+
+
+def start_servers(stack: Stack, *, redis_logins: bool = True, redis_shards: int = 1,
+                  kafka: Literal["embedded", "apache"] = "embedded", brokers: int = 1) -> None:
+    """A broker and Valkey, each unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL is set: the embedded
+    broker, or Apache Kafka of `brokers` nodes (`kafka="apache"`).
+
+    Valkey persists under the workdir (append-only file) and, with `redis_logins`, has the ACL
+    users (`redis_users`; the test session's servers let anyone in). With `redis_shards` > 1 it
+    is a Redis Cluster of that many primaries. Valkey's state is kept only where the broker's is
+    (the module's docstring)."""
+    broker_is_new = False
+    if kafka == "apache":
+        from tipline.kafkajars import Unavailable
+
+        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            raise Unavailable("--kafka apache starts a Kafka of its own: unset "
+                             "KAFKA_BOOTSTRAP_SERVERS, or use that Kafka without --kafka")
+        from tipline.kafkacluster import start_apache
+
+        _, broker_is_new = start_apache(stack, brokers)
+    elif not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        broker_is_new = True  # memory only
         port = free_port()
         url = f"tcp://127.0.0.1:{port}"
         clean_env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"}
@@ -261,8 +315,13 @@ def start_servers(stack: Stack, *, redis_password: bool = True, redis_shards: in
         stack.kafka = f"127.0.0.1:{port}"
     if os.environ.get("REDIS_URL"):
         return
-    password = valkey_password(stack.workdir, create=True) if redis_password else None
-    stack.redis_password = password or ""
+    if broker_is_new and (aside := set_aside(stack.workdir, apache_data=kafka != "apache")):
+        why = ("the embedded broker keeps nothing" if kafka != "apache"
+               else "Apache Kafka was formatted anew")
+        print(f"{why}, so Valkey starts empty too: its previous data is kept in {aside}",
+              flush=True)
+    if redis_logins:
+        redis_users(stack)
     if redis_shards > 1:
         start_valkey_cluster(stack, redis_shards)
         return
@@ -271,16 +330,32 @@ def start_servers(stack: Stack, *, redis_password: bool = True, redis_shards: in
     stack.redis = f"redis://127.0.0.1:{port}/0"
 
 
+def set_aside(workdir: Path, *, apache_data: bool) -> Path | None:
+    """Move the workdir's Valkey data (and with `apache_data`, its Apache Kafka data) to
+    `<workdir>/previous/<time>`; returns where, or None when there was none."""
+    # Data folders and the configs naming them (a cluster's ports); not the passwords.
+    names = [p for p in sorted(workdir.glob("valkey*")) if p.is_dir() or p.suffix == ".conf"]
+    if apache_data and (workdir / "kafka").exists():
+        names.append(workdir / "kafka")
+    if not any(p.is_dir() for p in names):
+        return None  # no data: configs alone are written again
+    aside = workdir / "previous" / time.strftime("%Y%m%dT%H%M%S")
+    aside = aside.with_name(f"{aside.name}-{time.monotonic_ns()}") if aside.exists() else aside
+    aside.mkdir(parents=True)
+    for path in names:
+        path.rename(aside / path.name)
+    return aside
+
+
 def write_valkey_config(stack: Stack, name: str, port: int, *extra: str) -> None:
-    """`<workdir>/<name>.conf` (beside its data `<workdir>/<name>`, not in it): append-only,
-    loopback, the stack's password. A file (mode 0600) rather than arguments: the password stays
-    out of `ps`."""
+    """`<workdir>/<name>.conf` (beside its data `<workdir>/<name>`, not in it, mode 0600):
+    append-only, loopback, and the stack's ACL users when it has them (`redis_users`)."""
     data = stack.workdir / name
     data.mkdir(parents=True, exist_ok=True)
     lines = [f"port {port}", "bind 127.0.0.1", "daemonize no", 'save ""',
              "appendonly yes", "appendfsync everysec", f'dir "{data}"', *extra]
-    if stack.redis_password:
-        lines.append(f'requirepass "{stack.redis_password}"')
+    if stack.redis_username:
+        lines.append(f'aclfile "{stack.workdir / REDIS_ACL_FILE}"')
     fd = os.open(stack.workdir / f"{name}.conf", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write("\n".join(lines) + "\n")
@@ -311,7 +386,8 @@ def start_valkey_cluster(stack: Stack, shards: int, *extra: str, timeout: float 
                                 'cluster-config-file "nodes.conf"', f"cluster-port {free_port()}",
                                 *extra)
     ports = [spawn_valkey(stack, name) for name in names]
-    nodes = [redis.Redis(port=p, password=stack.redis_password or None, decode_responses=True)
+    nodes = [redis.Redis(port=p, username=stack.redis_username or None,
+                         password=stack.redis_password or None, decode_responses=True)
              for p in ports]
     try:
         if _cluster_info(nodes[0])["cluster_slots_assigned"] == "0":  # new: join and share slots
@@ -431,11 +507,14 @@ def running(
     workdir: Path, http_port: int | None = None, analyst_port: int | None = None,
     console_port: int | None = None,
     redis_shards: int = 1,
+    kafka: Literal["embedded", "apache"] = "embedded",
+    brokers: int = 1,
 ) -> Iterator[Stack]:
     """The whole system, up until the block ends; its own Valkey a cluster of `redis_shards`
-    primaries when more than one (a REDIS_URL given is a cluster when REDIS_CLUSTER says so).
-    The workdir and all in it are the owner's alone: the process's umask is PRIVATE meanwhile,
-    and what an older run left open is closed first."""
+    primaries when more than one (a REDIS_URL given is a cluster when REDIS_CLUSTER says so);
+    its broker the embedded one or Apache Kafka of `brokers` nodes. The workdir and all in it
+    are the owner's alone: the process's umask is PRIVATE meanwhile, and what an older run left
+    open is closed first."""
     from pydantic import TypeAdapter
 
     keep_private(workdir)
@@ -451,7 +530,7 @@ def running(
         redis_cluster=TypeAdapter(bool).validate_python(os.environ.get("REDIS_CLUSTER", False)),
     )
     try:
-        start_servers(stack, redis_shards=redis_shards)
+        start_servers(stack, redis_shards=redis_shards, kafka=kafka, brokers=brokers)
         create_topics(stack)
         start_services(stack)
         yield stack

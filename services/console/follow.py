@@ -4,27 +4,26 @@ The console uses no consumer group and commits nothing: it assigns itself every 
 topics it shows and reads them from their beginning (they are retained), so every copy of the
 console rebuilds the whole model on start. It decodes through the pipeline's own plumbing
 (`shared.batches.decode`: seal checked, then the contract model); notices on agency topics must
-carry tipline's Ed25519 signature. A record that cannot be read is never shown. On a topic a
-pipeline service consumes, that service dead-letters it; on the others the console does, once
-caught up, unless it did already (its own dead letters are on the topic it reads, so a restart
-does not repeat them).
+carry tipline's Ed25519 signature. A record that cannot be read is never shown: the console logs
+it and counts it (`tipline_records_refused_total`), and writes nothing (on a topic a pipeline
+service consumes, that service dead-letters it).
 """
 
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import BaseModel
 
 from services.console.model import MODELS, ReadModel
 from shared import topics
 from shared.agencies import AgencyRegistry
-from shared.batches import UNREADABLE, dead_letter_of, decode
-from shared.contracts import AgencyNotice, DeadLetter
-from shared.kafka import consumer_lag, kafka_client_options
+from shared.batches import UNREADABLE, decode
+from shared.contracts import AgencyNotice
+from shared.kafka import consumer_lag, kafka_client_options, topic_partitions
+from shared.metrics import REFUSED
 from shared.seals import Seals
 from shared.settings import Settings
 from shared.signing import BadSignature, Verifier
@@ -37,19 +36,6 @@ REFRESH_S = 5.0  # how often new agencies (topics) and partitions are looked for
 # A fetch brings at most this much (a larger record still comes, alone): a rebuild reads every
 # partition at once, and the memory is the read model's, not the fetch buffers'.
 FETCH_MAX_BYTES = 8 * 1024 * 1024
-
-
-# Topics a pipeline service consumes: a record there that cannot be read is dead-lettered by that
-# service (the console shows its dead letter); the console only leaves it out, or every such
-# record would be dead-lettered (and requeued) twice. Records on the other topics (what became
-# of reports and notices, agency notices) have no other reader in tipline: the console
-# dead-letters those.
-DEAD_LETTERED_BY_CONSUMERS = frozenset({
-    topics.REPORTS_DRAFTS, topics.REPORTS_SUBMITTED, topics.REPORTS_VALIDATED,
-    topics.REPORTS_SUPPLEMENTED, topics.REPORTS_SUPPLEMENTED_URGENT,
-    topics.REPORTS_SUPPLEMENTED_BULK, topics.RETRACTIONS_REQUESTED, topics.AMENDMENTS_REQUESTED,
-    topics.REPORTS_RETRACTED, topics.REPORT_FACTS,
-})
 
 
 class Misaddressed(ValueError):
@@ -88,11 +74,8 @@ class Follower:
     """The one consumer of the console: every partition, from the start, no group."""
 
     def __init__(self, settings: Settings, model: ReadModel, reader: Reader,
-                 registry: AgencyRegistry,
-                 dead_letter: Callable[[DeadLetter], Awaitable[None]]) -> None:
+                 registry: AgencyRegistry) -> None:
         self.settings, self.model, self.reader, self.registry = settings, model, reader, registry
-        self.dead_letter = dead_letter
-        self.unread: list[DeadLetter] = []  # to dead-letter once caught up
 
     async def run(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -116,8 +99,6 @@ class Follower:
                     self.model.version += 1
                     log.info("console: read model rebuilt from %d records (%d reports)",
                              self.model.events, len(self.model.reports))
-                if self.model.caught_up and self.unread:
-                    await self._flush_letters()
                 if asyncio.get_running_loop().time() - refreshed > REFRESH_S:
                     refreshed = asyncio.get_running_loop().time()
                     await self._assign()
@@ -128,23 +109,12 @@ class Follower:
         try:
             event = self.reader.event(record)
         except (*UNREADABLE, BadSignature) as exc:
-            if record.topic not in DEAD_LETTERED_BY_CONSUMERS:
-                self.unread.append(dead_letter_of("console", record, exc))
+            REFUSED.labels("console", record.topic).inc()
             log.warning("console: refused %s[%s]@%s (not shown): %s", record.topic,
                         record.partition, record.offset, describe_error(exc))
             return
         if event is not None:
             self.model.apply(record.topic, event)
-
-    async def _flush_letters(self) -> None:
-        for letter in self.unread:
-            if (letter.topic, letter.partition, letter.offset) in self.model.lettered:
-                continue  # dead-lettered by an earlier start
-            log.info("console: dead-lettered %s[%s]@%s", letter.topic, letter.partition,
-                     letter.offset)
-            await self.dead_letter(letter)
-            self.model.lettered.add((letter.topic, letter.partition, letter.offset))
-        self.unread = []
 
     async def _at_end(self) -> bool:
         for tp in self.consumer.assignment():
@@ -158,9 +128,7 @@ class Follower:
     async def _assign(self) -> None:
         """Every partition of every wanted topic that exists; new ones from their start."""
         self.registry.get("")  # re-reads the routing file when it changed
-        await self.consumer.topics()  # fresh metadata
-        wanted = {TopicPartition(t, p) for t in wanted_topics(self.registry)
-                  for p in self.consumer.partitions_for_topic(t) or ()}
+        wanted = set(await topic_partitions(self.settings, wanted_topics(self.registry)))
         held = self.consumer.assignment()
         if wanted <= held:
             return

@@ -13,10 +13,8 @@ from services.console.follow import Follower, Reader, follow_lag
 from services.console.model import ReadModel
 from services.console.sessions import MIN_SECRET_LENGTH, Sessions
 from services.console.web import Console, create_api
-from shared import topics
 from shared.agencies import AgencyRegistry
 from shared.analysts import AnalystDirectory
-from shared.contracts import DeadLetter
 from shared.http import proxies
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
@@ -44,17 +42,13 @@ def session_secret(settings: Settings) -> bytes:
 
 def create_app(settings: Settings) -> FastStream:
     secret = session_secret(settings)
-    broker = make_broker(settings, "console")  # it only publishes dead letters
+    broker = make_broker(settings, "console")  # it publishes nothing: it checks seals
     redis = connect(settings)  # the analyst directory (read only) and the console's sign-outs
     model = ReadModel(ack_timeout_s=settings.tipline_ack_timeout_s)
     registry = AgencyRegistry(settings.tipline_routing_file)
     reader = Reader(broker.seals, Verifier(settings.tipline_keys_dir / PUBLIC_FILE))
 
-    async def dead_letter(letter: DeadLetter) -> None:
-        await broker.publish(letter, topics.DEAD_LETTERS,
-                             key=letter.key.encode() if letter.key else None)
-
-    follower = Follower(settings, model, reader, registry, dead_letter)
+    follower = Follower(settings, model, reader, registry)
     directory = AnalystDirectory(redis, LoginGuard(Limits.of(settings)))
     ttl_s = settings.tipline_console_session_ttl_s
     api = create_api(Console(model, registry, directory, Sessions(

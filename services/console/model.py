@@ -458,6 +458,7 @@ MODELS: dict[str, type[BaseModel]] = {
     topics.NOTICES_ESCALATED: NoticeEscalated,
     topics.REPORTS_OUTCOMES: OutcomeReported,
     topics.DEAD_LETTERS: DeadLetter,
+    topics.DEAD_LETTERS_INTAKE: DeadLetter,
 }
 # Never the raw acknowledgements: only what the retraction service checked (tipline/access.py).
 assert topics.AGENCY_ACKS not in MODELS

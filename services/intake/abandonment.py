@@ -17,6 +17,7 @@ from services.intake.drafts import Drafts, Pending
 from services.intake.lifecycle import Abandon, Refusal
 from services.intake.outbox import Outbox
 from shared import topics
+from shared.audiences import Kind
 from shared.contracts import RetractReport, derived_id
 from shared.schedule import DueIndex
 
@@ -64,7 +65,7 @@ class Abandonment:
         """Abandon one report if its time is up (its draft decides); True when it was now."""
         command = abandon_command(report_id)
         pending = Pending(command.command_id, topics.RETRACTIONS_REQUESTED,
-                          command.model_dump_json(), "abandoned",
+                          command.model_dump_json(), Kind.ABANDONED,
                           detail={"reason": REASON, "by": command.actor})
 
         async def abandon() -> bool:

@@ -36,8 +36,9 @@ from services.intake.lifecycle import (
 )
 from services.intake.mapping import with_details
 from services.intake.outbox import Outbox
-from services.intake.timeline import Timeline, agencies_of, retraction_of
+from services.intake.timeline import Timeline, retraction_of
 from shared import topics
+from shared.audiences import Kind, esp_status, esp_timeline
 from shared.contracts import (
     FileInfo,
     Report,
@@ -109,24 +110,22 @@ class Reporting:
         return report.model_copy(update={"files": await self.files(report_id)})
 
     async def status(self, esp_id: str, report_id: str) -> dict[str, Any]:
-        """What an ESP may see of its report: state, status, files, agencies, its timeline."""
+        """What an ESP may see of its report (shared/audiences.py): its state, its status in
+        NCMEC's words, its files, its retraction, and its timeline as it is told it."""
         draft = await self.owned(report_id, esp_id)
         fields = await self.timeline.fields(report_id)
-        entries = await self.timeline.entries(report_id)
+        entries = esp_timeline(await self.timeline.entries(report_id))
         out: dict[str, Any] = {
             "report_id": report_id,
             "state": draft["state"],
-            "status": fields.get("status", "open" if draft["state"] == DraftState.OPEN
-                                 else "submitted"),
-            "updated_at": fields.get("updated_at"),
+            "status": esp_status(fields.get("status"), draft["state"] == DraftState.OPEN),
+            "updated_at": entries[-1]["at"] if entries else None,
             "supersedes": draft.get("supersedes") or None,
             "superseded_by": fields.get("superseded_by") or None,
             "files": [f.model_dump(mode="json", exclude_none=True)
                       for f in await self.files(report_id)],
-            "agencies": agencies_of(entries),
             "retraction": retraction_of(entries),
-            # Facts about other ESPs' reports are for analysts, not for this ESP.
-            "timeline": [e for e in entries if e.get("esp_visible", True)],
+            "timeline": entries,
         }
         if draft["state"] == DraftState.OPEN:
             deadline = self.drafts.deadline(float(draft["opened_at"]), float(draft["changed_at"]))
@@ -135,7 +134,7 @@ class Reporting:
 
     # --- the steps -----------------------------------------------------------------------
 
-    def _pending(self, event_id: str, topic: str, event: BaseModel, what: str,
+    def _pending(self, event_id: str, topic: str, event: BaseModel, what: Kind,
                  status: str | None = None, **detail: Any) -> Pending:
         value = event.model_dump_json()
         if len(value) + MESSAGE_OVERHEAD > self.settings.kafka_max_message_bytes:
@@ -214,7 +213,7 @@ class Reporting:
         def make(report_id: str, at: float) -> Pending:
             event = ReportSubmitted(event_id=submitted_id(report_id), report_id=report_id,
                                     esp_id=esp_id, report=report, supersedes=supersedes)
-            return self._pending(event.event_id, topics.REPORTS_SUBMITTED, event, "submitted",
+            return self._pending(event.event_id, topics.REPORTS_SUBMITTED, event, Kind.SUBMITTED,
                                  "submitted", via="v1", supersedes=supersedes)
 
         with self.tracer.start_as_current_span("intake submit"):
@@ -235,7 +234,7 @@ class Reporting:
             event = ReportDraftChanged(
                 event_id=derived_id(report_id, "opened"), report_id=report_id, esp_id=esp_id,
                 change="opened", opened_at=_epoch(at), supersedes=supersedes)
-            return self._pending(event.event_id, topics.REPORTS_DRAFTS, event, "opened",
+            return self._pending(event.event_id, topics.REPORTS_DRAFTS, event, Kind.OPENED,
                                  supersedes=supersedes, via="ispws")
 
         with self.tracer.start_as_current_span("ispws open"):
@@ -252,7 +251,8 @@ class Reporting:
             esp_id=esp_id, change=change,  # type: ignore[arg-type]
             opened_at=_epoch(float(draft["opened_at"])), file=file)
         detail = file.model_dump(mode="json", exclude={"details"}, exclude_none=True)
-        return self._pending(event.event_id, topics.REPORTS_DRAFTS, event, change, **detail)
+        return self._pending(event.event_id, topics.REPORTS_DRAFTS, event, Kind(change),
+                             **detail)
 
     async def may_upload(self, esp_id: str, report_id: str) -> dict[str, str]:
         """Checked before a file is kept (and before it streams, when the form names the report
@@ -316,7 +316,7 @@ class Reporting:
         event = ReportSubmitted(event_id=submitted_id(report_id), report_id=report_id,
                                 esp_id=esp_id, report=report, supersedes=supersedes)
         file_ids = [f.file_id for f in report.files]
-        pending = self._pending(event.event_id, topics.REPORTS_SUBMITTED, event, "finished",
+        pending = self._pending(event.event_id, topics.REPORTS_SUBMITTED, event, Kind.FINISHED,
                                 "submitted", files=file_ids)
         with self.tracer.start_as_current_span("ispws finish", attributes={"report.id": report_id}):
             try:
@@ -337,7 +337,7 @@ class Reporting:
             actor=esp_id, reason=f"post-finish retraction: {why}" if post_finish else why,
         )
         pending = self._pending(command.command_id, topics.RETRACTIONS_REQUESTED, command,
-                                "retraction requested", by=esp_id, post_finish=post_finish,
+                                Kind.RETRACTION_REQUESTED, by=esp_id, post_finish=post_finish,
                                 reason=command.reason)
         span = {"report.id": report_id}
         with self.tracer.start_as_current_span("ispws retract", attributes=span):

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.audiences import Kind
 from shared.contracts import Fact, TimelineFacts, now
 from shared.status import rank
 from shared.store import Store, run_script
@@ -143,22 +144,16 @@ def _instant(at: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def agencies_of(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Each agency as the timeline tells it: `referred` once its referral was delivered,
-    `corrected` once its correction was (the referral service's and retraction's facts)."""
-    states: dict[str, str] = {}
-    for entry in entries:
-        if entry["what"] == "referral delivered":
-            states.setdefault(entry["agency"], "referred")
-        elif entry["what"] == "correction delivered":
-            states[entry["agency"]] = "corrected"
-    return states
-
-
-def retraction_of(entries: Iterable[Mapping[str, Any]]) -> dict[str, str] | None:
-    """When, by whom and why the report was retracted (the first retraction), or None."""
-    for entry in entries:
-        if entry["what"] == "retracted":
-            return {"at": entry.get("requested_at", entry["at"]),
-                    "by": entry["requested_by"], "reason": entry["reason"]}
-    return None
+def retraction_of(entries: Iterable[Mapping[str, Any]]) -> dict[str, str | None] | None:
+    """Once the report is retracted: when, and by whom and why as the ESP's own steps say (its
+    request, or its abandonment); "tipline" when it asked for nothing. None before."""
+    entries = list(entries)
+    done = next((e for e in entries if e["what"] == Kind.RETRACTED), None)
+    if done is None:
+        return None
+    asked = next((e for e in entries
+                  if e["what"] in (Kind.RETRACTION_REQUESTED, Kind.ABANDONED)), None)
+    if asked is None:
+        return {"at": done["at"], "by": "tipline", "reason": None}
+    return {"at": done["at"], "by": "system" if asked["what"] == Kind.ABANDONED else "esp",
+            "reason": asked.get("reason")}

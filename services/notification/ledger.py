@@ -198,6 +198,11 @@ class Ledger:
         return {r: {str(k): str(v) for k, v in m.items()} or None
                 for r, m in zip(report_ids, marks, strict=True)}
 
+    async def received(self, report_id: str, agency_id: str) -> bool:
+        """Whether this agency was ever claimed for this report: its referral is delivered, or
+        on its way (an agency can ack as soon as the notice lands, before it is confirmed)."""
+        return bool(await self._redis.hexists(self._keys(report_id)[0], agency_id))
+
     async def referred_before(self, report_ids: list[str]) -> set[str]:
         """The reports that have agencies in the ledger at all (one round trip)."""
         async with self._redis.pipeline(transaction=False) as pipe:

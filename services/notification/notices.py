@@ -13,6 +13,7 @@ from typing import Any
 from services.notification.ledger import Ledger
 from services.notification.outbox import Outbox
 from shared.amendments import amended
+from shared.audiences import Kind
 from shared.batches import Item, Publisher
 from shared.contracts import (
     AgencyNotice,
@@ -167,7 +168,7 @@ async def send_corrections(
                for r, (agencies, priority) in owed.items() for a in agencies]
     # The facts go in the notices' own send, after them (as a referral's): a send that fails is
     # made again whole, so a fact never outlives a correction not delivered.
-    await timeline.record_many(_facts(notices, "correction delivered"))
+    await timeline.record_many(_facts(notices, Kind.CORRECTION_DELIVERED))
     await send(publish, notices, dispatch)
     await ledger.confirm_corrections({r: agencies for r, (agencies, _) in owed.items()})
 
@@ -189,10 +190,10 @@ async def send_amendments(
     ]
     if notices:
         await send(publish, notices, dispatch)
-        await timeline.record_many(_facts(notices, what="amendment delivered"))
+        await timeline.record_many(_facts(notices, what=Kind.AMENDMENT_DELIVERED))
 
 
-def _facts(notices: list[AgencyNotice], what: str) -> dict[str, list[Fact]]:
+def _facts(notices: list[AgencyNotice], what: Kind) -> dict[str, list[Fact]]:
     """The timeline facts of delivered notices."""
     facts: dict[str, list[Fact]] = {}
     for n in notices:

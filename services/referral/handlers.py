@@ -4,6 +4,7 @@ batch of supplemented reports at a time. Changes after release arrive as AmendRe
 from services.notification import notices
 from services.notification.ledger import Ledger
 from shared import topics
+from shared.audiences import Kind
 from shared.batches import Publisher, in_rounds
 from shared.contracts import AmendReport, Fact, ReportReferred, ReportSupplemented, derived_id
 from shared.facts import Recorder
@@ -35,7 +36,7 @@ async def refer(
     # retraction finds agencies in the ledger: nothing was withheld then.)
     blocked = [e.report_id for e in events if claims[e.report_id].withheld]
     already = await ledger.referred_before(blocked) if blocked else set()
-    await timeline.record_many({r: [Fact(derived_id(r, "withheld"), "referral withheld",
+    await timeline.record_many({r: [Fact(derived_id(r, "withheld"), Kind.REFERRAL_WITHHELD,
                                          detail={"reason": "retracted before referral"})]
                                 for r in blocked if r not in already})
     priority = {e.report_id: e.priority for e in events}
@@ -55,7 +56,7 @@ async def refer(
     delivered: dict[str, list[Fact]] = {}
     for n in referrals:
         delivered.setdefault(n.report_id, []).append(Fact(
-            n.notice_id, "referral delivered", "referred",
+            n.notice_id, Kind.REFERRAL_DELIVERED, "referred",
             {"agency": n.agency_id, "priority": n.priority.name.lower()}))
     await timeline.record_many(delivered)
     await notices.send(publish, referrals, dispatch, then=[(ReportReferred(
@@ -85,7 +86,7 @@ async def amend(
     done = await ledger.amend({
         c.report_id: (c.version, c.change.model_dump_json(exclude_none=True)) for c in commands})
     await timeline.record_many({c.report_id: [Fact(
-        derived_id(c.report_id, "amendment withheld", str(c.version)), "amendment withheld",
+        derived_id(c.report_id, "amendment withheld", str(c.version)), Kind.AMENDMENT_WITHHELD,
         detail={"version": c.version, "reason": "retracted: its agencies disregard it"})]
         for c in commands if done[c.report_id].withheld})
     await notices.send_amendments(publish, timeline, {c.report_id: (

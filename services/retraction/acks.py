@@ -5,21 +5,24 @@
 2. The agency's client verifies the notice's signature and answers on tipline.agency.acks with an
    ack signed by a key it registered (`tipline agency keys`).
 3. The retraction service (`on_response`, below) refuses a response not signed by one of that
-   agency's registered keys, or acking a notice sent to another agency (dead-lettered with why);
-   otherwise the notice moves `awaiting -> acked`, the report's timeline says so, and
-   NoticeAcknowledged goes out (the console shows it).
+   agency's registered keys, about a report the ledger says the agency never received, or
+   acking a notice that was not sent to it (dead-lettered with why): an agency answers only for
+   what it was told. Otherwise the notice moves `awaiting -> acked` and NoticeAcknowledged goes
+   out (the console shows it; the report's ESP is told nothing of it: shared/audiences.py).
 4. A notice still awaiting after `TIPLINE_ACK_TIMEOUT_S` is sent again, the same signed notice
-   (`follow_acks`); after `TIPLINE_MAX_RESENDS` re-sends it is escalated (NoticeEscalated, status
-   `correction_escalated`): people must act. An ack after that is recorded as late.
+   (`follow_acks`); after `TIPLINE_MAX_RESENDS` re-sends it is escalated (NoticeEscalated):
+   people must act. An ack after that is recorded as late.
 """
 
 import asyncio
 import logging
 
 from services.notification import notices
+from services.notification.ledger import Ledger
 from services.notification.outbox import Due, Outbox, resend_overdue
 from shared import topics
 from shared.agencies import AgencyRegistry
+from shared.audiences import Kind, escalated_of, resent_of
 from shared.batches import Poison, Publisher
 from shared.contracts import (
     AgencyResponse,
@@ -55,15 +58,19 @@ def authenticate(registry: AgencyRegistry, response: AgencyResponse) -> None:
 
 
 async def on_response(
-    outbox: Outbox, timeline: Recorder, response: AgencyResponse, registry: AgencyRegistry,
+    outbox: Outbox, ledger: Ledger, timeline: Recorder, response: AgencyResponse,
+    registry: AgencyRegistry,
 ) -> NoticeAcknowledged | OutcomeReported:
-    """An agency's signed ack of a notice, or its outcome: into the report's timeline, and the
-    fact to publish."""
+    """An agency's signed ack of a notice it received, or its outcome on a report it received:
+    into the report's timeline, and the fact to publish."""
     authenticate(registry, response)
+    if not await ledger.received(response.report_id, response.agency_id):
+        raise Poison(f"{response.agency_id} never received report {response.report_id[:40]}: "
+                     f"its {response.kind} is refused")
     if response.kind == "outcome":
         event_id = derived_id("outcome", response.response_id)
         await timeline.record(
-            response.report_id, event_id, "agency outcome",
+            response.report_id, event_id, Kind.AGENCY_OUTCOME,
             agency=response.agency_id, outcome=response.outcome, text=response.text,
         )
         return OutcomeReported(event_id=event_id, report_id=response.report_id,
@@ -74,11 +81,16 @@ async def on_response(
     tracked = await outbox.tracked(response.report_id, notice_id)
     if tracked is not None and tracked.agency_id != response.agency_id:
         raise Poison(f"{response.agency_id} acknowledged a notice sent to {tracked.agency_id}")
+    # Referrals are not tracked: theirs is the one id a referral to this agency has.
+    if tracked is None and notice_id != notices.notice_id(
+            "referral", response.report_id, response.agency_id):
+        raise Poison(f"{response.agency_id} acknowledged {notice_id[:60]}, which was not sent "
+                     "to it")
     state = await outbox.acknowledge(response.report_id, notice_id)
     event_id = derived_id("ack", notice_id, response.agency_id)
     kind, late = (tracked.kind if tracked else None), state == "escalated"
     await timeline.record(
-        response.report_id, event_id, "acknowledged",
+        response.report_id, event_id, Kind.ACKNOWLEDGED,
         agency=response.agency_id, notice_id=notice_id, kind=kind, late=late,
     )
     return NoticeAcknowledged(event_id=event_id, report_id=response.report_id,
@@ -97,7 +109,7 @@ async def follow_acks(
         await notices.send(publish, [notice])  # the stored notice, signed as first sent
         event_id = derived_id("resent", notice.notice_id, str(item.resends))
         await timeline.record(
-            item.report_id, event_id, f"{notice.kind} re-sent", agency=notice.agency_id,
+            item.report_id, event_id, resent_of(notice.kind), agency=notice.agency_id,
             notice_id=notice.notice_id, resend=item.resends,
         )
         await publish.send([(NoticeResent(
@@ -109,7 +121,7 @@ async def follow_acks(
         notice = item.notice
         event_id = derived_id("escalated", notice.notice_id)
         await timeline.record(
-            item.report_id, event_id, f"{notice.kind} escalated", status="correction_escalated",
+            item.report_id, event_id, escalated_of(notice.kind), status="correction_escalated",
             agency=notice.agency_id, notice_id=notice.notice_id,
             resends=settings.tipline_max_resends,
         )

@@ -10,6 +10,7 @@ from services.notification.ledger import Ledger
 from services.retraction.acks import on_response
 from shared import topics
 from shared.agencies import AgencyRegistry
+from shared.audiences import Kind
 from shared.batches import Poison, Publisher, in_rounds, refuse
 from shared.contracts import (
     AgencyResponse,
@@ -42,7 +43,7 @@ async def retract(
         c.report_id: (c.requested_at, c.requested_by, c.actor, c.reason) for c in commands})
     # The fact and the event wait for the batch's next send: the corrections', after them.
     await timeline.record_many({c.report_id: [Fact(
-        derived_id(c.report_id, "retracted"), "retracted", "retracted",
+        derived_id(c.report_id, "retracted"), Kind.RETRACTED, "retracted",
         {"requested_by": c.requested_by, "reason": c.reason,
          "requested_at": c.requested_at.isoformat()})] for c in commands})
     await publish.later((ReportRetracted(
@@ -90,7 +91,7 @@ def register(
             facts: list[tuple[BaseModel, str, str]] = []
             for response in responses:
                 try:
-                    fact = await on_response(outbox, timeline, response, registry)
+                    fact = await on_response(outbox, ledger, timeline, response, registry)
                 except Poison as exc:
                     refuse(response, exc)  # dead-lettered alone, with why
                     continue

@@ -23,6 +23,7 @@ from services.supplementation.release import Releaser
 from shared import topics
 from shared.amendments import BadAmendment, amended, apply, current_value
 from shared.analysts import AnalystDirectory
+from shared.audiences import Kind
 from shared.batches import Publisher
 from shared.contracts import (
     Amendment,
@@ -191,7 +192,7 @@ async def hold(report_id: str, body: Hold, svc: Svc, analyst_id: AnalystId) -> A
         raise being_released(report_id)
     if state != CaseState.HELD:
         raise HTTPException(409, f"report {report_id} is {state} for referral: amend it instead")
-    await svc.timeline.record(report_id, derived_id(report_id, "held"), "held by analyst",
+    await svc.timeline.record(report_id, derived_id(report_id, "held"), Kind.HELD,
                               status="held", analyst=analyst_id, reason=body.reason)
     return {"report_id": report_id, "state": state}
 
@@ -201,7 +202,7 @@ async def release(report_id: str, svc: Svc, analyst_id: AnalystId) -> Any:
     state = await svc.cases.begin_release(report_id)
     if state not in (CaseState.RELEASING, CaseState.OPEN):
         raise HTTPException(409, f"report {report_id} is {state}, not held")
-    await svc.timeline.record(report_id, derived_id(report_id, "released"), "released by analyst",
+    await svc.timeline.record(report_id, derived_id(report_id, "released"), Kind.RELEASED,
                               analyst=analyst_id)
     if state == CaseState.RELEASING:
         (event,) = await svc.releaser.release([report_id])  # published, then released

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.supplementation.holds import CaseState
+from shared.audiences import Kind
 from shared.contracts import Amendment, Change, Fact, Report, Supplement
 from shared.store import Store, run_script
 
@@ -239,12 +240,12 @@ def addition_facts(case: Case) -> list[Fact]:
     for change in [*changes, *case.after_release]:
         if change.supplement is not None:
             s = change.supplement
-            facts.append(Fact(s.supplement_id, "supplement added", detail={
+            facts.append(Fact(s.supplement_id, Kind.SUPPLEMENT_ADDED, detail={
                 "analyst": s.analyst_id, "kind": s.kind, "verified": s.verified,
                 "source": s.source, "added_at": s.added_at.isoformat()}))
         elif change.amendment is not None:
             a = change.amendment
-            facts.append(Fact(a.amendment_id, "amended by analyst", detail={
+            facts.append(Fact(a.amendment_id, Kind.AMENDED, detail={
                 "analyst": a.analyst_id, "path": a.path, "reason": a.reason,
                 "amended_at": a.amended_at.isoformat()}))
     return facts

@@ -3,6 +3,7 @@
 from services.supplementation.casefile import CaseFiles
 from services.supplementation.release import Releaser, routing_of
 from shared import topics
+from shared.audiences import Kind
 from shared.batches import in_rounds
 from shared.contracts import (
     AmendReport,
@@ -37,7 +38,7 @@ def register(
                 {e.report_id: a.case for e, a in zip(events_now, arrived, strict=True) if a.case},
                 facts={e.report_id: [Fact(
                     derived_id(e.report_id, "arrived-held"),
-                    "validated report waits for the analyst's release", "held")]
+                    Kind.AWAITS_RELEASE, "held")]
                     for e, a in zip(events_now, arrived, strict=True) if a.case is None})
 
     # No more changes to a retracted report (the analyst API refuses them); nobody waits.

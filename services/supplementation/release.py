@@ -8,6 +8,7 @@ from services.supplementation.casefile import Case, CaseFiles
 from services.supplementation.jurisdiction import LiveRules, RoutingRules, priority_of, resolve
 from shared import topics
 from shared.amendments import amended
+from shared.audiences import Kind
 from shared.batches import Publisher
 from shared.contracts import Amendment, Fact, Priority, Report, ReportSupplemented, derived_id
 from shared.facts import Recorder
@@ -50,7 +51,7 @@ class Releaser:
         routed = await self.cases.route_once(unrouted) if unrouted else {}
         events = [supplemented(r, c, c.routing or routed[r]) for r, c in cases.items()]
         told = {e.report_id: [Fact(
-            e.event_id, "supplemented", "supplemented", {
+            e.event_id, Kind.SUPPLEMENTED, "supplemented", {
                 "agencies": e.agencies, "jurisdiction": e.jurisdiction,
                 "priority": e.priority.name.lower(), "rules_version": e.rules_version,
                 "supplements": len(e.supplements), "amendments": len(e.amendments),

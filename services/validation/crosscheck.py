@@ -1,11 +1,12 @@
 """Checks across reports: the same content in several reports, and supersession links.
 
-Facts land in both reports' timelines (sent to intake, which keeps them: shared/facts.py). What
-one ESP may not learn about another ESP's report is recorded for analysts only
-(`esp_visible: false`), never shown on the ESP's own timeline.
+Facts land in both reports' timelines (sent to intake, which keeps them: shared/facts.py). The
+same content in another ESP's report is a fact of its own kind, which no ESP is told
+(shared/audiences.py).
 """
 
 
+from shared.audiences import Kind
 from shared.contracts import Fact, FileInfo, derived_id
 from shared.facts import Recorder
 from shared.store import Store
@@ -26,16 +27,15 @@ class CrossCheck:
         others = {str(r): str(v) for r, v in seen.items() if str(r) != report_id}
         for other, value in others.items():
             other_esp, other_file = value.split("|", 1)
-            same_esp = other_esp == esp_id
+            kind = (Kind.DUPLICATE_CONTENT if other_esp == esp_id
+                    else Kind.DUPLICATE_CONTENT_ELSEWHERE)
             await self._timeline.record(
-                report_id, derived_id(report_id, "same content", file.sha256, other),
-                "duplicate content across reports", file_id=file.file_id, sha256=file.sha256,
-                other_report=other if same_esp else None, esp_visible=same_esp,
+                report_id, derived_id(report_id, "same content", file.sha256, other), kind,
+                file_id=file.file_id, sha256=file.sha256, other_report=other,
             )
             await self._timeline.record(
-                other, derived_id(other, "same content", file.sha256, report_id),
-                "duplicate content across reports", file_id=other_file, sha256=file.sha256,
-                other_report=report_id if same_esp else None, esp_visible=same_esp,
+                other, derived_id(other, "same content", file.sha256, report_id), kind,
+                file_id=other_file, sha256=file.sha256, other_report=report_id,
             )
         return sorted(others)
 
@@ -43,8 +43,8 @@ class CrossCheck:
         """Link a resubmission and the report it replaces, both ways. Intake let the ESP name
         only a report of its own (and the event is sealed by intake)."""
         await self._timeline.record_many({
-            report_id: [Fact(derived_id(report_id, "supersedes", supersedes), "supersedes",
+            report_id: [Fact(derived_id(report_id, "supersedes", supersedes), Kind.SUPERSEDES,
                              detail={"report": supersedes})],
-            supersedes: [Fact(derived_id(supersedes, "superseded", report_id), "superseded",
+            supersedes: [Fact(derived_id(supersedes, "superseded", report_id), Kind.SUPERSEDED,
                               detail={"by_report": report_id})],
         }, {supersedes: {"superseded_by": report_id}, report_id: {"supersedes": supersedes}})

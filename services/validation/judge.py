@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import topics
+from shared.audiences import Kind
 from shared.contracts import (
     ReportRejected,
     ReportSubmitted,
@@ -17,7 +18,7 @@ from shared.rules import check_finished
 class Verdict:
     event: ReportValidated | ReportRejected
     topic: str
-    what: str
+    what: Kind
     detail: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -40,9 +41,9 @@ def judge(event: ReportSubmitted) -> Verdict:
     if errors:
         rejected = ReportRejected(event_id=derived_id(report_id, "rejected"), report_id=report_id,
                                   esp_id=event.esp_id, reasons=errors)
-        return Verdict(rejected, topics.REPORTS_REJECTED, "rejected",
+        return Verdict(rejected, topics.REPORTS_REJECTED, Kind.REJECTED,
                        {"reasons": [e.model_dump(exclude_none=True) for e in errors]})
     validated = ReportValidated(event_id=derived_id(report_id, "validated"), report_id=report_id,
                                 esp_id=event.esp_id, report=event.report,
                                 supersedes=event.supersedes)
-    return Verdict(validated, topics.REPORTS_VALIDATED, "validated")
+    return Verdict(validated, topics.REPORTS_VALIDATED, Kind.VALIDATED)

@@ -87,6 +87,7 @@ async def scaled(
     monkeypatch.setenv("KAFKA_PARTITIONS", str(PARTITIONS))  # the topics and the services
     async with harness.pipeline_stack(
         tmp_path, monkeypatch, valkey_cluster.redis,
+        redis_username=valkey_cluster.redis_username,
         redis_password=valkey_cluster.redis_password, redis_cluster=True,
     ) as stack:
         await asyncio.to_thread(start_services, stack, CONSUMERS, 2)

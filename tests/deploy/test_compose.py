@@ -73,7 +73,7 @@ def test_builds_mounts_and_volumes_exist(compose: dict[str, Any]) -> None:
             assert service["image"].startswith(f"tipline/{build['target']}:"), name
             assert build["target"] == name or name not in SERVICES
         for mount in service.get("volumes", []):
-            source = mount.split(":", 1)[0]
+            source = mount["source"] if isinstance(mount, dict) else mount.split(":", 1)[0]
             if source.startswith("."):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
             else:

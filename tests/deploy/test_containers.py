@@ -122,9 +122,9 @@ async def test_a_report_is_referred_on_apache_kafka(http: httpx.AsyncClient) -> 
     status: dict[str, object] = {}
     while time.monotonic() < deadline:
         status = (await http.get(f"/v1/reports/{report_id}")).json()
-        if status.get("status") == "referred":
+        if status.get("status") == "available_to_law_enforcement":
             break
         await asyncio.sleep(0.5)
-    assert status.get("status") == "referred", json.dumps(status)[:2000]
+    assert status.get("status") == "available_to_law_enforcement", json.dumps(status)[:2000]
 
 

@@ -1,20 +1,28 @@
 """docker-compose.yml holds its trust boundaries: nothing internal on every host interface, each
-service's Kafka and Redis login from its own env file (never a literal here), Kafka with SASL
-and ACLs only, and ops endpoints on their own port."""
+service's Kafka and Redis login from its own env file (never a literal here), each service's own
+key files and no other (the notice-signing key only where notices are sent), Kafka with SASL and
+ACLs only, and ops endpoints on their own port."""
 
+import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from shared import topics
-from tests.deploy.conftest import ROOT, SERVICES, settings_env_names
+from shared.keysets import ALL, HELD, lay_out
+from shared.seals import SEAL_FILE, Seals
+from shared.signing import SIGNING_FILE, rotate
+from tests.deploy.conftest import ROOT, SERVICES, SIGNERS, settings_env_names
 from tipline import credentials
-from tipline.access import routing_agencies
+from tipline.access import REDIS_DEFAULT, routing_agencies
 
 COMPOSE = ROOT / "docker-compose.yml"
 SECRETS_DIR = "${TIPLINE_SECRETS_DIR:-./.tipline/secrets}/"
+KEYS_DIR = "/var/lib/tipline/keys"  # TIPLINE_KEYS_DIR of the images
 SECRET_NAMES = ("KAFKA_SASL_PASSWORD", "REDIS_PASSWORD", "KAFKA_SASL_USERNAME",
                 "REDIS_USERNAME", "JAAS", "PASSWORD")
 
@@ -134,7 +142,7 @@ def test_redis_requires_an_acl_user(compose: dict[str, Any], generated: dict[str
     assert command[command.index("--aclfile") + 1] == "/run/secrets/redis_acl"
     assert redis["secrets"] == ["redis_acl"]
     acl = generated["redis.acl"]
-    assert "user default on nopass resetkeys resetchannels -@all +ping" in acl.splitlines()
+    assert REDIS_DEFAULT in acl.splitlines() and " off " in REDIS_DEFAULT  # no login, nothing
     users = {line.split()[1] for line in acl.splitlines()}
     assert users == {"default", *topics.SERVICES, "operator"}
     assert not re.search(r" >", acl)  # hashes (#...), never a cleartext password (>...)
@@ -149,3 +157,64 @@ def test_intake_ops_endpoints_are_on_their_own_port(compose: dict[str, Any]) -> 
     targets = collector["receivers"]["prometheus"]["config"]["scrape_configs"][0][
         "static_configs"][0]["targets"]
     assert "intake:9464" in targets and "intake:8080" not in targets
+
+
+def mounts(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """A service's volumes as the long syntax has them (`src:target[:ro]` read into fields)."""
+    out = []
+    for mount in service.get("volumes", []):
+        if isinstance(mount, str):
+            source, target, *mode = mount.split(":")
+            mount = {"source": source, "target": target, "read_only": mode == ["ro"]}
+        out.append(mount)
+    return out
+
+
+def test_each_service_mounts_its_own_keys_and_no_others(compose: dict[str, Any]) -> None:
+    assert set(HELD) == set(SERVICES) == set(topics.SERVICES)
+    for name in SERVICES:
+        keys = [m for m in mounts(compose["services"][name]) if m["source"] == "keys"]
+        assert keys == [{"type": "volume", "source": "keys", "target": KEYS_DIR,
+                         "read_only": True, "volume": {"subpath": name}}], (
+            f"{name} must mount its own folder of the keys volume, read-only, and nothing else "
+            f"of it: {keys}")
+    # The whole volume (every key, the private signing key too) only in the one-shot making it.
+    whole = [name for name, service in compose["services"].items() for m in mounts(service)
+             if m["source"] == "keys" and not m.get("volume", {}).get("subpath")]
+    assert whole == ["keys"]
+    assert compose["services"]["keys"]["command"] == ["python", "-m", "shared.keysets", KEYS_DIR]
+
+
+def folder(path: Path) -> dict[str, Any]:
+    return {name: json.loads((path / name).read_text()) for name in sorted(os.listdir(path))}
+
+
+def test_the_keys_one_shot_gives_each_service_only_the_files_it_holds(tmp_path: Path) -> None:
+    """What the `keys` one-shot (python -m shared.keysets) leaves in the volume, folder by folder:
+    each service's mount shows it exactly its files."""
+    lay_out(tmp_path)
+    every = folder(tmp_path / ALL)
+    for name in SERVICES:
+        assert folder(tmp_path / name) == {n: every[n] for n in HELD[name]}, name
+        assert (SIGNING_FILE in folder(tmp_path / name)) == (name in SIGNERS), name
+    # The volume's top holds no key: a Compose that ignored the subpath would give a service no
+    # seal key, so it would refuse to start rather than run holding every key.
+    assert all((tmp_path / n).is_dir() for n in os.listdir(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        Seals(tmp_path)
+    # After a rotation the one-shot runs again: the senders' copies follow, nothing else changes.
+    rotate(tmp_path / ALL)
+    lay_out(tmp_path)
+    assert folder(tmp_path / "referral")[SIGNING_FILE] == folder(tmp_path / ALL)[SIGNING_FILE]
+    assert folder(tmp_path / "referral")[SIGNING_FILE] != every[SIGNING_FILE]
+    assert folder(tmp_path / "intake") == {SEAL_FILE: every[SEAL_FILE]}
+
+
+def test_a_keys_volume_from_before_the_folders_keeps_its_keys(tmp_path: Path) -> None:
+    from shared.signing import ensure_keys
+
+    active = ensure_keys(tmp_path)  # what the one-shot used to make, at the volume's top
+    before = folder(tmp_path)
+    assert lay_out(tmp_path) == active  # the same signing key: agencies still verify
+    assert folder(tmp_path / ALL) == before
+    assert folder(tmp_path / "console") == {n: before[n] for n in HELD["console"]}

@@ -3,6 +3,7 @@ and network policies that select every pod and open only what each one serves.""
 
 from typing import Any
 
+from shared.keysets import HELD
 from tests.deploy.conftest import SERVICES
 from tests.deploy.test_k8s import of_kind
 
@@ -164,3 +165,20 @@ def test_the_analyst_api_is_not_open_to_the_world() -> None:
     console = allowed_ingress({"app.kubernetes.io/name": "console",
                                "app.kubernetes.io/part-of": "tipline"})
     assert namespaces(console[8082]) == {"ingress-nginx"}
+
+
+def test_each_deployment_mounts_the_key_files_its_service_holds() -> None:
+    """The same table compose is laid out from (shared/keysets.py): the signing key only for the
+    notice senders."""
+    secrets = of_kind("Secret")
+    for name, deployment in of_kind("Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in container_of(deployment)["volumeMounts"]}
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mounts["/var/lib/tipline/keys"]]
+        sources = ([{"name": volume["secret"]["secretName"]}] if "secret" in volume else
+                   [s["secret"] for s in volume["projected"]["sources"]])
+        files: set[str] = set()
+        for source in sources:  # a Secret's every key, or the items taken from it
+            files |= ({i["path"] for i in source["items"]} if "items" in source
+                      else set(secrets[source["name"]]["stringData"]))
+        assert files == set(HELD[name]), name

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from shared.kafka import consumer_lag
+from shared.settings import Settings
 from shared.signing import Signer
 from tests.integration.agency_helpers import registered
 
@@ -24,6 +26,17 @@ async def until(check: Any, what: str, timeout: float = 30.0) -> Any:
             return got
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.1)
+
+
+async def drained(settings: Settings, *groups: str) -> None:
+    """Once each of these consumer groups in turn has committed everything on its topics: what
+    a group wrote before committing has been written, so the next group in line has it to read.
+    A group with nothing committed yet has handled nothing: no wait for it."""
+    for group in groups:
+        async def caught_up(group: str = group) -> bool:
+            lag = await consumer_lag(settings)
+            return not any(lag.get(group, {}).values())
+        await until(caught_up, f"{group} to catch up")
 
 
 def agencies_for_services(

@@ -27,6 +27,7 @@ from tests.e2e.otlp import Receiver, Span, receiving
 from tipline.stack import Stack, create_topics, free_port, start_services
 
 pytestmark = pytest.mark.e2e
+AVAILABLE = "available_to_law_enforcement"  # the status its ESP is told once referred
 
 SERVER, PRODUCER, CONSUMER = 2, 4, 5  # OTLP span kinds
 
@@ -117,7 +118,7 @@ async def test_one_trace_from_the_intake_request_to_the_agency_notice(
     answer = await http.post("/v1/reports", json={"report": valid_report()})
     assert answer.status_code == 202, answer.text
     report_id = answer.json()["report_id"]
-    assert (await settle(http, report_id, "referred"))["status"] == "referred"
+    assert (await settle(http, report_id, AVAILABLE))["status"] == AVAILABLE
 
     def complete(spans: list[Span]) -> bool:
         # Both notices published and every span's parent exported (spans end child first).
@@ -178,7 +179,7 @@ async def test_no_report_content_in_any_log(
     # A report that goes all the way (and is then retracted), one refused in every field, and a
     # message no service can read.
     first = (await http.post("/v1/reports", json={"report": planted})).json()["report_id"]
-    assert (await settle(http, first, "referred"))["status"] == "referred"
+    assert (await settle(http, first, AVAILABLE))["status"] == AVAILABLE
     retracted = await http.post(f"/v1/reports/{first}/retract", json={"reason": marker})
     assert retracted.status_code == 202, retracted.text
     refused = {key: marker for key in ("incident_type", "platform", "reporter_email",

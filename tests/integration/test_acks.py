@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from services.intake.timeline import Timeline
 from services.notification import notices
+from services.notification.ledger import Ledger
 from services.notification.outbox import Outbox
 from services.retraction.acks import follow_acks, on_response
 from shared.agencies import AgencyRegistry
@@ -28,6 +29,8 @@ from shared.contracts import (
     NoticeAcknowledged,
     OutcomeReported,
     Priority,
+    Report,
+    ReportSupplemented,
     now,
 )
 from shared.kafka import make_broker
@@ -58,8 +61,8 @@ async def running(*coroutines: object) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, timeline: Timeline,
-                    registry: AgencyRegistry) -> None:
+async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, ledger: Ledger,
+                    timeline: Timeline, registry: AgencyRegistry) -> None:
     """What the retraction service's ack subscriber does, for this report's responses."""
     consumer = AIOKafkaConsumer(
         AGENCY_ACKS, bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -71,9 +74,17 @@ async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, timeline
             response = AgencyResponse.model_validate_json(record.value)
             if response.report_id == report_id:
                 with contextlib.suppress(Poison):  # refused: the service dead-letters it
-                    await on_response(outbox, timeline, response, registry)
+                    await on_response(outbox, ledger, timeline, response, registry)
     finally:
         await consumer.stop()
+
+
+async def referred(redis: Redis, report_id: str, agencies: list[str]) -> Ledger:
+    """The ledger, once the report's referral to these agencies was delivered."""
+    ledger = Ledger(redis)
+    await ledger.claim({report_id: (agencies, Priority.HIGH)})
+    await ledger.confirm_referrals({report_id: agencies})
+    return ledger
 
 
 async def until(check: Callable[[], Any], timeout: float = 20) -> None:
@@ -92,6 +103,7 @@ async def test_unacked_corrections_are_resent_then_escalated(
     outbox, timeline = Outbox(redis, local.tipline_ack_timeout_s), Timeline(redis)
     report_id = f"ack-{uuid.uuid4().hex}"
     acking, silent, forger = agency_ids(3)
+    ledger = await referred(redis, report_id, [acking, silent, forger])
     routing, signers = registered(tmp_path, [acking, silent, forger])
     got_acking: list[AgencyNotice] = []
     got_silent: list[AgencyNotice] = []
@@ -102,7 +114,7 @@ async def test_unacked_corrections_are_resent_then_escalated(
     forging = AgencyClient(local, forger)
     async with running(
         loud.collect(got_acking), quiet.collect(got_silent), forging.collect(got_forger),
-        feed_acks(local, report_id, outbox, timeline, AgencyRegistry(routing)),
+        feed_acks(local, report_id, outbox, ledger, timeline, AgencyRegistry(routing)),
         follow_acks(broker, outbox, timeline, local),
     ):
         for client in (loud, quiet, forging):
@@ -166,6 +178,48 @@ async def test_the_client_refuses_tampered_and_unsigned_notices(local: Settings)
     assert reasons[2].startswith("not a notice")
 
 
+async def test_a_restarted_client_hands_over_no_old_notice(local: Settings, tmp_path: Path) -> None:
+    """The client keeps what it took under its data dir: after a restart, a replayed notice is
+    a repeat, and an old referral of a report it holds a correction for is refused."""
+    (agency,) = agency_ids(1)
+    signer, data, group = Signer(local.tipline_keys_dir), tmp_path / "agency", uuid.uuid4().hex
+    r, s, q = (f"{n}-{uuid.uuid4().hex[:8]}" for n in ("r", "s", "q"))
+
+    def referral(report_id: str) -> AgencyNotice:
+        return notices.signed(notices.referral_notice(ReportSupplemented(
+            event_id="e", report_id=report_id, esp_id="esp", report=Report(),
+            agencies=[agency], priority=Priority.NORMAL, jurisdiction="TX",
+            rules_version="v"), agency), signer)
+
+    def correction(report_id: str) -> AgencyNotice:
+        return notices.signed(notices.correction_notice(report_id, agency, {"reason": "x"},
+                                                        Priority.NORMAL), signer)
+
+    async def publish(*sent: AgencyNotice) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=local.kafka_bootstrap_servers)
+        await producer.start()
+        for notice in sent:
+            await producer.send_and_wait(agency_topic(agency), notice.model_dump_json().encode(),
+                                         key=notice.report_id.encode())
+        await producer.stop()
+
+    old = referral(r)
+    await publish(old, correction(r), correction(s))
+    first, got = AgencyClient(local, agency, group, auto_ack=False, data_dir=data), []
+    async with running(first.collect(got)):
+        await until(lambda: len(got) == 3)
+    # Restarted; meanwhile the old referral comes again (replayed), an old referral of s (its
+    # correction taken already) comes late, and then a new one.
+    await publish(old, referral(s), referral(q))
+    again, got_again = AgencyClient(local, agency, group, auto_ack=False, data_dir=data), []
+    async with running(again.collect(got_again)):
+        await until(lambda: len(got_again) == 1 and again.duplicates == 1 and again.refused)
+    assert [(n.kind, n.report_id) for n in got_again] == [("referral", q)]
+    ((_, why),) = again.refused
+    assert why == f"a referral of report {s}, which this agency holds a correction for (retracted)"
+    assert (data / "notices.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
 def signed(response: AgencyResponse, signer: Signer | None) -> AgencyResponse:
     """A response as the ack subscriber parses it off the wire (signed, or not)."""
     doc = response.model_dump(mode="json")
@@ -177,16 +231,29 @@ async def test_outcomes_show_in_the_timeline_and_foreign_acks_are_refused(
 ) -> None:
     outbox, timeline = Outbox(redis, 60), Timeline(redis)
     report_id = f"out-{uuid.uuid4().hex}"
-    mine, other = agency_ids(2)
-    routing, signers = registered(tmp_path, [mine, other])
+    mine, other, stranger = agency_ids(3)
+    routing, signers = registered(tmp_path, [mine, other, stranger])
     registry = AgencyRegistry(routing)
+    ledger = await referred(redis, report_id, [mine, other])
     correction = notices.correction_notice(report_id, mine, {}, Priority.NORMAL)
     await outbox.track((correction, correction.model_dump_json().encode()))
     with pytest.raises(Poison, match="acknowledged a notice sent to"):
-        await on_response(outbox, timeline, signed(AgencyResponse(
+        await on_response(outbox, ledger, timeline, signed(AgencyResponse(
             response_id="r1", agency_id=other, report_id=report_id, kind="ack",
             notice_id=correction.notice_id), signers[other]), registry)
-    fact = await on_response(outbox, timeline, signed(AgencyResponse(
+    with pytest.raises(Poison, match="which was not sent to it"):
+        await on_response(outbox, ledger, timeline, signed(AgencyResponse(
+            response_id="r3", agency_id=other, report_id=report_id, kind="ack",
+            notice_id=notices.notice_id("referral", report_id, mine)), signers[other]), registry)
+    # An agency the report never went to answers for nothing: no outcome, no ack.
+    for kind, extra in (("outcome", {"outcome": "closed", "text": "synthetic"}),
+                        ("ack", {"notice_id": notices.notice_id("referral", report_id,
+                                                                stranger)})):
+        with pytest.raises(Poison, match=f"{stranger} never received report"):
+            await on_response(outbox, ledger, timeline, signed(AgencyResponse(
+                response_id=f"r-{kind}", agency_id=stranger, report_id=report_id, kind=kind,
+                **extra), signers[stranger]), registry)
+    fact = await on_response(outbox, ledger, timeline, signed(AgencyResponse(
         response_id="r2", agency_id=mine, report_id=report_id, kind="outcome",
         outcome="investigating", text="synthetic note"), signers[mine]), registry)
     assert isinstance(fact, OutcomeReported) and fact.outcome == "investigating"
@@ -205,11 +272,12 @@ async def test_only_acks_signed_by_a_registered_key_count(
     ensure_keys(stranger)
     outbox, timeline = Outbox(redis, 60), Timeline(redis)
     report_id = f"signed-{uuid.uuid4().hex}"
+    ledger = await referred(redis, report_id, [keyed, keyless])
 
     def ack(agency: str, signer: Signer | None) -> AgencyResponse:
-        return signed(AgencyResponse(response_id=uuid.uuid4().hex, agency_id=agency,
-                                     report_id=report_id, kind="ack", notice_id=f"n-{agency}"),
-                      signer)
+        return signed(AgencyResponse(
+            response_id=uuid.uuid4().hex, agency_id=agency, report_id=report_id, kind="ack",
+            notice_id=notices.notice_id("referral", report_id, agency)), signer)
 
     refused = {
         "unsigned": ack(keyed, None),
@@ -220,9 +288,9 @@ async def test_only_acks_signed_by_a_registered_key_count(
     }
     for why, forged in refused.items():
         with pytest.raises(Poison):
-            await on_response(outbox, timeline, forged, registry)
+            await on_response(outbox, ledger, timeline, forged, registry)
             pytest.fail(f"accepted: {why}")
-    fact = await on_response(outbox, timeline, ack(keyed, signers[keyed]), registry)
+    fact = await on_response(outbox, ledger, timeline, ack(keyed, signers[keyed]), registry)
     assert isinstance(fact, NoticeAcknowledged) and fact.agency_id == keyed
     acked = [e["agency"] for e in await timeline.entries(report_id) if e["what"] == "acknowledged"]
     assert acked == [keyed]

@@ -2,7 +2,8 @@
 
 Every ESP uploads one blob that all of them share (so the cross-report duplicate check fires across
 ESPs) and one of its own. Afterwards each ESP sees only its own reports; another ESP's report id
-answers 5001 on every call; and the duplicate flags it sees never name another ESP's report.
+answers 5001 on every call; and the duplicate flags it sees (all intake holds) never name another
+ESP's report.
 """
 
 import asyncio
@@ -129,9 +130,9 @@ async def test_many_esps_at_once_see_only_their_own(system: FastAPI, redis: Redi
             view = await own_view(system, logins[name], report_id)
             assert view["report_id"] == report_id
             for entry in view["timeline"]:
-                assert entry.get("esp_visible", True)
                 if entry.get("other_report"):
                     assert entry["other_report"] in ids, (name, entry)
-        # Analysts see the cross-ESP flags that the ESP does not.
-        hidden = [e for e in await timeline.entries(ids[0]) if e.get("esp_visible") is False]
-        assert hidden and all(e.get("other_report") is None for e in hidden)
+            # Intake (facing the internet) never even learns of the other ESPs' copies: the
+            # fact of those stays with validation (shared/audiences.py).
+            kept = [e.get("other_report") for e in await timeline.entries(report_id)]
+            assert set(kept) - {None} <= set(ids), (name, kept)

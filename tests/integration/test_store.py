@@ -24,6 +24,7 @@ async def test_a_script_cache_emptied_under_a_batch_is_filled_again(
         shards: Stack = request.getfixturevalue("valkey_cluster")
         settings = settings.model_copy(update={
             "redis_url": shards.redis, "redis_cluster": True,
+            "redis_username": shards.redis_username,
             "redis_password": SecretStr(shards.redis_password)})
     redis = connect(settings)
     try:
@@ -41,6 +42,7 @@ async def test_a_script_cache_emptied_under_a_batch_is_filled_again(
 def cluster_settings(settings: Settings, shards: Stack) -> Settings:
     return settings.model_copy(update={
         "redis_url": shards.redis, "redis_cluster": True,
+        "redis_username": shards.redis_username,
         "redis_password": SecretStr(shards.redis_password)})
 
 

@@ -186,11 +186,3 @@ def test_a_dead_letters_cause_never_quotes_the_record() -> None:
     assert cause(error) == "ValidationError: 1 validation error for ReportValidated"
     assert cause("X: bad input_value='synthetic secret', input_type=str") == (
         "X: bad input_value=…, input_type=str")
-
-
-def test_the_console_leaves_dead_letters_of_consumed_topics_to_their_consumers() -> None:
-    from services.console.follow import DEAD_LETTERED_BY_CONSUMERS
-    from tipline.access import subscriptions
-
-    consumed = {t for pairs in subscriptions().values() for t, _ in pairs}
-    assert consumed - {topics.AGENCY_ACKS} == DEAD_LETTERED_BY_CONSUMERS
