@@ -94,11 +94,13 @@ async def test_every_esp_step_with_its_reports_shard_away_answers_503_with_retry
     """A Redis Cluster with the shard that holds the ESP's reports stopped, the rest up (the
     login and the Idempotency-Keys answer): each step reaches its report's reads and writes,
     and each answers 503 with Retry-After, never "no such report" or another refusal."""
-    local = settings.model_copy(update={
-        "redis_url": valkey_cluster.redis, "redis_cluster": True,
-        "redis_password": SecretStr(valkey_cluster.redis_password),
-        "tipline_files_dir": tmp_path / "files"})
-    cluster = connect(local)
+    operator = valkey_cluster.settings(kafka_bootstrap_servers=settings.kafka_bootstrap_servers)
+    login = valkey_cluster.service_env["intake"]  # intake logs in as its own ACL user
+    local = operator.model_copy(update={
+        "redis_username": login["REDIS_USERNAME"],
+        "redis_password": SecretStr(login["REDIS_PASSWORD"]),
+        "tipline_files_dir": tmp_path / "files", "tipline_keys_dir": settings.tipline_keys_dir})
+    cluster = connect(operator)
     assert isinstance(cluster, RedisCluster)
     await cluster.initialize()
     esps_shard = cluster.get_node_from_key("tipline:esps").name
@@ -106,7 +108,7 @@ async def test_every_esp_step_with_its_reports_shard_away_answers_503_with_retry
     def shard(key: str) -> str:
         return str(cluster.get_node_from_key(key).name)
 
-    async with intake_on(local) as (http, esp_id):
+    async with intake_on(local, operator) as (http, esp_id):
         opened, submitted = "", ""
         while not opened:  # a report on a shard other than the logins'
             r = await http.post("/ispws/submit", content=report_xml(), headers=XML)
@@ -160,10 +162,12 @@ def shard_name(stack: Stack, node: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def intake_on(local: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """Intake in this process on `local`'s Redis, and a new ESP's client of it."""
+async def intake_on(local: Settings, operator: Settings | None = None
+                    ) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """Intake in this process on `local`'s Redis, and a new ESP's client of it (made by the
+    `operator`'s login where the Redis has ACL users)."""
     app = create_intake(local)
-    redis = connect(local)
+    redis = connect(operator or local)
     name = f"esp-{uuid.uuid4().hex[:8]}"
     login = (name, await EspRegistry(redis).add(name))
     await redis.aclose()
