@@ -30,6 +30,7 @@ from shared.analysts import AnalystDirectory
 from shared.contracts import FileInfo, Priority
 from shared.settings import Settings
 from shared.store import Store, connect
+from tests.conftest import users_cluster
 from tests.tls_support import LOOPBACK, valkey
 from tipline import credentials, ownership
 from tipline.access import REDIS_OPERATOR, REDIS_RULES
@@ -74,11 +75,19 @@ def one_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stack.stop()
 
 
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A cluster of this module's own, with `tipline up`'s users: the probes write every owner's
+    keys, some under fixed names (tipline:abandonment:deadlines) and of another type than their
+    owner's, which no other test may then find."""
+    yield from users_cluster(tmp_path_factory.mktemp("acl-cluster"))
+
+
 @pytest.fixture(params=["one server", "cluster"])
 def server(request: pytest.FixtureRequest) -> Server:
     if request.param == "one server":
         return request.getfixturevalue("one_server")  # type: ignore[no-any-return]
-    shards: Stack = request.getfixturevalue("valkey_cluster")  # `tipline up`'s way to its users
+    shards: Stack = request.getfixturevalue("own_cluster")
     passwords = {s: env["REDIS_PASSWORD"] for s, env in shards.service_env.items()}
     return Server(shards.redis, True, {**passwords, REDIS_OPERATOR: shards.redis_password})
 
