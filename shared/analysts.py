@@ -56,6 +56,11 @@ class AnalystDirectory:
         await self._redis.hset(ROLES, analyst_id, role)
         await self._redis.hset(ANALYSTS, analyst_id, hash_secret(password))
 
+    async def password_hash(self, analyst_id: str) -> str | None:
+        """The stored hash (a new password, a new hash: the console ends sessions by it)."""
+        found = await self._redis.hget(ANALYSTS, analyst_id)
+        return str(found) if found is not None else None
+
     async def role(self, analyst_id: str) -> str:
         """`analyst` or `operator` (an analyst added before roles existed is an analyst)."""
         found = await self._redis.hget(ROLES, analyst_id)
@@ -63,10 +68,10 @@ class AnalystDirectory:
         return role if role in ROLE_NAMES else "analyst"
 
     async def verify(self, analyst_id: str, password: str, address: str) -> bool:
-        """True when the password is right; LoginRefused when this analyst or address failed
-        too often lately. scrypt runs in a thread, a few at a time (shared/logins.py)."""
-        found = await self._redis.hget(ANALYSTS, analyst_id)
-        stored = str(found) if found is not None else None
+        """True when the password is right; LoginRefused when it is wrong again after too many
+        failures of this analyst from this address, or when too many logins wait. scrypt runs in
+        a thread, a few at a time (shared/logins.py)."""
+        stored = await self.password_hash(analyst_id)
         key = hashlib.sha256(f"{analyst_id}\0{password}".encode()).hexdigest()
         if stored is not None and self._verified.get(key) == stored:
             return True

@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.settings import Settings
 from shared.store import REDIS_UNAVAILABLE
 
 # A dependency away (Redis, the broker): the call was not accepted and can be retried.
@@ -23,6 +24,14 @@ async def answer_unavailable(request: Any, exc: Exception) -> Response:
     """An exception handler for UNAVAILABLE: 503 with Retry-After."""
     return JSONResponse({"detail": f"temporarily unavailable ({type(exc).__name__}), retry"},
                         503, headers={"Retry-After": "2"})
+
+
+def proxies(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for every HTTP API: X-Forwarded-For and -Proto believed only from the
+    proxies TIPLINE_FORWARDED_ALLOW_IPS names (uvicorn's own default trusts loopback, where any
+    local client may claim any address and be counted as it for failed logins)."""
+    trusted = settings.tipline_forwarded_allow_ips.strip()
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
 
 
 class BodyTooLarge(Exception):

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from faststream import FastStream
 
 from shared import metrics, ops
+from shared.http import proxies
 from shared.settings import Settings, get_settings
 from shared.shutdown import Server, exit_within
 from shared.store import connect
@@ -99,6 +100,7 @@ async def serve_http(app: FastAPI, settings: Settings) -> None:
     server = Server(uvicorn.Config(
         app, host=settings.tipline_http_host, port=settings.tipline_http_port,
         log_level="warning", timeout_graceful_shutdown=int(settings.tipline_shutdown_grace_s),
+        **proxies(settings),
     ), exit_within=settings.tipline_shutdown_grace_s + 5)
     async with ops.serving(settings, app.state.ops):
         await server.serve()

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     tipline_console_port: int = 8082
     tipline_console_session_secret: SecretStr | None = None
     tipline_console_session_ttl_s: float = 8 * 3600.0
+    # The session cookie is Secure (sent over HTTPS only) always, not only on a request that
+    # came as https: set it behind a proxy that ends TLS.
+    tipline_console_secure_cookie: bool = False
     # Notice signing: the keys directory (signing-keys.json private, public-keys.json public).
     tipline_keys_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")) / "keys"
@@ -126,6 +129,10 @@ class Settings(BaseSettings):
     )
     tipline_max_upload_bytes: int = 1024 * 1024 * 1024
     tipline_max_body_bytes: int = 4 * 1024 * 1024
+    # Documents parsed and checked against the schema at once (threads of their own), and at
+    # once for one ESP (services/intake/pool.py).
+    tipline_document_threads: int = Field(default=2, ge=1)
+    tipline_documents_per_esp: int = Field(default=1, ge=1)
     # An unfinished report is abandoned (auto-retracted) this long after it was opened or last
     # changed, whichever is later; the timer looks every tipline_abandon_tick_s.
     tipline_abandon_after_open_s: float = 24 * 3600.0
@@ -141,11 +148,15 @@ class Settings(BaseSettings):
     # (the event is safe in its outbox, and the sweep sends it). Shorter than the shutdown grace.
     tipline_publish_wait_s: float = 5.0
 
-    # Logins (ESPs and analysts): key derivations at once, and failed logins a name or a client
-    # address may have within a minute before it must wait (shared/logins.py).
+    # Logins (ESPs and analysts): key derivations at once, and failed logins of one name from
+    # one client address within a minute before the next failure is answered 429, slow down
+    # (shared/logins.py; a right password is always let in).
     tipline_login_concurrency: int = 2
-    tipline_login_failures_per_name: int = 10
-    tipline_login_failures_per_address: int = 30
+    tipline_login_failures: int = 10
+    # The proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For and
+    # X-Forwarded-Proto every HTTP API believes; none by default, so a client cannot choose the
+    # address its failed logins are counted against.
+    tipline_forwarded_allow_ips: str = ""
 
     # A subscriber handles what one fetch brings, up to this many records, as one batch; it
     # waits at most this long for a fetch (shared/batches.py).

@@ -41,7 +41,12 @@ def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     REDIS_URL says), with the ACL users of a deployment (`.redis_username` / `.redis_password`:
     the operator's; `.service_env`: each service's own), each fsyncing its append-only file on
     every write so a killed shard keeps everything it acknowledged. `.redis` is its first node."""
-    stack = Stack(kafka="", redis="", http="", workdir=tmp_path_factory.mktemp("valkey-cluster"))
+    yield from users_cluster(tmp_path_factory.mktemp("valkey-cluster"))
+
+
+def users_cluster(workdir: Path) -> Iterator[Stack]:
+    """`valkey_cluster`'s cluster, in `workdir`, until the generator is closed."""
+    stack = Stack(kafka="", redis="", http="", workdir=workdir)
     try:
         redis_users(stack)
         start_valkey_cluster(stack, 3, "appendfsync always")

@@ -18,7 +18,9 @@ import asyncio
 import json
 import random
 import secrets
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -46,7 +48,7 @@ from shared.settings import CONFIG_DIR, Settings
 from shared.signing import Signer, ensure_keys
 from shared.topics import WRITERS, agency_of_topic
 from shared.topology import topic_names
-from tipline.stack import free_port
+from tipline.stack import Stack, free_port, spawn_valkey, write_valkey_config
 
 ESPS = [f"bench-esp-{i}" for i in range(20)]
 
@@ -182,7 +184,15 @@ async def run(reports: int, requests: int, seed: int) -> dict[str, Any]:
     model.caught_up = True
     memory_filled = rss_mb()
     secret = b"b" * 32
-    api = create_api(Console(model, registry, AnalystDirectory(Redis()), secret))
+    # Sessions are checked in Redis at every request (sign-outs, password changes): a Valkey of
+    # the bench's own, with the bench's analyst in its directory.
+    valkey = Stack(kafka="", redis="", http="", workdir=Path(tempfile.mkdtemp(prefix="bench-")))
+    write_valkey_config(valkey, "valkey", free_port())
+    redis = Redis(port=spawn_valkey(valkey, "valkey"), decode_responses=True)
+    directory = AnalystDirectory(redis)
+    await directory.add("bench", "synthetic-bench-password")
+    signed_in = sessions.Sessions(redis, directory, secret, 3600)
+    api = create_api(Console(model, registry, directory, signed_in))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port,
                                            log_level="warning"))
@@ -191,7 +201,7 @@ async def run(reports: int, requests: int, seed: int) -> dict[str, Any]:
         await asyncio.sleep(0.01)
     rng = random.Random(seed)
     ids = model.order
-    cookie = {sessions.COOKIE: sessions.issue(secret, "bench", "analyst", time.time(), 3600)}
+    cookie = {sessions.COOKIE: await signed_in.open("bench", "analyst", time.time())}
     pages: dict[str, Callable[[], str]] = {
         "overview": lambda: "/",
         "overview page n": lambda: f"/?page={rng.randint(2, max(2, len(ids) // 25))}",
@@ -222,6 +232,9 @@ async def run(reports: int, requests: int, seed: int) -> dict[str, Any]:
     finally:
         server.should_exit = True
         await serving
+        await redis.aclose()
+        valkey.stop()
+        shutil.rmtree(valkey.workdir, ignore_errors=True)
     memory_served = rss_mb()
 
     def pct(values: list[float], q: int) -> float:

@@ -60,7 +60,12 @@ OWNERS = (
         writers=("referral", "retraction")),
     Holding("referral", (), "(none of its own: the notification context)"),
     Holding("retraction", (), "(none of its own: the notification context)"),
-    Holding("console", (), "(none: an in-memory read model of the topics)"),
+    Holding(
+        "console", ("tipline:console:signed-out",),
+        "nothing: when each staff member last signed out, so their sessions issued before end "
+        "(sessions are its own business: the analyst directory stays `tipline analyst`'s); its "
+        "read model is in memory",
+        writers=("console",)),
     Holding(
         "analyst directory", ("tipline:analysts", "tipline:analyst-roles"),
         "written by `tipline analyst` only; read by supplementation and the console to log "

@@ -8,6 +8,11 @@ Retry-After, for up to `retry_for` seconds) never makes a second report. While i
 NoticeWatch sees every notice agencies get; at the end the replay waits until the system is
 quiet and hands the notices to the oracle (tipline/oracle.py), which judges them against what
 the stream itself says must come of each report, never against what the system decided.
+
+A refusal (a 4xx) must have a cause the report's state shows: a retraction refused because an
+earlier try of it took effect (5101, the report retracted), or a cancel that came after the
+deadline (5103, the report abandoned). Any other refusal of an action the stream says must be
+accepted is counted as one without cause (`refusals`): a transient fault answered for good.
 """
 
 import asyncio
@@ -31,15 +36,26 @@ from tipline.synthetic import ispws_document
 from tipline.watch import NoticeWatch
 
 ACCEPT_JSON = {"Accept": "application/json"}
-ALREADY_RETRACTED = 5101  # the CyberTipline code /v1 answers with 409
+ALREADY_RETRACTED = 5101  # the CyberTipline code both APIs answer with 409
+ABANDONED = 5103
+# A refusal's cause: (code, the report's state that explains it).
+CAUSES = {(ALREADY_RETRACTED, "retracted"), (ABANDONED, "abandoned")}
 
 
 def refusal_code(response: httpx.Response) -> int | None:
-    """The CyberTipline code of a /v1 refusal (None: not one)."""
+    """The CyberTipline code of a refusal, /v1's or /ispws's as JSON (None: not one)."""
     try:
-        return int(response.json()["detail"]["code"])
+        body = response.json()
+        found = (body["detail"]["code"] if "detail" in body
+                 else body["reportResponse"]["responseCode"])
+        return int(found)
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def with_cause(code: int | None, state: str | None) -> bool:
+    """Whether a refusal of a report's retraction is explained by the report's state."""
+    return (code, state) in CAUSES
 
 
 @dataclass
@@ -56,6 +72,7 @@ class Case:
     retract_first_try: float | None = None
     retract_accepted: bool = False
     decided: bool = False  # the status API says nothing more will happen on its own
+    refusals: list[tuple[str, int, int | None]] = field(default_factory=list)  # what, http, code
 
 
 def percentiles(values: list[float]) -> dict[str, float | int | None]:
@@ -126,6 +143,7 @@ class Replay:
         self.skipped: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
         self.late = 0
+        self.refusals: dict[str, Any] = {"with_cause": 0, "without_cause": 0, "examples": []}
         # Every agency of the registry is watched, so a notice to one the stream never names is
         # seen (misrouted); a caller may narrow it (each watched partition is fetched every few
         # milliseconds, and that load lands on the broker under test).
@@ -154,11 +172,12 @@ class Replay:
 
     async def _post(
         self, http: httpx.AsyncClient, what: str, path: str, *, done: Any = None,
-        again: tuple[int, ...] = (), **kw: Any
+        again: tuple[int, ...] = (), case: Case | None = None, **kw: Any
     ) -> httpx.Response | None:
         """POST with retries for what a retry can fix (a refused connection, a 5xx, an answer
         with Retry-After, a status in `again`); None when it never succeeded. Before a retry,
-        `done()` (when given) may say the call took effect after all."""
+        `done()` (when given) may say the call took effect after all. A refusal is kept on
+        `case`, to be judged against the report's state at the end."""
         deadline = time.monotonic() + self.retry_for
         pause = 0.05
         while True:
@@ -168,6 +187,9 @@ class Replay:
                         and response.status_code not in again):
                     if response.status_code >= 400:
                         self.errors[f"{what}: http {response.status_code}"] += 1
+                        if case is not None:
+                            case.refusals.append((what, response.status_code,
+                                                  refusal_code(response)))
                     return response
                 self.errors[f"{what}: http {response.status_code} (retried)"] += 1
             except httpx.TransportError as exc:
@@ -205,7 +227,8 @@ class Replay:
     async def _submit(self, http: httpx.AsyncClient, case: Case, event: dict[str, Any]) -> None:
         case.first_try = time.monotonic()
         response = await self._post(http, "submit", "/v1/reports", json={"report": event["report"]},
-                                    auth=self._login(case.esp_id), headers=self._key(event))
+                                    auth=self._login(case.esp_id), headers=self._key(event),
+                                    case=case)
         if response is not None and response.status_code == 202:
             self._accepted(case, response.json()["report_id"])
 
@@ -215,7 +238,7 @@ class Replay:
         response = await self._post(http, "open", "/ispws/submit",
                                     json=ispws_document(event["report"]),
                                     auth=self._login(case.esp_id),
-                                    headers={**ACCEPT_JSON, **self._key(event)})
+                                    headers={**ACCEPT_JSON, **self._key(event)}, case=case)
         if response is not None and response.status_code == 200:
             self._accepted(case, str(response.json()["reportResponse"]["reportId"]))
 
@@ -227,7 +250,8 @@ class Replay:
             response = await self._post(
                 http, "cancel", "/ispws/retract",
                 data={"id": case.report_id, "reason": event["reason"]},
-                auth=self._login(case.esp_id), headers={**ACCEPT_JSON, **self._key(event)})
+                auth=self._login(case.esp_id), headers={**ACCEPT_JSON, **self._key(event)},
+                case=case)
             case.retract_accepted = response is not None and response.status_code == 200
             return
         if event.get("when") == "after_referral":
@@ -236,7 +260,7 @@ class Replay:
         response = await self._post(
             http, "retract", f"/v1/reports/{case.report_id}/retract",
             json={"reason": event.get("reason", "retracted")}, auth=self._login(case.esp_id),
-            headers=self._key(event))
+            headers=self._key(event), case=case)
         case.retract_accepted = response is not None and (response.status_code == 202 or (
             # An earlier try took effect (its answer lost, its key given up on a 5xx), and the
             # report's only retractor is this replay.
@@ -263,7 +287,7 @@ class Replay:
 
         # 409: the report is being released at this instant ("try again").
         response = await self._post(analyst, "amend", f"{path}/amendments", json=amendment,
-                                    auth=self.analyst, done=done, again=(409,))
+                                    auth=self.analyst, done=done, again=(409,), case=case)
         if response is None or response.status_code != 202:
             self.errors["amendment not made"] += 1
 
@@ -332,6 +356,7 @@ class Replay:
                 await asyncio.gather(*list(tasks))
                 self.dispatch_seconds = max(self.dispatch_seconds, 1e-9)
                 settled = await self._settle(clients[0], settle_timeout)
+                await self._judge_refusals(clients[0])
         finally:
             if bar:
                 bar.cancel()
@@ -413,6 +438,22 @@ class Replay:
             await asyncio.sleep(0.3)
         return False
 
+    async def _judge_refusals(self, http: httpx.AsyncClient) -> None:
+        """Each refusal against its report's state now (status API): with cause, or not."""
+        for case in (c for c in self.cases.values() if c.refusals):
+            state = None
+            if case.report_id is not None:
+                with contextlib.suppress(httpx.TransportError, ValueError):
+                    r = await http.get(f"/v1/reports/{case.report_id}",
+                                       auth=self._login(case.esp_id))
+                    state = r.json().get("state") if r.is_success else None
+            for what, status, code in case.refusals:
+                explained = what in ("retract", "cancel") and with_cause(code, state)
+                self.refusals["with_cause" if explained else "without_cause"] += 1
+                if not explained and len(self.refusals["examples"]) < 10:
+                    self.refusals["examples"].append(
+                        f"{case.ref} {what}: http {status} code {code} (report {state})")
+
     def report(self, settled: bool, stream_events: int) -> dict[str, Any]:
         verdict = oracle.judge({r: c.expected for r, c in self.cases.items()},
                                {r: c.report_id for r, c in self.cases.items()},
@@ -457,6 +498,7 @@ class Replay:
             "oracle": judged,
             "lost": judged["lost"],
             "abandonment_not_due": len(self.abandonment_not_due),
+            "refusals": self.refusals,
             "undecided": dict(Counter(c.expected.label for c in self.cases.values()
                                       if self._to_decide(c))),
             "settled": settled,
@@ -487,15 +529,20 @@ def render(result: dict[str, Any]) -> str:
     ]
     for counter, examples in o["examples"].items():
         lines += [f"  {counter:<12} {e}" for e in examples]
+    refused = result["refusals"]
+    lines.append(f"refusals              {refused['with_cause']} with cause, "
+                 f"{refused['without_cause']} without")
+    lines += [f"  without cause {e}" for e in refused["examples"]]
     lines.append(f"settled               {result['settled']}"
                  + (f"  (undecided: {result['undecided']})" if result["undecided"] else ""))
     return "\n".join(lines)
 
 
 def clean(result: dict[str, Any]) -> bool:
-    """The oracle's four counters are 0 and the run settled."""
+    """The oracle's four counters are 0, no refusal without cause, and the run settled."""
     o = result["oracle"]
-    return result["settled"] and not any(o[c] for c in oracle.COUNTERS)
+    return (result["settled"] and not any(o[c] for c in oracle.COUNTERS)
+            and not result["refusals"]["without_cause"])
 
 
 async def replay(

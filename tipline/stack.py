@@ -51,11 +51,21 @@ SECRETS_DIR = "secrets"  # in the workdir: passwords.json (as `tipline deploy se
 REDIS_ACL_FILE = "valkey.acl"  # in the workdir: the ACL users of its own Valkey (hashes only)
 CONSOLE_SECRET_FILE = "console-session-secret"
 _PR_SET_PDEATHSIG = 1
+# The umask of the stack and its children: report content, ESP and analyst hashes, keys and logs
+# are read by their owner only (0600 files, 0700 folders).
+PRIVATE = 0o077
 
 
 def _die_with_parent(sig: int) -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, sig)
+
+
+def _child_setup() -> None:
+    """In each child before it starts: it dies with the stack, and what it writes (Valkey's
+    append-only file, uploaded files) is its owner's alone."""
+    _die_with_parent(signal.SIGTERM)
+    os.umask(PRIVATE)
 
 
 def free_port() -> int:
@@ -171,8 +181,8 @@ class Stack:
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.workdir / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
+        log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
             process = subprocess.Popen(
                 argv,
                 env=env,
@@ -180,7 +190,7 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
+                preexec_fn=_child_setup,
             )
         child = Child(name, process, log)
         self.children.append(child)
@@ -420,7 +430,9 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
     http = urlparse(stack.http)
     env = {**stack.env(), "TIPLINE_HTTP_HOST": http.hostname or "127.0.0.1",
            "TIPLINE_HTTP_PORT": str(http.port), "TIPLINE_KEYS_DIR": str(signing_keys(stack)),
-           "TIPLINE_ROUTING_FILE": str(routing(stack))}
+           "TIPLINE_ROUTING_FILE": str(routing(stack)),
+           # Intake's uploaded files go under the stack's workdir (unless TIPLINE_FILES_DIR).
+           "TIPLINE_WORKDIR": str(stack.workdir)}
     analyst = urlparse(stack.analyst) if stack.analyst else None
     if analyst:
         env.update(TIPLINE_ANALYST_HOST=analyst.hostname or "127.0.0.1",
@@ -509,8 +521,13 @@ def running(
 ) -> Iterator[Stack]:
     """The whole system, up until the block ends; its own Valkey a cluster of `redis_shards`
     primaries when more than one (a REDIS_URL given is a cluster when REDIS_CLUSTER says so);
-    its broker the embedded one or Apache Kafka of `brokers` nodes."""
+    its broker the embedded one or Apache Kafka of `brokers` nodes. The workdir and all in it
+    are the owner's alone: the process's umask is PRIVATE meanwhile, and what an older run left
+    open is closed first."""
     from pydantic import TypeAdapter
+
+    keep_private(workdir)
+    umask = os.umask(PRIVATE)
 
     stack = Stack(
         kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""),
@@ -528,6 +545,19 @@ def running(
         yield stack
     finally:
         stack.stop()
+        os.umask(umask)
+
+
+def keep_private(workdir: Path) -> None:
+    """The workdir made (0700), or made the owner's alone with all in it (a run before this
+    version left folders 0755 and files 0644)."""
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder, _, files in os.walk(workdir):
+        os.chmod(folder, os.stat(folder).st_mode & 0o700)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode & 0o700)
 
 
 @contextmanager

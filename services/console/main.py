@@ -11,10 +11,11 @@ from faststream import FastStream
 
 from services.console.follow import Follower, Reader, follow_lag
 from services.console.model import ReadModel
-from services.console.sessions import MIN_SECRET_LENGTH
+from services.console.sessions import MIN_SECRET_LENGTH, Sessions
 from services.console.web import Console, create_api
 from shared.agencies import AgencyRegistry
 from shared.analysts import AnalystDirectory
+from shared.http import proxies
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
 from shared.ops import count_requests
@@ -42,18 +43,20 @@ def session_secret(settings: Settings) -> bytes:
 def create_app(settings: Settings) -> FastStream:
     secret = session_secret(settings)
     broker = make_broker(settings, "console")  # it publishes nothing: it checks seals
-    redis = connect(settings)  # the analyst directory only, read-only
+    redis = connect(settings)  # the analyst directory (read only) and the console's sign-outs
     model = ReadModel(ack_timeout_s=settings.tipline_ack_timeout_s)
     registry = AgencyRegistry(settings.tipline_routing_file)
     reader = Reader(broker.seals, Verifier(settings.tipline_keys_dir / PUBLIC_FILE))
 
     follower = Follower(settings, model, reader, registry)
-    api = create_api(Console(
-        model, registry, AnalystDirectory(redis, LoginGuard(Limits.of(settings))), secret,
-        settings.tipline_console_session_ttl_s))
+    directory = AnalystDirectory(redis, LoginGuard(Limits.of(settings)))
+    ttl_s = settings.tipline_console_session_ttl_s
+    api = create_api(Console(model, registry, directory, Sessions(
+        redis, directory, secret, ttl_s, secure=settings.tipline_console_secure_cookie), ttl_s))
     count_requests(api, "console")
     server = _Server(uvicorn.Config(api, host=settings.tipline_console_host,
-                                    port=settings.tipline_console_port, log_level="warning"))
+                                    port=settings.tipline_console_port, log_level="warning",
+                                    **proxies(settings)))
     tasks: list[asyncio.Task[None]] = []
 
     async def start() -> None:

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -18,6 +18,7 @@ from services.console import pages, sessions
 from services.console.model import ReadModel
 from shared.agencies import AgencyRegistry
 from shared.analysts import AnalystDirectory
+from shared.http import UNAVAILABLE, answer_unavailable
 from shared.logins import LoginRefused
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -26,7 +27,9 @@ HEADERS = {
     "img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",  # report ids are in the URLs
+    # Report ids are in the URLs: no referrer leaves the site. (Not "no-referrer", which makes
+    # a browser send "Origin: null" with the console's own sign-in form.)
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
@@ -37,7 +40,7 @@ class Console:
     model: ReadModel
     registry: AgencyRegistry
     directory: AnalystDirectory
-    secret: bytes
+    sessions: sessions.Sessions
     session_ttl_s: float = 8 * 3600.0
 
 
@@ -53,7 +56,7 @@ class SignIn(Exception):
 
 
 async def session(request: Request, svc: Svc) -> sessions.Session:
-    found = sessions.check(svc.secret, request.cookies.get(sessions.COOKIE), time.time())
+    found = await svc.sessions.current(request.cookies.get(sessions.COOKIE), time.time())
     if found is None:
         raise SignIn()
     return found
@@ -136,28 +139,38 @@ async def login(request: Request, svc: Svc) -> Response:
     form = await request.form()
     analyst_id, password = str(form.get("analyst_id", "")), str(form.get("password", ""))
     next_url = _local(str(form.get("next", "/")))
+    if _foreign(request):  # another site's page posting the form: no session comes of it
+        return HTMLResponse(pages.layout("Sign in", pages.login(
+            "sign in from the console's own page", next_url), 0), status_code=403,
+            headers=HEADERS)
     address = request.client.host if request.client else "unknown"
     try:
         ok = bool(analyst_id) and await svc.directory.verify(analyst_id, password, address)
+        role = await svc.directory.role(analyst_id) if ok else ""
+        cookie = await svc.sessions.open(analyst_id, role, time.time()) if ok else ""
     except LoginRefused as exc:
         return HTMLResponse(pages.layout("Sign in", pages.login(exc.reason, next_url), 0),
-                            status_code=429, headers={**HEADERS,
+                            status_code=exc.status, headers={**HEADERS,
                                                       "Retry-After": str(exc.retry_after_s)})
+    except UNAVAILABLE:  # the staff directory (Redis) away: try again, never "wrong password"
+        return HTMLResponse(pages.layout("Sign in", pages.login(
+            "sign-in is unavailable for a moment: try again", next_url), 0), status_code=503,
+            headers={**HEADERS, "Retry-After": "2"})
     if not ok:
         return HTMLResponse(pages.layout("Sign in", pages.login(
             "unknown analyst or wrong password", next_url), 0), status_code=401, headers=HEADERS)
-    role = await svc.directory.role(analyst_id)
     response = RedirectResponse(next_url, 303, headers=HEADERS)
-    response.set_cookie(
-        sessions.COOKIE, sessions.issue(svc.secret, analyst_id, role, time.time(),
-                                        svc.session_ttl_s),
-        max_age=int(svc.session_ttl_s), httponly=True, samesite="strict",
-        secure=request.url.scheme == "https", path="/")
+    response.set_cookie(sessions.COOKIE, cookie, max_age=int(svc.session_ttl_s), httponly=True,
+                        samesite="strict", path="/",
+                        secure=svc.sessions.secure or request.url.scheme == "https")
     return response
 
 
 @router.post("/logout")
-async def logout() -> Response:
+async def logout(request: Request, svc: Svc) -> Response:
+    found = await svc.sessions.current(request.cookies.get(sessions.COOKIE), time.time())
+    if found is not None:  # the cookie ends here, and with it every session of this person
+        await svc.sessions.close(found, time.time())
     response = RedirectResponse("/login", 303, headers=HEADERS)
     response.delete_cookie(sessions.COOKIE, path="/")
     return response
@@ -183,6 +196,17 @@ def _agencies(svc: Console) -> dict[str, Any]:
     return svc.registry.agencies
 
 
+def _foreign(request: Request) -> bool:
+    """Posted from another site's page, as the browser tells: Sec-Fetch-Site, or where a browser
+    sends none, an Origin of another host (or "null"). A client that sends neither is no
+    browser, and no page can make it post."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")  # "none": typed or bookmarked by the user
+    origin = request.headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc != request.headers.get("host", "")
+
+
 def _local(url: str) -> str:
     """Only a path on this site after the login (never another site)."""
     return url if url.startswith("/") and not url.startswith("//") and "\\" not in url else "/"
@@ -193,6 +217,8 @@ def create_api(svc: Console) -> FastAPI:
                   openapi_url=None)
     api.state.console = svc
     api.include_router(router)
+    for away in UNAVAILABLE:  # Redis away while a session is checked: 503, retry
+        api.add_exception_handler(away, answer_unavailable)
 
     @api.exception_handler(SignIn)
     async def sign_in(request: Request, exc: SignIn) -> Response:

@@ -39,10 +39,11 @@ async def esp(request: Request, _: Annotated[Any, Depends(HTTPBasic(auto_error=F
     try:
         return await esp_login(request, None)
     except Answer as refused:
-        raise refusal(refused) from None
+        raise refusal(refused, request) from None
 
 
-def refusal(answer: Answer) -> HTTPException:
+def refusal(answer: Answer, request: Request) -> HTTPException:
+    request.state.code = answer.code  # for the request's log line
     headers = {}
     if answer.code is Code.AUTHENTICATION_REQUIRED:
         headers["WWW-Authenticate"] = 'Basic realm="tipline"'
@@ -96,7 +97,7 @@ async def once(
         try:
             accepted = await call(reserved, slot)
         except Answer as refused:
-            exc = refusal(refused)
+            exc = refusal(refused, request)
             return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
         request.state.report_id = accepted.report_id  # for the request's log line
         return JSONResponse(accepted.model_dump(), 202)
@@ -141,8 +142,8 @@ async def retract_report(
 
 
 @router.get("/reports/{report_id}")
-async def report_status(report_id: str, svc: Svc, esp_id: EspId) -> Any:
+async def report_status(report_id: str, svc: Svc, esp_id: EspId, request: Request) -> Any:
     try:
         return await svc.status(esp_id, report_id)
     except Answer as refused:
-        raise refusal(refused) from None
+        raise refusal(refused, request) from None

@@ -9,6 +9,7 @@ one set of rules.
 
 import json
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import defusedxml.ElementTree as safe_xml
 from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
 from lxml import etree
 
 from shared.contracts import FieldError
@@ -27,6 +29,10 @@ XSD_PATH = Path(__file__).with_name("ispws.xsd")
 # Schema errors listed in an answer: each costs a look through the document, and a client fixes
 # the first few before it needs the rest.
 MAX_ERRORS = 50
+# More errors than this while parsing: a flood, explained from its first WINDOW elements.
+FLOOD = 2 * MAX_ERRORS
+WINDOW = 10_000
+SCHEMA_ERRORS = etree.ErrorDomains.SCHEMASV
 XS = "{http://www.w3.org/2001/XMLSchema}"
 
 Data = dict[str, Any]
@@ -44,9 +50,15 @@ class InvalidDocument(Exception):
         self.errors = errors
 
 
-@cache
+_per_thread = threading.local()
+
+
 def schema() -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(XSD_PATH)))
+    """The schema, one a thread: a validator keeps the errors of its last run, so two threads
+    validating with one would read each other's."""
+    if not hasattr(_per_thread, "schema"):
+        _per_thread.schema = etree.XMLSchema(etree.parse(str(XSD_PATH)))
+    return _per_thread.schema  # type: ignore[no-any-return]
 
 
 def xsd_text() -> bytes:
@@ -83,36 +95,102 @@ def child_order() -> dict[str, list[str]]:
 
 
 def parse(body: bytes, root: str) -> etree._Element:
-    """A safe, schema-valid document whose root is `root`, or MalformedDocument/InvalidDocument."""
+    """A safe, schema-valid document whose root is `root`, or MalformedDocument/InvalidDocument.
+    Linear in the document, however many errors it holds (see `_errors`)."""
     try:
-        safe_xml.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        safety = DefusedXMLParser(target=_Nothing(), forbid_dtd=True, forbid_entities=True,
+                                  forbid_external=True)
+        safety.feed(body)
+        safety.close()
     except DefusedXmlException as exc:
         refused = type(exc).__name__
         raise MalformedDocument(f"refused: {refused} (DTDs and entities are not allowed)") from None
     except (safe_xml.ParseError, ValueError, LookupError) as exc:  # LookupError: bad encoding
         raise MalformedDocument(f"not well-formed XML: {exc}") from None
-    parser = etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
-    )
     try:
-        doc = etree.fromstring(body, parser)
-    except (etree.XMLSyntaxError, ValueError, LookupError) as exc:
-        raise MalformedDocument(f"not well-formed XML: {exc}") from None
+        # Validated as it is parsed: no tree walk and no element paths, so an error costs little.
+        doc, stream = _parsed(body, schema()), []
+    except _Invalid as exc:
+        doc, stream = _parsed(body), exc.errors
     if doc.tag != root:
         raise InvalidDocument(
             [FieldError(path=str(doc.tag), reason=f"the document must be a <{root}>",
                         line=doc.sourceline, column=1)]
         )
-    validator = schema()
-    if not validator.validate(doc):
-        log = validator.error_log
-        where = _Where.of(doc, body)  # once, for every error's line and column
-        errors = [_explain(doc, where, e) for e in islice(log, MAX_ERRORS)]
-        if len(log) > MAX_ERRORS:
-            errors.append(FieldError(path="", reason=f"... and {len(log) - MAX_ERRORS} more "
-                                     "errors like these, not listed"))
-        raise InvalidDocument(errors)
+    if stream:
+        raise InvalidDocument(_errors(body, doc, stream))
     return doc
+
+
+class _Nothing:
+    """What the safety check builds: nothing (expat's verdict is all it needs; a tree of a
+    flood's elements in Python cost more than all the rest)."""
+
+    def close(self) -> None:
+        return None
+
+
+class _Invalid(Exception):
+    def __init__(self, errors: list[Any]) -> None:
+        self.errors = errors
+
+
+def _parsed(body: bytes, validator: etree.XMLSchema | None = None) -> etree._Element:
+    """The document; _Invalid with every schema error met while parsing it, MalformedDocument
+    when it is not well-formed."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                             huge_tree=False, schema=validator)
+    try:
+        return etree.fromstring(body, parser)
+    except etree.XMLSyntaxError as exc:
+        # The parser's own log holds this parse's errors, every one (the exception's is the
+        # thread's, a hundred at most, from earlier parses too).
+        errors = list(parser.error_log)
+        if validator is None or any(e.domain != SCHEMA_ERRORS for e in errors):
+            raise MalformedDocument(f"not well-formed XML: {exc}") from None
+        raise _Invalid(errors) from None
+    except (ValueError, LookupError) as exc:
+        raise MalformedDocument(f"not well-formed XML: {exc}") from None
+
+
+def _errors(body: bytes, doc: etree._Element, stream: list[Any]) -> list[FieldError]:
+    """The first MAX_ERRORS schema errors with path, line and column, which only validating the
+    tree gives: each error there costs a walk along its elements' siblings (libxml2 names an
+    element by its place among them), so 100,000 errors among 100,000 siblings took a minute.
+    With few errors in the stream (the parse above), the whole tree is validated; with a flood,
+    its first WINDOW elements only, and what the flood holds past them is told by its count."""
+    validator = schema()
+    cut = _cut(doc, WINDOW) if len(stream) > FLOOD else set()  # doc is this call's own tree
+    validator.validate(doc)
+    log = [e for e in validator.error_log if not (cut and _cut_short(doc, cut, e))]
+    # Past the window (a flood behind a clean start): the stream's words, without a place.
+    shown = log[:MAX_ERRORS] or stream[:MAX_ERRORS]
+    where = _Where.of(doc, body)  # once, for every error's line and column
+    errors = [_explain(doc, where, e) for e in shown]
+    if len(stream) > len(shown):
+        errors.append(FieldError(path="", reason=f"... and {len(stream) - len(shown)} more "
+                                 "errors like these, not listed"))
+    return errors
+
+
+def _cut(doc: etree._Element, keep: int) -> set[etree._Element]:
+    """Keep the first `keep` elements (document order) and drop the rest; the elements the cut
+    left without their later children."""
+    dropped = next(islice(doc.iter(etree.Element), keep, None), None)
+    cut: set[etree._Element] = set()
+    child, parent = dropped, dropped.getparent() if dropped is not None else None
+    first = True
+    while parent is not None and child is not None:
+        at = parent.index(child)
+        del parent[at if first else at + 1:]
+        cut.add(parent)
+        child, parent, first = parent, parent.getparent(), False
+    return cut
+
+
+def _cut_short(doc: etree._Element, cut: set[etree._Element], error: Any) -> bool:
+    """An error the cut made: a child missing from an element whose later children it dropped."""
+    return bool(_MISSING.match(error.message.strip())) and _find(doc, error.path) in cut
 
 
 _NOT_EXPECTED = re.compile(r"Element '([^']+)': This element is not expected\. Expected is (.*)\.$")
@@ -190,11 +268,14 @@ class _Where:
         line_no = element.sourceline
         if not line_no or line_no > len(self.lines):
             return None
-        same = [e for e in self.on_line.get(line_no, []) if e.tag == element.tag]
-        nth = same.index(element) if element in same else 0
+        nth = 0  # start tags of its name before it on its line (a line may hold a whole flood)
+        for other in self.on_line.get(line_no, ()):
+            if other == element:
+                break
+            nth += other.tag == element.tag
         tag = re.compile(rf"<{re.escape(element.tag)}[\s/>]")
-        starts = [m.start() for m in tag.finditer(self.lines[line_no - 1])]
-        return starts[nth] + 1 if nth < len(starts) else None
+        found = next(islice(tag.finditer(self.lines[line_no - 1]), nth, None), None)
+        return found.start() + 1 if found else None
 
 
 # --- Documents as data (JSON) ---------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Kept in Redis (hash tipline:esps). A verified login is remembered for a short while in the process
 (by a digest of the pair, never the password), so a busy ESP does not pay the key derivation on
-every call. Checks run through a LoginGuard: off the event loop, a few at a time, failed logins
-rate-limited, and an unknown name costing what a known one does.
+every call. Checks run through a LoginGuard: off the event loop, a few at a time, failures
+counted per name and address, and an unknown name costing what a known one does.
 """
 
 import base64
@@ -76,8 +76,9 @@ class EspRegistry:
         return {str(n): json.loads(raw[n]).get("created_at", "") for n in sorted(raw)}
 
     async def authenticate(self, header: str | None, address: str) -> str | None:
-        """The ESP's name when the Basic credentials are right, else None; LoginRefused when the
-        name or the address failed too often lately (shared/logins.py)."""
+        """The ESP's name when the Basic credentials are right, else None; LoginRefused when they
+        are wrong again after too many failures of this name from this address, or when too
+        many logins wait (shared/logins.py)."""
         pair = basic_credentials(header)
         if pair is None or not NAME.match(pair[0]):
             return None

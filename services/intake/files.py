@@ -19,6 +19,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 MAX_FIELD_BYTES = 1024
+# Uploaded files are report content: readable by intake's user only, whatever its umask.
+PRIVATE_FILE, PRIVATE_FOLDER = 0o600, 0o700
 MAX_FIELDS = 16  # an upload form has an id and a file; a few more are tolerated
 
 
@@ -59,9 +61,10 @@ class Sink:
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
-        store.tmp.mkdir(parents=True, exist_ok=True)
+        store.tmp.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
         self._path = store.tmp / secrets.token_hex(16)
-        self._file: IO[bytes] = self._path.open("wb")
+        self._file: IO[bytes] = os.fdopen(
+            os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE), "wb")
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -91,7 +94,7 @@ class FileStore:
 
     def keep(self, received: Received) -> Stored:
         final = self.path_of(received.sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
         # Same content, same name: replacing an existing copy changes nothing.
         os.replace(received.tmp, final)
         return Stored(received.sha256, received.md5, received.size, final)

@@ -3,11 +3,13 @@
 The first call with a key claims it (SET NX) with a lease, and stores its answer when done; a
 retry meanwhile waits for that answer. Keys are per ESP, so two ESPs never see each other's
 answers. A call that failed (an exception or a 5xx) gives its lease up, and one that died
-mid-call lets it lapse: the next retry takes the claim over and runs again. A caller may reserve
-a value with the claim (`/v1` submit: the new report's id), and every run under the key gets the
-first reservation, so a run after a failure lands on the same report instead of making another.
-Where the caller knows the request's body (`/v1`), its fingerprint is kept with the key: the same
-key with another body is refused (`KeyReused`), never answered with the first call's answer.
+mid-call lets it lapse: the next retry takes the claim over and runs again. So does one answered
+"try again later" (Retry-After): that answer is for the one try, never kept for the key. A
+caller may reserve a value with the claim (`/v1` submit: the new report's id), and every run
+under the key gets the first reservation, so a run after a failure lands on the same report
+instead of making another. Where the caller knows the request's body (`/v1`), its fingerprint is
+kept with the key: the same key with another body is refused (`KeyReused`), never answered with
+the first call's answer.
 
 Each key is one Redis key, `tipline:idempotency:{<esp>:<sha256 of the key>}` (hash-tagged on its
 own: only single-key commands and scripts touch it), kept `tipline_idempotency_ttl_s` (24 h).
@@ -18,6 +20,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -26,8 +29,9 @@ from typing import Any, NamedTuple
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
-from shared.store import Store
+from shared.store import REDIS_UNAVAILABLE, Store
 
+log = logging.getLogger("tipline.intake.idempotency")
 KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 LEASE_S = 60.0
 # For a call that reserves what it creates (a report id): a run after a failed one lands on the
@@ -104,7 +108,8 @@ class Idempotency:
         except BaseException:
             await self._give_up(slot, claim)
             raise
-        if response.status_code >= 500:
+        if response.status_code >= 500 or "retry-after" in response.headers:
+            # Not an answer to keep: "try again" (503, 429) is for this try only.
             await self._give_up(slot, claim)
             return response
         record = {
@@ -115,12 +120,18 @@ class Idempotency:
                         if k.lower() in ("www-authenticate",)},
             "response": base64.b64encode(bytes(response.body)).decode(),
         }
-        await self._redis.set(slot, json.dumps(record), ex=self._ttl_s)
+        try:
+            await self._redis.set(slot, json.dumps(record), ex=self._ttl_s)
+        except REDIS_UNAVAILABLE as exc:
+            # The call is done and durable: its answer stands. A 503 now would send the client
+            # back to find its own step taken ("already retracted", 409), for good.
+            log.warning("the answer of %s under an Idempotency-Key was not kept: %r", endpoint,
+                        exc)
         return response
 
     async def _give_up(self, slot: str, claim: dict[str, Any]) -> None:
         """Let the next retry run at once; with Redis away the lease lapses by itself."""
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
             await self._redis.set(slot, json.dumps({**claim, "lease": 0}), xx=True,
                                   keepttl=True)
 

@@ -5,10 +5,10 @@ An integrator points an existing client here by changing the base URL and creden
 carries a Request-ID header that is also in the log line of the call.
 """
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -26,6 +26,7 @@ from services.intake.idempotency import (
     Reservation,
 )
 from services.intake.mapping import report_from
+from services.intake.pool import Busy, DocumentPool
 from services.intake.reporting import Reporting
 from shared.contracts import FieldError
 from shared.logins import LoginRefused
@@ -50,8 +51,8 @@ async def esp(request: Request, _: Annotated[None, Depends(BasicAuth())]) -> str
         name = await request.app.state.esps.authenticate(request.headers.get("authorization"),
                                                          address)
     except LoginRefused as exc:
-        raise Answer(Code.AUTHENTICATION_REQUIRED, exc.reason, http_status=429,
-                     retry_after_s=exc.retry_after_s) from None
+        raise Answer(Code.AUTHENTICATION_REQUIRED if exc.status == 429 else Code.SERVER_ERROR,
+                     exc.reason, http_status=exc.status, retry_after_s=exc.retry_after_s) from None
     if name is None:
         raise Answer(Code.AUTHENTICATION_REQUIRED)
     request.state.esp_id = name
@@ -89,14 +90,18 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _document(request: Request, root: str, limit: int) -> dict[str, Any]:
+async def _document(request: Request, esp_id: str, root: str, limit: int) -> dict[str, Any]:
     kind = _media(request)
     if kind not in (*XML_TYPES, "application/json") and not kind.endswith("+xml"):
         raise _unsupported(request, "text/xml (or application/json)")
     body = await _body(request, limit)
+    pool: DocumentPool = request.app.state.documents
     try:
-        # Parsing and schema checks are CPU work: off the event loop that serves everyone.
-        return await asyncio.to_thread(documents.read, body, kind, root)
+        # Parsing and schema checks are CPU work: off the event loop, in threads of their own.
+        return await pool.run(esp_id, len(body), partial(documents.read, body, kind, root))
+    except Busy as exc:
+        raise Answer(Code.SERVER_ERROR if exc.status >= 500 else Code.INVALID_REQUEST,
+                     exc.reason, http_status=exc.status, retry_after_s=exc.retry_after_s) from None
     except documents.MalformedDocument as exc:
         raise Answer(Code.MALFORMED_XML, str(exc)) from None
     except documents.InvalidDocument as exc:
@@ -133,6 +138,8 @@ def answered(request: Request, answer: Answer | Done) -> Response:
     """An answer in the client's spelling; /finish answers <reportDoneResponse>, errors too."""
     if isinstance(answer, Answer) and request.url.path == f"{PREFIX}/finish":
         answer.done = True
+    if isinstance(answer, Answer):
+        request.state.code = answer.code  # for the request's log line
     return render(answer, request.headers.get("accept"))
 
 
@@ -177,7 +184,10 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
     code: {"description": what, "content": {"application/xml": {}, "application/json": {}}}
     for code, what in ((200, "reportResponse, code 0"), (400, "4000, 4100, 4110 or 4200"),
                        (401, "2000: missing or bad credentials"), (404, "5001 or 5002"),
-                       (429, "2000: too many failed logins; Retry-After says when to try"),
+                       (429, "2000: too many failed logins, or 4000: too many documents of "
+                             "this ESP at once; Retry-After says when to try"),
+                       (503, "1000: Redis or the broker away, or too many documents at once; "
+                             "Retry-After says when to try"),
                        (409, "5101, 5102 or 5103"), (413, "body or file too large"),
                        (415, "wrong Content-Type"))
 }
@@ -229,7 +239,7 @@ async def xsd() -> Response:
 @router.post("/submit", summary="Open a report", openapi_extra=_doc_body("report"))
 async def submit(request: Request, esp_id: Esp, svc: Svc) -> Response:
     async def call(reservation: Reservation) -> Answer:
-        data = await _document(request, "report", svc.settings.tipline_max_body_bytes)
+        data = await _document(request, esp_id, "report", svc.settings.tipline_max_body_bytes)
         try:
             report = report_from(data)
         except ValueError as exc:
@@ -276,7 +286,8 @@ async def upload(request: Request, esp_id: Esp, svc: Svc) -> Response:
              openapi_extra=_doc_body("fileDetails"))
 async def fileinfo(request: Request, esp_id: Esp, svc: Svc) -> Response:
     async def call(_: Reservation) -> Answer:
-        data = await _document(request, "fileDetails", svc.settings.tipline_max_body_bytes)
+        data = await _document(request, esp_id, "fileDetails",
+                               svc.settings.tipline_max_body_bytes)
         return await svc.describe_file(esp_id, data)
 
     return await _answer(request, esp_id, call)

@@ -28,6 +28,7 @@ from services.intake.handlers import register
 from services.intake.idempotency import Idempotency
 from services.intake.ids import ReportIds
 from services.intake.outbox import DUE, Outbox
+from services.intake.pool import DocumentPool
 from services.intake.reporting import Reporting
 from services.intake.timeline import Timeline
 from shared import ops
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
             keep_sweeping(abandonment, outbox, settings.tipline_abandon_tick_s))
         yield
         await cancel(sweeping)
+        app.state.documents.close()
         # With the broker away, stopping waits for it (the producer flushes what it holds), and
         # what was not sent is in the outbox anyway. A stop cut short is not awaited: the process
         # ends next, and the shutdown deadline (shared/shutdown.py) bounds the rest.
@@ -89,6 +91,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.broker = broker
     app.state.esps = EspRegistry(redis, LoginGuard(Limits.of(settings)))
     app.state.idempotency = Idempotency(redis, settings.tipline_idempotency_ttl_s)
+    app.state.documents = DocumentPool(settings.tipline_document_threads,
+                                       settings.tipline_documents_per_esp)
     app.state.ops = ops.Ops("intake", {
         "broker": lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S), "redis": redis.ping,
     }, [broker])
@@ -136,8 +140,11 @@ class RequestIds:
             if started:  # too late to answer: the server closes the connection
                 raise
             await failed(request, exc)(scope, receive, sending)
-        log.info("request_id=%s %s %s -> %s esp=%s", rid, request.method, request.url.path,
-                 status, getattr(request.state, "esp_id", "-"),
+        # A refusal's line names its code (5103, 2000...): why, not only that, it was refused.
+        code = getattr(request.state, "code", None)
+        log.info("request_id=%s %s %s -> %s%s esp=%s", rid, request.method, request.url.path,
+                 status, f" code={int(code)}" if code is not None else "",
+                 getattr(request.state, "esp_id", "-"),
                  extra={"report_id": getattr(request.state, "report_id", None)})
 
 

@@ -188,6 +188,12 @@ class Reporting:
             create = partial(self.drafts.create, report_id, esp_id, at, state, pending, **fields)
             if await self.outbox.accept(report_id, pending, create):
                 trace.get_current_span().set_attribute("report.id", report_id)
+                if state is DraftState.OPEN:
+                    # And again once made: a creation that waited (its shard restarting) past
+                    # that deadline may have been swept meanwhile, and the timer forgets a
+                    # report it finds no draft of.
+                    with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
+                        await self.abandonment.watch(report_id, self.drafts.deadline(at, at))
                 await self.outbox.deliver(report_id, pending)
                 return report_id
             if report_id == reserved and fields.get("idempotency"):
@@ -269,7 +275,10 @@ class Reporting:
         pending = self._changed(report_id, esp_id, draft, "file uploaded", file)
         with self.tracer.start_as_current_span("ispws upload", attributes={"report.id": report_id}):
             await self._accept(report_id, pending, AddFile(file.model_dump_json()))
-        await self.redis.hsetnx(contents, stored.sha256, file_id)
+        # Accepted: a 503 now would have the ESP send the file again. The note only flags a
+        # later copy of the same content as a duplicate.
+        with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
+            await self.redis.hsetnx(contents, stored.sha256, file_id)
         return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id, hash=stored.md5)
 
     async def describe_file(self, esp_id: str, data: dict[str, Any]) -> Answer:

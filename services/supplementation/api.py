@@ -64,7 +64,7 @@ async def analyst(
     try:
         ok = await svc.directory.verify(credentials.username, credentials.password, address)
     except LoginRefused as exc:
-        raise HTTPException(429, exc.reason,
+        raise HTTPException(exc.status, exc.reason,
                             headers={"Retry-After": str(exc.retry_after_s)}) from None
     if not ok:
         raise HTTPException(401, "unknown analyst or wrong password",
@@ -128,6 +128,13 @@ def _not_retracted(case: Case, report_id: str) -> None:
         raise HTTPException(409, f"report {report_id} was retracted")
 
 
+def being_released(report_id: str) -> HTTPException:
+    """A release in flight (or one the broker cut short, which the analyst's retry finishes):
+    a moment's state, so the answer says when to try again."""
+    return HTTPException(409, f"report {report_id} is being released: try again",
+                         headers={"Retry-After": "1"})
+
+
 def _field_error(field: str, reason: str) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", field], "msg": reason, "type": "value_error"}])
 
@@ -138,7 +145,7 @@ async def _announce(svc: Analysis, report_id: str, kept: Kept) -> dict[str, Any]
     change not sent yet go again (each once by its id), so what the broker missed goes with the
     next addition."""
     if kept.state == CaseState.RELEASING:
-        raise HTTPException(409, f"report {report_id} is being released: try again")
+        raise being_released(report_id)
     case = await _case(svc, report_id)
     priority = Priority[(case.routing or {}).get("priority", "normal").upper()]
     unsent = case.unsent
@@ -181,6 +188,8 @@ async def read_case(report_id: str, svc: Svc, _: ReaderId) -> Any:
 @router.post("/reports/{report_id}/hold", status_code=202)
 async def hold(report_id: str, body: Hold, svc: Svc, analyst_id: AnalystId) -> Any:
     state = await svc.cases.hold(report_id, body.reason, analyst_id)
+    if state == CaseState.RELEASING:
+        raise being_released(report_id)
     if state != CaseState.HELD:
         raise HTTPException(409, f"report {report_id} is {state} for referral: amend it instead")
     await svc.timeline.record(report_id, derived_id(report_id, "held"), Kind.HELD,

@@ -22,6 +22,7 @@ from shared.http import (
     BodyTooLarge,
     answer_unavailable,
     json_refusal,
+    proxies,
     refuse_too_large,
 )
 from shared.kafka import make_broker
@@ -56,7 +57,8 @@ def create_app(settings: Settings) -> FastStream:
         api.add_exception_handler(away, answer_unavailable)
     count_requests(api, "supplementation")  # the analyst API's requests, on the ops endpoint
     server = _Server(uvicorn.Config(api, host=settings.tipline_analyst_host,
-                                    port=settings.tipline_analyst_port, log_level="warning"))
+                                    port=settings.tipline_analyst_port, log_level="warning",
+                                    **proxies(settings)))
     tasks: list[asyncio.Task[None]] = []
 
     async def serve_api() -> None:

@@ -182,6 +182,7 @@ def summary(result: dict[str, Any], tally: Tally) -> dict[str, Any]:
         "kills": dict(tally.kills), "rebalances": tally.rebalances,
         "redeliveries_absorbed": result["notices"]["redeliveries_absorbed"],
         **{c: result["oracle"][c] for c in COUNTERS},
+        "refused_without_cause": result["refusals"]["without_cause"],
     }
 
 
@@ -196,6 +197,9 @@ def assert_nothing_wrong(result: dict[str, Any], faults: Faults, reports: int) -
     assert tuple(judged[c] for c in COUNTERS) == (0, 0, 0, 0), judged["examples"]
     assert result["notices"]["of_other_reports"] == 0
     assert result["abandonment_not_due"] == 0
+    # A refusal (4xx) of what the stream says must be accepted, unexplained by the report's
+    # state: a transient fault answered as if for good (an ESP gives up on it).
+    assert result["refusals"]["without_cause"] == 0, result["refusals"]["examples"]
     outcomes = result["outcomes"]
     assert outcomes.get("referred", 0) > reports // 2
     for played_out in ("retracted after referral", "amended", "abandoned", "withheld"):

@@ -290,3 +290,26 @@ async def test_new_rules_go_live_without_restart_but_never_reroute_a_released_re
     (again,) = await analysis.releaser.release([released])  # a redelivery under new rules
     assert sorted(again.agencies) == sorted(api.agencies)
     assert again.rules_version != live.current.version
+
+
+async def test_a_release_cut_short_says_when_to_try_again_and_its_retry_finishes_it(
+    api: Api, settings: Settings
+) -> None:
+    """The broker away in the middle of a release (503) leaves the case releasing: a hold or an
+    amendment meanwhile is told to try again (409 with Retry-After, never a bare 409 an analyst
+    would take as final), and the analyst's retry of the release finishes it."""
+    report_id = f"an-{uuid.uuid4().hex}"
+    hold = await api.http.post(f"/v1/analyst/reports/{report_id}/hold", json={"reason": "r"})
+    assert hold.status_code == 202, hold.text
+    assert await arrive(api, report_id, texas_report()) == "held"
+    analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
+    assert await analysis.cases.begin_release(report_id) == "releasing"  # then the broker went
+
+    for answer in (
+        await api.http.post(f"/v1/analyst/reports/{report_id}/hold", json={"reason": "r"}),
+        await api.http.post(f"/v1/analyst/reports/{report_id}/amendments",
+                            json={"path": "child_in_imminent_danger", "value": True,
+                                  "reason": "r"})):
+        assert answer.status_code == 409 and answer.headers["retry-after"] == "1", answer.text
+    released = await api.http.post(f"/v1/analyst/reports/{report_id}/release")
+    assert released.status_code == 202 and released.json()["state"] == "released"

@@ -138,3 +138,26 @@ async def test_a_sweep_cut_short_by_redis_leaves_nothing_to_wait_out_its_lease(
     for report_id in report_ids:
         assert (await redis.zscore(DEADLINES, report_id) or 0) <= time.time(), "still leased"
     assert set(report_ids) <= set(await abandonment.sweep())
+
+
+async def test_a_report_made_after_its_deadline_passed_is_still_abandoned(
+    http: httpx.AsyncClient, redis: Redis, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report's creation that waited past the deadline it was watched with (its shard
+    restarting, in the scaled chaos run): the timer, finding no draft meanwhile, dropped the
+    watch, and the report stayed open for good; the ESP's cancel was answered 5103 ever after."""
+    drafts: Drafts = app.state.reporting.drafts
+    abandonment = sweeper(app)
+    create = drafts.create
+
+    async def late(*args: Any, **kwargs: Any) -> bool:
+        await abandonment.sweep(at=time.time() + WINDOW + 1)  # a tick while this one waits
+        return await create(*args, **kwargs)
+
+    monkeypatch.setattr(drafts, "create", late)
+    report_id = field((await http.post("/ispws/submit", content=report_xml(), headers=XML)).text,
+                      "reportId")
+    monkeypatch.undo()
+    assert report_id in await abandonment.sweep(at=time.time() + WINDOW + 1)
+    assert (await drafts.get(report_id))["state"] == "abandoned"
+    assert await redis.zscore(DEADLINES, report_id) is None

@@ -9,6 +9,7 @@ server forgot them); nothing that administers the server runs; a script cannot r
 than its caller. Without a login nothing runs, and a script's writes survive a restart."""
 
 import base64
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from pydantic import SecretStr
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from services.console.sessions import Sessions
 from services.intake.esps import EspRegistry, basic_credentials
 from services.intake.timeline import Timeline
 from services.notification.ledger import Ledger
@@ -28,6 +30,7 @@ from shared.analysts import AnalystDirectory
 from shared.contracts import FileInfo, Priority
 from shared.settings import Settings
 from shared.store import Store, connect
+from tests.conftest import users_cluster
 from tests.tls_support import LOOPBACK, valkey
 from tipline import credentials, ownership
 from tipline.access import REDIS_OPERATOR, REDIS_RULES
@@ -72,11 +75,19 @@ def one_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stack.stop()
 
 
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A cluster of this module's own, with `tipline up`'s users: the probes write every owner's
+    keys, some under fixed names (tipline:abandonment:deadlines) and of another type than their
+    owner's, which no other test may then find."""
+    yield from users_cluster(tmp_path_factory.mktemp("acl-cluster"))
+
+
 @pytest.fixture(params=["one server", "cluster"])
 def server(request: pytest.FixtureRequest) -> Server:
     if request.param == "one server":
         return request.getfixturevalue("one_server")  # type: ignore[no-any-return]
-    shards: Stack = request.getfixturevalue("valkey_cluster")  # `tipline up`'s way to its users
+    shards: Stack = request.getfixturevalue("own_cluster")
     passwords = {s: env["REDIS_PASSWORD"] for s, env in shards.service_env.items()}
     return Server(shards.redis, True, {**passwords, REDIS_OPERATOR: shards.redis_password})
 
@@ -213,9 +224,15 @@ async def notification_code(redis: Store, operator: Store, tag: str) -> None:
 
 async def console_code(redis: Store, operator: Store, tag: str) -> None:
     await AnalystDirectory(operator).add(f"staff-{tag}", "synthetic-password-1", "operator")
-    assert await AnalystDirectory(redis).role(f"staff-{tag}") == "operator"
-    assert await AnalystDirectory(redis).verify(f"staff-{tag}", "synthetic-password-1",
-                                                "127.0.0.1")
+    directory = AnalystDirectory(redis)
+    assert await directory.role(f"staff-{tag}") == "operator"
+    assert await directory.verify(f"staff-{tag}", "synthetic-password-1", "127.0.0.1")
+    signed_in = Sessions(redis, directory, b"s" * 32, 60)  # its own key: the sign-outs
+    cookie = await signed_in.open(f"staff-{tag}", "operator", time.time())
+    session = await signed_in.current(cookie, time.time())
+    assert session is not None
+    await signed_in.close(session, time.time())
+    assert await signed_in.current(cookie, time.time()) is None
 
 
 OWN_CODE: dict[str, Callable[[Store, Store, str], Awaitable[None]]] = {

@@ -1,6 +1,7 @@
 """The console's read model and pages: pure functions over synthetic events (made as the
 console bench makes them: tipline.consolebench)."""
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 from services.console import pages, sessions
@@ -156,12 +157,15 @@ def test_the_report_page_says_who_got_what() -> None:
 
 def test_sessions_are_signed_and_expire() -> None:
     secret = b"s" * 32
-    cookie = sessions.issue(secret, "ana", "operator", now=1000, ttl_s=60)
-    assert sessions.check(secret, cookie, 1010) == sessions.Session("ana", "operator", 1060)
+    cookie = sessions.issue(secret, "ana", "operator", now=1000, ttl_s=60, stored="scrypt$1")
+    assert sessions.check(secret, cookie, 1010) == sessions.Session(
+        "ana", "operator", 1060, 1000, sessions.fingerprint(secret, "scrypt$1"))
+    body = cookie.split(".")[0]
+    assert b"scrypt" not in base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))  # no hash
     assert sessions.check(secret, cookie, 1061) is None
     assert sessions.check(b"t" * 32, cookie, 1010) is None
     _, mac = cookie.split(".")
-    forged = sessions.issue(b"t" * 32, "ana", "analyst", 1000, 60).split(".")[0]
+    forged = sessions.issue(b"t" * 32, "ana", "analyst", 1000, 60, "scrypt$1").split(".")[0]
     assert sessions.check(secret, f"{forged}.{mac}", 1010) is None
     assert sessions.check(secret, "garbage", 1010) is None
 

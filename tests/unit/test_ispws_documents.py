@@ -45,6 +45,41 @@ def test_out_of_order_elements_are_named_with_line_and_column() -> None:
                             "expected <batchedReport> or <incidentSummary> here")
 
 
+def errors_of(body: bytes) -> list[tuple[str, int | None, int | None, str]]:
+    with pytest.raises(documents.InvalidDocument) as caught:
+        documents.parse(body, "report")
+    return [(e.path, e.line, e.column, e.reason) for e in caught.value.errors]
+
+
+MISPLACED = "<victim><x/></victim>"  # one misplaced element a victim
+
+
+def test_a_flood_of_errors_lists_the_same_first_ones_as_a_few() -> None:
+    """A flood is explained from its first elements only (its errors past them are counted):
+    its first MAX_ERRORS are those of a document holding just a few more of the same, which the
+    whole tree's check explains."""
+    few = documents.MAX_ERRORS + 10  # under the flood mark: the whole tree is checked
+    flood = 30_000  # past it, and past the window of elements explained
+    assert few < documents.FLOOD < flood and 2 * flood > documents.WINDOW
+    listed = errors_of(report_xml(tail=MISPLACED * few))
+    flooded = errors_of(report_xml(tail=MISPLACED * flood))
+    assert flooded[:-1] == listed[:-1]
+    assert all(line and column and path for path, line, column, _ in flooded[:-1])
+    assert flooded[-1][3] == f"... and {flood - documents.MAX_ERRORS} more errors like these, " \
+                             "not listed"
+
+
+def test_a_flood_past_the_explained_window_is_still_told() -> None:
+    """Clean elements first, then the flood: what the window holds is clean, so the errors are
+    given in the schema's words without their place, and counted."""
+    clean = "<victim><victimPerson><firstName>A</firstName></victimPerson></victim>"
+    body = report_xml(tail=clean * documents.WINDOW + MISPLACED * 500)
+    errors = errors_of(body)
+    assert len(errors) == documents.MAX_ERRORS + 1
+    assert errors[0][3].startswith("<x> is not allowed here")
+    assert errors[-1][3] == "... and 450 more errors like these, not listed"
+
+
 def test_missing_and_unknown_elements_and_bad_values() -> None:
     body = b"""<report><incidentSummary><incidentType>Nope</incidentType>
 <incidentDateTime>2020-01-01T00:00:00</incidentDateTime><bogus/></incidentSummary></report>"""

@@ -5,10 +5,11 @@ import json
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tipline.generate import Mix, events, read, write
-from tipline.replay import percentiles, schedule
+from tipline.replay import percentiles, refusal_code, schedule, with_cause
 from tipline.stack import CONSUMERS, copy_name, free_port, service_of
 from tipline.synthetic import expected_agencies
 
@@ -130,3 +131,15 @@ def test_a_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:
     for port in ports:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_a_refusal_has_a_cause_only_in_the_state_that_explains_it() -> None:
+    ispws = httpx.Response(409, json={"reportResponse": {"responseCode": 5103}})
+    v1 = httpx.Response(409, json={"detail": {"code": 5101, "description": "..."}})
+    conflict = httpx.Response(409, json={"detail": "a call with this key is in progress"})
+    assert (refusal_code(ispws), refusal_code(v1), refusal_code(conflict)) == (5103, 5101, None)
+    assert with_cause(5101, "retracted") and with_cause(5103, "abandoned")
+    # The scaled chaos run's cancel: 5103 while the report stayed open, never abandoned.
+    assert not with_cause(5103, "open")
+    assert not with_cause(5101, "open") and not with_cause(None, "retracted")
+    assert not with_cause(5001, None)  # "no such report" for a report the ESP was given

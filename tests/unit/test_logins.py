@@ -1,4 +1,5 @@
-"""The login guard: checks off the event loop, bounded, and failures rate-limited."""
+"""The login guard: checks off the event loop, bounded, a right password always let in, and
+failures slowed per name and address."""
 
 import asyncio
 import threading
@@ -39,8 +40,10 @@ async def test_checks_run_off_the_event_loop_a_few_at_a_time() -> None:
     assert ticks > 20  # the loop went on while the checks ran
 
 
-async def test_failures_are_limited_per_name_and_per_address() -> None:
-    guard = LoginGuard(Limits(per_name=3, per_address=5, window_s=60))
+async def test_a_right_password_gets_in_whatever_failed_before_it() -> None:
+    """Eleven wrong guesses at alice's password, from her own address too: each is checked,
+    the eleventh is told to slow down, and alice's right password still gets in."""
+    guard = LoginGuard(Limits(failures=10, window_s=60))
     calls = 0
 
     def wrong() -> bool:
@@ -48,16 +51,16 @@ async def test_failures_are_limited_per_name_and_per_address() -> None:
         calls += 1
         return False
 
-    for _ in range(3):
+    for _ in range(10):
         assert not await guard.check("alice", "10.0.0.1", wrong)
-    with pytest.raises(LoginRefused) as refused:
-        await guard.check("alice", "10.0.0.2", wrong)  # another address, the same name
-    assert refused.value.retry_after_s > 0 and calls == 3  # refused without any work
-    for name in ("bob", "carol"):
-        assert not await guard.check(name, "10.0.0.1", wrong)
-    with pytest.raises(LoginRefused):
-        await guard.check("dave", "10.0.0.1", wrong)  # the address failed five times
-    assert await guard.check("dave", "10.0.0.3", lambda: True)
+    with pytest.raises(LoginRefused) as slow_down:
+        await guard.check("alice", "10.0.0.1", wrong)
+    assert (slow_down.value.status, calls) == (429, 11)  # checked first, then refused
+    assert 0 < slow_down.value.retry_after_s <= 61
+    assert await guard.check("alice", "10.0.0.1", lambda: True)
+    # Failures count per name and address: another address, or another name, is not slowed.
+    assert not await guard.check("alice", "10.0.0.2", wrong)
+    assert not await guard.check("bob", "10.0.0.1", wrong)
 
 
 async def test_a_flood_beyond_the_queue_is_refused_at_once() -> None:
@@ -70,8 +73,9 @@ async def test_a_flood_beyond_the_queue_is_refused_at_once() -> None:
 
     first = [asyncio.create_task(guard.check(f"u{i}", f"a{i}", blocked)) for i in range(2)]
     await asyncio.sleep(0.05)
-    with pytest.raises(LoginRefused, match="at once"):
+    with pytest.raises(LoginRefused, match="at once") as busy:
         await guard.check("u9", "a9", blocked)
+    assert busy.value.status == 503  # busy: nothing checked, try again
     release.set()
     assert await asyncio.gather(*first) == [True, True]
 
