@@ -12,6 +12,7 @@ jars), except under CI (CI=true, as .ci/run runs): there they fail.
 """
 
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -58,9 +59,9 @@ class ApacheKafka:
         """librdkafka's settings of one principal (confluent-kafka clients)."""
         return self.cluster.client_config(principal, self.passwords[principal])
 
-    def kill(self, node_id: int) -> None:
-        """kill -9 one node."""
-        kafkacluster.kill(self.stack, node_id)
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        """kill -9 one node (or stop it with `sig`: SIGTERM, a controlled shutdown)."""
+        kafkacluster.kill(self.stack, node_id, sig)
 
     def restart(self, node_id: int, timeout: float = 60.0) -> None:
         """Start a killed node again (its ports and data), until it listens."""
@@ -69,7 +70,11 @@ class ApacheKafka:
 
     def leader(self, topic: str, partition: int = 0) -> int:
         """The id of the node leading this partition now."""
-        return kafkacluster.leader(self.cluster, self.passwords[ADMIN], topic, partition)
+        return self.leaders([topic])[(topic, partition)]
+
+    def leaders(self, topics: list[str]) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the id of the node leading it now."""
+        return kafkacluster.leaders(self.cluster, self.passwords[ADMIN], topics)
 
 
 def require_apache_kafka() -> None:

@@ -263,11 +263,12 @@ def start(stack: "Stack", cluster: Cluster, passwords: Mapping[str, str],
     wait_for_login(cluster, passwords[ADMIN], timeout)
 
 
-def kill(stack: "Stack", node_id: int) -> None:
-    """kill -9 one node: no shutdown of any kind."""
+def kill(stack: "Stack", node_id: int, sig: int = signal.SIGKILL, timeout: float = 60.0) -> None:
+    """Stop one node: kill -9 (no shutdown of any kind), or SIGTERM (a controlled shutdown: it
+    hands its partitions' leadership over first)."""
     (child,) = [c for c in stack.children if c.name == f"kafka-{node_id}"]
-    child.process.send_signal(signal.SIGKILL)
-    child.process.wait(30)
+    child.process.send_signal(sig)
+    child.process.wait(timeout)
     stack.children.remove(child)
 
 
@@ -335,10 +336,12 @@ def wait_for_login(cluster: Cluster, admin_password: str, timeout: float = 60.0)
                 time.sleep(0.2)
 
 
-def leader(cluster: Cluster, admin_password: str, topic: str, partition: int) -> int:
-    """The node id that leads this partition now."""
-    metadata = _admin(cluster, admin_password).list_topics(topic, timeout=10)
-    return int(metadata.topics[topic].partitions[partition].leader)
+def leaders(cluster: Cluster, admin_password: str,
+            topics: list[str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the id of the node that leads it now."""
+    metadata = _admin(cluster, admin_password).list_topics(timeout=10).topics
+    return {(t, p): int(partition.leader) for t in topics
+            for p, partition in metadata[t].partitions.items()}
 
 
 def start_apache(stack: "Stack", brokers: int) -> tuple[Cluster, bool]:

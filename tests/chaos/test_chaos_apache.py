@@ -165,3 +165,62 @@ async def test_each_notice_reaches_its_agency_once_though_its_sender_dies_as_it_
     harness.assert_nothing_wrong(result, faults, REPORTS)
     assert all(faults.tally.kills[s] >= KILLS_EACH for s in SENDERS), faults.tally.kills
     assert copies == 0, f"agencies read {copies} notices twice"
+
+
+BROKER_REPORTS = 160
+BROKER_RATE = 4.0  # the load lasts through the kill and the rolling restart (about 40 s)
+
+
+@dataclass
+class BrokerFaults(harness.Faults):
+    kafka: ApacheKafka | None = None
+    broker_kills: int = 0
+    broker_restarts: int = 0
+
+    def busiest(self) -> int:
+        """The node that leads most of the pipeline's and the agencies' partitions."""
+        assert self.kafka is not None
+        agencies = load_agencies(self.settings.tipline_routing_file)
+        leaders = self.kafka.leaders(
+            [*topics.PIPELINE_TOPICS, *(topics.agency_topic(a) for a in agencies)])
+        return Counter(leaders.values()).most_common(1)[0][0]
+
+    async def restart(self, node_id: int, sig: int) -> None:
+        assert self.kafka is not None
+        await asyncio.to_thread(self.kafka.kill, node_id, sig)
+        self.broker_kills += sig == signal.SIGKILL
+        await asyncio.sleep(self.rng.uniform(3.0, 6.0))
+        await asyncio.to_thread(self.kafka.restart, node_id)
+        self.broker_restarts += 1
+
+    async def run(self, dispatched: asyncio.Event) -> None:
+        """kill -9 the busiest node in the middle of the load and start it again, then restart
+        all three one after another, each given time to catch up."""
+        await asyncio.sleep(6.0)
+        await self.restart(await asyncio.to_thread(self.busiest), signal.SIGKILL)
+        await asyncio.sleep(6.0)
+        for node_id in (1, 2, 3):
+            await self.restart(node_id, signal.SIGTERM)
+            await asyncio.sleep(6.0)
+
+
+@pytest.fixture
+async def broker_faults(apache_cluster: ApacheKafka, tmp_path: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[BrokerFaults]:
+    async with pipeline_on(apache_cluster, tmp_path, monkeypatch) as stack:
+        yield BrokerFaults(stack, stack.settings(), random.Random(9), kafka=apache_cluster)
+
+
+@pytest.mark.timeout(600)
+async def test_the_pipeline_loses_nothing_when_brokers_fail(broker_faults: BrokerFaults) -> None:
+    faults = broker_faults
+    stream = harness.stream_of(BROKER_REPORTS, BROKER_RATE)
+    result = await harness.replay_with(faults, stream, settle_timeout=240, run_faults=faults.run)
+    harness.report(result, {**harness.summary(result, faults.tally),
+                            "broker_kills": faults.broker_kills,
+                            "broker_restarts": faults.broker_restarts,
+                            "notices": result["notices"]["distinct"],
+                            "copies_read_committed": result["notices"]["redeliveries_absorbed"]},
+                   label="broker-failure tally")
+    harness.assert_nothing_wrong(result, faults, BROKER_REPORTS)
+    assert (faults.broker_kills, faults.broker_restarts) == (1, 4)

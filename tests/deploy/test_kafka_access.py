@@ -58,11 +58,13 @@ def script() -> tuple[list[str], dict[str, set[Grant]]]:
 
 @pytest.fixture(scope="module")
 def brokers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Each consuming service's broker as the service builds it (nothing connects)."""
+    """Each consuming service's broker as the service builds it for Apache Kafka, in
+    transactions (nothing connects)."""
     keys = tmp_path_factory.mktemp("keys")
     ensure_keys(keys)
     settings = Settings(kafka_bootstrap_servers="kafka:9092", redis_url="redis://redis:6379/0",
-                        tipline_keys_dir=keys, tipline_files_dir=keys / "files")
+                        tipline_keys_dir=keys, tipline_files_dir=keys / "files",
+                        kafka_transactions=True)
     out = {s: importlib.import_module(f"services.{s}.main").create_app(settings).broker
            for s in ("validation", "supplementation", "referral", "retraction")}
     out["intake"] = importlib.import_module("services.intake.main").create_app(
