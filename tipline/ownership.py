@@ -47,9 +47,10 @@ OWNERS = (
     Holding(
         "supplementation",
         ("{r}:case", "{r}:case:supplements", "{r}:case:amendments", "{r}:case:after-release",
-         "{r}:case:retracted"),
+         "{r}:case:retracted", "{r}:case:additions", "tipline:triage"),
         "`ReportSupplemented` (supplements, amendments, routing, priority), `AmendReport` for "
-        "changes after release; learns of retractions from `ReportRetracted`",
+        "changes after release, `ReportClosed`; learns of retractions from `ReportRetracted`, "
+        "of public reporters' additions from `InformationAdded`",
         writers=("supplementation",)),
     Holding(
         "notification",

@@ -76,7 +76,8 @@ def case_table() -> str:
             ("held, report in", CaseFile(CaseState.HELD, True)),
             ("open", CaseFile(CaseState.OPEN)),
             ("releasing", CaseFile(CaseState.RELEASING, True)),
-            ("released", CaseFile(CaseState.RELEASED, True))]
+            ("released", CaseFile(CaseState.RELEASED, True)),
+            ("closed", CaseFile(CaseState.CLOSED, True))]
     events = [e for e in CaseEvent if e is not CaseEvent.KEEP_AMENDMENT]
 
     def cell(case: CaseFile, event: CaseEvent) -> str:
