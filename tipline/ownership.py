@@ -31,9 +31,10 @@ OWNERS = (
         "intake",
         ("{r}:draft", "{r}:pending", "{r}:files", "{r}:described", "{r}:contents", "{r}:report",
          "{r}:seen", "{r}:timeline", "tipline:idempotency:…", "tipline:abandonment:deadlines",
-         "tipline:intake:due"),
-        "drafts, submissions and retraction requests as events; the timeline is its own (the "
-        "ESP's view), fed by the others' `TimelineFacts` in the ESP's form",
+         "tipline:intake:due", "tipline:forms:…", "tipline:form-key"),
+        "drafts, submissions, retraction requests and public reporters' additions as events; the "
+        "timeline is its own (the ESP's view), fed by the others' `TimelineFacts` in the ESP's "
+        "form; the public form's key and the forms sent (by their token) are no one else's",
         writers=("intake",)),
     Holding(
         "ESP directory", ("tipline:esps",),

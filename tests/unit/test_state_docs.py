@@ -49,6 +49,7 @@ def draft_table() -> str:
         ("retract", lifecycle.Retract()),
         ("retract (strict)", lifecycle.Retract(strict=True)),
         ("abandon (deadline passed)", lifecycle.Abandon()),
+        ("add information (public)", lifecycle.AddInformation()),
     ]
     windows = lifecycle.Windows(60.0, 60.0)
 
