@@ -169,8 +169,8 @@ def receipt(report_id: str, code: str, received_at: str, notice: str | None = No
         "<p>Write both down, or save this page. With them you can add information to your "
         "report later. We cannot show you the code again, and we will never ask you for it by "
         "phone or email.</p>"
-        "<p>An analyst will read your report. We do not tell anyone who sent it, and you will "
-        "not hear what happens next.</p>"
+        "<p>An analyst will read your report and decide whether to pass it to law enforcement. "
+        "For the safety of everyone involved, we cannot tell you what happens next.</p>"
         f'<p><a href="{PREFIX}/add">Add information to your report</a></p>')
     return page("Your report was received", body)
 
