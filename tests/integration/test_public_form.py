@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from services.intake.esps import EspRegistry
 from services.intake.main import create_app
 from shared import topics
+from shared.audiences import PUBLIC_REPORTER_SEES
 from shared.contracts import PUBLIC_FORM
 from shared.settings import Settings
 from shared.store import connect
@@ -125,6 +126,9 @@ async def test_a_report_gets_a_receipt_and_travels_as_a_public_report(
     report_id, code = field(answer.text, "report_id"), field(answer.text, "code")
     assert re.fullmatch(r"[0-9A-Z]{4}(-[0-9A-Z]{4}){4}", code)
     assert answer.headers["cache-control"] == "no-store"
+    # The receipt tells what the reporter may know (shared/audiences.py), and the code once.
+    assert set(re.findall(r'data-field="([^"]+)"', answer.text)) == PUBLIC_REPORTER_SEES | {
+        "code"}
     records = await read_topic(settings, topics.REPORTS_SUBMITTED,
                                lambda rs: any(r["report_id"] == report_id for r in rs))
     (event,) = [r for r in records if r["report_id"] == report_id]
@@ -188,6 +192,7 @@ async def test_information_is_added_with_the_receipt_and_only_with_it(
                            "/report/add")
     assert added.status_code == 200, added.text
     assert field(added.text, "report_id") == report_id
+    assert set(re.findall(r'data-field="([^"]+)"', added.text)) <= PUBLIC_REPORTER_SEES
     records = await read_topic(settings, topics.REPORTS_ADDITIONS,
                                lambda rs: any(r["report_id"] == report_id for r in rs))
     assert [r["text"] for r in records if r["report_id"] == report_id] == [text]
