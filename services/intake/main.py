@@ -3,8 +3,8 @@ one Redis, the reporting core, the ESPs' two front doors and the public's (`/rep
 that sends what requests left in the outbox and abandons what was never finished.
 
 The ESP port serves the ESP APIs and the public form only: health, readiness and metrics are on
-the ops port
-(`shared.service.serve_http`), and the OpenAPI document is in docs/ (`tipline docs`).
+the ops port (`shared.service.serve_http`), and the OpenAPI document is in docs/ (`tipline
+docs`).
 """
 
 import asyncio
