@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 IMAGES := intake validation supplementation referral retraction console
 TAG ?= dev
 
-.PHONY: run up test lint bench docs images clean
+.PHONY: run up test lint bench docs images kafka clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tipline needs Python 3.11+"'
@@ -28,6 +28,10 @@ up: $(INSTALLED)
 test: $(INSTALLED)
 	@$(BIN)/python -m pytest -q -rs -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: no tests ran"; exit 1; fi; exit $$rc
+
+## kafka: Apache Kafka's jars (deploy/kafka/pom.xml) through Maven into ~/.cache/tipline, once (needs Java 17+ and Maven); `tipline up --kafka apache` and tests/apache use them
+kafka: $(INSTALLED)
+	$(BIN)/tipline kafka fetch
 
 ## lint: ruff and mypy
 lint: $(INSTALLED)

@@ -6,7 +6,7 @@ How a service consumes (a fetched batch as one, at least once) is `shared.batche
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -37,7 +37,7 @@ from shared.topics import WRITERS
 from shared.topology import partitions_of, topic_config
 
 __all__ = ["TiplineBroker", "consumer_lag", "consumer_options", "ensure_topics",
-           "kafka_client_options", "kafka_security", "make_broker"]
+           "kafka_client_options", "kafka_security", "make_broker", "topic_partitions"]
 
 
 _SASL = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512, "PLAIN": SASLPlaintext}
@@ -200,6 +200,21 @@ async def ensure_topics(settings: Settings, names: list[str],
         await admin.close()
 
 
+async def topic_partitions(settings: Settings, names: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of those of these topics that exist (and the caller may describe), from
+    the cluster's metadata. A consumer's `partitions_for_topic` knows only the topics it tracks
+    already: on Apache Kafka none before it is assigned one (the embedded broker names every
+    topic in an answer to a metadata request for none)."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(names))
+    finally:
+        await admin.close()
+    return sorted(TopicPartition(t["topic"], p["partition"])
+                  for t in described if t["error_code"] == 0 for p in t["partitions"])
+
+
 # Consumer lag is the partition's high-water mark minus the group's committed offset. The
 # high-water mark comes from a fetch (`consumer.highwater`), because the embedded broker's
 # `end_offsets` answers the start of the last batch instead (see the embedded-broker notes).
@@ -213,12 +228,10 @@ async def consumer_lag(settings: Settings, timeout_s: float = 3.0,
         groups = sorted(g[0] for g in await admin.list_consumer_groups())
         topics = [t for t in await admin.list_topics()
                   if not t.startswith("__") and t not in skip]
+        tps = await topic_partitions(settings, topics)
         probe = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
         await probe.start()
         try:
-            await probe.topics()
-            tps = [TopicPartition(t, p) for t in topics
-                   for p in sorted(probe.partitions_for_topic(t) or ())]
             committed: dict[str, dict[TopicPartition, int]] = {}
             for group in groups:
                 offsets = await admin.list_consumer_group_offsets(group, partitions=tps)

@@ -14,6 +14,9 @@ from shared.settings import Settings
 from shared.signing import ensure_keys
 from tipline.stack import Stack, redis_users, start_servers, start_valkey_cluster
 
+# Apache Kafka fixtures (`apache`, `apache_cluster`), for any test that asks for them.
+pytest_plugins = ["tests.apache_support"]
+
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

@@ -8,83 +8,15 @@ test's `stack.stop()` ends them all; every wait is bounded.
 """
 
 import contextlib
-import datetime
-import ipaddress
 import shutil
 import subprocess
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tipline.pki import LOOPBACK, Pki, make_pki
 from tipline.stack import Stack, free_port, tansu_binary, valkey_binary, wait_for_port
 
-LOOPBACK = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path  # the CA that signed the server's certificate
-    cert: Path  # the server's certificate, for 127.0.0.1 and localhost
-    key: Path
-    other_ca: Path  # a CA that signed nothing here: a client trusting only it must refuse
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=False, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def make_pki(directory: Path) -> Pki:
-    """A test CA, a server certificate it signs (SAN 127.0.0.1 and localhost), another CA."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = _ca("tipline test CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(_name(LOOPBACK)).issuer_name(ca_cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.IPAddress(ipaddress.ip_address(LOOPBACK)), x509.DNSName("localhost")]),
-            critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _, other = _ca("some other CA")
-    pem = serialization.Encoding.PEM
-    pki = Pki(directory / "ca.crt", directory / "server.crt", directory / "server.key",
-              directory / "other-ca.crt")
-    pki.ca.write_bytes(ca_cert.public_bytes(pem))
-    pki.cert.write_bytes(cert.public_bytes(pem))
-    pki.key.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    pki.key.chmod(0o600)
-    pki.other_ca.write_bytes(other.public_bytes(pem))
-    return pki
+__all__ = ["LOOPBACK", "Pki", "make_pki", "stunnel", "stunnel_binary", "tansu", "valkey"]
 
 
 def stunnel_binary() -> str:

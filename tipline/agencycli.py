@@ -33,7 +33,12 @@ def _respond(agency_id: str, keys: str | None, send: Any) -> int:
     from tipline.agency import AgencyClient
 
     async def run() -> None:
-        client = AgencyClient(Settings(), agency_id, signer=agency_signer(keys))
+        from tipline.access import agency_principal
+        from tipline.status import tool_settings
+
+        workdir = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
+        settings = tool_settings(workdir, principal=agency_principal(agency_id))
+        client = AgencyClient(settings, agency_id, signer=agency_signer(keys))
         await client._producer.start()  # sending only: no need to join the consumer group
         try:
             await send(client)

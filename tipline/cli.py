@@ -8,17 +8,26 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-from shared.settings import Settings
 
 WORKDIR = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
 
 
 def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa: F821
-    print(f"kafka   {stack.kafka}")
     from tipline.credentials import PASSWORDS_FILE
     from tipline.stack import SECRETS_DIR
+
+    nodes = sum(c.name.startswith("kafka-") for c in stack.children)
+    if nodes:
+        from tipline import kafkajars
+
+        print(f"kafka   {stack.kafka}  (Apache Kafka {kafkajars.version()}, {nodes} node(s), "
+              f"SASL_SSL SCRAM-SHA-512, CA {stack.kafka_env['KAFKA_SSL_CA_FILE']}; each service "
+              f"logs in as itself, tools as the admin; passwords in "
+              f"{stack.workdir / SECRETS_DIR / PASSWORDS_FILE})")
+    else:
+        print(f"kafka   {stack.kafka}")
 
     user = getattr(stack, "redis_username", "")
     where = (f"  (ACL users: each service its own, tools `{user}`; passwords in "
@@ -40,7 +49,7 @@ def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from tipline.stack import running
+    from tipline.kafkajars import Unavailable
 
     stop = False
 
@@ -50,7 +59,18 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with running(WORKDIR, http_port=args.port, redis_shards=args.redis_cluster) as stack:
+    try:
+        return _up(args, lambda: stop)
+    except Unavailable as exc:  # no Java, no Maven; a workdir of another shape
+        print(f"tipline up: {exc}", file=sys.stderr)
+        return 2
+
+
+def _up(args: argparse.Namespace, stopping: Callable[[], bool]) -> int:
+    from tipline.stack import running
+
+    with running(WORKDIR, http_port=args.port, redis_shards=args.redis_cluster,
+                 kafka=args.kafka, brokers=args.brokers) as stack:
         _print_stack(stack)
         from tipline.agencycli import dev_analyst
 
@@ -74,7 +94,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         save_state(WORKDIR, stack)
         print("tipline is up; Ctrl-C stops everything.", flush=True)
-        while not stop:
+        while not stopping():
             if dead := stack.check():
                 print(f"stopped unexpectedly: {', '.join(dead)}", file=sys.stderr)
                 return 1
@@ -91,7 +111,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _demo_against(args)
     from tipline.stack import running
 
-    with running(WORKDIR) as stack:
+    with running(WORKDIR, kafka=args.kafka, brokers=args.brokers) as stack:
         _print_stack(stack)
         settings = stack.settings()
         login = asyncio.run(dev_logins(settings, [demo.ESP], WORKDIR))
@@ -130,10 +150,14 @@ def cmd_agency_tail(args: argparse.Namespace) -> int:
     from tipline.agency import AgencyClient
 
     async def tail() -> None:
+        from tipline.access import agency_principal
         from tipline.agencycli import agency_signer
+        from tipline.status import tool_settings
 
         data = Path(args.data) if args.data else WORKDIR / "agency" / args.agency_id
-        client = AgencyClient(Settings(), args.agency_id, group_id=args.group,
+        # On `tipline up`'s Apache Kafka: the agency's own login, as the agency would.
+        settings = tool_settings(WORKDIR, principal=agency_principal(args.agency_id))
+        client = AgencyClient(settings, args.agency_id, group_id=args.group,
                               auto_ack=not args.manual_ack, signer=agency_signer(args.keys),
                               data_dir=data)
         await client.start()
@@ -148,6 +172,16 @@ def cmd_agency_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--kafka", choices=("embedded", "apache"), default="embedded",
+                         help="the broker it starts: the embedded one (memory only, no Java), or "
+                         "Apache Kafka (KRaft, SASL_SSL, ACLs; data kept in the workdir; its "
+                         "jars fetched once through Maven, `make kafka`)")
+    command.add_argument("--brokers", type=int, default=1, choices=(1, 2, 3),
+                         help="Apache Kafka nodes (default 1; 3: replication factor 3, "
+                         "min.insync.replicas 2)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tipline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -157,6 +191,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-cluster", type=int, default=1, metavar="SHARDS",
                     help="its own Valkey as a Redis Cluster of this many primaries (default: one "
                     "plain Valkey); ignored when REDIS_URL is set")
+    _broker_options(up)
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser(
@@ -167,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
                       "registered on `tipline up`'s stack)")
     demo.add_argument("--reports", type=int, default=40)
     demo.add_argument("--seed", type=int, default=7)
+    _broker_options(demo)
     demo.set_defaults(func=cmd_demo)
 
     agency = sub.add_parser("agency", help="the reference agency client")
@@ -198,6 +234,10 @@ def parser() -> argparse.ArgumentParser:
     from tipline.docs import add_commands as add_docs_commands  # docs [--check]
 
     add_docs_commands(sub)
+
+    from tipline.kafkajars import add_commands as add_kafka_commands  # kafka fetch
+
+    add_kafka_commands(sub)
 
     from tipline.deadletters import add_commands as add_deadletter_commands  # show, requeue
 

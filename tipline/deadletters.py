@@ -196,8 +196,16 @@ async def requeue(settings: Settings, coordinates: list[tuple[str, int, int]],
     return letters
 
 
+def _settings() -> Settings:
+    """The environment's, or where it says nothing, `tipline up`'s broker and admin login."""
+    from tipline.cli import WORKDIR
+    from tipline.status import tool_settings
+
+    return tool_settings(WORKDIR)
+
+
 def cmd_show(args: Any) -> int:
-    for found in asyncio.run(read_letters(Settings())):
+    for found in asyncio.run(read_letters(_settings())):
         if args.service in (None, found.letter and found.letter.service):
             print(json.dumps(summary(found)))
     return 0
@@ -205,7 +213,7 @@ def cmd_show(args: Any) -> int:
 
 def cmd_requeue(args: Any) -> int:
     try:
-        sent = asyncio.run(requeue(Settings(), args.letters))
+        sent = asyncio.run(requeue(_settings(), args.letters))
     except (KeyError, ValueError) as exc:
         print(f"tipline deadletters requeue: {exc.args[0]}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
-"""The embedded stack: a Kafka-protocol broker, Valkey and the six services, as child processes.
+"""The stack: a broker, Valkey and the six services, as child processes.
 
-Where KAFKA_BOOTSTRAP_SERVERS or REDIS_URL is set, that real server is used instead. Every child
-is started with a parent-death signal and in its own session, so neither Ctrl-C nor a killed
-parent leaves a process behind.
+The broker is the embedded one (Tansu, memory only) or, with `kafka="apache"`, Apache Kafka
+(KRaft nodes `kafka-1`...; tipline/kafkacluster.py), each service logging in as itself. Where
+KAFKA_BOOTSTRAP_SERVERS or REDIS_URL is set, that real server is used instead. Every child is
+started with a parent-death signal and in its own session, so neither Ctrl-C nor a killed parent
+leaves a process behind.
 
 The stack's own Valkey keeps its data under the workdir (append-only file in `<workdir>/valkey`)
 and has the ACL users of a deployment (tipline/access.py): each service logs in as its own user,
@@ -11,6 +13,12 @@ in `<workdir>/secrets/passwords.json` (mode 0600), where the CLI tools find the 
 With `redis_shards` > 1 it is a Redis Cluster of that many Valkey primaries instead
 (`<workdir>/valkey-<n>`, each with its own append-only file and cluster config), and the services
 get REDIS_CLUSTER=true.
+
+One durability story: a restart on the same workdir keeps both the broker's and Valkey's state,
+or neither. Apache Kafka keeps its data under the workdir, so both are kept. The embedded broker
+keeps nothing, so Valkey starts empty with it, and so does Valkey beside an Apache Kafka formatted
+anew: the previous Valkey data (and, for the embedded broker, any Apache Kafka data, which
+belonged with it) is moved aside to `<workdir>/previous/<time>`, never deleted.
 """
 
 import ctypes
@@ -27,7 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -35,7 +43,8 @@ if TYPE_CHECKING:
 SERVICES = ("validation", "supplementation", "referral", "retraction", "intake", "console")
 # The pipeline alone, without the console that watches it (the bench and the chaos test).
 PIPELINE = tuple(s for s in SERVICES if s != "console")
-SERVERS = ("broker", "valkey")  # the children the services use (and valkey-<n>): stopped last
+# The children the services use (and valkey-<n>, kafka-<n>): stopped last.
+SERVERS = ("broker", "valkey")
 # The services that only consume: they scale out by copies in one consumer group each.
 CONSUMERS = ("validation", "supplementation", "referral", "retraction")
 SECRETS_DIR = "secrets"  # in the workdir: passwords.json (as `tipline deploy secrets` keeps it)
@@ -121,10 +130,14 @@ class Stack:
     redis_cluster: bool = False  # `redis` is a node of a Redis Cluster
     # What only one service's processes get (its own Kafka and Redis logins): service -> env.
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # How every client reaches the stack's Apache Kafka but a login (TLS, SASL, tuning).
+    kafka_env: dict[str, str] = field(default_factory=dict)
+    # The Kafka admin's login: for the stack's own tools (topics, the demo), never a service.
+    admin_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka, "REDIS_URL": self.redis,
-               "REDIS_CLUSTER": str(self.redis_cluster).lower()}
+        env = {**os.environ, **self.kafka_env, "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+               "REDIS_URL": self.redis, "REDIS_CLUSTER": str(self.redis_cluster).lower()}
         if self.redis_username:
             env["REDIS_USERNAME"] = self.redis_username
         if self.redis_password:
@@ -140,11 +153,13 @@ class Stack:
         from shared.settings import Settings
 
         given: dict[str, Any] = {
-            "kafka_bootstrap_servers": self.kafka, "redis_url": self.redis,
+            **{k.lower(): v for k, v in {**self.kafka_env, **self.admin_env}.items()},
             "tipline_routing_file": routing(self), "tipline_keys_dir": signing_keys(self),
             "redis_cluster": self.redis_cluster}
         if self.redis_username:
             given["redis_username"] = self.redis_username
+        given.update({k: v for k, v in (("kafka_bootstrap_servers", self.kafka),
+                                        ("redis_url", self.redis)) if v})  # "" = not started
         if self.redis_password:
             given["redis_password"] = SecretStr(self.redis_password)
         return Settings(**{**given, **overrides})
@@ -152,7 +167,7 @@ class Stack:
     @property
     def own_valkey(self) -> bool:
         """Whether this stack runs its own Valkey (rather than the Redis REDIS_URL names)."""
-        return any(is_server(c.name) and c.name != "broker" for c in self.children)
+        return any(c.name == "valkey" or c.name.startswith("valkey-") for c in self.children)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.workdir / "logs" / f"{name}.log"
@@ -210,8 +225,9 @@ class Stack:
 
 
 def is_server(name: str) -> bool:
-    """Whether a child of the stack is a server the services use (broker, Valkey, a shard)."""
-    return name in SERVERS or name.startswith("valkey-")
+    """Whether a child of the stack is a server the services use (broker, Valkey, a shard, an
+    Apache Kafka node)."""
+    return name in SERVERS or name.startswith(("valkey-", "kafka-"))
 
 
 def copy_name(service: str, copy: int) -> str:
@@ -255,13 +271,27 @@ def operator_login(workdir: Path) -> tuple[str, str] | None:
     return REDIS_OPERATOR, passwords["redis"][REDIS_OPERATOR]
 
 
-def start_servers(stack: Stack, *, redis_logins: bool = True, redis_shards: int = 1) -> None:
-    """The embedded broker and Valkey, each unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL is set.
+def start_servers(stack: Stack, *, redis_logins: bool = True, redis_shards: int = 1,
+                  kafka: Literal["embedded", "apache"] = "embedded", brokers: int = 1) -> None:
+    """A broker and Valkey, each unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL is set: the embedded
+    broker, or Apache Kafka of `brokers` nodes (`kafka="apache"`).
 
     Valkey persists under the workdir (append-only file) and, with `redis_logins`, has the ACL
     users (`redis_users`; the test session's servers let anyone in). With `redis_shards` > 1 it
-    is a Redis Cluster of that many primaries."""
-    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    is a Redis Cluster of that many primaries. Valkey's state is kept only where the broker's is
+    (the module's docstring)."""
+    broker_is_new = False
+    if kafka == "apache":
+        from tipline.kafkajars import Unavailable
+
+        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            raise Unavailable("--kafka apache starts a Kafka of its own: unset "
+                             "KAFKA_BOOTSTRAP_SERVERS, or use that Kafka without --kafka")
+        from tipline.kafkacluster import start_apache
+
+        _, broker_is_new = start_apache(stack, brokers)
+    elif not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        broker_is_new = True  # memory only
         port = free_port()
         url = f"tcp://127.0.0.1:{port}"
         clean_env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"}
@@ -275,6 +305,11 @@ def start_servers(stack: Stack, *, redis_logins: bool = True, redis_shards: int 
         stack.kafka = f"127.0.0.1:{port}"
     if os.environ.get("REDIS_URL"):
         return
+    if broker_is_new and (aside := set_aside(stack.workdir, apache_data=kafka != "apache")):
+        why = ("the embedded broker keeps nothing" if kafka != "apache"
+               else "Apache Kafka was formatted anew")
+        print(f"{why}, so Valkey starts empty too: its previous data is kept in {aside}",
+              flush=True)
     if redis_logins:
         redis_users(stack)
     if redis_shards > 1:
@@ -283,6 +318,23 @@ def start_servers(stack: Stack, *, redis_logins: bool = True, redis_shards: int 
     write_valkey_config(stack, "valkey", free_port())
     port = spawn_valkey(stack, "valkey")
     stack.redis = f"redis://127.0.0.1:{port}/0"
+
+
+def set_aside(workdir: Path, *, apache_data: bool) -> Path | None:
+    """Move the workdir's Valkey data (and with `apache_data`, its Apache Kafka data) to
+    `<workdir>/previous/<time>`; returns where, or None when there was none."""
+    # Data folders and the configs naming them (a cluster's ports); not the passwords.
+    names = [p for p in sorted(workdir.glob("valkey*")) if p.is_dir() or p.suffix == ".conf"]
+    if apache_data and (workdir / "kafka").exists():
+        names.append(workdir / "kafka")
+    if not any(p.is_dir() for p in names):
+        return None  # no data: configs alone are written again
+    aside = workdir / "previous" / time.strftime("%Y%m%dT%H%M%S")
+    aside = aside.with_name(f"{aside.name}-{time.monotonic_ns()}") if aside.exists() else aside
+    aside.mkdir(parents=True)
+    for path in names:
+        path.rename(aside / path.name)
+    return aside
 
 
 def write_valkey_config(stack: Stack, name: str, port: int, *extra: str) -> None:
@@ -443,9 +495,12 @@ def running(
     workdir: Path, http_port: int | None = None, analyst_port: int | None = None,
     console_port: int | None = None,
     redis_shards: int = 1,
+    kafka: Literal["embedded", "apache"] = "embedded",
+    brokers: int = 1,
 ) -> Iterator[Stack]:
     """The whole system, up until the block ends; its own Valkey a cluster of `redis_shards`
-    primaries when more than one (a REDIS_URL given is a cluster when REDIS_CLUSTER says so)."""
+    primaries when more than one (a REDIS_URL given is a cluster when REDIS_CLUSTER says so);
+    its broker the embedded one or Apache Kafka of `brokers` nodes."""
     from pydantic import TypeAdapter
 
     stack = Stack(
@@ -458,7 +513,7 @@ def running(
         redis_cluster=TypeAdapter(bool).validate_python(os.environ.get("REDIS_CLUSTER", False)),
     )
     try:
-        start_servers(stack, redis_shards=redis_shards)
+        start_servers(stack, redis_shards=redis_shards, kafka=kafka, brokers=brokers)
         create_topics(stack)
         start_services(stack)
         yield stack

@@ -20,6 +20,9 @@ def save_state(workdir: Path, stack: Any) -> None:
     """What `tipline status` needs to find a stack started by `tipline up`."""
     state = {
         "kafka": stack.kafka, "redis": stack.redis, "redis_cluster": stack.redis_cluster,
+        # How to reach its Apache Kafka but a login (TLS, SASL, tuning); logins stay in
+        # <workdir>/secrets/passwords.json (mode 0600).
+        "kafka_env": stack.kafka_env,
         "http": stack.http, "console": stack.console, "analyst": stack.analyst,
         "routing": str(stack.settings().tipline_routing_file),
         "children": [{"name": c.name, "pid": c.process.pid, "ops": getattr(c, "ops", None),
@@ -35,17 +38,23 @@ def load_state(workdir: Path) -> dict[str, Any] | None:
         return None
 
 
-def tool_settings(workdir: Path) -> Settings:
-    """Settings for a tool run beside `tipline up` (the demo, replay, esp add, analyst add): what
-    the environment says, and where it says nothing, the running stack's broker, Redis (as the
-    operator of its own Valkey, whose password is kept in the workdir) and routing file as
-    `tipline up` wrote them."""
+def tool_settings(workdir: Path, principal: str = "admin") -> Settings:
+    """Settings for a tool run beside `tipline up` (the demo, replay, esp add, analyst add,
+    status, deadletters, agency tail): what the environment says, and where it says nothing, the
+    running stack's broker, Redis (as the operator of its own Valkey, whose password is kept in
+    the workdir) and routing file as `tipline up` wrote them. On its Apache Kafka the tool logs in
+    as `principal` (the admin; `agency-<id>` for an agency's client), with the password kept in
+    the workdir."""
     state = load_state(workdir) or {}
     given: dict[str, Any] = {name: state[key] for name, key, env in (
         ("kafka_bootstrap_servers", "kafka", "KAFKA_BOOTSTRAP_SERVERS"),
         ("redis_url", "redis", "REDIS_URL"),
         ("tipline_routing_file", "routing", "TIPLINE_ROUTING_FILE"),
     ) if state.get(key) and not os.environ.get(env)}
+    if "kafka_bootstrap_servers" in given and state.get("kafka_env"):
+        given.update({k.lower(): v for k, v in state["kafka_env"].items()})
+        given.update(kafka_sasl_username=principal,
+                     kafka_sasl_password=SecretStr(kafka_password(workdir, principal)))
     if "redis_url" in given and not os.environ.get("REDIS_PASSWORD"):
         from tipline.stack import operator_login
 
@@ -54,6 +63,18 @@ def tool_settings(workdir: Path) -> Settings:
     if "redis_url" in given:
         given["redis_cluster"] = bool(state.get("redis_cluster"))
     return Settings(**given)  # validated: the routing file becomes a Path
+
+
+def kafka_password(workdir: Path, principal: str) -> str:
+    """A principal's Kafka password, as `tipline up --kafka apache` keeps it in the workdir."""
+    from tipline.credentials import PASSWORDS_FILE
+    from tipline.stack import SECRETS_DIR
+
+    path = workdir / SECRETS_DIR / PASSWORDS_FILE
+    try:
+        return str(json.loads(path.read_text())["kafka"][principal])
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"no Kafka login for {principal} in {path}: {exc!r}") from exc
 
 
 def alive(pid: int) -> bool:
@@ -99,7 +120,8 @@ async def gather(workdir: Path, kafka: str | None) -> dict[str, Any]:
         for c, h in zip(children, healths, strict=True)
     ]
     try:
-        settings = Settings(kafka_bootstrap_servers=bootstrap)
+        settings = tool_settings(workdir).model_copy(
+            update={"kafka_bootstrap_servers": bootstrap})
         lag: dict[str, Any] = await asyncio.wait_for(consumer_lag(settings), 15)
         lag_error = None
     except Exception as exc:  # the broker being down is an answer, not a crash

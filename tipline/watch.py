@@ -20,7 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from shared.kafka import kafka_client_options
+from shared.kafka import kafka_client_options, topic_partitions
 from shared.settings import Settings
 from shared.topics import agency_of_topic, agency_topic
 from tipline.oracle import Notice
@@ -43,7 +43,7 @@ class Tail:
     max_records = 2000  # a fetch at most
 
     def __init__(self, settings: Settings, topics: list[str], **options: Any) -> None:
-        self.topics = topics
+        self.topics, self.settings = topics, settings
         self._task: asyncio.Task[None] | None = None
         self._consumer = AIOKafkaConsumer(
             **kafka_client_options(settings),
@@ -55,12 +55,7 @@ class Tail:
 
     async def start(self, from_beginning: bool = False) -> None:
         await self._consumer.start()
-        await self._consumer.topics()  # loads metadata for every topic
-        partitions = [
-            TopicPartition(t, p)
-            for t in self.topics
-            for p in sorted(self._consumer.partitions_for_topic(t) or ())
-        ]
+        partitions = await topic_partitions(self.settings, self.topics)
         self._consumer.assign(partitions)
         if from_beginning:
             await self._consumer.seek_to_beginning(*partitions)

@@ -43,29 +43,32 @@ if [ -n "${TIPLINE_PASSWORD_ADMIN:-}" ]; then user admin "$TIPLINE_PASSWORD_ADMI
 user intake "${TIPLINE_PASSWORD_INTAKE:?}"
 acl --allow-principal User:intake --operation Read --group intake-timeline --topic tipline.reports.facts
 acl --allow-principal User:intake --operation Write --topic tipline.deadletter.intake --topic tipline.reports.additions --topic tipline.reports.drafts --topic tipline.reports.submitted --topic tipline.retractions.requested
+acl --allow-principal User:intake --operation Write --transactional-id tipline-intake- --resource-pattern-type prefixed
 
 # validation
 user validation "${TIPLINE_PASSWORD_VALIDATION:?}"
 acl --allow-principal User:validation --operation Read --group validation --group validation-drafts --topic tipline.reports.drafts --topic tipline.reports.submitted
 acl --allow-principal User:validation --operation Write --topic tipline.deadletter --topic tipline.reports.facts --topic tipline.reports.rejected --topic tipline.reports.validated --topic tipline.retractions.requested
+acl --allow-principal User:validation --operation Write --transactional-id tipline-validation- --resource-pattern-type prefixed
 
 # supplementation
 user supplementation "${TIPLINE_PASSWORD_SUPPLEMENTATION:?}"
 acl --allow-principal User:supplementation --operation Read --group supplementation --group supplementation-additions --group supplementation-retractions --topic tipline.reports.additions --topic tipline.reports.retracted --topic tipline.reports.validated
 acl --allow-principal User:supplementation --operation Write --topic tipline.amendments.requested --topic tipline.deadletter --topic tipline.reports.closed --topic tipline.reports.facts --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.retractions.requested
+acl --allow-principal User:supplementation --operation Write --transactional-id tipline-supplementation- --resource-pattern-type prefixed
 
 # referral
 user referral "${TIPLINE_PASSWORD_REFERRAL:?}"
 acl --allow-principal User:referral --operation Read --group referral --group referral-amendments --group referral-bulk --group referral-urgent --topic tipline.amendments.requested --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent
 acl --allow-principal User:referral --operation Write --topic tipline.deadletter --topic tipline.reports.facts --topic tipline.reports.referred
-acl --allow-principal User:referral --operation Write --topic tipline.agency. --resource-pattern-type prefixed
+acl --allow-principal User:referral --operation Write --topic tipline.agency. --transactional-id tipline-referral- --resource-pattern-type prefixed
 acl --deny-principal User:referral --operation Write --topic tipline.agency.acks
 
 # retraction
 user retraction "${TIPLINE_PASSWORD_RETRACTION:?}"
 acl --allow-principal User:retraction --operation Read --group retraction --group retraction-acks --topic tipline.agency.acks --topic tipline.retractions.requested
 acl --allow-principal User:retraction --operation Write --topic tipline.deadletter --topic tipline.notices.acknowledged --topic tipline.notices.escalated --topic tipline.notices.resent --topic tipline.reports.facts --topic tipline.reports.outcomes --topic tipline.reports.retracted
-acl --allow-principal User:retraction --operation Write --topic tipline.agency. --resource-pattern-type prefixed
+acl --allow-principal User:retraction --operation Write --topic tipline.agency. --transactional-id tipline-retraction- --resource-pattern-type prefixed
 acl --deny-principal User:retraction --operation Write --topic tipline.agency.acks
 
 # console

@@ -14,7 +14,7 @@ import json
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import BaseModel
 
 from services.console.model import MODELS, ReadModel
@@ -22,7 +22,7 @@ from shared import topics
 from shared.agencies import AgencyRegistry
 from shared.batches import UNREADABLE, decode
 from shared.contracts import AgencyNotice
-from shared.kafka import consumer_lag, kafka_client_options
+from shared.kafka import consumer_lag, kafka_client_options, topic_partitions
 from shared.metrics import REFUSED
 from shared.seals import Seals
 from shared.settings import Settings
@@ -128,9 +128,7 @@ class Follower:
     async def _assign(self) -> None:
         """Every partition of every wanted topic that exists; new ones from their start."""
         self.registry.get("")  # re-reads the routing file when it changed
-        await self.consumer.topics()  # fresh metadata
-        wanted = {TopicPartition(t, p) for t in wanted_topics(self.registry)
-                  for p in self.consumer.partitions_for_topic(t) or ()}
+        wanted = set(await topic_partitions(self.settings, wanted_topics(self.registry)))
         held = self.consumer.assignment()
         if wanted <= held:
             return
