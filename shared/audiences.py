@@ -11,6 +11,13 @@
   the notification ledger says it received (services/retraction/acks.py).
 - **Analyst** and **operator**: tipline's staff, on the console and the analyst API: every fact;
   an operator changes nothing.
+- **Public reporter**, someone who filed through the public form (intake's `/report`), with no
+  login: the receipt (`PUBLIC_REPORTER_SEES`: the report number, when it was received, and the
+  secret code once), and with that receipt they may add information. Nothing of what tipline or
+  any agency did with the report: the person filing may be the one it is about.
+- **A public reporter's contact details** (`sees_contact`): analysts, to follow the report up;
+  an agency only once an analyst marks them shareable (then they travel as a supplement of kind
+  `reporter_contact`); nobody else, not operators, and never a log line.
 
 The ESP's timeline is made of facts (`shared.contracts.Fact`), each of a `Kind` that every
 service records in its own words. `ESP_SEES` says, for every kind, what the ESP is told of it:
@@ -26,8 +33,16 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from shared.contracts import Fact, NoticeKind, derived_id
+from shared.contracts import Fact, NoticeKind, SupplementKind, derived_id
 from shared.status import Status
+
+
+class Audience(StrEnum):
+    ESP = "esp"
+    AGENCY = "agency"
+    ANALYST = "analyst"
+    OPERATOR = "operator"
+    PUBLIC_REPORTER = "public reporter"
 
 
 class Kind(StrEnum):
@@ -41,6 +56,7 @@ class Kind(StrEnum):
     FINISHED = "finished"
     RETRACTION_REQUESTED = "retraction requested"
     ABANDONED = "abandoned"
+    INFORMATION_ADDED = "information added by the reporter"  # the public form's receipt
     # validation
     VALIDATED = "validated"
     REJECTED = "rejected"
@@ -55,6 +71,7 @@ class Kind(StrEnum):
     SUPPLEMENTED = "supplemented"
     SUPPLEMENT_ADDED = "supplement added"
     AMENDED = "amended by analyst"
+    CLOSED = "closed as not actionable"
     # referral
     REFERRAL_DELIVERED = "referral delivered"
     REFERRAL_WITHHELD = "referral withheld"
@@ -109,6 +126,7 @@ ESP_SEES: Mapping[Kind, Shown | None] = MappingProxyType({
     Kind.FINISHED: Shown(_fields("files")),
     Kind.RETRACTION_REQUESTED: Shown(_fields("by", "post_finish", "reason")),
     Kind.ABANDONED: Shown(_fields("by", "reason")),
+    Kind.INFORMATION_ADDED: None,  # a public reporter's: a public report has no ESP
     Kind.VALIDATED: None,  # NCMEC's work: the provider sees "received"
     Kind.REJECTED: Shown(_fields("reasons")),  # about its own document
     Kind.DUPLICATE_CONTENT: Shown(_fields("file_id", "sha256", "other_report")),
@@ -121,6 +139,7 @@ ESP_SEES: Mapping[Kind, Shown | None] = MappingProxyType({
     Kind.SUPPLEMENTED: None,  # agencies, jurisdiction, priority
     Kind.SUPPLEMENT_ADDED: None,  # analysts, sources
     Kind.AMENDED: None,  # analysts, reasons
+    Kind.CLOSED: None,  # what came of it
     Kind.REFERRAL_DELIVERED: Shown(told_as=Kind.AVAILABLE, once=True),  # to whom: agencies'
     Kind.REFERRAL_WITHHELD: Shown(told_as=Kind.NOT_AVAILABLE, once=True),
     Kind.AMENDMENT_DELIVERED: None,
@@ -165,12 +184,26 @@ assert set(ESP_STATUS) == set(Status), "every status says what the ESP is told"
 # original, the analysts' supplements and amendments beside it), what changed, what was
 # retracted. Never another agency's name or answer.
 AGENCY_SEES: Mapping[NoticeKind, frozenset[str]] = MappingProxyType({
-    "referral": _fields("esp_id", "report", "jurisdiction", "rules_version", "supplements",
-                        "amendments", "amended_report"),
+    "referral": _fields("esp_id", "source", "report", "jurisdiction", "rules_version",
+                        "supplements", "amendments", "amended_report"),
     "amendment": _fields("version", "amends_notice_id", "supplement", "amendment"),
     "correction": _fields("action", "corrects_notice_id", "reason", "requested_by",
                           "retracted_at"),
 })
+
+
+# What a public reporter is shown of their report: its number and when it was received (the
+# receipt adds the secret code, once), and when each addition was.
+PUBLIC_REPORTER_SEES = _fields("report_id", "received_at")
+
+# A public reporter's contact details reach an agency as a supplement of this kind, and only so.
+CONTACT_SUPPLEMENT: SupplementKind = "reporter_contact"
+
+
+def sees_contact(audience: Audience, *, shareable: bool = False) -> bool:
+    """Whether `audience` may see a public reporter's contact details; `shareable`: an analyst
+    marked them so (for agencies)."""
+    return audience is Audience.ANALYST or (audience is Audience.AGENCY and shareable)
 
 
 def _shown(what: str) -> Shown | None:

@@ -44,6 +44,7 @@ class Location(Message):
     country: str | None = None
     us_state: str | None = None
     ip_address: str | None = None
+    place: str | None = None  # a town or place, in the reporter's words (the public form)
 
 
 class ReportedUser(Message):
@@ -77,7 +78,25 @@ class Report(Message):
     location: Location = Field(default_factory=Location)
     files: list[FileInfo] = Field(default_factory=list)
     additional_info: str | None = None
+    urls: list[str] = Field(default_factory=list)  # web addresses where it happened
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+# Who filed a report: a provider through its login (/ispws, /v1), or a member of the public
+# through the form (/report), with no login. Set by intake, the door it came in by.
+Source = Literal["esp", "public"]
+# The `esp_id` a public report travels with: no ESP's name (they have no spaces), so no ESP
+# login ever owns one.
+PUBLIC_FORM = "public form"
+
+
+class ReporterContact(Message):
+    """A public reporter's name and contact details, given only if they chose to. Analysts see
+    them; an agency only once an analyst marks them shareable (shared/audiences.py)."""
+
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
 
 
 class FieldError(Message):
@@ -109,12 +128,16 @@ class ReportSubmitted(Event):
     esp_id: str
     report: Report
     supersedes: str | None = None
+    source: Source = "esp"
+    contact: ReporterContact | None = None  # a public report's, kept apart from the report
 
 
 class ReportValidated(Event):
     esp_id: str
     report: Report
     supersedes: str | None = None
+    source: Source = "esp"
+    contact: ReporterContact | None = None
 
 
 class ReportRejected(Event):
@@ -122,7 +145,8 @@ class ReportRejected(Event):
     reasons: list[FieldError]
 
 
-SupplementKind = Literal["geolocation", "open_source", "related_report", "note"]
+SupplementKind = Literal["geolocation", "open_source", "related_report", "note",
+                         "reporter_contact"]
 
 
 class Supplement(Message):
@@ -159,6 +183,21 @@ class ReportSupplemented(Event):
     supplements: list[Supplement] = Field(default_factory=list)
     # Analyst amendments made before referral; `report` stays the ESP's original.
     amendments: list[Amendment] = Field(default_factory=list)
+    source: Source = "esp"
+
+
+class InformationAdded(Event):
+    """A public reporter added to their report, with its receipt code (intake checked it). An
+    analyst reads it in the case file; it reaches no agency unless an analyst adds it."""
+
+    text: str = Field(min_length=1, max_length=3000)
+
+
+class ReportClosed(Event):
+    """An analyst closed a held report as not actionable: it is never referred, and kept."""
+
+    analyst_id: str
+    reason: str = Field(min_length=1, max_length=3000)
 
 
 class ReportReferred(Event):

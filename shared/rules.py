@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from shared.contracts import FieldError, Report, now
+from shared.contracts import FieldError, Report, ReporterContact, Source, now
 
 INCIDENT_TYPES = (
     "Child Pornography (possession, manufacture, and distribution)",
@@ -22,13 +22,20 @@ INCIDENT_TYPES = (
     "Unsolicited Obscene Material Sent to a Child",
 )
 MAX_TEXT = 3000
+MAX_NAME = 200
+MAX_URLS, MAX_URL = 20, 2000
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+PHONE = re.compile(r"^\+?[0-9 ().-]{3,40}$")
+URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
 US_STATE = re.compile(r"^[A-Z]{2}$")
 COUNTRY = re.compile(r"^[A-Z]{2}$")
 
 
-def check_report(report: Report, *, at: datetime | None = None) -> list[FieldError]:
-    """Every reason this report cannot be accepted; empty when it can."""
+def check_report(report: Report, *, at: datetime | None = None,
+                 source: Source = "esp") -> list[FieldError]:
+    """Every reason this report cannot be accepted; empty when it can. A provider names the
+    person who files for it (`reporter_email`); a member of the public need not say who they are
+    (their contact details, if any, travel apart: `check_contact`)."""
     errors: list[FieldError] = []
 
     def fail(path: str, reason: str) -> None:
@@ -45,10 +52,13 @@ def check_report(report: Report, *, at: datetime | None = None) -> list[FieldErr
         fail("incidentSummary/incidentDateTime", "must be in the past")
 
     if not report.reporter_email:
-        fail("reporter/reportingPerson/email", "is required")
+        if source == "esp":
+            fail("reporter/reportingPerson/email", "is required")
     elif not EMAIL.match(report.reporter_email) or len(report.reporter_email) > 255:
         fail("reporter/reportingPerson/email", "is not a valid email address")
 
+    if source == "public" and report.additional_info is None:
+        fail("additionalInfo", "is required")  # the public form's description: what happened
     for path, text in (
         ("incidentSummary/escalateToHighPriority", report.escalate_to_high_priority),
         ("additionalInfo", report.additional_info),
@@ -66,6 +76,31 @@ def check_report(report: Report, *, at: datetime | None = None) -> list[FieldErr
         fail("location/country", "must be an ISO 3166-1 alpha-2 code, such as US")
     if location.us_state is not None and not US_STATE.match(location.us_state):
         fail("location/usState", "must be a US postal code, such as CA")
+    if location.place is not None and len(location.place) > MAX_NAME:
+        fail("location/place", f"must be at most {MAX_NAME} characters")
+
+    if len(report.urls) > MAX_URLS:
+        fail("urls", f"must be at most {MAX_URLS} web addresses")
+    for url in report.urls:
+        if len(url) > MAX_URL or not URL.match(url):
+            fail("urls", "each must be a web address starting with http:// or https://")
+            break
+    return errors
+
+
+def check_contact(contact: ReporterContact) -> list[FieldError]:
+    """A public reporter's contact details, each optional: well formed where given. A reason
+    never quotes the value (it may reach a log)."""
+    errors: list[FieldError] = []
+    if contact.name is not None and not 0 < len(contact.name.strip()) <= MAX_NAME:
+        errors.append(FieldError(path="contact/name",
+                                 reason=f"must be 1 to {MAX_NAME} characters"))
+    if contact.email is not None and (len(contact.email) > 255
+                                      or not EMAIL.match(contact.email)):
+        errors.append(FieldError(path="contact/email", reason="is not a valid email address"))
+    if contact.phone is not None and not PHONE.match(contact.phone):
+        errors.append(FieldError(path="contact/phone",
+                                 reason="must be a phone number: digits, spaces, + ( ) . -"))
     return errors
 
 
@@ -196,15 +231,20 @@ def check_batched(report: Report) -> list[FieldError]:
     return errors
 
 
-def check_submission(report: Report, *, at: datetime | None = None) -> list[FieldError]:
+def check_submission(report: Report, *, at: datetime | None = None,
+                     source: Source = "esp") -> list[FieldError]:
     """What /submit can say at once: the report rules and the document rules."""
     doc = report.extra.get("ispws")
-    return check_report(report, at=at) + (check_document(doc) if isinstance(doc, dict) else [])
+    return check_report(report, at=at, source=source) + (
+        check_document(doc) if isinstance(doc, dict) else [])
 
 
-def check_finished(report: Report, *, at: datetime | None = None) -> list[FieldError]:
+def check_finished(report: Report, *, at: datetime | None = None, source: Source = "esp",
+                   contact: ReporterContact | None = None) -> list[FieldError]:
     """Every rule for a finished report: the whole module, as the validation service runs it."""
-    errors = check_submission(report, at=at)
+    errors = check_submission(report, at=at, source=source)
+    if contact is not None:
+        errors += check_contact(contact)
     for file in report.files:
         for e in check_file_details(file.details):
             errors.append(e.model_copy(update={"path": f"files/{file.file_id}/{e.path}"}))

@@ -144,6 +144,17 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key's first answer is kept (seconds).
     tipline_idempotency_ttl_s: int = 24 * 3600
 
+    # The public form (intake's /report: reports from anyone, no login). A client address may
+    # send this many forms a window, and everyone together this many a minute (each intake copy
+    # counts its own); more are answered "try again later" with Retry-After. A form sent sooner
+    # than min_s after it was served is asked for again (a person takes longer); one older than
+    # max_s is served afresh, its fields kept.
+    tipline_public_per_address: int = 10
+    tipline_public_window_s: float = 600.0
+    tipline_public_per_minute: int = 120
+    tipline_public_form_min_s: float = 3.0
+    tipline_public_form_max_s: float = 4 * 3600.0
+
     # How long intake waits for the broker to take an accepted event before answering anyway
     # (the event is safe in its outbox, and the sweep sends it). Shorter than the shutdown grace.
     tipline_publish_wait_s: float = 5.0

@@ -17,6 +17,10 @@ RETRACTIONS_REQUESTED = "tipline.retractions.requested"
 # Changes to a referred report, for the agencies that received it (AmendReport).
 AMENDMENTS_REQUESTED = "tipline.amendments.requested"
 REPORTS_RETRACTED = "tipline.reports.retracted"
+# What a public reporter added later with their receipt (InformationAdded), for the analysts.
+REPORTS_ADDITIONS = "tipline.reports.additions"
+# Held reports an analyst closed as not actionable (ReportClosed): never referred.
+REPORTS_CLOSED = "tipline.reports.closed"
 AGENCY_ACKS = "tipline.agency.acks"
 # What became of notices: acknowledgements (checked), re-sends, escalations, agency outcomes.
 NOTICES_ACKNOWLEDGED = "tipline.notices.acknowledged"
@@ -47,6 +51,8 @@ PIPELINE_TOPICS = (
     RETRACTIONS_REQUESTED,
     AMENDMENTS_REQUESTED,
     REPORTS_RETRACTED,
+    REPORTS_ADDITIONS,
+    REPORTS_CLOSED,
     AGENCY_ACKS,
     NOTICES_ACKNOWLEDGED,
     NOTICES_RESENT,
@@ -75,6 +81,8 @@ WRITERS: dict[str, frozenset[str]] = {
     RETRACTIONS_REQUESTED: frozenset({"intake", "validation", "supplementation"}),
     AMENDMENTS_REQUESTED: frozenset({"supplementation"}),
     REPORTS_RETRACTED: frozenset({"retraction"}),
+    REPORTS_ADDITIONS: frozenset({"intake"}),
+    REPORTS_CLOSED: frozenset({"supplementation"}),
     NOTICES_ACKNOWLEDGED: frozenset({"retraction"}),
     NOTICES_RESENT: frozenset({"retraction"}),
     NOTICES_ESCALATED: frozenset({"retraction"}),

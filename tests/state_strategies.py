@@ -54,6 +54,7 @@ draft_commands: st.SearchStrategy[lifecycle.Command | Sent] = st.one_of(
     st.just(lifecycle.Finish()),
     st.builds(lifecycle.Retract, st.booleans()),
     st.just(lifecycle.Abandon()),
+    st.just(lifecycle.AddInformation()),
     st.builds(Sent, st.sampled_from(["e1", "e2"])),
 )
 # Each: the command, seconds since the previous one, the event id it stores (None: none). Most

@@ -37,6 +37,8 @@ def _print_stack(stack: "Stack") -> None:  # type: ignore[name-defined]  # noqa:
     print(f"redis   {stack.redis}{where}{cluster}")
     print(f"ispws   {stack.http}/ispws  (the CyberTipline-compatible ESP API, HTTP Basic)")
     print(f"intake  {stack.http}/v1/reports  (the JSON ESP API, the same ESP logins)")
+    print(f"public  {stack.http}/report  (the public form: anyone, no login; analysts triage "
+          "each report)")
     if getattr(stack, "analyst", ""):
         print(f"analyst {stack.analyst}/v1/analyst  (HTTP Basic, role analyst)")
     if getattr(stack, "console", ""):

@@ -31,9 +31,10 @@ OWNERS = (
         "intake",
         ("{r}:draft", "{r}:pending", "{r}:files", "{r}:described", "{r}:contents", "{r}:report",
          "{r}:seen", "{r}:timeline", "tipline:idempotency:…", "tipline:abandonment:deadlines",
-         "tipline:intake:due"),
-        "drafts, submissions and retraction requests as events; the timeline is its own (the "
-        "ESP's view), fed by the others' `TimelineFacts` in the ESP's form",
+         "tipline:intake:due", "tipline:forms:…", "tipline:form-key"),
+        "drafts, submissions, retraction requests and public reporters' additions as events; the "
+        "timeline is its own (the ESP's view), fed by the others' `TimelineFacts` in the ESP's "
+        "form; the public form's key and the forms sent (by their token) are no one else's",
         writers=("intake",)),
     Holding(
         "ESP directory", ("tipline:esps",),
@@ -47,9 +48,10 @@ OWNERS = (
     Holding(
         "supplementation",
         ("{r}:case", "{r}:case:supplements", "{r}:case:amendments", "{r}:case:after-release",
-         "{r}:case:retracted"),
+         "{r}:case:retracted", "{r}:case:additions", "tipline:triage"),
         "`ReportSupplemented` (supplements, amendments, routing, priority), `AmendReport` for "
-        "changes after release; learns of retractions from `ReportRetracted`",
+        "changes after release, `ReportClosed`; learns of retractions from `ReportRetracted`, "
+        "of public reporters' additions from `InformationAdded`",
         writers=("supplementation",)),
     Holding(
         "notification",

@@ -357,12 +357,13 @@ def set_aside(workdir: Path, *, apache_data: bool) -> Path | None:
 def write_valkey_config(stack: Stack, name: str, port: int, *extra: str) -> None:
     """`<workdir>/<name>.conf` (beside its data `<workdir>/<name>`, not in it, mode 0600):
     append-only, loopback, and the stack's ACL users when it has them (`redis_users`)."""
-    data = stack.workdir / name
+    # Absolute: Valkey moves into `dir` first, and reads the ACL file from there.
+    data = (stack.workdir / name).resolve()
     data.mkdir(parents=True, exist_ok=True)
     lines = [f"port {port}", "bind 127.0.0.1", "daemonize no", 'save ""',
              "appendonly yes", "appendfsync everysec", f'dir "{data}"', *extra]
     if stack.redis_username:
-        lines.append(f'aclfile "{stack.workdir / REDIS_ACL_FILE}"')
+        lines.append(f'aclfile "{(stack.workdir / REDIS_ACL_FILE).resolve()}"')
     fd = os.open(stack.workdir / f"{name}.conf", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write("\n".join(lines) + "\n")

@@ -42,7 +42,7 @@ if [ -n "${TIPLINE_PASSWORD_ADMIN:-}" ]; then user admin "$TIPLINE_PASSWORD_ADMI
 # intake
 user intake "${TIPLINE_PASSWORD_INTAKE:?}"
 acl --allow-principal User:intake --operation Read --group intake-timeline --topic tipline.reports.facts
-acl --allow-principal User:intake --operation Write --topic tipline.deadletter.intake --topic tipline.reports.drafts --topic tipline.reports.submitted --topic tipline.retractions.requested
+acl --allow-principal User:intake --operation Write --topic tipline.deadletter.intake --topic tipline.reports.additions --topic tipline.reports.drafts --topic tipline.reports.submitted --topic tipline.retractions.requested
 acl --allow-principal User:intake --operation Write --transactional-id tipline-intake- --resource-pattern-type prefixed
 
 # validation
@@ -53,8 +53,8 @@ acl --allow-principal User:validation --operation Write --transactional-id tipli
 
 # supplementation
 user supplementation "${TIPLINE_PASSWORD_SUPPLEMENTATION:?}"
-acl --allow-principal User:supplementation --operation Read --group supplementation --group supplementation-retractions --topic tipline.reports.retracted --topic tipline.reports.validated
-acl --allow-principal User:supplementation --operation Write --topic tipline.amendments.requested --topic tipline.deadletter --topic tipline.reports.facts --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.retractions.requested
+acl --allow-principal User:supplementation --operation Read --group supplementation --group supplementation-additions --group supplementation-retractions --topic tipline.reports.additions --topic tipline.reports.retracted --topic tipline.reports.validated
+acl --allow-principal User:supplementation --operation Write --topic tipline.amendments.requested --topic tipline.deadletter --topic tipline.reports.closed --topic tipline.reports.facts --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.retractions.requested
 acl --allow-principal User:supplementation --operation Write --transactional-id tipline-supplementation- --resource-pattern-type prefixed
 
 # referral
@@ -74,7 +74,7 @@ acl --deny-principal User:retraction --operation Write --topic tipline.agency.ac
 # console
 user console "${TIPLINE_PASSWORD_CONSOLE:?}"
 acl --allow-principal User:console --operation Describe --group '*'
-acl --allow-principal User:console --operation Read --group console --topic tipline.amendments.requested --topic tipline.deadletter --topic tipline.deadletter.intake --topic tipline.notices.acknowledged --topic tipline.notices.escalated --topic tipline.notices.resent --topic tipline.reports.drafts --topic tipline.reports.outcomes --topic tipline.reports.referred --topic tipline.reports.rejected --topic tipline.reports.retracted --topic tipline.reports.submitted --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.reports.validated --topic tipline.retractions.requested
+acl --allow-principal User:console --operation Read --group console --topic tipline.amendments.requested --topic tipline.deadletter --topic tipline.deadletter.intake --topic tipline.notices.acknowledged --topic tipline.notices.escalated --topic tipline.notices.resent --topic tipline.reports.additions --topic tipline.reports.closed --topic tipline.reports.drafts --topic tipline.reports.outcomes --topic tipline.reports.referred --topic tipline.reports.rejected --topic tipline.reports.retracted --topic tipline.reports.submitted --topic tipline.reports.supplemented --topic tipline.reports.supplemented.bulk --topic tipline.reports.supplemented.urgent --topic tipline.reports.validated --topic tipline.retractions.requested
 acl --allow-principal User:console --operation Read --topic tipline.agency. --resource-pattern-type prefixed
 acl --deny-principal User:console --operation Read --topic tipline.agency.acks
 

@@ -25,10 +25,12 @@ from shared.contracts import (
     AgencyNotice,
     AmendReport,
     DeadLetter,
+    InformationAdded,
     NoticeAcknowledged,
     NoticeEscalated,
     NoticeResent,
     OutcomeReported,
+    ReportClosed,
     ReportDraftChanged,
     ReportReferred,
     ReportRejected,
@@ -45,7 +47,7 @@ CHART_KEEP_S = 2 * 3600  # minutes older than this are not counted (the chart sh
 
 # A report's state only moves forward, as its timeline's status does (services/intake/timeline.py).
 STATE_RANK = {"draft": 0, "submitted": 1, "accepted": 2, "released": 3, "referred": 4,
-              "rejected": 7, "retracted": 8, "escalated": 9}
+              "closed": 5, "rejected": 7, "retracted": 8, "escalated": 9}
 
 _intern = sys.intern
 
@@ -106,12 +108,13 @@ class Track:
 
 
 class Report:
-    __slots__ = ("agencies", "esp", "events", "first", "priority", "report_id", "state",
-                 "supplements")
+    __slots__ = ("agencies", "esp", "events", "first", "priority", "report_id", "source",
+                 "state", "supplements")
 
     def __init__(self, report_id: str, at: float) -> None:
         self.report_id = report_id
         self.esp: str | None = None
+        self.source = "esp"  # or "public": filed through the public form
         self.state = "draft"
         self.priority: int | None = None
         self.first = at
@@ -163,6 +166,8 @@ class ReadModel:
     reports: dict[str, Report] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # report ids, in the order first seen
     by_esp: dict[str, list[str]] = field(default_factory=dict)
+    # Reports from the public accepted and waiting for an analyst's decision: id -> since.
+    triage: dict[str, float] = field(default_factory=dict)
     agencies: dict[str, AgencyStats] = field(default_factory=dict)
     minutes: dict[int, list[int]] = field(default_factory=dict)  # minute -> counts of FLOW
     newest_minute: int = 0
@@ -184,7 +189,20 @@ class ReadModel:
         changed = self._apply(topic, event)
         if changed:
             self.version += 1
+            self._triaged(getattr(event, "report_id", None))
         return changed
+
+    def _triaged(self, report_id: str | None) -> None:
+        """A public report waits for triage while it is accepted and nothing came of it yet
+        (released, closed, rejected, retracted: its state only moves forward)."""
+        report = self.reports.get(report_id) if report_id else None
+        if report is None:
+            return
+        if report.source == "public" and report.state == "accepted":
+            self.triage.setdefault(report.report_id, next(
+                (at for at, what, _, _ in report.events if what == "accepted"), report.first))
+        else:
+            self.triage.pop(report.report_id, None)
 
     def _apply(self, topic: str, event: Any) -> bool:
         if isinstance(event, AgencyNotice):
@@ -206,10 +224,18 @@ class ReadModel:
             return self._fact(report, at, f"draft: {event.change}", None, None)
         if isinstance(event, ReportSubmitted):
             self._esp(report, event.esp_id)
+            report.source = event.source
             return self._fact(report, at, "submitted", None, None, "submitted")
         if isinstance(event, ReportValidated):
             self._esp(report, event.esp_id)
+            report.source = event.source
             return self._fact(report, at, "accepted", None, None, "accepted", flow="accepted")
+        if isinstance(event, ReportClosed):
+            return self._fact(report, at, "closed as not actionable", None,
+                              f"by {event.analyst_id}", "closed")
+        if isinstance(event, InformationAdded):
+            return self._fact(report, at, "information added by the reporter", None,
+                              f"addition {event.event_id[:8]}")
         if isinstance(event, ReportRejected):
             self._esp(report, event.esp_id)
             reasons = ", ".join(sorted({r.path for r in event.reasons}))[:200]
@@ -453,6 +479,8 @@ MODELS: dict[str, type[BaseModel]] = {
     topics.RETRACTIONS_REQUESTED: RetractReport,
     topics.AMENDMENTS_REQUESTED: AmendReport,
     topics.REPORTS_RETRACTED: ReportRetracted,
+    topics.REPORTS_ADDITIONS: InformationAdded,
+    topics.REPORTS_CLOSED: ReportClosed,
     topics.NOTICES_ACKNOWLEDGED: NoticeAcknowledged,
     topics.NOTICES_RESENT: NoticeResent,
     topics.NOTICES_ESCALATED: NoticeEscalated,

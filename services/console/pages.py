@@ -72,6 +72,7 @@ def layout(title: str, body: str, version: int, who: str = "", role: str = "") -
     user = (f'<span class="who">{h(who)} ({h(role)})<form method="post" action="/logout">'
             f'<button>log out</button></form></span>') if who else ""
     nav = ('<nav><a href="/">Overview</a><a href="/agencies">Agencies</a>'
+           '<a href="/triage">Triage</a>'
            '<form action="/search" class="search"><input name="q" placeholder="report id" '
            'aria-label="report id"><input name="esp" placeholder="ESP" aria-label="ESP">'
            '<button>search</button></form></nav>') if who else ""
@@ -238,7 +239,8 @@ def report_page(model: ReadModel, report: Report, now: float) -> str:
            if report.esp else "-")
     return (
         f'<h1>Report <span class="id">{h(report.report_id)}</span></h1>{_status(model)}'
-        f'<dl class="facts"><dt>state</dt><dd>{badge(report.state)}</dd><dt>ESP</dt>'
+        f'<dl class="facts"><dt>state</dt><dd>{badge(report.state)}</dd><dt>source</dt>'
+        f'<dd data-col="source">{source(report)}</dd><dt>ESP</dt>'
         f"<dd>{esp}</dd><dt>priority</dt><dd>{h(priority)}</dd><dt>first seen</dt>"
         f"<dd>{when(report.first)}</dd></dl>"
         f"<section><h2>Agencies</h2>" + table(
@@ -263,6 +265,30 @@ def _track_row(model: ReadModel, agency_id: str, track: Track, now: float) -> st
             f'<td class="referral">{referral}</td><td>{h(amendments)}</td>'
             f'<td class="correction">{badge(correction)}{sent}</td>'
             f"<td>{h(track.outcome or '-')}</td></tr>")
+
+
+def source(report: Report) -> str:
+    return ('<span class="badge public">public</span> the public form: triaged by an analyst'
+            if report.source == "public" else "an ESP")
+
+
+# --- Triage -------------------------------------------------------------------------------
+
+
+def triage_page(model: ReadModel, page: int, now: float) -> str:
+    """Reports from the public waiting for an analyst (the analyst API releases or closes
+    them), oldest first."""
+    waiting = sorted(model.triage.items(), key=lambda item: item[1])
+    shown, pages = waiting[(page - 1) * PAGE: page * PAGE], max(1, -(-len(waiting) // PAGE))
+    rows = [f'<tr data-report="{h(r)}"><td>{report_link(r)}</td><td>{when(at)}</td>'
+            f'<td class="n">{age(now - at)}</td></tr>' for r, at in shown]
+    return (
+        f"<h1>Triage</h1>{_status(model)}"
+        f'<section id="triage"><h2>Reports from the public waiting for an analyst '
+        f"({len(waiting)}), oldest first</h2>"
+        + table(("report", "waiting since", "age"), rows, "none: every report from the public "
+                "was released, closed or withdrawn")
+        + pager("/triage", {}, page, pages) + "</section>")
 
 
 # --- Agency -------------------------------------------------------------------------------

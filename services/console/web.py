@@ -112,6 +112,12 @@ async def report(request: Request, report_id: str, svc: Svc, who: Who) -> Respon
     return render(request, svc, who, f"Report {report_id}", body)
 
 
+@router.get("/triage")
+async def triage(request: Request, svc: Svc, who: Who, page: int = 1) -> Response:
+    body = pages.triage_page(svc.model, page_number(page), time.time())
+    return render(request, svc, who, "Triage", body)
+
+
 @router.get("/search")
 async def search(request: Request, svc: Svc, who: Who, q: str = "", esp: str = "",
                  page: int = 1) -> Response:

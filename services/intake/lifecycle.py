@@ -3,7 +3,8 @@
     open -> finished -> retracted        (post-finish retraction; not with strict compatibility)
     open -> retracted                    (the ESP cancels it)
     open -> abandoned                    (not finished in time: retracted by the timer)
-    (a /v1 report is created finished)
+    (a /v1 report, and one from the public form, is created finished)
+    finished -> finished                 (a public reporter adds information, with the receipt)
 
 Each command names its `Rule`: the states it may start from, the state it leads to, whether it
 moves the abandonment deadline on (touch) or needs it passed (abandon), and what it adds (files).
@@ -103,7 +104,14 @@ class Abandon:
     rule = Rule(OPEN_ONLY, DraftState.ABANDONED, Mode.ABANDON)
 
 
-Command = Create | AddFile | DescribeFile | Finish | Retract | Abandon
+@dataclass(frozen=True)
+class AddInformation:
+    """What a public reporter adds to their report later: its event, the draft unchanged."""
+
+    rule = Rule(frozenset({DraftState.FINISHED}))
+
+
+Command = Create | AddFile | DescribeFile | Finish | Retract | Abandon | AddInformation
 
 
 class Windows(NamedTuple):

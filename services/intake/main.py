@@ -1,9 +1,10 @@
 """Intake wiring: one broker (it publishes, and records other services' facts in the timeline),
-one Redis, the reporting core, both front doors, the sweep that sends what requests left in the
-outbox and abandons what was never finished.
+one Redis, the reporting core, the ESPs' two front doors and the public's (`/report`), the sweep
+that sends what requests left in the outbox and abandons what was never finished.
 
-The ESP port serves the ESP APIs only: health, readiness and metrics are on the ops port
-(`shared.service.serve_http`), and the OpenAPI document is in docs/ (`tipline docs`).
+The ESP port serves the ESP APIs and the public form only: health, readiness and metrics are on
+the ops port (`shared.service.serve_http`), and the OpenAPI document is in docs/ (`tipline
+docs`).
 """
 
 import asyncio
@@ -14,11 +15,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.intake import api, ispws
+from services.intake import api, ispws, public, publicpages
 from services.intake.abandonment import DEADLINES, Abandonment, keep_sweeping
 from services.intake.answers import Answer, Code, render
 from services.intake.drafts import Drafts
@@ -30,6 +31,7 @@ from services.intake.ids import ReportIds
 from services.intake.outbox import DUE, Outbox
 from services.intake.pool import DocumentPool
 from services.intake.reporting import Reporting
+from services.intake.throttle import Throttle
 from services.intake.timeline import Timeline
 from shared import ops
 from shared.http import UNAVAILABLE, BodyLimit, BodyTooLarge, refuse_too_large
@@ -47,6 +49,10 @@ log = logging.getLogger("tipline.intake")
 def refuse_body(scope: Scope, exc: BodyTooLarge) -> Response:
     if str(scope.get("path", "")).startswith(ispws.PREFIX):
         return render(Answer(Code.INVALID_REQUEST, str(exc), http_status=413), None)
+    if str(scope.get("path", "")).startswith(public.PREFIX):
+        return HTMLResponse(publicpages.refused(
+            "Your report is too long", "Please shorten the description or the web addresses, "
+            "then send it again."), 413, headers=publicpages.HEADERS)
     return JSONResponse({"detail": str(exc)}, 413)
 
 
@@ -96,13 +102,21 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.ops = ops.Ops("intake", {
         "broker": lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S), "redis": redis.ping,
     }, [broker])
+    app.state.public = public.PublicDoor(
+        app.state.reporting, redis, Throttle(settings.tipline_public_per_address,
+                                             settings.tipline_public_window_s,
+                                             settings.tipline_public_per_minute), settings)
     app.include_router(api.router)
     app.include_router(ispws.router)
+    app.include_router(public.router)
     answer_errors(app)
-    # Every body is bounded; an upload may carry a file up to the upload limit.
+    # Every body is bounded; an upload may carry a file up to the upload limit, a public form
+    # no more than a form holds.
     app.add_middleware(BodyLimit, limit=settings.tipline_max_body_bytes, refusal=refuse_body,
                        larger={f"{ispws.PREFIX}/upload":
-                               settings.tipline_max_upload_bytes + 64 * 1024})
+                               settings.tipline_max_upload_bytes + 64 * 1024,
+                               public.PREFIX: public.BODY_LIMIT,
+                               f"{public.PREFIX}/add": public.BODY_LIMIT})
     instrument_http(app, settings, "intake")
     ops.count_requests(app, "intake")
     return app
@@ -154,6 +168,9 @@ def failed(request: Request, exc: Exception) -> Response:
     status = 503 if isinstance(exc, UNAVAILABLE) else 500
     if request.url.path.startswith(ispws.PREFIX):
         response = ispws.answered(request, Answer(Code.SERVER_ERROR, http_status=status))
+    elif request.url.path.startswith(public.PREFIX):
+        response = HTMLResponse(publicpages.unavailable(request.state.request_id), status,
+                                headers=publicpages.HEADERS)
     else:
         response = JSONResponse({"detail": "server error" if status == 500 else
                                  "temporarily unavailable, retry",

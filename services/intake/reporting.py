@@ -26,6 +26,7 @@ from services.intake.files import FileStore, Received
 from services.intake.ids import ReportIds, is_report_id
 from services.intake.lifecycle import (
     AddFile,
+    AddInformation,
     Command,
     DescribeFile,
     DraftState,
@@ -40,9 +41,12 @@ from services.intake.timeline import Timeline, retraction_of
 from shared import topics
 from shared.audiences import Kind, esp_status, esp_timeline
 from shared.contracts import (
+    PUBLIC_FORM,
     FileInfo,
+    InformationAdded,
     Report,
     ReportDraftChanged,
+    ReporterContact,
     ReportSubmitted,
     RetractReport,
     derived_id,
@@ -221,6 +225,33 @@ class Reporting:
                                       report=report.model_dump_json(),
                                       supersedes=supersedes or "", via="v1",
                                       idempotency=idempotency)
+
+    async def file_public(self, report: Report, contact: ReporterContact | None, receipt: str,
+                          reserved: str, slot: str) -> str:
+        """The public form (services/intake/public.py): a whole report from the public, finished
+        from the start, its reporter's contact details in its event only (never kept here once
+        sent); `receipt` the hash of its code. Every run under one form (`slot`, the form's
+        token) makes one report: `reserved`, as `submit`."""
+        def make(report_id: str, at: float) -> Pending:
+            event = ReportSubmitted(event_id=submitted_id(report_id), report_id=report_id,
+                                    esp_id=PUBLIC_FORM, report=report, source="public",
+                                    contact=contact)
+            return self._pending(event.event_id, topics.REPORTS_SUBMITTED, event, Kind.SUBMITTED,
+                                 "submitted", via="public")
+
+        with self.tracer.start_as_current_span("public submit"):
+            return await self._create(PUBLIC_FORM, DraftState.FINISHED, make, reserved,
+                                      report=report.model_dump_json(), via="public",
+                                      source="public", receipt=receipt, idempotency=slot)
+
+    async def add_information(self, report_id: str, text: str, event_id: str) -> None:
+        """A public reporter adds to their report (its receipt checked by the caller); the same
+        `event_id` again (a resend) is the same addition."""
+        event = InformationAdded(event_id=event_id, report_id=report_id, text=text)
+        pending = self._pending(event_id, topics.REPORTS_ADDITIONS, event,
+                                Kind.INFORMATION_ADDED)
+        with self.tracer.start_as_current_span("public add", attributes={"report.id": report_id}):
+            await self._accept(report_id, pending, AddInformation())
 
     async def open(self, esp_id: str, report: Report, supersedes: str | None,
                    reserved: str | None = None, idempotency: str = "") -> Answer:

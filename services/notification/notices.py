@@ -56,7 +56,8 @@ def labelled(supplement: Supplement) -> dict[str, Any]:
 
 def referral_notice(event: ReportSupplemented, agency_id: str) -> AgencyNotice:
     payload: dict[str, Any] = {
-        "esp_id": event.esp_id,
+        "esp_id": event.esp_id if event.source == "esp" else None,
+        "source": event.source,  # a provider's report, or one from the public (analyst-triaged)
         "report": event.report.model_dump(mode="json"),
         "jurisdiction": event.jurisdiction,
         "rules_version": event.rules_version,

@@ -1,6 +1,11 @@
 """The analyst API: supplements, holds, amendments and retractions, for role analyst only
 (role operator may read case files).
 
+Reports from the public wait in the triage queue (oldest first) until an analyst releases them
+(with what they added, as for any held report) or closes them as not actionable (never
+referred, kept). Their reporter's contact details are shown to analysts only, and reach the
+agencies only when an analyst shares them: a supplement of kind `reporter_contact`.
+
 A change to a report already released is kept in its case file as the next version and asked of
 the referral service in an AmendReport, which sends it to every agency that received the report:
 the ledger and the notices are the notification context's, not this service's.
@@ -11,9 +16,10 @@ and never open it. Every change carries its provenance: analyst, time, source, v
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,12 +29,13 @@ from services.supplementation.release import Releaser
 from shared import topics
 from shared.amendments import BadAmendment, amended, apply, current_value
 from shared.analysts import AnalystDirectory
-from shared.audiences import Kind
+from shared.audiences import CONTACT_SUPPLEMENT, Audience, Kind, sees_contact
 from shared.batches import Publisher
 from shared.contracts import (
     Amendment,
     AmendReport,
     Priority,
+    ReportClosed,
     RetractReport,
     Supplement,
     SupplementKind,
@@ -92,7 +99,7 @@ class Hold(BaseModel):
 
 class NewSupplement(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: SupplementKind
+    kind: SupplementKind  # not reporter_contact: only share_contact adds those
     content: dict[str, Any] | str
     source: str = Field(min_length=1, max_length=500)
     verified: bool
@@ -106,6 +113,11 @@ class NewAmendment(BaseModel):
 
 
 class Retraction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=3000)
+
+
+class Closing(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=3000)
 
@@ -169,15 +181,23 @@ async def _announce(svc: Analysis, report_id: str, kept: Kept) -> dict[str, Any]
 
 
 @router.get("/reports/{report_id}")
-async def read_case(report_id: str, svc: Svc, _: ReaderId) -> Any:
+async def read_case(report_id: str, svc: Svc, reader: ReaderId) -> Any:
     case = await _case(svc, report_id)
+    role = Audience(await svc.directory.role(reader))
     return {
         "report_id": report_id,
         "state": case.state,
+        "source": case.source,
         "report": case.report.model_dump(mode="json") if case.report else None,
-        "supplements": [s.model_dump(mode="json") for s in case.supplements],
+        "contact": _contact(case, role),
+        "additions": [{"at": a.occurred_at.isoformat(), "text": a.text} for a in case.additions],
+        "closed": {"analyst_id": case.closed.analyst_id, "reason": case.closed.reason,
+                   "at": datetime.fromtimestamp(case.closed.at, UTC).isoformat()}
+        if case.closed else None,
+        "supplements": [_supplement(s, role) for s in case.supplements],
         "amendments": [a.model_dump(mode="json") for a in case.amendments],
         "amendments_after_release": [
+            {"supplement": _supplement(c.supplement, role)} if c.supplement else
             c.model_dump(mode="json", exclude_none=True) for c in case.after_release],
         "amendments_unsent": [v for v, _ in case.unsent],
         "retracted": case.retracted,
@@ -185,11 +205,47 @@ async def read_case(report_id: str, svc: Svc, _: ReaderId) -> Any:
     }
 
 
+WITHHELD = "withheld: analysts only"
+
+
+def _contact(case: Case, role: Audience) -> dict[str, str] | str | None:
+    """The reporter's contact details as this reader may see them (shared/audiences.py)."""
+    if case.contact is None:
+        return None
+    if not sees_contact(role):
+        return WITHHELD
+    return case.contact.model_dump(exclude_none=True)
+
+
+def _supplement(supplement: Supplement, role: Audience) -> dict[str, Any]:
+    shown = supplement.model_dump(mode="json")
+    if supplement.kind == CONTACT_SUPPLEMENT and not sees_contact(role):
+        shown["content"] = WITHHELD
+    return shown
+
+
+@router.get("/triage")
+async def triage(svc: Svc, _: ReaderId, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                 offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+    """Reports from the public waiting for an analyst's decision, oldest first."""
+    waiting = await svc.cases.triage(limit, offset)
+    return {"reports": [{
+        "report_id": report_id,
+        "arrived_at": datetime.fromtimestamp(at, UTC).isoformat(),
+        "incident_type": case.report.incident_type if case.report else None,
+        "location": case.report.location.model_dump(exclude_none=True) if case.report else {},
+        "contact_given": case.contact is not None,
+        "additions": len(case.additions),
+    } for report_id, at, case in waiting], "offset": offset, "limit": limit}
+
+
 @router.post("/reports/{report_id}/hold", status_code=202)
 async def hold(report_id: str, body: Hold, svc: Svc, analyst_id: AnalystId) -> Any:
     state = await svc.cases.hold(report_id, body.reason, analyst_id)
     if state == CaseState.RELEASING:
         raise being_released(report_id)
+    if state == CaseState.CLOSED:
+        raise HTTPException(409, f"report {report_id} was closed as not actionable")
     if state != CaseState.HELD:
         raise HTTPException(409, f"report {report_id} is {state} for referral: amend it instead")
     await svc.timeline.record(report_id, derived_id(report_id, "held"), Kind.HELD,
@@ -211,10 +267,53 @@ async def release(report_id: str, svc: Svc, analyst_id: AnalystId) -> Any:
     return {"report_id": report_id, "state": CaseState.OPEN}
 
 
+@router.post("/reports/{report_id}/close", status_code=202)
+async def close(report_id: str, body: Closing, svc: Svc, analyst_id: AnalystId) -> Any:
+    """Close a held report as not actionable: never referred, never deleted. Closing again
+    changes nothing and tells the pipeline again (the first closing's analyst and reason)."""
+    state = await svc.cases.close(report_id, body.reason, analyst_id)
+    if state != CaseState.CLOSED:
+        raise HTTPException(409, f"report {report_id} is {state}, not held: only a held report "
+                                 "can be closed")
+    case = await svc.cases.get(report_id)
+    assert case is not None and case.closed is not None
+    event = ReportClosed(event_id=derived_id(report_id, "closed"), report_id=report_id,
+                         analyst_id=case.closed.analyst_id, reason=case.closed.reason,
+                         occurred_at=datetime.fromtimestamp(case.closed.at, UTC))
+    await svc.timeline.record(report_id, event.event_id, Kind.CLOSED,
+                              analyst=event.analyst_id, reason=event.reason)
+    await Publisher(svc.broker).send([(event, topics.REPORTS_CLOSED, report_id)])
+    return {"report_id": report_id, "state": CaseState.CLOSED}
+
+
+@router.post("/reports/{report_id}/share-contact", status_code=202)
+async def share_contact(report_id: str, svc: Svc, analyst_id: AnalystId) -> Any:
+    """Mark the public reporter's contact details shareable: they go to the agencies as a
+    supplement (in the referral, or as an amendment to every agency that received it)."""
+    case = await _case(svc, report_id)
+    _not_retracted(case, report_id)
+    if case.contact is None:
+        raise HTTPException(409, f"report {report_id} has no contact details to share")
+    supplement_id = derived_id(report_id, "contact shared")
+    shared = [*case.supplements, *(c.supplement for c in case.after_release if c.supplement)]
+    if any(s.supplement_id == supplement_id for s in shared):
+        raise HTTPException(409, f"the contact details of report {report_id} are shared already")
+    item = Supplement(supplement_id=supplement_id, kind=CONTACT_SUPPLEMENT,
+                      content=case.contact.model_dump(exclude_none=True),
+                      source="the public reporter, in the form", verified=False,
+                      analyst_id=analyst_id, added_at=now())
+    kept = await svc.cases.keep_supplement(report_id, item)
+    return {"report_id": report_id, "supplement_id": supplement_id,
+            **await _announce(svc, report_id, kept)}
+
+
 @router.post("/reports/{report_id}/supplements", status_code=202)
 async def add_supplement(
     report_id: str, body: NewSupplement, svc: Svc, analyst_id: AnalystId
 ) -> Any:
+    if body.kind == CONTACT_SUPPLEMENT:
+        raise _field_error("kind", "a reporter's contact details are shared with "
+                                   "POST /reports/{report_id}/share-contact")
     _not_retracted(await _case(svc, report_id), report_id)
     item = Supplement(supplement_id=str(uuid.uuid4()), analyst_id=analyst_id, added_at=now(),
                       **body.model_dump())

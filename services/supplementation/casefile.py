@@ -7,29 +7,55 @@ after release they are amendments to every agency that got it (services/notifica
 The routing is stored at the moment of release and reused on every redelivery, so a later
 change of rules never re-routes a report already released.
 
+A report from the public arrives held for triage, and is listed in the triage queue (oldest
+first) until an analyst releases or closes it; its reporter's contact details (if any) and what
+the reporter adds later with the receipt are kept in the case file for the analysts.
+
 States (services/supplementation/holds.py says what each script below does):
-(none) -> held -> releasing -> released, or (none) -> released.
+(none) -> held -> releasing -> released, or (none) -> released; held -> closed.
 """
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.supplementation.holds import CaseState
 from shared.audiences import Kind
-from shared.contracts import Amendment, Change, Fact, Report, Supplement
+from shared.contracts import (
+    Amendment,
+    Change,
+    Fact,
+    InformationAdded,
+    Report,
+    ReporterContact,
+    ReportValidated,
+    Source,
+    Supplement,
+)
 from shared.store import Store, run_script
 
-# A validated report arrives: release it unless an analyst holds it. Released, the script
-# answers what the release needs in the same step: the report (only when it differs from the one
-# arriving), the ESP, the routing and the analyst's additions. ARGV[3] is the routing decided on
-# the report as it arrived; it is stored when it is the case's report and no amendment changes
-# it (the first routing stored stays).
+# The triage queue: held reports from the public, by when they arrived (an index: the case file
+# says the state; an entry whose case was released or closed is dropped from it).
+TRIAGE = "tipline:triage"
+
+# A validated report arrives: release it unless an analyst holds it (or closed it), or it is
+# from the public (ARGV[4]): then it is held for triage. Released, the script answers what the
+# release needs in the same step: the report (only when it differs from the one arriving), the
+# ESP, the routing and the analyst's additions. ARGV[3] is the routing decided on the report as
+# it arrived; it is stored when it is the case's report and no amendment changes it (the first
+# routing stored stays). ARGV[5]: the public reporter's contact details ('' = none).
 _ARRIVE = """
 redis.call('HSETNX', KEYS[1], 'report', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'esp_id', ARGV[2])
+redis.call('HSETNX', KEYS[1], 'source', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], 'contact', ARGV[5]) end
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'held' or state == 'releasing' then return {state} end
+if state == 'held' or state == 'releasing' or state == 'closed' then return {state} end
+if not state and ARGV[4] == 'public' then
+  redis.call('HSET', KEYS[1], 'state', 'held', 'held_by', 'triage')
+  return {'held'}
+end
 redis.call('HSET', KEYS[1], 'state', 'released')
 local amendments = redis.call('LRANGE', KEYS[3], 0, -1)
 local same = redis.call('HGET', KEYS[1], 'report') == ARGV[1]
@@ -44,9 +70,25 @@ return {'released', stored[1], stored[2], stored[3] or '', redis.call('LRANGE', 
 
 _HOLD = """
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'released' or state == 'releasing' then return state end
+if state == 'released' or state == 'releasing' or state == 'closed' then return state end
 redis.call('HSET', KEYS[1], 'state', 'held', 'hold_reason', ARGV[1], 'held_by', ARGV[2])
 return 'held'
+"""
+
+# Close a held report as not actionable (the first closing's analyst, reason and time stay).
+_CLOSE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'closed' then return state end
+if state ~= 'held' then return state or 'none' end
+redis.call('HSET', KEYS[1], 'state', 'closed', 'closed_by', ARGV[1], 'close_reason', ARGV[2],
+           'closed_at', ARGV[3])
+return 'closed'
+"""
+
+_FINISH_RELEASE = """
+if redis.call('HGET', KEYS[1], 'state') == 'closed' then return 'closed' end
+redis.call('HSET', KEYS[1], 'state', 'released')
+return 'released'
 """
 
 _RELEASE = """
@@ -79,6 +121,13 @@ end
 
 
 @dataclass(frozen=True)
+class Closure:
+    analyst_id: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
 class Case:
     state: str
     esp_id: str | None
@@ -89,6 +138,10 @@ class Case:
     after_release: list[Change] = field(default_factory=list)  # version n is item n - 1
     sent_after_release: int = 0  # versions up to this one were published for the agencies
     retracted: bool = False
+    source: Source = "esp"
+    contact: ReporterContact | None = None  # a public reporter's, if they gave any
+    additions: list[InformationAdded] = field(default_factory=list)  # the reporter's, in order
+    closed: Closure | None = None
 
     @property
     def unsent(self) -> list[tuple[int, Change]]:
@@ -114,7 +167,9 @@ class CaseFiles:
         self._redis = redis
         self._arrive = redis.register_script(_ARRIVE)
         self._hold = redis.register_script(_HOLD)
+        self._close = redis.register_script(_CLOSE)
         self._release = redis.register_script(_RELEASE)
+        self._finish_release = redis.register_script(_FINISH_RELEASE)
         self._keep = redis.register_script(_KEEP)
         self._sent = redis.register_script(_SENT)
 
@@ -122,39 +177,86 @@ class CaseFiles:
     def _keys(report_id: str) -> list[str]:
         tag = f"tipline:{{{report_id}}}"
         return [f"{tag}:case", f"{tag}:case:supplements", f"{tag}:case:amendments",
-                f"{tag}:case:after-release", f"{tag}:case:retracted"]
+                f"{tag}:case:after-release", f"{tag}:case:retracted", f"{tag}:case:additions"]
 
-    async def arrive(self, arrivals: list[tuple[str, Report, str, dict[str, Any] | None]]
+    async def arrive(self, arrivals: list[tuple[ReportValidated, dict[str, Any] | None]]
                      ) -> list[Arrived]:
-        """Validated reports (id, report, ESP, the routing decided on that report) arrive, in one
-        round trip: the state each is in now (released, or held by an analyst) and, released,
-        its case as the release needs it."""
+        """Validated reports (each with the routing decided on it) arrive, in one round trip:
+        the state each is in now (released, or held: by an analyst, or for triage) and,
+        released, its case as the release needs it. Reports from the public held for triage
+        join the triage queue (a second round trip, when there are any)."""
         answers = await run_script(self._redis, self._arrive, [
-            (self._keys(report_id)[:3],
-             [report.model_dump_json(), esp_id, json.dumps(routing) if routing else ""])
-            for report_id, report, esp_id, routing in arrivals])
-        out = []
-        for (_, report, _, _), (state, *found) in zip(arrivals, answers, strict=True):
+            (self._keys(e.report_id)[:3],
+             [e.report.model_dump_json(), e.esp_id, json.dumps(routing) if routing else "",
+              e.source, e.contact.model_dump_json(exclude_none=True) if e.contact else ""])
+            for e, routing in arrivals])
+        out, triage = [], {}
+        for (event, _), (state, *found) in zip(arrivals, answers, strict=True):
             if state != CaseState.RELEASED:
                 out.append(Arrived(str(state)))
+                if state == CaseState.HELD and event.source == "public":
+                    triage[event.report_id] = event.occurred_at.timestamp()
                 continue
             stored, esp_id, routing, supplements, amendments = found
             out.append(Arrived(str(state), Case(
                 state=str(state), esp_id=str(esp_id),
-                report=Report.model_validate_json(stored) if stored else report,
+                report=Report.model_validate_json(stored) if stored else event.report,
                 supplements=[Supplement.model_validate_json(s) for s in supplements],
                 amendments=[Amendment.model_validate_json(a) for a in amendments],
-                routing=json.loads(routing) if routing else None)))
+                routing=json.loads(routing) if routing else None, source=event.source)))
+        if triage:  # a redelivery keeps the first arrival's place in the queue
+            await self._redis.zadd(TRIAGE, triage, nx=True)
         return out
 
     async def hold(self, report_id: str, reason: str, analyst_id: str) -> str:
         return str(await self._hold(keys=self._keys(report_id)[:1], args=[reason, analyst_id]))
 
+    async def close(self, report_id: str, reason: str, analyst_id: str) -> str:
+        """Close a held report as not actionable: 'closed', or the state that refused it."""
+        state = str(await self._close(keys=self._keys(report_id)[:1],
+                                      args=[analyst_id, reason, repr(time.time())]))
+        if state == CaseState.CLOSED:
+            await self._redis.zrem(TRIAGE, report_id)
+        return state
+
     async def begin_release(self, report_id: str) -> str:
         return str(await self._release(keys=self._keys(report_id)[:1]))
 
-    async def finish_release(self, report_id: str) -> None:
-        await self._redis.hset(self._keys(report_id)[0], "state", CaseState.RELEASED)
+    async def finish_release(self, report_id: str) -> str:
+        """'released', or 'closed' (a closed case is never released)."""
+        state = str(await self._finish_release(keys=self._keys(report_id)[:1]))
+        await self._redis.zrem(TRIAGE, report_id)
+        return state
+
+    async def triage(self, limit: int, offset: int = 0) -> list[tuple[str, float, Case]]:
+        """The triage queue, oldest first: (report id, arrived at, its case) of public reports
+        still held; entries of cases that moved on are dropped from the index as they are met."""
+        found: list[Any] = await self._redis.zrangebyscore(
+            TRIAGE, "-inf", "+inf", start=offset, num=limit, withscores=True)
+        entries = [(str(r), float(at)) for r, at in found]
+        ids = [r for r, _ in entries]
+        cases = await self.get_many(ids) if ids else []
+        out, gone = [], []
+        for (report_id, at), case in zip(entries, cases, strict=True):
+            if case is None or case.state != CaseState.HELD:
+                gone.append(report_id)
+            else:
+                out.append((report_id, at, case))
+        if gone:
+            await self._redis.zrem(TRIAGE, *gone)
+        return out
+
+    async def waiting(self) -> int:
+        """How many entries the triage queue holds."""
+        return int(await self._redis.zcard(TRIAGE))
+
+    async def add_information(self, additions: list[InformationAdded]) -> None:
+        """What public reporters added, each kept once (by its event id), in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for added in additions:
+                pipe.hsetnx(self._keys(added.report_id)[5], added.event_id,
+                            added.model_dump_json())
+            await pipe.execute()
 
     async def keep_supplement(self, report_id: str, supplement: Supplement) -> Kept:
         return await self._kept(report_id, 1, supplement.model_dump_json(),
@@ -198,10 +300,10 @@ class CaseFiles:
                        after_release: bool = True) -> list[Case | None]:
         """Case files, in one round trip (None for a report with none); without what came
         after the release (changes, the retraction mark) when the caller is the release."""
-        per = 5 if after_release else 3
+        per = 6 if after_release else 3
         async with self._redis.pipeline(transaction=False) as pipe:
             for report_id in report_ids:
-                case_key, supplements_key, amendments_key, after_key, retracted_key = (
+                case_key, supplements_key, amendments_key, after_key, retracted_key, added_key = (
                     self._keys(report_id))
                 pipe.hgetall(case_key)
                 pipe.lrange(supplements_key, 0, -1)
@@ -209,15 +311,20 @@ class CaseFiles:
                 if after_release:
                     pipe.lrange(after_key, 0, -1)
                     pipe.exists(retracted_key)
+                    pipe.hgetall(added_key)
             found = await pipe.execute()
         return [_case(*found[i:i + per]) for i in range(0, len(found), per)]
 
 
 def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any],
-          after_release: list[Any] | None = None, retracted: int = 0) -> Case | None:
+          after_release: list[Any] | None = None, retracted: int = 0,
+          additions: dict[Any, Any] | None = None) -> Case | None:
     fields = {str(k): str(v) for k, v in case.items()}
     if not fields:
         return None
+    added = [InformationAdded.model_validate_json(a) for a in (additions or {}).values()]
+    closed = (Closure(fields["closed_by"], fields.get("close_reason", ""),
+                      float(fields.get("closed_at", 0))) if "closed_by" in fields else None)
     return Case(
         state=fields.get("state", CaseState.OPEN),
         esp_id=fields.get("esp_id"),
@@ -228,6 +335,11 @@ def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any],
         after_release=[Change.model_validate_json(c) for c in after_release or ()],
         sent_after_release=int(fields.get("sent_after_release", 0)),
         retracted=bool(retracted),
+        source="public" if fields.get("source") == "public" else "esp",
+        contact=(ReporterContact.model_validate_json(fields["contact"])
+                 if "contact" in fields else None),
+        additions=sorted(added, key=lambda a: a.occurred_at),
+        closed=closed,
     )
 
 

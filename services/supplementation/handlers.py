@@ -1,4 +1,5 @@
-"""Supplementation handlers: validated reports are released for referral, unless held."""
+"""Supplementation handlers: validated reports are released for referral, unless held (reports
+from the public always are, for triage); what public reporters add is kept in the case file."""
 
 from services.supplementation.casefile import CaseFiles
 from services.supplementation.release import Releaser, routing_of
@@ -8,6 +9,8 @@ from shared.batches import in_rounds
 from shared.contracts import (
     AmendReport,
     Fact,
+    InformationAdded,
+    ReportClosed,
     ReportRetracted,
     ReportSupplemented,
     ReportValidated,
@@ -24,6 +27,7 @@ def register(
                   topics.REPORTS_SUPPLEMENTED_BULK):
         broker.publisher(topic, schema=ReportSupplemented)
     broker.publisher(topics.AMENDMENTS_REQUESTED, schema=AmendReport)  # by the analyst API
+    broker.publisher(topics.REPORTS_CLOSED, schema=ReportClosed)  # by the analyst API
 
     @broker.consume(topics.REPORTS_VALIDATED, group="supplementation", model=ReportValidated)
     async def on_reports_validated(events: list[ReportValidated]) -> None:
@@ -32,8 +36,7 @@ def register(
             # same round trip (the case file keeps the first routing: never routed twice).
             rules = releaser.rules.rules()
             arrived = await cases.arrive([
-                (e.report_id, e.report, e.esp_id, routing_of(e.report_id, e.report, [], rules))
-                for e in events_now])
+                (e, routing_of(e.report_id, e.report, [], rules)) for e in events_now])
             await releaser.publish_cases(
                 {e.report_id: a.case for e, a in zip(events_now, arrived, strict=True) if a.case},
                 facts={e.report_id: [Fact(
@@ -46,3 +49,9 @@ def register(
                     model=ReportRetracted, patient=True)
     async def on_reports_retracted(events: list[ReportRetracted]) -> None:
         await cases.retracted([e.report_id for e in events])
+
+    # Kept for the analysts; an agency learns of it only if an analyst adds it as a supplement.
+    @broker.consume(topics.REPORTS_ADDITIONS, group="supplementation-additions",
+                    model=InformationAdded, patient=True)
+    async def on_information_added(events: list[InformationAdded]) -> None:
+        await cases.add_information(events)

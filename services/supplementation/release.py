@@ -83,4 +83,5 @@ def supplemented(report_id: str, case: Case, routing: dict[str, Any]) -> ReportS
         rules_version=routing["rules_version"],
         supplements=case.supplements,
         amendments=case.amendments,
+        source=case.source,
     )

@@ -37,7 +37,8 @@ class Verdict:
 def judge(event: ReportSubmitted) -> Verdict:
     """The same rules intake ran in part at the door (shared/rules.py), all of them now."""
     report_id = event.report_id
-    errors = check_finished(event.report, at=event.occurred_at)
+    errors = check_finished(event.report, at=event.occurred_at, source=event.source,
+                            contact=event.contact)
     if errors:
         rejected = ReportRejected(event_id=derived_id(report_id, "rejected"), report_id=report_id,
                                   esp_id=event.esp_id, reasons=errors)
@@ -45,5 +46,6 @@ def judge(event: ReportSubmitted) -> Verdict:
                        {"reasons": [e.model_dump(exclude_none=True) for e in errors]})
     validated = ReportValidated(event_id=derived_id(report_id, "validated"), report_id=report_id,
                                 esp_id=event.esp_id, report=event.report,
-                                supersedes=event.supersedes)
+                                supersedes=event.supersedes, source=event.source,
+                                contact=event.contact)
     return Verdict(validated, topics.REPORTS_VALIDATED, Kind.VALIDATED)

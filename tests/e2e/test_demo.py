@@ -52,11 +52,14 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_demo_delivers_every_correction(tmp_path: Path) -> None:
+    # As `make run` runs it: the default workdir, `.tipline`, relative to where it runs.
+    env = {k: v for k, v in clean_env(tmp_path).items() if k != "TIPLINE_WORKDIR"}
     result = subprocess.run(
         [*TIPLINE, "demo", "--reports", "30"],
-        env=clean_env(tmp_path), capture_output=True, text=True, timeout=240,
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / ".tipline" / "logs").is_dir()
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["reports"] == 30
     assert figures["referrals"] > 0

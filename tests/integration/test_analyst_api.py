@@ -20,10 +20,15 @@ from shared import topics
 from shared.analysts import AnalystDirectory
 from shared.batches import Publisher
 from shared.contracts import (
+    PUBLIC_FORM,
     AmendReport,
     Location,
     Report,
+    ReporterContact,
     ReportSupplemented,
+    ReportValidated,
+    Source,
+    derived_id,
     now,
 )
 from shared.settings import Settings
@@ -68,10 +73,14 @@ def texas_report() -> Report:
                   additional_info="synthetic text " + uuid.uuid4().hex)
 
 
-async def arrive(api: Api, report_id: str, report: Report) -> str:
+async def arrive(api: Api, report_id: str, report: Report, source: Source = "esp",
+                 contact: ReporterContact | None = None) -> str:
     """What the validated-report consumer does, driven directly."""
     analysis = api.app.analyst_api.state.analysis  # type: ignore[attr-defined]
-    (arrived,) = await analysis.cases.arrive([(report_id, report, "esp-test", None)])
+    event = ReportValidated(event_id=derived_id(report_id, "validated"), report_id=report_id,
+                            esp_id="esp-test" if source == "esp" else PUBLIC_FORM,
+                            report=report, source=source, contact=contact)
+    (arrived,) = await analysis.cases.arrive([(event, None)])
     if arrived.case is not None:
         await analysis.releaser.publish_cases({report_id: arrived.case})
     return arrived.state
@@ -313,3 +322,109 @@ async def test_a_release_cut_short_says_when_to_try_again_and_its_retry_finishes
         assert answer.status_code == 409 and answer.headers["retry-after"] == "1", answer.text
     released = await api.http.post(f"/v1/analyst/reports/{report_id}/release")
     assert released.status_code == 202 and released.json()["state"] == "released"
+
+
+# --- reports from the public: triage --------------------------------------------------------
+
+CONTACT = ReporterContact(name="Synthetic Parent", email="parent@example.test",
+                          phone="+1 555 0100")
+
+
+async def test_a_public_report_waits_in_triage_until_an_analyst_releases_it(
+    api: Api, settings: Settings, redis: Redis
+) -> None:
+    first, second = f"pub-{uuid.uuid4().hex}", f"pub-{uuid.uuid4().hex}"
+    assert await arrive(api, first, texas_report(), "public", CONTACT) == "held"
+    assert await arrive(api, second, texas_report(), "public") == "held"
+    assert await arrive(api, first, texas_report(), "public", CONTACT) == "held"  # redelivered
+
+    queue = (await api.http.get("/v1/analyst/triage", params={"limit": 200})).json()["reports"]
+    mine = [r for r in queue if r["report_id"] in (first, second)]
+    assert [r["report_id"] for r in mine] == [first, second]  # oldest first, each once
+    assert [r["contact_given"] for r in mine] == [True, False]
+    assert [r["arrived_at"] for r in queue] == sorted(r["arrived_at"] for r in queue)
+
+    case = (await api.http.get(f"/v1/analyst/reports/{first}")).json()
+    assert (case["state"], case["source"]) == ("held", "public")
+    assert case["contact"] == CONTACT.model_dump(exclude_none=True)
+
+    released = await api.http.post(f"/v1/analyst/reports/{first}/release")
+    assert released.status_code == 202, released.text
+    event = await supplemented(api, settings, first)
+    assert event.source == "public" and event.supplements == []  # no contact unless shared
+    queue = (await api.http.get("/v1/analyst/triage", params={"limit": 200})).json()["reports"]
+    assert first not in [r["report_id"] for r in queue]
+    assert second in [r["report_id"] for r in queue]
+
+    referral = Referral(api, redis)
+    await referral.refer(event)
+    notices = await read_topic(settings, agency_topic(api.agencies[0]),
+                               lambda rs: any(r["report_id"] == first for r in rs))
+    (notice,) = [n for n in notices if n["report_id"] == first]
+    assert (notice["payload"]["source"], notice["payload"]["esp_id"]) == ("public", None)
+    assert "Synthetic Parent" not in str(notice)
+
+
+async def test_a_closed_report_is_never_released_and_is_kept(
+    api: Api, settings: Settings
+) -> None:
+    report_id = f"pub-{uuid.uuid4().hex}"
+    assert await arrive(api, report_id, texas_report(), "public") == "held"
+    closed = await api.http.post(f"/v1/analyst/reports/{report_id}/close",
+                                 json={"reason": "synthetic: nothing to act on"})
+    assert closed.status_code == 202, closed.text
+    again = await api.http.post(f"/v1/analyst/reports/{report_id}/close",
+                                json={"reason": "a second opinion"})
+    assert again.status_code == 202  # closed already: the first closing stays
+    for step, body in (("release", None), ("hold", {"reason": "look again"})):
+        refused = await api.http.post(f"/v1/analyst/reports/{report_id}/{step}", json=body)
+        assert refused.status_code == 409, (step, refused.text)
+    assert await arrive(api, report_id, texas_report(), "public") == "closed"  # redelivered
+
+    case = (await api.http.get(f"/v1/analyst/reports/{report_id}")).json()
+    assert case["state"] == "closed" and case["report"] is not None
+    assert case["closed"]["reason"] == "synthetic: nothing to act on"
+    records = await read_topic(settings, topics.REPORTS_CLOSED,
+                               lambda rs: sum(r["report_id"] == report_id for r in rs) >= 2)
+    assert {r["event_id"] for r in records if r["report_id"] == report_id} == {
+        derived_id(report_id, "closed")}
+    queue = (await api.http.get("/v1/analyst/triage", params={"limit": 200})).json()["reports"]
+    assert report_id not in [r["report_id"] for r in queue]
+
+    released = f"an-{uuid.uuid4().hex}"  # only a held report can be closed
+    assert await arrive(api, released, texas_report()) == "released"
+    refused = await api.http.post(f"/v1/analyst/reports/{released}/close",
+                                  json={"reason": "too late"})
+    assert refused.status_code == 409
+
+
+async def test_contact_details_go_to_agencies_only_once_shared(
+    api: Api, settings: Settings, redis: Redis
+) -> None:
+    report_id = f"pub-{uuid.uuid4().hex}"
+    assert await arrive(api, report_id, texas_report(), "public", CONTACT) == "held"
+    forged = await api.http.post(f"/v1/analyst/reports/{report_id}/supplements", json={
+        "kind": "reporter_contact", "content": "x", "source": "s", "verified": True})
+    assert forged.status_code == 422  # only share-contact shares them
+
+    shared = await api.http.post(f"/v1/analyst/reports/{report_id}/share-contact")
+    assert shared.status_code == 202, shared.text
+    twice = await api.http.post(f"/v1/analyst/reports/{report_id}/share-contact")
+    assert twice.status_code == 409
+    assert (await api.http.post(f"/v1/analyst/reports/{report_id}/release")).status_code == 202
+    event = await supplemented(api, settings, report_id)
+    (supplement,) = event.supplements
+    assert supplement.kind == "reporter_contact" and supplement.analyst_id == api.analyst
+    assert supplement.content == CONTACT.model_dump(exclude_none=True)
+
+    # An operator reads the case, but not the reporter's contact details.
+    operator = f"operator-{uuid.uuid4().hex[:6]}"
+    await AnalystDirectory(redis).add(operator, PASSWORD, role="operator")
+    seen = (await api.http.get(f"/v1/analyst/reports/{report_id}",
+                               auth=(operator, PASSWORD))).json()
+    assert seen["contact"] == seen["supplements"][0]["content"] == "withheld: analysts only"
+    assert "parent@example.test" not in str(seen)
+
+    none = f"pub-{uuid.uuid4().hex}"
+    assert await arrive(api, none, texas_report(), "public") == "held"
+    assert (await api.http.post(f"/v1/analyst/reports/{none}/share-contact")).status_code == 409

@@ -32,7 +32,7 @@ from services.notification.referrals import (
     Retract,
 )
 from services.supplementation import holds
-from services.supplementation.casefile import CaseFiles, Kept
+from services.supplementation.casefile import TRIAGE, CaseFiles, Kept
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
 from shared import status
 from shared.contracts import (
@@ -41,6 +41,7 @@ from shared.contracts import (
     Fact,
     Priority,
     Report,
+    ReportValidated,
     Supplement,
     TimelineFacts,
     now,
@@ -278,15 +279,19 @@ def pending(event_id: str) -> Pending:
 async def through_case_files(cases: CaseFiles, report_id: str, event: CaseEvent
                              ) -> str | Kept | None:
     match event:
-        case CaseEvent.ARRIVE:
-            return (await cases.arrive([(report_id, Report(), "esp-1", None)]))[0].state
+        case CaseEvent.ARRIVE | CaseEvent.ARRIVE_PUBLIC:
+            public = event is CaseEvent.ARRIVE_PUBLIC
+            arrival = ReportValidated(event_id="v", report_id=report_id, esp_id="esp-1",
+                                      report=Report(), source="public" if public else "esp")
+            return (await cases.arrive([(arrival, None)]))[0].state
         case CaseEvent.HOLD:
             return await cases.hold(report_id, "a look first", "analyst-1")
+        case CaseEvent.CLOSE:
+            return await cases.close(report_id, "nothing to act on", "analyst-1")
         case CaseEvent.BEGIN_RELEASE:
             return await cases.begin_release(report_id)
         case CaseEvent.FINISH_RELEASE:
-            await cases.finish_release(report_id)
-            return CaseState.RELEASED
+            return await cases.finish_release(report_id)
         case CaseEvent.KEEP_SUPPLEMENT:
             return await cases.keep_supplement(report_id, Supplement(
                 supplement_id="s1", kind="note", content="n", source="a source",
@@ -301,7 +306,8 @@ async def through_case_files(cases: CaseFiles, report_id: str, event: CaseEvent
 @given(st.lists(case_events, min_size=1, max_size=10))
 async def test_the_case_file_scripts_agree(redis: Redis, events: list[CaseEvent]) -> None:
     cases, report_id, model = CaseFiles(redis), a_report(), CaseFile()
-    keys = case, supplements, amendments, after_release, _ = CaseFiles._keys(report_id)
+    keys = CaseFiles._keys(report_id)
+    case, supplements, amendments, after_release, *_ = keys
     try:
         for event in events:
             model, answer = holds.apply(model, event)
@@ -317,3 +323,4 @@ async def test_the_case_file_scripts_agree(redis: Redis, events: list[CaseEvent]
                             amended, changed) == model
     finally:
         await redis.delete(*keys)
+        await redis.zrem(TRIAGE, report_id)

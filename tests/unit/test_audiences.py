@@ -10,13 +10,24 @@ from pathlib import Path
 import pytest
 
 from services.notification.notices import amendment_notice, correction_notice, referral_notice
-from shared.audiences import AGENCY_SEES, Kind, esp_status, esp_timeline, for_esp
+from shared.audiences import (
+    AGENCY_SEES,
+    CONTACT_SUPPLEMENT,
+    Audience,
+    Kind,
+    esp_status,
+    esp_timeline,
+    for_esp,
+    sees_contact,
+)
 from shared.contracts import (
+    PUBLIC_FORM,
     Amendment,
     Change,
     Fact,
     Priority,
     Report,
+    ReporterContact,
     ReportSupplemented,
     Supplement,
 )
@@ -35,6 +46,7 @@ ESP_MAY_SEE: dict[str, dict[str, bool]] = {
     "finished": {"files": True},
     "retraction requested": {"by": True, "post_finish": True, "reason": True},
     "abandoned": {"reason": True, "by": True},
+    "information added by the reporter": {"text": False, "added_at": False},
     "validated": {},
     "rejected": {"reasons": True},
     "duplicate content across reports": {"file_id": True, "sha256": True,
@@ -51,6 +63,7 @@ ESP_MAY_SEE: dict[str, dict[str, bool]] = {
     "supplement added": {f: False for f in ("analyst", "kind", "verified", "source",
                                             "added_at")},
     "amended by analyst": {f: False for f in ("analyst", "path", "reason", "amended_at")},
+    "closed as not actionable": {"analyst": False, "reason": False},
     "referral delivered": {"agency": False, "priority": False},
     "referral withheld": {"reason": False},
     "amendment delivered": {"agency": False, "notice_id": False, "version": False},
@@ -180,3 +193,29 @@ def test_an_agency_finds_what_it_needs_and_no_other_agency() -> None:
     assert set(referral.payload) == AGENCY_SEES["referral"]
     assert "MARKER" in json.dumps(referral.payload["report"])
     assert referral.payload["supplements"][0]["label"] == "UNVERIFIED"
+
+
+# --- a public reporter's contact details ---------------------------------------------------
+
+
+def test_who_sees_a_public_reporters_contact_details() -> None:
+    seen = {(a, shareable): sees_contact(a, shareable=shareable)
+            for a in Audience for shareable in (False, True)}
+    assert {k for k, v in seen.items() if v} == {
+        (Audience.ANALYST, False), (Audience.ANALYST, True), (Audience.AGENCY, True)}
+
+
+def test_a_public_report_reaches_an_agency_without_its_reporter_unless_shared() -> None:
+    contact = ReporterContact(name="MARK-name", email="mark@example.test", phone="+1 555 0100")
+    at = datetime.now(UTC)
+    event = supplemented("synthetic").model_copy(update={
+        "esp_id": PUBLIC_FORM, "source": "public", "supplements": [], "amendments": []})
+    plain = referral_notice(event, "icac-tx")
+    assert (plain.payload["source"], plain.payload["esp_id"]) == ("public", None)
+    assert "MARK-name" not in plain.model_dump_json()
+    shared = Supplement(supplement_id="c", kind=CONTACT_SUPPLEMENT,
+                        content=contact.model_dump(exclude_none=True), source="the reporter",
+                        verified=False, analyst_id="analyst-1", added_at=at)
+    told = referral_notice(event.model_copy(update={"supplements": [shared]}), "icac-tx")
+    assert told.payload["supplements"][0]["content"]["name"] == "MARK-name"
+    assert set(told.payload) <= AGENCY_SEES["referral"]

@@ -186,3 +186,32 @@ def test_a_dead_letters_cause_never_quotes_the_record() -> None:
     assert cause(error) == "ValidationError: 1 validation error for ReportValidated"
     assert cause("X: bad input_value='synthetic secret', input_type=str") == (
         "X: bad input_value=…, input_type=str")
+
+
+def test_public_reports_wait_in_triage_until_released_or_closed_in_any_order() -> None:
+    model = ReadModel()
+
+    def validated(report: str, when: float, source: str = "public") -> None:
+        model.apply(*events.record(topics.REPORTS_VALIDATED, event_id=f"v{report}",
+                                   report_id=report, esp_id="public form", report=Report(),
+                                   source=source, occurred_at=at(when)))
+
+    validated("p1", 1)
+    validated("p2", 0)
+    validated("e1", 0, source="esp")  # a provider's report is never triaged here
+    assert list(sorted(model.triage, key=model.triage.__getitem__)) == ["p2", "p1"]
+    model.apply(*events.record(topics.REPORTS_CLOSED, event_id="c", report_id="p2",
+                               analyst_id="a1", reason="synthetic", occurred_at=at(5)))
+    assert list(model.triage) == ["p1"] and model.reports["p2"].state == "closed"
+    # Released before its acceptance is read (topics are read side by side): never queued.
+    model.apply(*events.record(
+        topics.REPORTS_SUPPLEMENTED, event_id="s3", report_id="p3", esp_id="public form",
+        report=Report(), agencies=["a"], priority=Priority.NORMAL, jurisdiction="US",
+        rules_version="1", source="public", occurred_at=at(3)))
+    validated("p3", 2)
+    assert "p3" not in model.triage
+    page = pages.triage_page(model, 1, at(60).timestamp())
+    assert 'data-report="p1"' in page and 'data-report="p2"' not in page
+    shown = pages.report_page(model, model.reports["p1"], at(60).timestamp())
+    assert 'class="badge public"' in shown
+    assert "an ESP" in pages.report_page(model, model.reports["e1"], at(60).timestamp())

@@ -49,6 +49,7 @@ def draft_table() -> str:
         ("retract", lifecycle.Retract()),
         ("retract (strict)", lifecycle.Retract(strict=True)),
         ("abandon (deadline passed)", lifecycle.Abandon()),
+        ("add information (public)", lifecycle.AddInformation()),
     ]
     windows = lifecycle.Windows(60.0, 60.0)
 
@@ -76,7 +77,8 @@ def case_table() -> str:
             ("held, report in", CaseFile(CaseState.HELD, True)),
             ("open", CaseFile(CaseState.OPEN)),
             ("releasing", CaseFile(CaseState.RELEASING, True)),
-            ("released", CaseFile(CaseState.RELEASED, True))]
+            ("released", CaseFile(CaseState.RELEASED, True)),
+            ("closed", CaseFile(CaseState.CLOSED, True))]
     events = [e for e in CaseEvent if e is not CaseEvent.KEEP_AMENDMENT]
 
     def cell(case: CaseFile, event: CaseEvent) -> str:

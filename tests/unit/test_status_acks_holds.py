@@ -111,5 +111,24 @@ def test_a_report_arriving_again_changes_nothing(run: list[CaseEvent]) -> None:
 def test_an_unheld_report_is_released_on_arrival(run: list[CaseEvent]) -> None:
     for before, event, after in cases(run):
         if event is CaseEvent.ARRIVE:
-            held = before.state in (CaseState.HELD, CaseState.RELEASING)
+            held = before.state in (CaseState.HELD, CaseState.RELEASING, CaseState.CLOSED)
             assert after.state is (before.state if held else CaseState.RELEASED)
+
+
+@given(st.lists(case_events, max_size=12))
+def test_a_public_report_is_released_only_by_an_analyst(run: list[CaseEvent]) -> None:
+    """Arriving first, a report from the public is held; released only by an analyst's release,
+    never by arriving (again)."""
+    for before, event, after in cases([CaseEvent.ARRIVE_PUBLIC, *run]):
+        if after.state is CaseState.RELEASED and before.state is not CaseState.RELEASED:
+            assert event is CaseEvent.FINISH_RELEASE
+
+
+@given(st.lists(case_events, max_size=12))
+def test_a_closed_case_stays_closed_and_keeps_what_is_added(run: list[CaseEvent]) -> None:
+    for before, event, after in cases(run):
+        if before.state is CaseState.CLOSED:
+            assert after.state is CaseState.CLOSED
+            assert after.after_release == before.after_release  # never sent anywhere
+        if after.state is CaseState.CLOSED and before.state is not CaseState.CLOSED:
+            assert (before.state, event) == (CaseState.HELD, CaseEvent.CLOSE)
