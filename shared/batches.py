@@ -182,14 +182,28 @@ Handler = Callable[[list[M]], Awaitable[None]]
 def rewind(consumer: AIOKafkaConsumer, records: Iterable[ConsumerRecord[Any, Any]]) -> None:
     """Back to the first of these records on each partition still assigned (a partition taken
     in a rebalance is its new owner's, from the group's committed offset)."""
+    for tp, offset in _first_offsets(consumer, records).items():
+        consumer.seek(tp, offset)
+
+
+async def rewind_to_committed(consumer: AIOKafkaConsumer,
+                              records: Iterable[ConsumerRecord[Any, Any]]) -> None:
+    """Back to the group's committed offset on each partition of these records still assigned
+    (the first record's, where the group has none)."""
+    for tp, first in _first_offsets(consumer, records).items():
+        committed = await consumer.committed(tp)
+        consumer.seek(tp, first if committed is None else committed)
+
+
+def _first_offsets(consumer: AIOKafkaConsumer, records: Iterable[ConsumerRecord[Any, Any]],
+                   ) -> dict[TopicPartition, int]:
+    """The first offset of these records on each partition still assigned."""
     first: dict[TopicPartition, int] = {}
     for record in records:
         tp = TopicPartition(record.topic, record.partition)
         first[tp] = min(first.get(tp, record.offset), record.offset)
     assigned = consumer.assignment()
-    for tp, offset in first.items():
-        if tp in assigned:
-            consumer.seek(tp, offset)
+    return {tp: offset for tp, offset in first.items() if tp in assigned}
 
 
 def next_offsets(records: Iterable[ConsumerRecord[Any, Any]]) -> dict[TopicPartition, int]:
@@ -256,6 +270,12 @@ class Transactions:
     committed offsets and is handled anew. Where no copy takes the name back, the broker aborts
     it after KAFKA_TRANSACTION_TIMEOUT_MS. A batch that fails is aborted, never half-committed.
 
+    A commit that fails may have been made all the same (its answer lost while a broker failed
+    over): the producer is dropped, and the next one, of the same transactional id, starts only
+    once the broker has finished that transaction one way or the other. The batch then goes on
+    from the group's committed offsets, which were committed with it or not at all: a batch whose
+    commit went through is not handled twice (`Delivery`).
+
     aiokafka commits offsets in a transaction with TxnOffsetCommit v0, which carries no group
     generation (KIP-447), so a copy that lost its partitions in a rebalance but still runs is
     not fenced by the broker: the commit checks the partitions are still assigned first, and the
@@ -266,14 +286,20 @@ class Transactions:
         self._producer: AIOKafkaProducer | None = None
         self._open = False  # a transaction begun and neither committed nor aborted
 
-    async def begin(self) -> AIOKafkaProducer:
+    async def ready(self) -> AIOKafkaProducer:
+        """The producer, started if need be: its start fences an earlier producer of the same
+        transactional id, and waits for the broker to finish any transaction that one left."""
         if self._producer is None:
             producer = AIOKafkaProducer(**self.options)
-            await producer.start()  # fences an earlier producer of the same transactional id
+            await producer.start()
             self._producer = producer
-        await self._producer.begin_transaction()
-        self._open = True
         return self._producer
+
+    async def begin(self) -> AIOKafkaProducer:
+        producer = await self.ready()
+        await producer.begin_transaction()
+        self._open = True
+        return producer
 
     async def commit(self, consumer: AIOKafkaConsumer,
                      offsets: dict[TopicPartition, int]) -> None:
@@ -281,9 +307,13 @@ class Transactions:
         assigned = consumer.assignment()
         if lost := sorted(str(tp) for tp in offsets if tp not in assigned):
             raise KafkaError(f"partitions taken in a rebalance: {', '.join(lost)}")
-        if offsets:
-            await self._producer.send_offsets_to_transaction(offsets, self.group)
-        await self._producer.commit_transaction()
+        try:
+            if offsets:
+                await self._producer.send_offsets_to_transaction(offsets, self.group)
+            await self._producer.commit_transaction()
+        except BaseException:
+            await self.stop()  # in doubt: the next producer starts once it is settled
+            raise
         self._open = False
 
     async def abort(self) -> None:
@@ -344,7 +374,11 @@ class Delivery:
             log.warning("%s: %d records of %s not handled, fetched again after a pause: %s",
                         self.service, len(batch.records), topic, describe_error(exc))
             await asyncio.sleep(self.backoff_s)
-            rewind(consumer, message.raw_message)
+            if self.transactions is None:
+                rewind(consumer, message.raw_message)
+            else:  # to what committed with the batch's transactions, or before them
+                await self.transactions.ready()
+                await rewind_to_committed(consumer, message.raw_message)
             return
         finally:
             metrics.HANDLER_SECONDS.labels(self.service, topic).observe(

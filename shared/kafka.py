@@ -65,7 +65,7 @@ def kafka_security(settings: Settings) -> BaseSecurity | None:
 
 def kafka_client_options(settings: Settings) -> dict[str, Any]:
     """Where and how every plain aiokafka client connects: producers, consumers, admin."""
-    return {"bootstrap_servers": settings.kafka_bootstrap_servers,
+    return {"bootstrap_servers": settings.kafka_bootstrap,
             **parse_security(kafka_security(settings))}
 
 
@@ -136,7 +136,7 @@ def make_broker(settings: Settings, service: str, *, sealed: bool = True,
     seals = Seals(settings.tipline_keys_dir).require(service) if sealed else None
     options = producer_options(settings, service)
     return TiplineBroker(
-        settings.kafka_bootstrap_servers,
+        settings.kafka_bootstrap,
         security=kafka_security(settings),
         client_id=options["client_id"],
         acks=options["acks"],

@@ -180,6 +180,13 @@ class Settings(BaseSettings):
     # On SIGTERM a service has this long to finish the messages in hand (then it exits anyway).
     tipline_shutdown_grace_s: float = 15.0
 
+    @property
+    def kafka_bootstrap(self) -> list[str]:
+        """KAFKA_BOOTSTRAP_SERVERS as the clients take it: a list (they read a comma-separated
+        string as one host)."""
+        return [server.strip() for server in self.kafka_bootstrap_servers.split(",")
+                if server.strip()]
+
     @field_validator("kafka_bootstrap_servers", "redis_url")
     @classmethod
     def _not_blank(cls, value: str) -> str:

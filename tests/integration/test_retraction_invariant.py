@@ -248,6 +248,9 @@ class Transaction(FakeProducer):
         self.pending: list[tuple[str, bytes]] = []
         self.commits = 0
 
+    async def ready(self) -> "Transaction":
+        return self
+
     async def begin(self) -> "Transaction":
         self.pending = []
         return self
@@ -283,6 +286,9 @@ class Consumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         pass
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return None
 
 
 async def until_committed(model: type[BaseModel], body: BaseModel, handler: Any,

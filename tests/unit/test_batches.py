@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 
@@ -77,6 +77,10 @@ class Consumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
 
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset: the last commit's, or none yet."""
+        return next((c[tp] for c in reversed(self.commits) if tp in c), None)
+
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         await self.release.wait()
         if self.refuse:
@@ -126,6 +130,11 @@ class Transactions(FakeProducer):
     service: str = "test"
     seals: None = None
 
+    lose_answer: int = 0  # commits whose answer is lost though they were made
+
+    async def ready(self) -> "Transactions":
+        return self
+
     async def begin(self) -> "Transactions":
         self.log.append("begin")
         return self
@@ -134,6 +143,10 @@ class Transactions(FakeProducer):
         self.log.append({tp.partition: offset for tp, offset in offsets.items()})
         self.committed += self.pending
         self.pending = []
+        consumer.commits.append(offsets)  # the group's offsets, in the transaction
+        if self.lose_answer:
+            self.lose_answer -= 1
+            raise KafkaConnectionError("the coordinator failed over")
 
     async def abort(self) -> None:
         self.log.append("abort")
@@ -340,7 +353,7 @@ async def test_in_a_transaction_a_batch_commits_its_offsets_with_its_records() -
     message, _ = await deliver([step("a", 1, 0), step("b", 1, 1)], handler,
                                transactions=transactions)
     assert transactions.log == ["begin", {0: 2}]
-    assert message.consumer.commits == []  # the offsets went with the transaction, not apart
+    assert message.consumer.commits == [{TopicPartition(TOPIC, 0): 2}]  # in the transaction
 
 
 async def test_in_a_transaction_a_failed_batch_is_aborted_then_each_record_commits_alone() -> None:
@@ -388,3 +401,16 @@ async def test_what_waits_for_delivery_runs_after_the_commit_and_never_after_an_
 
 async def _record(done: list[Any], what: Any) -> None:
     done.append(what)
+
+
+async def test_a_commit_made_though_its_answer_was_lost_is_not_handled_again() -> None:
+    """The batch goes on from the group's committed offsets: past it, had its transaction
+    committed; back to its start, had it not."""
+    transactions = Transactions(lose_answer=1)
+    message, _ = await deliver([step("a", 1, 4), step("b", 1, 5)], Handler(),
+                               transactions=transactions)
+    assert message.consumer.seeks == [(TopicPartition(TOPIC, 0), 6)]  # after it, not again
+    aborted = Transactions()
+    message, _ = await deliver([step("a", 1, 4)], Handler(
+        fail=lambda events: ConnectionError("Redis away")), transactions=aborted)
+    assert message.consumer.seeks == [(TopicPartition(TOPIC, 0), 4)]  # none yet: its start
