@@ -31,7 +31,8 @@ from tipline.pki import LOOPBACK, make_pki
 SERVICES = ("intake", "validation", "supplementation", "referral", "retraction", "console")
 # What each pipeline service writes (besides notices), and a topic of another service's.
 INTAKE_WRITES = {"tipline.reports.drafts", "tipline.reports.submitted",
-                 "tipline.retractions.requested", "tipline.deadletter.intake"}
+                 "tipline.retractions.requested", "tipline.deadletter.intake",
+                 "tipline.reports.additions"}  # what a public reporter adds with the receipt
 ANOTHERS = {"intake": "tipline.reports.validated", "validation": "tipline.reports.supplemented",
             "supplementation": "tipline.reports.referred",
             "referral": "tipline.reports.retracted", "retraction": "tipline.reports.validated"}
