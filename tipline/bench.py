@@ -1,4 +1,5 @@
-"""The benchmark: the pipeline against a raw aiokafka relay chain, each on a fresh broker.
+"""The benchmark: the pipeline against a raw aiokafka relay chain, each on a fresh broker (or
+both on one Apache Kafka: `--kafka apache`).
 
 (a) The ceiling: a chain of raw aiokafka relays, each its own process, as many hops as the
     pipeline has (submitted -> validation -> supplementation -> referral -> agency topic: three
@@ -331,7 +332,7 @@ def routing_file(workdir: Path) -> Path:
 
 
 async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, kind: str,
-                       latency: bool = True) -> dict[str, Any]:
+                       latency: bool = True, on: list[Child] | None = None) -> dict[str, Any]:
     """A relay chain of `kind` ("relay" or "fsrelay"): throughput, latency, the relays' memory."""
     names = CHAINS[kind]
     await ensure_topics(settings, names[:-1])
@@ -340,7 +341,7 @@ async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, k
     await ensure_topics(settings, names[-1:], partitions=settings.kafka_agency_partitions)
     relays = [stack.spawn(f"{kind}-{i + 1}", [sys.executable, "-m", "tipline.bench", kind,
                                               names[i], names[i + 1], f"bench-{kind}-{i + 1}"],
-                          env=stack.env())
+                          env={**stack.env(), **stack.admin_env})  # bench topics: no ACLs
               for i in range(3)]
     sink = RawSink(settings, names[-1])
     await sink.start()
@@ -352,7 +353,8 @@ async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, k
         if latency:  # "latency first", above
             out["latency_ms"] = await steady(producer, names[0], sink.arrived,
                                              f"{run}-{kind}lat", plan.offered, plan.steady_s)
-        meter, before = CpuMeter(servers(stack) + relays), len(sink.arrived)
+        meter = CpuMeter((servers(stack) if on is None else on) + relays)
+        before = len(sink.arrived)
         out["throughput_per_s"] = await saturate(
             producer, names[0], sink.arrived, f"{run}-{kind}", plan.saturate_s)
         out["cpu_ms_per_msg"] = meter.per_message(len(sink.arrived) - before)
@@ -369,7 +371,7 @@ def servers(stack: Stack) -> list[Child]:
 
 
 async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str,
-                          copies: int = 1) -> dict[str, Any]:
+                          copies: int = 1, on: list[Child] | None = None) -> dict[str, Any]:
     """The pipeline's throughput and its latency at the offered rate; with `copies` > 1, then
     its throughput again with each further copy of every consuming service started."""
     watch = NoticeWatch(settings, ONE_AGENCY)  # as many partitions as the raw chain's sink
@@ -389,8 +391,8 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str
     async def throughput(label: str) -> tuple[float, dict[str, float]]:
         await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-{label}warm", 90,
                       seals)
-        meter = CpuMeter(servers(stack) + [c for c in stack.children
-                                           if service_of(c.name) in SERVICES])
+        meter = CpuMeter((servers(stack) if on is None else on)
+                         + [c for c in stack.children if service_of(c.name) in SERVICES])
         before = len(arrived)
         rate = await saturate(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-{label}tp",
                               plan.saturate_s, seals=seals)
@@ -544,26 +546,71 @@ async def _stage_long(settings: Settings, url: str, stack: Stack, logins: dict[s
             "rss_growth_mb": growth}
 
 
+class Servers:
+    """Where each stage runs: on the embedded broker, a fresh broker and Valkey of its own each
+    ("Fair", above); on Apache Kafka, one cluster (`tipline up --kafka apache`'s) for them all,
+    each stage with topics of its own, logged in as the admin (the services as themselves)."""
+
+    def __init__(self, workdir: Path, kafka: str) -> None:
+        self.workdir, self.kafka = workdir, kafka
+        self.shared: Stack | None = None
+
+    def __enter__(self) -> "Servers":
+        if self.kafka == "apache":
+            self.shared = Stack(kafka="", redis="", http="", workdir=self.workdir / "apache")
+            start_servers(self.shared, kafka="apache")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shared is not None:
+            self.shared.stop()
+
+    def stage(self, workdir: Path, http: str = "") -> Stack:
+        """A stack for one stage: with servers of its own, or a view of the shared ones."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        if self.shared is None:
+            stack = Stack(kafka="", redis="", http=http, workdir=workdir)
+            start_servers(stack)
+            return stack
+        shared = self.shared
+        return Stack(kafka=shared.kafka, redis=shared.redis, http=http, workdir=workdir,
+                     redis_username=shared.redis_username, redis_password=shared.redis_password,
+                     service_env=shared.service_env, kafka_env=shared.kafka_env,
+                     admin_env=shared.admin_env)
+
+    def servers(self, stack: Stack) -> list[Child]:
+        """The broker and Valkey a stage runs on (their CPU is the stage's too)."""
+        return servers(self.shared or stack)
+
+
 async def _run(workdir: Path, plan: Plan, long_replay_s: float,
-               profile: bool) -> dict[str, Any]:
+               profile: bool, kafka: str = "embedded") -> dict[str, Any]:
     run = f"b{time.time_ns()}"
-    os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # always fresh embedded servers
+    os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # always fresh servers
     os.environ.pop("REDIS_URL", None)
     if plan.copies > 1:  # room for the copies: a consumer a partition at most
         os.environ["KAFKA_PARTITIONS"] = str(max(8, plan.copies))
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
-                                           "load_avg_at_start": os.getloadavg()}}
-    say("(a) raw relay chain ...")
-    results["raw"] = await _chain_alone(workdir / "raw", plan, run, "relay")
-    say(f"    {results['raw']['throughput_per_s']}/s; FastStream relay chain ...")
-    results["framework"] = await _chain_alone(workdir / "framework", plan, run, "fsrelay",
-                                              latency=False)
-    say(f"    {results['framework']['throughput_per_s']}/s; (b) starting the pipeline ...")
-    stack = Stack(kafka="", redis="", http=f"http://127.0.0.1:{free_port()}",
-                  workdir=workdir / "pipeline")
-    stack.workdir.mkdir(parents=True, exist_ok=True)
+                                           "load_avg_at_start": os.getloadavg()},
+                               "broker": kafka}
+    with Servers(workdir, kafka) as where:
+        say("(a) raw relay chain ...")
+        results["raw"] = await _chain_alone(where, workdir / "raw", plan, run, "relay")
+        say(f"    {results['raw']['throughput_per_s']}/s; FastStream relay chain ...")
+        results["framework"] = await _chain_alone(where, workdir / "framework", plan, run,
+                                                  "fsrelay", latency=False)
+        say(f"    {results['framework']['throughput_per_s']}/s; (b) starting the pipeline ...")
+        await _pipeline(where, workdir / "pipeline", plan, run, long_replay_s, profile, results)
+    results["ratio"] = round(results["pipeline"]["throughput_per_s"]
+                             / results["raw"]["throughput_per_s"], 3)
+    results["machine"]["load_avg_at_end"] = os.getloadavg()
+    return results
+
+
+async def _pipeline(where: Servers, workdir: Path, plan: Plan, run: str, long_replay_s: float,
+                    profile: bool, results: dict[str, Any]) -> None:
+    stack = where.stage(workdir, http=f"http://127.0.0.1:{free_port()}")
     try:
-        start_servers(stack)
         routing = routing_file(stack.workdir)
         os.environ["TIPLINE_ROUTING_FILE"] = str(routing)
         settings = stack.settings(tipline_routing_file=routing,
@@ -573,7 +620,8 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         await asyncio.to_thread(start_services, stack, PIPELINE)
         await all_ready(stack)  # no group join or start-up collection inside a timed stage
         profilers = _start_profilers(stack, workdir) if profile else []
-        results["pipeline"] = await _stage_pipeline(settings, stack, plan, run, plan.copies)
+        results["pipeline"] = await _stage_pipeline(settings, stack, plan, run, plan.copies,
+                                                    where.servers(stack))
         for p in profilers:
             p.wait()
         say(f"    {results['pipeline']['throughput_per_s']}/s; through the HTTP API ...")
@@ -590,22 +638,18 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
                 settings, stack.http, stack, logins, long_replay_s,
                 min(plan.offered, LONG_REPLAY_RATE))
         results["memory_mb"] = service_memory(stack)
-        results["ratio"] = round(results["pipeline"]["throughput_per_s"]
-                                 / results["raw"]["throughput_per_s"], 3)
-        results["machine"]["load_avg_at_end"] = os.getloadavg()
-        return results
     finally:
         await asyncio.to_thread(stack.stop)
 
 
-async def _chain_alone(workdir: Path, plan: Plan, run: str, kind: str,
+async def _chain_alone(where: Servers, workdir: Path, plan: Plan, run: str, kind: str,
                        latency: bool = True) -> dict[str, Any]:
-    """A relay chain on an embedded broker of its own ("Fair", above)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(kafka="", redis="", http="", workdir=workdir)
+    """A relay chain on a broker of its own ("Fair", above), or its own topics of the shared
+    Apache Kafka."""
+    stack = where.stage(workdir)  # its Valkey only idles: the relays' settings name one
     try:
-        start_servers(stack)  # its Valkey only idles: the relays' settings name one
-        return await _stage_chain(stack.settings(), stack, plan, run, kind, latency)
+        return await _stage_chain(stack.settings(), stack, plan, run, kind, latency,
+                                  where.servers(stack))
     finally:
         await asyncio.to_thread(stack.stop)
 
@@ -634,7 +678,8 @@ def say(text: str) -> None:
 
 
 def main(workdir: Path, *, quick: bool = False, long_replay_s: float = 0.0,
-         profile: bool = False, offered: float | None = None, copies: int = 1) -> dict[str, Any]:
+         profile: bool = False, offered: float | None = None, copies: int = 1,
+         kafka: str = "embedded") -> dict[str, Any]:
     run_dir = workdir / time.strftime("%Y%m%d-%H%M%S")  # logs and profiles stay for a look
     run_dir.mkdir(parents=True, exist_ok=True)
     say(f"logs in {run_dir}")
@@ -642,7 +687,7 @@ def main(workdir: Path, *, quick: bool = False, long_replay_s: float = 0.0,
     if offered:
         plan.offered = offered
     plan.copies = copies
-    return asyncio.run(_run(run_dir, plan, long_replay_s, profile))
+    return asyncio.run(_run(run_dir, plan, long_replay_s, profile, kafka))
 
 
 def render(r: dict[str, Any]) -> str:
@@ -650,7 +695,10 @@ def render(r: dict[str, Any]) -> str:
         return f"{lat['p50']!s:>8} {lat['p95']!s:>8} {lat['p99']!s:>8} {lat['max']!s:>8}"
 
     raw, pipe, http, fan = r["raw"], r["pipeline"], r["http"], r["fanout"]
+    broker = ("one Apache Kafka for both chains" if r.get("broker") == "apache"
+              else "each chain on a fresh embedded broker")
     lines = [
+        f"broker: {broker}",
         f"{'':<46} {'max msg/s':>9} {'offered/s':>9}   {'p50':>8} {'p95':>8} {'p99':>8} "
         f"{'max':>8}  ms",
         f"{'(a) raw aiokafka relay chain (3 relays)':<46} {raw['throughput_per_s']:>9} "

@@ -87,7 +87,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.fetch_wait_ms is not None:  # the services read it from the environment
         os.environ["KAFKA_FETCH_MAX_WAIT_MS"] = str(args.fetch_wait_ms)
     result = bench.main(WORKDIR / "bench", quick=args.quick, long_replay_s=args.long_replay,
-                        profile=args.profile, offered=args.offered, copies=args.copies)
+                        profile=args.profile, offered=args.offered, copies=args.copies,
+                        kafka=args.kafka)
     if args.json != "-":
         print(bench.render(result))
     _write_json(result, args.json)
@@ -147,6 +148,9 @@ def add_commands(sub: Any) -> None:
                           "consuming service (topics get 8 partitions)")
     ben.add_argument("--offered", type=float,
                      help="reports/s for the latency stages (default: 500)")
+    ben.add_argument("--kafka", choices=("embedded", "apache"), default="embedded",
+                     help="the broker: a fresh embedded one for each chain (default), or one "
+                          "Apache Kafka (as `tipline up --kafka apache` runs it) for both")
     ben.add_argument("--json", help="also write the results as JSON to this file ('-': stdout)")
     ben.set_defaults(func=cmd_bench)
 
