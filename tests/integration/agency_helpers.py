@@ -1,6 +1,7 @@
 """Helpers for the analyst and agency tests: a throwaway routing file, keys, topic reading."""
 
 import asyncio
+import contextlib
 import json
 import uuid
 from pathlib import Path
@@ -55,7 +56,9 @@ def routing_file(
 async def read_topic(
     settings: Settings, topic: str, want: Any, timeout: float = 20
 ) -> list[dict[str, Any]]:
-    """Parsed records of a topic, from its start, until `want(records)` holds or time is up."""
+    """Parsed records of a topic, from its start, until `want(records)` holds or time is up;
+    records that are no JSON (other tests' poison, on the session's shared broker) are left
+    out."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=f"test-{uuid.uuid4().hex}", auto_offset_reset="earliest", fetch_max_wait_ms=5,
@@ -67,7 +70,9 @@ async def read_topic(
         deadline = asyncio.get_running_loop().time() + timeout
         while not want(records) and asyncio.get_running_loop().time() < deadline:
             for part in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(json.loads(r.value) for r in part)
+                for record in part:
+                    with contextlib.suppress(ValueError, TypeError):
+                        records.append(json.loads(record.value))
     finally:
         await consumer.stop()
     return records
