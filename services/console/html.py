@@ -84,7 +84,7 @@ def table(head: Iterable[str], rows: list[str], empty: str, cls: str = "") -> st
 def pager(path: str, params: Mapping[str, object], paged: Paged[Any],
           name: str = "page", what: str = "rows") -> str:
     """"page 2 of 40 · 980 rows" and links; a page asked past the last says so."""
-    counted = f"{paged.total:,} {what}"
+    counted = f"{paged.total:,} {what if paged.total != 1 else what.removesuffix('s')}"
     note = (f' <span class="note">(page {paged.asked:,} asked: there are {paged.pages:,})'
             "</span>") if paged.clamped else ""
     if paged.pages <= 1:

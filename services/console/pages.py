@@ -75,10 +75,13 @@ def overview(v: View, f: Filters, page: int, attention_page: int, kind: str) -> 
     queue = v.q.attention(sorted(set(v.agencies) | v.q.agencies()), attention_page, kind,
                           size=ATTENTION_PAGE)
     since, until = f.window(v.now)
-    end = until if until is not None else v.now // 60 * 60  # the minute under way is not whole
+    # The line stops at the last whole minute (the one under way would fall towards 0); the
+    # cards count up to now.
+    end = until if until is not None else v.now // 60 * 60
     start = since if since is not None else end - 3600
     chart = v.q.chart(start, end)
-    totals = [sum(counts[i] for _, counts in chart) for i in range(len(FLOW))]
+    whole = v.q.chart(start, until if until is not None else end + 60, points=1)
+    totals = whole[0][1] if whole else [0] * len(FLOW)
     cards = "".join(
         f'<div class="card" data-flow="{name}"><span class="n">{n:,}</span>'
         f'<span class="flow-{name}">{name}</span></div>'
@@ -119,7 +122,7 @@ def attention(v: View, paged: Paged[Attention], counts: Mapping[str, int], kind:
         f'<p class="kinds">{summary}</p>'
         + table(("what", "agency", "report", "priority", "since", "detail"), rows,
                 "nothing needs attention: every correction and referral is acknowledged in time, "
-                "no agency's acks are refused, no dead letter in the last day")
+                "no agency's acks are refused, no dead letter in the last day", "queue")
         + pager("/", params, paged, "attention", "items") + "</section>")
 
 
@@ -139,8 +142,10 @@ def _attention_row(v: View, a: Attention) -> str:
     key = f"{a.kind}:{a.agency_id or a.service}:{a.report_id or a.detail}"
     return (f'<tr data-key="{h(key)}" data-kind="{a.kind}" data-agency="{h(a.agency_id or "")}">'
             f'<td>{badge(KINDS[a.kind][0])}</td><td>{agency_link(a.agency_id, v.agencies)}</td>'
-            f"<td>{report_link(a.report_id)}</td><td>{h(priority_name(a.priority))}</td>"
-            f'<td>{when(a.since)}<br><span class="muted">{age(v.now - a.since)} ago</span></td>'
+            f"<td>{report_link(a.report_id)}</td>"
+            f'<td><span class="label">priority </span>{h(priority_name(a.priority))}</td>'
+            f'<td><span class="label">since </span>{when(a.since)}<br>'
+            f'<span class="muted">{age(v.now - a.since)} ago</span></td>'
             f"<td>{detail}</td></tr>")
 
 
@@ -209,7 +214,7 @@ def _agency_row(v: View, health: Health) -> str:
 
 def refused_words(health: Health) -> str:
     if health.refusing:
-        return (f'<span class="badge escalated" data-state="refusing">acks refused: '
+        return (f'<span class="badge escalated long" data-state="refusing">acks refused: '
                 f"{h(health.refused_cause or '?')} since {clock(health.refused_since or 0)}"
                 "</span>")
     if health.refused:
@@ -266,7 +271,7 @@ def filter_form(v: View, f: Filters, path: str, params: Mapping[str, object]) ->
     agencies = sorted(set(v.agencies) | v.q.agencies())
     keep = "".join(f'<input type="hidden" name="{h(k)}" value="{h(value)}">'
                    for k, value in params.items()
-                   if k in ("kind", "attention") and value not in (None, ""))
+                   if k == "kind" and value not in (None, ""))
     since = f.since.strftime("%Y-%m-%dT%H:%M") if f.since else ""
     until = f.until.strftime("%Y-%m-%dT%H:%M") if f.until else ""
     return (
@@ -432,7 +437,7 @@ def agency_page(v: View, agency_id: str, pages: Mapping[str, int]) -> str:
         f'<a href="{path}/backlog.csv">CSV</a> · <a href="{path}/backlog.json">JSON</a></p>'
         f'<section id="refused"><h2>Acks refused ({refused.total:,})</h2>'
         + letters_table(v, refused.rows, "none refused")
-        + pager(path, keep, refused, "refused", "refused") + "</section>"
+        + pager(path, keep, refused, "refused", "refused acks") + "</section>"
         f'<section id="unacknowledged"><h2>Unacknowledged corrections ({pending.total:,})</h2>'
         + waiting_table(v, pending.rows, "none: every correction is acknowledged or escalated")
         + pager(path, keep, pending, "pending", "corrections") + "</section>"

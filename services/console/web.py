@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
@@ -141,6 +141,11 @@ async def overview(request: Request, svc: Svc, who: Who) -> Response:
     kind = query.get("kind", "")
     if kind and kind not in KINDS:
         raise BadFilter(f"kind must be one of {', '.join(KINDS)}; not {kind[:40]!r}")
+    canonical = {**f.query(), **{name: str(value) for name, value in (
+        ("kind", kind), ("attention", attention), ("page", page)) if value not in ("", 1)}}
+    if dict(query) != canonical and request.headers.get("X-Console-Fragment") != "1":
+        # A form sends its empty fields too: the view's own URL, to share, without them.
+        return RedirectResponse(f"/?{urlencode(canonical)}" if canonical else "/", 303)
     body = await svc.readers.run(
         lambda q: pages.overview(svc.view(q), f, page, attention, kind))
     return render(request, svc, who, "Overview", body)
