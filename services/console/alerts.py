@@ -1,7 +1,8 @@
 """What the console tells Prometheus, per agency, so people are told without staring at a page.
 
-Read from the store at each scrape (a few index counts). Every copy of the console exports the
-same figures: the alert rules (deploy/prometheus/alerts.yaml) take the `max` over copies.
+Read from the store at each scrape (a few index counts), once the console has caught up with the
+topics (a store being rebuilt would say too little). Every copy of the console exports the same
+figures: the alert rules (deploy/prometheus/alerts.yaml) take the `max` over copies.
 """
 
 from collections.abc import Callable, Iterator
@@ -30,24 +31,29 @@ PER_AGENCY = (
      "Referrals sent to the agency and unacknowledged after TIPLINE_ACK_TIMEOUT_S"),
     ("tipline_console_acks_refused", "counter",
      "Responses of the agency refused by the retraction service (dead-lettered, with a cause)"),
+    ("tipline_console_acks_refused_since_last_ack", "gauge",
+     "Responses of the agency refused since the last one accepted: its acks do not count"),
 )
 _FIELD = {"tipline_console_corrections_overdue": "overdue",
           "tipline_console_corrections_pending": "pending",
           "tipline_console_corrections_escalated": "escalated",
           "tipline_console_referrals_unacknowledged": "unacknowledged",
-          "tipline_console_acks_refused": "refused"}
+          "tipline_console_acks_refused": "refused",
+          "tipline_console_acks_refused_since_last_ack": "refusing"}
 
 
 class PerAgency(Collector):
     """The figures of every agency the store or the registry knows, at each scrape."""
 
     def __init__(self) -> None:
-        self.source: Callable[[], tuple[Queries, set[str]]] | None = None
+        # The store's read side and the agencies the registry knows; None until caught up.
+        self.source: Callable[[], tuple[Queries, set[str]] | None] | None = None
 
     def collect(self) -> Iterator[Metric]:
-        if self.source is None:
+        found = self.source() if self.source is not None else None
+        if found is None:
             return
-        queries, known = self.source()
+        queries, known = found
         figures = queries.alerts()
         for name, kind, text in PER_AGENCY:
             family: GaugeMetricFamily | CounterMetricFamily = (

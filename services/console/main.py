@@ -54,7 +54,8 @@ def create_app(settings: Settings) -> FastStream:
     console = Console(readers, registry, AnalystDirectory(
         redis, LoginGuard(Limits.of(settings))), secret, live,
         settings.tipline_console_session_ttl_s, settings.tipline_console_trace_url)
-    alerts.PER_AGENCY_COLLECTOR.source = lambda: (readers.queries(), set(console.agencies()))
+    alerts.PER_AGENCY_COLLECTOR.source = lambda: (
+        (readers.queries(), set(console.agencies())) if live.caught_up else None)
     api = create_api(console)
     count_requests(api, "console")
     server = _Server(uvicorn.Config(api, host=settings.tipline_console_host,

@@ -484,8 +484,8 @@ class Queries:
     # --- for alerting -------------------------------------------------------------------------
 
     def alerts(self) -> dict[str, dict[str, int]]:
-        """Per agency: corrections overdue and escalated, referrals unacknowledged past the
-        timeout, responses refused (ever)."""
+        """Per agency: corrections overdue, pending and escalated, referrals unacknowledged past
+        the timeout, responses refused (ever, and since the last accepted ack)."""
         cutoff = self.now - self.ack_timeout_s
         out: dict[str, dict[str, int]] = {}
 
@@ -504,4 +504,8 @@ class Queries:
             if what in ("escalated", "pending"):
                 out.setdefault(agency, {})[what] = n
         put("refused", self.tallies("refused:").items())
+        put("refusing", self.db.execute(
+            "SELECT l.agency, count(*) FROM letters l LEFT JOIN acks a ON a.agency = l.agency "
+            "WHERE l.agency IS NOT NULL AND l.failed_at > coalesce(a.last_at, 0) "
+            "GROUP BY l.agency"))
         return out

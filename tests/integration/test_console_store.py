@@ -230,3 +230,26 @@ def test_a_store_is_never_erased_and_never_shared(tmp_path: Path) -> None:
     assert store.db.execute("SELECT value FROM meta WHERE name = 'layout'").fetchone() == (
         str(LAYOUT),)
     store.close()
+
+
+def test_prometheus_reads_each_agencys_figures_once_caught_up(store: Store) -> None:
+    from prometheus_client import REGISTRY, generate_latest
+
+    from services.console.alerts import PER_AGENCY_COLLECTOR
+
+    story(store)
+    PER_AGENCY_COLLECTOR.source = lambda: None  # rebuilding: nothing to say yet
+    assert b"tipline_console_corrections_escalated{" not in generate_latest(REGISTRY)
+    PER_AGENCY_COLLECTOR.source = lambda: (queries(store, at(1000)), {"idle"})
+    try:
+        text = generate_latest(REGISTRY).decode()
+    finally:
+        PER_AGENCY_COLLECTOR.source = None
+    for line in ('tipline_console_corrections_escalated{agency="stuck"} 1.0',
+                 'tipline_console_corrections_overdue{agency="slow"} 1.0',
+                 'tipline_console_corrections_overdue{agency="wrong-key"} 1.0',
+                 'tipline_console_referrals_unacknowledged{agency="wrong-key"} 1.0',
+                 'tipline_console_acks_refused_total{agency="wrong-key"} 2.0',
+                 'tipline_console_acks_refused_since_last_ack{agency="wrong-key"} 2.0',
+                 'tipline_console_corrections_overdue{agency="idle"} 0.0'):
+        assert line in text, line
