@@ -22,18 +22,30 @@ from shared.contracts import Outcome
 from shared.settings import Settings
 
 
-def agency_signer(keys: str | None) -> Any:
-    """The agency's own signer for acks and outcomes (--keys DIR), or None."""
-    from shared.signing import Signer
+def agency_settings() -> Settings:
+    """Settings for the agency commands: the environment's, and where it says nothing, the
+    broker and routing file of the stack `tipline up` runs in TIPLINE_WORKDIR."""
+    from tipline.status import tool_settings
 
-    return Signer(Path(keys)) if keys else None
+    return tool_settings(Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")))
+
+
+def agency_signer(agency_id: str, keys: str | None) -> Any:
+    """The agency's own signer for acks and outcomes: --keys DIR, or the development key `tipline
+    up` made for it in its workdir (tipline/agencykeys.py), or None."""
+    from shared.signing import SIGNING_FILE, Signer
+
+    if keys:
+        return Signer(Path(keys))
+    made = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")) / "agency-keys" / agency_id
+    return Signer(made) if (made / SIGNING_FILE).exists() else None
 
 
 def _respond(agency_id: str, keys: str | None, send: Any) -> int:
     from tipline.agency import AgencyClient
 
     async def run() -> None:
-        client = AgencyClient(Settings(), agency_id, signer=agency_signer(keys))
+        client = AgencyClient(agency_settings(), agency_id, signer=agency_signer(agency_id, keys))
         await client._producer.start()  # sending only: no need to join the consumer group
         try:
             await send(client)
@@ -124,7 +136,9 @@ def cmd_agency_keys(args: argparse.Namespace) -> int:
 def cmd_agency_list(args: argparse.Namespace) -> int:
     from shared.agencies import load_agencies
 
-    for agency in load_agencies(Settings().tipline_routing_file).values():
+    routing = agency_settings().tipline_routing_file
+    print(f"agencies of {routing}")
+    for agency in load_agencies(routing).values():
         acks = (f"{len(agency.verify_keys)} key(s)" if agency.verify_keys
                 else "UNABLE TO ACK: no registered key (tipline agency keys)")
         print(f"{agency.id:<20} {acks:<60} {agency.name}")

@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from shared.settings import Settings
-
 WORKDIR = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
 
 
@@ -126,10 +124,11 @@ def cmd_agency_tail(args: argparse.Namespace) -> int:
     from tipline.agency import AgencyClient
 
     async def tail() -> None:
-        from tipline.agencycli import agency_signer
+        from tipline.agencycli import agency_settings, agency_signer
 
-        client = AgencyClient(Settings(), args.agency_id, group_id=args.group,
-                              auto_ack=not args.manual_ack, signer=agency_signer(args.keys))
+        client = AgencyClient(agency_settings(), args.agency_id, group_id=args.group,
+                              auto_ack=not args.manual_ack,
+                              signer=agency_signer(args.agency_id, args.keys))
         await client.start()
         try:
             async for notice in client.notices():
@@ -170,7 +169,8 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--group", help="consumer group (default agency-<id>)")
     tail.add_argument("--manual-ack", action="store_true",
                       help="do not acknowledge; use `tipline agency ack` instead")
-    tail.add_argument("--keys", help="the agency's own signing keys directory (signs acks)")
+    tail.add_argument("--keys", help="the agency's own signing keys directory (signs acks; "
+                      "default: the one `tipline up` made for it in its workdir)")
     tail.set_defaults(func=cmd_agency_tail)
 
     from tipline.agencycli import add_agency_commands  # agency ack, agency outcome
