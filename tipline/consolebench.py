@@ -213,6 +213,7 @@ def fill(data_dir: Path, reports: int, agencies: list[str], seed: int) -> dict[s
                 store.apply(batch, {})
                 batch = []
         store.apply(batch, {})
+        store.tune()
     finally:
         store.close()
     took, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -233,13 +234,13 @@ def paths(ids: list[str], agencies: list[str], rng: random.Random,
 
     def filtered() -> str:
         chosen = rng.choice(filters).format(esp=rng.choice(ESPS), agency=rng.choice(agencies))
-        return f"/?{chosen}&page={rng.randint(1, 20)}"
+        return f"/?{chosen}&page={rng.randint(2, 20)}"  # (a page past the last shows the last)
 
     return {
         "overview": lambda: "/",
         "overview page n": lambda: f"/?page={rng.randint(2, deep)}",
         "overview filtered": filtered,
-        "attention page n": lambda: f"/?attention={rng.randint(1, 400)}",
+        "attention page n": lambda: f"/?attention={rng.randint(2, 400)}",
         "report": lambda: f"/reports/{rng.choice(ids)}",
         "report (tail)": lambda: f"/reports/{rng.choice(tail)}",
         "agency": lambda: f"/agencies/{rng.choice(agencies)}",

@@ -167,6 +167,8 @@ class Follower:
                 if time.monotonic() - refreshed > REFRESH_S:
                     refreshed = time.monotonic()
                     await self._assign()
+                    await asyncio.get_running_loop().run_in_executor(self.writer,
+                                                                     self.store.tune)
         finally:
             await self.consumer.stop()
             self.writer.shutdown()

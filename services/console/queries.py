@@ -16,6 +16,9 @@ from shared import topics
 PAGE = 25
 LETTERS_RECENT_S = 86400  # dead letters stay in the attention queue for a day (the page keeps all)
 TOP = "\U0010ffff"  # after every character: `x <= name < x + TOP` is a prefix
+# A filter keeping more reports than this is checked row by row along the sorted column's index
+# rather than sorting all it keeps (queries.Queries.reports).
+WALK = 20_000
 T = TypeVar("T")
 
 
@@ -144,6 +147,7 @@ class Queries:
     ack_timeout_s: float
     max_resends: int
     _tallies: dict[str, dict[str, int]] = field(default_factory=dict)
+    _health: dict[str, "Health"] = field(default_factory=dict)
 
     # --- counters -----------------------------------------------------------------------------
 
@@ -175,36 +179,48 @@ class Queries:
         return [Report.load(docs[s]) for s in seqs if s in docs]
 
     def reports(self, f: Filters, asked: int) -> Paged[Report]:
-        """Reports as `f` filters and sorts them (the default: newest first)."""
+        """Reports as `f` filters and sorts them (the default: newest first).
+
+        Sorted by another column than the time, a filter that keeps many reports is checked
+        row by row along that column's index (`+column` keeps SQLite off the filter's index),
+        so a page costs its rows, not a sort of everything the filter keeps."""
+        facets = self._facets(f)
+        walk = f.sort != "first" and min((self.tally(n) for n in facets),
+                                          default=self.tally("reports")) > WALK
+        p = "+" if walk else ""
         table, where, args = "reports r", list[str](), list[Any]()
         if f.agency:
             table = "tracks t JOIN reports r ON r.seq = t.report"
-            where.append("t.agency = ?")
+            where.append(f"{p}t.agency = ?")
             args.append(f.agency)
         for column, value in (("state", f.state), ("esp", f.esp)):
             if value:
-                where.append(f"r.{column} = ?")
+                where.append(f"{p}r.{column} = ?")
                 args.append(value)
         if f.priority is not None:
-            where.append("r.priority = ?")
+            where.append(f"{p}r.priority = ?")
             args.append(f.priority)
         if f.correction == "overdue":
             where.append("r.seq IN (SELECT report FROM tracks WHERE correction = 'pending' "
                          "AND since < ?)")
             args.append(self.now - self.ack_timeout_s)
         elif f.correction:
-            where.append("r.correction = ?")
+            where.append(f"{p}r.correction = ?")
             args.append(f.correction)
         since, until = f.window(self.now)
         first = "t.first" if f.agency else "r.first"
         if since is not None:
-            where.append(f"{first} >= ?")
+            where.append(f"{p}{first} >= ?")
             args.append(since)
         if until is not None:
-            where.append(f"{first} < ?")
+            where.append(f"{p}{first} < ?")
             args.append(until)
         condition = " AND ".join(where) or "1"
-        total = self._count(f, table, condition, args)
+        timed = f.last or f.since or f.until or f.correction == "overdue"
+        total = self.tally(facets[0] if facets else "reports") if (
+            len(facets) < 2 and not timed) else int(self.db.execute(
+                f"SELECT count(*) FROM {table} WHERE {condition.replace('+', '')}",
+                args).fetchone()[0])
         way = "DESC" if f.order == "desc" else "ASC"
         column = {"first": first, "report": "r.report_id", "esp": "r.esp",
                   "priority": "r.priority"}[f.sort]
@@ -219,17 +235,14 @@ class Queries:
 
         return paged(total, asked, fetch)
 
-    def _count(self, f: Filters, table: str, condition: str, args: list[Any]) -> int:
-        """From a tally where at most one facet is asked; else counted."""
-        facets = [name for name, chosen in (
+    @staticmethod
+    def _facets(f: Filters) -> list[str]:
+        """The tallies that count what each of `f`'s filters keeps (no time, no overdue)."""
+        return [name for name, chosen in (
             (f"state:{f.state}", f.state), (f"esp:{f.esp}", f.esp),
             (f"priority:{f.priority}", f.priority is not None),
             (f"correction:{f.correction}", f.correction not in ("", "overdue")),
             (f"a:{f.agency}:reports", f.agency)) if chosen]
-        if not (f.last or f.since or f.until or f.correction == "overdue") and len(facets) < 2:
-            return self.tally(facets[0] if facets else "reports")
-        return int(self.db.execute(f"SELECT count(*) FROM {table} WHERE {condition}",
-                                   args).fetchone()[0])
 
     def find(self, prefix: str, asked: int) -> Paged[Report]:
         """Reports whose id starts with `prefix`, newest first (ids are time-ordered)."""
@@ -254,11 +267,12 @@ class Queries:
         if not names:
             return paged(0, asked, lambda limit, offset: [])
         marks = ",".join("?" * len(names))
+        p = "+" if sum(esps.values()) > WALK else ""  # many: along the time index
 
         def fetch(limit: int, offset: int) -> list[Report]:
             return self._docs([s for (s,) in self.db.execute(
-                f"SELECT seq FROM reports WHERE esp IN ({marks}) ORDER BY first DESC, seq DESC "
-                "LIMIT ? OFFSET ?", (*names, limit, offset))])
+                f"SELECT seq FROM reports WHERE {p}esp IN ({marks}) ORDER BY first DESC, "
+                "seq DESC LIMIT ? OFFSET ?", (*names, limit, offset))])
 
         return paged(sum(esps.values()), asked, fetch)
 
@@ -277,6 +291,11 @@ class Queries:
     # --- agencies -----------------------------------------------------------------------------
 
     def health(self, agency_id: str) -> Health:
+        if agency_id not in self._health:
+            self._health[agency_id] = self._health_of(agency_id)
+        return self._health[agency_id]
+
+    def _health_of(self, agency_id: str) -> Health:
         counts = self.tallies(f"a:{agency_id}:")
         last_ack = self.db.execute("SELECT last_at FROM acks WHERE agency = ?",
                                    (agency_id,)).fetchone()

@@ -60,7 +60,10 @@ def matches(report: Report, f: Filters, now: float) -> bool:
     ))
 
 
-def test_counts_and_pages_agree_with_the_reports(store: Store) -> None:
+@pytest.mark.parametrize("walk", [20_000, 10])  # sorting what a filter keeps; or walking
+def test_counts_and_pages_agree_with_the_reports(store: Store, walk: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("services.console.queries.WALK", walk)
     agencies = ["ag-a", "ag-b", "ag-c", "ag-d"]
     stream = list(events.synthetic_events(400, agencies, seed=3, span_s=7200))
     for start in range(0, len(stream), 97):  # batches that cut reports in two
@@ -82,9 +85,19 @@ def test_counts_and_pages_agree_with_the_reports(store: Store) -> None:
         if f.sort == "first" and f.order == "desc":
             assert [r.report_id for r in found.rows] == [r.report_id for r in sorted(
                 want, key=lambda r: r.first, reverse=True)][:25], query
-        shown = [r.report_id for p in range(1, found.pages + 1)
-                 for r in q.reports(f, p).rows]
+        every_page = [r for p in range(1, found.pages + 1) for r in q.reports(f, p).rows]
+        shown = [r.report_id for r in every_page]
         assert sorted(shown) == sorted(r.report_id for r in want), query
+        key = {"first": lambda r: r.first, "report": lambda r: r.report_id,
+               "esp": lambda r: r.esp or "", "priority": lambda r: r.priority}[f.sort]
+        keys = [key(r) for r in every_page]
+        assert keys == sorted(keys, reverse=f.order == "desc"), query
+    # ESPs by prefix, their reports newest first.
+    esps = q.esps("bench-esp-1")
+    mine = sorted((r for r in every if (r.esp or "").startswith("bench-esp-1")),
+                  key=lambda r: r.first, reverse=True)
+    assert sum(esps.values()) == len(mine) and set(esps) == {r.esp for r in mine}
+    assert [r.report_id for r in q.by_esps(esps, 2).rows] == [r.report_id for r in mine[25:50]]
     # Agency counters agree with the tracks.
     for agency in agencies:
         health = q.health(agency)
