@@ -225,6 +225,19 @@ def test_pages_show_the_cause_and_escape_whatever_the_topics_carry(store: Store)
     assert "acks refused: unknown key bench-unregistered since" in shown[-1]
 
 
+def test_a_report_links_to_its_trace_where_a_trace_ui_is_configured(store: Store) -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    topic, event = events.record(topics.REPORTS_SUBMITTED, event_id="s", report_id="r",
+                                 esp_id="e", report=Filed(), occurred_at=at(0))
+    store.apply([Read(topic, 0, 0, event, trace_id=trace)], {})
+    q = queries(store, at(1))
+    report = q.report("r")
+    assert report is not None and report.trace_id == trace
+    linked = pages.report_page(pages.View(q, {}, True, "http://jaeger/trace/{trace_id}"), report)
+    assert f'href="http://jaeger/trace/{trace}"' in linked
+    assert "/trace/" not in pages.report_page(pages.View(q, {}, True), report)
+
+
 def test_a_store_is_never_erased_and_never_shared(tmp_path: Path) -> None:
     data = tmp_path / "console"
     store = Store(data)

@@ -212,3 +212,18 @@ def test_the_console_leaves_dead_letters_of_consumed_topics_to_their_consumers()
 
     consumed = {t for pairs in subscriptions().values() for t, _ in pairs}
     assert consumed - {topics.AGENCY_ACKS} == DEAD_LETTERED_BY_CONSUMERS
+
+
+def test_a_reports_trace_is_the_one_its_records_travelled_in() -> None:
+    from aiokafka import ConsumerRecord
+
+    from services.console.follow import trace_id
+
+    def record(*headers: tuple[str, bytes]) -> ConsumerRecord[bytes, bytes]:
+        return ConsumerRecord("t", 0, 0, 0, 0, b"k", b"v", None, 1, 1, list(headers))
+
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert trace_id(record(("traceparent", f"00-{trace}-00f067aa0ba902b7-01".encode()))) == trace
+    assert trace_id(record()) is None
+    assert trace_id(record(("traceparent", b"00-" + b"0" * 32 + b"-00f067aa0ba902b7-01"))) is None
+    assert trace_id(record(("traceparent", b"garbage"))) is None
