@@ -229,8 +229,8 @@ def paths(ids: list[str], agencies: list[str], rng: random.Random,
     deep = max(2, len(ids) // 25)
     filters = ["state=retracted&esp={esp}", "agency={agency}&priority=high",
                "correction=escalated", "correction=overdue&agency={agency}", "last=15m",
-               "state=referred&sort=priority", "esp={esp}&sort=report&order=asc",
-               "priority=imminent&last=1h&sort=esp"]
+               "state=referred&sort=priority", "esp={esp}&sort=priority&order=asc",
+               "priority=imminent&last=1h", "agency={agency}&state=retracted&sort=priority"]
 
     def filtered() -> str:
         chosen = rng.choice(filters).format(esp=rng.choice(ESPS), agency=rng.choice(agencies))

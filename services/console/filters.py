@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from services.console.model import CORRECTIONS, PRIORITIES, STATES
 
-SORTS = {"first": "first seen", "report": "report id", "esp": "ESP", "priority": "priority"}
+SORTS = {"first": "first seen", "priority": "priority"}
 LAST = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 MAX_TEXT = 200
 

@@ -319,7 +319,7 @@ def report_table(v: View, reports: list[Report], f: Filters | None = None, path:
                     f"<td>{badge(report.retraction_state())}</td>"
                     f"<td>{states or '-'}</td><td>{h(priority_name(report.priority))}</td>"
                     f"<td>{when(report.first)}</td></tr>")
-    return table((head("report", "report"), head("esp", "ESP"), "state", "retraction",
+    return table(("report", "ESP", "state", "retraction",
                   "agencies (correction)", head("priority", "priority"),
                   head("first", "first seen")), rows, "no reports match", "reports")
 

@@ -181,57 +181,65 @@ class Queries:
     def reports(self, f: Filters, asked: int) -> Paged[Report]:
         """Reports as `f` filters and sorts them (the default: newest first).
 
-        Sorted by another column than the time, a filter that keeps many reports is checked
-        row by row along that column's index (`+column` keeps SQLite off the filter's index),
-        so a page costs its rows, not a sort of everything the filter keeps."""
+        Filtered by agency, the agency's rows of `tracks` answer (they carry the report's
+        columns). Sorted by priority, a filter that keeps many reports is checked along the
+        priority index instead of sorting all it keeps; each index holds every filtered column,
+        so a page or a count never reads a row of the table."""
         facets = self._facets(f)
-        walk = f.sort != "first" and min((self.tally(n) for n in facets),
-                                          default=self.tally("reports")) > WALK
-        p = "+" if walk else ""
-        table, where, args = "reports r", list[str](), list[Any]()
+        walk = f.sort == "priority" and min(
+            (self.tally(n) for n in facets if not n.startswith("a:")),
+            default=self.tally(facets[0]) if facets else self.tally("reports")) > WALK
         if f.agency:
-            table = "tracks t JOIN reports r ON r.seq = t.report"
-            where.append(f"{p}t.agency = ?")
-            args.append(f.agency)
+            seq, report_correction = "t.report", "t.report_correction"
+            table = "tracks t" + (" INDEXED BY tracks_agency_priority" if walk else "")
+            where, args = ["t.agency = ?"], list[Any]([f.agency])
+            c = "t."
+        else:
+            seq, report_correction = "r.seq", "r.correction"
+            table = "reports r" + (" INDEXED BY reports_priority" if walk else (
+                "" if facets or f.narrowed else " INDEXED BY reports_time"))
+            where, args = [], []
+            c = "r."
         for column, value in (("state", f.state), ("esp", f.esp)):
             if value:
-                where.append(f"{p}r.{column} = ?")
+                where.append(f"{c}{column} = ?")
                 args.append(value)
         if f.priority is not None:
-            where.append(f"{p}r.priority = ?")
+            where.append(f"{c}priority = ?")
             args.append(f.priority)
         if f.correction == "overdue":
-            where.append("r.seq IN (SELECT report FROM tracks WHERE correction = 'pending' "
+            where.append(f"{seq} IN (SELECT report FROM tracks WHERE correction = 'pending' "
                          "AND since < ?)")
             args.append(self.now - self.ack_timeout_s)
         elif f.correction:
-            where.append(f"{p}r.correction = ?")
+            where.append(f"{report_correction} = ?")
             args.append(f.correction)
         since, until = f.window(self.now)
-        first = "t.first" if f.agency else "r.first"
         if since is not None:
-            where.append(f"{p}{first} >= ?")
+            where.append(f"{c}first >= ?")
             args.append(since)
         if until is not None:
-            where.append(f"{p}{first} < ?")
+            where.append(f"{c}first < ?")
             args.append(until)
         condition = " AND ".join(where) or "1"
         timed = f.last or f.since or f.until or f.correction == "overdue"
         total = self.tally(facets[0] if facets else "reports") if (
             len(facets) < 2 and not timed) else int(self.db.execute(
-                f"SELECT count(*) FROM {table} WHERE {condition.replace('+', '')}",
-                args).fetchone()[0])
-        way = "DESC" if f.order == "desc" else "ASC"
-        column = {"first": first, "report": "r.report_id", "esp": "r.esp",
-                  "priority": "r.priority"}[f.sort]
-        order = f"{column} {way}, r.seq {way}" if f.sort == "first" else (
-            f"{column} {way}, r.first {way}, r.seq {way}")
+                f"SELECT count(*) FROM {table} WHERE {condition}", args).fetchone()[0])
+        def order(desc: bool) -> str:
+            way = "DESC" if desc else "ASC"
+            return (f"{c}priority {way}, " if f.sort == "priority" else "") + (
+                f"{c}first {way}, {seq} {way}")
 
         def fetch(limit: int, offset: int) -> list[Report]:
+            desc = f.order == "desc"
+            if offset > total // 2:  # a page past the middle: counted from the other end
+                limit, offset = min(limit, total - offset), max(0, total - offset - limit)
+                desc = not desc
             seqs = [s for (s,) in self.db.execute(
-                f"SELECT r.seq FROM {table} WHERE {condition} ORDER BY {order} "
+                f"SELECT {seq} FROM {table} WHERE {condition} ORDER BY {order(desc)} "
                 "LIMIT ? OFFSET ?", (*args, limit, offset))]
-            return self._docs(seqs)
+            return self._docs(seqs if desc == (f.order == "desc") else seqs[::-1])
 
         return paged(total, asked, fetch)
 
@@ -310,8 +318,8 @@ class Queries:
             "SELECT count(*) FROM tracks WHERE agency = ? AND correction = 'pending' AND "
             "since < ?", (agency_id, cutoff)).fetchone()[0]
         unacknowledged = self.db.execute(
-            "SELECT count(*) FROM tracks WHERE agency = ? AND referral_at IS NOT NULL AND "
-            "referral_acked_at IS NULL AND referral_at < ?", (agency_id, cutoff)).fetchone()[0]
+            "SELECT count(*) FROM tracks WHERE agency = ? AND referral_acked_at IS NULL AND "
+            "referral_at < ?", (agency_id, cutoff)).fetchone()[0]
         due = self.db.execute(
             "SELECT t.last_sent_at, t.resends, r.report_id FROM tracks t JOIN reports r ON "
             "r.seq = t.report WHERE t.agency = ? AND t.correction = 'pending' AND "
@@ -342,12 +350,14 @@ class Queries:
         way = "ASC" if state == "pending" else "DESC"
 
         def fetch(limit: int, offset: int) -> list[Waiting]:
+            # The page's keys from the index alone, then their rows (never a row per skipped).
             return [Waiting(rid, agency, priority, since, last_sent, resends, state)
                     for rid, agency, priority, since, last_sent, resends in self.db.execute(
                 "SELECT r.report_id, t.agency, t.priority, t.since, t.last_sent_at, t.resends "
-                "FROM tracks t JOIN reports r ON r.seq = t.report WHERE t.agency = ? AND "
-                f"t.correction = ? ORDER BY t.since {way} LIMIT ? OFFSET ?",
-                (agency_id, state, limit, offset))]
+                "FROM (SELECT report FROM tracks WHERE agency = ? AND correction = ? "
+                f"ORDER BY since {way} LIMIT ? OFFSET ?) k JOIN tracks t ON t.report = k.report "
+                f"AND t.agency = ? JOIN reports r ON r.seq = k.report ORDER BY t.since {way}",
+                (agency_id, state, limit, offset, agency_id))]
 
         return paged(total, asked, fetch)
 
@@ -357,9 +367,11 @@ class Queries:
 
         def fetch(limit: int, offset: int) -> list[tuple[float, str, str]]:
             return [tuple(row) for row in self.db.execute(  # type: ignore[misc]
-                "SELECT t.outcome_at, r.report_id, t.outcome FROM tracks t JOIN reports r ON "
-                "r.seq = t.report WHERE t.agency = ? AND t.outcome IS NOT NULL ORDER BY "
-                "t.outcome_at DESC LIMIT ? OFFSET ?", (agency_id, limit, offset))]
+                "SELECT t.outcome_at, r.report_id, t.outcome FROM (SELECT report FROM tracks "
+                "WHERE agency = ? AND outcome IS NOT NULL ORDER BY outcome_at DESC LIMIT ? "
+                "OFFSET ?) k JOIN tracks t ON t.report = k.report AND t.agency = ? JOIN reports r "
+                "ON r.seq = k.report ORDER BY t.outcome_at DESC",
+                (agency_id, limit, offset, agency_id))]
 
         return paged(total, asked, fetch)
 
@@ -456,9 +468,11 @@ class Queries:
             return [Attention(name, since, agency, rid, priority, detail=(
                 f"re-sent {resends}x" if resends else "")) for rid, agency, priority, since,
                 resends in self.db.execute(
-                    "SELECT r.report_id, t.agency, t.priority, t.since, t.resends FROM tracks t "
-                    f"JOIN reports r ON r.seq = t.report WHERE {condition} ORDER BY "
-                    "t.correction, t.priority DESC, t.since LIMIT ? OFFSET ?",
+                    "SELECT r.report_id, k.agency, k.priority, k.since, t.resends FROM (SELECT "
+                    f"report, agency, priority, since FROM tracks t WHERE {condition} ORDER BY "
+                    "t.correction, t.priority DESC, t.since LIMIT ? OFFSET ?) k JOIN tracks t ON "
+                    "t.report = k.report AND t.agency = k.agency JOIN reports r ON "
+                    "r.seq = k.report ORDER BY k.priority DESC, k.since",
                     (*args, limit, offset))]
 
         order = [k for k in KINDS if not kind or k == kind]
@@ -485,8 +499,8 @@ class Queries:
     def _unacknowledged(self, health: Health) -> Attention:
         oldest = self.db.execute(
             "SELECT r.report_id, t.referral_at, t.priority FROM tracks t JOIN reports r ON "
-            "r.seq = t.report WHERE t.agency = ? AND t.referral_at IS NOT NULL AND "
-            "t.referral_acked_at IS NULL ORDER BY t.referral_at LIMIT 1",
+            "r.seq = t.report WHERE t.agency = ? AND t.referral_acked_at IS NULL AND "
+            "t.referral_at IS NOT NULL ORDER BY t.referral_at LIMIT 1",
             (health.agency_id,)).fetchone()
         return Attention("unacknowledged", oldest[1], health.agency_id, oldest[0], oldest[2],
                          count=health.unacknowledged)
@@ -505,26 +519,7 @@ class Queries:
     def alerts(self) -> dict[str, dict[str, int]]:
         """Per agency: corrections overdue, pending and escalated, referrals unacknowledged past
         the timeout, responses refused (ever, and since the last accepted ack)."""
-        cutoff = self.now - self.ack_timeout_s
-        out: dict[str, dict[str, int]] = {}
-
-        def put(name: str, rows: Any) -> None:
-            for agency, n in rows:
-                out.setdefault(agency, {})[name] = int(n)
-
-        put("overdue", self.db.execute(
-            "SELECT agency, count(*) FROM tracks WHERE correction = 'pending' AND since < ? "
-            "GROUP BY agency", (cutoff,)))
-        put("unacknowledged", self.db.execute(
-            "SELECT agency, count(*) FROM tracks WHERE referral_at IS NOT NULL AND "
-            "referral_acked_at IS NULL AND referral_at < ? GROUP BY agency", (cutoff,)))
-        for name, n in self.tallies("a:").items():
-            agency, _, what = name.rpartition(":")
-            if what in ("escalated", "pending"):
-                out.setdefault(agency, {})[what] = n
-        put("refused", self.tallies("refused:").items())
-        put("refusing", self.db.execute(
-            "SELECT l.agency, count(*) FROM letters l LEFT JOIN acks a ON a.agency = l.agency "
-            "WHERE l.agency IS NOT NULL AND l.failed_at > coalesce(a.last_at, 0) "
-            "GROUP BY l.agency"))
-        return out
+        return {agency: {"overdue": h.overdue, "pending": h.pending, "escalated": h.escalated,
+                         "unacknowledged": h.unacknowledged, "refused": h.refused,
+                         "refusing": h.refused_lately}
+                for agency in sorted(self.agencies()) if (h := self.health(agency))}

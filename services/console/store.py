@@ -32,7 +32,7 @@ from shared.contracts import DeadLetter
 log = logging.getLogger("tipline.console")
 
 FILE = "console.db"
-LAYOUT = 1  # bump when the tables change: an older file is moved aside and the model rebuilt
+LAYOUT = 3  # bump when the tables change: an older file is moved aside and the model rebuilt
 CACHE_KB = 16 * 1024  # SQLite's page cache, a connection
 LOAD_CHUNK = 500  # report ids a query
 
@@ -41,24 +41,34 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
   seq INTEGER PRIMARY KEY, report_id TEXT NOT NULL UNIQUE, esp TEXT, state TEXT NOT NULL,
   priority INTEGER NOT NULL, first REAL NOT NULL, correction TEXT, retraction TEXT);
-CREATE INDEX IF NOT EXISTS reports_first ON reports (first);
-CREATE INDEX IF NOT EXISTS reports_state ON reports (state, first);
-CREATE INDEX IF NOT EXISTS reports_esp ON reports (esp, first);
-CREATE INDEX IF NOT EXISTS reports_priority ON reports (priority, first);
-CREATE INDEX IF NOT EXISTS reports_correction ON reports (correction, first);
+-- Each list's index holds every column a filter asks, so a page and a count read the index
+-- alone, never a row of the table (at a million reports a row is a disk page away); the whole
+-- list, newest first, pages along a narrow one.
+CREATE INDEX IF NOT EXISTS reports_time ON reports (first);
+CREATE INDEX IF NOT EXISTS reports_first ON reports (first, state, esp, priority, correction);
+CREATE INDEX IF NOT EXISTS reports_state ON reports (state, first, esp, priority, correction);
+CREATE INDEX IF NOT EXISTS reports_esp ON reports (esp, first, state, priority, correction);
+CREATE INDEX IF NOT EXISTS reports_priority ON reports (priority, first, state, esp, correction);
+CREATE INDEX IF NOT EXISTS reports_correction ON reports
+  (correction, first, state, esp, priority);
 CREATE TABLE IF NOT EXISTS docs (seq INTEGER PRIMARY KEY, doc BLOB NOT NULL);
+-- A row per report and agency: the report's own columns again (the agency's lists filter on
+-- them), then the agency's track.
 CREATE TABLE IF NOT EXISTS tracks (
   report INTEGER NOT NULL, agency TEXT NOT NULL, priority INTEGER NOT NULL, first REAL NOT NULL,
+  state TEXT NOT NULL, esp TEXT, report_correction TEXT,
   referral_at REAL, referral_acked_at REAL, correction TEXT, since REAL, last_sent_at REAL,
   resends INTEGER NOT NULL, outcome TEXT, outcome_at REAL,
   PRIMARY KEY (report, agency)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tracks_agency ON tracks (agency, first);
+CREATE INDEX IF NOT EXISTS tracks_agency ON tracks
+  (agency, first, state, esp, priority, report_correction);
+CREATE INDEX IF NOT EXISTS tracks_agency_priority ON tracks
+  (agency, priority, first, state, esp, report_correction);
 CREATE INDEX IF NOT EXISTS tracks_attention ON tracks (correction, priority DESC, since);
 CREATE INDEX IF NOT EXISTS tracks_agency_correction ON tracks (agency, correction, since);
 CREATE INDEX IF NOT EXISTS tracks_due ON tracks (agency, last_sent_at)
   WHERE correction = 'pending';
-CREATE INDEX IF NOT EXISTS tracks_unacked ON tracks (agency, referral_at)
-  WHERE referral_at IS NOT NULL AND referral_acked_at IS NULL;
+CREATE INDEX IF NOT EXISTS tracks_unacked ON tracks (agency, referral_acked_at, referral_at);
 CREATE INDEX IF NOT EXISTS tracks_outcomes ON tracks (agency, outcome_at)
   WHERE outcome IS NOT NULL;
 CREATE TABLE IF NOT EXISTS letters (
@@ -278,11 +288,12 @@ class Store:
             db.execute("UPDATE reports SET esp = ?, state = ?, priority = ?, first = ?, "
                        "correction = ?, retraction = ? WHERE seq = ?", (*columns, seq))
         db.execute("INSERT OR REPLACE INTO docs VALUES (?, ?)", (seq, report.dump()))
+        esp, state, priority, first, correction, _ = columns
         db.executemany(
-            "INSERT OR REPLACE INTO tracks VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(seq, agency, columns[2], report.first, t.referral_at, t.referral_acked_at,
-              t.correction(), t.since(), t.last_sent_at, t.resends, t.outcome, t.outcome_at)
-             for agency, t in report.agencies.items()])
+            "INSERT OR REPLACE INTO tracks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(seq, agency, priority, first, state, esp, correction, t.referral_at,
+              t.referral_acked_at, t.correction(), t.since(), t.last_sent_at, t.resends,
+              t.outcome, t.outcome_at) for agency, t in report.agencies.items()])
         return int(seq)
 
 
