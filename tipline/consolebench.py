@@ -93,13 +93,13 @@ def synthetic_events(reports: int, agencies: list[str], seed: int = 14,
             supplement_id=f"s{rid}-{i}", kind="note", content="synthetic", source="bench",
             verified=rng.random() < 0.5, analyst_id="a1", added_at=at(t))
             for i in range(rng.randint(0, 2))]
+        priority = rng.choice(PRIORITIES)
         out.append(record(topics.REPORTS_SUPPLEMENTED, event_id=f"u{rid}", report_id=rid,
-                          esp_id=esp, report=empty, agencies=chosen,
-                          priority=rng.choice(PRIORITIES),
+                          esp_id=esp, report=empty, agencies=chosen, priority=priority,
                           jurisdiction="us_state=TX", rules_version="1",
                           supplements=supplements, occurred_at=at(t + 0.2)))
         out.append(record(topics.REPORTS_REFERRED, event_id=f"r{rid}", report_id=rid,
-                          agencies=chosen, occurred_at=at(t + 0.3)))
+                          agencies=chosen, priority=priority, occurred_at=at(t + 0.3)))
         for agency in chosen:
             out.append(notice("referral", rid, agency, at(t + .3)))
             if rng.random() < 0.98:

@@ -195,6 +195,11 @@ class Report:
         kinds = [k for k in (t.correction() for t in self.agencies.values()) if k]
         return max(kinds, key=_WORST.__getitem__) if kinds else None
 
+    def waiting_since(self) -> float | None:
+        """When its oldest correction still awaiting an ack was sent (None: none awaits)."""
+        sent = [t.since() for t in self.agencies.values() if t.correction() == "pending"]
+        return min((s for s in sent if s is not None), default=None)
+
     def retraction_state(self) -> str:
         if self.retraction is not None:
             return "retracted"

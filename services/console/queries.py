@@ -207,9 +207,11 @@ class Queries:
         if f.priority is not None:
             where.append(f"{c}priority = ?")
             args.append(f.priority)
-        if f.correction == "overdue":
-            where.append(f"{seq} IN (SELECT report FROM tracks WHERE correction = 'pending' "
-                         "AND since < ?)")
+        if f.correction == "overdue" and f.agency:  # overdue at that agency
+            where.append("t.correction = 'pending' AND t.since < ?")
+            args.append(self.now - self.ack_timeout_s)
+        elif f.correction == "overdue":  # its oldest correction awaiting an ack
+            where.append("r.waiting < ?")
             args.append(self.now - self.ack_timeout_s)
         elif f.correction:
             where.append(f"{report_correction} = ?")

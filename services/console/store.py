@@ -32,7 +32,7 @@ from shared.contracts import DeadLetter
 log = logging.getLogger("tipline.console")
 
 FILE = "console.db"
-LAYOUT = 3  # bump when the tables change: an older file is moved aside and the model rebuilt
+LAYOUT = 4  # bump when the tables change: an older file is moved aside and the model rebuilt
 CACHE_KB = 16 * 1024  # SQLite's page cache, a connection
 LOAD_CHUNK = 500  # report ids a query
 
@@ -40,7 +40,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
   seq INTEGER PRIMARY KEY, report_id TEXT NOT NULL UNIQUE, esp TEXT, state TEXT NOT NULL,
-  priority INTEGER NOT NULL, first REAL NOT NULL, correction TEXT, retraction TEXT);
+  priority INTEGER NOT NULL, first REAL NOT NULL, correction TEXT, retraction TEXT,
+  waiting REAL);
 -- Each list's index holds every column a filter asks, so a page and a count read the index
 -- alone, never a row of the table (at a million reports a row is a disk page away); the whole
 -- list, newest first, pages along a narrow one.
@@ -51,6 +52,8 @@ CREATE INDEX IF NOT EXISTS reports_esp ON reports (esp, first, state, priority, 
 CREATE INDEX IF NOT EXISTS reports_priority ON reports (priority, first, state, esp, correction);
 CREATE INDEX IF NOT EXISTS reports_correction ON reports
   (correction, first, state, esp, priority);
+CREATE INDEX IF NOT EXISTS reports_waiting ON reports (waiting, first, state, esp, priority)
+  WHERE waiting IS NOT NULL;
 CREATE TABLE IF NOT EXISTS docs (seq INTEGER PRIMARY KEY, doc BLOB NOT NULL);
 -- A row per report and agency: the report's own columns again (the agency's lists filter on
 -- them), then the agency's track.
@@ -278,17 +281,19 @@ class Store:
     def _save(self, seq: int | None, report: Report) -> int:
         db = self.db
         columns = (report.esp, report.state, report.priority if report.priority is not None
-                   else -1, report.first, report.correction(), report.retraction_state() or None)
+                   else -1, report.first, report.correction(), report.retraction_state() or None,
+                   report.waiting_since())
         if seq is None:
             seq = db.execute(
                 "INSERT INTO reports (report_id, esp, state, priority, first, correction, "
-                "retraction) VALUES (?,?,?,?,?,?,?) RETURNING seq",
+                "retraction, waiting) VALUES (?,?,?,?,?,?,?,?) RETURNING seq",
                 (report.report_id, *columns)).fetchone()[0]
         else:
             db.execute("UPDATE reports SET esp = ?, state = ?, priority = ?, first = ?, "
-                       "correction = ?, retraction = ? WHERE seq = ?", (*columns, seq))
+                       "correction = ?, retraction = ?, waiting = ? WHERE seq = ?",
+                       (*columns, seq))
         db.execute("INSERT OR REPLACE INTO docs VALUES (?, ?)", (seq, report.dump()))
-        esp, state, priority, first, correction, _ = columns
+        esp, state, priority, first, correction, _, _ = columns
         db.executemany(
             "INSERT OR REPLACE INTO tracks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(seq, agency, priority, first, state, esp, correction, t.referral_at,

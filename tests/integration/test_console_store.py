@@ -43,11 +43,12 @@ def queries(store: Store, now: datetime) -> Queries:
 
 
 def matches(report: Report, f: Filters, now: float) -> bool:
-    """A filter, evaluated the slow way on a whole report."""
+    """A filter, evaluated the slow way on a whole report (overdue with an agency: at that
+    agency)."""
     since, until = f.window(now)
     overdue = any(t.correction() == "pending" and t.since() is not None
                   and t.since() < now - TIMEOUT  # type: ignore[operator]
-                  for t in report.agencies.values())
+                  for a, t in report.agencies.items() if a == f.agency or not f.agency)
     return all((
         not f.state or report.state == f.state,
         not f.esp or report.esp == f.esp,
