@@ -46,10 +46,17 @@ from shared.topics import SERVICES, agency_of_topic
 log = logging.getLogger("tipline.console")
 
 REFRESH_S = 5.0  # how often new agencies (topics) and partitions are looked for
-BATCH = 2000  # records a transaction
+BATCH = 2000  # records a fetch, and a transaction once caught up
+# While catching up, fetches are gathered up to this many records a transaction: a report's
+# records come from several topics read side by side, and a larger batch writes it once, not
+# once a topic (the memory of one batch: tens of MB at most).
+CATCH_UP_BATCH = 20_000
 # A fetch brings at most this much (a larger record still comes, alone): the memory is the
-# store's page cache and one batch, whatever the history's size.
+# store's page cache and one batch, whatever the history's size. A partition gives a slice of
+# its records a fetch, so a batch holds every topic's records of about the same moments: a
+# report's records from several topics land in one transaction more often (written once).
 FETCH_MAX_BYTES = 8 * 1024 * 1024
+PARTITION_FETCH_BYTES = 128 * 1024
 
 
 # Topics a pipeline service consumes: a record there that cannot be read is dead-lettered by that
@@ -141,7 +148,7 @@ class Follower:
             **kafka_client_options(self.settings), group_id=None, enable_auto_commit=False,
             auto_offset_reset="none", client_id="tipline-console",
             fetch_max_wait_ms=max(self.settings.kafka_fetch_max_wait_ms, 100),
-            max_partition_fetch_bytes=self.settings.kafka_max_message_bytes,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
             fetch_max_bytes=FETCH_MAX_BYTES,
         )
         await self.consumer.start()
@@ -150,7 +157,7 @@ class Follower:
             refreshed = time.monotonic()
             while True:
                 try:
-                    batches = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
+                    batches = await self._fetch()
                 except OffsetOutOfRangeError as exc:  # Kafka says so; the embedded broker ...
                     await self._out_of_range(exc.args[0] if exc.args else {})
                     continue
@@ -172,6 +179,20 @@ class Follower:
         finally:
             await self.consumer.stop()
             self.writer.shutdown()
+
+    async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        """What the next transaction takes: one fetch, or while catching up, every fetch
+        already in hand up to CATCH_UP_BATCH records."""
+        batches = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
+        count = sum(map(len, batches.values()))
+        while not self.live.caught_up and 0 < count < CATCH_UP_BATCH:
+            more = await self.consumer.getmany(timeout_ms=50, max_records=BATCH)
+            if not more:
+                break
+            for tp, records in more.items():
+                batches.setdefault(tp, []).extend(records)
+                count += len(records)
+        return batches
 
     async def _apply(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         records = [r for rs in batches.values() for r in rs]

@@ -192,8 +192,12 @@ class Report:
 
     def correction(self) -> str | None:
         """The worst of its agencies' corrections (CORRECTIONS), None when none was sent."""
-        kinds = [k for k in (t.correction() for t in self.agencies.values()) if k]
-        return max(kinds, key=_WORST.__getitem__) if kinds else None
+        worst, rank = None, 0
+        for track in self.agencies.values():
+            kind = track.correction()
+            if kind is not None and _WORST[kind] > rank:
+                worst, rank = kind, _WORST[kind]
+        return worst
 
     def waiting_since(self) -> float | None:
         """When its oldest correction still awaiting an ack was sent (None: none awaits)."""

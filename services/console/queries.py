@@ -36,7 +36,7 @@ class Paged(Generic[T]):
 
 
 def paged(total: int, asked: int, fetch: Callable[[int, int], list[T]],
-             size: int = PAGE) -> Paged[T]:
+          size: int = PAGE) -> Paged[T]:
     pages = max(1, -(-total // size))
     page = min(max(1, asked), pages)
     return Paged(fetch(size, (page - 1) * size) if total else [], page, pages, total, asked)

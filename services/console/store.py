@@ -189,7 +189,7 @@ class Store:
         anything a page shows changed."""
         ids = {rid for r in reads if r.event is not None and (rid := report_id_of(r.event))}
         known = self._load(ids)
-        before = {rid: report.tallies() for rid, (_, report) in known.items()}
+        before = {rid: Before.of(seq, report) for rid, (seq, report) in known.items()}
         dirty: set[str] = set()
         flows: Counter[tuple[int, int]] = Counter()
         acks: dict[str, float] = {}
@@ -209,7 +209,7 @@ class Store:
                 continue
             if rid not in known:
                 known[rid] = (None, Report(rid, moment(event)))
-                before[rid] = Counter()
+                before[rid] = Before(Counter(), None, {})
             report = known[rid][1]
             happened = report.apply(event)
             if read.trace_id and report.trace_id is None:
@@ -242,16 +242,17 @@ class Store:
                 found[report.report_id] = (seq, report)
         return found
 
-    def _write(self, reports: list[tuple[int | None, Report]], before: dict[str, Counter[str]],
+    def _write(self, reports: list[tuple[int | None, Report]], before: dict[str, "Before"],
                letters: list[tuple[str, Letter]], flows: Counter[tuple[int, int]],
                acks: dict[str, float], positions: dict[tuple[str, int], int]) -> bool:
         db, delta = self.db, Counter[str]()
         db.execute("BEGIN IMMEDIATE")
         try:
             for seq, report in reports:
-                seq = self._save(seq, report)
+                was = before[report.report_id]
+                self._save(seq, report, was)
                 delta.update(report.tallies())
-                delta.subtract(before[report.report_id])
+                delta.subtract(was.tallies)
             for read_from, x in letters:
                 if db.execute(
                         "INSERT OR IGNORE INTO letters (read_from, failed_at, service, topic, "
@@ -278,28 +279,55 @@ class Store:
             raise
         return bool(reports) or delta["letters"] > 0
 
-    def _save(self, seq: int | None, report: Report) -> int:
-        db = self.db
-        columns = (report.esp, report.state, report.priority if report.priority is not None
-                   else -1, report.first, report.correction(), report.retraction_state() or None,
-                   report.waiting_since())
+    def _save(self, seq: int | None, report: Report, was: "Before") -> None:
+        """The report's rows: its doc, and its row and tracks where they changed (an unchanged
+        row's indexes are left alone)."""
+        db, columns = self.db, _columns(report)
         if seq is None:
-            seq = db.execute(
+            seq = int(db.execute(
                 "INSERT INTO reports (report_id, esp, state, priority, first, correction, "
                 "retraction, waiting) VALUES (?,?,?,?,?,?,?,?) RETURNING seq",
-                (report.report_id, *columns)).fetchone()[0]
-        else:
+                (report.report_id, *columns)).fetchone()[0])
+        elif was.columns != columns:
             db.execute("UPDATE reports SET esp = ?, state = ?, priority = ?, first = ?, "
                        "correction = ?, retraction = ?, waiting = ? WHERE seq = ?",
                        (*columns, seq))
         db.execute("INSERT OR REPLACE INTO docs VALUES (?, ?)", (seq, report.dump()))
-        esp, state, priority, first, correction, _, _ = columns
-        db.executemany(
-            "INSERT OR REPLACE INTO tracks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(seq, agency, priority, first, state, esp, correction, t.referral_at,
-              t.referral_acked_at, t.correction(), t.since(), t.last_sent_at, t.resends,
-              t.outcome, t.outcome_at) for agency, t in report.agencies.items()])
-        return int(seq)
+        changed = [row for agency, row in _tracks(seq, report, columns).items()
+                   if was.tracks.get(agency) != row]
+        if changed:
+            db.executemany("INSERT OR REPLACE INTO tracks VALUES "
+                           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", changed)
+
+
+@dataclass(frozen=True)
+class Before:
+    """A report as loaded, before the batch: what it counted, its row, its tracks' rows."""
+
+    tallies: Counter[str]
+    columns: tuple[object, ...] | None
+    tracks: dict[str, tuple[object, ...]]
+
+    @classmethod
+    def of(cls, seq: int | None, report: Report) -> "Before":
+        columns = _columns(report)
+        return cls(report.tallies(), columns, _tracks(seq or 0, report, columns))
+
+
+def _columns(report: Report) -> tuple[object, ...]:
+    """The report's row in `reports` (after its id)."""
+    return (report.esp, report.state, report.priority if report.priority is not None else -1,
+            report.first, report.correction(), report.retraction_state() or None,
+            report.waiting_since())
+
+
+def _tracks(seq: int, report: Report,
+            columns: tuple[object, ...]) -> dict[str, tuple[object, ...]]:
+    """Its rows in `tracks`, by agency: the report's columns again, then the agency's track."""
+    esp, state, priority, first, correction, _, _ = columns
+    return {agency: (seq, agency, priority, first, state, esp, correction, t.referral_at,
+                     t.referral_acked_at, t.correction(), t.since(), t.last_sent_at, t.resends,
+                     t.outcome, t.outcome_at) for agency, t in report.agencies.items()}
 
 
 def _meta(db: sqlite3.Connection, name: str) -> str | None:
