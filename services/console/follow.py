@@ -49,8 +49,8 @@ REFRESH_S = 5.0  # how often new agencies (topics) and partitions are looked for
 BATCH = 2000  # records a fetch, and a transaction once caught up
 # While catching up, fetches are gathered up to this many records a transaction: a report's
 # records come from several topics read side by side, and a larger batch writes it once, not
-# once a topic (the memory of one batch: tens of MB at most).
-CATCH_UP_BATCH = 20_000
+# once a topic. 5,000: 10,000 reports rebuilt in 10 s, RSS 141 MB; 20,000: 12 s, 170 MB.
+CATCH_UP_BATCH = 5_000
 # A fetch brings at most this much (a larger record still comes, alone): the memory is the
 # store's page cache and one batch, whatever the history's size. A partition gives a slice of
 # its records a fetch, so a batch holds every topic's records of about the same moments: a
@@ -198,9 +198,9 @@ class Follower:
         records = [r for rs in batches.values() for r in rs]
         positions = {(tp.topic, tp.partition): rs[-1].offset + 1 for tp, rs in batches.items()}
 
-        def apply() -> bool:  # on the store's thread: decoding too, off the event loop
-            reads = [read for r in records if (read := self.reader.read(r)) is not None]
-            return self.store.apply(reads, positions)
+        def apply() -> bool:  # on the store's thread: decoding too (as the store takes them)
+            return self.store.apply(
+                (read for r in records if (read := self.reader.read(r)) is not None), positions)
 
         if await asyncio.get_running_loop().run_in_executor(self.writer, apply):
             self.live.version = self.store.version

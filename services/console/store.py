@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,7 @@ log = logging.getLogger("tipline.console")
 
 FILE = "console.db"
 LAYOUT = 4  # bump when the tables change: an older file is moved aside and the model rebuilt
-CACHE_KB = 16 * 1024  # SQLite's page cache, a connection
+CACHE_KB = 8 * 1024  # SQLite's page cache, a connection (the OS caches the file too)
 LOAD_CHUNK = 500  # report ids a query
 
 SCHEMA = """
@@ -184,45 +184,50 @@ class Store:
         return {(t, p): n for t, p, n in self.db.execute("SELECT topic, partition, next "
                                                          "FROM offsets")}
 
-    def apply(self, reads: list[Read], positions: dict[tuple[str, int], int]) -> bool:
+    def apply(self, reads: Iterable[Read], positions: dict[tuple[str, int], int]) -> bool:
         """A batch of records and the offsets to go on from, in one transaction; whether
-        anything a page shows changed."""
-        ids = {rid for r in reads if r.event is not None and (rid := report_id_of(r.event))}
-        known = self._load(ids)
-        before = {rid: Before.of(seq, report) for rid, (seq, report) in known.items()}
+        anything a page shows changed. `reads` are taken a chunk at a time (their reports
+        loaded together), so a batch's decoded records are never all in memory at once."""
+        known: dict[str, tuple[int | None, Report]] = {}
+        before: dict[str, Before] = {}
         dirty: set[str] = set()
         flows: Counter[tuple[int, int]] = Counter()
         acks: dict[str, float] = {}
         letters: list[tuple[str, Letter]] = []
-        for read in reads:
-            event = read.event
-            if read.refused is not None:
-                letters.append((f"console:{read.topic}[{read.partition}]@{read.offset}",
-                                read.refused))
-                continue
-            if isinstance(event, DeadLetter):
-                letters.append((f"{read.topic}[{read.partition}]@{read.offset}",
-                                letter_of(event)))
-                continue
-            rid = report_id_of(event) if event is not None else None
-            if event is None or rid is None:
-                continue
-            if rid not in known:
-                known[rid] = (None, Report(rid, moment(event)))
-                before[rid] = Before(Counter(), None, {})
-            report = known[rid][1]
-            happened = report.apply(event)
-            if read.trace_id and report.trace_id is None:
-                report.trace_id = read.trace_id
+        for chunk in _chunks(reads, LOAD_CHUNK):
+            ids = {rid for r in chunk if r.event is not None
+                   and (rid := report_id_of(r.event)) and rid not in known}
+            for rid, (seq, report) in self._load(ids).items():
+                known[rid], before[rid] = (seq, report), Before.of(seq, report)
+            for read in chunk:
+                event = read.event
+                if read.refused is not None:
+                    letters.append((f"console:{read.topic}[{read.partition}]@{read.offset}",
+                                    read.refused))
+                    continue
+                if isinstance(event, DeadLetter):
+                    letters.append((f"{read.topic}[{read.partition}]@{read.offset}",
+                                    letter_of(event)))
+                    continue
+                rid = report_id_of(event) if event is not None else None
+                if event is None or rid is None:
+                    continue
+                if rid not in known:
+                    known[rid] = (None, Report(rid, moment(event)))
+                    before[rid] = Before(Counter(), None, {})
+                report = known[rid][1]
+                happened = report.apply(event)
+                if read.trace_id and report.trace_id is None:
+                    report.trace_id = read.trace_id
+                    dirty.add(rid)
+                if happened is None:
+                    continue
                 dirty.add(rid)
-            if happened is None:
-                continue
-            dirty.add(rid)
-            for what, at, agency in happened:
-                if what == "ack" and agency is not None:
-                    acks[agency] = max(acks.get(agency, at), at)
-                elif what in FLOW:
-                    flows[(int(at // 60), FLOW.index(what))] += 1
+                for what, at, agency in happened:
+                    if what == "ack" and agency is not None:
+                        acks[agency] = max(acks.get(agency, at), at)
+                    elif what in FLOW:
+                        flows[(int(at // 60), FLOW.index(what))] += 1
         changed = self._write([known[r] for r in dirty], before, letters, flows, acks,
                               positions)
         if changed:
@@ -328,6 +333,17 @@ def _tracks(seq: int, report: Report,
     return {agency: (seq, agency, priority, first, state, esp, correction, t.referral_at,
                      t.referral_acked_at, t.correction(), t.since(), t.last_sent_at, t.resends,
                      t.outcome, t.outcome_at) for agency, t in report.agencies.items()}
+
+
+def _chunks(items: Iterable[Read], size: int) -> Iterator[list[Read]]:
+    chunk: list[Read] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _meta(db: sqlite3.Connection, name: str) -> str | None:
