@@ -174,7 +174,6 @@ async def test_refused_acks_show_in_needs_attention_and_on_the_agency_page(
     health = f'#agencies tr[data-agency="{agencies.wrong}"] td[data-col="refused"]'
     assert "acks refused: unknown key" in (await page.text_content(health) or "")
     assert await page.evaluate("window.loadedOnce") == "yes", "the page was reloaded"
-    await page.screenshot(path=tmp_path / "overview-queue.png", full_page=False)
 
     await page.click(f"{refused} a[href='/agencies/{agencies.wrong}']")
     await page.wait_for_url(f"{console}/agencies/{agencies.wrong}")
@@ -183,8 +182,7 @@ async def test_refused_acks_show_in_needs_attention_and_on_the_agency_page(
     assert await page.locator(f'#refused tr:has(a[href="/reports/{target}"])').count() >= 1
     assert "Synthetic agency" in (await page.text_content("h1") or "")  # its registry name
     await page.screenshot(path=tmp_path / "agency-refused.png", full_page=False)
-    save(tmp_path, {"overview-queue.png": "console-overview-queue.png",
-                    "agency-refused.png": "console-agency-refused.png"})
+    save(tmp_path, {"agency-refused.png": "console-agency-refused.png"})
 
 
 async def test_a_correction_overdue_then_escalated_appears_in_the_queue_without_a_reload(
@@ -213,6 +211,8 @@ async def test_a_correction_overdue_then_escalated_appears_in_the_queue_without_
     assert await page.locator(row("overdue", agencies.silent, target)).count() == 0
     assert await page.locator(row("overdue", agencies.acking, target)).count() == 0
     assert await page.evaluate("window.loadedOnce") == "yes", "the page was reloaded"
+    await page.screenshot(path=tmp_path / "overview-queue.png", full_page=False)
+    save(tmp_path, {"overview-queue.png": "console-overview-queue.png"})
     print(f"in the queue without a reload: overdue {overdue_after:.1f} s, escalated "
           f"{escalated_after:.1f} s after the retraction (ack timeout {ACK_TIMEOUT_S} s, "
           f"{MAX_RESENDS} re-send)")
