@@ -9,7 +9,7 @@
   const state = document.getElementById("live-state");
   const pause = document.getElementById("live-pause");
   if (!main || !state || !pause) return;
-  const OFFLINE_AFTER_MS = 3500;  // no answer for this long: offline (shown within 5 s)
+  const OFFLINE_AFTER_MS = 2500;  // no answer for this long: offline (shown within 5 s)
   let version = main.dataset.version;
   let answered = Date.now();  // the server last answered
   let refreshed = Date.now();  // the page last brought up to date
