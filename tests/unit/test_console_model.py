@@ -265,3 +265,10 @@ def test_public_reports_wait_in_triage_until_released_or_closed_in_any_order() -
     again = Report.load(p1.dump())
     assert (again.source, again.triage_since()) == ("public", at(1).timestamp())
 
+
+def test_the_console_reads_every_pipeline_topic_but_the_raw_acks_and_intakes_facts() -> None:
+    """A topic added to the pipeline is shown (public reporters' additions, closings, intake's
+    dead letters ...) unless the console may not read it."""
+    from services.console.model import MODELS
+
+    assert set(MODELS) == set(topics.PIPELINE_TOPICS) - {topics.AGENCY_ACKS, topics.REPORT_FACTS}
