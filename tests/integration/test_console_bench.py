@@ -17,7 +17,7 @@ def test_every_page_answers_from_a_filled_store(settings: Settings, tmp_path: Pa
     assert result["reports"] == 300 and result["records"] > 300 * 3
     assert result["tail_records"] > 20
     assert set(result["pages"]) >= {"overview", "overview filtered", "report", "report (tail)",
-                                    "agency", "search id", "search ESP", "dead letters",
+                                    "agency", "search id", "search ESP", "dead letters", "triage",
                                     "live fragment", "live version"}
     assert all(row["requests"] == 2 for row in result["pages"].values())
     assert result["rss_mb_peak"] >= result["rss_mb"] > 0
