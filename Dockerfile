@@ -20,7 +20,7 @@ RUN python -m venv /opt/tipline \
 # port (/healthz, /readyz, /metrics) and its health check.
 FROM python:3.11-slim AS runtime
 RUN useradd --system --uid 10001 --user-group --no-create-home tipline \
- && mkdir -p /var/lib/tipline/keys /var/lib/tipline/files \
+ && mkdir -p /var/lib/tipline/keys /var/lib/tipline/files /var/lib/tipline/console \
  && chown -R tipline:tipline /var/lib/tipline
 COPY --from=build /opt/tipline /opt/tipline
 COPY deploy/config/routing.yaml /etc/tipline/routing.yaml
@@ -85,9 +85,11 @@ CMD ["python", "-m", "services.retraction"]
 # The web console (read-only) built from the event topics, on 8082.
 FROM runtime AS console
 COPY services/console/ /opt/tipline/lib/python3.11/site-packages/services/console/
+# Its store (SQLite, its own in each copy): mount a volume on it to keep it across restarts.
 ENV OTEL_SERVICE_NAME=console \
     TIPLINE_CONSOLE_HOST=0.0.0.0 \
-    TIPLINE_CONSOLE_PORT=8082
+    TIPLINE_CONSOLE_PORT=8082 \
+    TIPLINE_CONSOLE_DATA_DIR=/var/lib/tipline/console
 EXPOSE 8082
 CMD ["python", "-m", "services.console"]
 

@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     # The session cookie is Secure (sent over HTTPS only) always, not only on a request that
     # came as https: set it behind a proxy that ends TLS.
     tipline_console_secure_cookie: bool = False
+    # Where the console keeps its read model (SQLite, with the offsets it consumed): each copy
+    # its own directory.
+    tipline_console_data_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")) / "console"
+    )
+    # A trace UI's address for a report's trace, with {trace_id} (Jaeger:
+    # http://127.0.0.1:16686/trace/{trace_id}); empty: no link.
+    tipline_console_trace_url: str = ""
     # Notice signing: the keys directory (signing-keys.json private, public-keys.json public).
     tipline_keys_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")) / "keys"
@@ -192,6 +200,13 @@ class Settings(BaseSettings):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be blank")
+        return value
+
+    @field_validator("tipline_console_trace_url")
+    @classmethod
+    def _trace_url(cls, value: str) -> str:
+        if value and ("{trace_id}" not in value or not value.startswith(("http://", "https://"))):
+            raise ValueError("an http(s) address with {trace_id} in it, or empty")
         return value
 
     @model_validator(mode="after")

@@ -22,23 +22,36 @@ from shared.contracts import Outcome
 from shared.settings import Settings
 
 
-def agency_signer(keys: str | None) -> Any:
-    """The agency's own signer for acks and outcomes (--keys DIR), or None."""
-    from shared.signing import Signer
+def agency_settings(agency_id: str | None = None) -> Settings:
+    """Settings for the agency commands: the environment's, and where it says nothing, the
+    broker and routing file of the stack `tipline up` runs in TIPLINE_WORKDIR; on its Apache
+    Kafka, an agency's command logs in as that agency, as the agency would."""
+    from tipline.access import agency_principal
+    from tipline.status import tool_settings
 
-    return Signer(Path(keys)) if keys else None
+    workdir = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
+    if agency_id is None:
+        return tool_settings(workdir)
+    return tool_settings(workdir, principal=agency_principal(agency_id))
+
+
+def agency_signer(agency_id: str, keys: str | None) -> Any:
+    """The agency's own signer for acks and outcomes: --keys DIR, or the development key `tipline
+    up` made for it in its workdir (tipline/agencykeys.py), or None."""
+    from shared.signing import SIGNING_FILE, Signer
+
+    if keys:
+        return Signer(Path(keys))
+    made = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline")) / "agency-keys" / agency_id
+    return Signer(made) if (made / SIGNING_FILE).exists() else None
 
 
 def _respond(agency_id: str, keys: str | None, send: Any) -> int:
     from tipline.agency import AgencyClient
 
     async def run() -> None:
-        from tipline.access import agency_principal
-        from tipline.status import tool_settings
-
-        workdir = Path(os.environ.get("TIPLINE_WORKDIR", ".tipline"))
-        settings = tool_settings(workdir, principal=agency_principal(agency_id))
-        client = AgencyClient(settings, agency_id, signer=agency_signer(keys))
+        client = AgencyClient(agency_settings(agency_id), agency_id,
+                              signer=agency_signer(agency_id, keys))
         await client._producer.start()  # sending only: no need to join the consumer group
         try:
             await send(client)
@@ -129,7 +142,9 @@ def cmd_agency_keys(args: argparse.Namespace) -> int:
 def cmd_agency_list(args: argparse.Namespace) -> int:
     from shared.agencies import load_agencies
 
-    for agency in load_agencies(Settings().tipline_routing_file).values():
+    routing = agency_settings().tipline_routing_file
+    print(f"agencies of {routing}")
+    for agency in load_agencies(routing).values():
         acks = (f"{len(agency.verify_keys)} key(s)" if agency.verify_keys
                 else "UNABLE TO ACK: no registered key (tipline agency keys)")
         print(f"{agency.id:<20} {acks:<60} {agency.name}")

@@ -150,16 +150,12 @@ def cmd_agency_tail(args: argparse.Namespace) -> int:
     from tipline.agency import AgencyClient
 
     async def tail() -> None:
-        from tipline.access import agency_principal
-        from tipline.agencycli import agency_signer
-        from tipline.status import tool_settings
+        from tipline.agencycli import agency_settings, agency_signer
 
         data = Path(args.data) if args.data else WORKDIR / "agency" / args.agency_id
-        # On `tipline up`'s Apache Kafka: the agency's own login, as the agency would.
-        settings = tool_settings(WORKDIR, principal=agency_principal(args.agency_id))
-        client = AgencyClient(settings, args.agency_id, group_id=args.group,
-                              auto_ack=not args.manual_ack, signer=agency_signer(args.keys),
-                              data_dir=data)
+        client = AgencyClient(agency_settings(args.agency_id), args.agency_id,
+                              group_id=args.group, auto_ack=not args.manual_ack,
+                              signer=agency_signer(args.agency_id, args.keys), data_dir=data)
         await client.start()
         try:
             async for notice in client.notices():
@@ -212,7 +208,8 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--group", help="consumer group (default agency-<id>)")
     tail.add_argument("--manual-ack", action="store_true",
                       help="do not acknowledge; use `tipline agency ack` instead")
-    tail.add_argument("--keys", help="the agency's own signing keys directory (signs acks)")
+    tail.add_argument("--keys", help="the agency's own signing keys directory (signs acks; "
+                      "default: the one `tipline up` made for it in its workdir)")
     tail.add_argument("--data", help="where the client keeps the notices it took, across "
                       "restarts (default: <workdir>/agency/<id>)")
     tail.set_defaults(func=cmd_agency_tail)

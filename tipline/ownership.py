@@ -66,7 +66,7 @@ OWNERS = (
         "console", ("tipline:console:signed-out",),
         "nothing: when each staff member last signed out, so their sessions issued before end "
         "(sessions are its own business: the analyst directory stays `tipline analyst`'s); its "
-        "read model is in memory",
+        "read model is a SQLite store of its own, each copy its own",
         writers=("console",)),
     Holding(
         "analyst directory", ("tipline:analysts", "tipline:analyst-roles"),

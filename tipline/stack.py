@@ -442,7 +442,9 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
     if "console" in services:
         env.update(TIPLINE_CONSOLE_HOST=(console.hostname if console else None) or "127.0.0.1",
                    TIPLINE_CONSOLE_PORT=str(console.port if console else 0),
-                   TIPLINE_CONSOLE_SESSION_SECRET=console_secret(stack.workdir))
+                   TIPLINE_CONSOLE_SESSION_SECRET=console_secret(stack.workdir),
+                   # its store: each copy of the console keeps its own
+                   TIPLINE_CONSOLE_DATA_DIR=str(stack.workdir / copy_name("console", copy)))
     if copy > 1:
         if set(services) - set(CONSUMERS):
             raise ValueError(f"only {', '.join(CONSUMERS)} run in copies")

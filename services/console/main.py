@@ -1,5 +1,5 @@
-"""Console service wiring: the read model, the follower that fills it from the topics, the lag
-poller and the HTTP app, in one process and one event loop."""
+"""Console service wiring: its store, the follower that fills it from the topics, the lag poller
+and the HTTP app, in one process and one event loop. It writes nothing to Kafka."""
 
 import asyncio
 import contextlib
@@ -9,10 +9,11 @@ from typing import Any
 import uvicorn
 from faststream import FastStream
 
+from services.console import alerts
 from services.console.follow import Follower, Reader, follow_lag
-from services.console.model import ReadModel
 from services.console.sessions import MIN_SECRET_LENGTH, Sessions
-from services.console.web import Console, create_api
+from services.console.store import Store
+from services.console.web import Console, Live, Readers, create_api
 from shared.agencies import AgencyRegistry
 from shared.analysts import AnalystDirectory
 from shared.http import proxies
@@ -42,17 +43,24 @@ def session_secret(settings: Settings) -> bytes:
 
 def create_app(settings: Settings) -> FastStream:
     secret = session_secret(settings)
-    broker = make_broker(settings, "console")  # it publishes nothing: it checks seals
+    # The broker publishes nothing: it is FastStream's, it checks seals, and its ping is the
+    # readiness check.
+    broker = make_broker(settings, "console")
     redis = connect(settings)  # the analyst directory (read only) and the console's sign-outs
-    model = ReadModel(ack_timeout_s=settings.tipline_ack_timeout_s)
+    store = Store(settings.tipline_console_data_dir)
+    live = Live(version=store.version)
     registry = AgencyRegistry(settings.tipline_routing_file)
     reader = Reader(broker.seals, Verifier(settings.tipline_keys_dir / PUBLIC_FILE))
-
-    follower = Follower(settings, model, reader, registry)
+    follower = Follower(settings, store, live, reader, registry)
+    readers = Readers(store.path, settings.tipline_ack_timeout_s, settings.tipline_max_resends)
     directory = AnalystDirectory(redis, LoginGuard(Limits.of(settings)))
     ttl_s = settings.tipline_console_session_ttl_s
-    api = create_api(Console(model, registry, directory, Sessions(
-        redis, directory, secret, ttl_s, secure=settings.tipline_console_secure_cookie), ttl_s))
+    console = Console(readers, registry, directory, Sessions(
+        redis, directory, secret, ttl_s, secure=settings.tipline_console_secure_cookie), live,
+        ttl_s, settings.tipline_console_trace_url)
+    alerts.PER_AGENCY_COLLECTOR.source = lambda: (
+        (readers.queries(), set(console.agencies())) if live.caught_up else None)
+    api = create_api(console)
     count_requests(api, "console")
     server = _Server(uvicorn.Config(api, host=settings.tipline_console_host,
                                     port=settings.tipline_console_port, log_level="warning",
@@ -60,7 +68,7 @@ def create_app(settings: Settings) -> FastStream:
     tasks: list[asyncio.Task[None]] = []
 
     async def start() -> None:
-        jobs: list[Coroutine[Any, Any, None]] = [follower.run(), follow_lag(settings, model)]
+        jobs: list[Coroutine[Any, Any, None]] = [follower.run(), follow_lag(settings, live)]
         if settings.tipline_console_port:
             jobs.append(server.serve())
         tasks.extend(asyncio.create_task(job) for job in jobs)
@@ -72,11 +80,12 @@ def create_app(settings: Settings) -> FastStream:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, 5)
         await redis.aclose()
+        store.close()
 
-    async def rebuilt() -> bool:
-        return model.caught_up
+    async def caught_up() -> bool:
+        return live.caught_up
 
     app = FastStream(broker, after_startup=[start], on_shutdown=[stop])
     app.console_api = api  # type: ignore[attr-defined]  # for in-process tests
-    app.readiness = {"read model": rebuilt}  # type: ignore[attr-defined]  # shared.service
+    app.readiness = {"read model": caught_up}  # type: ignore[attr-defined]  # shared.service
     return app

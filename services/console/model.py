@@ -1,20 +1,23 @@
-"""The console's read model: what the event topics say, kept small, answered without I/O.
+"""The console's read model, pure: what the event topics say about one report, and about one dead
+letter. No I/O here: `services/console/store.py` keeps these in SQLite.
 
-Everything here is pure: `ReadModel.apply(topic, event)` takes one decoded record (whatever
-order the topics are read in: an acknowledgement may come before the notice it acknowledges)
-and the page functions read the result. No report content is kept: ids, states, agencies, times,
-the ESP's name, supplement labels and amended field paths.
+`Report.apply(topic, event)` takes one decoded record, in whatever order the topics are read (an
+acknowledgement may come before the notice it acknowledges), and answers what happened, for the
+chart and the agencies' last acknowledgement; nothing when the record told nothing new (a
+redelivery, a re-sent notice). No report content is kept: ids, states, agencies, times, the
+ESP's name (or "public form"), whether the public filed it, supplement labels, amended field
+paths, and the retraction's actor and reason.
 
-Sizes: a report is one `Report` (slots) with a short list of `(time, what, agency, detail)`
-tuples and one `Track` (slots) per agency; per-agency counters move when a track's correction
-changes class, so a page never scans every report; the chart counts per minute.
+`Report.tallies()` says what the report adds to every counter the pages show (reports by state,
+ESP, priority; per agency, referrals sent and acknowledged, corrections by class ...): the store
+moves each counter by the difference before and after a change, so no page counts by scanning.
 """
 
+import json
 import re
 import sys
-from collections import Counter, deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +26,7 @@ from pydantic import BaseModel
 from shared import topics
 from shared.contracts import (
     AgencyNotice,
+    AgencyResponse,
     AmendReport,
     DeadLetter,
     InformationAdded,
@@ -41,13 +45,25 @@ from shared.contracts import (
     RetractReport,
 )
 
-# The chart's series, in the order each minute's counts are kept.
+# The chart's series.
 FLOW = ("accepted", "rejected", "referred", "retracted", "corrected")
-CHART_KEEP_S = 2 * 3600  # minutes older than this are not counted (the chart shows one hour)
 
-# A report's state only moves forward, as its timeline's status does (services/intake/timeline.py).
+# A report's state only moves forward, as its timeline's status does (shared/status.py). Whether
+# its corrections were acknowledged or escalated is apart: `Report.correction()`.
 STATE_RANK = {"draft": 0, "submitted": 1, "accepted": 2, "released": 3, "referred": 4,
-              "closed": 5, "rejected": 7, "retracted": 8, "escalated": 9}
+              "closed": 5, "rejected": 7, "retracted": 8}
+STATES = tuple(STATE_RANK)
+
+# A correction's class, as counted and queued: sent and waiting, acknowledged, escalated (people
+# must act), or escalated and then acknowledged late (settled).
+CORRECTIONS = ("pending", "acked", "escalated", "late")
+# The report's correction: its worst agency's, in this order.
+_WORST = {"escalated": 4, "pending": 3, "late": 2, "acked": 1}
+
+PRIORITIES = {0: "bulk", 1: "normal", 2: "high", 3: "imminent"}
+
+# Who filed a report (shared.contracts.Source): a provider, or the public through the form.
+SOURCES = ("esp", "public")
 
 _intern = sys.intern
 
@@ -62,41 +78,54 @@ class Track:
     __slots__ = (
         "amendments",
         "amendments_acked",
-        "correction_acked",
+        "correction_acked_at",
         "correction_at",
-        "escalated",
+        "escalated_at",
+        "last_sent_at",
         "late",
         "outcome",
-        "referral_acked",
+        "outcome_at",
+        "referral_acked_at",
         "referral_at",
         "resends",
     )
 
     def __init__(self) -> None:
         self.referral_at: float | None = None
-        self.referral_acked = False
+        self.referral_acked_at: float | None = None
         self.amendments = 0
         self.amendments_acked = 0
-        self.correction_at: float | None = None
-        self.correction_acked = False
+        self.correction_at: float | None = None  # first sent
+        self.last_sent_at: float | None = None  # first sent, or re-sent since
+        self.correction_acked_at: float | None = None
         self.resends = 0
-        self.escalated = False
+        self.escalated_at: float | None = None
         self.late = False  # acknowledged after the escalation
         self.outcome: str | None = None
+        self.outcome_at: float | None = None
 
-    def correction_class(self) -> str | None:
-        """None (no correction known), pending, acked or escalated."""
-        if self.escalated:
-            return "escalated"
-        if self.correction_acked:
+    def correction(self) -> str | None:
+        """The correction's class (CORRECTIONS), None when no correction is known."""
+        if self.escalated_at is not None:
+            return "late" if self.late else "escalated"
+        if self.correction_acked_at is not None:
             return "acked"
         return "pending" if self.correction_at is not None else None
 
+    def since(self) -> float | None:
+        """When the correction entered its class."""
+        kind = self.correction()
+        if kind in ("escalated", "late"):
+            return self.escalated_at
+        return self.correction_acked_at if kind == "acked" else self.correction_at
+
     def correction_state(self, now: float, ack_timeout_s: float) -> str:
         """What a person reads: sent, re-sent, overdue, acknowledged, escalated ("" = none)."""
-        kind = self.correction_class()
+        kind = self.correction()
+        if kind == "late":
+            return "escalated, acknowledged late"
         if kind == "escalated":
-            return "escalated, acknowledged late" if self.late else "escalated"
+            return "escalated"
         if kind == "acked":
             return "acknowledged"
         if kind == "pending":
@@ -106,10 +135,40 @@ class Track:
             return f"re-sent {self.resends}x" if self.resends else "sent"
         return ""
 
+    def referral_state(self) -> str:
+        if self.referral_at is None:
+            return "acknowledged" if self.referral_acked_at is not None else ""
+        return "acknowledged" if self.referral_acked_at is not None else "sent"
+
+    def dump(self) -> list[Any]:
+        return [getattr(self, name) for name in Track.__slots__]
+
+    @classmethod
+    def load(cls, values: list[Any]) -> "Track":
+        track = cls()
+        for name, value in zip(Track.__slots__, values, strict=True):
+            setattr(track, name, value)
+        return track
+
+
+@dataclass(frozen=True)
+class Retraction:
+    """Who retracted the report, why, and when (the retraction service's word)."""
+
+    requested_by: str  # esp, analyst or system
+    actor: str
+    reason: str
+    at: float
+
+
+# What a record told, beside the report's own facts: (what, when, agency). The store counts the
+# flows per minute for the chart and keeps each agency's last acknowledgement.
+Happening = tuple[str, float, str | None]
+
 
 class Report:
-    __slots__ = ("agencies", "esp", "events", "first", "priority", "report_id", "source",
-                 "state", "supplements")
+    __slots__ = ("agencies", "esp", "events", "first", "priority", "report_id", "requested",
+                 "retraction", "source", "state", "supplements", "trace_id")
 
     def __init__(self, report_id: str, at: float) -> None:
         self.report_id = report_id
@@ -121,7 +180,10 @@ class Report:
         self.events: list[tuple[float, str, str | None, str | None]] = []
         self.agencies: dict[str, Track] = {}
         # (kind, label, analyst, added at): label "verified" or "UNVERIFIED"
-        self.supplements: list[tuple[str, str, str, str]] = []
+        self.supplements: list[tuple[str, str, str, float | None]] = []
+        self.requested: float | None = None  # a retraction was asked for, at
+        self.retraction: Retraction | None = None
+        self.trace_id: str | None = None
 
     def track(self, agency_id: str) -> Track:
         found = self.agencies.get(agency_id)
@@ -129,322 +191,289 @@ class Report:
             found = self.agencies[_intern(agency_id)] = Track()
         return found
 
+    # --- what the report is now ---------------------------------------------------------------
 
-@dataclass
-class AgencyStats:
-    """Counters of one agency, moved as its reports' tracks change."""
+    def correction(self) -> str | None:
+        """The worst of its agencies' corrections (CORRECTIONS), None when none was sent."""
+        worst, rank = None, 0
+        for track in self.agencies.values():
+            kind = track.correction()
+            if kind is not None and _WORST[kind] > rank:
+                worst, rank = kind, _WORST[kind]
+        return worst
 
-    sent: Counter[str] = field(default_factory=Counter)  # notices by kind
-    corrections: int = 0  # corrections known to have been sent
-    acked: int = 0
-    escalated: int = 0
-    pending: dict[str, float] = field(default_factory=dict)  # report -> correction sent at
-    escalations: list[str] = field(default_factory=list)  # report ids, in order
-    outcomes: list[tuple[float, str, str]] = field(default_factory=list)  # (at, report, outcome)
-    reports: list[str] = field(default_factory=list)  # reports referred to it, in order
+    def waiting_since(self) -> float | None:
+        """When its oldest correction still awaiting an ack was sent (None: none awaits)."""
+        sent = [t.since() for t in self.agencies.values() if t.correction() == "pending"]
+        return min((s for s in sent if s is not None), default=None)
 
-    def overdue(self, now: float, ack_timeout_s: float) -> int:
-        return sum(1 for at in self.pending.values() if now - at > ack_timeout_s)
+    def triage_since(self) -> float | None:
+        """When a report from the public was accepted, while it waits for an analyst's decision
+        (released, closed, rejected, retracted: its state only moves forward); else None."""
+        if self.source != "public" or self.state != "accepted":
+            return None
+        return next((at for at, what, _, _ in self.events if what == "accepted"), self.first)
+
+    def retraction_state(self) -> str:
+        if self.retraction is not None:
+            return "retracted"
+        return "retraction requested" if self.requested is not None else ""
+
+    def tallies(self) -> Counter[str]:
+        """What this report adds to each counter (keys are the store's: `state:referred`,
+        `a:<agency>:referred` ...)."""
+        out: Counter[str] = Counter({"reports": 1, f"state:{self.state}": 1,
+                                     f"priority:{self.priority}": 1,
+                                     f"source:{self.source}": 1})
+        if self.triage_since() is not None:
+            out["triage"] = 1
+        if self.esp is not None:
+            out[f"esp:{self.esp}"] = 1
+        if (kind := self.correction()) is not None:
+            out[f"correction:{kind}"] = 1
+        for agency_id, track in self.agencies.items():
+            prefix = f"a:{agency_id}:"
+            out[prefix + "reports"] = 1
+            if track.referral_at is not None:
+                out[prefix + "referred"] = 1
+                out[prefix + "referral_acked"] = int(track.referral_acked_at is not None)
+            out[prefix + "amendments"] = track.amendments
+            out[prefix + "amendments_acked"] = track.amendments_acked
+            out[prefix + "corrections"] = int(track.correction_at is not None)
+            if (kind := track.correction()) is not None:
+                out[prefix + kind] = 1
+            out[prefix + "outcomes"] = int(track.outcome is not None)
+        return +out  # zeros left out
+
+    # --- applying one record ------------------------------------------------------------------
+
+    def apply(self, event: BaseModel) -> list[Happening] | None:
+        """One decoded record; None when it told nothing new, else what happened (maybe [])."""
+        at = moment(event)
+        self.first = min(self.first, at)
+        if isinstance(event, AgencyNotice):
+            return self._notice(event)
+        if isinstance(event, RetractReport):
+            self.requested = at if self.requested is None else min(self.requested, at)
+            return self._fact(at, "retraction requested", None,
+                              f"{event.requested_by}: {event.actor}")
+        if isinstance(event, AmendReport):
+            return self._fact(at, "amendment requested", None, f"version {event.version}")
+        if isinstance(event, (ReportDraftChanged, ReportSubmitted, ReportValidated,
+                              ReportRejected, ReportSupplemented)):
+            self._esp(event.esp_id)
+        if isinstance(event, (ReportSubmitted, ReportValidated, ReportSupplemented)) and (
+                event.source == "public"):
+            self.source = "public"  # every event of a public report says so; read in any order
+        if isinstance(event, ReportDraftChanged):
+            return self._fact(at, f"draft: {event.change}", None, None)
+        if isinstance(event, ReportSubmitted):
+            return self._fact(at, "submitted", None, None, "submitted")
+        if isinstance(event, ReportValidated):
+            return self._fact(at, "accepted", None, None, "accepted", flow="accepted")
+        if isinstance(event, ReportClosed):
+            return self._fact(at, "closed as not actionable", None, f"by {event.analyst_id}",
+                              "closed")
+        if isinstance(event, InformationAdded):
+            return self._fact(at, "information added by the reporter", None,
+                              f"addition {event.event_id[:8]}")
+        if isinstance(event, ReportRejected):
+            reasons = ", ".join(sorted({r.path for r in event.reasons}))[:200]
+            return self._fact(at, "rejected", None, reasons, "rejected", flow="rejected")
+        if isinstance(event, ReportSupplemented):
+            return self._supplemented(at, event)
+        if isinstance(event, ReportReferred):
+            self.priority = int(event.priority)
+            for agency_id in event.agencies:
+                self.track(agency_id)
+            return self._fact(at, "referred", None, ", ".join(event.agencies), "referred",
+                              flow="referred")
+        if isinstance(event, ReportRetracted):
+            self.retraction = Retraction(event.requested_by, event.actor[:200],
+                                         event.reason[:500], at)
+            return self._fact(at, "retracted", None, f"{event.requested_by}: {event.actor}",
+                              "retracted", flow="retracted")
+        if isinstance(event, NoticeAcknowledged):
+            return self._acknowledged(at, event)
+        if isinstance(event, NoticeResent):
+            return self._resent(at, event)
+        if isinstance(event, NoticeEscalated):
+            return self._escalated(at, event)
+        if isinstance(event, OutcomeReported):
+            if self._fact(at, "outcome", event.agency_id, event.outcome) is None:
+                return None
+            track = self.track(event.agency_id)
+            if track.outcome_at is None or at >= track.outcome_at:
+                track.outcome, track.outcome_at = event.outcome, at
+            return []
+        return None
+
+    def _esp(self, esp_id: str) -> None:
+        if self.esp is None:
+            self.esp = _intern(esp_id)
+
+    def _fact(self, at: float, what: str, agency: str | None, detail: str | None,
+              state: str | None = None, flow: str | None = None) -> list[Happening] | None:
+        """One entry of the report's timeline, once; moves its state forward."""
+        entry = (_intern(what), _intern(agency) if agency else None, detail)
+        if any(e[1:] == entry for e in self.events):
+            return None
+        self.events.append((at, *entry))
+        if state is not None and STATE_RANK[state] > STATE_RANK[self.state]:
+            self.state = state
+        return [(flow, at, None)] if flow is not None else []
+
+    def _supplemented(self, at: float, event: ReportSupplemented) -> list[Happening] | None:
+        self.priority = int(event.priority)
+        detail = f"{event.jurisdiction} (rules {event.rules_version})"[:200]
+        done = self._fact(at, "released for referral", None, detail, "released")
+        if done is None:
+            return None
+        for supplement in event.supplements:
+            self._supplement(supplement.model_dump(mode="json"))
+        for amendment in event.amendments:
+            self._fact(at, "amended before referral", None, amendment.path)
+        return done
+
+    def _supplement(self, supplement: dict[str, Any]) -> None:
+        label = str(supplement.get("label") or (
+            "verified" if supplement.get("verified") else "UNVERIFIED"))
+        try:
+            added: float | None = datetime.fromisoformat(str(supplement.get("added_at"))
+                                                         ).timestamp()
+        except ValueError:
+            added = None
+        item = (_intern(str(supplement.get("kind", "?"))), _intern(label),
+                str(supplement.get("analyst_id", "?")), added)
+        if item not in self.supplements:
+            self.supplements.append(item)
+
+    def _notice(self, notice: AgencyNotice) -> list[Happening] | None:
+        at = ts(notice.issued_at)
+        track = self.track(notice.agency_id)
+        version = str(notice.payload.get("version", "")) if notice.kind == "amendment" else None
+        done = self._fact(at, f"{notice.kind} sent", notice.agency_id, version)
+        if done is None:
+            return None  # the same notice again (a re-send, or a redelivery)
+        if self.priority is None:
+            self.priority = int(notice.priority)
+        if notice.kind == "referral":
+            track.referral_at = at
+        elif notice.kind == "amendment":
+            track.amendments += 1
+            if isinstance(notice.payload.get("supplement"), dict):
+                self._supplement(notice.payload["supplement"])
+        else:
+            track.correction_at = at
+            track.last_sent_at = max(track.last_sent_at or at, at)
+            done.append(("corrected", at, None))
+        return done
+
+    def _acknowledged(self, at: float, event: NoticeAcknowledged) -> list[Happening] | None:
+        kind = event.kind or "referral"
+        detail = event.notice_id if kind == "amendment" else None
+        if self._fact(at, f"{kind} acknowledged" + (" late" if event.late else ""),
+                      event.agency_id, detail) is None:
+            return None
+        track = self.track(event.agency_id)
+        if kind == "referral":
+            track.referral_acked_at = at
+        elif kind == "amendment":
+            track.amendments_acked += 1
+        else:
+            track.correction_acked_at = at
+            track.late = track.late or event.late
+        return [("ack", at, event.agency_id)]
+
+    def _resent(self, at: float, event: NoticeResent) -> list[Happening] | None:
+        if self._fact(at, f"{event.kind} re-sent", event.agency_id, str(event.resend)) is None:
+            return None
+        if event.kind == "correction":
+            track = self.track(event.agency_id)
+            track.resends = max(track.resends, event.resend)
+            track.last_sent_at = max(track.last_sent_at or at, at)
+        return []
+
+    def _escalated(self, at: float, event: NoticeEscalated) -> list[Happening] | None:
+        if self._fact(at, f"{event.kind} escalated", event.agency_id,
+                      str(event.resends)) is None:
+            return None
+        if event.kind == "correction":
+            self.track(event.agency_id).escalated_at = at
+        return []
+
+    # --- as the store keeps it ----------------------------------------------------------------
+
+    def dump(self) -> bytes:
+        retraction = self.retraction
+        return json.dumps([
+            self.report_id, self.esp, self.state, self.priority, self.first, self.events,
+            {a: t.dump() for a, t in self.agencies.items()}, self.supplements, self.requested,
+            [retraction.requested_by, retraction.actor, retraction.reason, retraction.at]
+            if retraction else None, self.trace_id, self.source,
+        ], separators=(",", ":")).encode()
+
+    @classmethod
+    def load(cls, doc: bytes) -> "Report":
+        (report_id, esp, state, priority, first, events, agencies, supplements, requested,
+         retraction, trace_id, source) = json.loads(doc)
+        report = cls(report_id, first)
+        report.esp = _intern(esp) if esp else None
+        report.state, report.priority = state, priority
+        report.events = [(at, _intern(what), _intern(agency) if agency else None, detail)
+                         for at, what, agency, detail in events]
+        report.agencies = {_intern(a): Track.load(t) for a, t in agencies.items()}
+        report.supplements = [tuple(s) for s in supplements]  # type: ignore[misc]
+        report.requested = requested
+        report.retraction = Retraction(*retraction) if retraction else None
+        report.trace_id = trace_id
+        report.source = _intern(source)
+        return report
+
+
+def moment(event: BaseModel) -> float:
+    """When what a record tells happened."""
+    if isinstance(event, AgencyNotice):
+        return ts(event.issued_at)
+    if isinstance(event, (RetractReport, AmendReport)):
+        return ts(event.requested_at)
+    if isinstance(event, DeadLetter):
+        return ts(event.failed_at)
+    return ts(event.occurred_at)  # type: ignore[attr-defined]
+
+
+def report_id_of(event: BaseModel) -> str | None:
+    """The report a record is about (None: a dead letter)."""
+    return getattr(event, "report_id", None)
 
 
 @dataclass(frozen=True)
 class Letter:
+    """A dead letter as the console shows it: where it failed and why, never its content. A
+    refused agency response (on the acks topic) names its agency."""
+
     failed_at: float
     service: str
     topic: str
     partition: int
     offset: int
     key: str | None
-    error: str
+    cause: str
+    agency: str | None = None
 
 
-@dataclass
-class ReadModel:
-    """Every report, agency and dead letter the topics told of; `version` moves on each change."""
-
-    ack_timeout_s: float = 300.0
-    reports: dict[str, Report] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)  # report ids, in the order first seen
-    by_esp: dict[str, list[str]] = field(default_factory=dict)
-    # Reports from the public accepted and waiting for an analyst's decision: id -> since.
-    triage: dict[str, float] = field(default_factory=dict)
-    agencies: dict[str, AgencyStats] = field(default_factory=dict)
-    minutes: dict[int, list[int]] = field(default_factory=dict)  # minute -> counts of FLOW
-    newest_minute: int = 0
-    totals: Counter[str] = field(default_factory=Counter)
-    letters: Counter[tuple[str, str]] = field(default_factory=Counter)  # (service, topic)
-    recent_letters: deque[Letter] = field(default_factory=lambda: deque(maxlen=50))
-    lettered: set[tuple[str, int, int]] = field(default_factory=set)  # by the console
-    events: int = 0
-    version: int = 0
-    lag: dict[str, dict[str, int]] = field(default_factory=dict)  # service -> group:topic -> n
-    lag_error: str | None = None
-    caught_up: bool = False
-
-    # --- applying one record ---------------------------------------------------------------
-
-    def apply(self, topic: str, event: BaseModel) -> bool:
-        """One decoded record of `topic`; False when it told nothing new (a redelivery)."""
-        self.events += 1
-        changed = self._apply(topic, event)
-        if changed:
-            self.version += 1
-            self._triaged(getattr(event, "report_id", None))
-        return changed
-
-    def _triaged(self, report_id: str | None) -> None:
-        """A public report waits for triage while it is accepted and nothing came of it yet
-        (released, closed, rejected, retracted: its state only moves forward)."""
-        report = self.reports.get(report_id) if report_id else None
-        if report is None:
-            return
-        if report.source == "public" and report.state == "accepted":
-            self.triage.setdefault(report.report_id, next(
-                (at for at, what, _, _ in report.events if what == "accepted"), report.first))
-        else:
-            self.triage.pop(report.report_id, None)
-
-    def _apply(self, topic: str, event: Any) -> bool:
-        if isinstance(event, AgencyNotice):
-            return self._notice(event)
-        if isinstance(event, DeadLetter):
-            return self._letter(event)
-        if isinstance(event, RetractReport):
-            report = self.report(event.report_id, ts(event.requested_at))
-            return self._fact(report, ts(event.requested_at), "retraction requested", None,
-                              event.requested_by)
-        if isinstance(event, AmendReport):
-            report = self.report(event.report_id, ts(event.requested_at))
-            return self._fact(report, ts(event.requested_at), "amendment requested", None,
-                              f"version {event.version}")
-        at = ts(event.occurred_at)
-        report = self.report(event.report_id, at)
-        if isinstance(event, ReportDraftChanged):
-            self._esp(report, event.esp_id)
-            return self._fact(report, at, f"draft: {event.change}", None, None)
-        if isinstance(event, ReportSubmitted):
-            self._esp(report, event.esp_id)
-            report.source = event.source
-            return self._fact(report, at, "submitted", None, None, "submitted")
-        if isinstance(event, ReportValidated):
-            self._esp(report, event.esp_id)
-            report.source = event.source
-            return self._fact(report, at, "accepted", None, None, "accepted", flow="accepted")
-        if isinstance(event, ReportClosed):
-            return self._fact(report, at, "closed as not actionable", None,
-                              f"by {event.analyst_id}", "closed")
-        if isinstance(event, InformationAdded):
-            return self._fact(report, at, "information added by the reporter", None,
-                              f"addition {event.event_id[:8]}")
-        if isinstance(event, ReportRejected):
-            self._esp(report, event.esp_id)
-            reasons = ", ".join(sorted({r.path for r in event.reasons}))[:200]
-            return self._fact(report, at, "rejected", None, reasons, "rejected", flow="rejected")
-        if isinstance(event, ReportSupplemented):
-            return self._supplemented(report, at, event)
-        if isinstance(event, ReportReferred):
-            report.priority = int(event.priority)
-            for agency_id in event.agencies:
-                report.track(agency_id)
-            return self._fact(report, at, "referred", None, ", ".join(event.agencies),
-                              "referred", flow="referred")
-        if isinstance(event, ReportRetracted):
-            return self._fact(report, at, "retracted", None, event.requested_by, "retracted",
-                              flow="retracted")
-        if isinstance(event, NoticeAcknowledged):
-            return self._acknowledged(report, at, event)
-        if isinstance(event, NoticeResent):
-            return self._resent(report, at, event)
-        if isinstance(event, NoticeEscalated):
-            return self._escalated(report, at, event)
-        if isinstance(event, OutcomeReported):
-            if not self._fact(report, at, "outcome", event.agency_id, event.outcome):
-                return False
-            report.track(event.agency_id).outcome = event.outcome
-            self.agency(event.agency_id).outcomes.append((at, report.report_id, event.outcome))
-            return True
-        return False
-
-    def report(self, report_id: str, at: float) -> Report:
-        found = self.reports.get(report_id)
-        if found is None:
-            found = self.reports[report_id] = Report(report_id, at)
-            self.order.append(report_id)
-        elif at < found.first:
-            found.first = at
-        return found
-
-    def agency(self, agency_id: str) -> AgencyStats:
-        found = self.agencies.get(agency_id)
-        if found is None:
-            found = self.agencies[_intern(agency_id)] = AgencyStats()
-        return found
-
-    def _esp(self, report: Report, esp_id: str) -> None:
-        if report.esp is None:
-            report.esp = _intern(esp_id)
-            self.by_esp.setdefault(report.esp, []).append(report.report_id)
-
-    def _fact(self, report: Report, at: float, what: str, agency: str | None,
-              detail: str | None, state: str | None = None, flow: str | None = None) -> bool:
-        """One entry of the report's timeline, once; moves its state forward."""
-        entry = (_intern(what), _intern(agency) if agency else None, detail)
-        if any(e[1:] == entry for e in report.events):
-            return False
-        report.events.append((at, *entry))
-        if state is not None and STATE_RANK[state] > STATE_RANK[report.state]:
-            report.state = state
-        if flow is not None:
-            self._count(flow, at)
-        return True
-
-    def _count(self, flow: str, at: float) -> None:
-        self.totals[flow] += 1
-        minute, keep = int(at // 60), CHART_KEEP_S // 60
-        if minute < self.newest_minute - keep:
-            return
-        counts = self.minutes.get(minute)
-        if counts is None:
-            counts = self.minutes[minute] = [0] * len(FLOW)
-            if minute > self.newest_minute:  # forget what the chart no longer shows
-                self.newest_minute = minute
-                for old in [m for m in self.minutes if m < minute - keep]:
-                    del self.minutes[old]
-        counts[FLOW.index(flow)] += 1
-
-    def _supplemented(self, report: Report, at: float, event: ReportSupplemented) -> bool:
-        self._esp(report, event.esp_id)
-        report.priority = int(event.priority)
-        detail = f"{event.jurisdiction} (rules {event.rules_version})"[:200]
-        if not self._fact(report, at, "released for referral", None, detail, "released"):
-            return False
-        for supplement in event.supplements:
-            self._supplement(report, supplement.model_dump(mode="json"))
-        for amendment in event.amendments:
-            self._fact(report, at, "amended before referral", None, amendment.path)
-        return True
-
-    def _supplement(self, report: Report, supplement: dict[str, Any]) -> None:
-        label = str(supplement.get("label") or (
-            "verified" if supplement.get("verified") else "UNVERIFIED"))
-        item = (_intern(str(supplement.get("kind", "?"))), _intern(label),
-                str(supplement.get("analyst_id", "?")), str(supplement.get("added_at", "")))
-        if item not in report.supplements:
-            report.supplements.append(item)
-
-    def _notice(self, notice: AgencyNotice) -> bool:
-        at = ts(notice.issued_at)
-        report = self.report(notice.report_id, at)
-        track = report.track(notice.agency_id)
-        stats = self.agency(notice.agency_id)
-        version = str(notice.payload.get("version", "")) if notice.kind == "amendment" else None
-        if not self._fact(report, at, f"{notice.kind} sent", notice.agency_id, version):
-            return False  # the same notice again (a re-send, or a redelivery)
-        stats.sent[notice.kind] += 1
-        if notice.kind == "referral":
-            track.referral_at = at
-            stats.reports.append(report.report_id)
-        elif notice.kind == "amendment":
-            track.amendments += 1
-            if isinstance(notice.payload.get("supplement"), dict):
-                self._supplement(report, notice.payload["supplement"])
-        else:
-            before = track.correction_class()
-            track.correction_at = at
-            stats.corrections += 1
-            self._count("corrected", at)
-            self._moved(report.report_id, track, stats, before)
-        return True
-
-    def _acknowledged(self, report: Report, at: float, event: NoticeAcknowledged) -> bool:
-        kind = event.kind or "referral"
-        detail = event.notice_id if kind == "amendment" else None
-        if not self._fact(report, at, f"{kind} acknowledged" + (" late" if event.late else ""),
-                          event.agency_id, detail):
-            return False
-        track, stats = report.track(event.agency_id), self.agency(event.agency_id)
-        if kind == "referral":
-            track.referral_acked = True
-        elif kind == "amendment":
-            track.amendments_acked += 1
-        else:
-            before = track.correction_class()
-            track.correction_acked = True
-            track.late = track.late or event.late
-            self._moved(report.report_id, track, stats, before)
-        return True
-
-    def _resent(self, report: Report, at: float, event: NoticeResent) -> bool:
-        if not self._fact(report, at, f"{event.kind} re-sent", event.agency_id,
-                          str(event.resend)):
-            return False
-        track = report.track(event.agency_id)
-        if event.kind == "correction":
-            track.resends = max(track.resends, event.resend)
-        return True
-
-    def _escalated(self, report: Report, at: float, event: NoticeEscalated) -> bool:
-        if not self._fact(report, at, f"{event.kind} escalated", event.agency_id,
-                          str(event.resends), "escalated"):
-            return False
-        if event.kind == "correction":
-            track, stats = report.track(event.agency_id), self.agency(event.agency_id)
-            before = track.correction_class()
-            track.escalated = True
-            stats.escalations.append(report.report_id)
-            self._moved(report.report_id, track, stats, before)
-        return True
-
-    @staticmethod
-    def _moved(report_id: str, track: Track, stats: AgencyStats, before: str | None) -> None:
-        """Keep the agency's counters in step with one track's correction class."""
-        after = track.correction_class()
-        if after == before:
-            return
-        for kind, step in ((before, -1), (after, 1)):
-            if kind == "acked":
-                stats.acked += step
-            elif kind == "escalated":
-                stats.escalated += step
-        if after == "pending":
-            assert track.correction_at is not None
-            stats.pending[report_id] = track.correction_at
-        else:
-            stats.pending.pop(report_id, None)
-
-    def _letter(self, letter: DeadLetter) -> bool:
-        self.letters[(letter.service, letter.topic)] += 1
-        self.recent_letters.appendleft(Letter(
-            ts(letter.failed_at), letter.service, letter.topic, letter.partition, letter.offset,
-            letter.key, cause(letter.error)))
-        if letter.service == "console":
-            self.lettered.add((letter.topic, letter.partition, letter.offset))
-        return True
-
-    # --- reading ---------------------------------------------------------------------------
-
-    def chart(self, now: float, minutes: int = 60) -> list[tuple[int, list[int]]]:
-        """(minute, counts of FLOW) for each of the last `minutes` minutes, oldest first."""
-        last = int(now // 60)
-        empty = [0] * len(FLOW)
-        return [(m, self.minutes.get(m, empty)) for m in range(last - minutes + 1, last + 1)]
-
-    def newest(self, ids: list[str], page: int, size: int) -> tuple[list[Report], int]:
-        """Page `page` (from 1) of `ids` newest first, and the number of pages."""
-        pages = max(1, -(-len(ids) // size))
-        end = len(ids) - (page - 1) * size
-        chosen = ids[max(0, end - size):max(0, end)]
-        return [self.reports[r] for r in reversed(chosen)], pages
-
-    def find(self, text: str, limit: int = 50) -> list[Report]:
-        """Reports whose id is `text`, or else starts with it."""
-        text = text.strip()
-        if not text:
-            return []
-        if text in self.reports:
-            return [self.reports[text]]
-        return [self.reports[r] for r in _take(
-            (r for r in self.order if r.startswith(text)), limit)]
+def letter_of(letter: DeadLetter) -> Letter:
+    agency = None
+    if letter.topic == topics.AGENCY_ACKS:  # an agency's response the retraction service refused
+        try:
+            agency = AgencyResponse.model_validate_json(letter.value).agency_id
+        except ValueError:
+            agency = None
+        if agency is not None and not topics.AGENCY_ID.match(agency):
+            agency = None
+    return Letter(ts(letter.failed_at), letter.service, letter.topic, letter.partition,
+                  letter.offset, letter.key[:200] if letter.key else None, cause(letter.error),
+                  agency)
 
 
 def cause(error: str) -> str:
@@ -454,16 +483,16 @@ def cause(error: str) -> str:
     return _INPUT.sub("input_value=…", first)[:200]
 
 
+def refusal(cause_text: str) -> str:
+    """What an agency reads of why its response was refused: "unknown key k1" of
+    "Poison: response from icac-tx refused: unknown key k1"."""
+    text = _ERROR_CLASS.sub("", cause_text, count=1)
+    return _REFUSED.sub("", text, count=1)
+
+
 _INPUT = re.compile(r"input_value=.*?(?=, input_type=|\]|$)")
-
-
-def _take(items: Iterator[str], limit: int) -> list[str]:
-    out = []
-    for item in items:
-        out.append(item)
-        if len(out) >= limit:
-            break
-    return out
+_ERROR_CLASS = re.compile(r"^[A-Za-z_][\w.]*: ")
+_REFUSED = re.compile(r"^response from \S+ refused: ")
 
 
 # Which model each topic carries (agency topics carry signed AgencyNotice).
@@ -485,8 +514,7 @@ MODELS: dict[str, type[BaseModel]] = {
     topics.NOTICES_RESENT: NoticeResent,
     topics.NOTICES_ESCALATED: NoticeEscalated,
     topics.REPORTS_OUTCOMES: OutcomeReported,
-    topics.DEAD_LETTERS: DeadLetter,
-    topics.DEAD_LETTERS_INTAKE: DeadLetter,
+    **dict.fromkeys(topics.DEAD_LETTER_TOPICS, DeadLetter),
 }
 # Never the raw acknowledgements: only what the retraction service checked (tipline/access.py).
 assert topics.AGENCY_ACKS not in MODELS

@@ -8,7 +8,8 @@ analyst triages on the analyst API, agencies follow their topics with the refere
   correction. What the reporter adds with the receipt reaches the analyst's case file.
 - A report closed as not actionable is never referred: a later report, released after it was
   closed, is referred; once every service has caught up, nothing of the closed one is on the
-  referral topics, in the ledger, or at any agency.
+  referral topics, in the ledger, or at any agency. The console (its store, fed by its follower)
+  shows both in its triage queue while they wait, then the closed one closed, from the public.
 - The reporter's contact details reach an agency only when an analyst shares them, and no log
   line of any service, at DEBUG (nor the description, nor what the reporter added).
 Loopback only; every wait is bounded.
@@ -27,6 +28,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.console import sessions
 from services.notification.ledger import Ledger
 from shared import topics
 from shared.analysts import AnalystDirectory
@@ -79,6 +81,30 @@ async def analyst(system: Stack, settings_of: Settings) -> AsyncIterator[httpx.A
     async with httpx.AsyncClient(base_url=f"{system.analyst}/v1/analyst", timeout=30,
                                  auth=(name, PASSWORD)) as client:
         yield client
+
+
+@pytest.fixture
+async def console(system: Stack, settings_of: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Signed in to the console as an operator, asking pages' `<main>` as the live script does."""
+    name = f"operator-{uuid.uuid4().hex[:6]}"
+    redis = connect(settings_of)
+    await AnalystDirectory(redis).add(name, PASSWORD, role="operator")
+    await redis.aclose()
+    async with httpx.AsyncClient(base_url=system.console, timeout=30) as browser:
+        answer = await browser.post("/login", data={"analyst_id": name, "password": PASSWORD},
+                                    headers={"Origin": system.console})
+        assert answer.status_code == 303, answer.text
+        cookie = answer.cookies[sessions.COOKIE]
+    async with httpx.AsyncClient(base_url=system.console, timeout=30,
+                                 cookies={sessions.COOKIE: cookie},
+                                 headers={"X-Console-Fragment": "1"}) as client:
+        yield client
+
+
+async def in_console_triage(console: httpx.AsyncClient, report_id: str) -> bool:
+    page = await console.get("/triage")
+    assert page.status_code == 200, page.text
+    return f'data-report="{report_id}"' in page.text
 
 
 @dataclass
@@ -210,11 +236,13 @@ async def read_to_end(settings: Settings, names: list[str]) -> list[tuple[str, b
 
 async def test_a_report_closed_as_not_actionable_is_never_referred(
         system: Stack, settings_of: Settings, analyst: httpx.AsyncClient,
-        following: Agencies, agencies: list[str]) -> None:
+        following: Agencies, agencies: list[str], console: httpx.AsyncClient) -> None:
     closed = shown(await file(system, a_form("nothing anyone could act on")), "report_id")
     later = shown(await file(system, a_form("a later report")), "report_id")
     for report_id in (closed, later):
         await until(lambda r=report_id: in_triage(analyst, r), "both in triage", 60)
+        await until(lambda r=report_id: in_console_triage(console, r),
+                    "both in the console's triage queue", 60)
     answer = await analyst.post(f"/reports/{closed}/close",
                                 json={"reason": "synthetic: not actionable"})
     assert answer.status_code == 202, answer.text
@@ -243,6 +271,19 @@ async def test_a_report_closed_as_not_actionable_is_never_referred(
         "nothing anyone could act on")  # kept, never deleted
     closing = await read_to_end(settings_of, [topics.REPORTS_CLOSED])
     assert (topics.REPORTS_CLOSED, closed.encode()) in closing
+    # The console: the closed one closed, from the public, out of its queue; the later released.
+    async def console_says_closed() -> str:
+        page = await console.get(f"/reports/{closed}")
+        return page.text if 'data-state="closed"' in page.text else ""
+
+    page = await until(console_says_closed, "the console showing the report closed", 60)
+    assert 'class="badge public"' in page and "closed as not actionable" in page
+    async def console_says_referred() -> bool:
+        return 'data-state="referred"' in (await console.get(f"/reports/{later}")).text
+
+    await until(console_says_referred, "the console showing the later one referred", 60)
+    assert not await in_console_triage(console, closed)
+    assert not await in_console_triage(console, later)
 
 
 async def test_contact_details_reach_agencies_only_when_shared_and_no_log(

@@ -2,6 +2,7 @@
 console sees plain http, so the request's scheme cannot tell it), in-process on real Redis."""
 
 import uuid
+from pathlib import Path
 
 import httpx
 from pydantic import SecretStr
@@ -16,7 +17,7 @@ PASSWORD = "synthetic-operator-password"
 
 
 async def test_the_session_cookie_is_secure_by_setting_though_the_request_came_as_http(
-    settings: Settings,
+    settings: Settings, tmp_path: Path
 ) -> None:
     staff = f"operator-{uuid.uuid4().hex[:6]}"
     redis = connect(settings)
@@ -26,7 +27,9 @@ async def test_the_session_cookie_is_secure_by_setting_though_the_request_came_a
     for secure in (False, True):
         app = create_app(settings.model_copy(update={
             "tipline_console_session_secret": SecretStr("s" * 40), "tipline_console_port": 0,
-            "tipline_console_secure_cookie": secure}))
+            "tipline_console_secure_cookie": secure,
+            # its store: each app its own (a store is held by one console at a time)
+            "tipline_console_data_dir": tmp_path / f"console-{secure}"}))
         async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app.console_api),  # type: ignore[attr-defined]
                 base_url="http://console") as http:

@@ -234,13 +234,14 @@ async def test_analyst_api_with_redis_away_answers_503_with_retry_after(
 
 
 async def test_console_sign_in_and_pages_with_redis_away_answer_503_with_retry_after(
-    local: Settings, valkey: Valkey
+    local: Settings, valkey: Valkey, tmp_path: Path
 ) -> None:
     redis = connect(local)
     await AnalystDirectory(redis).add("transient-operator", PASSWORD, role="operator")
     await redis.aclose()
     app = create_console(local.model_copy(update={
-        "tipline_console_session_secret": SecretStr("s" * 40), "tipline_console_port": 0}))
+        "tipline_console_session_secret": SecretStr("s" * 40), "tipline_console_port": 0,
+        "tipline_console_data_dir": tmp_path / "console"}))
     async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app.console_api),  # type: ignore[attr-defined]
             base_url="http://console") as http:
