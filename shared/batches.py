@@ -285,6 +285,17 @@ class Transactions:
         self.options, self.group = options, group
         self._producer: AIOKafkaProducer | None = None
         self._open = False  # a transaction begun and neither committed nor aborted
+        # Where this copy's own transactions left each partition. The broker makes offsets
+        # committed in a transaction readable once it has written the commit's markers, a moment
+        # after the commit returns, longer while a broker fails over; and aiokafka asks for them
+        # without KIP-447's require_stable, so a rebalance in that moment hands back the offsets
+        # from before: the records below these were handled and committed here already.
+        self.committed_past: dict[TopicPartition, int] = {}
+
+    def handled_here(self, record: ConsumerRecord[Any, Any]) -> bool:
+        """Whether this record was committed in one of this copy's transactions already."""
+        return record.offset < self.committed_past.get(
+            TopicPartition(record.topic, record.partition), 0)
 
     async def ready(self) -> AIOKafkaProducer:
         """The producer, started if need be: its start fences an earlier producer of the same
@@ -315,6 +326,11 @@ class Transactions:
             await self.stop()  # in doubt: the next producer starts once it is settled
             raise
         self._open = False
+        self.note_committed(offsets)
+
+    def note_committed(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            self.committed_past[tp] = max(self.committed_past.get(tp, 0), offset)
 
     async def abort(self) -> None:
         """Abort the transaction in hand, if any: its records are never read as committed. A
@@ -366,9 +382,19 @@ class Delivery:
         # was consumed, which by now may include the next fetch): a subscribed message's is the
         # aiokafka consumer, whose `commit(offsets)` takes this batch's own.
         consumer: AIOKafkaConsumer = message.consumer  # type: ignore[attr-defined]
+        pairs = list(zip(batch.records, events, strict=True))
+        if self.transactions is not None and (
+                again := [r for r in message.raw_message if self.transactions.handled_here(r)]):
+            log.info("%s: %d records of %s fetched again from offsets committed before this "
+                     "copy's last transaction (a rebalance as it committed): passed over",
+                     self.service, len(again), topic)
+            pairs = [(r, e) for r, e in pairs if not self.transactions.handled_here(r)]
+            batch.unreadable = [(r, x) for r, x in batch.unreadable
+                                if not self.transactions.handled_here(r)]
+            if not pairs and not batch.unreadable:
+                return
         try:
-            await self._handle(consumer, batch, list(zip(batch.records, events, strict=True)),
-                               handler)
+            await self._handle(consumer, batch, pairs, handler)
         except TRANSIENT as exc:
             metrics.ERRORS.labels(self.service, topic, "transient").inc()
             log.warning("%s: %d records of %s not handled, fetched again after a pause: %s",

@@ -10,6 +10,7 @@ from aiokafka.errors import CommitFailedError, KafkaConnectionError
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 
+from shared import batches
 from shared.batches import Commits, Decoder, Delivery, Poison, Publisher, in_rounds, refuse
 from shared.contracts import DeadLetter
 from shared.settings import Settings
@@ -120,10 +121,11 @@ SETTINGS = Settings(tipline_retry_backoff_s=0.0, tipline_max_attempts=3)
 
 
 @dataclass
-class Transactions(FakeProducer):
+class Transactions(FakeProducer, batches.Transactions):
     """Stands in for a subscriber's transactional producer: says what was begun, committed
     (with which offsets) and aborted, in order; what is sent is read only once committed."""
 
+    committed_past: dict[TopicPartition, int] = field(default_factory=dict)
     log: list[Any] = field(default_factory=list)
     pending: list[tuple[str, bytes]] = field(default_factory=list)
     committed: list[tuple[str, bytes]] = field(default_factory=list)
@@ -144,6 +146,7 @@ class Transactions(FakeProducer):
         self.committed += self.pending
         self.pending = []
         consumer.commits.append(offsets)  # the group's offsets, in the transaction
+        self.note_committed(offsets)
         if self.lose_answer:
             self.lose_answer -= 1
             raise KafkaConnectionError("the coordinator failed over")
@@ -414,3 +417,16 @@ async def test_a_commit_made_though_its_answer_was_lost_is_not_handled_again() -
     message, _ = await deliver([step("a", 1, 4)], Handler(
         fail=lambda events: ConnectionError("Redis away")), transactions=aborted)
     assert message.consumer.seeks == [(TopicPartition(TOPIC, 0), 4)]  # none yet: its start
+
+
+async def test_records_this_copy_committed_are_passed_over_when_a_rebalance_brings_them_again(
+) -> None:
+    """A rebalance just as a transaction committed hands back the offsets from before it (the
+    broker shows the new ones once it has written the commit's markers): those records were
+    handled here, and are not handled twice."""
+    transactions, handler = Transactions(), Handler()
+    await deliver([step("a", 1, 0), step("b", 1, 1)], handler, transactions=transactions)
+    await deliver([step("a", 1, 0), step("b", 1, 1), step("c", 1, 2)], handler,
+                  transactions=transactions)  # fetched again from offset 0
+    assert handler.calls == [[("a", 1), ("b", 1)], [("c", 1)]]
+    assert transactions.log == ["begin", {0: 2}, "begin", {0: 3}]
