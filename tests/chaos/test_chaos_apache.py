@@ -261,6 +261,7 @@ async def test_the_pipeline_loses_nothing_when_brokers_fail(broker_faults: Broke
     harness.assert_nothing_wrong(result, faults, BROKER_REPORTS)
     assert (faults.broker_kills, faults.broker_restarts) == (1, 4)
     # Copies (the same notice id twice) are counted, not failed: while a broker fails over,
-    # intake's outbox sends again a step whose first send timed out (at least once, upstream of
-    # the transactions), and a referral of the repeat can run before the first one's is
-    # confirmed. Agencies drop them by notice id (docs/load-testing.md has the figures).
+    # intake's outbox sends again a step whose first send timed out, and an analyst's request
+    # that timed out is made again (at least once, upstream of the transactions); a referral or
+    # an amendment of the repeat can go out before the first one's is confirmed. Agencies drop
+    # them by notice id (docs/load-testing.md has the figures).
