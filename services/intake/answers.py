@@ -1,15 +1,27 @@
-"""The answers the API gives: response codes, their HTTP statuses, and XML or JSON bodies."""
+"""The answers the ESPs' doors give: CyberTipline response codes, their HTTP statuses, and XML or
+JSON bodies; and what each refusal of the core (services/intake/outcomes.py) and of a login
+(services/intake/login.py) is in those codes, one table for `/ispws` and `/v1`."""
 
 import json
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, assert_never
 
 from fastapi.responses import Response
 from lxml import etree
 
 from services.intake.ids import is_report_id
+from services.intake.login import LoginFailed, Why
+from services.intake.outcomes import (
+    FileAdded,
+    FileDescribed,
+    Finished,
+    Opened,
+    Reason,
+    Refused,
+    RetractionRequested,
+)
 from shared.contracts import FieldError
 
 
@@ -127,6 +139,56 @@ class Done:
     def data(self) -> dict[str, Any]:
         return {"reportDoneResponse": {"responseCode": 0, "reportId": int(self.report_id),
                                        "files": {"fileId": self.file_ids}}}
+
+
+# Each refusal's code, and its HTTP status where it is not the code's own.
+REFUSALS: dict[Reason, tuple[Code, int | None]] = {
+    Reason.NO_SUCH_REPORT: (Code.REPORT_DOES_NOT_EXIST, None),
+    Reason.NO_SUCH_FILE: (Code.FILE_DOES_NOT_EXIST, None),
+    Reason.FINISHED: (Code.ALREADY_FINISHED, None),
+    Reason.RETRACTED: (Code.ALREADY_RETRACTED, None),
+    Reason.ABANDONED: (Code.ABANDONED, None),
+    Reason.DESCRIBED: (Code.INVALID_REQUEST, 409),
+    Reason.OPEN: (Code.INVALID_REQUEST, None),
+    Reason.INVALID: (Code.VALIDATION_FAILED, None),
+    Reason.TOO_LARGE: (Code.INVALID_REQUEST, 413),
+}
+LOGIN_REFUSALS: dict[Why, tuple[Code, int | None]] = {
+    Why.WRONG: (Code.AUTHENTICATION_REQUIRED, None),
+    Why.TOO_MANY: (Code.AUTHENTICATION_REQUIRED, 429),
+    Why.BUSY: (Code.SERVER_ERROR, 503),
+}
+
+
+def refusal(refused: Refused) -> Answer:
+    code, status = REFUSALS[refused.reason]
+    return Answer(code, refused.detail, refused.report_id, refused.file_id,
+                  errors=refused.errors, http_status=status)
+
+
+def answer(outcome: Opened | FileAdded | FileDescribed | Finished | RetractionRequested | Refused
+           ) -> Answer | Done:
+    """/ispws's answer to a step's outcome."""
+    match outcome:
+        case Refused():
+            return refusal(outcome)
+        case Opened(report_id):
+            return Answer(Code.SUCCESS, report_id=report_id)
+        case FileAdded(report_id, file_id, md5):
+            return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id, hash=md5)
+        case FileDescribed(report_id, file_id):
+            return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id)
+        case Finished(report_id, file_ids):
+            return Done(report_id, file_ids)
+        case RetractionRequested(report_id, post_finish):
+            return Answer(Code.SUCCESS, "post-finish retraction accepted" if post_finish else "",
+                          report_id=report_id)
+    assert_never(outcome)
+
+
+def not_logged_in(failed: LoginFailed) -> Answer:
+    code, status = LOGIN_REFUSALS[failed.why]
+    return Answer(code, failed.reason, http_status=status, retry_after_s=failed.retry_after_s)
 
 
 # Extensions the JSON spelling carries and the schema's XML elements do not.

@@ -1,8 +1,8 @@
 """The JSON reporting API (`/v1`): submit a whole report, retract it, read its status.
 
-The same ESP login as `/ispws` (HTTP Basic), over the same reporting core: one id scheme, one
-ownership check, one status view. A refusal is the CyberTipline code and its description as JSON,
-with the HTTP status `/ispws` would answer.
+The same ESP login as `/ispws` (HTTP Basic, services/intake/login.py), over the same reporting
+core: one id scheme, one ownership check, one status view. A refusal is the CyberTipline code and
+its description as JSON, with the HTTP status `/ispws` would answer (services/intake/answers.py).
 
 Submit and retract take an `Idempotency-Key` header: a retry with the same key (same ESP) gets
 the first answer, the same report id, and creates nothing new; the same key with another body is
@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPBasic
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.intake.answers import Answer, Code
+from services.intake import login
+from services.intake.answers import Answer, Code, not_logged_in, refusal
 from services.intake.idempotency import (
     SHORT_LEASE_S,
     Idempotency,
@@ -25,8 +25,8 @@ from services.intake.idempotency import (
     KeyReused,
     fingerprint,
 )
-from services.intake.ispws import esp as esp_login
-from services.intake.reporting import Reporting
+from services.intake.outcomes import Refused, ReportView
+from services.intake.reporting import Reporting, Reservation
 from shared.contracts import Report
 
 
@@ -35,14 +35,14 @@ async def reporting(request: Request) -> Reporting:
     return request.app.state.reporting  # type: ignore[no-any-return]
 
 
-async def esp(request: Request, _: Annotated[Any, Depends(HTTPBasic(auto_error=False))]) -> str:
-    try:
-        return await esp_login(request, None)
-    except Answer as refused:
-        raise refusal(refused, request) from None
+async def esp(request: Request, _: Annotated[None, Depends(login.DECLARED)]) -> str:
+    logged_in = await login.log_in(request)
+    if isinstance(logged_in, login.LoginFailed):
+        raise refused_with(not_logged_in(logged_in), request)
+    return logged_in
 
 
-def refusal(answer: Answer, request: Request) -> HTTPException:
+def refused_with(answer: Answer, request: Request) -> HTTPException:
     request.state.code = answer.code  # for the request's log line
     headers = {}
     if answer.code is Code.AUTHENTICATION_REQUIRED:
@@ -87,17 +87,16 @@ router = APIRouter(prefix="/v1")
 
 async def once(
     request: Request, esp_id: str, key: str | None, body: str,
-    call: Callable[[str | None, str], Awaitable[Accepted]], reserve: str | None = None,
+    call: Callable[[Reservation], Awaitable[Accepted | Refused]], reserve: str | None = None,
 ) -> Response:
     """The answer of `call` (202, or its refusal), once per Idempotency-Key when one is given.
     `call` gets the key's reservation (`reserve` of the first run) and the key's slot."""
     slot = Idempotency.slot(esp_id, key) if key is not None else ""
 
     async def respond(reserved: str | None = None) -> Response:
-        try:
-            accepted = await call(reserved, slot)
-        except Answer as refused:
-            exc = refusal(refused, request)
+        accepted = await call(Reservation(reserved, slot))
+        if isinstance(accepted, Refused):
+            exc = refused_with(refusal(accepted), request)
             return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
         request.state.report_id = accepted.report_id  # for the request's log line
         return JSONResponse(accepted.model_dump(), 202)
@@ -118,9 +117,11 @@ async def once(
 async def submit_report(
     body: Submission, svc: Svc, esp_id: EspId, request: Request, key: IdempotencyKey = None
 ) -> Response:
-    async def call(reserved: str | None, slot: str) -> Accepted:
-        report_id = await svc.submit(esp_id, body.report, body.supersedes, reserved, slot)
-        return Accepted(report_id=report_id, status="submitted")
+    async def call(reservation: Reservation) -> Accepted | Refused:
+        submitted = await svc.submit(esp_id, body.report, body.supersedes, reservation)
+        if isinstance(submitted, Refused):
+            return submitted
+        return Accepted(report_id=submitted.report_id, status="submitted")
 
     # A run after a failed one lands on the report the first reserved: a short lease is safe.
     return await once(request, esp_id, key, body.model_dump_json(), call,
@@ -134,16 +135,18 @@ async def retract_report(
 ) -> Response:
     request.state.report_id = report_id
 
-    async def call(reserved: str | None, slot: str) -> Accepted:
-        await svc.retract(esp_id, report_id, body.reason if body else None)
+    async def call(_: Reservation) -> Accepted | Refused:
+        requested = await svc.retract(esp_id, report_id, body.reason if body else None)
+        if isinstance(requested, Refused):
+            return requested
         return Accepted(report_id=report_id, status="retraction requested")
 
     return await once(request, esp_id, key, body.model_dump_json() if body else "", call)
 
 
-@router.get("/reports/{report_id}")
-async def report_status(report_id: str, svc: Svc, esp_id: EspId, request: Request) -> Any:
-    try:
-        return await svc.status(esp_id, report_id)
-    except Answer as refused:
-        raise refusal(refused, request) from None
+@router.get("/reports/{report_id}", response_model=ReportView)
+async def report_status(report_id: str, svc: Svc, esp_id: EspId, request: Request) -> Response:
+    view = await svc.status(esp_id, report_id)
+    if isinstance(view, Refused):
+        raise refused_with(refusal(view), request)
+    return JSONResponse(view.model_dump(mode="json"))

@@ -33,6 +33,7 @@ from services.intake.lifecycle import (
     Windows,
     abandoned_after,
 )
+from shared.contracts import FileInfo
 from shared.store import Store
 
 # A command's rule (services/intake/lifecycle.py), atomically.
@@ -101,6 +102,23 @@ class Pending:
         return cls(event_id=event_id, **json.loads(raw))
 
 
+@dataclass(frozen=True)
+class Record:
+    """A report's draft as kept: who filed it and through which door, its state, the report as
+    filed (JSON; its files are kept apart), and when it is abandoned if left open."""
+
+    report_id: str
+    esp_id: str
+    state: DraftState
+    opened_at: float
+    deadline: float
+    report: str
+    supersedes: str | None = None
+    via: str = ""  # "ispws", "v1" or "public"
+    idempotency: str = ""  # the slot of the Idempotency-Key (or public form) it was made under
+    receipt: str = ""  # from the public form: the hash of its receipt code
+
+
 class Drafts:
     def __init__(self, redis: Store, *, after_open_s: float, after_change_s: float) -> None:
         self._redis = redis
@@ -136,9 +154,17 @@ class Drafts:
         step = await self.step(report_id, Create(state, tuple(pairs.items())), at, pending)
         return step.ok
 
-    async def get(self, report_id: str) -> dict[str, str]:
+    async def record(self, report_id: str) -> Record | None:
         raw = await self._redis.hgetall(self.keys(report_id)[0])
-        return {str(k): str(v) for k, v in raw.items()}
+        if not raw:
+            return None
+        draft = {str(k): str(v) for k, v in raw.items()}
+        opened_at = float(draft["opened_at"])
+        return Record(
+            report_id, draft["esp_id"], DraftState(draft["state"]), opened_at,
+            self.deadline(opened_at, float(draft["changed_at"])), draft.get("report", "{}"),
+            draft.get("supersedes") or None, draft.get("via", ""), draft.get("idempotency", ""),
+            draft.get("receipt", ""))
 
     async def pending(self, report_id: str, event_id: str) -> Pending | None:
         raw = await self._redis.hget(self.keys(report_id)[1], event_id)
@@ -148,8 +174,25 @@ class Drafts:
         # The event is in Kafka now, which is its record: the outbox entry has done its job.
         await self._redis.hdel(self.keys(report_id)[1], event_id)
 
-    async def files(self, report_id: str) -> list[str]:
-        return [str(f) for f in await self._redis.lrange(self.keys(report_id)[2], 0, -1)]
+    async def files(self, report_id: str) -> list[FileInfo]:
+        """The report's files, each as last described (a description is a later entry)."""
+        latest: dict[str, FileInfo] = {}
+        for entry in await self._redis.lrange(self.keys(report_id)[2], 0, -1):
+            info = FileInfo.model_validate_json(entry)
+            latest[info.file_id] = info
+        return list(latest.values())
+
+    @staticmethod
+    def _contents(report_id: str) -> str:
+        return f"tipline:{{{report_id}}}:contents"  # sha256 -> the first file id with it
+
+    async def first_copy(self, report_id: str, sha256: str) -> str | None:
+        """The file of this report that first had this content, if one did."""
+        first = await self._redis.hget(self._contents(report_id), sha256)
+        return None if first is None else str(first)
+
+    async def note_copy(self, report_id: str, sha256: str, file_id: str) -> None:
+        await self._redis.hsetnx(self._contents(report_id), sha256, file_id)
 
 
 def _operation(command: Command) -> list[str]:

@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from fastapi.responses import Response
 from redis.exceptions import RedisError
@@ -47,13 +47,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-class Reservation(NamedTuple):
-    """What a run under a key gets: the key's reservation (the first run's) and the key's slot."""
-
-    reserved: str | None
-    slot: str
 
 
 class KeyConflict(Exception):

@@ -1,4 +1,5 @@
-"""The CyberTipline-compatible reporting API under /ispws: thin routes over `Reporting`.
+"""The CyberTipline-compatible reporting API under /ispws: thin routes over `Reporting`, its
+outcomes said as CyberTipline answers (services/intake/answers.py).
 
 An integrator points an existing client here by changing the base URL and credentials. Answers are
 <reportResponse>/<reportDoneResponse> XML (JSON when the Accept header prefers it); every answer
@@ -14,22 +15,17 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPBasic
+from starlette.types import Message
 
-from services.intake import documents, files
-from services.intake.answers import Answer, Code, Done, render
-from services.intake.idempotency import (
-    SHORT_LEASE_S,
-    Idempotency,
-    KeyConflict,
-    KeyReused,
-    Reservation,
-)
+from services.intake import documents, files, login
+from services.intake.answers import Answer, Code, Done, answer, not_logged_in, refusal, render
+from services.intake.idempotency import SHORT_LEASE_S, Idempotency, KeyConflict, KeyReused
 from services.intake.mapping import report_from
+from services.intake.outcomes import Refused, ReportView
 from services.intake.pool import Busy, DocumentPool
-from services.intake.reporting import Reporting
+from services.intake.reporting import Reporting, Reservation
 from shared.contracts import FieldError
-from shared.logins import LoginRefused
+from shared.settings import Settings
 
 log = logging.getLogger("tipline.intake.ispws")
 PREFIX = "/ispws"
@@ -37,30 +33,20 @@ XML_TYPES = ("text/xml", "application/xml")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
-class BasicAuth(HTTPBasic):
-    """Declares HTTP Basic in the OpenAPI; the check itself is `esp` (it answers in XML)."""
-
-    async def __call__(self, request: Request) -> None:  # type: ignore[override]
-        return None
-
-
-async def esp(request: Request, _: Annotated[None, Depends(BasicAuth())]) -> str:
-    """The ESP these HTTP Basic credentials belong to; the same login opens /ispws and /v1."""
-    address = request.client.host if request.client else "unknown"
-    try:
-        name = await request.app.state.esps.authenticate(request.headers.get("authorization"),
-                                                         address)
-    except LoginRefused as exc:
-        raise Answer(Code.AUTHENTICATION_REQUIRED if exc.status == 429 else Code.SERVER_ERROR,
-                     exc.reason, http_status=exc.status, retry_after_s=exc.retry_after_s) from None
-    if name is None:
-        raise Answer(Code.AUTHENTICATION_REQUIRED)
-    request.state.esp_id = name
-    return str(name)
+async def esp(request: Request, _: Annotated[None, Depends(login.DECLARED)]) -> str:
+    """The ESP these HTTP Basic credentials belong to; a refusal answered in XML (or JSON)."""
+    logged_in = await login.log_in(request)
+    if isinstance(logged_in, login.LoginFailed):
+        raise not_logged_in(logged_in)
+    return logged_in
 
 
 async def reporting(request: Request) -> Reporting:  # async: no worker thread a request
     return request.app.state.reporting  # type: ignore[no-any-return]
+
+
+def settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
 
 
 Esp = Annotated[str, Depends(esp)]
@@ -118,8 +104,10 @@ async def _form(request: Request, limit: int) -> dict[str, str]:
             data = json.loads(body)
             return {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
         if kind == "multipart/form-data":
-            request._body = body  # the form parser reads the body already read
-            form = await request.form(max_files=0, max_fields=20)
+            async def again() -> Message:  # the form parser reads the body already read
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            form = await Request(request.scope, again).form(max_files=0, max_fields=20)
             return {k: v for k, v in form.items() if isinstance(v, str)}
     except (UnicodeDecodeError, ValueError, HTTPException) as exc:
         detail = getattr(exc, "detail", None) or str(exc)
@@ -238,8 +226,9 @@ async def xsd() -> Response:
 
 @router.post("/submit", summary="Open a report", openapi_extra=_doc_body("report"))
 async def submit(request: Request, esp_id: Esp, svc: Svc) -> Response:
-    async def call(reservation: Reservation) -> Answer:
-        data = await _document(request, esp_id, "report", svc.settings.tipline_max_body_bytes)
+    async def call(reservation: Reservation) -> Answer | Done:
+        data = await _document(request, esp_id, "report",
+                               settings(request).tipline_max_body_bytes)
         try:
             report = report_from(data)
         except ValueError as exc:
@@ -247,7 +236,7 @@ async def submit(request: Request, esp_id: Esp, svc: Svc) -> Response:
                 path="incidentSummary/incidentDateTime", reason=f"is not a usable date: {exc}"
             )]) from None
         supersedes = request.headers.get("tipline-supersedes", "").strip() or None
-        return await svc.open(esp_id, report, supersedes, *reservation)
+        return answer(await svc.open(esp_id, report, supersedes, reservation))
 
     return await _answer(request, esp_id, call, reserve=svc.ids.next()
                          if request.headers.get("idempotency-key") else None)
@@ -257,16 +246,17 @@ async def submit(request: Request, esp_id: Esp, svc: Svc) -> Response:
 async def upload(request: Request, esp_id: Esp, svc: Svc) -> Response:
     async def before_file(fields: dict[str, str]) -> None:
         # The form named its report before the file: refuse before a byte of it streams.
-        if report_id := fields.get("id", "").strip():
-            await svc.may_upload(esp_id, report_id)
+        if (report_id := fields.get("id", "").strip()) and isinstance(
+                refused := await svc.may_upload(esp_id, report_id), Refused):
+            raise refusal(refused)
 
-    async def call(_: Reservation) -> Answer:
+    async def call(_: Reservation) -> Answer | Done:
         if _media(request) != "multipart/form-data":
             raise _unsupported(request, "multipart/form-data")
         try:
             received = await files.receive(
-                request.stream(), request.headers["content-type"], svc.store,
-                svc.settings.tipline_max_upload_bytes, before_file,
+                request.stream(), request.headers["content-type"], svc.files,
+                settings(request).tipline_max_upload_bytes, before_file,
             )
         except files.UploadTooLarge as exc:
             raise Answer(Code.MALFORMED_FILE, str(exc), http_status=413) from None
@@ -275,9 +265,10 @@ async def upload(request: Request, esp_id: Esp, svc: Svc) -> Response:
         if received.file is None:
             raise Answer(Code.MALFORMED_FILE, "the form has no part named file")
         try:
-            return await svc.add_file(esp_id, _id(received.fields), received.file)
+            added = await svc.add_file(esp_id, _id(received.fields), received.file)
         finally:
-            svc.store.discard(received.file)  # kept by now, or refused: never left behind
+            svc.files.discard(received.file)  # kept by now, or refused: never left behind
+        return answer(added)
 
     return await _answer(request, esp_id, call)
 
@@ -285,10 +276,12 @@ async def upload(request: Request, esp_id: Esp, svc: Svc) -> Response:
 @router.post("/fileinfo", summary="Describe an uploaded file, once",
              openapi_extra=_doc_body("fileDetails"))
 async def fileinfo(request: Request, esp_id: Esp, svc: Svc) -> Response:
-    async def call(_: Reservation) -> Answer:
+    async def call(_: Reservation) -> Answer | Done:
         data = await _document(request, esp_id, "fileDetails",
-                               svc.settings.tipline_max_body_bytes)
-        return await svc.describe_file(esp_id, data)
+                               settings(request).tipline_max_body_bytes)
+        details = {k: v for k, v in data.items() if k not in ("reportId", "fileId")}
+        return answer(await svc.describe_file(esp_id, str(data.get("reportId", "")),
+                                              str(data.get("fileId", "")), details))
 
     return await _answer(request, esp_id, call)
 
@@ -296,9 +289,9 @@ async def fileinfo(request: Request, esp_id: Esp, svc: Svc) -> Response:
 @router.post("/finish", summary="Finish a report: the answer is the ESP's receipt",
              openapi_extra=_FORM_BODY)
 async def finish(request: Request, esp_id: Esp, svc: Svc) -> Response:
-    async def call(_: Reservation) -> Done:
+    async def call(_: Reservation) -> Answer | Done:
         form = await _form(request, 64 * 1024)
-        return await svc.finish(esp_id, _id(form))
+        return answer(await svc.finish(esp_id, _id(form)))
 
     return await _answer(request, esp_id, call)
 
@@ -306,17 +299,21 @@ async def finish(request: Request, esp_id: Esp, svc: Svc) -> Response:
 @router.post("/retract", summary="Retract a report (before finish, or post-finish)",
              openapi_extra=_FORM_BODY)
 async def retract(request: Request, esp_id: Esp, svc: Svc) -> Response:
-    async def call(_: Reservation) -> Answer:
+    async def call(_: Reservation) -> Answer | Done:
         form = await _form(request, 64 * 1024)
         reason = form.get("reason", "").strip()[:3000] or None
-        return await svc.retract(esp_id, _id(form), reason)
+        return answer(await svc.retract(esp_id, _id(form), reason))
 
     return await _answer(request, esp_id, call)
 
 
-@router.get("/reports/{report_id}", summary="A report's status and full timeline (tipline)")
-async def report(report_id: str, esp_id: Esp, svc: Svc) -> JSONResponse:
-    return JSONResponse(await svc.status(esp_id, report_id))
+@router.get("/reports/{report_id}", summary="A report's status and full timeline (tipline)",
+            response_model=ReportView)
+async def report(report_id: str, esp_id: Esp, svc: Svc) -> Response:
+    view = await svc.status(esp_id, report_id)
+    if isinstance(view, Refused):
+        raise refusal(view)
+    return JSONResponse(view.model_dump(mode="json"))
 
 
 def jsonable(errors: Any) -> Any:

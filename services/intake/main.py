@@ -25,12 +25,14 @@ from services.intake.answers import Answer, Code, render
 from services.intake.drafts import Drafts
 from services.intake.esps import EspRegistry
 from services.intake.files import FileStore
+from services.intake.forms import Forms
 from services.intake.handlers import register
 from services.intake.idempotency import Idempotency
 from services.intake.ids import ReportIds
 from services.intake.outbox import DUE, Outbox
 from services.intake.pool import DocumentPool
-from services.intake.reporting import Reporting
+from services.intake.reporting import Policy, Reporting
+from services.intake.reports import RedisReports
 from services.intake.throttle import Throttle
 from services.intake.timeline import Timeline
 from shared import ops
@@ -50,9 +52,7 @@ def refuse_body(scope: Scope, exc: BodyTooLarge) -> Response:
     if str(scope.get("path", "")).startswith(ispws.PREFIX):
         return render(Answer(Code.INVALID_REQUEST, str(exc), http_status=413), None)
     if str(scope.get("path", "")).startswith(public.PREFIX):
-        return HTMLResponse(publicpages.refused(
-            "Your report is too long", "Please shorten the description or the web addresses, "
-            "then send it again."), 413, headers=publicpages.HEADERS)
+        return HTMLResponse(publicpages.too_long(), 413, headers=publicpages.HEADERS)
     return JSONResponse({"detail": str(exc)}, 413)
 
 
@@ -90,10 +90,9 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tipline intake", version="0.1.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.reporting = Reporting(
-        redis=redis, timeline=timeline, drafts=drafts, outbox=outbox,
-        abandonment=abandonment, ids=ReportIds(), store=FileStore(settings.tipline_files_dir),
-        settings=settings, tracer=tracer,
-    )
+        RedisReports(drafts, outbox, abandonment, timeline),
+        FileStore(settings.tipline_files_dir), ReportIds(), Policy.of(settings), tracer)
+    app.state.settings = settings
     app.state.broker = broker
     app.state.esps = EspRegistry(redis, LoginGuard(Limits.of(settings)))
     app.state.idempotency = Idempotency(redis, settings.tipline_idempotency_ttl_s)
@@ -103,9 +102,11 @@ def create_app(settings: Settings) -> FastAPI:
         "broker": lambda: broker.ping(timeout=ops.CHECK_TIMEOUT_S), "redis": redis.ping,
     }, [broker])
     app.state.public = public.PublicDoor(
-        app.state.reporting, redis, Throttle(settings.tipline_public_per_address,
-                                             settings.tipline_public_window_s,
-                                             settings.tipline_public_per_minute), settings)
+        app.state.reporting,
+        # A form's filing is kept while its token is valid, and an hour more.
+        Forms(redis, int(settings.tipline_public_form_max_s) + 3600),
+        Throttle(settings.tipline_public_per_address, settings.tipline_public_window_s,
+                 settings.tipline_public_per_minute), settings)
     app.include_router(api.router)
     app.include_router(ispws.router)
     app.include_router(public.router)

@@ -12,7 +12,6 @@ The client address is the one uvicorn gives (`request.client`): behind a proxy, 
 """
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,21 +21,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from services.intake import publicpages as pages
-from services.intake.ids import is_report_id
+from services.intake.forms import Forms
+from services.intake.outcomes import Reason, Refused
 from services.intake.publicform import Filed, read_addition, read_report
-from services.intake.receipts import (
-    Problem,
-    Purpose,
-    Tokens,
-    code_hash,
-    code_matches,
-    form_key,
-)
-from services.intake.reporting import Reporting
+from services.intake.receipts import Problem, Purpose, Tokens
+from services.intake.reporting import Reporting, Reservation
 from services.intake.throttle import Throttle
-from shared.contracts import derived_id
 from shared.settings import Settings
-from shared.store import Store
 
 PREFIX = pages.PREFIX
 BODY_LIMIT = 64 * 1024  # a form's body: the longest description and many addresses fit
@@ -53,7 +44,7 @@ PROBLEMS = {
 @dataclass
 class PublicDoor:
     reporting: Reporting
-    redis: Store
+    forms: Forms
     throttle: Throttle
     settings: Settings
     _tokens: Tokens | None = None
@@ -61,29 +52,9 @@ class PublicDoor:
     async def tokens(self) -> Tokens:
         if self._tokens is None:
             settings = self.settings
-            self._tokens = Tokens(await form_key(self.redis), settings.tipline_public_form_min_s,
+            self._tokens = Tokens(await self.forms.key(), settings.tipline_public_form_min_s,
                                   settings.tipline_public_form_max_s)
         return self._tokens
-
-    def slot(self, nonce: str) -> str:
-        """Where the report a form filed is named, by its token's nonce."""
-        return f"tipline:forms:{{{hashlib.sha256(nonce.encode()).hexdigest()}}}"
-
-    async def first_filing(self, nonce: str, body: str) -> tuple[str, bool]:
-        """The report id a form's first sending reserved (this one's, when it is the first),
-        and whether it was sent with this body."""
-        ttl = int(self.settings.tipline_public_form_max_s) + 3600
-        mine = {"report_id": self.reporting.ids.next(), "body": body}
-        while not await self.redis.set(self.slot(nonce), json.dumps(mine), nx=True, ex=ttl):
-            stored = await self.redis.get(self.slot(nonce))
-            if stored is not None:  # else it lapsed just now: claim it afresh
-                first = json.loads(stored)
-                return str(first["report_id"]), first["body"] == body
-        return mine["report_id"], True
-
-    async def received_at(self, report_id: str) -> str:
-        draft = await self.reporting.drafts.get(report_id)
-        return _when(float(draft.get("opened_at", time.time())))
 
 
 def _when(at: float) -> str:
@@ -167,14 +138,17 @@ async def send_report(request: Request) -> Response:
         return _html(pages.report_form(form["token"], values, filed), 422)
     body = hashlib.sha256((filed.report.model_dump_json() + (
         filed.contact.model_dump_json() if filed.contact else "")).encode()).hexdigest()
-    reserved, same = await public.first_filing(token.nonce, body)
+    first = await public.forms.first_filing(token.nonce, public.reporting.ids.next(), body)
     code = tokens.code(token.nonce)
-    report_id = await public.reporting.file_public(filed.report, filed.contact, code_hash(code),
-                                                   reserved, public.slot(token.nonce))
-    request.state.report_id = report_id  # for the request's log line
-    notice = None if same else ("This form had been sent already, as the report below. What "
-                                "you changed since was not added: add it with your code.")
-    return _html(pages.receipt(report_id, code, await public.received_at(report_id), notice))
+    made = await public.reporting.file_public(
+        filed.report, filed.contact, code, Reservation(first.report_id, Forms.slot(token.nonce)))
+    if isinstance(made, Refused):
+        return refusal_page(made)
+    request.state.report_id = made.report_id  # for the request's log line
+    notice = None if first.same else ("This form had been sent already, as the report below. "
+                                      "What you changed since was not added: add it with your "
+                                      "code.")
+    return _html(pages.receipt(made.report_id, code, _when(made.at), notice))
 
 
 @router.get("/add")
@@ -200,17 +174,23 @@ async def add_information(request: Request) -> Response:
     addition = read_addition(values)
     if isinstance(addition, dict):
         return _html(pages.add_form(form["token"], values, addition), 422)
-    draft = (await public.reporting.drafts.get(addition.report_id)
-             if is_report_id(addition.report_id) else {})
-    if draft.get("source") != "public" or not code_matches(addition.code,
-                                                           draft.get("receipt", "")):
+    added = await public.reporting.add_information(addition.report_id, addition.code,
+                                                   addition.text, token.nonce)
+    if isinstance(added, Refused) and added.reason is Reason.NO_SUCH_REPORT:
         # The same answer whether the report exists or not: a number alone tells nothing.
         return _html(pages.add_form(form["token"], values, {
             "code": "The report number and secret code do not match. Check both against "
                     "your receipt."}), 422)
-    report_id = addition.report_id
-    request.state.report_id = report_id
-    digest = hashlib.sha256(addition.text.encode()).hexdigest()
-    await public.reporting.add_information(report_id, addition.text,
-                                           derived_id(report_id, "added", token.nonce, digest))
-    return _html(pages.added(report_id, _when(time.time())))
+    if isinstance(added, Refused):
+        return refusal_page(added)
+    request.state.report_id = added.report_id  # for the request's log line
+    return _html(pages.added(added.report_id, _when(time.time())))
+
+
+def refusal_page(refusal: Refused) -> Response:
+    """A refusal no form can correct, said plainly."""
+    if refusal.reason is Reason.TOO_LARGE:
+        return _html(pages.too_long(), 413)
+    # A report of the public's is kept finished and takes additions: nothing else is expected.
+    return _html(pages.refused("Nothing more can be added to this report",
+                               "Please send what you know as a new report."), 409)

@@ -225,6 +225,11 @@ def unavailable(request_id: str) -> str:
     return page("Please try again in a moment", body)
 
 
+def too_long() -> str:
+    return refused("Your report is too long", "Please shorten the description or the web "
+                   "addresses, then send it again.")
+
+
 def refused(title: str, text: str) -> str:
     """A request no form could make (too large, not a form): what to do instead."""
     body = (f"<h1>{escape(title)}</h1><p>{escape(text)}</p>"

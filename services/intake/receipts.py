@@ -8,8 +8,9 @@
   of the form shows the same code, and nothing stores it: intake keeps only its SHA-256 beside the
   report (`code_hash`), to check it when the reporter adds information.
 
-The key is made once by the first intake that needs it and kept in Redis (`form_key`), so every
-copy of intake accepts the others' tokens and no deployment step is needed. Pure but for that.
+The key is made once by the first intake that needs it and kept in Redis
+(services/intake/forms.py), so every copy of intake accepts the others' tokens and no deployment
+step is needed. Pure.
 """
 
 import base64
@@ -19,20 +20,10 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.store import Store
-
-KEY = "tipline:form-key"
 # Crockford's base32: no I, L, O or U, so a code read aloud or copied by hand is not mistaken.
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 20  # 100 bits
 _MISREAD = str.maketrans({"I": "1", "L": "1", "O": "0"})
-
-
-async def form_key(redis: Store) -> bytes:
-    """The key every intake signs tokens and makes codes with: made by the first that asks."""
-    await redis.set(KEY, base64.b64encode(secrets.token_bytes(32)).decode(), nx=True)
-    stored = await redis.get(KEY)
-    return base64.b64decode(str(stored))
 
 
 class Purpose(StrEnum):

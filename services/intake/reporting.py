@@ -1,27 +1,28 @@
-"""Intake's reporting core: one id scheme, one ownership check, one status view, for both front
-doors (`/ispws`, CyberTipline-compatible, and `/v1`, JSON).
+"""Intake's reporting core: the steps of a report for every door (`/ispws`, CyberTipline-
+compatible; `/v1`, JSON; the public form), with one id scheme, one ownership check and one view
+of a report, in the domain's words.
 
-Each step checks what NCMEC answers at once (schema and rules before this, the report's state
-here), is accepted durably (state and event together, `services/intake/drafts.py`), and is
-answered once its event is published, or safe in the outbox when the broker is away. Refusals
-are `Answer`s with the CyberTipline response codes; the `/v1` adapter turns them into JSON.
+Each step checks what can be answered at once (the report rules and the report's state; a
+document's schema is the door's), is accepted durably (its state change and its event stored
+together), and is answered once its event is published, or safe in the outbox when the broker is
+away. It answers an outcome (services/intake/outcomes.py): accepted, or refused with its reason,
+which each door says in its own words. Where reports are kept is `Reports`: Redis in the service
+(services/intake/reports.py), memory in the unit tests (tests/intake_memory.py), both running the
+draft's machine (services/intake/lifecycle.py).
 """
 
-import contextlib
+import hashlib
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
-from redis.exceptions import RedisError
 
-from services.intake.abandonment import Abandonment
-from services.intake.answers import Answer, Code, Done
-from services.intake.drafts import Drafts, Pending
+from services.intake.drafts import Pending, Record
 from services.intake.files import FileStore, Received
 from services.intake.ids import ReportIds, is_report_id
 from services.intake.lifecycle import (
@@ -31,13 +32,28 @@ from services.intake.lifecycle import (
     DescribeFile,
     DraftState,
     Finish,
-    Mode,
     Refusal,
     Retract,
+    Step,
 )
 from services.intake.mapping import with_details
-from services.intake.outbox import Outbox
-from services.intake.timeline import Timeline, retraction_of
+from services.intake.outcomes import (
+    Added,
+    Entry,
+    FileAdded,
+    FileDescribed,
+    Finished,
+    Opened,
+    Reason,
+    Refused,
+    ReportView,
+    RetractionRequested,
+    RetractionView,
+    Submitted,
+    refused_by,
+)
+from services.intake.receipts import code_hash, code_matches
+from services.intake.timeline import History, retraction_of
 from shared import topics
 from shared.audiences import Kind, esp_status, esp_timeline
 from shared.contracts import (
@@ -53,18 +69,59 @@ from shared.contracts import (
 )
 from shared.rules import check_batched, check_file_details, check_submission
 from shared.settings import Settings
-from shared.store import REDIS_UNAVAILABLE, Store
 
-# Why a step was refused, by the state the report was in.
-REFUSED: dict[str, Code] = {
-    Refusal.MISSING: Code.REPORT_DOES_NOT_EXIST,
-    DraftState.FINISHED: Code.ALREADY_FINISHED,
-    DraftState.RETRACTED: Code.ALREADY_RETRACTED,
-    DraftState.ABANDONED: Code.ABANDONED,
-    Refusal.EXPIRED: Code.ABANDONED,
-}
 # Room for the headers and the envelope beside an event's JSON in one Kafka message.
 MESSAGE_OVERHEAD = 16 * 1024
+
+
+class Reports(Protocol):
+    """Where the core keeps its reports."""
+
+    async def record(self, report_id: str) -> Record | None: ...
+
+    async def files(self, report_id: str) -> list[FileInfo]:
+        """The report's files, each as last described."""
+
+    async def history(self, report_id: str) -> History: ...
+
+    async def create(self, report_id: str, esp_id: str, at: float, state: DraftState,
+                     pending: Pending, fields: Mapping[str, str]) -> bool:
+        """A new report's draft with its first event, accepted and sent; False when the id is
+        taken."""
+
+    async def take(self, report_id: str, command: Command, at: float, pending: Pending) -> Step:
+        """The draft's answer to `command`; once accepted, `pending` is stored and sent."""
+
+    async def complete(self, report_id: str, event_id: str) -> bool:
+        """Send an earlier step's event still waiting (a retry completes it); False when
+        none waits."""
+
+    async def first_copy(self, report_id: str, sha256: str) -> str | None:
+        """The file of this report that first had this content, if one did."""
+
+    async def note_copy(self, report_id: str, sha256: str, file_id: str) -> None:
+        """Note a file's content for `first_copy`: best effort, never raises."""
+
+
+class Reservation(NamedTuple):
+    """What a run under an Idempotency-Key (or a public form's token) gets: the report id its
+    first run reserved, and the key's slot. Every run under one key makes one report."""
+
+    reserved: str | None
+    slot: str
+
+
+NO_RESERVATION = Reservation(None, "")
+
+
+@dataclass(frozen=True)
+class Policy:
+    strict_compat: bool = False  # TIPLINE_STRICT_COMPAT: as NCMEC, no retraction after finish
+    max_message_bytes: int = 4 * 1024 * 1024  # the largest record the pipeline takes
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Policy":
+        return cls(settings.tipline_strict_compat, settings.kafka_max_message_bytes)
 
 
 def _epoch(at: float) -> datetime:
@@ -81,158 +138,115 @@ def retract_id(report_id: str) -> str:
 
 @dataclass
 class Reporting:
-    redis: Store
-    timeline: Timeline
-    drafts: Drafts
-    outbox: Outbox
-    abandonment: Abandonment
+    reports: Reports
+    files: FileStore
     ids: ReportIds
-    store: FileStore
-    settings: Settings
+    policy: Policy
     tracer: Tracer
+    clock: Callable[[], float] = time.time
 
     # --- reading -------------------------------------------------------------------------
 
-    async def owned(self, report_id: str, esp_id: str) -> dict[str, str]:
-        """The report's draft when this ESP owns it; any other ESP's report does not exist."""
-        if not is_report_id(report_id):
-            raise Answer(Code.REPORT_DOES_NOT_EXIST, f"no report {report_id[:40]}")
-        draft = await self.drafts.get(report_id)
-        if draft.get("esp_id") != esp_id:
-            raise Answer(Code.REPORT_DOES_NOT_EXIST, f"no report {report_id}")
-        return draft
+    async def _owned(self, esp_id: str, report_id: str) -> Record | Refused:
+        """The report when this ESP filed it; any other's does not exist, as no report."""
+        record = await self.reports.record(report_id) if is_report_id(report_id) else None
+        if record is None or record.esp_id != esp_id:
+            return Refused(Reason.NO_SUCH_REPORT, f"no report {report_id[:40]}")
+        return record
 
-    async def files(self, report_id: str) -> list[FileInfo]:
-        latest: dict[str, FileInfo] = {}
-        for entry in await self.drafts.files(report_id):  # later entries (details) replace
-            info = FileInfo.model_validate_json(entry)
-            latest[info.file_id] = info
-        return list(latest.values())
+    async def _report(self, record: Record) -> Report:
+        report = Report.model_validate_json(record.report)
+        return report.model_copy(update={"files": await self.reports.files(record.report_id)})
 
-    async def report(self, report_id: str, draft: dict[str, str]) -> Report:
-        report = Report.model_validate_json(draft["report"])
-        return report.model_copy(update={"files": await self.files(report_id)})
-
-    async def status(self, esp_id: str, report_id: str) -> dict[str, Any]:
-        """What an ESP may see of its report (shared/audiences.py): its state, its status in
-        NCMEC's words, its files, its retraction, and its timeline as it is told it."""
-        draft = await self.owned(report_id, esp_id)
-        fields = await self.timeline.fields(report_id)
-        entries = esp_timeline(await self.timeline.entries(report_id))
-        out: dict[str, Any] = {
-            "report_id": report_id,
-            "state": draft["state"],
-            "status": esp_status(fields.get("status"), draft["state"] == DraftState.OPEN),
-            "updated_at": entries[-1]["at"] if entries else None,
-            "supersedes": draft.get("supersedes") or None,
-            "superseded_by": fields.get("superseded_by") or None,
-            "files": [f.model_dump(mode="json", exclude_none=True)
-                      for f in await self.files(report_id)],
-            "retraction": retraction_of(entries),
-            "timeline": entries,
-        }
-        if draft["state"] == DraftState.OPEN:
-            deadline = self.drafts.deadline(float(draft["opened_at"]), float(draft["changed_at"]))
-            out["abandoned_after"] = _epoch(deadline).isoformat()
-        return out
+    async def status(self, esp_id: str, report_id: str) -> ReportView | Refused:
+        record = await self._owned(esp_id, report_id)
+        if isinstance(record, Refused):
+            return record
+        history = await self.reports.history(report_id)
+        entries = esp_timeline(history.entries)
+        retraction = retraction_of(entries)
+        is_open = record.state is DraftState.OPEN
+        return ReportView(
+            report_id=report_id, state=record.state,
+            status=esp_status(history.status, is_open),
+            updated_at=entries[-1]["at"] if entries else None, supersedes=record.supersedes,
+            superseded_by=history.superseded_by, files=await self.reports.files(report_id),
+            retraction=RetractionView.model_validate(retraction) if retraction else None,
+            timeline=[Entry.model_validate(e) for e in entries],
+            abandoned_after=_epoch(record.deadline).isoformat() if is_open else None)
 
     # --- the steps -----------------------------------------------------------------------
 
     def _pending(self, event_id: str, topic: str, event: BaseModel, what: Kind,
-                 status: str | None = None, **detail: Any) -> Pending:
+                 status: str | None = None, **detail: Any) -> Pending | Refused:
         value = event.model_dump_json()
-        if len(value) + MESSAGE_OVERHEAD > self.settings.kafka_max_message_bytes:
-            raise Answer(Code.INVALID_REQUEST, "the report is larger than the pipeline takes "
-                         f"({self.settings.kafka_max_message_bytes} bytes)", http_status=413)
+        if len(value) + MESSAGE_OVERHEAD > self.policy.max_message_bytes:
+            return Refused(Reason.TOO_LARGE, "the report is larger than the pipeline takes "
+                           f"({self.policy.max_message_bytes} bytes)")
         return Pending(event_id, topic, value, what, status, detail)
 
-    async def _accept(self, report_id: str, pending: Pending, command: Command) -> None:
-        """Take a command that stores `pending`, then deliver it; a refusal is an Answer."""
-        outcome = "ok"
+    async def _take(self, report_id: str, command: Command, pending: Pending) -> Step:
+        return await self.reports.take(report_id, command, self.clock(), pending)
 
-        async def run() -> bool:
-            nonlocal outcome
-            result = await self.drafts.step(report_id, command, time.time(), pending)
-            outcome = result.outcome
-            if result.ok and result.deadline and command.rule.mode is Mode.TOUCH:
-                # Accepted now, whatever happens next; a deadline not moved on heals itself
-                # (the sweep asks the draft, which knows the later one).
-                with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
-                    await self.abandonment.watch(report_id, result.deadline)
-            return result.ok
+    async def _supersedes(self, esp_id: str, supersedes: str | None) -> Refused | None:
+        if supersedes is None or not isinstance(await self._owned(esp_id, supersedes), Refused):
+            return None
+        return Refused(Reason.NO_SUCH_REPORT,
+                       f"the superseded report {supersedes[:40]} does not exist")
 
-        if not await self.outbox.accept(report_id, pending, run):
-            raise Answer(REFUSED.get(outcome, Code.INVALID_REQUEST), report_id=report_id)
-        await self.outbox.deliver(report_id, pending)
+    async def _create(self, esp_id: str, state: DraftState,
+                      make: Callable[[str, float], Pending | Refused], reservation: Reservation,
+                      **fields: str) -> Submitted | Refused:
+        """A new report in `state`, with the event `make(report_id, at)` accepted.
 
-    async def _supersedes(self, esp_id: str, supersedes: str | None) -> None:
-        if supersedes is None:
-            return
-        try:
-            await self.owned(supersedes, esp_id)
-        except Answer:
-            raise Answer(Code.REPORT_DOES_NOT_EXIST,
-                         f"the superseded report {supersedes[:40]} does not exist") from None
-
-    async def _create(self, esp_id: str, state: DraftState, make: Any,
-                      reserved: str | None = None, **fields: str) -> str:
-        """A new report in `state`, with the event `make(report_id, at)` accepted; its id.
-
-        `reserved` is an id drawn earlier for this creation (an Idempotency-Key's): when a run
-        before this one made it already (its `idempotency` field says so), that report is the
-        answer, and its event, if still waiting, goes out now. (Were the reserved id taken by
-        another intake copy's report, a new one is drawn and that promise is lost: the copies'
-        random node numbers make it all but impossible.)"""
-        at = time.time()
+        Under a reservation, the report is made with the id drawn for it: when a run before
+        this one made it already (under the same slot), that report is the answer, and its
+        event, if still waiting, goes out now. (Were the reserved id taken by another intake
+        copy's report, a new one is drawn and that promise is lost: the copies' random node
+        numbers make it all but impossible.)"""
+        at = self.clock()
+        fields["idempotency"] = reservation.slot
         for attempt in range(16):  # another intake copy took this id: draw the next one
-            report_id = reserved if reserved and attempt == 0 else self.ids.next()
+            reserved = reservation.reserved if attempt == 0 else None
+            report_id = reserved or self.ids.next()
             pending = make(report_id, at)
-            if state is DraftState.OPEN:  # watched first: an open report is never left unwatched
-                await self.abandonment.watch(report_id, self.drafts.deadline(at, at))
-            create = partial(self.drafts.create, report_id, esp_id, at, state, pending, **fields)
-            if await self.outbox.accept(report_id, pending, create):
+            if isinstance(pending, Refused):
+                return pending
+            if await self.reports.create(report_id, esp_id, at, state, pending, fields):
                 trace.get_current_span().set_attribute("report.id", report_id)
-                if state is DraftState.OPEN:
-                    # And again once made: a creation that waited (its shard restarting) past
-                    # that deadline may have been swept meanwhile, and the timer forgets a
-                    # report it finds no draft of.
-                    with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
-                        await self.abandonment.watch(report_id, self.drafts.deadline(at, at))
-                await self.outbox.deliver(report_id, pending)
-                return report_id
-            if report_id == reserved and fields.get("idempotency"):
-                draft = await self.drafts.get(report_id)
-                if (draft.get("esp_id"), draft.get("idempotency")) == (
-                        esp_id, fields["idempotency"]):
-                    await self.outbox.deliver_pending(report_id, pending.event_id)
-                    return report_id
+                return Submitted(report_id, at)
+            if reserved and reservation.slot:
+                made = await self.reports.record(report_id)
+                if made is not None and (made.esp_id, made.idempotency) == (esp_id,
+                                                                              reservation.slot):
+                    await self.reports.complete(report_id, pending.event_id)
+                    return Submitted(report_id, made.opened_at)
         raise RuntimeError("no free report id after 16 draws")
 
     async def submit(self, esp_id: str, report: Report, supersedes: str | None,
-                     reserved: str | None = None, idempotency: str = "") -> str:
-        """/v1: a whole report, finished from the start; with `reserved` and `idempotency` (the
-        Idempotency-Key's id and claim), every run under one key makes one report."""
-        await self._supersedes(esp_id, supersedes)
+                     reservation: Reservation = NO_RESERVATION) -> Submitted | Refused:
+        """/v1: a whole report, finished from the start."""
+        if refused := await self._supersedes(esp_id, supersedes):
+            return refused
 
-        def make(report_id: str, at: float) -> Pending:
+        def make(report_id: str, at: float) -> Pending | Refused:
             event = ReportSubmitted(event_id=submitted_id(report_id), report_id=report_id,
                                     esp_id=esp_id, report=report, supersedes=supersedes)
             return self._pending(event.event_id, topics.REPORTS_SUBMITTED, event, Kind.SUBMITTED,
                                  "submitted", via="v1", supersedes=supersedes)
 
         with self.tracer.start_as_current_span("intake submit"):
-            return await self._create(esp_id, DraftState.FINISHED, make, reserved,
+            return await self._create(esp_id, DraftState.FINISHED, make, reservation,
                                       report=report.model_dump_json(),
-                                      supersedes=supersedes or "", via="v1",
-                                      idempotency=idempotency)
+                                      supersedes=supersedes or "", via="v1")
 
-    async def file_public(self, report: Report, contact: ReporterContact | None, receipt: str,
-                          reserved: str, slot: str) -> str:
-        """The public form (services/intake/public.py): a whole report from the public, finished
-        from the start, its reporter's contact details in its event only (never kept here once
-        sent); `receipt` the hash of its code. Every run under one form (`slot`, the form's
-        token) makes one report: `reserved`, as `submit`."""
-        def make(report_id: str, at: float) -> Pending:
+    async def file_public(self, report: Report, contact: ReporterContact | None, code: str,
+                          reservation: Reservation) -> Submitted | Refused:
+        """The public form: a whole report from the public, finished from the start, its
+        reporter's contact details in its event only (never kept here once sent), and only the
+        hash of its receipt `code` kept. Every run under one form (the reservation's slot: the
+        form's token) makes one report."""
+        def make(report_id: str, at: float) -> Pending | Refused:
             event = ReportSubmitted(event_id=submitted_id(report_id), report_id=report_id,
                                     esp_id=PUBLIC_FORM, report=report, source="public",
                                     contact=contact)
@@ -240,28 +254,38 @@ class Reporting:
                                  "submitted", via="public")
 
         with self.tracer.start_as_current_span("public submit"):
-            return await self._create(PUBLIC_FORM, DraftState.FINISHED, make, reserved,
+            return await self._create(PUBLIC_FORM, DraftState.FINISHED, make, reservation,
                                       report=report.model_dump_json(), via="public",
-                                      source="public", receipt=receipt, idempotency=slot)
+                                      source="public", receipt=code_hash(code))
 
-    async def add_information(self, report_id: str, text: str, event_id: str) -> None:
-        """A public reporter adds to their report (its receipt checked by the caller); the same
-        `event_id` again (a resend) is the same addition."""
-        event = InformationAdded(event_id=event_id, report_id=report_id, text=text)
-        pending = self._pending(event_id, topics.REPORTS_ADDITIONS, event,
+    async def add_information(self, report_id: str, code: str, text: str,
+                              form: str) -> Added | Refused:
+        """A public reporter adds to their report with its receipt `code`; the same text from
+        the same `form` (its token's nonce) again, a resend, is the same addition."""
+        record = await self.reports.record(report_id) if is_report_id(report_id) else None
+        if record is None or record.via != "public" or not code_matches(code, record.receipt):
+            # The same answer whether the report exists or not: a number alone tells nothing.
+            return Refused(Reason.NO_SUCH_REPORT)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        event = InformationAdded(event_id=derived_id(report_id, "added", form, digest),
+                                 report_id=report_id, text=text)
+        pending = self._pending(event.event_id, topics.REPORTS_ADDITIONS, event,
                                 Kind.INFORMATION_ADDED)
+        if isinstance(pending, Refused):
+            return pending
         with self.tracer.start_as_current_span("public add", attributes={"report.id": report_id}):
-            await self._accept(report_id, pending, AddInformation())
+            step = await self._take(report_id, AddInformation(), pending)
+        return Added(report_id) if step.ok else refused_by(step.outcome, report_id)
 
     async def open(self, esp_id: str, report: Report, supersedes: str | None,
-                   reserved: str | None = None, idempotency: str = "") -> Answer:
-        """/ispws submit: a report opened, to be completed with files and finished; with
-        `reserved` and `idempotency` (as `submit`), every run under one key opens one report."""
+                   reservation: Reservation = NO_RESERVATION) -> Opened | Refused:
+        """/ispws submit: a report opened, to be completed with files and finished."""
         if errors := check_submission(report):
-            raise Answer(Code.VALIDATION_FAILED, errors=errors)
-        await self._supersedes(esp_id, supersedes)
+            return Refused(Reason.INVALID, errors=errors)
+        if refused := await self._supersedes(esp_id, supersedes):
+            return refused
 
-        def make(report_id: str, at: float) -> Pending:
+        def make(report_id: str, at: float) -> Pending | Refused:
             event = ReportDraftChanged(
                 event_id=derived_id(report_id, "opened"), report_id=report_id, esp_id=esp_id,
                 change="opened", opened_at=_epoch(at), supersedes=supersedes)
@@ -269,99 +293,109 @@ class Reporting:
                                  supersedes=supersedes, via="ispws")
 
         with self.tracer.start_as_current_span("ispws open"):
-            report_id = await self._create(esp_id, DraftState.OPEN, make, reserved,
-                                           report=report.model_dump_json(),
-                                           supersedes=supersedes or "", via="ispws",
-                                           idempotency=idempotency)
-        return Answer(Code.SUCCESS, report_id=report_id)
+            made = await self._create(esp_id, DraftState.OPEN, make, reservation,
+                                      report=report.model_dump_json(),
+                                      supersedes=supersedes or "", via="ispws")
+        return made if isinstance(made, Refused) else Opened(made.report_id)
 
-    def _changed(self, report_id: str, esp_id: str, draft: dict[str, str], change: str,
-                 file: FileInfo) -> Pending:
+    def _changed(self, record: Record, change: str, file: FileInfo) -> Pending | Refused:
+        report_id = record.report_id
         event = ReportDraftChanged(
             event_id=derived_id(report_id, change, file.file_id), report_id=report_id,
-            esp_id=esp_id, change=change,  # type: ignore[arg-type]
-            opened_at=_epoch(float(draft["opened_at"])), file=file)
+            esp_id=record.esp_id, change=change,  # type: ignore[arg-type]
+            opened_at=_epoch(record.opened_at), file=file)
         detail = file.model_dump(mode="json", exclude={"details"}, exclude_none=True)
         return self._pending(event.event_id, topics.REPORTS_DRAFTS, event, Kind(change),
                              **detail)
 
-    async def may_upload(self, esp_id: str, report_id: str) -> dict[str, str]:
-        """Checked before a file is kept (and before it streams, when the form names the report
-        first): the ESP's open report, or the Answer refusing it."""
-        draft = await self.owned(report_id, esp_id)
-        if not AddFile.rule.allows(draft["state"]):
-            raise Answer(REFUSED.get(draft["state"], Code.INVALID_REQUEST), report_id=report_id)
-        return draft
+    async def may_upload(self, esp_id: str, report_id: str) -> Record | Refused:
+        """Asked before a file is kept (and before it streams, when the form names the report
+        first): the ESP's open report, or why it may not add a file to it."""
+        record = await self._owned(esp_id, report_id)
+        if isinstance(record, Refused) or AddFile.rule.allows(record.state):
+            return record
+        return refused_by(record.state, report_id)
 
-    async def add_file(self, esp_id: str, report_id: str, received: Received) -> Answer:
-        draft = await self.may_upload(esp_id, report_id)
-        stored = self.store.keep(received)  # content-addressed: the same bytes, one copy
-        file_id = received.file_id
+    async def add_file(self, esp_id: str, report_id: str, received: Received
+                       ) -> FileAdded | Refused:
+        record = await self.may_upload(esp_id, report_id)
+        if isinstance(record, Refused):
+            return record
+        stored = self.files.keep(received)  # content-addressed: the same bytes, one copy
         # The same content twice in one report: answered as usual, stored once, flagged.
-        contents = f"tipline:{{{report_id}}}:contents"
-        first = await self.redis.hget(contents, stored.sha256)
-        file = FileInfo(file_id=file_id, sha256=stored.sha256, md5=stored.md5, size=stored.size,
-                        original_name=received.filename,
-                        duplicate_of=str(first) if first is not None else None)
-        pending = self._changed(report_id, esp_id, draft, "file uploaded", file)
+        file = FileInfo(file_id=received.file_id, sha256=stored.sha256, md5=stored.md5,
+                        size=stored.size, original_name=received.filename,
+                        duplicate_of=await self.reports.first_copy(report_id, stored.sha256))
+        pending = self._changed(record, "file uploaded", file)
+        if isinstance(pending, Refused):
+            return pending
         with self.tracer.start_as_current_span("ispws upload", attributes={"report.id": report_id}):
-            await self._accept(report_id, pending, AddFile(file.model_dump_json()))
-        # Accepted: a 503 now would have the ESP send the file again. The note only flags a
-        # later copy of the same content as a duplicate.
-        with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
-            await self.redis.hsetnx(contents, stored.sha256, file_id)
-        return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id, hash=stored.md5)
+            step = await self._take(report_id, AddFile(file.model_dump_json()), pending)
+        if not step.ok:
+            return refused_by(step.outcome, report_id)
+        await self.reports.note_copy(report_id, stored.sha256, file.file_id)
+        return FileAdded(report_id, file.file_id, stored.md5)
 
-    async def describe_file(self, esp_id: str, data: dict[str, Any]) -> Answer:
-        report_id, file_id = str(data.get("reportId", "")), str(data.get("fileId", ""))
-        draft = await self.owned(report_id, esp_id)
-        if not DescribeFile.rule.allows(draft["state"]):
-            raise Answer(REFUSED.get(draft["state"], Code.INVALID_REQUEST), report_id=report_id)
-        file = next((f for f in await self.files(report_id) if f.file_id == file_id), None)
+    async def describe_file(self, esp_id: str, report_id: str, file_id: str,
+                            details: dict[str, Any]) -> FileDescribed | Refused:
+        """A file's details (a <fileDetails> as data), once a file."""
+        record = await self._owned(esp_id, report_id)
+        if isinstance(record, Refused):
+            return record
+        if not DescribeFile.rule.allows(record.state):
+            return refused_by(record.state, report_id)
+        file = next((f for f in await self.reports.files(report_id) if f.file_id == file_id), None)
         if file is None:
-            raise Answer(Code.FILE_DOES_NOT_EXIST, f"no file {file_id[:40]} in report {report_id}",
-                         report_id=report_id)
-        if errors := check_file_details(data):
-            raise Answer(Code.VALIDATION_FAILED, errors=errors, report_id=report_id)
-        described = with_details(file, {k: v for k, v in data.items()
-                                        if k not in ("reportId", "fileId")})
-        pending = self._changed(report_id, esp_id, draft, "file described", described)
-        try:
-            await self._accept(report_id, pending,
-                               DescribeFile(file_id, described.model_dump_json()))
-        except Answer as refused:
-            if refused.code is not Code.INVALID_REQUEST:
-                raise
-            # Described before: if that call's event is still pending, this retry completes it.
-            if await self.outbox.deliver_pending(report_id, pending.event_id) is None:
-                raise Answer(Code.INVALID_REQUEST, "file details were already sent for this file",
-                             report_id=report_id, file_id=file_id, http_status=409) from None
-        return Answer(Code.SUCCESS, report_id=report_id, file_id=file_id)
+            return Refused(Reason.NO_SUCH_FILE, f"no file {file_id[:40]} in report {report_id}",
+                           report_id)
+        if errors := check_file_details(details):
+            return Refused(Reason.INVALID, report_id=report_id, errors=errors)
+        described = with_details(file, details)
+        pending = self._changed(record, "file described", described)
+        if isinstance(pending, Refused):
+            return pending
+        step = await self._take(report_id, DescribeFile(file_id, described.model_dump_json()),
+                                pending)
+        # Described before: if that call's event is still waiting, this retry completes it.
+        if step.ok or (step.outcome == Refusal.DESCRIBED
+                       and await self.reports.complete(report_id, pending.event_id)):
+            return FileDescribed(report_id, file_id)
+        if step.outcome == Refusal.DESCRIBED:
+            return Refused(Reason.DESCRIBED, "file details were already sent for this file",
+                           report_id, file_id)
+        return refused_by(step.outcome, report_id)
 
-    async def finish(self, esp_id: str, report_id: str) -> Done:
-        draft = await self.owned(report_id, esp_id)
-        report = await self.report(report_id, draft)
-        if draft["state"] == DraftState.OPEN and (errors := check_batched(report)):
-            raise Answer(Code.VALIDATION_FAILED, errors=errors, report_id=report_id)
-        supersedes = draft.get("supersedes") or None
+    async def finish(self, esp_id: str, report_id: str) -> Finished | Refused:
+        record = await self._owned(esp_id, report_id)
+        if isinstance(record, Refused):
+            return record
+        report = await self._report(record)
+        if record.state is DraftState.OPEN and (errors := check_batched(report)):
+            return Refused(Reason.INVALID, report_id=report_id, errors=errors)
         event = ReportSubmitted(event_id=submitted_id(report_id), report_id=report_id,
-                                esp_id=esp_id, report=report, supersedes=supersedes)
+                                esp_id=esp_id, report=report, supersedes=record.supersedes)
         file_ids = [f.file_id for f in report.files]
         pending = self._pending(event.event_id, topics.REPORTS_SUBMITTED, event, Kind.FINISHED,
                                 "submitted", files=file_ids)
+        if isinstance(pending, Refused):
+            return pending
         with self.tracer.start_as_current_span("ispws finish", attributes={"report.id": report_id}):
-            try:
-                await self._accept(report_id, pending, Finish())
-            except Answer as refused:
-                # Finished by an earlier call whose answer was lost: its event may be pending.
-                if (refused.code is not Code.ALREADY_FINISHED or draft.get("via") == "v1"
-                        or await self.outbox.deliver_pending(report_id, event.event_id) is None):
-                    raise
-        return Done(report_id, file_ids)
+            step = await self._take(report_id, Finish(), pending)
+        # Finished by an earlier call whose answer was lost: its event may be waiting. (A /v1
+        # report was submitted whole, never finished: its waiting event is not this one's.)
+        if step.ok or (step.outcome == DraftState.FINISHED and record.via != "v1"
+                       and await self.reports.complete(report_id, event.event_id)):
+            return Finished(report_id, file_ids)
+        return refused_by(step.outcome, report_id)
 
-    async def retract(self, esp_id: str, report_id: str, reason: str | None) -> Answer:
-        draft = await self.owned(report_id, esp_id)
-        post_finish = draft["state"] == DraftState.FINISHED
+    async def retract(self, esp_id: str, report_id: str, reason: str | None
+                      ) -> RetractionRequested | Refused:
+        """Before finish the ESP cancels its report; after, its retraction has every agency
+        that got the report corrected (unless strict, as NCMEC)."""
+        record = await self._owned(esp_id, report_id)
+        if isinstance(record, Refused):
+            return record
+        post_finish = record.state is DraftState.FINISHED
         why = reason or ("the report proved erroneous" if post_finish else "cancelled by the ESP")
         command = RetractReport(
             command_id=retract_id(report_id), report_id=report_id, requested_by="esp",
@@ -370,16 +404,14 @@ class Reporting:
         pending = self._pending(command.command_id, topics.RETRACTIONS_REQUESTED, command,
                                 Kind.RETRACTION_REQUESTED, by=esp_id, post_finish=post_finish,
                                 reason=command.reason)
+        if isinstance(pending, Refused):
+            return pending
         span = {"report.id": report_id}
         with self.tracer.start_as_current_span("ispws retract", attributes=span):
-            try:
-                await self._accept(report_id, pending,
-                                   Retract(strict=self.settings.tipline_strict_compat))
-            except Answer as refused:
-                if (refused.code is not Code.ALREADY_RETRACTED
-                        or await self.outbox.deliver_pending(report_id, command.command_id)
-                        is None):
-                    raise
-        return Answer(Code.SUCCESS, "post-finish retraction accepted" if post_finish else "",
-                      report_id=report_id)
-
+            step = await self._take(report_id, Retract(strict=self.policy.strict_compat),
+                                    pending)
+        # Retracted by an earlier call whose answer was lost: its event may be waiting.
+        if step.ok or (step.outcome == DraftState.RETRACTED
+                       and await self.reports.complete(report_id, command.command_id)):
+            return RetractionRequested(report_id, post_finish)
+        return refused_by(step.outcome, report_id)

@@ -7,6 +7,7 @@ is ever removed: a retraction is one more entry and a status, not an erasure.
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,16 @@ for at = 3 + facts * 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[at], ARGV[a
 if added > 0 then redis.call('HSET', KEYS[1], 'updated_at', ARGV[1]) end
 return added
 """
+
+
+@dataclass(frozen=True)
+class History:
+    """What a report's timeline holds: its status (shared/status.py), the report that
+    superseded it, and its entries in the order they happened."""
+
+    status: str | None
+    superseded_by: str | None
+    entries: list[dict[str, Any]]
 
 
 class Timeline:
@@ -127,6 +138,11 @@ class Timeline:
 
     async def fields(self, report_id: str) -> dict[str, str]:
         return dict(await self._redis.hgetall(self._keys(report_id)[0]))  # type: ignore[arg-type]
+
+    async def history(self, report_id: str) -> History:
+        fields = await self.fields(report_id)
+        return History(fields.get("status"), fields.get("superseded_by") or None,
+                       await self.entries(report_id))
 
     async def entries(self, report_id: str) -> list[dict[str, Any]]:
         """The entries in the order they happened: each service's facts travel on their own

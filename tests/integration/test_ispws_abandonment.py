@@ -55,7 +55,7 @@ async def http(app: FastAPI, short: Settings) -> AsyncIterator[httpx.AsyncClient
 
 
 def sweeper(app: FastAPI) -> Abandonment:
-    return app.state.reporting.abandonment  # type: ignore[no-any-return]
+    return app.state.reporting.reports.abandonment  # type: ignore[no-any-return]
 
 
 async def test_calls_after_the_deadline_answer_abandoned(http: httpx.AsyncClient) -> None:
@@ -146,7 +146,7 @@ async def test_a_report_made_after_its_deadline_passed_is_still_abandoned(
     """A report's creation that waited past the deadline it was watched with (its shard
     restarting, in the scaled chaos run): the timer, finding no draft meanwhile, dropped the
     watch, and the report stayed open for good; the ESP's cancel was answered 5103 ever after."""
-    drafts: Drafts = app.state.reporting.drafts
+    drafts: Drafts = app.state.reporting.reports.drafts
     abandonment = sweeper(app)
     create = drafts.create
 
@@ -159,5 +159,6 @@ async def test_a_report_made_after_its_deadline_passed_is_still_abandoned(
                       "reportId")
     monkeypatch.undo()
     assert report_id in await abandonment.sweep(at=time.time() + WINDOW + 1)
-    assert (await drafts.get(report_id))["state"] == "abandoned"
+    record = await drafts.record(report_id)
+    assert record is not None and record.state == "abandoned"
     assert await redis.zscore(DEADLINES, report_id) is None

@@ -471,7 +471,7 @@ async def test_with_the_broker_away_an_accepted_step_is_kept_and_sent_later(
     reporting = app.state.reporting
     report_id = await open_report(http)
     kept = field((await upload(http, report_id, random_file())).text, "fileId")
-    monkeypatch.setattr(reporting.outbox.broker, "publish", broken)
+    monkeypatch.setattr(reporting.reports.outbox.broker, "publish", broken)
     content = random_file()
     added = await upload(http, report_id, content)
     details = file_details(report_id, kept, "<fileViewedByEsp>true</fileViewedByEsp>")
@@ -487,7 +487,7 @@ async def test_with_the_broker_away_an_accepted_step_is_kept_and_sent_later(
     retried = await http.post("/ispws/finish", data={"id": report_id})
     assert (retried.status_code, code(retried.text)) == (200, 0)
     monkeypatch.undo()
-    assert await reporting.outbox.sweep(now=time.time() + 3600) >= 3
+    assert await reporting.reports.outbox.sweep(now=time.time() + 3600) >= 3
     status = (await http.get(f"/ispws/reports/{report_id}")).json()
     whats = [e["what"] for e in status["timeline"]]
     assert {"file uploaded", "file described", "finished"} <= set(whats)
@@ -503,7 +503,7 @@ async def test_a_failure_inside_answers_1000_with_the_request_id(
         raise RuntimeError("a bug")
 
     report_id = await open_report(http)
-    monkeypatch.setattr(app.state.reporting.drafts, "step", broken)
+    monkeypatch.setattr(app.state.reporting.reports.drafts, "step", broken)
     r = await http.post("/ispws/finish", data={"id": report_id})
     assert (r.status_code, code(r.text)) == (500, 1000)
     assert "<reportDoneResponse>" in r.text and r.headers["Request-ID"]

@@ -198,7 +198,7 @@ async def test_a_step_taken_just_before_redis_went_is_answered_accepted(
     opened = field((await intake.post("/ispws/submit", content=report_xml(), headers=XML)).text,
                    "reportId")
     app: FastAPI = intake._transport.app  # type: ignore[attr-defined]
-    outbox = app.state.reporting.outbox
+    outbox = app.state.reporting.reports.outbox
     deliver = outbox.deliver
 
     async def then_redis_goes(*args: Any) -> bool:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisUnavailable
 
 from services.intake.main import create_app
+from services.intake.outcomes import Refused, Submitted
 from services.intake.reporting import Reporting
 from shared.settings import Settings
 
@@ -83,8 +84,8 @@ async def test_a_run_that_failed_after_making_the_report_is_answered_with_it(
     real = svc.submit
     made: list[str] = []
 
-    async def stored_then_lost(*args: Any, **kwargs: Any) -> str:
-        made.append(await real(*args, **kwargs))
+    async def stored_then_lost(*args: Any, **kwargs: Any) -> Submitted:
+        made.append((await real(*args, **kwargs)).report_id)
         raise RedisUnavailable("connection lost after the report was stored")
 
     same = key()
@@ -109,11 +110,12 @@ async def test_a_lapsed_run_is_taken_over_on_the_same_report(
     started, release = asyncio.Event(), asyncio.Event()
     made: list[str] = []
 
-    async def hangs(*args: Any, **kwargs: Any) -> str:
-        made.append(await real(*args, **kwargs))
+    async def hangs(*args: Any, **kwargs: Any) -> Submitted | Refused:
+        outcome = await real(*args, **kwargs)
+        made.append(outcome.report_id)
         started.set()
         await release.wait()  # stuck: the answer never comes
-        return made[0]
+        return outcome
 
     same = key()
     monkeypatch.setattr("services.intake.idempotency.WAIT_S", 0.2)
