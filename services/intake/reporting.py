@@ -116,8 +116,8 @@ NO_RESERVATION = Reservation(None, "")
 
 @dataclass(frozen=True)
 class Policy:
-    strict_compat: bool = False  # TIPLINE_STRICT_COMPAT: as NCMEC, no retraction after finish
-    max_message_bytes: int = 4 * 1024 * 1024  # the largest record the pipeline takes
+    strict_compat: bool  # TIPLINE_STRICT_COMPAT: as NCMEC, no retraction after finish
+    max_message_bytes: int  # the largest record the pipeline takes
 
     @classmethod
     def of(cls, settings: Settings) -> "Policy":

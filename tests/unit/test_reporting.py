@@ -4,6 +4,7 @@ gets. No Redis, no broker; how the doors say these answers is tested against the
 (tests/integration/test_ispws_api.py, test_v1_idempotency.py, test_public_form.py)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from tests.intake_memory import WINDOWS, Clock, MemoryReports
 from tests.ispws_support import report_xml
 
 ESP, OTHER = "esp-a", "esp-b"
+POLICY = Policy(strict_compat=False, max_message_bytes=1024 * 1024)
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def svc(tmp_path: Path, reports: MemoryReports, clock: Clock) -> Reporting:
 def reporting(tmp_path: Path, reports: MemoryReports, clock: Clock,
               policy: Policy | None = None) -> Reporting:
     return Reporting(reports, FileStore(tmp_path / "files"), ReportIds(node=7),
-                     policy or Policy(), NoOpTracer(), clock)
+                     policy or POLICY, NoOpTracer(), clock)
 
 
 def report(*, batched: bool = False) -> Report:
@@ -140,7 +142,7 @@ async def test_a_finished_report_takes_a_retraction_and_nothing_else(
 
 async def test_strict_compatibility_refuses_a_retraction_after_finish(
         tmp_path: Path, reports: MemoryReports, clock: Clock) -> None:
-    svc = reporting(tmp_path, reports, clock, Policy(strict_compat=True))
+    svc = reporting(tmp_path, reports, clock, replace(POLICY, strict_compat=True))
     finished, cancelled = await opened(svc), await opened(svc)
     await svc.finish(ESP, finished)
     assert reason(await svc.retract(ESP, finished, None)) is Reason.FINISHED
@@ -211,7 +213,8 @@ async def test_a_batched_report_is_checked_at_finish_and_stays_open(svc: Reporti
 
 async def test_a_report_too_large_for_the_pipeline_is_refused_and_kept_nowhere(
         tmp_path: Path, reports: MemoryReports, clock: Clock) -> None:
-    svc = reporting(tmp_path, reports, clock, Policy(max_message_bytes=MESSAGE_OVERHEAD + 200))
+    small = replace(POLICY, max_message_bytes=MESSAGE_OVERHEAD + 200)
+    svc = reporting(tmp_path, reports, clock, small)
     for outcome in (await svc.open(ESP, report(), None), await svc.submit(ESP, report(), None)):
         assert reason(outcome) is Reason.TOO_LARGE
     assert reports.drafts == {}
