@@ -91,6 +91,12 @@ async def scaled(
         redis_password=valkey_cluster.redis_password, redis_cluster=True,
     ) as stack:
         await asyncio.to_thread(start_services, stack, CONSUMERS, 2)
+        # Every copy in its group before the faults begin: a copy killed before its first
+        # assignment would never have shared its group's partitions (the check at the end).
+        deadline = time.monotonic() + 60
+        while not all(assignments(stack).values()):
+            assert time.monotonic() < deadline, assignments(stack)
+            await asyncio.sleep(0.2)
         yield Scaled(stack, stack.settings(), random.Random(8), cluster=valkey_cluster)
 
 
