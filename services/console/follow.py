@@ -144,6 +144,15 @@ class Follower:
         self.reader, self.registry = reader, registry
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="console-store")
         self.applied = 0  # records read since this process started
+        self.isolation = ("read_committed" if settings.kafka_transactions
+                          else "read_uncommitted")
+
+    def end(self, tp: TopicPartition) -> int | None:
+        """Where a partition ends for this reader: past its last stable offset, records are of
+        transactions still open, not read yet."""
+        if self.isolation == "read_committed":
+            return self.consumer.last_stable_offset(tp)
+        return self.consumer.highwater(tp)
 
     async def run(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -152,6 +161,9 @@ class Follower:
             fetch_max_wait_ms=max(self.settings.kafka_fetch_max_wait_ms, 100),
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
             fetch_max_bytes=FETCH_MAX_BYTES,
+            # What a transaction its sender never committed holds is never shown (on Apache
+            # Kafka, where notices go out in transactions).
+            isolation_level=self.isolation,
         )
         await self.consumer.start()
         try:
@@ -209,17 +221,17 @@ class Follower:
         self.applied += len(records)
         behind = 0
         for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                behind += max(0, highwater - await self.consumer.position(tp))
+            end = self.end(tp)
+            if end is not None:
+                behind += max(0, end - await self.consumer.position(tp))
         alerts.BEHIND.set(behind)
 
     async def _at_end(self) -> bool:
         for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is None or self.consumer.last_poll_timestamp(tp) is None:
+            end = self.end(tp)
+            if end is None or self.consumer.last_poll_timestamp(tp) is None:
                 return False
-            if highwater > 0 and await self.consumer.position(tp) < highwater:
+            if end > 0 and await self.consumer.position(tp) < end:
                 return False
         return True
 
