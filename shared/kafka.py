@@ -225,9 +225,25 @@ async def ensure_topics(settings: Settings, names: list[str],
                     for n in missing
                 ]
             )
+            await _until_described(admin, missing)
         return missing
     finally:
         await admin.close()
+
+
+async def _until_described(admin: AIOKafkaAdminClient, names: list[str],
+                           timeout_s: float = 15.0) -> None:
+    """Wait until the broker answering describes every one of these new topics with its
+    partitions. Apache Kafka answers CreateTopics once its controller has them; the other
+    brokers learn of them a moment later, and a reader that asks one of them first finds none."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        if all(t["error_code"] == 0 and t["partitions"] for t in described):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics not described {timeout_s:.0f} s after creation: {names}")
+        await asyncio.sleep(0.05)
 
 
 async def topic_partitions(settings: Settings, names: Iterable[str]) -> list[TopicPartition]:
