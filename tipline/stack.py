@@ -95,6 +95,11 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
+# How long a service may take to listen: seconds on a quiet machine, over 30 s at load 20 with
+# three Apache Kafka nodes starting beside it.
+SERVICE_START_S = 60.0
+
+
 def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -459,11 +464,13 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
                                  "TIPLINE_INSTANCE": instance_of(copy_name(name, copy))})
         child.ops = f"http://127.0.0.1:{ops_port}"
     if "intake" in services:
-        wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=30)
+        wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=SERVICE_START_S)
     if analyst and "supplementation" in services and copy == 1:
-        wait_for_port(analyst.hostname or "127.0.0.1", analyst.port or 80, timeout=30)
+        wait_for_port(analyst.hostname or "127.0.0.1", analyst.port or 80,
+                      timeout=SERVICE_START_S)
     if console and "console" in services:
-        wait_for_port(console.hostname or "127.0.0.1", console.port or 80, timeout=30)
+        wait_for_port(console.hostname or "127.0.0.1", console.port or 80,
+                      timeout=SERVICE_START_S)
 
 
 def console_secret(workdir: Path) -> str:
