@@ -56,6 +56,9 @@ class OnOutput(harness.Faults):
     """Kills a notice's sender as soon as its notice reaches the broker."""
 
     cooldown_s: float = 3.0
+    # Kills of each sender at most: waiting for retraction's, referral went on being killed
+    # (7 times at load 14) and nothing after referral flowed for minutes.
+    most: int = KILLS_EACH + 1
     restarting: set[str] = field(default_factory=set)
     last_kill: dict[str, float] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -64,7 +67,7 @@ class OnOutput(harness.Faults):
     def on_notice(self, kind: str) -> None:
         self.seen[kind] += 1
         victim = SENDER_OF.get(kind)
-        if victim is None or victim in self.restarting:
+        if victim is None or victim in self.restarting or self.tally.kills[victim] >= self.most:
             return
         if time.monotonic() - self.last_kill.get(victim, 0.0) < self.cooldown_s:
             return
