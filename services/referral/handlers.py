@@ -126,7 +126,6 @@ def register(
     dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> None:
     publish = Publisher(broker)
-    broker.publisher(topics.REPORTS_REFERRED, schema=ReportReferred)  # for the AsyncAPI document
 
     # In a transaction, a referral is recorded as delivered when its ReportReferred is read
     # back committed: the commit is the delivery, and a crash after it leaves the record to read.
