@@ -21,8 +21,7 @@ from shared.kafka import TiplineBroker
 
 # One subscriber (and consumer group) a priority class: a bulk backlog never delays an urgent
 # referral, because they are not in the same queue. They share the process's event loop, so a
-# bulk batch is small: its CPU work (~0.3 ms a referral) holds an urgent one up ~15 ms at most;
-# a batch of 500 held it 140 ms, until the whole backlog of the e2e test was referred first.
+# bulk batch is small: a bulk batch's CPU work holds an urgent one up (docs/load-testing.md).
 BULK_BATCH = 50
 SUPPLEMENTED = {
     topics.REPORTS_SUPPLEMENTED_URGENT: "referral-urgent",
