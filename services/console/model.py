@@ -48,8 +48,9 @@ from shared.contracts import (
 # The chart's series.
 FLOW = ("accepted", "rejected", "referred", "retracted", "corrected")
 
-# A report's state only moves forward, as its timeline's status does (shared/status.py). Whether
-# its corrections were acknowledged or escalated is apart: `Report.correction()`.
+# A report's state only moves forward, as its timeline's status does
+# (services/intake/status.py). Whether its corrections were acknowledged or escalated is apart:
+# `Report.correction()`.
 STATE_RANK = {"draft": 0, "submitted": 1, "accepted": 2, "released": 3, "referred": 4,
               "closed": 5, "rejected": 7, "retracted": 8}
 STATES = tuple(STATE_RANK)
