@@ -173,17 +173,3 @@ def written_by(service: str) -> list[Topic]:
 def read_by(reader: str) -> list[Topic]:
     """The catalogue's rows `reader` reads."""
     return [t for t in CATALOGUE if reader in t.readers]
-
-
-def row_of(topic: str) -> Topic | None:
-    """The catalogue's row of a topic (an agency's notice topic: the pattern's row)."""
-    for row in CATALOGUE:
-        if row.name == topic or (row.prefix is not None and agency_of_topic(topic)):
-            return row
-    return None
-
-
-def may_write(service: str, topic: str) -> bool:
-    """Whether the catalogue lets `service` publish to `topic`."""
-    row = row_of(topic)
-    return row is not None and service in row.writers

@@ -20,6 +20,7 @@ from shared import topics
 from shared.agencies import load_agencies
 from shared.settings import Settings
 from shared.signing import ensure_keys
+from tests.catalogue import may_write
 from tests.deploy.conftest import ROOT, SIGNERS
 
 SCRIPT = ROOT / "deploy/kafka/access.sh"
@@ -126,7 +127,7 @@ def test_what_services_declare_they_publish_is_allowed(
     _, grants = script
     for service, broker in brokers.items():
         for publisher in broker.publishers:
-            assert topics.may_write(service, publisher.topic), (service, publisher.topic)
+            assert may_write(service, publisher.topic), (service, publisher.topic)
             assert publisher.topic in allowed(grants[service], "Write", "topic"), (
                 service, publisher.topic)
 
