@@ -21,7 +21,8 @@ from shared.kafka import TiplineBroker
 
 # One subscriber (and consumer group) a priority class: a bulk backlog never delays an urgent
 # referral, because they are not in the same queue. They share the process's event loop, so a
-# bulk batch is small: a bulk batch's CPU work holds an urgent one up (docs/load-testing.md).
+# bulk batch is kept small: while it is handled, an urgent one waits (how long:
+# docs/load-testing.md).
 BULK_BATCH = 50
 SUPPLEMENTED = {
     topics.REPORTS_SUPPLEMENTED_URGENT: "referral-urgent",
