@@ -13,8 +13,8 @@ from shared.clock import Clock
 
 class Watched:
     """A JSON file re-read when its modification time or size changes, looked at no more than
-    once every `recheck_s` (every record is sealed or checked: a stat each cost ~3% of a
-    service's CPU), so a rotated key is in use within a second."""
+    once every `recheck_s` (every record is sealed or checked, and a stat each would cost CPU),
+    so a rotated key is in use within a second."""
 
     def __init__(self, path: Path, recheck_s: float = 1.0,
                  clock: Clock = time.monotonic) -> None:

@@ -50,7 +50,7 @@ REFRESH_S = 5.0  # how often new agencies (topics) and partitions are looked for
 BATCH = 2000  # records a fetch, and a transaction once caught up
 # While catching up, fetches are gathered up to this many records a transaction: a report's
 # records come from several topics read side by side, and a larger batch writes it once, not
-# once a topic. 5,000: 10,000 reports rebuilt in 10 s, RSS 141 MB; 20,000: 12 s, 170 MB.
+# once a topic (why 5,000: docs/load-testing.md).
 CATCH_UP_BATCH = 5_000
 # A fetch brings at most this much (a larger record still comes, alone): the memory is the
 # store's page cache and one batch, whatever the history's size. A partition gives a slice of
