@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.intake.esps import EspRegistry
@@ -190,6 +191,11 @@ async def test_poison_goes_to_dead_letters_and_the_pipeline_keeps_flowing(
     assert status["status"] == AVAILABLE
 
 
+def partition_of(report_id: str, partitions: list[int]) -> int:
+    """Where a producer puts a record keyed by this report id (murmur2, as every tipline hop)."""
+    return int(DefaultPartitioner()(report_id.encode(), partitions, partitions))
+
+
 async def test_a_redelivered_event_has_no_second_effect(
     http: httpx.AsyncClient, settings: Settings, pipeline: Stack
 ) -> None:
@@ -202,15 +208,25 @@ async def test_a_redelivered_event_has_no_second_effect(
         for _ in range(3):  # the same event, three times, as intake writes it
             await send_sealed(producer, pipeline.workdir / "keys", "intake",
                               topics.REPORTS_SUBMITTED, event, report_id)
+        # Then a marker: another report on the same partitions at every hop (each keyed by its
+        # report id), so once it is referred, whatever the copies caused has happened.
+        partitions = sorted(await producer.partitions_for(topics.REPORTS_SUBMITTED))
+        marker = next(m for m in (f"{report_id}-marker-{i}" for i in range(1000))
+                      if partition_of(m, partitions) == partition_of(report_id, partitions))
+        await send_sealed(producer, pipeline.workdir / "keys", "intake",
+                          topics.REPORTS_SUBMITTED, event.model_copy(update={
+                              "event_id": derived_id(marker, "submitted"),
+                              "report_id": marker}), marker)
     finally:
         await producer.stop()
-    # Not intake's report (no ESP owns it): read its timeline where intake keeps it.
+    # Not intake's reports (no ESP owns them): read their timelines where intake keeps them.
     redis = connect(settings)
     timeline = Timeline(redis)
     deadline = asyncio.get_running_loop().time() + 30
-    while (await timeline.fields(report_id)).get("status") != "referred":
-        assert asyncio.get_running_loop().time() < deadline, "not referred"
-        await asyncio.sleep(0.05)
+    for referred in (report_id, marker):
+        while (await timeline.fields(referred)).get("status") != "referred":
+            assert asyncio.get_running_loop().time() < deadline, f"{referred} not referred"
+            await asyncio.sleep(0.05)
     whats = [e["what"] for e in await timeline.entries(report_id)]
     await redis.aclose()
     # Both agencies' referrals, each event three times: one entry (the ESP's; the others'
