@@ -60,17 +60,14 @@ FETCH_MAX_BYTES = 8 * 1024 * 1024
 PARTITION_FETCH_BYTES = 128 * 1024
 
 
-# Topics a pipeline service consumes: a record there that cannot be read is dead-lettered by that
-# service (the console shows its dead letter); the console only leaves it out, or every such
-# record would be listed twice. Records on the other topics (what became of reports and notices,
-# agency notices) have no other reader in tipline: the console keeps its own refusal of those.
-DEAD_LETTERED_BY_CONSUMERS = frozenset({
-    topics.REPORTS_DRAFTS, topics.REPORTS_SUBMITTED, topics.REPORTS_VALIDATED,
-    topics.REPORTS_SUPPLEMENTED, topics.REPORTS_SUPPLEMENTED_URGENT,
-    topics.REPORTS_SUPPLEMENTED_BULK, topics.REPORTS_REFERRED, topics.RETRACTIONS_REQUESTED,
-    topics.AMENDMENTS_REQUESTED, topics.REPORTS_RETRACTED, topics.REPORTS_ADDITIONS,
-    topics.REPORT_FACTS,
-})
+# Topics a pipeline service consumes (the catalogue's readers): a record there that cannot be read
+# is dead-lettered by that service (the console shows its dead letter); the console only leaves
+# it out, or every such record would be listed twice. Records on the other topics (what became
+# of reports and notices, agency notices) have no other reader in tipline: the console keeps its
+# own refusal of those.
+DEAD_LETTERED_BY_CONSUMERS = frozenset(
+    t.name for t in topics.CATALOGUE
+    if t.prefix is None and t.readers & (set(topics.SERVICES) - {"console"}))
 
 
 class Misaddressed(ValueError):
