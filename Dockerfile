@@ -1,8 +1,8 @@
 # tipline's images: one target a service, every one built from the repository root, e.g.
 #   docker build --target intake -t tipline/intake .
-# (`make images` builds all six.) Each image holds the shared package and its one service; no
-# other service's code: the common stages take pyproject.toml, shared/ and services/__init__.py
-# only, the `notifying` stage adds the notification context (services/notification/) for the
+# (`make images` builds all six, and the topics job's.) Each image holds the shared package and
+# its one service; no other service's code: the common stages take pyproject.toml, shared/ and
+# services/__init__.py only, the `notifying` stage adds the notification context (services/notification/) for the
 # two that write it (referral, retraction), and a service's target adds its own folder only.
 
 # The dependencies and the shared package, in a virtual environment.
@@ -92,6 +92,14 @@ ENV OTEL_SERVICE_NAME=console \
     TIPLINE_CONSOLE_DATA_DIR=/var/lib/tipline/console
 EXPOSE 8082
 CMD ["python", "-m", "services.console"]
+
+# The one-shot that creates every topic (compose's `topics`, the k8s Job): the shared package and
+# the job, no service's code.
+FROM runtime AS topics
+COPY tipline/__init__.py /opt/tipline/lib/python3.11/site-packages/tipline/
+COPY tipline/provision.py /opt/tipline/lib/python3.11/site-packages/tipline/
+ENV OTEL_SERVICE_NAME=provision
+CMD ["python", "-m", "tipline.provision"]
 
 # Without --target the last stage is built: this one refuses, rather than make one service's
 # image under whatever name was asked for.

@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-# The services with an image: each is a target of the one Dockerfile.
-IMAGES := intake validation supplementation referral retraction console
+# The images, each a target of the one Dockerfile: the services', and the topics job's.
+IMAGES := intake validation supplementation referral retraction console topics
 TAG ?= dev
 
 .PHONY: run up test lint bench docs images kafka clean

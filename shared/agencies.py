@@ -1,8 +1,9 @@
 """The agency registry: who can receive notices, read from the routing file.
 
 Each agency may list `verify_keys`: the Ed25519 public keys (base64) its acknowledgements and
-outcomes are signed with. Where an agency has keys, a response not signed by one of them is
-refused; an agency without keys is trusted on the acks topic as any internal producer is.
+outcomes are signed with. A response not signed by one of its agency's keys is refused
+(dead-lettered by retraction); an agency without keys cannot acknowledge at all, so its
+corrections are re-sent and then escalated.
 """
 
 import base64

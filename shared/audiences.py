@@ -34,7 +34,20 @@ from types import MappingProxyType
 from typing import Any
 
 from shared.contracts import Fact, NoticeKind, SupplementKind, derived_id
-from shared.status import Status
+
+
+class Status(StrEnum):
+    """The status a fact may bring to its report's timeline (how it moves:
+    services/intake/status.py)."""
+
+    SUBMITTED = "submitted"
+    VALIDATED = "validated"
+    HELD = "held"
+    SUPPLEMENTED = "supplemented"
+    REFERRED = "referred"
+    REJECTED = "rejected"
+    RETRACTED = "retracted"
+    CORRECTION_ESCALATED = "correction_escalated"
 
 
 class Audience(StrEnum):

@@ -257,7 +257,7 @@ class Fact:
 
     event_id: str
     what: str
-    status: str | None = None  # moves the report's status forward (shared/status.py)
+    status: str | None = None  # moves the report's status forward (services/intake/status.py)
     detail: dict[str, Any] = field(default_factory=dict)
 
 

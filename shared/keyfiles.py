@@ -8,21 +8,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shared.clock import Clock
+
 
 class Watched:
     """A JSON file re-read when its modification time or size changes, looked at no more than
-    once every `recheck_s` (every record is sealed or checked: a stat each cost ~3% of a
-    service's CPU), so a rotated key is in use within a second."""
+    once every `recheck_s` (every record is sealed or checked, and a stat each would cost CPU),
+    so a rotated key is in use within a second."""
 
-    def __init__(self, path: Path, recheck_s: float = 1.0) -> None:
+    def __init__(self, path: Path, recheck_s: float = 1.0,
+                 clock: Clock = time.monotonic) -> None:
         self.path = path
         self.recheck_s = recheck_s
+        self.clock = clock
         self._stamp: tuple[int, int] | None = None
         self._next = 0.0
         self.data: dict[str, Any] = {}
 
     def fresh(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock()
         if now < self._next:
             return self.data
         self._next = now + self.recheck_s

@@ -165,8 +165,8 @@ def count_requests(app: FastAPI, service: str) -> None:
 
 class CountRequests:
     """ASGI middleware for `count_requests`. Plain ASGI, not `@app.middleware("http")`, which
-    runs each request in a task of its own with memory streams between: two of those were about
-    a quarter of intake's CPU a request (measured: 177-186 against 98-153 submits/s)."""
+    runs each request in a task of its own with memory streams between, at a cost to every
+    request (docs/load-testing.md)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app

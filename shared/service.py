@@ -75,12 +75,11 @@ def freeze_startup_objects() -> None:
     """Garbage collection tuned for batches, once start-up is done (tipline_gc_pause_seconds
     measures it).
 
-    - What start-up made (modules, models, schemas: ~100,000 objects) is left out of every later
-      collection: a full one walked them all, 30-120 ms, and the batch in hand waited that long.
+    - What start-up made (modules, models, schemas) is left out of every later collection: a
+      full one walked them all while the batch in hand waited.
     - A young collection comes after 10,000 new container objects instead of 700: a batch in
-      hand holds thousands, freed together when it is done, so at 700 the collector ran
-      hundreds of times a second scanning live records for nothing (measured at 500 reports/s:
-      referral 380 collections and 400 ms in 10 s; at 10,000, 2 and 8 ms)."""
+      hand holds thousands, freed together when it is done, so at 700 the collector ran many
+      times a second scanning live records for nothing. Figures: docs/load-testing.md."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)

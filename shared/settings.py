@@ -46,20 +46,19 @@ class Settings(BaseSettings):
     # docs/operations.md); real Kafka wants session_timeout_ms >= 6000.
     kafka_session_timeout_ms: int = 1000
     kafka_heartbeat_interval_ms: int = 100
-    # The embedded broker answers a waiting fetch within about half its wait: 10 ms brought a
-    # record within 8 ms at most, as 5 did, with half the idle fetches (measured).
+    # The embedded broker answers a waiting fetch within about half its wait (why 10 ms:
+    # docs/load-testing.md).
     kafka_fetch_max_wait_ms: int = 10
     # Subscribers nobody waits on (acks, draft steps, bulk referrals) fetch this patiently, for
-    # a fuller fetch: each quick idle consumer costs the embedded broker and its service ~0.1
-    # core together (measured).
+    # a fuller fetch: a quick idle consumer costs CPU polling (docs/load-testing.md).
     kafka_patient_fetch_wait_ms: int = 100
     kafka_linger_ms: int = 1
-    # A producer batch (per partition): 256 KB halved the embedded broker's CPU a message.
+    # A producer batch (per partition); why this size: docs/load-testing.md.
     kafka_max_batch_bytes: int = 256 * 1024
     kafka_partitions: int = 4
     # An agency's notice topic: one agency's feed, read by its one client, a few notices a second.
-    # One partition keeps its notices in one order and costs the broker a quarter of the fetch
-    # work of four: a 50-agency fan-out's p99 went from 160 to 73-87 ms on the embedded broker.
+    # One partition keeps its notices in one order, at less fetch work for the broker
+    # (docs/load-testing.md).
     kafka_agency_partitions: int = 1
     kafka_replication_factor: int = 1
     kafka_max_message_bytes: int = 4 * 1024 * 1024

@@ -34,7 +34,7 @@ def exit_within(app: FastStream, seconds: float) -> None:
     app.exit = stop  # type: ignore[method-assign]  # FastStream's signal handler calls app.exit()
 
 
-async def cancel(*tasks: "asyncio.Task[Any]") -> None:
+async def cancel(*tasks: "asyncio.Task[Any]", again_after_s: float = 1.0) -> None:
     """Cancel `tasks` and wait until they have ended, cancelling again every second: in Python
     3.11 a cancellation that lands as a `wait_for` or timeout runs out can be swallowed
     (gh-86296), and a loop that retries after a TimeoutError then runs on forever. Seen as a
@@ -42,7 +42,7 @@ async def cancel(*tasks: "asyncio.Task[Any]") -> None:
     for task in tasks:
         while not task.done():
             task.cancel()
-            await asyncio.wait({task}, timeout=1)
+            await asyncio.wait({task}, timeout=again_after_s)
         if not task.cancelled() and task.exception() is not None:
             log.warning("%s ended with %r", task.get_name(), task.exception())
 

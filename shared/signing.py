@@ -13,6 +13,7 @@ Both are re-read when they change on disk, so a rotation needs no restart.
 import base64
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from shared.clock import Clock
 from shared.contracts import now
 from shared.keyfiles import Watched, write_json
 
@@ -60,8 +62,8 @@ def canonical(document: dict[str, Any]) -> bytes:
 class Signer:
     """Signs documents with the active key of a keys directory."""
 
-    def __init__(self, keys_dir: Path) -> None:
-        self._file = Watched(keys_dir / SIGNING_FILE)
+    def __init__(self, keys_dir: Path, clock: Clock = time.monotonic) -> None:
+        self._file = Watched(keys_dir / SIGNING_FILE, clock=clock)  # when to look at it again
         self._keys: dict[str, Ed25519PrivateKey] = {}
         if not self._file.path.exists():  # fail at start, not at the first notice
             raise FileNotFoundError(

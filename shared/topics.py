@@ -1,6 +1,13 @@
-"""Topic names: one kind of message a topic."""
+"""Topic names, and the catalogue: which model travels on each topic, who writes and who reads
+it (one kind of message a topic)."""
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from shared import contracts
 
 REPORTS_SUBMITTED = "tipline.reports.submitted"
 # Steps of a report opened over /ispws and not finished yet (ReportDraftChanged).
@@ -39,60 +46,98 @@ AGENCY_PREFIX = "tipline.agency."
 AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 RESERVED_AGENCY_IDS = frozenset({"acks"})
 
-PIPELINE_TOPICS = (
-    REPORTS_DRAFTS,
-    REPORTS_SUBMITTED,
-    REPORTS_VALIDATED,
-    REPORTS_REJECTED,
-    REPORTS_SUPPLEMENTED,
-    REPORTS_SUPPLEMENTED_URGENT,
-    REPORTS_SUPPLEMENTED_BULK,
-    REPORTS_REFERRED,
-    RETRACTIONS_REQUESTED,
-    AMENDMENTS_REQUESTED,
-    REPORTS_RETRACTED,
-    REPORTS_ADDITIONS,
-    REPORTS_CLOSED,
-    AGENCY_ACKS,
-    NOTICES_ACKNOWLEDGED,
-    NOTICES_RESENT,
-    NOTICES_ESCALATED,
-    REPORTS_OUTCOMES,
-    REPORT_FACTS,
-    DEAD_LETTERS,
-    DEAD_LETTERS_INTAKE,
-)
-
-
 # The services, as they name themselves in seals, logs and consumer groups.
 SERVICES = ("intake", "validation", "supplementation", "referral", "retraction", "console")
+# The agencies, as writers and readers in the catalogue: each is its own principal.
+AGENCIES = "agencies"
 
-# Who may write each internal topic (shared/seals.py; the broker ACLs in docs/operations.md say
-# the same). Agency topics and acks are not here: notices and responses are signed instead.
-WRITERS: dict[str, frozenset[str]] = {
-    REPORTS_DRAFTS: frozenset({"intake"}),
-    REPORTS_SUBMITTED: frozenset({"intake"}),
-    REPORTS_VALIDATED: frozenset({"validation"}),
-    REPORTS_REJECTED: frozenset({"validation"}),
-    REPORTS_SUPPLEMENTED: frozenset({"supplementation"}),
-    REPORTS_SUPPLEMENTED_URGENT: frozenset({"supplementation"}),
-    REPORTS_SUPPLEMENTED_BULK: frozenset({"supplementation"}),
-    REPORTS_REFERRED: frozenset({"referral"}),
-    RETRACTIONS_REQUESTED: frozenset({"intake", "validation", "supplementation"}),
-    AMENDMENTS_REQUESTED: frozenset({"supplementation"}),
-    REPORTS_RETRACTED: frozenset({"retraction"}),
-    REPORTS_ADDITIONS: frozenset({"intake"}),
-    REPORTS_CLOSED: frozenset({"supplementation"}),
-    NOTICES_ACKNOWLEDGED: frozenset({"retraction"}),
-    NOTICES_RESENT: frozenset({"retraction"}),
-    NOTICES_ESCALATED: frozenset({"retraction"}),
-    REPORTS_OUTCOMES: frozenset({"retraction"}),
-    REPORT_FACTS: frozenset({"validation", "supplementation", "referral", "retraction"}),
-    # The internal consumers' letters; intake's apart; the console writes none (it logs and
-    # counts what it may not show).
-    DEAD_LETTERS: frozenset({"validation", "supplementation", "referral", "retraction"}),
-    DEAD_LETTERS_INTAKE: frozenset({"intake"}),
-}
+
+@dataclass(frozen=True)
+class Topic:
+    """A row of the catalogue: what one topic carries, who may write it and who reads it."""
+
+    name: str  # for a pattern, its AsyncAPI address ("tipline.agency.{agency_id}")
+    model: type[BaseModel]
+    writers: frozenset[str]
+    readers: frozenset[str]
+    description: str
+    # Internal topics carry their writer's seal (shared/seals.py); notices and agencies'
+    # responses are signed instead (shared/signing.py), so their writers are checked there.
+    sealed: bool = True
+    prefix: str | None = None  # a pattern row: every topic that starts with it
+
+
+def _topic(name: str, model: type[BaseModel], writers: Iterable[str], readers: Iterable[str],
+           description: str, *, sealed: bool = True, prefix: str | None = None) -> Topic:
+    return Topic(name, model, frozenset(writers), frozenset(readers), description, sealed,
+                 prefix)
+
+
+# Every topic of tipline, the one place that says which model travels on it, who may write it
+# and who reads it. Generated from it: the writers check of seals (WRITERS), the broker ACLs
+# (tipline/access.py), the AsyncAPI document (tipline/docs.py) and the console's decoders.
+# The console reads every topic but the raw acknowledgements and the timeline facts.
+CATALOGUE: tuple[Topic, ...] = (
+    _topic(REPORTS_DRAFTS, contracts.ReportDraftChanged, {"intake"}, {"validation", "console"},
+           "a step of a report still open"),
+    _topic(REPORTS_SUBMITTED, contracts.ReportSubmitted, {"intake"}, {"validation", "console"},
+           "a report an ESP finished"),
+    _topic(REPORTS_VALIDATED, contracts.ReportValidated, {"validation"},
+           {"supplementation", "console"}, "a report that passed validation"),
+    _topic(REPORTS_REJECTED, contracts.ReportRejected, {"validation"}, {"console"},
+           "a report refused by validation, with its reasons"),
+    *(_topic(name, contracts.ReportSupplemented, {"supplementation"}, {"referral", "console"},
+             f"a report released for referral ({priority})")
+      for name, priority in ((REPORTS_SUPPLEMENTED_URGENT, "urgent: high and imminent"),
+                             (REPORTS_SUPPLEMENTED, "normal"),
+                             (REPORTS_SUPPLEMENTED_BULK, "bulk"))),
+    # Read back by referral itself where it publishes in transactions: the commit is delivery.
+    _topic(REPORTS_REFERRED, contracts.ReportReferred, {"referral"}, {"referral", "console"},
+           "a report referred to its agencies"),
+    _topic(RETRACTIONS_REQUESTED, contracts.RetractReport, {"intake", "supplementation"},
+           {"retraction", "console"},
+           "an ESP retracts its report, an unfinished one is abandoned (intake), or an analyst "
+           "retracts one (supplementation's analyst API)"),
+    _topic(AMENDMENTS_REQUESTED, contracts.AmendReport, {"supplementation"},
+           {"referral", "console"}, "an analyst's change to a referred report"),
+    _topic(REPORTS_RETRACTED, contracts.ReportRetracted, {"retraction"},
+           {"supplementation", "console"}, "a report retracted, its corrections sent"),
+    _topic(REPORTS_ADDITIONS, contracts.InformationAdded, {"intake"},
+           {"supplementation", "console"}, "what a public reporter added with their receipt"),
+    _topic(REPORTS_CLOSED, contracts.ReportClosed, {"supplementation"}, {"console"},
+           "a held report an analyst closed as not actionable"),
+    _topic(AGENCY_ACKS, contracts.AgencyResponse, {AGENCIES}, {"retraction"},
+           "an agency's signed acknowledgement or outcome of a notice (raw: only retraction "
+           "reads them, and checks their signatures)", sealed=False),
+    _topic(AGENCY_PREFIX + "{agency_id}", contracts.AgencyNotice, {"referral", "retraction"},
+           {AGENCIES, "console"},
+           "signed notices to one agency: referrals, amendments (the analyst API's too) and "
+           "corrections (key: report id)", sealed=False, prefix=AGENCY_PREFIX),
+    _topic(NOTICES_ACKNOWLEDGED, contracts.NoticeAcknowledged, {"retraction"}, {"console"},
+           "a notice an agency acknowledged, its signature checked"),
+    _topic(NOTICES_RESENT, contracts.NoticeResent, {"retraction"}, {"console"},
+           "a notice sent again for want of an acknowledgement"),
+    _topic(NOTICES_ESCALATED, contracts.NoticeEscalated, {"retraction"}, {"console"},
+           "a notice still unacknowledged after its re-sends"),
+    _topic(REPORTS_OUTCOMES, contracts.OutcomeReported, {"retraction"}, {"console"},
+           "what an agency did with a report"),
+    _topic(REPORT_FACTS, contracts.TimelineFacts,
+           {"validation", "supplementation", "referral", "retraction"}, {"intake"},
+           "what each service learned about reports, a batch at a time, for their timelines "
+           "(intake keeps them; key: the service)"),
+    # The console writes no letters: it logs and counts what it may not show.
+    _topic(DEAD_LETTERS, contracts.DeadLetter,
+           {"validation", "supplementation", "referral", "retraction"}, {"console"},
+           "a message the service could not process, with its cause and what the message's "
+           "seal covers (sealed by the service)"),
+    _topic(DEAD_LETTERS_INTAKE, contracts.DeadLetter, {"intake"}, {"console"},
+           "a message intake could not process (sealed by intake)"),
+)
+
+PIPELINE_TOPICS = tuple(t.name for t in CATALOGUE if t.prefix is None)
+# Who may write each internal topic: the seal check (shared/seals.py).
+WRITERS: dict[str, frozenset[str]] = {t.name: t.writers for t in CATALOGUE
+                                      if t.sealed and t.prefix is None}
 DEAD_LETTER_TOPICS = (DEAD_LETTERS, DEAD_LETTERS_INTAKE)
 
 
@@ -117,4 +162,14 @@ def agency_of_topic(topic: str) -> str | None:
 
 def writes(service: str) -> bool:
     """Whether `service` publishes at all (the console only reads)."""
-    return any(service in writers for writers in WRITERS.values())
+    return any(service in t.writers for t in CATALOGUE)
+
+
+def written_by(service: str) -> list[Topic]:
+    """The catalogue's rows `service` may write."""
+    return [t for t in CATALOGUE if service in t.writers]
+
+
+def read_by(reader: str) -> list[Topic]:
+    """The catalogue's rows `reader` reads."""
+    return [t for t in CATALOGUE if reader in t.readers]

@@ -8,7 +8,6 @@ durability). Kafka's own __consumer_offsets is compacted by Kafka itself.
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.topics import PIPELINE_TOPICS, agency_of_topic, agency_topic
@@ -16,14 +15,6 @@ from shared.topics import PIPELINE_TOPICS, agency_of_topic, agency_topic
 PRESERVE = timedelta(days=366)
 # Topics that hold only the latest value per key (safe to compact). Empty on purpose: see above.
 COMPACTED: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int
-    replication: int
-    config: dict[str, str]
 
 
 def topic_config(name: str, replication: int) -> dict[str, str]:
@@ -46,14 +37,6 @@ def partitions_of(name: str, partitions: int, agency_partitions: int) -> int:
 def topic_names(agency_ids: Iterable[str]) -> list[str]:
     """Every topic tipline needs: the pipeline's and one notice topic per agency."""
     return list(dict.fromkeys([*PIPELINE_TOPICS, *(agency_topic(a) for a in sorted(agency_ids))]))
-
-
-def topic_specs(agency_ids: Iterable[str], partitions: int, replication: int,
-                agency_partitions: int = 1) -> list[TopicSpec]:
-    """Every topic tipline needs, with its partitions, replication and configs."""
-    return [TopicSpec(n, partitions_of(n, partitions, agency_partitions), replication,
-                      topic_config(n, replication))
-            for n in topic_names(agency_ids)]
 
 
 def _ms(delta: timedelta) -> int:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as examples
 from redis.asyncio import Redis
 
 from shared.settings import Settings
@@ -16,6 +17,12 @@ from tipline.stack import Stack, redis_users, start_servers, start_valkey_cluste
 
 # Apache Kafka fixtures (`apache`, `apache_cluster`), for any test that asks for them.
 pytest_plugins = ["tests.apache_support"]
+
+# Property tests: 50 examples each in `make test`, so the unit tests stay under 30 s; a
+# thorough run asks for more: HYPOTHESIS_PROFILE=thorough.
+examples.register_profile("make-test", max_examples=50)
+examples.register_profile("thorough", max_examples=1000)
+examples.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "make-test"))
 
 
 @pytest.fixture(scope="session")

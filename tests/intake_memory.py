@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from services.intake import lifecycle
 from services.intake.drafts import Pending, Record
 from services.intake.lifecycle import Command, Create, Draft, DraftState, Step, Windows
+from services.intake.status import rank
 from services.intake.timeline import History
 from shared.contracts import FileInfo
-from shared.status import rank
 
 WINDOWS = Windows(after_open_s=24 * 3600.0, after_change_s=3600.0)
 

@@ -7,10 +7,11 @@ from hypothesis import strategies as st
 
 from services.intake import lifecycle
 from services.intake.lifecycle import DraftState
+from services.intake.status import Record
 from services.notification import referrals
 from services.notification.acknowledgements import NoticeEvent
 from services.supplementation.holds import CaseEvent
-from shared.status import Record, Status
+from shared.audiences import Status
 
 AGENCIES = ("a1", "a2", "a3")
 agencies = st.lists(st.sampled_from(AGENCIES), unique=True, max_size=len(AGENCIES)).map(tuple)

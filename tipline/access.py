@@ -1,10 +1,11 @@
 """Who may do what on Kafka and Redis, derived from the code.
 
 Kafka: one SASL/SCRAM principal per service (its name), per agency (`agency-<id>`) and an
-operator super user (`admin`). A service may write the internal topics `shared.topics.WRITERS`
-gives it (and agency topics when it sends notices), and read the topics its subscribers consume,
-in their consumer groups. An agency may read only its own topic, in group `agency-<id>`, and write
-only acknowledgements. Nothing else is allowed (`allow.everyone.if.no.acl.found=false`).
+operator super user (`admin`). A service may write the topics the catalogue
+(`shared.topics.CATALOGUE`) gives it (every agency's topic, by prefix, when it sends notices) and
+read the topics the catalogue says it reads, in the consumer groups of its subscribers. An agency
+may read only its own topic, in group `agency-<id>`, and write only acknowledgements. Nothing
+else is allowed (`allow.everyone.if.no.acl.found=false`).
 
 One plan, three outputs: `access_script` renders it as the shell script the `kafka-access`
 one-shot of compose and the k8s Job run with Apache Kafka's own tools (deploy/kafka/access.sh,
@@ -32,9 +33,6 @@ from tipline import ownership
 ADMIN = "admin"  # Kafka super user: the topics and access one-shots, operator tools
 REDIS_OPERATOR = ownership.OPERATOR  # Redis user of operator tools (tipline esp add...)
 MECHANISM = "SCRAM-SHA-512"
-# The services that publish notices to agency topics (referral: referrals and amendments;
-# retraction: corrections and re-sends): `services.notification.notices.send`.
-NOTICE_WRITERS = frozenset({"referral", "retraction"})
 # Services whose consumers are FastStream subscribers (their groups are read from the code).
 SUBSCRIBING = ("intake", "validation", "supplementation", "referral", "retraction")
 # The console rebuilds its read model from every retained topic, without a committed group
@@ -106,15 +104,25 @@ def subscriptions() -> dict[str, list[tuple[str, str]]]:
     return found
 
 
+def topic_acls(principal: str, operation: Literal["Read", "Write"],
+               rows: Iterable[topics.Topic]) -> list[Acl]:
+    """`operation` on the catalogue's `rows`: a pattern row by its prefix (every agency's topic,
+    present and future), which never lets anyone but the agencies near the acks."""
+    acls = []
+    for row in rows:
+        if row.prefix is None:
+            acls.append(Acl(principal, operation, "topic", row.name))
+        else:
+            acls += [Acl(principal, operation, "topic", row.prefix, "prefixed"),
+                     Acl(principal, operation, "topic", topics.AGENCY_ACKS, permission="deny")]
+    return acls
+
+
 def service_acls(service: str, consumed: Iterable[tuple[str, str]]) -> list[Acl]:
     consumed = list(consumed)
-    acls = [Acl(service, "Write", "topic", t) for t, writers in topics.WRITERS.items()
-            if service in writers]
-    if service in NOTICE_WRITERS:  # every agency's topic, present and future; never the acks
-        acls += [Acl(service, "Write", "topic", topics.AGENCY_PREFIX, "prefixed"),
-                 Acl(service, "Write", "topic", topics.AGENCY_ACKS, permission="deny")]
-    for topic, group in consumed:
-        acls += [Acl(service, "Read", "topic", topic), Acl(service, "Read", "group", group)]
+    acls = [*topic_acls(service, "Write", topics.written_by(service)),
+            *topic_acls(service, "Read", topics.read_by(service))]
+    acls += [Acl(service, "Read", "group", group) for _, group in consumed]
     if consumed:  # a consumer may publish and commit in one transaction, under ids of its own
         acls.append(Acl(service, "Write", "transactional-id", transactional_prefix(service),
                         "prefixed"))
@@ -128,17 +136,12 @@ def transactional_prefix(service: str) -> str:
 
 
 def console_acls() -> list[Acl]:
-    reads = [t for t in topics.PIPELINE_TOPICS
-             if t not in (topics.AGENCY_ACKS, topics.REPORT_FACTS)]
     return [
-        *(Acl("console", "Read", "topic", t) for t in reads),
-        Acl("console", "Read", "topic", topics.AGENCY_PREFIX, "prefixed"),
-        Acl("console", "Read", "topic", topics.AGENCY_ACKS, permission="deny"),
+        *topic_acls("console", "Read", topics.read_by("console")),
+        *topic_acls("console", "Write", topics.written_by("console")),
         Acl("console", "Read", "group", CONSOLE_GROUP),
         # The overview's consumer lag per service: the groups' committed offsets (no more).
         Acl("console", "Describe", "group", "*"),
-        *(Acl("console", "Write", "topic", t) for t, writers in topics.WRITERS.items()
-          if "console" in writers),
     ]
 
 
@@ -184,9 +187,9 @@ def _acl_lines(principal: str, acls: list[Acl]) -> list[str]:
 def access_script(plan: Mapping[str, list[Acl]]) -> str:
     body = [
         "#!/usr/bin/env bash",
-        "# Generated from the code by `tipline docs` (shared/topics.py WRITERS, the services'",
-        "# consumer groups, deploy/config/routing.yaml; see tipline/access.py): do not edit by",
-        "# hand.",
+        "# Generated from the code by `tipline docs` (the catalogue of shared/topics.py, the",
+        "# services' consumer groups, deploy/config/routing.yaml; see tipline/access.py): do not",
+        "# edit by hand.",
         "#",
         "# SCRAM-SHA-512 users and ACLs for every tipline principal, with Apache Kafka's own",
         "# tools: run by compose's `kafka-access` one-shot and the k8s Job `tipline-kafka-access`",

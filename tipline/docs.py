@@ -1,7 +1,8 @@
 """Documents generated from the code, kept in the repository and checked in CI.
 
-- docs/asyncapi.yaml: every topic, who publishes and who consumes it, and each message's schema,
-  from the FastStream brokers of all services (merged into one document);
+- docs/asyncapi.yaml: every topic, who publishes and who consumes it, and each message's schema:
+  the publishers from the catalogue (shared/topics.py), the subscribers from the FastStream
+  brokers of all services (merged into one document);
 - docs/openapi-intake.json and docs/openapi-analyst.json: the HTTP APIs, from the FastAPI apps;
 - deploy/k8s/routing-configmap.yaml: deploy/config/routing.yaml as a Kubernetes ConfigMap;
 - deploy/kafka/access.sh (and as deploy/k8s/kafka-access-configmap.yaml): every Kafka principal's
@@ -26,39 +27,11 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
 from shared import topics
-from shared.contracts import (
-    AgencyNotice,
-    DeadLetter,
-    ReportDraftChanged,
-    ReportSubmitted,
-    RetractReport,
-    TimelineFacts,
-)
 from shared.settings import Settings
 from tipline import ownership
 
 ROOT = Path(__file__).resolve().parent.parent
 FASTSTREAM_SERVICES = ("validation", "supplementation", "referral", "retraction")
-# Topics published with broker.publish (no declared publisher), so FastStream cannot see them.
-UNDECLARED: dict[str, tuple[type, str, str]] = {
-    topics.REPORTS_SUBMITTED: (ReportSubmitted, "Intake", "a report an ESP finished"),
-    topics.REPORTS_DRAFTS: (ReportDraftChanged, "Intake", "a step of a report still open"),
-    topics.RETRACTIONS_REQUESTED: (
-        RetractReport, "Intake", "an ESP retracts its report, or an unfinished one is abandoned"),
-    topics.AGENCY_PREFIX + "{agency_id}": (
-        AgencyNotice, "Notices",
-        "referral, retraction and the analyst API: signed notices to one agency (key: report id)"),
-    topics.DEAD_LETTERS: (
-        DeadLetter, "Consumers",
-        "validation, supplementation, referral, retraction: a message the service could not "
-        "process, with its cause and what the message's seal covers (sealed by the service)"),
-    topics.DEAD_LETTERS_INTAKE: (
-        DeadLetter, "Intake", "a message intake could not process (sealed by intake)"),
-    topics.REPORT_FACTS: (
-        TimelineFacts, "Facts",
-        "validation, supplementation, referral, retraction: what each learned about reports, "
-        "a batch at a time, for their timelines (intake keeps them; key: the service)"),
-}
 
 
 def _apps(settings: Settings) -> tuple[list[Any], Any, Any]:
@@ -74,11 +47,14 @@ def _apps(settings: Settings) -> tuple[list[Any], Any, Any]:
     return brokers, intake, analyst
 
 
-def _undeclared(settings: Settings) -> KafkaBroker:
+def _publishers(settings: Settings) -> KafkaBroker:
+    """What is published where, from the catalogue (the services' brokers say what they
+    consume)."""
     broker = KafkaBroker(settings.kafka_bootstrap_servers)
-    for topic, (model, who, description) in UNDECLARED.items():
-        broker.publisher(topic, schema=model, title=f"{topic}:{who}Publisher",
-                         description=description)
+    for topic in topics.CATALOGUE:
+        writers = ", ".join(sorted(topic.writers))
+        broker.publisher(topic.name, schema=topic.model, title=f"{topic.name}:Publisher",
+                         description=f"{topic.description} (written by {writers})")
     return broker
 
 
@@ -98,7 +74,7 @@ def generate() -> dict[Path, str]:
         )
         brokers, intake, analyst = _apps(settings)
         spec = AsyncAPI(
-            *brokers, _undeclared(settings),
+            *brokers, _publishers(settings),
             title="tipline", version="0.1.0", schema_version="3.0.0",
             description="Every topic of tipline. JSON messages; the Kafka key is the report id.",
         ).to_specification()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Generated from the code by `tipline docs` (shared/topics.py WRITERS, the services'
-# consumer groups, deploy/config/routing.yaml; see tipline/access.py): do not edit by
-# hand.
+# Generated from the code by `tipline docs` (the catalogue of shared/topics.py, the
+# services' consumer groups, deploy/config/routing.yaml; see tipline/access.py): do not
+# edit by hand.
 #
 # SCRAM-SHA-512 users and ACLs for every tipline principal, with Apache Kafka's own
 # tools: run by compose's `kafka-access` one-shot and the k8s Job `tipline-kafka-access`
@@ -48,7 +48,7 @@ acl --allow-principal User:intake --operation Write --transactional-id tipline-i
 # validation
 user validation "${TIPLINE_PASSWORD_VALIDATION:?}"
 acl --allow-principal User:validation --operation Read --group validation --group validation-drafts --topic tipline.reports.drafts --topic tipline.reports.submitted
-acl --allow-principal User:validation --operation Write --topic tipline.deadletter --topic tipline.reports.facts --topic tipline.reports.rejected --topic tipline.reports.validated --topic tipline.retractions.requested
+acl --allow-principal User:validation --operation Write --topic tipline.deadletter --topic tipline.reports.facts --topic tipline.reports.rejected --topic tipline.reports.validated
 acl --allow-principal User:validation --operation Write --transactional-id tipline-validation- --resource-pattern-type prefixed
 
 # supplementation

@@ -50,7 +50,7 @@ REFRESH_S = 5.0  # how often new agencies (topics) and partitions are looked for
 BATCH = 2000  # records a fetch, and a transaction once caught up
 # While catching up, fetches are gathered up to this many records a transaction: a report's
 # records come from several topics read side by side, and a larger batch writes it once, not
-# once a topic. 5,000: 10,000 reports rebuilt in 10 s, RSS 141 MB; 20,000: 12 s, 170 MB.
+# once a topic (why 5,000: docs/load-testing.md).
 CATCH_UP_BATCH = 5_000
 # A fetch brings at most this much (a larger record still comes, alone): the memory is the
 # store's page cache and one batch, whatever the history's size. A partition gives a slice of
@@ -60,17 +60,14 @@ FETCH_MAX_BYTES = 8 * 1024 * 1024
 PARTITION_FETCH_BYTES = 128 * 1024
 
 
-# Topics a pipeline service consumes: a record there that cannot be read is dead-lettered by that
-# service (the console shows its dead letter); the console only leaves it out, or every such
-# record would be listed twice. Records on the other topics (what became of reports and notices,
-# agency notices) have no other reader in tipline: the console keeps its own refusal of those.
-DEAD_LETTERED_BY_CONSUMERS = frozenset({
-    topics.REPORTS_DRAFTS, topics.REPORTS_SUBMITTED, topics.REPORTS_VALIDATED,
-    topics.REPORTS_SUPPLEMENTED, topics.REPORTS_SUPPLEMENTED_URGENT,
-    topics.REPORTS_SUPPLEMENTED_BULK, topics.REPORTS_REFERRED, topics.RETRACTIONS_REQUESTED,
-    topics.AMENDMENTS_REQUESTED, topics.REPORTS_RETRACTED, topics.REPORTS_ADDITIONS,
-    topics.REPORT_FACTS,
-})
+# Topics a pipeline service consumes (the catalogue's readers): a record there that cannot be read
+# is dead-lettered by that service (the console shows its dead letter); the console only leaves
+# it out, or every such record would be listed twice. Records on the other topics (what became
+# of reports and notices, agency notices) have no other reader in tipline: the console keeps its
+# own refusal of those.
+DEAD_LETTERED_BY_CONSUMERS = frozenset(
+    t.name for t in topics.CATALOGUE
+    if t.prefix is None and t.readers & (set(topics.SERVICES) - {"console"}))
 
 
 class Misaddressed(ValueError):

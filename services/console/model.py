@@ -48,8 +48,9 @@ from shared.contracts import (
 # The chart's series.
 FLOW = ("accepted", "rejected", "referred", "retracted", "corrected")
 
-# A report's state only moves forward, as its timeline's status does (shared/status.py). Whether
-# its corrections were acknowledged or escalated is apart: `Report.correction()`.
+# A report's state only moves forward, as its timeline's status does
+# (services/intake/status.py). Whether its corrections were acknowledged or escalated is apart:
+# `Report.correction()`.
 STATE_RANK = {"draft": 0, "submitted": 1, "accepted": 2, "released": 3, "referred": 4,
               "closed": 5, "rejected": 7, "retracted": 8}
 STATES = tuple(STATE_RANK)
@@ -495,28 +496,8 @@ _ERROR_CLASS = re.compile(r"^[A-Za-z_][\w.]*: ")
 _REFUSED = re.compile(r"^response from \S+ refused: ")
 
 
-# Which model each topic carries (agency topics carry signed AgencyNotice).
+# Which model each topic the console reads carries, from the catalogue (agency topics carry
+# signed AgencyNotice, read apart). Never the raw acknowledgements (only what the retraction
+# service checked), nor the timeline facts (intake's: the console builds its own from these).
 MODELS: dict[str, type[BaseModel]] = {
-    topics.REPORTS_DRAFTS: ReportDraftChanged,
-    topics.REPORTS_SUBMITTED: ReportSubmitted,
-    topics.REPORTS_VALIDATED: ReportValidated,
-    topics.REPORTS_REJECTED: ReportRejected,
-    topics.REPORTS_SUPPLEMENTED: ReportSupplemented,
-    topics.REPORTS_SUPPLEMENTED_URGENT: ReportSupplemented,
-    topics.REPORTS_SUPPLEMENTED_BULK: ReportSupplemented,
-    topics.REPORTS_REFERRED: ReportReferred,
-    topics.RETRACTIONS_REQUESTED: RetractReport,
-    topics.AMENDMENTS_REQUESTED: AmendReport,
-    topics.REPORTS_RETRACTED: ReportRetracted,
-    topics.REPORTS_ADDITIONS: InformationAdded,
-    topics.REPORTS_CLOSED: ReportClosed,
-    topics.NOTICES_ACKNOWLEDGED: NoticeAcknowledged,
-    topics.NOTICES_RESENT: NoticeResent,
-    topics.NOTICES_ESCALATED: NoticeEscalated,
-    topics.REPORTS_OUTCOMES: OutcomeReported,
-    **dict.fromkeys(topics.DEAD_LETTER_TOPICS, DeadLetter),
-}
-# Never the raw acknowledgements: only what the retraction service checked (tipline/access.py).
-assert topics.AGENCY_ACKS not in MODELS
-# Nor the timeline facts: they are intake's; the console builds its own from the events above.
-assert topics.REPORT_FACTS not in MODELS
+    t.name: t.model for t in topics.read_by("console") if t.prefix is None}

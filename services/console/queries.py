@@ -132,12 +132,6 @@ class LetterRow:
     read_from: str
 
 
-@dataclass(frozen=True)
-class ReportList:
-    reports: Paged[Report]
-    where: str = ""  # what was asked, in words
-
-
 @dataclass
 class Queries:
     """The read side, bound to one connection and one moment."""

@@ -18,6 +18,7 @@ from services.intake.lifecycle import Abandon, Refusal
 from services.intake.outbox import Outbox
 from shared import topics
 from shared.audiences import Kind
+from shared.clock import Clock
 from shared.contracts import RetractReport, derived_id
 from shared.schedule import DueIndex
 
@@ -35,10 +36,12 @@ def abandon_command(report_id: str) -> RetractReport:
 
 
 class Abandonment:
-    def __init__(self, drafts: Drafts, outbox: Outbox, deadlines: DueIndex) -> None:
+    def __init__(self, drafts: Drafts, outbox: Outbox, deadlines: DueIndex,
+                 clock: Clock = time.time) -> None:
         self._drafts = drafts
         self._outbox = outbox
         self._deadlines = deadlines
+        self._clock = clock
 
     async def watch(self, report_id: str, deadline: float) -> None:
         # gt: a late answer never pulls a deadline back.
@@ -46,7 +49,7 @@ class Abandonment:
 
     async def sweep(self, at: float | None = None, limit: int = 100) -> list[str]:
         """Abandon every open report whose time is up; returns the ones abandoned now."""
-        at = at or time.time()
+        at = at or self._clock()
         taken = await self._deadlines.take(at, LEASE_S, limit)
         abandoned = []
         for i, report_id in enumerate(taken):

@@ -29,6 +29,7 @@ from typing import Any
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
+from shared.clock import Clock
 from shared.store import REDIS_UNAVAILABLE, Store
 
 log = logging.getLogger("tipline.intake.idempotency")
@@ -63,9 +64,10 @@ def fingerprint(body: bytes | str) -> str:
 
 
 class Idempotency:
-    def __init__(self, redis: Store, ttl_s: int) -> None:
+    def __init__(self, redis: Store, ttl_s: int, clock: Clock = time.time) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        self.clock = clock  # when leases lapse (kept in Redis: wall-clock seconds)
         self._take_over = redis.register_script(_TAKE_OVER)
 
     @staticmethod
@@ -90,7 +92,7 @@ class Idempotency:
             claim["body"] = body
         if reserve is not None:
             claim["reserved"] = reserve
-        mine = json.dumps({**claim, "lease": time.time() + lease_s})
+        mine = json.dumps({**claim, "lease": self.clock() + lease_s})
         if not await self._redis.set(slot, mine, nx=True, ex=self._ttl_s):
             taken = await self._replay_or_take(slot, endpoint, body, lease_s)
             if isinstance(taken, Response):
@@ -138,7 +140,7 @@ class Idempotency:
             raw = await self._redis.get(slot)
             if raw is None:  # expired just now: claim it afresh
                 claim = {"endpoint": endpoint, **({"body": body} if body is not None else {})}
-                fresh = json.dumps({**claim, "lease": time.time() + lease_s})
+                fresh = json.dumps({**claim, "lease": self.clock() + lease_s})
                 if await self._redis.set(slot, fresh, nx=True, ex=self._ttl_s):
                     return claim  # no reservation: the call makes its own
                 continue
@@ -151,9 +153,9 @@ class Idempotency:
                 headers = {**record["headers"], "Idempotent-Replayed": "true"}
                 return Response(base64.b64decode(record["response"]), record["status"],
                                 headers, media_type=record["media_type"])
-            if record["lease"] < time.time():
+            if record["lease"] < self.clock():
                 claim = {k: v for k, v in record.items() if k != "lease"}
-                mine = json.dumps({**claim, "lease": time.time() + lease_s})
+                mine = json.dumps({**claim, "lease": self.clock() + lease_s})
                 if await self._take_over(keys=[slot], args=[raw, mine]):
                     return claim
                 continue

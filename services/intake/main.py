@@ -9,6 +9,7 @@ docs`).
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from services.intake.reports import RedisReports
 from services.intake.throttle import Throttle
 from services.intake.timeline import Timeline
 from shared import ops
+from shared.clock import Clock
 from shared.http import UNAVAILABLE, BodyLimit, BodyTooLarge, refuse_too_large
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
@@ -56,7 +58,8 @@ def refuse_body(scope: Scope, exc: BodyTooLarge) -> Response:
     return JSONResponse({"detail": str(exc)}, 413)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
+    """Intake; `clock` is when drafts, their abandonment and idempotency leases run out."""
     broker = make_broker(settings, "intake")
     redis = connect(settings)
     timeline = Timeline(redis)
@@ -65,7 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     outbox = Outbox(broker, drafts, timeline, DueIndex(redis, DUE),
                     publish_wait_s=settings.tipline_publish_wait_s,
                     grace_s=settings.tipline_publish_wait_s * 2)
-    abandonment = Abandonment(drafts, outbox, DueIndex(redis, DEADLINES))
+    abandonment = Abandonment(drafts, outbox, DueIndex(redis, DEADLINES), clock)
     register(broker, timeline)
     tracer = tracer_provider(settings, "intake").get_tracer("tipline.intake")
 
@@ -91,11 +94,12 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.reporting = Reporting(
         RedisReports(drafts, outbox, abandonment, timeline),
-        FileStore(settings.tipline_files_dir), ReportIds(), Policy.of(settings), tracer)
+        FileStore(settings.tipline_files_dir), ReportIds(), Policy.of(settings), tracer,
+        clock)
     app.state.settings = settings
     app.state.broker = broker
     app.state.esps = EspRegistry(redis, LoginGuard(Limits.of(settings)))
-    app.state.idempotency = Idempotency(redis, settings.tipline_idempotency_ttl_s)
+    app.state.idempotency = Idempotency(redis, settings.tipline_idempotency_ttl_s, clock)
     app.state.documents = DocumentPool(settings.tipline_document_threads,
                                        settings.tipline_documents_per_esp)
     app.state.ops = ops.Ops("intake", {

@@ -56,6 +56,7 @@ from services.intake.receipts import code_hash, code_matches
 from services.intake.timeline import History, retraction_of
 from shared import topics
 from shared.audiences import Kind, esp_status, esp_timeline
+from shared.clock import Clock
 from shared.contracts import (
     PUBLIC_FORM,
     FileInfo,
@@ -143,7 +144,7 @@ class Reporting:
     ids: ReportIds
     policy: Policy
     tracer: Tracer
-    clock: Callable[[], float] = time.time
+    clock: Clock = time.time
 
     # --- reading -------------------------------------------------------------------------
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from services.intake.status import rank
 from shared.audiences import Kind
 from shared.contracts import Fact, TimelineFacts, now
-from shared.status import rank
 from shared.store import Store, run_script
 
-# The machine of shared/status.py: each fact once, the status forward by rank only.
+# The machine of services/intake/status.py: each fact once, the status forward by rank only.
 # ARGV: when, then (event id, entry, status, rank) a fact, then field/value pairs to set.
 _RECORD = """
 local added = 0
@@ -42,7 +42,7 @@ return added
 
 @dataclass(frozen=True)
 class History:
-    """What a report's timeline holds: its status (shared/status.py), the report that
+    """What a report's timeline holds: its status (services/intake/status.py), the report that
     superseded it, and its entries in the order they happened."""
 
     status: str | None

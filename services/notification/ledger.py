@@ -130,7 +130,7 @@ class Ledger:
 
     @staticmethod
     def _keys(report_id: str) -> list[str]:
-        # One hash tag a report, so both keys live on one slot of a Redis cluster.
+        # One hash tag a report, so its four keys live on one slot of a Redis cluster.
         return [
             f"tipline:{{{report_id}}}:ledger",
             f"tipline:{{{report_id}}}:retracted",

@@ -21,8 +21,8 @@ from shared.kafka import TiplineBroker
 
 # One subscriber (and consumer group) a priority class: a bulk backlog never delays an urgent
 # referral, because they are not in the same queue. They share the process's event loop, so a
-# bulk batch is small: its CPU work (~0.3 ms a referral) holds an urgent one up ~15 ms at most;
-# a batch of 500 held it 140 ms, until the whole backlog of the e2e test was referred first.
+# bulk batch is kept small: while it is handled, an urgent one waits (how long:
+# docs/load-testing.md).
 BULK_BATCH = 50
 SUPPLEMENTED = {
     topics.REPORTS_SUPPLEMENTED_URGENT: "referral-urgent",
@@ -126,7 +126,6 @@ def register(
     dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> None:
     publish = Publisher(broker)
-    broker.publisher(topics.REPORTS_REFERRED, schema=ReportReferred)  # for the AsyncAPI document
 
     # In a transaction, a referral is recorded as delivered when its ReportReferred is read
     # back committed: the commit is the delivery, and a crash after it leaves the record to read.

@@ -16,9 +16,6 @@ from shared.contracts import (
     AgencyResponse,
     Fact,
     NoticeAcknowledged,
-    NoticeEscalated,
-    NoticeResent,
-    OutcomeReported,
     ReportRetracted,
     RetractReport,
     derived_id,
@@ -64,7 +61,6 @@ def register(
     dispatch: notices.Dispatch = notices.UNSIGNED,
 ) -> None:
     publish = Publisher(broker)
-    broker.publisher(topics.REPORTS_RETRACTED, schema=ReportRetracted)  # for the AsyncAPI
 
     @broker.consume(topics.RETRACTIONS_REQUESTED, group="retraction", model=RetractReport)
     async def on_retract_reports(commands: list[RetractReport]) -> None:
@@ -77,13 +73,6 @@ def register(
             if not agency.verify_keys:
                 log.warning("agency %s has no registered key: it cannot acknowledge notices, "
                             "so its corrections will be re-sent and escalated", agency.id)
-        # Declared for the AsyncAPI document.
-        for topic, schema in ((topics.NOTICES_ACKNOWLEDGED, NoticeAcknowledged),
-                              (topics.REPORTS_OUTCOMES, OutcomeReported),
-                              (topics.NOTICES_RESENT, NoticeResent),
-                              (topics.NOTICES_ESCALATED, NoticeEscalated)):
-            broker.publisher(topic, schema=schema)
-
         # An ack settles a notice that waits minutes for it: no need to ask every few ms.
         @broker.consume(topics.AGENCY_ACKS, group="retraction-acks", model=AgencyResponse,
                         patient=True)

@@ -7,12 +7,9 @@ from shared import topics
 from shared.audiences import Kind
 from shared.batches import in_rounds
 from shared.contracts import (
-    AmendReport,
     Fact,
     InformationAdded,
-    ReportClosed,
     ReportRetracted,
-    ReportSupplemented,
     ReportValidated,
     derived_id,
 )
@@ -22,13 +19,6 @@ from shared.kafka import TiplineBroker
 def register(
     broker: TiplineBroker, cases: CaseFiles, releaser: Releaser
 ) -> None:
-    # Declared for the AsyncAPI document; the releaser picks the topic by priority.
-    for topic in (topics.REPORTS_SUPPLEMENTED_URGENT, topics.REPORTS_SUPPLEMENTED,
-                  topics.REPORTS_SUPPLEMENTED_BULK):
-        broker.publisher(topic, schema=ReportSupplemented)
-    broker.publisher(topics.AMENDMENTS_REQUESTED, schema=AmendReport)  # by the analyst API
-    broker.publisher(topics.REPORTS_CLOSED, schema=ReportClosed)  # by the analyst API
-
     @broker.consume(topics.REPORTS_VALIDATED, group="supplementation", model=ReportValidated)
     async def on_reports_validated(events: list[ReportValidated]) -> None:
         for events_now in in_rounds(events, key=lambda e: e.report_id):

@@ -8,9 +8,7 @@ from shared.batches import Publisher
 from shared.contracts import (
     Fact,
     ReportDraftChanged,
-    ReportRejected,
     ReportSubmitted,
-    ReportValidated,
 )
 from shared.facts import Recorder
 from shared.kafka import TiplineBroker
@@ -18,9 +16,6 @@ from shared.kafka import TiplineBroker
 
 def register(broker: TiplineBroker, timeline: Recorder, crosscheck: CrossCheck) -> None:
     publish = Publisher(broker)
-    # Declared for the AsyncAPI document; the handler publishes through `publish`.
-    broker.publisher(topics.REPORTS_VALIDATED, schema=ReportValidated)
-    broker.publisher(topics.REPORTS_REJECTED, schema=ReportRejected)
 
     @broker.consume(topics.REPORTS_SUBMITTED, group="validation", model=ReportSubmitted)
     async def on_reports_submitted(events: list[ReportSubmitted]) -> None:

@@ -45,7 +45,7 @@ def test_everything_the_issue_asks_for_is_there(compose: dict[str, Any]) -> None
     assert int(kafka["environment"]["KAFKA_LOG_RETENTION_HOURS"]) >= 365 * 24
     assert "healthcheck" in kafka and "healthcheck" in services["redis"]
     assert "--appendonly" in services["redis"]["command"]
-    assert services["topics"]["command"] == ["python", "-m", "shared.provision"]
+    assert services["topics"]["command"] == ["python", "-m", "tipline.provision"]
 
 
 def test_services_start_after_what_they_need(compose: dict[str, Any]) -> None:

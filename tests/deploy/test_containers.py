@@ -16,10 +16,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.intake.esps import EspRegistry
-from shared.provision import provision
 from shared.settings import Settings
 from shared.store import connect
 from shared.topics import REPORTS_SUBMITTED
+from tipline.provision import provision
 from tipline.stack import Stack, free_port, services_on
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]

@@ -222,8 +222,22 @@ def test_dockerignore_keeps_the_build_context_small_and_what_the_images_take() -
             assert not [p for p in prefixes if src == p or src.startswith(f"{p}/")], src
 
 
+def test_the_topics_job_holds_the_job_and_what_it_imports_and_no_service(
+    stages: dict[str, Stage], tmp_path: Path
+) -> None:
+    assert [s.name for s in stage_chain(stages, "topics")] == ["runtime", "topics"]
+    site = tmp_path / "site-packages"
+    installed(stages, "topics", site)
+    assert (site / "tipline" / "provision.py").is_file()
+    assert not [p for p in (site / "services").iterdir() if p.is_dir()]
+    missing = sorted(f"{path}: {name}" for path, names in first_party_imports(site).items()
+                     for name in names if not resolves(site, name))
+    assert not missing, "imports the image does not hold:\n" + "\n".join(missing)
+    assert last(image(stages, "topics"), "CMD") == '["python", "-m", "tipline.provision"]'
+
+
 def test_make_images_builds_every_target() -> None:
     makefile = (ROOT / "Makefile").read_text()
     (listed,) = re.findall(r"^IMAGES :?= (.+)$", makefile, re.M)
-    assert tuple(listed.split()) == SERVICES
+    assert tuple(listed.split()) == (*SERVICES, "topics")
     assert "docker build --target $$service" in makefile

@@ -40,7 +40,7 @@ def test_kustomization_lists_every_manifest() -> None:
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk
     images = {i["name"] for i in kustomization["images"]}
-    assert images == {f"tipline/{s}" for s in SERVICES}
+    assert images == {f"tipline/{s}" for s in (*SERVICES, "topics")}
 
 
 def test_every_service_has_probes_resources_and_runs_as_non_root() -> None:

@@ -1,8 +1,9 @@
 """The Kafka ACL one-shot (deploy/kafka/access.sh) grants each principal exactly what the code
-says it needs: a service writes the topics shared.topics.WRITERS gives it and reads what its
-subscribers consume, in their groups; an agency reads its own topic and writes acks, nothing
-else. The expectations are worked out here from the code, not from tipline/access.py, so the
-test fails when the code and the committed script drift apart."""
+says it needs: a service writes the topics the catalogue (shared.topics.CATALOGUE) gives it and
+reads what its subscribers consume, in their groups; an agency reads its own topic and writes
+acks, nothing else. The expectations are worked out here from the code, not from
+tipline/access.py, so the test fails when the code and the committed script drift apart; and the
+catalogue must say what the services' code does (what they consume, what they declare)."""
 
 import importlib
 import os
@@ -19,6 +20,7 @@ from shared import topics
 from shared.agencies import load_agencies
 from shared.settings import Settings
 from shared.signing import ensure_keys
+from tests.catalogue import may_write
 from tests.deploy.conftest import ROOT, SIGNERS
 
 SCRIPT = ROOT / "deploy/kafka/access.sh"
@@ -92,7 +94,7 @@ def test_each_service_writes_exactly_what_writers_allows_and_reads_what_it_consu
     users, grants = script
     assert service in users
     mine = grants[service]
-    writes = {t for t, writers in topics.WRITERS.items() if service in writers}
+    writes = {t.name for t in topics.written_by(service) if t.prefix is None}
     assert allowed(mine, "Write", "topic") == writes
     reads = consumed.get(service, set())
     assert allowed(mine, "Read", "topic") == {t for t, _ in reads}
@@ -107,14 +109,25 @@ def test_each_service_writes_exactly_what_writers_allows_and_reads_what_it_consu
     assert {g[1] for g in mine} <= {"Read", "Write"}  # no Create, Alter, Delete, All...
 
 
+@pytest.mark.parametrize("service", [s for s in topics.SERVICES if s != "console"])
+def test_the_catalogue_says_what_each_service_consumes(
+    service: str, consumed: dict[str, set[tuple[str, str]]],
+) -> None:
+    """The catalogue's readers are the services' subscribers (as they run in transactions): a
+    subscriber added without its row, or a row left behind by a removed one, fails here."""
+    assert {t.name for t in topics.read_by(service)} == {t for t, _ in consumed[service]}
+
+
 def test_what_services_declare_they_publish_is_allowed(
     brokers: dict[str, Any], script: tuple[list[str], dict[str, set[Grant]]],
 ) -> None:
-    """Every publisher declared on a service's broker names a topic WRITERS lets it write: a
-    new publisher without its WRITERS entry (and so without its ACL) fails here."""
+    """Every publisher declared on a service's broker names a topic the catalogue lets it
+    write, and its ACL lets it: a publisher declared without its row fails here. (What the
+    services publish as they run: tests/integration/test_pipeline.py.)"""
     _, grants = script
     for service, broker in brokers.items():
         for publisher in broker.publishers:
+            assert may_write(service, publisher.topic), (service, publisher.topic)
             assert publisher.topic in allowed(grants[service], "Write", "topic"), (
                 service, publisher.topic)
 

@@ -1,9 +1,7 @@
 """Abandonment on real Redis and the real broker: late calls refused, the sweep retracts once
 (its RetractReport out through intake's outbox), a racing step wins."""
 
-import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +18,7 @@ from services.intake.esps import EspRegistry
 from services.intake.main import create_app
 from shared import topics
 from shared.settings import Settings
+from tests.clock import ManualClock
 from tests.integration.agency_helpers import read_topic
 from tests.ispws_support import code, field, report_xml
 
@@ -37,8 +36,14 @@ def short(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Setti
 
 
 @pytest.fixture(scope="module")
-async def app(short: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(short)
+def clock() -> ManualClock:
+    """Intake's time: the tests move it past a deadline instead of waiting for it."""
+    return ManualClock()
+
+
+@pytest.fixture(scope="module")
+async def app(short: Settings, clock: ManualClock) -> AsyncIterator[FastAPI]:
+    app = create_app(short, clock)
     async with app.router.lifespan_context(app):
         yield app
 
@@ -58,10 +63,12 @@ def sweeper(app: FastAPI) -> Abandonment:
     return app.state.reporting.reports.abandonment  # type: ignore[no-any-return]
 
 
-async def test_calls_after_the_deadline_answer_abandoned(http: httpx.AsyncClient) -> None:
+async def test_calls_after_the_deadline_answer_abandoned(
+    http: httpx.AsyncClient, clock: ManualClock
+) -> None:
     report_id = field((await http.post("/ispws/submit", content=report_xml(), headers=XML)).text,
                       "reportId")
-    await asyncio.sleep(WINDOW + 0.2)
+    clock.advance(WINDOW + 0.2)
     for r in (
         await http.post("/ispws/upload", data={"id": report_id}, files={"file": ("f", b"x")}),
         await http.post("/ispws/finish", data={"id": report_id}),
@@ -72,13 +79,13 @@ async def test_calls_after_the_deadline_answer_abandoned(http: httpx.AsyncClient
 
 
 async def test_the_sweep_retracts_once_through_the_retraction_command(
-    http: httpx.AsyncClient, redis: Redis, app: FastAPI, short: Settings
+    http: httpx.AsyncClient, redis: Redis, app: FastAPI, short: Settings, clock: ManualClock
 ) -> None:
     report_id = field((await http.post("/ispws/submit", content=report_xml(), headers=XML)).text,
                       "reportId")
     abandonment = sweeper(app)
     assert report_id not in await abandonment.sweep()  # not due yet
-    await asyncio.sleep(WINDOW + 0.2)
+    clock.advance(WINDOW + 0.2)
     assert report_id in await abandonment.sweep()
     assert report_id not in await abandonment.sweep()  # once
     commands = [r for r in await read_topic(
@@ -92,21 +99,21 @@ async def test_the_sweep_retracts_once_through_the_retraction_command(
 
 
 async def test_a_step_racing_the_sweep_wins_and_finished_reports_are_dropped(
-    http: httpx.AsyncClient, redis: Redis, app: FastAPI
+    http: httpx.AsyncClient, redis: Redis, app: FastAPI, clock: ManualClock
 ) -> None:
     report_id = field((await http.post("/ispws/submit", content=report_xml(), headers=XML)).text,
                       "reportId")
     abandonment = sweeper(app)
     # The timer holds a stale deadline; the ESP uploads just before it.
-    await redis.zadd(DEADLINES, {report_id: time.time() + 0.1})
-    await asyncio.sleep(0.15)
+    await redis.zadd(DEADLINES, {report_id: clock() + 0.1})
+    clock.advance(0.15)
     r = await http.post("/ispws/upload", data={"id": report_id}, files={"file": ("f", b"x")})
     assert code(r.text) == 0
     assert report_id not in await abandonment.sweep()
-    assert (await redis.zscore(DEADLINES, report_id) or 0) > time.time()  # rescheduled
+    assert (await redis.zscore(DEADLINES, report_id) or 0) > clock()  # rescheduled
     r = await http.post("/ispws/finish", data={"id": report_id})
     assert r.status_code == 200
-    await asyncio.sleep(WINDOW + 0.2)
+    clock.advance(WINDOW + 0.2)
     assert report_id not in await abandonment.sweep()
     status = (await http.get(f"/ispws/reports/{report_id}")).json()
     assert status["state"] == "finished" and "abandoned" not in json.dumps(status["timeline"])
@@ -114,14 +121,15 @@ async def test_a_step_racing_the_sweep_wins_and_finished_reports_are_dropped(
 
 
 async def test_a_sweep_cut_short_by_redis_leaves_nothing_to_wait_out_its_lease(
-    http: httpx.AsyncClient, redis: Redis, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    http: httpx.AsyncClient, redis: Redis, app: FastAPI, monkeypatch: pytest.MonkeyPatch,
+    clock: ManualClock,
 ) -> None:
     """Redis away for a moment in the middle of a sweep (a shard restarting): what the sweep
     took and had not abandoned is due again at once, so the next tick abandons it, not a minute
     later when its lease would end."""
     report_ids = [field((await http.post("/ispws/submit", content=report_xml(),
                                          headers=XML)).text, "reportId") for _ in range(2)]
-    await asyncio.sleep(WINDOW + 0.2)
+    clock.advance(WINDOW + 0.2)
     real, calls = Drafts.step, 0
 
     async def away_once(self: Drafts, *args: Any, **kwargs: Any) -> Any:
@@ -136,12 +144,13 @@ async def test_a_sweep_cut_short_by_redis_leaves_nothing_to_wait_out_its_lease(
     with pytest.raises(RedisConnectionError):
         await abandonment.sweep()
     for report_id in report_ids:
-        assert (await redis.zscore(DEADLINES, report_id) or 0) <= time.time(), "still leased"
+        assert (await redis.zscore(DEADLINES, report_id) or 0) <= clock(), "still leased"
     assert set(report_ids) <= set(await abandonment.sweep())
 
 
 async def test_a_report_made_after_its_deadline_passed_is_still_abandoned(
-    http: httpx.AsyncClient, redis: Redis, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    http: httpx.AsyncClient, redis: Redis, app: FastAPI, monkeypatch: pytest.MonkeyPatch,
+    clock: ManualClock,
 ) -> None:
     """A report's creation that waited past the deadline it was watched with (its shard
     restarting, in the scaled chaos run): the timer, finding no draft meanwhile, dropped the
@@ -151,14 +160,14 @@ async def test_a_report_made_after_its_deadline_passed_is_still_abandoned(
     create = drafts.create
 
     async def late(*args: Any, **kwargs: Any) -> bool:
-        await abandonment.sweep(at=time.time() + WINDOW + 1)  # a tick while this one waits
+        await abandonment.sweep(at=clock() + WINDOW + 1)  # a tick while this one waits
         return await create(*args, **kwargs)
 
     monkeypatch.setattr(drafts, "create", late)
     report_id = field((await http.post("/ispws/submit", content=report_xml(), headers=XML)).text,
                       "reportId")
     monkeypatch.undo()
-    assert report_id in await abandonment.sweep(at=time.time() + WINDOW + 1)
+    assert report_id in await abandonment.sweep(at=clock() + WINDOW + 1)
     record = await drafts.record(report_id)
     assert record is not None and record.state == "abandoned"
     assert await redis.zscore(DEADLINES, report_id) is None

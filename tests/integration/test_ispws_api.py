@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from services.intake.main import create_app
 from shared.settings import Settings
+from tests.clock import ManualClock
 from tests.ispws_support import code, field, file_details, random_file, report_xml
 
 XML = {"content-type": "text/xml; charset=utf-8"}
@@ -400,13 +401,15 @@ async def test_a_retry_after_a_run_that_died_opens_the_same_report(
     key = {**XML, "Idempotency-Key": uuid.uuid4().hex}
     monkeypatch.setattr("services.intake.idempotency.WAIT_S", 0.2)
     monkeypatch.setattr("services.intake.ispws.SHORT_LEASE_S", 1.0)
+    clock = ManualClock()
+    monkeypatch.setattr(app.state.idempotency, "clock", clock)
     monkeypatch.setattr(svc, "open", hangs)
     first = asyncio.create_task(http.post("/ispws/submit", content=report_xml(), headers=key))
     await started.wait()
     monkeypatch.setattr(svc, "open", real)
     busy = await http.post("/ispws/submit", content=report_xml(), headers=key)
     assert busy.status_code == 409 and busy.headers["Retry-After"] == "1"
-    await asyncio.sleep(1.1)  # the lease lapses
+    clock.advance(1.1)  # the lease lapses
     retried = await http.post("/ispws/submit", content=report_xml(), headers=key)
     assert (retried.status_code, code(retried.text)) == (200, 0), retried.text
     assert [field(retried.text, "reportId")] == opened  # the same report, not a second one

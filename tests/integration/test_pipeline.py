@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.intake.esps import EspRegistry
 from services.intake.timeline import Timeline
@@ -17,6 +19,7 @@ from shared import topics
 from shared.contracts import AgencyNotice, Report, ReportSubmitted, derived_id
 from shared.settings import Settings
 from shared.store import connect
+from tests.catalogue import may_write
 from tests.sealing import send_sealed
 from tipline.stack import Stack, create_topics, services_on
 
@@ -188,6 +191,11 @@ async def test_poison_goes_to_dead_letters_and_the_pipeline_keeps_flowing(
     assert status["status"] == AVAILABLE
 
 
+def partition_of(report_id: str, partitions: list[int]) -> int:
+    """Where a producer puts a record keyed by this report id (murmur2, as every tipline hop)."""
+    return int(DefaultPartitioner()(report_id.encode(), partitions, partitions))
+
+
 async def test_a_redelivered_event_has_no_second_effect(
     http: httpx.AsyncClient, settings: Settings, pipeline: Stack
 ) -> None:
@@ -200,15 +208,25 @@ async def test_a_redelivered_event_has_no_second_effect(
         for _ in range(3):  # the same event, three times, as intake writes it
             await send_sealed(producer, pipeline.workdir / "keys", "intake",
                               topics.REPORTS_SUBMITTED, event, report_id)
+        # Then a marker: another report on the same partitions at every hop (each keyed by its
+        # report id), so once it is referred, whatever the copies caused has happened.
+        partitions = sorted(await producer.partitions_for(topics.REPORTS_SUBMITTED))
+        marker = next(m for m in (f"{report_id}-marker-{i}" for i in range(1000))
+                      if partition_of(m, partitions) == partition_of(report_id, partitions))
+        await send_sealed(producer, pipeline.workdir / "keys", "intake",
+                          topics.REPORTS_SUBMITTED, event.model_copy(update={
+                              "event_id": derived_id(marker, "submitted"),
+                              "report_id": marker}), marker)
     finally:
         await producer.stop()
-    # Not intake's report (no ESP owns it): read its timeline where intake keeps it.
+    # Not intake's reports (no ESP owns them): read their timelines where intake keeps them.
     redis = connect(settings)
     timeline = Timeline(redis)
     deadline = asyncio.get_running_loop().time() + 30
-    while (await timeline.fields(report_id)).get("status") != "referred":
-        assert asyncio.get_running_loop().time() < deadline, "not referred"
-        await asyncio.sleep(0.05)
+    for referred in (report_id, marker):
+        while (await timeline.fields(referred)).get("status") != "referred":
+            assert asyncio.get_running_loop().time() < deadline, f"{referred} not referred"
+            await asyncio.sleep(0.05)
     whats = [e["what"] for e in await timeline.entries(report_id)]
     await redis.aclose()
     # Both agencies' referrals, each event three times: one entry (the ESP's; the others'
@@ -239,6 +257,40 @@ async def test_trace_context_travels_to_the_agency_topic(
     (first,) = [r for r in submitted if r.key == report_id.encode()]
     (notice,) = [r for r in notices if r.key == report_id.encode()]
     assert trace_id(first) == trace_id(notice)
+
+
+async def published(pipeline: Stack) -> set[tuple[str, str]]:
+    """(service, topic) of every record each service's process has published, as its metrics
+    count them (`tipline_events_out`)."""
+    out = set()
+    async with httpx.AsyncClient(timeout=10) as client:
+        for child in pipeline.children:
+            if child.ops is None:
+                continue
+            text = (await client.get(f"{child.ops}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                out |= {(sample.labels["service"], sample.labels["topic"])
+                        for sample in family.samples
+                        if family.name == "tipline_events_out" and sample.value > 0
+                        and sample.name.endswith("_total")}
+    return out
+
+
+async def test_services_publish_only_where_the_catalogue_lets_them(
+    http: httpx.AsyncClient, pipeline: Stack
+) -> None:
+    """What each service published as it ran (referral, retraction, correction, facts), each
+    on a topic the catalogue gives that service."""
+    report_id = (await http.post("/v1/reports", json={"report": VALID})).json()["report_id"]
+    await settle(http, report_id, lambda s: s["status"] == AVAILABLE)
+    assert (await http.post(f"/v1/reports/{report_id}/retract")).status_code == 202
+    await settle(http, report_id, lambda s: s["status"] == "retracted")
+    seen = await published(pipeline)
+    # The whole path was counted, so the check below looked at it.
+    assert {("intake", topics.REPORTS_SUBMITTED), ("validation", topics.REPORTS_VALIDATED),
+            ("referral", topics.agency_topic("icac-tx")),
+            ("retraction", topics.agency_topic("icac-tx"))} <= seen
+    assert {(s, t) for s, t in seen if not may_write(s, t)} == set()
 
 
 def test_every_service_writes_json_log_lines(pipeline: Stack, http: httpx.AsyncClient) -> None:

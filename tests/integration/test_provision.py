@@ -6,9 +6,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.kafka import ensure_topics
-from shared.provision import provision
 from shared.settings import Settings
 from shared.topology import PRESERVE
+from tipline.provision import provision
 
 
 async def topic_configs(settings: Settings, topic: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from services.intake import lifecycle
+from services.intake import lifecycle, status
 from services.intake.drafts import Drafts, Pending
 from services.intake.lifecycle import Create, Draft, DraftState
 from services.intake.timeline import Timeline
@@ -34,7 +34,6 @@ from services.notification.referrals import (
 from services.supplementation import holds
 from services.supplementation.casefile import TRIAGE, CaseFiles, Kept
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
-from shared import status
 from shared.contracts import (
     AgencyNotice,
     Amendment,

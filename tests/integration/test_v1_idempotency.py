@@ -15,6 +15,7 @@ from services.intake.main import create_app
 from services.intake.outcomes import Refused, Submitted
 from services.intake.reporting import Reporting
 from shared.settings import Settings
+from tests.clock import ManualClock
 
 REPORT = {"incident_type": "Child Sex Tourism", "reporter_email": "safety@esp.example",
           "location": {"country": "GB"}, "additional_info": "synthetic"}
@@ -120,13 +121,15 @@ async def test_a_lapsed_run_is_taken_over_on_the_same_report(
     same = key()
     monkeypatch.setattr("services.intake.idempotency.WAIT_S", 0.2)
     monkeypatch.setattr("services.intake.api.SHORT_LEASE_S", 1.0)
+    clock = ManualClock()
+    monkeypatch.setattr(app.state.idempotency, "clock", clock)
     monkeypatch.setattr(svc, "submit", hangs)
     first = asyncio.create_task(submit(http, same))
     await started.wait()
     monkeypatch.setattr(svc, "submit", real)
     busy = await submit(http, same)
     assert busy.status_code == 409 and busy.headers["Retry-After"] == "1"
-    await asyncio.sleep(1.1)  # the lease lapses
+    clock.advance(1.1)  # the lease lapses
     retried = await submit(http, same)
     assert retried.status_code == 202
     assert [retried.json()["report_id"]] == made

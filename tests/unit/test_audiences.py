@@ -15,6 +15,7 @@ from shared.audiences import (
     CONTACT_SUPPLEMENT,
     Audience,
     Kind,
+    Status,
     esp_status,
     esp_timeline,
     for_esp,
@@ -32,7 +33,6 @@ from shared.contracts import (
     Supplement,
 )
 from shared.facts import timeline_facts
-from shared.status import Status
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -136,7 +136,7 @@ def test_child_order_is_read_from_our_schema() -> None:
     assert order["fileDetails"].index("ipCaptureEvent") < order["fileDetails"].index("deviceId")
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(st.data())
 def test_any_mangled_report_is_refused_in_words_never_crashes(data: st.DataObject) -> None:
     body = bytearray(report_xml(tail="<victim><victimPerson><age>9</age></victimPerson></victim>"))
@@ -170,7 +170,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(json_values)
 def test_any_json_is_a_document_or_malformed(value: object) -> None:
     with contextlib.suppress(documents.MalformedDocument, documents.InvalidDocument):

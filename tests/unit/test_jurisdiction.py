@@ -79,7 +79,7 @@ reports = st.builds(
 report_ids = st.sampled_from(["1", "2", "3", "4", "r-77"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rules=routing_rules(), report=reports, report_id=report_ids)
 def test_every_report_resolves_to_at_least_one_known_agency(
     rules: RoutingRules, report: Report, report_id: str
@@ -91,7 +91,7 @@ def test_every_report_resolves_to_at_least_one_known_agency(
     assert resolution.basis
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(report=reports, report_id=report_ids)
 def test_the_shipped_rules_resolve_every_report(report: Report, report_id: str) -> None:
     assert resolve(report_id, report, SHIPPED).agencies
@@ -144,7 +144,7 @@ class FixedRules:
         return self.current
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=routing_rules(), second=routing_rules(), report=reports, report_id=report_ids)
 def test_a_change_of_rules_never_reroutes_a_released_report(
     first: RoutingRules, second: RoutingRules, report: Report, report_id: str

@@ -1,7 +1,6 @@
 """Notice signatures: sign, verify, tamper, rotate with an overlap, retire."""
 
 import json
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 from services.notification.notices import encoded, signed
 from shared.contracts import AgencyNotice, Priority, now
 from shared.signing import PUBLIC_FILE, BadSignature, Signer, Verifier, ensure_keys, rotate
+from tests.clock import ManualClock
 
 
 def notice(text: str = "synthetic") -> AgencyNotice:
@@ -67,11 +67,13 @@ def test_unsigned_and_foreign_notices_are_refused(tmp_path: Path) -> None:
 
 def test_rotation_keeps_the_old_key_valid_for_the_overlap_only(tmp_path: Path) -> None:
     first = ensure_keys(tmp_path)
-    signer, verifier = Signer(tmp_path), Verifier(tmp_path / PUBLIC_FILE)
+    clock = ManualClock()
+    signer, verifier = Signer(tmp_path, clock), Verifier(tmp_path / PUBLIC_FILE)
     before = wire(signed(notice(), signer))
     rotation = rotate(tmp_path, overlap=timedelta(hours=1))
     assert rotation.retiring == first and rotation.active != first
-    time.sleep(1.1)  # keys files are looked at once a second
+    assert wire(signed(notice(), signer))["key_id"] == first  # looked at once a second
+    clock.advance(1.1)
     after = wire(signed(notice(), signer))  # the running signer picks up the new key
     assert after["key_id"] == rotation.active
     assert verifier.verify(before) == first  # inside the overlap

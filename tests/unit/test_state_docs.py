@@ -6,12 +6,13 @@ from pathlib import Path
 
 from services.intake import lifecycle
 from services.intake.lifecycle import Draft, DraftState
+from services.intake.status import RANK
 from services.notification import acknowledgements, referrals
 from services.notification.acknowledgements import NoticeEvent, NoticeState
 from services.notification.referrals import AgencyEvent, AgencyState
 from services.supplementation import holds
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
-from shared.status import RANK, Status
+from shared.audiences import Status
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 NONE = "(none)"

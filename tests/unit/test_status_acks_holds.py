@@ -1,5 +1,5 @@
-"""The smaller state machines as properties: a report's status (shared/status.py), a notice's
-acknowledgement (services/notification/acknowledgements.py), a case file's hold
+"""The smaller state machines as properties: a report's status (services/intake/status.py), a
+notice's acknowledgement (services/notification/acknowledgements.py), a case file's hold
 (supplementation/holds.py)."""
 
 from itertools import pairwise
@@ -7,6 +7,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.intake.status import RANK, Record, Recorded, ReportStatus, record
 from services.notification.acknowledgements import (
     NoticeEvent,
     NoticeState,
@@ -16,7 +17,7 @@ from services.notification.acknowledgements import (
 )
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
 from services.supplementation.holds import apply as case_apply
-from shared.status import RANK, Record, Recorded, ReportStatus, Status, record
+from shared.audiences import Status
 from tests.state_strategies import case_events, facts, notice_events
 
 

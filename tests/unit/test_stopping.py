@@ -20,7 +20,7 @@ async def test_a_loop_that_loses_a_cancellation_is_cancelled_again_until_it_ends
 
     task = asyncio.create_task(retrying_loop())
     await asyncio.sleep(0.05)
-    await asyncio.wait_for(cancel(task), 5)
+    await asyncio.wait_for(cancel(task, again_after_s=0.05), 5)
     assert task.cancelled() and lost == 1
 
 

@@ -1,6 +1,7 @@
-"""A report's status, as its timeline keeps it (`services/intake/timeline.py`, intake's). Pure.
+"""A report's status, as its timeline keeps it (`services/intake/timeline.py`). Pure.
 
-The statuses are the contract every service's facts use (shared/facts.py).
+The statuses (`shared.audiences.Status`) are the contract every service's facts use
+(shared/facts.py); how they move is intake's alone.
 
 Every fact is recorded once, under its event id (a redelivered event adds nothing). A fact may
 carry a status, and the status only moves forward by rank: a late "referred" never hides an
@@ -8,20 +9,9 @@ earlier "retracted". Statuses of the same rank (held, supplemented) replace each
 """
 
 from dataclasses import dataclass
-from enum import StrEnum
 from types import MappingProxyType
 
-
-class Status(StrEnum):
-    SUBMITTED = "submitted"
-    VALIDATED = "validated"
-    HELD = "held"
-    SUPPLEMENTED = "supplemented"
-    REFERRED = "referred"
-    REJECTED = "rejected"
-    RETRACTED = "retracted"
-    CORRECTION_ESCALATED = "correction_escalated"
-
+from shared.audiences import Status
 
 RANK = MappingProxyType({
     Status.SUBMITTED: 1,

@@ -1,4 +1,5 @@
-"""Create every tipline topic before the services start: `python -m shared.provision`.
+"""Create every tipline topic before the services start: `python -m tipline.provision` (a job:
+its own image, `topics`, holds it beside the shared package and no service).
 
 Run once a deployment (compose's `topics` service, the Kubernetes Job) and again after an agency
 is added to the routing file. Creating is idempotent: existing topics are left as they are
