@@ -25,19 +25,19 @@ async def test_checks_run_off_the_event_loop_a_few_at_a_time() -> None:
             running[0] -= 1
         return True
 
-    ticks = 0
+    beats_during_checks = 0
 
     async def heartbeat() -> None:
-        nonlocal ticks
+        nonlocal beats_during_checks
         while True:
-            ticks += 1
+            beats_during_checks += running[0] > 0
             await asyncio.sleep(0.005)
 
     beat = asyncio.create_task(heartbeat())
     results = await asyncio.gather(*(guard.check(f"u{i}", "a", slow_check) for i in range(6)))
     beat.cancel()
     assert results == [True] * 6 and most[0] == 2
-    assert ticks > 20  # the loop went on while the checks ran
+    assert beats_during_checks > 0  # the loop went on while a check ran
 
 
 async def test_a_right_password_gets_in_whatever_failed_before_it() -> None:
