@@ -181,13 +181,14 @@ ESP_STATUS: Mapping[Status, EspStatus] = MappingProxyType({
 assert set(ESP_STATUS) == set(Status), "every status says what the ESP is told"
 
 # What an agency finds in a notice's payload, by kind: the report as referred (the ESP's
-# original, the analysts' supplements and amendments beside it), what changed, what was
+# original, each file's viewed-by-ESP and classification, the analysts' supplements and
+# amendments beside it), what changed, what was
 # retracted. Never another agency's name or answer.
 AGENCY_SEES: Mapping[NoticeKind, frozenset[str]] = MappingProxyType({
-    "referral": _fields("esp_id", "source", "report", "jurisdiction", "rules_version",
-                        "supplements", "amendments", "amended_report"),
-    "amendment": _fields("version", "amends_notice_id", "supplement", "amendment"),
-    "correction": _fields("action", "corrects_notice_id", "reason", "requested_by",
+    "referral": _fields("kind", "esp_id", "source", "report", "files", "jurisdiction",
+                        "rules_version", "supplements", "amendments", "amended_report"),
+    "amendment": _fields("kind", "version", "amends_notice_id", "supplement", "amendment"),
+    "correction": _fields("kind", "action", "corrects_notice_id", "reason", "requested_by",
                           "retracted_at"),
 })
 

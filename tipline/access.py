@@ -33,7 +33,7 @@ ADMIN = "admin"  # Kafka super user: the topics and access one-shots, operator t
 REDIS_OPERATOR = ownership.OPERATOR  # Redis user of operator tools (tipline esp add...)
 MECHANISM = "SCRAM-SHA-512"
 # The services that publish notices to agency topics (referral: referrals and amendments;
-# retraction: corrections and re-sends): `services.notification.notices.send`.
+# retraction: corrections and re-sends): `services.notification.flow.NotificationFlow.send`.
 NOTICE_WRITERS = frozenset({"referral", "retraction"})
 # Services whose consumers are FastStream subscribers (their groups are read from the code).
 SUBSCRIBING = ("intake", "validation", "supplementation", "referral", "retraction")
