@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import Counter
-from pydantic import JsonValue
 
 from services.notification import acks, notices
 from services.notification.acknowledgements import escalates
@@ -161,24 +160,25 @@ class NotificationFlow:
         await self.timeline.record_many({r: [Fact(
             derived_id(r, "withheld"), Kind.REFERRAL_WITHHELD,
             detail={"reason": "retracted before referral"})] for r in blocked if r not in already})
-        # Delivered and retracted, the correction not confirmed (a handling of this event was
-        # cut short after the referral): correct them now, as the retraction could not.
-        await self._correct({e.report_id: Recipients(claims[e.report_id].owed_correction,
-                                                      e.priority) for e in events})
         referred = {e.report_id: Recipients(claims[e.report_id].to_refer, e.priority)
                     for e in events if claims[e.report_id].to_refer}
-        if not referred:
-            return {}
-        referrals = [notices.referral_notice(e, a) for e in events
-                     for a in (referred[e.report_id].agencies if e.report_id in referred else ())]
-        # The referral's event and facts go in the notices' own send, after them: one round
+        # Delivered and retracted, the correction not confirmed (a handling of this event was
+        # cut short after the referral): corrected in this send, as the retraction could not.
+        owed = {e.report_id: Recipients(claims[e.report_id].owed_correction, e.priority)
+                for e in events if claims[e.report_id].owed_correction}
+        marks = await self.ledger.retractions(list(owed)) if owed else {}
+        built = [*_corrections(owed, marks), *(
+            notices.referral_notice(e, a) for e in events
+            for a in (referred[e.report_id].agencies if e.report_id in referred else ()))]
+        # The facts and each ReportReferred go in the notices' own send, after them: one round
         # trip, and a send that fails is made again whole, so neither outlives a notice not
         # delivered.
-        await self.timeline.record_many(_facts(referrals, Kind.REFERRAL_DELIVERED, "referred"))
-        await self.send(referrals, then=[(ReportReferred(
+        await self.timeline.record_many(notices.delivered(built))
+        await self.send(built, then=[(ReportReferred(
             event_id=derived_id(r, "referred"), report_id=r, agencies=list(to.agencies),
             priority=to.priority), topics.REPORTS_REFERRED, r) for r, to in referred.items()])
-        if confirm_now:
+        await self._corrected(owed)
+        if confirm_now and referred:
             await self.confirm(referred)
         return {r: list(to.agencies) for r, to in referred.items()}
 
@@ -255,15 +255,19 @@ class NotificationFlow:
             return
         if marks is None:
             marks = await self.ledger.retractions(list(owed))
-        corrections = [notices.correction_notice(r, a, _marked(r, marks), to.priority)
-                       for r, to in owed.items() for a in to.agencies]
+        corrections = _corrections(owed, marks)
         # The facts go in the notices' own send, after them (as a referral's): a send that fails
         # is made again whole, so a fact never outlives a correction not delivered.
-        await self.timeline.record_many(_facts(corrections, Kind.CORRECTION_DELIVERED))
+        await self.timeline.record_many(notices.delivered(corrections))
         await self.send(corrections)
-        # Recorded once delivered: a correction not confirmed is only sent again (by notice id).
-        await self.publish.once_delivered(lambda: self.ledger.confirm_corrections(
-            {r: list(to.agencies) for r, to in owed.items()}))
+        await self._corrected(owed)
+
+    async def _corrected(self, owed: Mapping[str, Recipients]) -> None:
+        """Recorded once delivered: a correction not confirmed is only sent again (by notice
+        id)."""
+        if owed:
+            await self.publish.once_delivered(lambda: self.ledger.confirm_corrections(
+                {r: list(to.agencies) for r, to in owed.items()}))
 
     async def _send_amendments(self, owed: Mapping[str, AmendmentsOwed]) -> None:
         """Send amendments to the agencies owed them, then record them."""
@@ -273,7 +277,7 @@ class NotificationFlow:
             for report_id, to in owed.items() for agency in to.agencies for a in to.amendments]
         if amendments:
             await self.send(amendments)
-            await self.timeline.record_many(_facts(amendments, Kind.AMENDMENT_DELIVERED))
+            await self.timeline.record_many(notices.delivered(amendments))
 
     # --- acknowledgements (acks.py tells their story) -------------------------------------------
 
@@ -370,24 +374,15 @@ class NotificationFlow:
         ), topics.NOTICES_ESCALATED, item.report_id)])
 
 
+def _corrections(owed: Mapping[str, Recipients], marks: Mapping[str, Retract | None]
+                 ) -> list[AgencyNotice]:
+    """A correction to each agency owed one, with its report's retraction mark."""
+    return [notices.correction_notice(r, a, _marked(r, marks), to.priority)
+            for r, to in owed.items() for a in to.agencies]
+
+
 def _marked(report_id: str, marks: Mapping[str, Retract | None]) -> Retract:
     mark = marks.get(report_id)
     if mark is None:  # owing a correction means retracted: the mark is set first, never removed
         raise LookupError(f"report {report_id} owes corrections but carries no retraction mark")
     return mark
-
-
-def _facts(sent: list[AgencyNotice], what: Kind, status: str | None = None
-           ) -> dict[str, list[Fact]]:
-    """The timeline facts of delivered notices."""
-    facts: dict[str, list[Fact]] = {}
-    for n in sent:
-        detail: dict[str, JsonValue] = {"agency": n.agency_id}
-        if n.kind == "referral":
-            detail["priority"] = n.priority.name.lower()
-        else:
-            detail["notice_id"] = n.notice_id
-        if n.payload.kind == "amendment":
-            detail["version"] = n.payload.version
-        facts.setdefault(n.report_id, []).append(Fact(n.notice_id, what, status, detail))
-    return facts

@@ -5,6 +5,7 @@ notice carries the same id and the agency keeps one. A notice goes out signed (s
 when a signer is given; a re-send sends the very bytes first sent.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,11 +13,13 @@ from pydantic import JsonValue
 
 from services.notification.referrals import Retract
 from shared.amendments import amended
+from shared.audiences import Kind
 from shared.contracts import (
     AgencyNotice,
     AmendmentPayload,
     Change,
     CorrectionPayload,
+    Fact,
     FileInfo,
     LabelledSupplement,
     NoticeKind,
@@ -138,6 +141,28 @@ def encoded(notice: AgencyNotice, signer: Signer | None) -> Encoded:
     if signer is None:
         return Encoded(notice, notice.model_dump_json().encode())
     return Encoded(notice, signer.sign_json(notice.model_dump(mode="json")))
+
+
+DELIVERED = {"referral": Kind.REFERRAL_DELIVERED, "correction": Kind.CORRECTION_DELIVERED,
+             "amendment": Kind.AMENDMENT_DELIVERED}
+
+
+def delivered(sent: Iterable[AgencyNotice]) -> dict[str, list[Fact]]:
+    """The timeline facts of notices sent, by report: each under its notice id (a repeat is one
+    fact); a referral moves its report's status to referred."""
+    facts: dict[str, list[Fact]] = {}
+    for n in sent:
+        detail: dict[str, JsonValue] = {"agency": n.agency_id}
+        if n.kind == "referral":
+            detail["priority"] = n.priority.name.lower()
+        else:
+            detail["notice_id"] = n.notice_id
+        if n.payload.kind == "amendment":
+            detail["version"] = n.payload.version
+        facts.setdefault(n.report_id, []).append(Fact(
+            n.notice_id, DELIVERED[n.kind], "referred" if n.kind == "referral" else None,
+            detail))
+    return facts
 
 
 def summary(notice: AgencyNotice) -> dict[str, str]:
