@@ -8,7 +8,7 @@
   user).
 - **Agency**: the notices addressed to it (`AGENCY_SEES`: referral, amendments, correction),
   never another agency's name or answer; it may acknowledge and report outcomes only on reports
-  the notification ledger says it received (services/retraction/acks.py).
+  the notification ledger says it received (services/notification/acks.py).
 - **Analyst** and **operator**: tipline's staff, on the console and the analyst API: every fact;
   an operator changes nothing.
 - **Public reporter**, someone who filed through the public form (intake's `/report`), with no
