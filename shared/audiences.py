@@ -8,7 +8,7 @@
   user).
 - **Agency**: the notices addressed to it (`AGENCY_SEES`: referral, amendments, correction),
   never another agency's name or answer; it may acknowledge and report outcomes only on reports
-  the notification ledger says it received (services/retraction/acks.py).
+  the notification ledger says it received (services/notification/acks.py).
 - **Analyst** and **operator**: tipline's staff, on the console and the analyst API: every fact;
   an operator changes nothing.
 - **Public reporter**, someone who filed through the public form (intake's `/report`), with no
@@ -194,13 +194,14 @@ ESP_STATUS: Mapping[Status, EspStatus] = MappingProxyType({
 assert set(ESP_STATUS) == set(Status), "every status says what the ESP is told"
 
 # What an agency finds in a notice's payload, by kind: the report as referred (the ESP's
-# original, the analysts' supplements and amendments beside it), what changed, what was
+# original, each file's viewed-by-ESP and classification, the analysts' supplements and
+# amendments beside it), what changed, what was
 # retracted. Never another agency's name or answer.
 AGENCY_SEES: Mapping[NoticeKind, frozenset[str]] = MappingProxyType({
-    "referral": _fields("esp_id", "source", "report", "jurisdiction", "rules_version",
-                        "supplements", "amendments", "amended_report"),
-    "amendment": _fields("version", "amends_notice_id", "supplement", "amendment"),
-    "correction": _fields("action", "corrects_notice_id", "reason", "requested_by",
+    "referral": _fields("kind", "esp_id", "source", "report", "files", "jurisdiction",
+                        "rules_version", "supplements", "amendments", "amended_report"),
+    "amendment": _fields("kind", "version", "amends_notice_id", "supplement", "amendment"),
+    "correction": _fields("kind", "action", "corrects_notice_id", "reason", "requested_by",
                           "retracted_at"),
 })
 

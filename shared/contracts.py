@@ -10,9 +10,16 @@ import uuid
 from dataclasses import field
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
 _NAMESPACE = uuid.UUID("6f1c1a52-54b6-4c39-9d6f-3b0f4c1d2e7a")
@@ -62,7 +69,7 @@ class FileInfo(Message):
     original_name: str | None = None
     relevance: str = "Reported"
     duplicate_of: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, JsonValue] = Field(default_factory=dict)  # a <fileDetails> as data
 
 
 class Report(Message):
@@ -79,7 +86,7 @@ class Report(Message):
     files: list[FileInfo] = Field(default_factory=list)
     additional_info: str | None = None
     urls: list[str] = Field(default_factory=list)  # web addresses where it happened
-    extra: dict[str, Any] = Field(default_factory=dict)
+    extra: dict[str, JsonValue] = Field(default_factory=dict)  # the ISPWS document, as data
 
 
 # Who filed a report: a provider through its login (/ispws, /v1), or a member of the public
@@ -154,7 +161,7 @@ class Supplement(Message):
 
     supplement_id: str
     kind: SupplementKind
-    content: dict[str, Any] | str
+    content: dict[str, JsonValue] | str
     source: str = Field(min_length=1, max_length=500)
     verified: bool
     analyst_id: str
@@ -166,8 +173,8 @@ class Amendment(Message):
 
     amendment_id: str
     path: str
-    value: Any
-    previous: Any = None
+    value: JsonValue
+    previous: JsonValue = None
     reason: str = Field(min_length=1, max_length=3000)
     analyst_id: str
     amended_at: AwareDatetime
@@ -258,7 +265,7 @@ class Fact:
     event_id: str
     what: str
     status: str | None = None  # moves the report's status forward (services/intake/status.py)
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, JsonValue] = field(default_factory=dict)
 
 
 class TimelineFacts(Message):
@@ -275,6 +282,67 @@ class TimelineFacts(Message):
 NoticeKind = Literal["referral", "correction", "amendment"]
 
 
+class ReferredFile(Message):
+    """One file of a referred report, as an agency needs it first: which files no person at the
+    ESP looked at (`fileViewedByEsp` false; None: the ESP did not say), and the industry's
+    classification of each. The names are the CyberTipline's (ISPWS <fileDetails>)."""
+
+    file_id: str
+    sha256: str | None = None
+    md5: str | None = None
+    original_name: str | None = None
+    relevance: str = "Reported"
+    fileViewedByEsp: bool | None = None
+    industryClassification: str | None = None
+
+
+class LabelledSupplement(Supplement):
+    """A supplement as a notice carries it: an unverified one says so in plain words."""
+
+    label: Literal["verified", "UNVERIFIED"]
+
+
+class ReferralPayload(Message):
+    """A report as referred: the ESP's original, analysts' supplements and amendments beside it."""
+
+    kind: Literal["referral"] = "referral"
+    esp_id: str | None  # None: a report from the public (triaged by an analyst)
+    source: Source = "esp"
+    report: Report
+    files: list[ReferredFile] = Field(default_factory=list)
+    jurisdiction: str
+    rules_version: str
+    supplements: list[LabelledSupplement] = Field(default_factory=list)
+    amendments: list[Amendment] = Field(default_factory=list)
+    amended_report: Report | None = None  # the report with the amendments applied, if any
+
+
+class CorrectionPayload(Message):
+    """The referral `corrects_notice_id` was wrong: the report was retracted."""
+
+    kind: Literal["correction"] = "correction"
+    action: Literal["retracted"] = "retracted"
+    corrects_notice_id: str
+    reason: str
+    requested_by: Retractor
+    retracted_at: AwareDatetime
+
+
+class AmendmentPayload(Message):
+    """Version `version` of the changes to a referred report: one new supplement or one
+    amended field."""
+
+    kind: Literal["amendment"] = "amendment"
+    version: int = Field(ge=1)
+    amends_notice_id: str
+    supplement: LabelledSupplement | None = None
+    amendment: Amendment | None = None
+
+
+NoticePayload = Annotated[ReferralPayload | CorrectionPayload | AmendmentPayload,
+                          Field(discriminator="kind")]
+
+
 class AgencyNotice(Message):
     """What an agency receives on tipline.agency.<agency_id>. The Kafka key is the report id."""
 
@@ -284,10 +352,26 @@ class AgencyNotice(Message):
     agency_id: str
     issued_at: datetime
     priority: Priority = Priority.NORMAL
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: NoticePayload
     # Ed25519 signature over every other field (shared/signing.py), and the key that made it.
     key_id: str | None = None
     signature: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _payload_kind(cls, data: Any) -> Any:
+        # Notices sent before payloads carried their kind (the console reads history) say it
+        # once, on the notice.
+        if isinstance(data, dict) and isinstance(data.get("payload"), dict) \
+                and "kind" not in data["payload"]:
+            data = {**data, "payload": {**data["payload"], "kind": data.get("kind")}}
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "AgencyNotice":
+        if self.payload.kind != self.kind:
+            raise ValueError(f"a {self.kind} notice carries a {self.payload.kind} payload")
+        return self
 
 
 Outcome = Literal["received", "investigating", "closed", "unfounded", "note"]

@@ -202,7 +202,8 @@ def check_batched(report: Report) -> list[FieldError]:
     if not report.extra.get("batched") or not isinstance(doc, dict):
         return []
     errors: list[FieldError] = []
-    summary = doc.get("incidentSummary") or {}
+    summary = doc.get("incidentSummary")
+    summary = summary if isinstance(summary, dict) else {}
     for name in BATCHED_FORBIDDEN:
         present = summary.get(name) if name == "escalateToHighPriority" else doc.get(name)
         if present is not None:

@@ -162,10 +162,19 @@ def record(topic: str, /, **fields: Any) -> tuple[str, BaseModel]:
     return topic, model.model_validate(fields)
 
 
-def notice(kind: NoticeKind, rid: str, agency: str, issued: datetime,
-           **payload: Any) -> tuple[str, BaseModel]:
+def notice(kind: NoticeKind, rid: str, agency: str, issued: datetime) -> tuple[str, BaseModel]:
+    """A synthetic referral, correction or first amendment, with the least payload of its
+    kind."""
+    referral = notice_id("referral", rid, agency)
+    payloads: dict[str, dict[str, Any]] = {
+        "referral": {"esp_id": "bench", "report": {}, "jurisdiction": "synthetic",
+                     "rules_version": "bench"},
+        "correction": {"corrects_notice_id": referral, "reason": "synthetic",
+                       "requested_by": "esp", "retracted_at": issued.isoformat()},
+        "amendment": {"version": 1, "amends_notice_id": referral},
+    }
     return record(topics.agency_topic(agency), kind=kind, notice_id=notice_id(kind, rid, agency),
-                  report_id=rid, agency_id=agency, issued_at=issued, payload=payload)
+                  report_id=rid, agency_id=agency, issued_at=issued, payload=payloads[kind])
 
 
 def ack(rid: str, agency: str, kind: NoticeKind | None, when: datetime,

@@ -352,7 +352,8 @@ class Report:
     def _notice(self, notice: AgencyNotice) -> list[Happening] | None:
         at = ts(notice.issued_at)
         track = self.track(notice.agency_id)
-        version = str(notice.payload.get("version", "")) if notice.kind == "amendment" else None
+        payload = notice.payload
+        version = str(payload.version) if payload.kind == "amendment" else None
         done = self._fact(at, f"{notice.kind} sent", notice.agency_id, version)
         if done is None:
             return None  # the same notice again (a re-send, or a redelivery)
@@ -362,8 +363,8 @@ class Report:
             track.referral_at = at
         elif notice.kind == "amendment":
             track.amendments += 1
-            if isinstance(notice.payload.get("supplement"), dict):
-                self._supplement(notice.payload["supplement"])
+            if payload.kind == "amendment" and payload.supplement is not None:
+                self._supplement(payload.supplement.model_dump(mode="json"))
         else:
             track.correction_at = at
             track.last_sent_at = max(track.last_sent_at or at, at)

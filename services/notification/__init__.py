@@ -1,5 +1,6 @@
-"""The notification context: the referral ledger, the notices agencies receive (built, signed,
-sent) and the outbox that follows each correction and amendment until its agency acknowledges it.
+"""The notification context: the referral ledger (ledger.py), the notices agencies receive
+(notices.py builds them), the corrections and amendments awaiting their agency's acknowledgement
+(awaiting.py), and the one flow that runs them all, from claim to ack (flow.py).
 
 Not a service of its own: its only writers are the referral and the retraction services, which
 run its steps as atomic Lua scripts, so they never interleave inside a step. No other service

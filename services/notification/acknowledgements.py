@@ -1,5 +1,5 @@
-"""A notice awaiting its agency's acknowledgement: the state machine of the outbox
-(`services/notification/outbox.py`). Pure.
+"""A notice awaiting its agency's acknowledgement: the state machine of the notices awaiting
+acknowledgement (`services/notification/awaiting.py`). Pure.
 
     (untracked) -> awaiting -> acked | escalated
 

@@ -26,13 +26,21 @@ Amendments leave the states above untouched, so the retraction invariant is exac
 """
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from redis.commands.core import AsyncScript
 
-from services.notification.referrals import Amended, Claim, Confirmed, Retraction
-from shared.contracts import Priority
+from services.notification.referrals import (
+    Amend,
+    Amended,
+    Claim,
+    ClaimAgencies,
+    Confirmed,
+    Retract,
+    Retraction,
+)
+from shared.contracts import Priority, Retractor
 from shared.store import Store, run_script
 
 # Keeps the report's priority (its corrections carry it too). Returns the retraction mark's
@@ -74,14 +82,14 @@ return out
 """
 
 # Returns whether this mark is the first, the report's priority ('' when never claimed), the
-# mark (the first one: at, by, reason), then the agencies now owed a correction.
+# mark (the first one: at, by, actor, reason), then the agencies now owed a correction.
 _RETRACT = """
 local first = redis.call('HSETNX', KEYS[2], 'at', ARGV[1])
 if first == 1 then
   redis.call('HSET', KEYS[2], 'by', ARGV[2], 'actor', ARGV[3], 'reason', ARGV[4])
 end
-local mark = redis.call('HMGET', KEYS[2], 'at', 'by', 'reason')
-local out = {first, redis.call('GET', KEYS[4]) or '', mark[1], mark[2], mark[3]}
+local mark = redis.call('HMGET', KEYS[2], 'at', 'by', 'actor', 'reason')
+local out = {first, redis.call('GET', KEYS[4]) or '', mark[1], mark[2], mark[3], mark[4]}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local state = all[i + 1]
@@ -119,6 +127,13 @@ end
 return out
 """
 
+_RETRACTOR: TypeAdapter[Retractor] = TypeAdapter(Retractor)
+
+
+def _mark(at: object, by: object, actor: object, reason: object) -> Retract:
+    return Retract(str(at), _RETRACTOR.validate_python(str(by)), str(actor), str(reason))
+
+
 class Ledger:
     def __init__(self, redis: Store) -> None:
         self._redis = redis
@@ -130,7 +145,7 @@ class Ledger:
 
     @staticmethod
     def _keys(report_id: str) -> list[str]:
-        # One hash tag a report, so its four keys live on one slot of a Redis cluster.
+        # One hash tag a report, so all four keys live on one slot of a Redis cluster.
         return [
             f"tipline:{{{report_id}}}:ledger",
             f"tipline:{{{report_id}}}:retracted",
@@ -138,11 +153,11 @@ class Ledger:
             f"tipline:{{{report_id}}}:priority",
         ]
 
-    async def claim(self, reports: Mapping[str, tuple[list[str], Priority]]) -> dict[str, Claim]:
-        """Claim each report's agencies for referral (report id -> agencies, priority), in one
-        round trip: what each report may now refer, and whether it was retracted first."""
+    async def claim(self, reports: Mapping[str, ClaimAgencies]) -> dict[str, Claim]:
+        """Claim each report's agencies for referral, in one round trip: what each report may
+        now refer, and whether it was retracted first."""
         out = await self._each(self._claim, {
-            r: [p.name.lower(), *a] for r, (a, p) in reports.items()})
+            r: [c.priority.name.lower(), *c.agencies] for r, c in reports.items()})
         claims = {}
         for report_id, (retracted, *found) in out.items():
             agencies = [str(a) for a in found]
@@ -161,20 +176,19 @@ class Ledger:
             split = found.index("")
             pairs = found[split + 1:]
             confirmed[report_id] = Confirmed(found[:split], sorted(
-                (int(v), a) for v, a in zip(pairs[::2], pairs[1::2], strict=True)))
+                (Amend(int(v), a) for v, a in zip(pairs[::2], pairs[1::2], strict=True)),
+                key=lambda a: a.version))
         return confirmed
 
-    async def retract(self, commands: Mapping[str, tuple[datetime, str, str, str]]
-                      ) -> dict[str, Retraction]:
-        """Mark reports retracted (report id -> (at, by, actor, reason)); the agencies each now
-        owes a correction, with the report's mark and priority that the corrections carry."""
+    async def retract(self, marks: Mapping[str, Retract]) -> dict[str, Retraction]:
+        """Mark reports retracted; the agencies each now owes a correction, with the report's
+        first mark and its priority, which the corrections carry."""
         out = await self._each(self._retract, {
-            r: [at.isoformat(), by, actor, reason] for r, (at, by, actor, reason) in
-            commands.items()})
+            r: [m.at, m.by, m.actor, m.reason] for r, m in marks.items()})
         return {r: Retraction(bool(first), sorted(map(str, to_correct)),
-                              mark={"at": str(at), "by": str(by), "reason": str(reason)},
-                              priority=Priority[(str(priority) or "normal").upper()])
-                for r, (first, priority, at, by, reason, *to_correct) in out.items()}
+                              _mark(at, by, actor, reason),
+                              Priority[(str(priority) or "normal").upper()])
+                for r, (first, priority, at, by, actor, reason, *to_correct) in out.items()}
 
     async def confirm_corrections(self, reports: Mapping[str, list[str]]) -> None:
         await self._each(self._confirm_corrections, {r: list(a) for r, a in reports.items()})
@@ -191,13 +205,13 @@ class Ledger:
         states = await self._redis.hgetall(self._keys(report_id)[0])
         return {str(k): str(v) for k, v in states.items()}
 
-    async def retractions(self, report_ids: list[str]) -> dict[str, dict[str, str] | None]:
-        """Each report's retraction mark (when, by whom, why), or None; one round trip."""
+    async def retractions(self, report_ids: list[str]) -> dict[str, Retract | None]:
+        """Each report's retraction mark, or None; one round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for report_id in report_ids:
                 pipe.hgetall(self._keys(report_id)[1])
             marks = await pipe.execute()
-        return {r: {str(k): str(v) for k, v in m.items()} or None
+        return {r: _mark(m["at"], m["by"], m.get("actor", ""), m["reason"]) if m else None
                 for r, m in zip(report_ids, marks, strict=True)}
 
     async def received(self, report_id: str, agency_id: str) -> bool:
@@ -213,10 +227,10 @@ class Ledger:
             found = await pipe.execute()
         return {r for r, n in zip(report_ids, found, strict=True) if n}
 
-    async def amend(self, amendments: Mapping[str, tuple[int, str]]) -> dict[str, Amended]:
-        """Keep amendments (report id -> version, JSON change), in one round trip: the agencies
-        each is owed to now (none once the report is retracted)."""
-        out = await self._each(self._amend, {r: [str(v), change]
-                                             for r, (v, change) in amendments.items()})
-        return {r: Amended(amendments[r][0], sorted(map(str, to_notify)), bool(retracted))
+    async def amend(self, amendments: Mapping[str, Amend]) -> dict[str, Amended]:
+        """Keep amendments, in one round trip: the agencies each is owed to now (none once the
+        report is retracted)."""
+        out = await self._each(self._amend, {r: [str(a.version), a.amendment]
+                                             for r, a in amendments.items()})
+        return {r: Amended(amendments[r].version, sorted(map(str, to_notify)), bool(retracted))
                 for r, (retracted, *to_notify) in out.items()}

@@ -1,73 +1,80 @@
-"""Building and sending the notices agencies receive. Builders are pure; `send` is the one way out.
+"""The notices agencies receive, built and encoded. Pure: the flow (flow.py) sends them.
 
 A notice id is derived from (kind, report, agency[, version]), so every redelivery of the same
-notice carries the same id and the agency keeps one. Every notice is signed (shared/signing.py)
-when a signer is given, and corrections and amendments are tracked until the agency acknowledges
-them (services/notification/outbox.py) when an outbox is given.
+notice carries the same id and the agency keeps one. A notice goes out signed (shared/signing.py)
+when a signer is given; a re-send sends the very bytes first sent.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
-from services.notification.ledger import Ledger
-from services.notification.outbox import Outbox
+from pydantic import JsonValue
+
+from services.notification.referrals import Retract
 from shared.amendments import amended
 from shared.audiences import Kind
-from shared.batches import Item, Publisher
 from shared.contracts import (
     AgencyNotice,
+    AmendmentPayload,
     Change,
+    CorrectionPayload,
     Fact,
+    FileInfo,
+    LabelledSupplement,
     NoticeKind,
     Priority,
+    ReferralPayload,
+    ReferredFile,
     ReportSupplemented,
     Supplement,
     derived_id,
     now,
 )
-from shared.facts import Recorder
 from shared.signing import Signer
-from shared.topics import agency_topic
 
-TRACKED_KINDS = frozenset({"correction", "amendment"})
+TRACKED_KINDS = frozenset({"correction", "amendment"})  # awaiting their agency's ack
 
 
 @dataclass(frozen=True)
-class Dispatch:
-    """How notices leave a service: signed by `signer`, tracked until acked by `outbox`."""
+class Encoded:
+    """A notice and the bytes that go out for it (signed, when a signer was given)."""
 
-    signer: Signer | None = None
-    outbox: Outbox | None = None
-
-
-UNSIGNED = Dispatch()
+    notice: AgencyNotice
+    body: bytes
 
 
 def notice_id(kind: NoticeKind, report_id: str, agency_id: str, *version: str) -> str:
     return derived_id("notice", kind, report_id, agency_id, *version)
 
 
-def labelled(supplement: Supplement) -> dict[str, Any]:
+def labelled(supplement: Supplement) -> LabelledSupplement:
     """A supplement as a notice carries it: unverified items say so in plain words."""
-    return {**supplement.model_dump(mode="json"),
-            "label": "verified" if supplement.verified else "UNVERIFIED"}
+    return LabelledSupplement(**dict(supplement), label="verified" if supplement.verified
+                              else "UNVERIFIED")
+
+
+def _leaf(value: JsonValue) -> str | None:
+    """The text of an ISPWS leaf as data (a string, or {"#text": ...} when it had attributes)."""
+    if isinstance(value, dict):
+        value = value.get("#text")
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value if isinstance(value, str) else None
+
+
+def referred_file(file: FileInfo) -> ReferredFile:
+    """A file as an agency sees it first: whether a person at the ESP viewed it (None: the ESP
+    did not say) and its industry classification, from the file's <fileDetails>."""
+    viewed = _leaf(file.details.get("fileViewedByEsp"))
+    return ReferredFile(
+        file_id=file.file_id, sha256=file.sha256, md5=file.md5,
+        original_name=file.original_name, relevance=file.relevance,
+        fileViewedByEsp=None if viewed is None else viewed == "true",
+        industryClassification=_leaf(file.details.get("industryClassification")))
 
 
 def referral_notice(event: ReportSupplemented, agency_id: str) -> AgencyNotice:
-    payload: dict[str, Any] = {
-        "esp_id": event.esp_id if event.source == "esp" else None,
-        "source": event.source,  # a provider's report, or one from the public (analyst-triaged)
-        "report": event.report.model_dump(mode="json"),
-        "jurisdiction": event.jurisdiction,
-        "rules_version": event.rules_version,
-        "supplements": [labelled(s) for s in event.supplements],
-    }
-    if event.amendments:
-        # The ESP's original stays in "report"; the analyst's changes sit beside it.
-        payload["amendments"] = [a.model_dump(mode="json") for a in event.amendments]
-        payload["amended_report"] = amended(event.report, event.amendments).model_dump(
-            mode="json")
     return AgencyNotice(
         kind="referral",
         notice_id=notice_id("referral", event.report_id, agency_id),
@@ -75,12 +82,22 @@ def referral_notice(event: ReportSupplemented, agency_id: str) -> AgencyNotice:
         agency_id=agency_id,
         issued_at=now(),
         priority=event.priority,
-        payload=payload,
+        payload=ReferralPayload(
+            esp_id=event.esp_id if event.source == "esp" else None,
+            source=event.source,  # a provider's report, or one from the public (triaged)
+            report=event.report,  # the ESP's original; the analysts' changes sit beside it
+            files=[referred_file(f) for f in event.report.files],
+            jurisdiction=event.jurisdiction,
+            rules_version=event.rules_version,
+            supplements=[labelled(s) for s in event.supplements],
+            amendments=event.amendments,
+            amended_report=amended(event.report, event.amendments) if event.amendments
+            else None),
     )
 
 
 def correction_notice(
-    report_id: str, agency_id: str, retraction: dict[str, str], priority: Priority
+    report_id: str, agency_id: str, mark: Retract, priority: Priority
 ) -> AgencyNotice:
     return AgencyNotice(
         kind="correction",
@@ -89,13 +106,10 @@ def correction_notice(
         agency_id=agency_id,
         issued_at=now(),
         priority=priority,
-        payload={
-            "action": "retracted",
-            "corrects_notice_id": notice_id("referral", report_id, agency_id),
-            "reason": retraction.get("reason", ""),
-            "requested_by": retraction.get("by", ""),
-            "retracted_at": retraction.get("at", ""),
-        },
+        payload=CorrectionPayload(
+            corrects_notice_id=notice_id("referral", report_id, agency_id),
+            reason=mark.reason, requested_by=mark.by,
+            retracted_at=datetime.fromisoformat(mark.at)),
     )
 
 
@@ -103,14 +117,6 @@ def amendment_notice(
     report_id: str, agency_id: str, version: int, change: Change, priority: Priority
 ) -> AgencyNotice:
     """Amendment `version` of a referred report: one changed field or one new supplement."""
-    payload: dict[str, Any] = {
-        "version": version,
-        "amends_notice_id": notice_id("referral", report_id, agency_id),
-    }
-    if change.supplement is not None:
-        payload["supplement"] = labelled(change.supplement)
-    elif change.amendment is not None:
-        payload["amendment"] = change.amendment.model_dump(mode="json")
     return AgencyNotice(
         kind="amendment",
         notice_id=notice_id("amendment", report_id, agency_id, str(version)),
@@ -118,7 +124,11 @@ def amendment_notice(
         agency_id=agency_id,
         issued_at=now(),
         priority=priority,
-        payload=payload,
+        payload=AmendmentPayload(
+            version=version,
+            amends_notice_id=notice_id("referral", report_id, agency_id),
+            supplement=labelled(change.supplement) if change.supplement else None,
+            amendment=change.amendment),
     )
 
 
@@ -126,88 +136,36 @@ def signed(notice: AgencyNotice, signer: Signer) -> AgencyNotice:
     return AgencyNotice.model_validate_json(signer.sign_json(notice.model_dump(mode="json")))
 
 
-def encoded(notice: AgencyNotice, signer: Signer | None) -> bytes:
+def encoded(notice: AgencyNotice, signer: Signer | None) -> Encoded:
     """The notice as it goes out: signed when a signer is given."""
     if signer is None:
-        return notice.model_dump_json().encode()
-    return signer.sign_json(notice.model_dump(mode="json"))
+        return Encoded(notice, notice.model_dump_json().encode())
+    return Encoded(notice, signer.sign_json(notice.model_dump(mode="json")))
 
 
-async def send(
-    publish: Publisher, notices: Iterable[AgencyNotice], dispatch: Dispatch = UNSIGNED,
-    then: Iterable[Item] = (),
-) -> list[AgencyNotice]:
-    """Sign, track, then publish notices keyed by report id, and the records `then` after
-    them, all in flight together; returns the notices (as built: their signed bodies went out)
-    once the broker acknowledged every one."""
-    out = [(n, encoded(n, dispatch.signer)) for n in notices]
-    if dispatch.outbox is not None:
-        # Tracked before the first send: if this process dies now, the re-send loop sends it.
-        await dispatch.outbox.track(*((n, body) for n, body in out if n.kind in TRACKED_KINDS))
-    await publish.send([*((body, agency_topic(n.agency_id), n.report_id) for n, body in out),
-                        *then])
-    return [n for n, _ in out]
+DELIVERED = {"referral": Kind.REFERRAL_DELIVERED, "correction": Kind.CORRECTION_DELIVERED,
+             "amendment": Kind.AMENDMENT_DELIVERED}
 
 
-async def send_corrections(
-    publish: Publisher,
-    ledger: Ledger,
-    timeline: Recorder,
-    owed: Mapping[str, tuple[list[str], Priority]],
-    dispatch: Dispatch = UNSIGNED,
-    marks: Mapping[str, dict[str, str] | None] | None = None,
-) -> None:
-    """Correct each agency that got the referral of a retracted report (report id -> the
-    agencies owed and the report's priority), and record it. `marks`: each report's retraction
-    mark, when the caller read it already (else it is read from the ledger)."""
-    owed = {r: (agencies, priority) for r, (agencies, priority) in owed.items() if agencies}
-    if not owed:
-        return
-    if marks is None:
-        marks = await ledger.retractions(list(owed))
-    notices = [correction_notice(r, a, marks[r] or {}, priority)
-               for r, (agencies, priority) in owed.items() for a in agencies]
-    # The facts go in the notices' own send, after them (as a referral's): a send that fails is
-    # made again whole, so a fact never outlives a correction not delivered.
-    await timeline.record_many(_facts(notices, Kind.CORRECTION_DELIVERED))
-    await send(publish, notices, dispatch)
-    # Recorded once delivered: a correction not confirmed is only sent again (by notice id).
-    await publish.once_delivered(lambda: ledger.confirm_corrections(
-        {r: agencies for r, (agencies, _) in owed.items()}))
-
-
-async def send_amendments(
-    publish: Publisher,
-    timeline: Recorder,
-    owed: Mapping[str, tuple[list[str], list[tuple[int, str]], Priority]],
-    dispatch: Dispatch = UNSIGNED,
-) -> None:
-    """Send amendments (report id -> agencies whose referral was delivered, the (version, JSON
-    change) pairs, the priority), then record them."""
-    notices = [
-        amendment_notice(report_id, agency, version, Change.model_validate_json(change),
-                         priority)
-        for report_id, (agencies, changes, priority) in owed.items()
-        for agency in agencies
-        for version, change in changes
-    ]
-    if notices:
-        await send(publish, notices, dispatch)
-        await timeline.record_many(_facts(notices, what=Kind.AMENDMENT_DELIVERED))
-
-
-def _facts(notices: list[AgencyNotice], what: Kind) -> dict[str, list[Fact]]:
-    """The timeline facts of delivered notices."""
+def delivered(sent: Iterable[AgencyNotice]) -> dict[str, list[Fact]]:
+    """The timeline facts of notices sent, by report: each under its notice id (a repeat is one
+    fact); a referral moves its report's status to referred."""
     facts: dict[str, list[Fact]] = {}
-    for n in notices:
-        detail: dict[str, Any] = {"agency": n.agency_id, "notice_id": n.notice_id}
-        if "version" in n.payload:
-            detail["version"] = n.payload["version"]
-        facts.setdefault(n.report_id, []).append(Fact(n.notice_id, what, detail=detail))
+    for n in sent:
+        detail: dict[str, JsonValue] = {"agency": n.agency_id}
+        if n.kind == "referral":
+            detail["priority"] = n.priority.name.lower()
+        else:
+            detail["notice_id"] = n.notice_id
+        if n.payload.kind == "amendment":
+            detail["version"] = n.payload.version
+        facts.setdefault(n.report_id, []).append(Fact(
+            n.notice_id, DELIVERED[n.kind], "referred" if n.kind == "referral" else None,
+            detail))
     return facts
 
 
-def summary(notice: AgencyNotice) -> dict[str, Any]:
+def summary(notice: AgencyNotice) -> dict[str, str]:
     """The fields of a notice that are safe to log (no report content)."""
     return {"kind": notice.kind, "notice_id": notice.notice_id, "report_id": notice.report_id,
             "agency_id": notice.agency_id}

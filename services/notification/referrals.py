@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from shared.contracts import Priority
+from shared.contracts import Priority, Retractor, RetractReport
 
 
 class AgencyState(StrEnum):
@@ -96,7 +96,7 @@ class Claim:
 @dataclass(frozen=True)
 class Confirmed:
     owed_correction: list[str]  # retracted while the referral was in flight
-    amendments: list[tuple[int, str]]  # every amendment after release: (version, JSON), in order
+    amendments: list["Amend"]  # every amendment after release, in version order
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class Retraction:
     first: bool
     to_correct: list[str]
     # Read in the same step for the corrections to carry; not part of the state machine.
-    mark: dict[str, str] = field(default_factory=dict, compare=False)
+    mark: "Retract | None" = field(default=None, compare=False)
     priority: Priority = field(default=Priority.NORMAL, compare=False)
 
 
@@ -120,6 +120,7 @@ class Amended:
 @dataclass(frozen=True)
 class ClaimAgencies:
     agencies: tuple[str, ...]
+    priority: Priority = Priority.NORMAL  # the report's, kept from its first claim
 
 
 @dataclass(frozen=True)
@@ -129,10 +130,17 @@ class ConfirmReferrals:
 
 @dataclass(frozen=True)
 class Retract:
+    """A retraction's mark: when (ISO 8601), by whom (esp, analyst, system), who, why."""
+
     at: str
-    by: str
+    by: Retractor
     actor: str
     reason: str
+
+    @classmethod
+    def of(cls, command: RetractReport) -> "Retract":
+        return cls(command.requested_at.isoformat(), command.requested_by, command.actor,
+                   command.reason)
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,7 @@ class Referrals:
     agencies: Mapping[str, AgencyState] = field(default_factory=dict)
     retraction: Retract | None = None  # the first retraction's mark; never removed
     amendments: Mapping[int, str] = field(default_factory=dict)  # version -> JSON
+    priority: Priority | None = None  # kept from the first claim, for the corrections
 
     @property
     def retracted(self) -> bool:
@@ -177,20 +186,25 @@ def apply(ledger: Referrals, command: Command) -> tuple[Referrals, Effect]:
     """One ledger step for one report: its next state and what the step answers."""
     S, E = AgencyState, AgencyEvent
     match command:
-        case ClaimAgencies(agencies):
+        case ClaimAgencies(agencies, priority):
             after = ledger._moved(E.CLAIM, agencies)
+            if after.priority is None:
+                after = replace(after, priority=priority)
             return after, Claim(after.retracted, after._in(S.REFERRING),
                                 after._in(S.CORRECTING_AFTER_REFERRAL))
         case ConfirmReferrals(agencies):
             after = ledger._moved(E.CONFIRM_REFERRAL, agencies)
             owed = [a for a in agencies
                     if after.agencies.get(a) is S.CORRECTING_AFTER_REFERRAL]
-            return after, Confirmed(owed, sorted(after.amendments.items()))
+            return after, Confirmed(owed, [Amend(v, a) for v, a in sorted(
+                after.amendments.items())])
         case Retract():
             first = ledger.retraction is None
             after = replace(ledger, retraction=command if first else ledger.retraction)
             after = after._moved(E.RETRACT)
-            return after, Retraction(first, after._in(S.CORRECTING))
+            return after, Retraction(first, after._in(S.CORRECTING), after.retraction,
+                                     Priority.NORMAL if after.priority is None
+                                     else after.priority)
         case ConfirmCorrections(agencies):
             return ledger._moved(E.CONFIRM_CORRECTION, agencies), None
         case Amend(version, amendment):

@@ -2,9 +2,9 @@
 
 from faststream import FastStream
 
+from services.notification.awaiting import AwaitingAcknowledgement
+from services.notification.flow import NotificationFlow
 from services.notification.ledger import Ledger
-from services.notification.notices import Dispatch
-from services.notification.outbox import Outbox
 from services.referral.handlers import register
 from shared.batches import Publisher
 from shared.facts import Facts
@@ -17,7 +17,8 @@ from shared.store import connect
 def create_app(settings: Settings) -> FastStream:
     broker = make_broker(settings, "referral", transactional=True)
     redis = connect(settings)
-    outbox = Outbox(redis, settings.tipline_ack_timeout_s)
-    dispatch = Dispatch(Signer(settings.tipline_keys_dir), outbox)
-    register(broker, Ledger(redis), Facts(Publisher(broker)), dispatch)
+    publish = Publisher(broker)
+    register(broker, NotificationFlow(
+        publish, Ledger(redis), Facts(publish), Signer(settings.tipline_keys_dir),
+        AwaitingAcknowledgement(redis, settings.tipline_ack_timeout_s)))
     return FastStream(broker, on_shutdown=[redis.aclose])

@@ -4,10 +4,9 @@ import asyncio
 
 from faststream import FastStream
 
+from services.notification.awaiting import AwaitingAcknowledgement
+from services.notification.flow import NotificationFlow
 from services.notification.ledger import Ledger
-from services.notification.notices import Dispatch
-from services.notification.outbox import Outbox
-from services.retraction.acks import follow_acks
 from services.retraction.handlers import register
 from shared.batches import Publisher
 from shared.facts import Facts
@@ -21,14 +20,16 @@ from shared.store import connect
 def create_app(settings: Settings) -> FastStream:
     broker = make_broker(settings, "retraction", transactional=True)
     redis = connect(settings)
-    timeline = Facts(Publisher(broker))
-    outbox = Outbox(redis, settings.tipline_ack_timeout_s)
-    dispatch = Dispatch(Signer(settings.tipline_keys_dir), outbox)
-    register(broker, settings, Ledger(redis), timeline, dispatch)
+    publish = Publisher(broker)
+    flow = NotificationFlow(publish, Ledger(redis), Facts(publish),
+                            Signer(settings.tipline_keys_dir),
+                            AwaitingAcknowledgement(redis, settings.tipline_ack_timeout_s))
+    register(broker, settings, flow)
     tasks: list[asyncio.Task[None]] = []
 
     async def start_following() -> None:
-        tasks.append(asyncio.create_task(follow_acks(broker, outbox, timeline, settings)))
+        tasks.append(asyncio.create_task(flow.follow_acks(
+            settings.tipline_max_resends, settings.tipline_resend_tick_s)))
 
     async def stop_following() -> None:
         await cancel(*tasks)

@@ -4,6 +4,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import JsonValue
+
 from services.supplementation.casefile import Case, CaseFiles
 from services.supplementation.jurisdiction import LiveRules, RoutingRules, priority_of, resolve
 from shared import topics
@@ -52,7 +54,7 @@ class Releaser:
         events = [supplemented(r, c, c.routing or routed[r]) for r, c in cases.items()]
         told = {e.report_id: [Fact(
             e.event_id, Kind.SUPPLEMENTED, "supplemented", {
-                "agencies": e.agencies, "jurisdiction": e.jurisdiction,
+                "agencies": list[JsonValue](e.agencies), "jurisdiction": e.jurisdiction,
                 "priority": e.priority.name.lower(), "rules_version": e.rules_version,
                 "supplements": len(e.supplements), "amendments": len(e.amendments),
             })] for e in events}

@@ -1,11 +1,13 @@
 """Generated documents match the code: AsyncAPI, OpenAPI and the routing ConfigMap."""
 
 import json
+from typing import Any
 
 import jsonschema
 import yaml
 
 from shared.agencies import load_agencies
+from shared.contracts import AmendmentPayload, CorrectionPayload, ReferralPayload
 from shared.settings import Settings
 from shared.topics import AGENCY_PREFIX, agency_of_topic
 from shared.topology import topic_names
@@ -43,3 +45,29 @@ def test_asyncapi_document_is_valid_asyncapi_3() -> None:
     errors = [f"{'/'.join(map(str, e.path))}: {e.message[:200]}"
               for e in validator.iter_errors(document)]
     assert not errors, "\n".join(errors[:10])
+
+
+def test_asyncapi_shows_every_field_of_every_notice_kind() -> None:
+    """An agency integrator reads what each notice carries from the AsyncAPI document alone:
+    each kind's payload with all its fields, down to each file's fileViewedByEsp."""
+    document = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
+    schemas = document["components"]["schemas"]
+
+    def resolved(node: dict[str, Any]) -> dict[str, Any]:
+        return schemas[node["$ref"].rsplit("/", 1)[1]] if "$ref" in node else node
+
+    (channel,) = (c for c in document["channels"].values()
+                  if c["address"] == AGENCY_PREFIX + "{agency_id}")
+    (message,) = channel["messages"].values()
+    notice = resolved(resolved(document["components"]["messages"][
+        message["$ref"].rsplit("/", 1)[1].replace("%7B", "{").replace("%7D", "}")])["payload"])
+    payload = notice["properties"]["payload"]
+    assert payload["discriminator"] == "kind"
+    kinds = {resolved(p)["properties"]["kind"]["const"]: resolved(p) for p in payload["oneOf"]}
+    models = {"referral": ReferralPayload, "correction": CorrectionPayload,
+              "amendment": AmendmentPayload}
+    assert set(kinds) == set(models)
+    for kind, model in models.items():
+        assert set(kinds[kind]["properties"]) == set(model.model_fields), kind
+    files = resolved(kinds["referral"]["properties"]["files"]["items"])["properties"]
+    assert {"fileViewedByEsp", "industryClassification", "sha256"} <= set(files)

@@ -27,9 +27,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.intake.esps import EspRegistry
+from services.notification.awaiting import AwaitingAcknowledgement
 from services.notification.ledger import Ledger
 from services.notification.notices import notice_id
-from services.notification.outbox import Outbox
 from shared import topics
 from shared.analysts import AnalystDirectory
 from shared.contracts import (
@@ -172,7 +172,7 @@ async def test_the_esp_is_told_nothing_of_analysts_agencies_or_outcomes(
             retract = await esp.post("/ispws/retract", data={"id": report_id, "reason": "ours"})
             assert retract.status_code == 200, retract.text
             await until(lambda: _kinds(got, report_id, agencies, "correction"), "corrections")
-            outbox = Outbox(connect(settings_of), 60)
+            outbox = AwaitingAcknowledgement(connect(settings_of), 60)
 
             async def all_acked() -> bool:
                 states = await outbox.states(report_id)

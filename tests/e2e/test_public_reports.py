@@ -195,8 +195,9 @@ async def test_a_public_report_is_held_released_referred_then_retracted_and_corr
     await until(lambda: following.of(report_id, "referral") == set(agencies), "the referrals",
                 60)
     referral = next(n for n in following.got if n.report_id == report_id)
-    assert (referral.payload["source"], referral.payload["esp_id"]) == ("public", None)
-    assert referral.payload["report"]["urls"] == ["https://chat.example.test/r/1"]
+    assert referral.payload.kind == "referral"
+    assert (referral.payload.source, referral.payload.esp_id) == ("public", None)
+    assert referral.payload.report.urls == ["https://chat.example.test/r/1"]
     assert not await in_triage(analyst, report_id)
 
     retracted = await analyst.post(f"/reports/{report_id}/retract",
@@ -206,8 +207,9 @@ async def test_a_public_report_is_held_released_referred_then_retracted_and_corr
                 "the corrections", 60)
     for notice in (n for n in following.got if n.report_id == report_id
                    and n.kind == "correction"):
-        assert notice.payload["requested_by"] == "analyst"
-        assert notice.payload["corrects_notice_id"] == next(
+        assert notice.payload.kind == "correction"
+        assert notice.payload.requested_by == "analyst"
+        assert notice.payload.corrects_notice_id == next(
             n.notice_id for n in following.got if n.report_id == report_id
             and n.kind == "referral" and n.agency_id == notice.agency_id)
 

@@ -16,9 +16,10 @@ from redis.asyncio import Redis
 
 from services.intake.timeline import Timeline
 from services.notification import notices
+from services.notification.awaiting import AwaitingAcknowledgement
+from services.notification.flow import NotificationFlow
 from services.notification.ledger import Ledger
-from services.notification.outbox import Outbox
-from services.retraction.acks import follow_acks, on_response
+from services.notification.referrals import ClaimAgencies, Retract
 from shared.agencies import AgencyRegistry
 from shared.batches import Poison, Publisher
 from shared.contracts import (
@@ -61,8 +62,11 @@ async def running(*coroutines: object) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, ledger: Ledger,
-                    timeline: Timeline, registry: AgencyRegistry) -> None:
+MARK = Retract("2026-01-01T00:00:00+00:00", "esp", "esp-1", "synthetic")
+
+
+async def feed_acks(settings: Settings, report_id: str, flow: NotificationFlow,
+                    registry: AgencyRegistry) -> None:
     """What the retraction service's ack subscriber does, for this report's responses."""
     consumer = AIOKafkaConsumer(
         AGENCY_ACKS, bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -74,7 +78,7 @@ async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, ledger: 
             response = AgencyResponse.model_validate_json(record.value)
             if response.report_id == report_id:
                 with contextlib.suppress(Poison):  # refused: the service dead-letters it
-                    await on_response(outbox, ledger, timeline, response, registry)
+                    await flow.acknowledge(response, registry)
     finally:
         await consumer.stop()
 
@@ -82,7 +86,7 @@ async def feed_acks(settings: Settings, report_id: str, outbox: Outbox, ledger: 
 async def referred(redis: Redis, report_id: str, agencies: list[str]) -> Ledger:
     """The ledger, once the report's referral to these agencies was delivered."""
     ledger = Ledger(redis)
-    await ledger.claim({report_id: (agencies, Priority.HIGH)})
+    await ledger.claim({report_id: ClaimAgencies(tuple(agencies), Priority.HIGH)})
     await ledger.confirm_referrals({report_id: agencies})
     return ledger
 
@@ -100,11 +104,14 @@ async def test_unacked_corrections_are_resent_then_escalated(
 ) -> None:
     broker = make_broker(local, "retraction")
     await broker.connect()
-    outbox, timeline = Outbox(redis, local.tipline_ack_timeout_s), Timeline(redis)
+    outbox = AwaitingAcknowledgement(redis, local.tipline_ack_timeout_s)
+    timeline = Timeline(redis)
     report_id = f"ack-{uuid.uuid4().hex}"
     acking, silent, forger = agency_ids(3)
     ledger = await referred(redis, report_id, [acking, silent, forger])
     routing, signers = registered(tmp_path, [acking, silent, forger])
+    flow = NotificationFlow(Publisher(broker), ledger, timeline, Signer(local.tipline_keys_dir),
+                            outbox)
     got_acking: list[AgencyNotice] = []
     got_silent: list[AgencyNotice] = []
     got_forger: list[AgencyNotice] = []
@@ -114,15 +121,13 @@ async def test_unacked_corrections_are_resent_then_escalated(
     forging = AgencyClient(local, forger)
     async with running(
         loud.collect(got_acking), quiet.collect(got_silent), forging.collect(got_forger),
-        feed_acks(local, report_id, outbox, ledger, timeline, AgencyRegistry(routing)),
-        follow_acks(broker, outbox, timeline, local),
+        feed_acks(local, report_id, flow, AgencyRegistry(routing)),
+        flow.follow_acks(local.tipline_max_resends, local.tipline_resend_tick_s),
     ):
         for client in (loud, quiet, forging):
             await client.ready()
-        sent = await notices.send(Publisher(broker), [
-            notices.correction_notice(report_id, a, {"reason": "synthetic"}, Priority.HIGH)
-            for a in (acking, silent, forger)
-        ], notices.Dispatch(Signer(local.tipline_keys_dir), outbox))
+        sent = await flow.send([notices.correction_notice(report_id, a, MARK, Priority.HIGH)
+                                for a in (acking, silent, forger)])
 
         async def settled() -> bool:
             fields = await timeline.fields(report_id)
@@ -171,7 +176,7 @@ async def test_the_client_refuses_tampered_and_unsigned_notices(local: Settings)
     client, got = AgencyClient(local, agency, auto_ack=False), []
     async with running(client.collect(got)):
         await until(lambda: len(got) + len(client.refused) >= 4)
-    assert [n.payload["version"] for n in got] == [3]
+    assert [(n.kind, n.payload.model_dump().get("version")) for n in got] == [("amendment", 3)]
     reasons = [reason for _, reason in client.refused]
     assert reasons[0].startswith("bad signature: signature does not match")
     assert reasons[1] == "bad signature: not signed"
@@ -192,7 +197,7 @@ async def test_a_restarted_client_hands_over_no_old_notice(local: Settings, tmp_
             rules_version="v"), agency), signer)
 
     def correction(report_id: str) -> AgencyNotice:
-        return notices.signed(notices.correction_notice(report_id, agency, {"reason": "x"},
+        return notices.signed(notices.correction_notice(report_id, agency, MARK,
                                                         Priority.NORMAL), signer)
 
     async def publish(*sent: AgencyNotice) -> None:
@@ -229,20 +234,22 @@ def signed(response: AgencyResponse, signer: Signer | None) -> AgencyResponse:
 async def test_outcomes_show_in_the_timeline_and_foreign_acks_are_refused(
     local: Settings, redis: Redis, tmp_path: Path
 ) -> None:
-    outbox, timeline = Outbox(redis, 60), Timeline(redis)
+    outbox, timeline = AwaitingAcknowledgement(redis, 60), Timeline(redis)
     report_id = f"out-{uuid.uuid4().hex}"
     mine, other, stranger = agency_ids(3)
     routing, signers = registered(tmp_path, [mine, other, stranger])
     registry = AgencyRegistry(routing)
     ledger = await referred(redis, report_id, [mine, other])
-    correction = notices.correction_notice(report_id, mine, {}, Priority.NORMAL)
-    await outbox.track((correction, correction.model_dump_json().encode()))
+    flow = NotificationFlow(Publisher(make_broker(local, "retraction")), ledger, timeline,
+                            awaiting=outbox)
+    correction = notices.correction_notice(report_id, mine, MARK, Priority.NORMAL)
+    await outbox.track([notices.encoded(correction, None)])
     with pytest.raises(Poison, match="acknowledged a notice sent to"):
-        await on_response(outbox, ledger, timeline, signed(AgencyResponse(
+        await flow.acknowledge(signed(AgencyResponse(
             response_id="r1", agency_id=other, report_id=report_id, kind="ack",
             notice_id=correction.notice_id), signers[other]), registry)
     with pytest.raises(Poison, match="which was not sent to it"):
-        await on_response(outbox, ledger, timeline, signed(AgencyResponse(
+        await flow.acknowledge(signed(AgencyResponse(
             response_id="r3", agency_id=other, report_id=report_id, kind="ack",
             notice_id=notices.notice_id("referral", report_id, mine)), signers[other]), registry)
     # An agency the report never went to answers for nothing: no outcome, no ack.
@@ -250,10 +257,10 @@ async def test_outcomes_show_in_the_timeline_and_foreign_acks_are_refused(
                         ("ack", {"notice_id": notices.notice_id("referral", report_id,
                                                                 stranger)})):
         with pytest.raises(Poison, match=f"{stranger} never received report"):
-            await on_response(outbox, ledger, timeline, signed(AgencyResponse(
+            await flow.acknowledge(signed(AgencyResponse(
                 response_id=f"r-{kind}", agency_id=stranger, report_id=report_id, kind=kind,
                 **extra), signers[stranger]), registry)
-    fact = await on_response(outbox, ledger, timeline, signed(AgencyResponse(
+    fact = await flow.acknowledge(signed(AgencyResponse(
         response_id="r2", agency_id=mine, report_id=report_id, kind="outcome",
         outcome="investigating", text="synthetic note"), signers[mine]), registry)
     assert isinstance(fact, OutcomeReported) and fact.outcome == "investigating"
@@ -270,9 +277,11 @@ async def test_only_acks_signed_by_a_registered_key_count(
     routing, signers = registered(tmp_path, [keyed, keyless], keyless=(keyless,))
     registry, stranger = AgencyRegistry(routing), tmp_path / "stranger"
     ensure_keys(stranger)
-    outbox, timeline = Outbox(redis, 60), Timeline(redis)
+    outbox, timeline = AwaitingAcknowledgement(redis, 60), Timeline(redis)
     report_id = f"signed-{uuid.uuid4().hex}"
     ledger = await referred(redis, report_id, [keyed, keyless])
+    flow = NotificationFlow(Publisher(make_broker(local, "retraction")), ledger, timeline,
+                            awaiting=outbox)
 
     def ack(agency: str, signer: Signer | None) -> AgencyResponse:
         return signed(AgencyResponse(
@@ -288,9 +297,9 @@ async def test_only_acks_signed_by_a_registered_key_count(
     }
     for why, forged in refused.items():
         with pytest.raises(Poison):
-            await on_response(outbox, ledger, timeline, forged, registry)
+            await flow.acknowledge(forged, registry)
             pytest.fail(f"accepted: {why}")
-    fact = await on_response(outbox, ledger, timeline, ack(keyed, signers[keyed]), registry)
+    fact = await flow.acknowledge(ack(keyed, signers[keyed]), registry)
     assert isinstance(fact, NoticeAcknowledged) and fact.agency_id == keyed
     acked = [e["agency"] for e in await timeline.entries(report_id) if e["what"] == "acknowledged"]
     assert acked == [keyed]

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared import topics
 from shared.agencies import load_agencies
-from shared.contracts import AgencyNotice, now
+from shared.contracts import AgencyNotice, ReferralPayload, Report, now
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 from shared.signing import Signer
@@ -22,6 +22,8 @@ from tipline.stack import Stack, routing, signing_keys
 from tipline.status import save_state
 
 CLI = [sys.executable, "-c", "from tipline.cli import main; raise SystemExit(main())"]
+
+REFERRAL = ReferralPayload(esp_id="esp", report=Report(), jurisdiction="TX", rules_version="v")
 
 
 def stack_in(workdir: Path, settings: Settings) -> Stack:
@@ -66,7 +68,8 @@ async def test_agency_tail_follows_the_stacks_broker_and_signs_with_its_key(
     report_id = f"cli-{uuid.uuid4().hex[:10]}"
     notice = Signer(signing_keys(stack)).sign(AgencyNotice(
         kind="referral", notice_id=f"n-{report_id}", report_id=report_id, agency_id=agency,
-        issued_at=now()).model_dump(mode="json"))
+        issued_at=now(),
+        payload=REFERRAL).model_dump(mode="json"))
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:

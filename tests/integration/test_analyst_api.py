@@ -11,10 +11,10 @@ import pytest
 from redis.asyncio import Redis
 
 from services.intake.timeline import Timeline
+from services.notification.awaiting import AwaitingAcknowledgement
+from services.notification.flow import NotificationFlow
 from services.notification.ledger import Ledger
-from services.notification.notices import Dispatch
-from services.notification.outbox import Outbox
-from services.referral.handlers import amend, refer
+from services.notification.referrals import Retract
 from services.supplementation.main import create_app
 from shared import topics
 from shared.analysts import AnalystDirectory
@@ -150,13 +150,14 @@ class Referral:
     """The referral service's steps, driven in this process over the real broker and Redis."""
 
     def __init__(self, api: Api, redis: Redis) -> None:
-        self.publish = Publisher(api.app.broker)  # type: ignore[attr-defined]
         self.ledger, self.timeline = Ledger(redis), Timeline(redis)
-        self.dispatch = Dispatch(Signer(api.settings.tipline_keys_dir),
-                                 Outbox(redis, api.settings.tipline_ack_timeout_s))
+        self.awaiting = AwaitingAcknowledgement(redis, api.settings.tipline_ack_timeout_s)
+        self.flow = NotificationFlow(
+            Publisher(api.app.broker), self.ledger, self.timeline,  # type: ignore[attr-defined]
+            Signer(api.settings.tipline_keys_dir), self.awaiting)
 
     async def refer(self, event: ReportSupplemented) -> None:
-        await refer(self.publish, self.ledger, self.timeline, [event], self.dispatch)
+        await self.flow.refer([event])
 
     async def amend(self, settings: Settings, report_id: str, count: int) -> None:
         """What the analyst API asked for this report (AmendReport), one at a time, in order."""
@@ -164,8 +165,7 @@ class Referral:
             settings, topics.AMENDMENTS_REQUESTED,
             lambda rs: sum(r["report_id"] == report_id for r in rs) >= count)
         for record in (r for r in records if r["report_id"] == report_id):
-            await amend(self.publish, self.ledger, self.timeline,
-                        [AmendReport.model_validate(record)], self.dispatch)
+            await self.flow.amend([AmendReport.model_validate(record)])
 
 
 async def supplemented(api: Api, settings: Settings, report_id: str) -> ReportSupplemented:
@@ -216,7 +216,7 @@ async def test_amendment_after_referral_reaches_every_agency_after_its_referral(
         assert mine[2]["payload"]["amendment"]["previous"] == "TX"
     # Not re-routed: the amendment moved the state, the agencies stay.
     assert sorted(await referral.ledger.states(report_id)) == sorted(api.agencies)
-    acks = await referral.dispatch.outbox.states(report_id)  # type: ignore[union-attr]
+    acks = await referral.awaiting.states(report_id)
     assert len(acks) == 2 * len(api.agencies) and set(acks.values()) == {"awaiting"}
     case = (await api.http.get(f"/v1/analyst/reports/{report_id}")).json()
     assert [sorted(c) for c in case["amendments_after_release"]] == [["supplement"],
@@ -261,9 +261,9 @@ async def test_a_retracted_report_is_not_amended(
         f"/v1/analyst/reports/{report_id}/amendments",
         json={"path": "incident_type", "value": "Child Sex Trafficking", "reason": "late"})
     assert response.status_code == 202
-    await referral.ledger.retract({report_id: (now(), "esp", "esp-test", "r")})
+    await referral.ledger.retract({report_id: Retract(now().isoformat(), "esp", "esp-test", "r")})
     await referral.amend(settings, report_id, 1)
-    assert await referral.dispatch.outbox.states(report_id) == {}  # type: ignore[union-attr]
+    assert await referral.awaiting.states(report_id) == {}
     entries = await referral.timeline.entries(report_id)
     assert "amendment withheld" in [e["what"] for e in entries]
 

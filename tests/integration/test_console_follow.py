@@ -20,13 +20,22 @@ from services.console.store import Store
 from services.console.web import Live
 from shared import topics
 from shared.agencies import AgencyRegistry
-from shared.contracts import AgencyNotice, Report, ReportClosed, ReportValidated, now
+from shared.contracts import (
+    AgencyNotice,
+    ReferralPayload,
+    Report,
+    ReportClosed,
+    ReportValidated,
+    now,
+)
 from shared.kafka import ensure_topics
 from shared.seals import Seals
 from shared.settings import Settings
 from shared.signing import PUBLIC_FILE, Signer, Verifier, ensure_keys
 from tests.integration.agency_helpers import agency_ids, routing_file
 from tests.sealing import send_sealed
+
+REFERRAL = ReferralPayload(esp_id="esp", report=Report(), jurisdiction="TX", rules_version="v")
 
 
 def validated(report_id: str) -> ReportValidated:
@@ -81,11 +90,13 @@ async def test_the_follower_shows_the_genuine_keeps_its_refusals_and_resumes(
                           validated(theirs), theirs)
         signed = Signer(keys).sign(AgencyNotice(
             kind="referral", notice_id=f"n-{genuine}", report_id=genuine, agency_id=agency,
-            issued_at=now()).model_dump(mode="json"))
+            issued_at=now(),
+        payload=REFERRAL).model_dump(mode="json"))
         await producer.send_and_wait(topics.agency_topic(agency), json.dumps(signed).encode(),
                                      key=genuine.encode())
         bare = AgencyNotice(kind="referral", notice_id=f"n-{unsigned}", report_id=unsigned,
-                            agency_id=agency, issued_at=now())
+                            agency_id=agency, issued_at=now(),
+        payload=REFERRAL)
         await producer.send_and_wait(topics.agency_topic(agency),
                                      bare.model_dump_json().encode(), key=unsigned.encode())
 

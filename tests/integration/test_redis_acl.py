@@ -23,11 +23,12 @@ from services.console.sessions import Sessions
 from services.intake.esps import EspRegistry, basic_credentials
 from services.intake.timeline import Timeline
 from services.notification.ledger import Ledger
+from services.notification.referrals import ClaimAgencies
 from services.supplementation.casefile import CaseFiles
 from services.validation.crosscheck import CrossCheck
 from shared import topics
 from shared.analysts import AnalystDirectory
-from shared.contracts import FileInfo, Priority
+from shared.contracts import FileInfo
 from shared.settings import Settings
 from shared.store import Store, connect
 from tests.conftest import users_cluster
@@ -215,7 +216,7 @@ async def supplementation_code(redis: Store, operator: Store, tag: str) -> None:
 
 
 async def notification_code(redis: Store, operator: Store, tag: str) -> None:
-    claims = await Ledger(redis).claim({tag: (["icac-tx"], Priority.NORMAL)})
+    claims = await Ledger(redis).claim({tag: ClaimAgencies(("icac-tx",))})
     assert claims[tag].to_refer == ["icac-tx"]
     await operator.script_flush()  # as after a restart: the scripts are loaded again
     await Ledger(redis).confirm_referrals({tag: ["icac-tx"]})
@@ -292,7 +293,7 @@ async def test_a_scripts_writes_survive_a_restart(tmp_path: Path) -> None:
         reports = [f"acl-{uuid.uuid4().hex[:8]}" for _ in range(5)]
         redis = connect(settings)
         try:  # one script a report: the claim and the priority, two keys, several writes
-            await Ledger(redis).claim({r: (["icac-tx", "icac-ca"], Priority.NORMAL)
+            await Ledger(redis).claim({r: ClaimAgencies(("icac-tx", "icac-ca"))
                                        for r in reports})
             before = {r: await Ledger(redis).states(r) for r in reports}
         finally:

@@ -17,8 +17,8 @@ from pydantic import SecretStr
 from redis.asyncio import RedisCluster
 
 from services.intake.esps import EspRegistry
+from services.notification.awaiting import AwaitingAcknowledgement
 from services.notification.ledger import Ledger
-from services.notification.outbox import Outbox
 from shared.contracts import AgencyNotice
 from shared.settings import Settings
 from shared.signing import Signer
@@ -126,7 +126,7 @@ async def test_reports_flow_end_to_end_over_every_shard(
         draft = field((await http.post("/ispws/submit", content=report_xml(),
                                        headers={"content-type": "text/xml"})).text, "reportId")
         # Where each went, as the operator sees it (the ledger, on the report's shard).
-        ledger, outbox = Ledger(cluster), Outbox(cluster, 60)
+        ledger, outbox = Ledger(cluster), AwaitingAcknowledgement(cluster, 60)
         for report_id in report_ids:
             status = await settle(http, f"/v1/reports/{report_id}", referred)
             assert referred(status), status

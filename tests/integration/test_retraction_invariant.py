@@ -12,6 +12,7 @@ import json
 import random
 import uuid
 from collections import defaultdict
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,9 +22,8 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from services.intake.timeline import Timeline
+from services.notification.flow import NotificationFlow, Recipients
 from services.notification.ledger import Ledger
-from services.referral.handlers import confirm, refer
-from services.retraction.handlers import retract
 from shared.batches import Decoder, Delivery, Publisher
 from shared.contracts import (
     Priority,
@@ -114,7 +114,7 @@ async def one_interleaving(
     ledger = OrderedLedger(redis, order)
     timeline = Timeline(redis)
     broker = RecordingBroker(rng, crash_rate=rng.choice([0.0, 0.2, 0.5]))
-    publish = Publisher(broker)  # type: ignore[arg-type]
+    flow = NotificationFlow(Publisher(broker), ledger, timeline)  # type: ignore[arg-type]
     supplemented = ReportSupplemented(
         event_id=derived_id(report_id, "supplemented"), report_id=report_id, esp_id="esp",
         report=Report(), agencies=agencies, priority=Priority.NORMAL,
@@ -123,8 +123,8 @@ async def one_interleaving(
     command = RetractReport(command_id=derived_id(report_id, "retract"), report_id=report_id,
                             requested_by="esp", actor="esp", reason="test")
     await asyncio.gather(
-        until_done(lambda: refer(publish, ledger, timeline, [supplemented]), rng, start_within_s),
-        until_done(lambda: retract(publish, ledger, timeline, [command]), rng, start_within_s),
+        until_done(lambda: flow.refer([supplemented]), rng, start_within_s),
+        until_done(lambda: flow.retract([command]), rng, start_within_s),
     )
 
     referred = 0
@@ -163,7 +163,7 @@ async def test_redelivery_after_referral_and_retraction_is_not_withheld(redis: R
     report_id = f"redeliver-{uuid.uuid4().hex}"
     ledger, timeline = Ledger(redis), Timeline(redis)
     broker = RecordingBroker(rng, crash_rate=0.0)
-    publish = Publisher(broker)  # type: ignore[arg-type]
+    flow = NotificationFlow(Publisher(broker), ledger, timeline)  # type: ignore[arg-type]
     supplemented = ReportSupplemented(
         event_id=derived_id(report_id, "supplemented"), report_id=report_id, esp_id="esp",
         report=Report(), agencies=["a1", "a2"], priority=Priority.NORMAL,
@@ -171,9 +171,9 @@ async def test_redelivery_after_referral_and_retraction_is_not_withheld(redis: R
     )
     command = RetractReport(command_id=derived_id(report_id, "retract"), report_id=report_id,
                             requested_by="esp", actor="esp", reason="test")
-    assert await refer(publish, ledger, timeline, [supplemented]) == {report_id: ["a1", "a2"]}
-    await retract(publish, ledger, timeline, [command])
-    assert await refer(publish, ledger, timeline, [supplemented]) == {}
+    assert await flow.refer([supplemented]) == {report_id: ["a1", "a2"]}
+    await flow.retract([command])
+    assert await flow.refer([supplemented]) == {}
     whats = {e["what"] for e in await timeline.entries(report_id)}
     assert "referral withheld" not in whats, whats
     assert "referral delivered" in whats
@@ -193,15 +193,16 @@ async def test_a_correction_carries_the_first_retraction_and_the_report_priority
 
     report_id = f"mark-{uuid.uuid4().hex}"
     ledger, timeline = Ledger(redis), Timeline(redis)
-    publish = Publisher(Capturing(random.Random(3), crash_rate=0.0))  # type: ignore[arg-type]
-    await refer(publish, ledger, timeline, [ReportSupplemented(
+    flow = NotificationFlow(Publisher(Capturing(random.Random(3), crash_rate=0.0)),  # type: ignore[arg-type]
+                            ledger, timeline)
+    await flow.refer([ReportSupplemented(
         event_id=derived_id(report_id, "supplemented"), report_id=report_id, esp_id="esp",
         report=Report(), agencies=["a1", "a2"], priority=Priority.IMMINENT,
         jurisdiction="test", rules_version="test")])
     first = RetractReport(command_id=derived_id(report_id, "retract"), report_id=report_id,
                           requested_by="esp", actor="esp-7", reason="duplicate upload")
-    await retract(publish, ledger, timeline, [first])
-    await retract(publish, ledger, timeline, [first.model_copy(update={
+    await flow.retract([first])
+    await flow.retract([first.model_copy(update={
         "command_id": derived_id(report_id, "again"), "requested_by": "analyst",
         "actor": "analyst-1",
         "reason": "something else"})])
@@ -213,7 +214,7 @@ async def test_a_correction_carries_the_first_retraction_and_the_report_priority
         assert correction["priority"] == Priority.IMMINENT.value
         assert correction["payload"]["reason"] == "duplicate upload"
         assert correction["payload"]["requested_by"] == "esp"
-        assert correction["payload"]["retracted_at"] == first.requested_at.isoformat()
+        assert datetime.fromisoformat(correction["payload"]["retracted_at"]) == first.requested_at
     retracted = [v for t, v in sent if t == "tipline.reports.retracted"]
     assert [r["corrected_agencies"] for r in retracted] == [["a1", "a2"], []]
 
@@ -330,21 +331,20 @@ async def one_transactional_interleaving(redis: Redis, rng: random.Random) -> di
 
     async def refer_then_confirm() -> None:
         await asyncio.sleep(rng.random() * 0.002)
-        publish = Publisher(referral)  # type: ignore[arg-type]
-        await until_committed(ReportSupplemented, supplemented, lambda events: refer(
-            publish, ledger, timeline, events, confirm_now=False), referral, rng)
-        confirmations = Publisher(confirmation)  # type: ignore[arg-type]
+        referring = NotificationFlow(Publisher(referral), ledger, timeline)  # type: ignore[arg-type]
+        await until_committed(ReportSupplemented, supplemented, lambda events: referring.refer(
+            events, confirm_now=False), referral, rng)
+        confirming = NotificationFlow(Publisher(confirmation), ledger, timeline)  # type: ignore[arg-type]
         for value in log.topics["tipline.reports.referred"]:  # read back committed
             referred = ReportReferred.model_validate_json(value)
-            await until_committed(ReportReferred, referred, lambda events: confirm(
-                confirmations, ledger, timeline,
-                {e.report_id: (e.agencies, e.priority) for e in events}), confirmation, rng)
+            await until_committed(ReportReferred, referred, lambda events: confirming.confirm(
+                {e.report_id: Recipients(e.agencies, e.priority) for e in events}),
+                confirmation, rng)
 
     async def retract_it() -> None:
         await asyncio.sleep(rng.random() * 0.002)
-        publish = Publisher(retraction)  # type: ignore[arg-type]
-        await until_committed(RetractReport, command, lambda events: retract(
-            publish, ledger, timeline, events), retraction, rng)
+        retracting = NotificationFlow(Publisher(retraction), ledger, timeline)  # type: ignore[arg-type]
+        await until_committed(RetractReport, command, retracting.retract, retraction, rng)
 
     await asyncio.gather(refer_then_confirm(), retract_it())
     referred = 0

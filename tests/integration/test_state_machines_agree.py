@@ -7,7 +7,7 @@ key prefix) an example, removed after it.
 """
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -18,10 +18,10 @@ from services.intake import lifecycle, status
 from services.intake.drafts import Drafts, Pending
 from services.intake.lifecycle import Create, Draft, DraftState
 from services.intake.timeline import Timeline
-from services.notification import referrals
+from services.notification import notices, referrals
 from services.notification.acknowledgements import NoticeEvent, NoticeState, Refused, settle
+from services.notification.awaiting import AwaitingAcknowledgement
 from services.notification.ledger import Ledger
-from services.notification.outbox import Outbox
 from services.notification.referrals import (
     AgencyState,
     Amend,
@@ -35,7 +35,6 @@ from services.supplementation import holds
 from services.supplementation.casefile import TRIAGE, CaseFiles, Kept
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
 from shared.contracts import (
-    AgencyNotice,
     Amendment,
     Fact,
     Priority,
@@ -77,28 +76,29 @@ async def read(redis: Redis, *commands: tuple[str, ...]) -> list[Any]:
 async def through_ledger(ledger: Ledger, report_id: str, command: referrals.Command
                          ) -> referrals.Effect:
     match command:
-        case ClaimAgencies(agencies):
-            return (await ledger.claim({report_id: (list(agencies), Priority.NORMAL)}))[report_id]
+        case ClaimAgencies():
+            return (await ledger.claim({report_id: command}))[report_id]
         case ConfirmReferrals(agencies):
             return (await ledger.confirm_referrals({report_id: list(agencies)}))[report_id]
-        case Retract(at, by, actor, reason):
-            return (await ledger.retract({
-                report_id: (datetime.fromisoformat(at), by, actor, reason)}))[report_id]
+        case Retract():
+            return (await ledger.retract({report_id: command}))[report_id]
         case ConfirmCorrections(agencies):
             await ledger.confirm_corrections({report_id: list(agencies)})
             return None
-        case Amend(version, amendment):
-            return (await ledger.amend({report_id: (version, amendment)}))[report_id]
+        case Amend():
+            return (await ledger.amend({report_id: command}))[report_id]
 
 
 async def ledger_read(redis: Redis, report_id: str) -> Referrals:
-    states, mark, amendments, _ = Ledger._keys(report_id)
-    states, mark, amendments = await read(
-        redis, ("HGETALL", states), ("HGETALL", mark), ("HGETALL", amendments))
+    states, mark, amendments, priority = Ledger._keys(report_id)
+    states, mark, amendments, priority = await read(
+        redis, ("HGETALL", states), ("HGETALL", mark), ("HGETALL", amendments),
+        ("GET", priority))
     return Referrals(
         {a: AgencyState(s) for a, s in states.items()},
         Retract(mark["at"], mark["by"], mark["actor"], mark["reason"]) if mark else None,
-        {int(v): a for v, a in amendments.items()})
+        {int(v): a for v, a in amendments.items()},
+        Priority[priority.upper()] if priority else None)
 
 
 @agree
@@ -197,7 +197,7 @@ async def test_a_later_hop_fetched_first_reads_back_in_the_order_things_happened
 @agree
 @given(st.lists(notice_events, min_size=1, max_size=10))
 async def test_the_ack_script_agrees(redis: Redis, events: list[tuple[str, NoticeEvent]]) -> None:
-    outbox, report_id = Outbox(redis, ack_timeout_s=3600), a_report()
+    outbox, report_id = AwaitingAcknowledgement(redis, ack_timeout_s=3600), a_report()
     model: dict[str, NoticeState] = {}
     try:
         for notice_id, event in events:
@@ -207,9 +207,10 @@ async def test_the_ack_script_agrees(redis: Redis, events: list[tuple[str, Notic
                 model[notice_id] = after
             state = model.get(notice_id, "none")
             if event is NoticeEvent.TRACK:
-                notice = AgencyNotice(kind="correction", notice_id=notice_id,
-                                      report_id=report_id, agency_id="a1", issued_at=now())
-                await outbox.track((notice, notice.model_dump_json().encode()))
+                notice = notices.correction_notice(report_id, "a1", Retract(
+                    now().isoformat(), "esp", "esp-1", "x"), Priority.NORMAL).model_copy(
+                    update={"notice_id": notice_id})
+                await outbox.track([notices.encoded(notice, None)])
             elif event is NoticeEvent.ACKNOWLEDGE:
                 assert await outbox.acknowledge(report_id, notice_id) == state
             else:
@@ -218,7 +219,7 @@ async def test_the_ack_script_agrees(redis: Redis, events: list[tuple[str, Notic
             assert await outbox.states(report_id) == model
     finally:
         await outbox._due.remove(*(f"{report_id}|{n}" for n, _ in events))
-        await redis.delete(*Outbox._keys(report_id))
+        await redis.delete(*AwaitingAcknowledgement._keys(report_id))
 
 
 # --- drafts ------------------------------------------------------------------------------------

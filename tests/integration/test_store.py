@@ -10,7 +10,7 @@ from redis.asyncio import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.notification.ledger import Ledger
-from shared.contracts import Priority
+from services.notification.referrals import ClaimAgencies
 from shared.settings import Settings
 from shared.store import UNSENT_ATTEMPTS, connect
 from tipline.stack import Stack
@@ -30,7 +30,7 @@ async def test_a_script_cache_emptied_under_a_batch_is_filled_again(
     try:
         ledger = Ledger(redis)
         reports = {f"store-{uuid.uuid4().hex[:8]}": ["a1"] for _ in range(12)}
-        await ledger.claim({r: (a, Priority.NORMAL) for r, a in reports.items()})  # scripts loaded
+        await ledger.claim({r: ClaimAgencies(tuple(a)) for r, a in reports.items()})  # loaded
         await redis.script_flush()  # on every primary of a cluster: as after a restart
         await ledger.confirm_referrals(reports)
         for report_id in reports:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.notification.notices import amendment_notice, correction_notice, referral_notice
+from services.notification.referrals import Retract
 from shared.audiences import (
     AGENCY_SEES,
     CONTACT_SUPPLEMENT,
@@ -182,17 +183,18 @@ def supplemented(marker: str) -> ReportSupplemented:
 
 def test_an_agency_finds_what_it_needs_and_no_other_agency() -> None:
     referral = referral_notice(supplemented("MARKER"), "icac-tx")
-    correction = correction_notice("r1", "icac-tx", {"reason": "in error", "by": "esp",
-                                                     "at": "t"}, Priority.HIGH)
+    correction = correction_notice("r1", "icac-tx", Retract(
+        "2026-01-01T00:00:00+00:00", "esp", "esp-1", "in error"), Priority.HIGH)
     change = Change(amendment=supplemented("x").amendments[0])
     amendment = amendment_notice("r1", "icac-tx", 1, change, Priority.HIGH)
     for notice in (referral, correction, amendment):
-        assert set(notice.payload) <= AGENCY_SEES[notice.kind], notice.kind
+        assert set(notice.payload.model_dump()) <= AGENCY_SEES[notice.kind], notice.kind
         assert "icac-ny" not in notice.model_dump_json()  # another agency it went to
     # The report as referred: the ESP's original, analysts' work beside it, labelled.
-    assert set(referral.payload) == AGENCY_SEES["referral"]
-    assert "MARKER" in json.dumps(referral.payload["report"])
-    assert referral.payload["supplements"][0]["label"] == "UNVERIFIED"
+    payload = referral.payload.model_dump(mode="json")
+    assert set(payload) == AGENCY_SEES["referral"]
+    assert "MARKER" in json.dumps(payload["report"])
+    assert payload["supplements"][0]["label"] == "UNVERIFIED"
 
 
 # --- a public reporter's contact details ---------------------------------------------------
@@ -211,11 +213,12 @@ def test_a_public_report_reaches_an_agency_without_its_reporter_unless_shared() 
     event = supplemented("synthetic").model_copy(update={
         "esp_id": PUBLIC_FORM, "source": "public", "supplements": [], "amendments": []})
     plain = referral_notice(event, "icac-tx")
-    assert (plain.payload["source"], plain.payload["esp_id"]) == ("public", None)
+    shown = plain.payload.model_dump()
+    assert (shown["source"], shown["esp_id"]) == ("public", None)
     assert "MARK-name" not in plain.model_dump_json()
     shared = Supplement(supplement_id="c", kind=CONTACT_SUPPLEMENT,
                         content=contact.model_dump(exclude_none=True), source="the reporter",
                         verified=False, analyst_id="analyst-1", added_at=at)
     told = referral_notice(event.model_copy(update={"supplements": [shared]}), "icac-tx")
-    assert told.payload["supplements"][0]["content"]["name"] == "MARK-name"
-    assert set(told.payload) <= AGENCY_SEES["referral"]
+    assert told.payload.model_dump()["supplements"][0]["content"]["name"] == "MARK-name"
+    assert set(told.payload.model_dump()) <= AGENCY_SEES["referral"]

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from services.notification.notices import encoded, signed
-from shared.contracts import AgencyNotice, Priority, now
+from services.notification.notices import encoded, referral_notice, signed
+from shared.contracts import AgencyNotice, Priority, Report, ReportSupplemented, now
 from shared.signing import PUBLIC_FILE, BadSignature, Signer, Verifier, ensure_keys, rotate
 from tests.clock import ManualClock
 
 
 def notice(text: str = "synthetic") -> AgencyNotice:
-    return AgencyNotice(kind="referral", notice_id="n-1", report_id="r-1", agency_id="a",
-                        issued_at=now(), priority=Priority.HIGH, payload={"note": text})
+    return referral_notice(ReportSupplemented(
+        event_id="e", report_id="r-1", esp_id="esp", report=Report(additional_info=text),
+        agencies=["a"], priority=Priority.HIGH, jurisdiction="TX", rules_version="v"), "a")
 
 
 def wire(n: AgencyNotice) -> dict[str, object]:
@@ -34,16 +35,17 @@ def test_the_bytes_that_go_out_verify_and_parse_as_the_model(tmp_path: Path) -> 
     off the topic verifies, with unicode text too, and reads as the notice that was signed."""
     ensure_keys(tmp_path)
     original = notice("synthetic text, accents é and ✓")
-    body = encoded(original, Signer(tmp_path))
+    body = encoded(original, Signer(tmp_path)).body
     doc = json.loads(body)
     assert Verifier(tmp_path / PUBLIC_FILE).verify(doc) == doc["key_id"]
     assert AgencyNotice.model_validate_json(body).model_dump(exclude={"key_id", "signature"}) == \
         original.model_dump(exclude={"key_id", "signature"})
-    assert encoded(original, None) == original.model_dump_json().encode()
+    assert encoded(original, None).body == original.model_dump_json().encode()
 
 
 @pytest.mark.parametrize("field,value", [
-    ("payload", {"note": "altered"}), ("agency_id", "b"), ("priority", 0), ("kind", "correction"),
+    ("payload", {"kind": "referral", "note": "altered"}), ("agency_id", "b"), ("priority", 0),
+    ("kind", "correction"),
     ("key_id", "0000000000000000"),
 ])
 def test_any_altered_field_is_refused(tmp_path: Path, field: str, value: object) -> None:

@@ -9,26 +9,15 @@ report is marked "correction escalated". Per notice the state only moves forward
     awaiting -> acked | escalated
 """
 
-import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client import Counter
-
-from services.notification.acknowledgements import SETTLES_AS, NoticeEvent, NoticeState, escalates
+from services.notification.acknowledgements import SETTLES_AS, NoticeEvent, NoticeState
+from services.notification.notices import Encoded
 from shared.contracts import AgencyNotice
 from shared.schedule import DueIndex
 from shared.store import Store
-
-log = logging.getLogger("tipline.acks")
-
-ESCALATED = Counter(
-    "tipline_corrections_escalated",
-    "Corrections or amendments escalated after the agency never acknowledged them",
-    ["kind", "agency"],
-)
-RESENT = Counter("tipline_notices_resent", "Notices sent again for want of an ack", ["kind"])
 
 DUE = "tipline:acks:due"  # "report_id|notice_id" by when the next step is due
 
@@ -44,10 +33,13 @@ return state or 'none'
 class Due:
     report_id: str
     notice: AgencyNotice
+    body: bytes  # as first sent (signed): a re-send sends these very bytes
     resends: int  # including the one about to happen
 
 
-class Outbox:
+class AwaitingAcknowledgement:
+    """The corrections and amendments sent and not yet acknowledged, in Redis."""
+
     def __init__(self, redis: Store, ack_timeout_s: float) -> None:
         self._redis = redis
         self.ack_timeout_s = ack_timeout_s
@@ -59,16 +51,17 @@ class Outbox:
         tag = f"tipline:{{{report_id}}}"
         return f"{tag}:acks", f"{tag}:notices", f"{tag}:resends"
 
-    async def track(self, *sent: tuple[AgencyNotice, bytes]) -> None:
+    async def track(self, sent: Iterable[Encoded]) -> None:
         """Await an ack for these notices (once: tracking one again changes nothing), each with
         the bytes that go out (signed): a re-send sends those."""
         # One round trip; each step is idempotent, so a crash anywhere is mended by tracking
         # again. A notice acked already gets a due entry that `take_due` drops unsent.
+        sent = list(sent)
         if not sent:
             return
         due = time.time() + self.ack_timeout_s
         async with self._redis.pipeline(transaction=False) as pipe:
-            for notice, body in sent:
+            for notice, body in ((e.notice, e.body) for e in sent):
                 states, stored, _ = self._keys(notice.report_id)
                 pipe.hsetnx(stored, notice.notice_id, body)
                 pipe.hsetnx(states, notice.notice_id, NoticeState.AWAITING)
@@ -89,9 +82,12 @@ class Outbox:
         return str(await self._settle(keys=[self._keys(report_id)[0]],
                                       args=[notice_id, SETTLES_AS[event]]))
 
-    async def tracked(self, report_id: str, notice_id: str) -> AgencyNotice | None:
+    async def tracked(self, report_id: str, notice_id: str) -> Encoded | None:
         raw = await self._redis.hget(self._keys(report_id)[1], notice_id)
-        return AgencyNotice.model_validate_json(raw) if raw else None
+        if not raw:
+            return None
+        body = raw.encode() if isinstance(raw, str) else raw
+        return Encoded(AgencyNotice.model_validate_json(body), body)
 
     async def states(self, report_id: str) -> dict[str, str]:
         states = await self._redis.hgetall(self._keys(report_id)[0])
@@ -110,11 +106,11 @@ class Outbox:
             if await self._redis.hget(states, notice_id) != NoticeState.AWAITING:
                 await self._due.remove(item)
                 continue
-            notice = await self.tracked(report_id, notice_id)
-            if notice is None:
+            sent = await self.tracked(report_id, notice_id)
+            if sent is None:
                 continue
             count = int(await self._redis.hincrby(resends, notice_id, 1))
-            due.append(Due(report_id, notice, count))
+            due.append(Due(report_id, sent.notice, sent.body, count))
         return due
 
     async def escalate(self, report_id: str, notice_id: str) -> bool:
@@ -123,30 +119,3 @@ class Outbox:
         state = await self._settle_as(report_id, notice_id, NoticeEvent.ESCALATE)
         await self._due.remove(f"{report_id}|{notice_id}")
         return before == NoticeState.AWAITING and state == NoticeState.ESCALATED
-
-
-async def resend_overdue(
-    outbox: Outbox,
-    max_resends: int,
-    resend: Callable[[Due], Awaitable[None]],
-    escalated: Callable[[Due], Awaitable[None]],
-) -> int:
-    """One pass: re-send what is overdue, escalate what was re-sent enough. Returns the count."""
-    due = await outbox.take_due()
-    for item in due:
-        if escalates(item.resends, max_resends):
-            # Recorded first (idempotently): if this process dies before the state moves, the
-            # notice is due again and the next pass finishes the escalation.
-            await escalated(item)
-            if await outbox.escalate(item.report_id, item.notice.notice_id):
-                ESCALATED.labels(item.notice.kind, item.notice.agency_id).inc()
-                # The log line names ids only, never report content.
-                log.warning(
-                    "correction escalated: report_id=%s agency_id=%s notice_id=%s kind=%s "
-                    "resends=%d", item.report_id, item.notice.agency_id, item.notice.notice_id,
-                    item.notice.kind, max_resends,
-                )
-        else:
-            RESENT.labels(item.notice.kind).inc()
-            await resend(item)
-    return len(due)
