@@ -6,7 +6,7 @@ subscriber fetching a trickle in few batches."""
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -191,13 +191,15 @@ async def test_a_patient_subscriber_takes_a_trickle_in_few_batches(settings: Set
                                      "tipline_batch_max_records": 500})
     batches: dict[str, list[int]] = {"patient": [], "quick": []}
     brokers = []
+    def counted(kind: str) -> Callable[[list[Step]], Awaitable[None]]:
+        async def on_steps(events: list[Step]) -> None:
+            batches[kind].append(len(events))
+        return on_steps
+
     for kind in batches:
         broker = make_broker(local, "test-delivery", sealed=False)
-
-        @broker.consume(topic, group=f"{group}-{kind}", model=Step, patient=kind == "patient")
-        async def on_steps(events: list[Step], kind: str = kind) -> None:
-            batches[kind].append(len(events))
-
+        broker.consume(topic, group=f"{group}-{kind}", model=Step,
+                       patient=kind == "patient")(counted(kind))
         brokers.append(broker)
     async with running(brokers[0]), running(brokers[1]):
         await produce(local, topic, steps("warm", range(1)))
