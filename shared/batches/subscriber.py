@@ -44,9 +44,11 @@ def consume(
         # Wrapped, so FastStream reads the handler's own name and signature (`list[Model]`) for
         # the AsyncAPI document, as fast_depends unwraps what it is given.
         @functools.wraps(handler)
-        async def on_batch(events: list[M]) -> None:
-            # The message from FastStream's context, not as a `KafkaMessage` parameter: that
-            # one is resolved in a worker thread, a thread hop every batch.
+        async def on_batch(*_: list[M], **__: list[M]) -> None:
+            # FastStream passes the events under the handler's own parameter name; Delivery
+            # takes the Batch they were decoded from, records beside them. The message from
+            # FastStream's context, not as a `KafkaMessage` parameter: that one is resolved in
+            # a worker thread, a thread hop every batch.
             message = broker.context.get_local("message")
             await delivery(message, decoder.take(message), handler)
 

@@ -102,12 +102,12 @@ async def test_order_poison_and_a_transient_failure_on_the_real_broker(
     failing = {"left": 3}  # Redis away for three tries of the batch holding (a, 3)
 
     @broker.consume(topic, group=group, model=Step)
-    async def on_steps(events: list[Step]) -> None:
-        if any((e.report_id, e.n) == ("a", 3) for e in events) and failing["left"]:
+    async def on_steps(steps: list[Step]) -> None:  # the batch under a name of its own
+        if any((e.report_id, e.n) == ("a", 3) for e in steps) and failing["left"]:
             failing["left"] -= 1
             await redis.ping()
             raise ConnectionError("Redis away")
-        handled.extend((e.report_id, e.n) for e in events)
+        handled.extend((e.report_id, e.n) for e in steps)
 
     values = [*steps("a", range(0, 3)), ("a", b"{not json"), *steps("b", range(0, 3)),
               *steps("a", range(3, 6))]
