@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.propagate import inject
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import SpanKind, Tracer, set_span_in_context
 from pydantic import BaseModel
 
 from shared import metrics
@@ -60,11 +60,12 @@ class Publisher:
             key = report_id.encode()
             value = body if isinstance(body, bytes) else body.model_dump_json().encode()
             trace = scope.batch.trace_of(key) if scope is not None else None
-            with tracer.start_as_current_span(f"{topic} publish", context=trace,
-                                              kind=SpanKind.PRODUCER) as span:
-                span.set_attribute("report.id", report_id)
-                carrier: dict[str, str] = {}
-                inject(carrier)
+            # Started and ended, never made current: nothing runs inside it.
+            span = tracer.start_span(f"{topic} publish", context=trace, kind=SpanKind.PRODUCER,
+                                     attributes={"report.id": report_id})
+            carrier: dict[str, str] = {}
+            inject(carrier, context=set_span_in_context(span, trace))
+            span.end()
             # FastStream links a batch span only to records that carry a correlation id.
             carrier["correlation_id"] = str(getattr(body, "event_id", "") or uuid.uuid4())
             headers = [(k, v.encode()) for k, v in carrier.items()]
