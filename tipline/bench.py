@@ -5,6 +5,8 @@ both on one Apache Kafka: `--kafka apache`).
     pipeline has (submitted -> validation -> supplementation -> referral -> agency topic: three
     relays, four topics). A relay reads a batch, decodes and re-encodes each JSON message, sends
     them all, awaits every ack, then commits: the same delivery contract as the services.
+    Beside it the same relays at their best: one partition a topic, fed and sunk by processes
+    of their own, so the bench process timing is no part of the chain.
     The same chain of FastStream relays built with the services' plumbing (make_broker, batch
     delivery, a typed batch handler; no Redis) gives the framework's own ceiling.
 (b) The pipeline: the five services, fed the same number of same-sized messages straight into
