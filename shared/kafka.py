@@ -71,7 +71,7 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
 
 class TiplineBroker(KafkaBroker):
     """The broker of one tipline service: what it publishes on an internal topic is sealed as
-    its own, and `consume` registers batch subscribers (shared/batches.py). A `transactional`
+    its own, and `consume` registers batch subscribers (shared/batches/). A `transactional`
     one (the notice senders) handles each batch in a transaction where the broker offers them
     (KAFKA_TRANSACTIONS)."""
 

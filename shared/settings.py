@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     # send is written once. Transactions: the notice senders (referral, retraction) publish a
     # batch's records and commit its offsets in one transaction, and every consumer reads only
     # committed records, so a notice reaches an agency once even when its sender is killed
-    # mid-batch (shared/batches.py). Transactions imply idempotence.
+    # mid-batch (shared/batches/). Transactions imply idempotence.
     kafka_idempotence: bool = False
     kafka_transactions: bool = False
     # An open transaction of a sender killed without a successor of its own name is aborted
@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     tipline_forwarded_allow_ips: str = ""
 
     # A subscriber handles what one fetch brings, up to this many records, as one batch; it
-    # waits at most this long for a fetch (shared/batches.py).
+    # waits at most this long for a fetch (shared/batches/).
     tipline_batch_max_records: int = 500
     tipline_batch_timeout_ms: int = 5
     # A batch that failed for want of Redis or the broker is fetched again after this pause; a

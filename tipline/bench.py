@@ -5,6 +5,8 @@ both on one Apache Kafka: `--kafka apache`).
     pipeline has (submitted -> validation -> supplementation -> referral -> agency topic: three
     relays, four topics). A relay reads a batch, decodes and re-encodes each JSON message, sends
     them all, awaits every ack, then commits: the same delivery contract as the services.
+    Beside it the same relays at their best: one partition a topic, fed and sunk by processes
+    of their own, so the bench process timing is no part of the chain.
     The same chain of FastStream relays built with the services' plumbing (make_broker, batch
     delivery, a typed batch handler; no Redis) gives the framework's own ceiling.
 (b) The pipeline: the five services, fed the same number of same-sized messages straight into
@@ -66,7 +68,8 @@ from tipline.watch import NoticeWatch, Tail
 # Three relays between four topics: raw aiokafka ("relay") and FastStream through the services'
 # own plumbing ("fsrelay").
 CHAINS = {"relay": [f"bench.raw.{i}" for i in range(4)],
-          "fsrelay": [f"bench.fs.{i}" for i in range(4)]}
+          "fsrelay": [f"bench.fs.{i}" for i in range(4)],
+          "ceiling": [f"bench.ceiling.{i}" for i in range(4)]}
 FANOUT_AGENCIES = [f"bench-{i:02d}" for i in range(1, 51)]
 FANOUT_COUNTRY = "ZZ"  # a user-assigned ISO code: routed to all 50 bench agencies
 ONE_AGENCY_PLACE = PLACES[0]  # US/CA: one referral a report, like one message out of the chain
@@ -366,6 +369,106 @@ async def _stage_chain(settings: Settings, stack: Stack, plan: Plan, run: str, k
         stack.retire(relays)  # out of the way of what comes next
 
 
+# --- The honest ceiling: the raw relays with nothing of the bench in their way ----------------
+# The same relay code as the raw chain, but every topic of one partition, and the feeder and the
+# sink each a process of their own (`python -m tipline.bench ceiling-feed|ceiling-sink ...`):
+# the bench process timing while it feeds and sinks is then no part of the chain.
+CEILING_PARTITIONS = 1
+
+async def ceiling_sink(settings: Settings, topic: str, prefix: str, count: int, out: Path,
+                       timeout_s: float = 120.0) -> None:
+    """Arrival times of `count` messages of `prefix` at `topic`'s end, written to `out` (JSON);
+    `out`.ready once positioned, so nothing the feeder sends is missed."""
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=None,
+                                enable_auto_commit=False,
+                                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
+    await consumer.start()
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    await consumer.seek_to_end(tp)
+    await consumer.position(tp)
+    Path(f"{out}.ready").touch()
+    arrived: dict[str, float] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(arrived) < count and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            now = time.monotonic()
+            for records in batches.values():
+                for r in records:
+                    key = r.key.decode() if r.key else ""
+                    if key.startswith(prefix):
+                        arrived.setdefault(key, now)
+    finally:
+        await consumer.stop()
+    out.write_text(json.dumps(arrived))
+
+
+async def ceiling_feed(settings: Settings, topic: str, prefix: str, count: int, rate: float,
+                       out: Path) -> None:
+    """`count` messages of `prefix` into `topic` at `rate` a second (0: as fast as the producer
+    takes them); their send times written to `out` (JSON)."""
+    messages = [submitted(prefix, i, ONE_AGENCY_PLACE) for i in range(count)]
+    producer = producer_for(settings)
+    await producer.start()
+    freeze_startup_objects()
+    sent_at: dict[str, float] = {}
+    try:
+        await feed(producer, topic, messages, rate or None, sent_at)
+    finally:
+        await producer.stop()
+    out.write_text(json.dumps(sent_at))
+
+
+async def driven(stack: Stack, topics_: list[str], prefix: str, count: int,
+                 rate: float) -> tuple[dict[str, float], dict[str, float]]:
+    """Send and arrival times of `count` messages through a chain, fed and sunk by processes of
+    their own."""
+    env = {**stack.env(), **stack.admin_env}
+    sent, arrived = stack.workdir / f"{prefix}.sent", stack.workdir / f"{prefix}.arrived"
+    sink = stack.spawn(f"sink-{prefix}", [sys.executable, "-m", "tipline.bench", "ceiling-sink",
+                                          topics_[-1], prefix, str(count), str(arrived)], env=env)
+    await wait_for(lambda: Path(f"{arrived}.ready").exists() or sink.process.poll() is not None,
+                   30, "the ceiling's sink")
+    feeder = stack.spawn(f"feed-{prefix}", [sys.executable, "-m", "tipline.bench",
+                                            "ceiling-feed", topics_[0], prefix, str(count),
+                                            str(rate), str(sent)], env=env)
+    await asyncio.to_thread(feeder.process.wait)
+    await asyncio.to_thread(sink.process.wait)
+    stack.retire([feeder, sink])
+    return (json.loads(sent.read_text()) if sent.exists() else {},
+            json.loads(arrived.read_text()) if arrived.exists() else {})
+
+
+async def _stage_ceiling(settings: Settings, stack: Stack, plan: Plan, run: str,
+                         on: list[Child]) -> dict[str, Any]:
+    """The raw relays at their best: one partition a topic, feeder and sink out of the bench
+    process. Throughput: `plan.saturate_s` thousand messages offered at once."""
+    names = CHAINS["ceiling"]
+    await ensure_topics(settings, names, partitions=CEILING_PARTITIONS)
+    relays = [stack.spawn(f"ceiling-{i + 1}", [sys.executable, "-m", "tipline.bench", "relay",
+                                               names[i], names[i + 1], f"bench-ceiling-{i + 1}"],
+                          env={**stack.env(), **stack.admin_env})
+              for i in range(3)]
+    try:
+        await driven(stack, names, f"{run}-cwarm", 20, 0)
+        out: dict[str, Any] = {}
+        sent, arrived = await driven(stack, names, f"{run}-clat", int(plan.offered * plan.steady_s),
+                                     plan.offered)
+        out["latency_ms"] = {"offered_per_s": plan.offered,
+                             **percentiles(latencies(sent, arrived)),
+                             "not_arrived": len(sent.keys() - arrived.keys())}
+        meter = CpuMeter(on + relays)
+        count = int(plan.saturate_s * 1000)
+        sent, arrived = await driven(stack, names, f"{run}-ctp", count, 0)
+        elapsed = max(max(arrived.values(), default=0.0) - min(sent.values(), default=0.0), 1e-9)
+        out["throughput_per_s"] = round(len(arrived) / elapsed, 1)
+        out["cpu_ms_per_msg"] = meter.per_message(len(arrived))
+        return out
+    finally:
+        stack.retire(relays)
+
+
 def servers(stack: Stack) -> list[Child]:
     return [c for c in stack.children if is_server(c.name)]
 
@@ -594,7 +697,9 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
                                            "load_avg_at_start": os.getloadavg()},
                                "broker": kafka}
     with Servers(workdir, kafka) as where:
-        say("(a) raw relay chain ...")
+        say("(a) the ceiling: raw relays, one partition, feeder and sink in processes ...")
+        results["ceiling"] = await _ceiling_alone(where, workdir / "ceiling", plan, run)
+        say(f"    {results['ceiling']['throughput_per_s']}/s; raw relay chain ...")
         results["raw"] = await _chain_alone(where, workdir / "raw", plan, run, "relay")
         say(f"    {results['raw']['throughput_per_s']}/s; FastStream relay chain ...")
         results["framework"] = await _chain_alone(where, workdir / "framework", plan, run,
@@ -603,6 +708,8 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
         await _pipeline(where, workdir / "pipeline", plan, run, long_replay_s, profile, results)
     results["ratio"] = round(results["pipeline"]["throughput_per_s"]
                              / results["raw"]["throughput_per_s"], 3)
+    results["ratio_to_ceiling"] = round(results["pipeline"]["throughput_per_s"]
+                                        / results["ceiling"]["throughput_per_s"], 3)
     results["machine"]["load_avg_at_end"] = os.getloadavg()
     return results
 
@@ -654,6 +761,15 @@ async def _chain_alone(where: Servers, workdir: Path, plan: Plan, run: str, kind
         await asyncio.to_thread(stack.stop)
 
 
+async def _ceiling_alone(where: Servers, workdir: Path, plan: Plan, run: str) -> dict[str, Any]:
+    """The ceiling on a broker of its own ("Fair", above)."""
+    stack = where.stage(workdir)
+    try:
+        return await _stage_ceiling(stack.settings(), stack, plan, run, where.servers(stack))
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+
 def _start_profilers(stack: Stack, workdir: Path) -> list[Any]:
     import shutil
     import subprocess
@@ -695,6 +811,7 @@ def render(r: dict[str, Any]) -> str:
         return f"{lat['p50']!s:>8} {lat['p95']!s:>8} {lat['p99']!s:>8} {lat['max']!s:>8}"
 
     raw, pipe, http, fan = r["raw"], r["pipeline"], r["http"], r["fanout"]
+    ceil = r["ceiling"]
     broker = ("one Apache Kafka for both chains" if r.get("broker") == "apache"
               else "each chain on a fresh embedded broker")
     lines = [
@@ -703,6 +820,9 @@ def render(r: dict[str, Any]) -> str:
         f"{'max':>8}  ms",
         f"{'(a) raw aiokafka relay chain (3 relays)':<46} {raw['throughput_per_s']:>9} "
         f"{raw['latency_ms']['offered_per_s']:>9}   {p(raw['latency_ms'])}",
+        f"{'    ceiling: same relays, 1 partition, fed apart':<46} "
+        f"{ceil['throughput_per_s']:>9} {ceil['latency_ms']['offered_per_s']:>9}   "
+        f"{p(ceil['latency_ms'])}",
         f"{'    FastStream relay chain (3 relays, no Redis)':<46} "
         f"{r['framework']['throughput_per_s']:>9}",
         f"{'(b) pipeline, Kafka in -> referral at agency':<46} {pipe['throughput_per_s']:>9} "
@@ -714,14 +834,16 @@ def render(r: dict[str, Any]) -> str:
         f"{'    retraction -> 50 agencies corrected':<46} {'':>9} "
         f"{fan['offered_per_s']:>9}   {p(fan['latency_ms'])}",
         "",
-        f"ratio pipeline/raw throughput = {r['ratio']:.1%}; FastStream chain/raw "
+        f"ratio pipeline/raw throughput = {r['ratio']:.1%}; pipeline/ceiling "
+        f"{r['ratio_to_ceiling']:.1%}; FastStream chain/raw "
         f"{r['framework']['throughput_per_s'] / r['raw']['throughput_per_s']:.1%}   "
         f"(fetch_max_wait_ms {r.get('fetch_max_wait_ms')})",
         f"HTTP: achieved {http['achieved_per_s']}/s, errors {http['errors'] or 'none'}, "
         f"lost {http['lost']}; fan-out lost {fan['lost']}",
         *(f"CPU ms a message, {name}: " + ", ".join(
             f"{k} {v}" for k, v in r[stage]["cpu_ms_per_msg"].items())
-          for name, stage in (("raw chain", "raw"), ("FastStream chain", "framework"),
+          for name, stage in (("ceiling", "ceiling"), ("raw chain", "raw"),
+                              ("FastStream chain", "framework"),
                               ("pipeline", "pipeline"))),
         "GC pauses in the pipeline's latency stage (collections, total ms, over 10 ms): "
         + ", ".join(f"{k} {v['collections']:.0f}/{v['total_ms']}/{v['over_10ms']:.0f}"
@@ -737,7 +859,13 @@ def render(r: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] in (["relay"], ["fsrelay"]):
+    if sys.argv[1:2] == ["ceiling-sink"]:
+        topic, prefix, count, out = sys.argv[2:6]
+        asyncio.run(ceiling_sink(Settings(), topic, prefix, int(count), Path(out)))
+    elif sys.argv[1:2] == ["ceiling-feed"]:
+        topic, prefix, count, rate, out = sys.argv[2:7]
+        asyncio.run(ceiling_feed(Settings(), topic, prefix, int(count), float(rate), Path(out)))
+    elif sys.argv[1:2] in (["relay"], ["fsrelay"]):
         source, target, group = sys.argv[2:5]
         hop = relay if sys.argv[1] == "relay" else faststream_relay
         with contextlib.suppress(KeyboardInterrupt):

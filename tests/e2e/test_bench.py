@@ -14,9 +14,11 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
         capture_output=True, text=True, timeout=280, cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    for line in ("(a) raw aiokafka relay chain", "FastStream relay chain",
+    for line in ("(a) raw aiokafka relay chain", "ceiling: same relays, 1 partition",
+                 "FastStream relay chain",
                  "(b) pipeline, Kafka in -> referral", "HTTP submit -> referral",
                  "retraction -> 50 agencies corrected", "ratio pipeline/raw throughput",
+                 "pipeline/ceiling",
                  "CPU ms a message, pipeline", "GC pauses in the pipeline's latency stage",
                  "peak RSS MB"):
         assert line in run.stdout, run.stdout
@@ -24,7 +26,11 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
     assert result["raw"]["throughput_per_s"] > 0
     assert result["framework"]["throughput_per_s"] > 0
     assert result["pipeline"]["throughput_per_s"] > 0
-    assert result["ratio"] > 0
+    assert result["ratio"] > 0 and result["ratio_to_ceiling"] > 0
+    # The ceiling: the raw relays, every message fed and sunk by processes of their own.
+    assert result["ceiling"]["throughput_per_s"] > 0
+    assert result["ceiling"]["latency_ms"]["not_arrived"] == 0
+    assert {"broker", "ceiling-1", "ceiling-3"} <= result["ceiling"]["cpu_ms_per_msg"].keys()
     for stage in (result["raw"], result["pipeline"]):
         assert {"p50", "p95", "p99", "max"} <= stage["latency_ms"].keys()
     # CPU a message for every process of each chain, the broker's included.

@@ -6,7 +6,7 @@ subscriber fetching a trickle in few batches."""
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -102,12 +102,12 @@ async def test_order_poison_and_a_transient_failure_on_the_real_broker(
     failing = {"left": 3}  # Redis away for three tries of the batch holding (a, 3)
 
     @broker.consume(topic, group=group, model=Step)
-    async def on_steps(events: list[Step]) -> None:
-        if any((e.report_id, e.n) == ("a", 3) for e in events) and failing["left"]:
+    async def on_steps(steps: list[Step]) -> None:  # the batch under a name of its own
+        if any((e.report_id, e.n) == ("a", 3) for e in steps) and failing["left"]:
             failing["left"] -= 1
             await redis.ping()
             raise ConnectionError("Redis away")
-        handled.extend((e.report_id, e.n) for e in events)
+        handled.extend((e.report_id, e.n) for e in steps)
 
     values = [*steps("a", range(0, 3)), ("a", b"{not json"), *steps("b", range(0, 3)),
               *steps("a", range(3, 6))]
@@ -195,13 +195,15 @@ async def test_a_patient_subscriber_takes_a_trickle_in_few_batches(settings: Set
                                      "tipline_batch_max_records": 500})
     batches: dict[str, list[int]] = {"patient": [], "quick": []}
     brokers = []
+    def counted(kind: str) -> Callable[[list[Step]], Awaitable[None]]:
+        async def on_steps(events: list[Step]) -> None:
+            batches[kind].append(len(events))
+        return on_steps
+
     for kind in batches:
         broker = make_broker(local, "test-delivery", sealed=False)
-
-        @broker.consume(topic, group=f"{group}-{kind}", model=Step, patient=kind == "patient")
-        async def on_steps(events: list[Step], kind: str = kind) -> None:
-            batches[kind].append(len(events))
-
+        broker.consume(topic, group=f"{group}-{kind}", model=Step,
+                       patient=kind == "patient")(counted(kind))
         brokers.append(broker)
     async with running(brokers[0]), running(brokers[1]):
         await produce(local, topic, steps("warm", range(1)))

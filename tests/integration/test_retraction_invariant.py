@@ -305,9 +305,10 @@ async def until_committed(model: type[BaseModel], body: BaseModel, handler: Any,
                         letters=Publisher(transaction))  # type: ignore[arg-type]
     for _ in range(500):
         message = SimpleNamespace(raw_message=(record,), consumer=Consumer())
-        events = await Decoder(model, seals=None)(message)  # type: ignore[arg-type]
+        decoder = Decoder(model, seals=None)
+        await decoder(message)  # type: ignore[arg-type]
         committed = transaction.commits
-        await delivery(message, events, handler)  # type: ignore[arg-type]
+        await delivery(message, decoder.take(message), handler)  # type: ignore[arg-type]
         if transaction.commits > committed:
             return
         await asyncio.sleep(rng.random() * 0.001)

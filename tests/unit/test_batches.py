@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaConnectionError
 from opentelemetry.trace import Tracer
@@ -178,11 +179,12 @@ async def deliver(records: list[ConsumerRecord], handler: Handler,
     subscriber's own, across batches) is given."""
     broker = broker or FakeBroker()
     message = Message(tuple(records), consumer or Consumer())
-    events = await Decoder(Step, seals=None)(message)  # type: ignore[arg-type]
+    decoder = Decoder(Step, seals=None)
+    await decoder(message)  # type: ignore[arg-type]
     letters = Publisher(transactions) if transactions else None  # type: ignore[arg-type]
     delivery = Delivery(broker, SETTINGS, "test", commits,  # type: ignore[arg-type]
                         transactions, letters)  # type: ignore[arg-type]
-    await delivery(message, events, handler)  # type: ignore[arg-type]
+    await delivery(message, decoder.take(message), handler)  # type: ignore[arg-type]
     if commits is None:
         await delivery.commits.drain()
     return message, broker
@@ -430,3 +432,16 @@ async def test_records_this_copy_committed_are_passed_over_when_a_rebalance_brin
                   transactions=transactions)  # fetched again from offset 0
     assert handler.calls == [[("a", 1), ("b", 1)], [("c", 1)]]
     assert transactions.log == ["begin", {0: 2}, "begin", {0: 3}]
+
+
+def test_a_handler_of_more_than_its_batch_is_refused_at_registration() -> None:
+    """Its signature is the subscriber's contract (and the AsyncAPI document's): one list."""
+    from faststream.kafka import KafkaBroker
+
+    from shared.batches import consume
+
+    async def on_steps(events: list[Step], extra: int = 0) -> None: ...
+
+    register = consume(KafkaBroker(), SETTINGS, "test", TOPIC, group="g", model=Step, seals=None)
+    with pytest.raises(TypeError, match="one parameter"):
+        register(on_steps)
