@@ -7,7 +7,7 @@ FastStream makes one consume span a batch, linked to each record's `traceparent`
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from faststream import AckPolicy
@@ -92,16 +92,3 @@ def consumer_options(settings: Settings, group: str, *, patient: bool = False) -
         else "read_uncommitted",
     }
 
-
-def in_rounds(events: Sequence[M], key: Callable[[M], str]) -> list[list[M]]:
-    """The batch in rounds: round n holds each report's n-th event, so a round has at most one
-    event a report and handling the rounds in turn keeps each report's order. (Mostly one.)"""
-    rounds: list[list[M]] = []
-    seen: dict[str, int] = {}
-    for event in events:
-        n = seen.get(key(event), 0)
-        seen[key(event)] = n + 1
-        if n == len(rounds):
-            rounds.append([])
-        rounds[n].append(event)
-    return rounds
