@@ -13,8 +13,10 @@ The client address is the one uvicorn gives (`request.client`): behind a proxy, 
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -24,7 +26,7 @@ from services.intake import publicpages as pages
 from services.intake.forms import Forms
 from services.intake.outcomes import Reason, Refused
 from services.intake.publicform import Filed, read_addition, read_report
-from services.intake.receipts import Problem, Purpose, Tokens
+from services.intake.receipts import Problem, Purpose, Token, Tokens
 from services.intake.reporting import Reporting, Reservation
 from services.intake.throttle import Throttle
 from shared.settings import Settings
@@ -119,27 +121,54 @@ async def stylesheet() -> Response:
                                       "X-Content-Type-Options": "nosniff"})
 
 
-@router.post("")
-async def send_report(request: Request) -> Response:
+@dataclass(frozen=True)
+class Sent:
+    """A form let through: its fields but the token, and the token it came with, checked."""
+
+    form: dict[str, str]
+    values: dict[str, str]
+    token: Token
+    tokens: Tokens
+
+
+class FormPage(Protocol):
+    def __call__(self, token: str, values: Mapping[str, str] | None = None,
+                 errors: pages.Errors | None = None, notice: str | None = None) -> str: ...
+
+
+async def sent_form(request: Request, purpose: Purpose,
+                    page: FormPage) -> Sent | Response:
+    """The throttle, the body and the token, as every public form is taken; a form whose token
+    will not do is shown again (`page`) with what was typed, and a fresh token but for one sent
+    too soon (its time keeps running)."""
     if (refused := throttled(request)) is not None:
         return refused
     form = await read_form(request)
     if isinstance(form, Response):
         return form
-    public, values = door(request), {k: v for k, v in form.items() if k != "token"}
-    tokens = await public.tokens()
-    token = tokens.check(form.get("token", ""), Purpose.REPORT, time.time())
-    if isinstance(token, Problem):  # a fresh form but for too soon: its time keeps running
+    values = {k: v for k, v in form.items() if k != "token"}
+    tokens = await door(request).tokens()
+    token = tokens.check(form.get("token", ""), purpose, time.time())
+    if isinstance(token, Problem):
         again = form.get("token", "") if token is Problem.TOO_SOON else tokens.issue(
-            Purpose.REPORT, time.time())
-        return _html(pages.report_form(again, values, notice=PROBLEMS[token]), 422)
+            purpose, time.time())
+        return _html(page(again, values, notice=PROBLEMS[token]), 422)
+    return Sent(form, values, token, tokens)
+
+
+@router.post("")
+async def send_report(request: Request) -> Response:
+    sent = await sent_form(request, Purpose.REPORT, pages.report_form)
+    if isinstance(sent, Response):
+        return sent
+    public, form, values, token = door(request), sent.form, sent.values, sent.token
     filed = read_report(values, datetime.now(UTC))
     if not isinstance(filed, Filed):
         return _html(pages.report_form(form["token"], values, filed), 422)
     body = hashlib.sha256((filed.report.model_dump_json() + (
         filed.contact.model_dump_json() if filed.contact else "")).encode()).hexdigest()
     first = await public.forms.first_filing(token.nonce, public.reporting.ids.next(), body)
-    code = tokens.code(token.nonce)
+    code = sent.tokens.code(token.nonce)
     made = await public.reporting.file_public(
         filed.report, filed.contact, code, Reservation(first.report_id, Forms.slot(token.nonce)))
     if isinstance(made, Refused):
@@ -159,18 +188,10 @@ async def add_form(request: Request) -> Response:
 
 @router.post("/add")
 async def add_information(request: Request) -> Response:
-    if (refused := throttled(request)) is not None:
-        return refused
-    form = await read_form(request)
-    if isinstance(form, Response):
-        return form
-    public, values = door(request), {k: v for k, v in form.items() if k != "token"}
-    tokens = await public.tokens()
-    token = tokens.check(form.get("token", ""), Purpose.ADD, time.time())
-    if isinstance(token, Problem):
-        again = form.get("token", "") if token is Problem.TOO_SOON else tokens.issue(
-            Purpose.ADD, time.time())
-        return _html(pages.add_form(again, values, notice=PROBLEMS[token]), 422)
+    sent = await sent_form(request, Purpose.ADD, pages.add_form)
+    if isinstance(sent, Response):
+        return sent
+    public, form, values, token = door(request), sent.form, sent.values, sent.token
     addition = read_addition(values)
     if isinstance(addition, dict):
         return _html(pages.add_form(form["token"], values, addition), 422)
