@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from services.intake import publicpages as pages
 from services.intake.forms import Forms
 from services.intake.outcomes import Reason, Refused
-from services.intake.publicform import Filed, read_addition, read_report
+from services.intake.publicform import Errors, Filed, read_addition, read_report
 from services.intake.receipts import Problem, Purpose, Token, Tokens
 from services.intake.reporting import Reporting, Reservation
 from services.intake.throttle import Throttle
@@ -133,7 +133,7 @@ class Sent:
 
 class FormPage(Protocol):
     def __call__(self, token: str, values: Mapping[str, str] | None = None,
-                 errors: pages.Errors | None = None, notice: str | None = None) -> str: ...
+                 errors: Errors | None = None, notice: str | None = None) -> str: ...
 
 
 async def sent_form(request: Request, purpose: Purpose,
