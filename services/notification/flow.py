@@ -72,7 +72,7 @@ RESENT = Counter("tipline_notices_resent", "Notices sent again for want of an ac
 
 
 class Outlet(Protocol):
-    """Where the flow's records go (shared/batches.py's Publisher)."""
+    """Where the flow's records go (shared.batches' Publisher)."""
 
     async def send(self, items: Iterable[Item]) -> None: ...
 
