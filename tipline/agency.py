@@ -15,6 +15,7 @@ It consumes the agency's topic in its own consumer group and, for each notice:
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -124,6 +125,15 @@ class AgencyClient:
     async def start(self) -> None:
         await self._producer.start()
         await self._consumer.start()
+
+    @contextlib.asynccontextmanager
+    async def sending_only(self) -> AsyncIterator[None]:
+        """Acks and outcomes only: the producer, without joining the consumer group."""
+        await self._producer.start()
+        try:
+            yield
+        finally:
+            await self._producer.stop()
 
     async def ready(self, timeout: float = 30.0) -> None:
         """Wait until this client has joined its group and holds its partitions."""

@@ -52,11 +52,8 @@ def _respond(agency_id: str, keys: str | None, send: Any) -> int:
     async def run() -> None:
         client = AgencyClient(agency_settings(agency_id), agency_id,
                               signer=agency_signer(agency_id, keys))
-        await client._producer.start()  # sending only: no need to join the consumer group
-        try:
+        async with client.sending_only():
             await send(client)
-        finally:
-            await client._producer.stop()
 
     asyncio.run(run())
     return 0
