@@ -25,6 +25,9 @@ from shared.schedule import DueIndex
 DEADLINES = "tipline:abandonment:deadlines"
 REASON = "abandoned"
 LEASE_S = 60.0
+# Longer than any creation waits (its request gives up well before): the timer looks at a report
+# being opened this late at the latest, whatever happened to the watch after its creation.
+CREATION_GRACE_S = 60.0
 log = logging.getLogger("tipline.intake.abandonment")
 
 
@@ -42,6 +45,16 @@ class Abandonment:
         self._outbox = outbox
         self._deadlines = deadlines
         self._clock = clock
+
+    async def expect(self, report_id: str, at: float) -> None:
+        """A report about to be opened at `at`. Its creation may wait (its shard restarting) past
+        its deadline, and the timer forgets a report it finds no draft of: so it is looked at
+        after the creation's grace, not before, unless `opened` says when first."""
+        await self._deadlines.add({report_id: at + CREATION_GRACE_S}, nx=True)
+
+    async def opened(self, report_id: str, deadline: float) -> None:
+        # Exactly, earlier than the grace too: nobody has its id yet to move the deadline on.
+        await self._deadlines.add({report_id: deadline})
 
     async def watch(self, report_id: str, deadline: float) -> None:
         # gt: a late answer never pulls a deadline back.

@@ -52,16 +52,15 @@ class RedisReports:
                      pending: Pending, fields: Mapping[str, str]) -> bool:
         deadline = self.drafts.deadline(at, at)
         if state is DraftState.OPEN:  # watched first: an open report is never left unwatched
-            await self.abandonment.watch(report_id, deadline)
+            await self.abandonment.expect(report_id, at)
         create = partial(self.drafts.create, report_id, esp_id, at, state, pending, **fields)
         if not await self.outbox.accept(report_id, pending, create):
             return False
         if state is DraftState.OPEN:
-            # And again once made: a creation that waited (its shard restarting) past that
-            # deadline may have been swept meanwhile, and the timer forgets a report it finds
-            # no draft of.
+            # Accepted now, whatever happens next: if this fails, the timer still looks at the
+            # report when the creation's grace is up, and the draft tells it the deadline.
             with contextlib.suppress(RedisError, *REDIS_UNAVAILABLE):
-                await self.abandonment.watch(report_id, deadline)
+                await self.abandonment.opened(report_id, deadline)
         await self.outbox.deliver(report_id, pending)
         return True
 

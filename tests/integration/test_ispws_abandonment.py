@@ -12,11 +12,12 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from services.intake.abandonment import DEADLINES, Abandonment
+from services.intake.abandonment import CREATION_GRACE_S, DEADLINES, Abandonment
 from services.intake.drafts import Drafts
 from services.intake.esps import EspRegistry
 from services.intake.main import create_app
 from shared import topics
+from shared.schedule import DueIndex
 from shared.settings import Settings
 from tests.clock import ManualClock
 from tests.integration.agency_helpers import read_topic
@@ -171,3 +172,35 @@ async def test_a_report_made_after_its_deadline_passed_is_still_abandoned(
     record = await drafts.record(report_id)
     assert record is not None and record.state == "abandoned"
     assert await redis.zscore(DEADLINES, report_id) is None
+
+
+async def test_a_report_whose_watch_failed_after_a_late_creation_is_still_abandoned(
+    http: httpx.AsyncClient, redis: Redis, app: FastAPI, monkeypatch: pytest.MonkeyPatch,
+    clock: ManualClock,
+) -> None:
+    """As above, and the watch after the creation fails too (the deadlines' shard now the one
+    restarting): the timer still looks at the report once the creation's grace is up."""
+    drafts: Drafts = app.state.reporting.reports.drafts
+    abandonment = sweeper(app)
+    create, add, made = drafts.create, DueIndex.add, False
+
+    async def late(*args: Any, **kwargs: Any) -> bool:
+        nonlocal made
+        await abandonment.sweep(at=clock() + WINDOW + 1)
+        made = await create(*args, **kwargs)
+        return made
+
+    async def deadlines_away(self: DueIndex, *args: Any, **kwargs: Any) -> None:
+        if made and self.key == DEADLINES:
+            raise RedisConnectionError("Connection closed by server.")
+        await add(self, *args, **kwargs)
+
+    monkeypatch.setattr(drafts, "create", late)
+    monkeypatch.setattr(DueIndex, "add", deadlines_away)
+    report_id = field((await http.post("/ispws/submit", content=report_xml(), headers=XML)).text,
+                      "reportId")
+    monkeypatch.undo()
+    assert made
+    assert report_id in await abandonment.sweep(at=clock() + CREATION_GRACE_S + 1)
+    record = await drafts.record(report_id)
+    assert record is not None and record.state == "abandoned"
