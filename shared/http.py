@@ -20,10 +20,13 @@ from shared.store import REDIS_UNAVAILABLE
 UNAVAILABLE = (*REDIS_UNAVAILABLE, KafkaError, TimeoutError, ConnectionError)
 
 
+RETRY_SOON = {"Retry-After": "2"}  # a transient fault's 503: ask again, soon
+
+
 async def answer_unavailable(request: Any, exc: Exception) -> Response:
     """An exception handler for UNAVAILABLE: 503 with Retry-After."""
     return JSONResponse({"detail": f"temporarily unavailable ({type(exc).__name__}), retry"},
-                        503, headers={"Retry-After": "2"})
+                        503, headers=RETRY_SOON)
 
 
 def proxies(settings: Settings) -> dict[str, Any]:

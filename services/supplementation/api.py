@@ -43,6 +43,7 @@ from shared.contracts import (
     now,
 )
 from shared.facts import Recorder, timeline_facts
+from shared.http import RETRY_SOON
 from shared.kafka import TiplineBroker
 from shared.logins import LoginRefused
 
@@ -172,7 +173,8 @@ async def _announce(svc: Analysis, report_id: str, kept: Kept) -> dict[str, Any]
         await Publisher(svc.broker).send(out)
     except Exception as exc:  # the broker away: kept, and sent with the next addition
         raise HTTPException(503, f"kept{kept_as} in the case of {report_id}, not sent yet "
-                                 f"({type(exc).__name__}): it goes with the next change") from None
+                                 f"({type(exc).__name__}): it goes with the next change",
+                            headers=RETRY_SOON) from None
     if unsent:
         await svc.cases.sent(report_id, unsent[-1][0])
     if kept.state == CaseState.RELEASED:
@@ -344,12 +346,19 @@ async def amend(report_id: str, body: NewAmendment, svc: Svc, analyst_id: Analys
 
 @router.post("/reports/{report_id}/retract", status_code=202)
 async def retract(report_id: str, body: Retraction, svc: Svc, analyst_id: AnalystId) -> Any:
+    """Ask the retraction service to retract a report. This door needs no outbox: it changes no
+    state here, it answers 202 only once the broker has the command, and the command's id comes
+    from the report, so asking again after a 503 is the same retraction, taken once."""
     await _case(svc, report_id)
     command = RetractReport(
         command_id=derived_id(report_id, "retract", "analyst"), report_id=report_id,
         requested_by="analyst", actor=analyst_id, reason=body.reason,
     )
-    await svc.broker.publish(command, topics.RETRACTIONS_REQUESTED, key=report_id.encode())
+    try:
+        await Publisher(svc.broker).send([(command, topics.RETRACTIONS_REQUESTED, report_id)])
+    except Exception as exc:  # the broker away, or not connected yet
+        raise HTTPException(503, f"the retraction of {report_id} is not requested yet "
+                                 f"({type(exc).__name__}): retry", headers=RETRY_SOON) from None
     return {"report_id": report_id, "status": "retraction requested"}
 
 

@@ -252,6 +252,33 @@ async def test_a_change_is_kept_while_the_broker_is_away_and_sent_with_the_next(
     assert case["amendments_unsent"] == []
 
 
+async def test_a_retraction_asked_while_the_broker_is_away_is_refused_then_taken_once(
+    api: Api, settings: Settings
+) -> None:
+    """The analyst's door to retraction keeps nothing of its own: 202 only once the broker has
+    the command, 503 with Retry-After before that, and asking again is the same retraction."""
+    report_id = f"an-{uuid.uuid4().hex}"
+    assert await arrive(api, report_id, texas_report()) == "released"
+    away = create_app(api.settings.model_copy(update={
+        "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"}))
+    body = {"reason": "filed by mistake"}
+    async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=away.analyst_api),  # type: ignore[attr-defined]
+            base_url="http://analyst", auth=(api.analyst, PASSWORD)) as http:
+        response = await http.post(f"/v1/analyst/reports/{report_id}/retract", json=body)
+    assert response.status_code == 503 and response.headers["retry-after"], response.text
+    assert "retry" in response.json()["detail"]
+
+    for _ in range(2):  # the analyst asks again, then once more
+        response = await api.http.post(f"/v1/analyst/reports/{report_id}/retract", json=body)
+        assert response.status_code == 202, response.text
+    records = await read_topic(settings, topics.RETRACTIONS_REQUESTED,
+                               lambda rs: sum(r["report_id"] == report_id for r in rs) >= 2)
+    asked = [r for r in records if r["report_id"] == report_id]
+    assert {r["command_id"] for r in asked} == {asked[0]["command_id"]}
+    assert {(r["requested_by"], r["actor"]) for r in asked} == {("analyst", api.analyst)}
+
+
 async def test_a_retracted_report_is_not_amended(
     api: Api, settings: Settings, redis: Redis
 ) -> None:
