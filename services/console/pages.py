@@ -505,10 +505,10 @@ def waiting_table(v: View, rows: list[Waiting], empty: str) -> str:
 
 
 def letters_table(v: View, rows: list[LetterRow], empty: str) -> str:
-    out = [f'<tr data-key="{h(x.read_from)}"><td>{when(x.failed_at)}</td><td>{h(x.service)}</td>'
+    out = [f'<tr data-key="{h(row.read_from)}"><td>{when(x.failed_at)}</td><td>{h(x.service)}</td>'
            f"<td>{h(x.topic)}[{x.partition}]@{x.offset}</td><td>{report_link(x.key)}</td>"
            f"<td>{agency_link(x.agency, v.agencies) if x.agency else '-'}</td>"
-           f"<td>{h(x.cause)}</td></tr>" for x in rows]
+           f"<td>{h(x.cause)}</td></tr>" for row in rows for x in [row.letter]]
     return table(("failed at", "service", "record", "key", "agency", "cause"), out, empty)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from services.console.filters import Filters
-from services.console.model import FLOW, Report, refusal
+from services.console.model import FLOW, Letter, Report, refusal
 from shared import topics
 
 PAGE = 25
@@ -121,15 +121,8 @@ class Queue:
 
 @dataclass(frozen=True)
 class LetterRow:
-    failed_at: float
-    service: str
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    cause: str
-    agency: str | None
-    read_from: str
+    letter: Letter
+    read_from: str  # where its record was read: the row's key on the page
 
 
 @dataclass
@@ -428,7 +421,7 @@ class Queries:
                 f"letters:{service}" if service else "letters"))
 
         def fetch(limit: int, offset: int) -> list[LetterRow]:
-            return [LetterRow(*row) for row in self.db.execute(
+            return [LetterRow(Letter(*row[:-1]), row[-1]) for row in self.db.execute(
                 "SELECT failed_at, service, topic, partition, offset, key, cause, agency, "
                 f"read_from FROM letters WHERE {condition} ORDER BY failed_at DESC, id DESC "
                 "LIMIT ? OFFSET ?", (*args, limit, offset))]

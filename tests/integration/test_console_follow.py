@@ -113,7 +113,7 @@ async def test_the_follower_shows_the_genuine_keeps_its_refusals_and_resumes(
         assert shown.agencies[agency].referral_at is not None
         assert not any(q.report(r) for r in (forged, unsigned, theirs))
         refused = q.letters(1, service="console", size=1000)
-        refusals = {x.key: x for x in refused.rows}
+        refusals = {x.letter.key: x.letter for x in refused.rows}
         assert "may not write" in refusals[forged].cause
         assert "not signed" in refusals[unsigned].cause
         assert theirs not in refusals  # supplementation's to dead-letter, not the console's
