@@ -362,20 +362,32 @@ def start_console(env: dict[str, str], workdir: Path, base: str, ops: int,
                   cookie: dict[str, str]) -> tuple["subprocess.Popen[bytes]", float]:
     """The console service as a process; how long until it served a page, caught up."""
     started = time.perf_counter()
-    with (workdir / "console.log").open("ab") as log:
-        console = subprocess.Popen([sys.executable, "-m", "services.console"], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+    console, _ = rebuilt_console(env, workdir, ops, 1800)
     try:
-        while not _rebuilt(f"http://127.0.0.1:{ops}/readyz"):
-            if console.poll() is not None or time.perf_counter() - started > 1800:
-                raise RuntimeError(f"the console did not catch up: see {workdir}/console.log")
-            time.sleep(0.05)
         answer = httpx.get(f"{base}/", cookies=cookie, timeout=60)
         answer.raise_for_status()
     except BaseException:
         stop(console)
         raise
     return console, round(time.perf_counter() - started, 2)
+
+
+def rebuilt_console(env: dict[str, str], workdir: Path, ops: int,
+                    bound_s: float) -> tuple["subprocess.Popen[bytes]", float]:
+    """The console service as a process; how long until its read model was caught up."""
+    started = time.perf_counter()
+    with (workdir / "console.log").open("ab") as log:
+        console = subprocess.Popen([sys.executable, "-m", "services.console"], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while not _rebuilt(f"http://127.0.0.1:{ops}/readyz"):
+            if console.poll() is not None or time.perf_counter() - started > bound_s:
+                raise RuntimeError(f"the console did not catch up: see {workdir}/console.log")
+            time.sleep(0.05)
+    except BaseException:
+        stop(console)
+        raise
+    return console, time.perf_counter() - started
 
 
 def stop(console: "subprocess.Popen[bytes]") -> None:
@@ -444,16 +456,8 @@ def run_process(reports: int, seed: int, workdir: Path) -> dict[str, Any]:
                "TIPLINE_CONSOLE_SESSION_SECRET": secrets.token_urlsafe(32),
                "TIPLINE_CONSOLE_PORT": str(free_port()), "TIPLINE_OPS_PORT": str(ops),
                "TIPLINE_CONSOLE_DATA_DIR": str(workdir / "console"), "REDIS_URL": stack.redis}
-        started = time.perf_counter()
-        with (workdir / "console.log").open("ab") as log:
-            console = subprocess.Popen([sys.executable, "-m", "services.console"], env=env,
-                                       stdout=log, stderr=subprocess.STDOUT)
+        console, rebuilt_s = rebuilt_console(env, workdir, ops, 3600)
         try:
-            while not _rebuilt(f"http://127.0.0.1:{ops}/readyz"):
-                if console.poll() is not None or time.perf_counter() - started > 3600:
-                    raise RuntimeError(f"the console did not catch up: see {workdir}/console.log")
-                time.sleep(0.2)
-            rebuilt_s = time.perf_counter() - started
             time.sleep(5)  # settled
             memory = rss_mb(console.pid)
         finally:
