@@ -124,7 +124,7 @@ async def test_a_report_is_referred_on_apache_kafka(http: httpx.AsyncClient) -> 
         status = (await http.get(f"/v1/reports/{report_id}")).json()
         if status.get("status") == "available_to_law_enforcement":
             break
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.2)
     assert status.get("status") == "available_to_law_enforcement", json.dumps(status)[:2000]
 
 

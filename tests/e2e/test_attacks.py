@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from lxml import etree
 
 from services.intake.esps import EspRegistry
+from services.intake.outbox import DUE as INTAKE_DUE
 from services.notification.ledger import Ledger
 from shared import topics
 from shared.analysts import AnalystDirectory
@@ -518,11 +519,16 @@ async def test_finish_and_retract_survive_the_broker_away_and_a_restart(
             broker.process.kill()
             broker.process.wait(10)
             # The ESP finishes one report and retracts the other, each with its key; while the
-            # calls wait for the broker, a rolling deploy stops intake.
+            # calls wait for the broker, a rolling deploy stops intake: once both steps are
+            # accepted (each event in intake's outbox) and their sends wait for the broker.
+            redis = connect(settings)
+            held = await redis.zcard(INTAKE_DUE)
             calls = [asyncio.create_task(esp.post(f"/ispws/{what}", data={"id": report_id},
                                                   headers={"Idempotency-Key": what}))
                      for what, report_id in (("finish", unfinished), ("retract", referred))]
-            await asyncio.sleep(1.0)
+            await until(lambda: _at_least(redis.zcard(INTAKE_DUE), held + 2),
+                        "both steps accepted", 30)
+            await redis.aclose()
             intake = _child(stack, "intake")
             intake.process.send_signal(signal.SIGTERM)
             first = await asyncio.gather(*calls, return_exceptions=True)
@@ -681,6 +687,10 @@ async def _notices_so_far(settings: Settings, agencies: list[str]) -> list[Agenc
 
 def _kinds(got: list[AgencyNotice], report_id: str) -> set[str]:
     return {n.kind for n in got if n.report_id == report_id}
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return bool(await count >= n)
 
 
 def _child(stack: Stack, name: str) -> Child:
