@@ -1,5 +1,5 @@
 """The notification context: the referral ledger (ledger.py), the notices agencies receive
-(notices.py builds them), the corrections and amendments awaiting their agency's acknowledgement
+(notices.py builds them, sending.py signs, tracks and publishes them), the corrections and amendments awaiting their agency's acknowledgement
 (awaiting.py), and the one flow that runs them all, from claim to ack (flow.py).
 
 Not a service of its own: its only writers are the referral and the retraction services, which

@@ -4,7 +4,8 @@ One object, `NotificationFlow`, owns each step, wherever it runs (the referral s
 and amends; the retraction service retracts and follows the acks):
 
 1. refer: claim the report's agencies in the ledger (ledger.py); a report retracted first is
-   withheld. Send each agency its referral (notices.py builds it), then ReportReferred after it.
+   withheld. Send each agency its referral (notices.py builds it, sending.py sends it), then
+   ReportReferred after it.
 2. confirm: once the referrals are delivered, record them; what the agencies were owed meanwhile
    (amendments, a correction) goes out after their referral.
 3. amend: an AmendReport after release reaches every agency whose referral was delivered.
@@ -16,7 +17,7 @@ and amends; the retraction service retracts and follows the acks):
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +26,6 @@ from prometheus_client import Counter
 from services.notification import acks, notices
 from services.notification.acknowledgements import escalates
 from services.notification.awaiting import Due
-from services.notification.notices import TRACKED_KINDS, Encoded
 from services.notification.referrals import (
     Amend,
     Amended,
@@ -35,10 +35,10 @@ from services.notification.referrals import (
     Retract,
     Retraction,
 )
+from services.notification.sending import AwaitingStore, Outlet, Sending
 from shared import topics
 from shared.agencies import AgencyRegistry
 from shared.audiences import Kind, escalated_of, resent_of
-from shared.batches import Item
 from shared.contracts import (
     AgencyNotice,
     AgencyResponse,
@@ -71,16 +71,6 @@ ESCALATED = Counter(
 RESENT = Counter("tipline_notices_resent", "Notices sent again for want of an ack", ["kind"])
 
 
-class Outlet(Protocol):
-    """Where the flow's records go (shared.batches' Publisher)."""
-
-    async def send(self, items: Iterable[Item]) -> None: ...
-
-    async def later(self, items: Iterable[Item]) -> None: ...
-
-    async def once_delivered(self, action: Callable[[], Awaitable[None]]) -> None: ...
-
-
 class LedgerStore(Protocol):
     """Who got which report (ledger.py in Redis; the same state machine in memory)."""
 
@@ -100,22 +90,6 @@ class LedgerStore(Protocol):
     async def received(self, report_id: str, agency_id: str) -> bool: ...
 
     async def referred_before(self, report_ids: list[str]) -> set[str]: ...
-
-
-class AwaitingStore(Protocol):
-    """The notices awaiting their agency's ack (awaiting.py in Redis, or in memory)."""
-
-    async def track(self, sent: Iterable[Encoded]) -> None: ...
-
-    async def tracked(self, report_id: str, notice_id: str) -> Encoded | None: ...
-
-    async def acknowledge(self, report_id: str, notice_id: str) -> str: ...
-
-    async def take_due(self, limit: int = 100) -> list[Due]: ...
-
-    async def escalate(self, report_id: str, notice_id: str) -> bool: ...
-
-    async def pending(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -141,7 +115,8 @@ class NotificationFlow:
         """`signer`: notices go out signed; `awaiting`: corrections and amendments are tracked
         until acknowledged (both are None only in tests of the flow's order)."""
         self.publish, self.ledger, self.timeline = publish, ledger, timeline
-        self.signer, self.awaiting = signer, awaiting
+        self.awaiting = awaiting
+        self.sending = Sending(publish, signer, awaiting)
 
     # --- referral -----------------------------------------------------------------------------
 
@@ -174,7 +149,7 @@ class NotificationFlow:
         # trip, and a send that fails is made again whole, so neither outlives a notice not
         # delivered.
         await self.timeline.record_many(notices.delivered(built))
-        await self.send(built, then=[(ReportReferred(
+        await self.sending.send(built, then=[(ReportReferred(
             event_id=derived_id(r, "referred"), report_id=r, agencies=list(to.agencies),
             priority=to.priority), topics.REPORTS_REFERRED, r) for r, to in referred.items()])
         await self._corrected(owed)
@@ -233,19 +208,6 @@ class NotificationFlow:
 
     # --- sending ------------------------------------------------------------------------------
 
-    async def send(self, built: Iterable[AgencyNotice], then: Iterable[Item] = ()
-                   ) -> list[AgencyNotice]:
-        """Sign, track, then publish notices keyed by report id, and the records `then` after
-        them, all in flight together; returns the notices (as built: their signed bodies went
-        out) once the broker acknowledged every one."""
-        out = [notices.encoded(n, self.signer) for n in built]
-        if self.awaiting is not None:
-            # Tracked before the first send: if this process dies now, the re-send loop sends it.
-            await self.awaiting.track(e for e in out if e.notice.kind in TRACKED_KINDS)
-        await self.publish.send([*((e.body, agency_topic(e.notice.agency_id), e.notice.report_id)
-                                   for e in out), *then])
-        return [e.notice for e in out]
-
     async def _correct(self, owed: Mapping[str, Recipients],
                        marks: Mapping[str, Retract | None] | None = None) -> None:
         """Correct each agency that got the referral of a retracted report, and record it.
@@ -259,7 +221,7 @@ class NotificationFlow:
         # The facts go in the notices' own send, after them (as a referral's): a send that fails
         # is made again whole, so a fact never outlives a correction not delivered.
         await self.timeline.record_many(notices.delivered(corrections))
-        await self.send(corrections)
+        await self.sending.send(corrections)
         await self._corrected(owed)
 
     async def _corrected(self, owed: Mapping[str, Recipients]) -> None:
@@ -276,7 +238,7 @@ class NotificationFlow:
                                      Change.model_validate_json(a.amendment), to.priority)
             for report_id, to in owed.items() for agency in to.agencies for a in to.amendments]
         if amendments:
-            await self.send(amendments)
+            await self.sending.send(amendments)
             await self.timeline.record_many(notices.delivered(amendments))
 
     # --- acknowledgements (acks.py tells their story) -------------------------------------------

@@ -126,7 +126,7 @@ async def test_unacked_corrections_are_resent_then_escalated(
     ):
         for client in (loud, quiet, forging):
             await client.ready()
-        sent = await flow.send([notices.correction_notice(report_id, a, MARK, Priority.HIGH)
+        sent = await flow.sending.send([notices.correction_notice(report_id, a, MARK, Priority.HIGH)
                                 for a in (acking, silent, forger)])
 
         async def settled() -> bool:
