@@ -244,6 +244,10 @@ def parser() -> argparse.ArgumentParser:
 
     add_rewind_commands(sub)
 
+    from tipline.idle import add_commands as add_idle_commands  # idle
+
+    add_idle_commands(sub)
+
     from tipline.consolebench import add_commands as add_console_commands  # console-bench
 
     add_console_commands(sub)

@@ -45,3 +45,20 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
     assert result["fanout"]["agencies"] == 50
     assert set(result["memory_mb"]) == {"intake", "validation", "supplementation", "referral",
                                         "retraction"}
+
+
+def test_idle_prints_each_process_share_and_the_total(tmp_path: Path) -> None:
+    """`tipline idle` as a load tester runs it: the whole stack, every process measured."""
+    out = tmp_path / "idle.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "tipline.cli", "idle", "--seconds", "2", "--settle", "0",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "idle stack on the embedded broker" in run.stdout and "total" in run.stdout
+    result = json.loads(out.read_text())
+    shares = result["share_of_a_core"]
+    assert {"broker", "valkey", "intake", "validation", "supplementation", "referral",
+            "retraction", "console"} <= shares.keys(), shares
+    assert shares["broker"] > 0 and result["total"] >= max(shares.values())
