@@ -36,7 +36,7 @@ kafka: $(INSTALLED)
 ## lint: ruff and mypy
 lint: $(INSTALLED)
 	$(BIN)/ruff check shared services tipline tests
-	$(BIN)/mypy shared services tipline
+	$(BIN)/mypy shared services tipline tests
 
 ## bench: the raw aiokafka relay chain against the pipeline, each on a fresh embedded broker (a few minutes)
 bench: $(INSTALLED)

@@ -386,7 +386,7 @@ class AgencyResponse(Message):
     kind: Literal["ack", "outcome"]
     notice_id: str | None = None
     outcome: Outcome | None = None
-    text: str | None = Field(None, max_length=3000)
+    text: str | None = Field(default=None, max_length=3000)
     sent_at: datetime = Field(default_factory=now)
     # Ed25519 signature with one of the agency's registered keys (shared/agencies.py).
     key_id: str | None = None

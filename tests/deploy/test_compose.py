@@ -22,7 +22,7 @@ COLLECTOR = ROOT / "deploy/otel/collector.yaml"
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())  # type: ignore[no-any-return]
+    return yaml.safe_load(COMPOSE.read_text())
 
 
 def test_compose_file_is_valid_against_the_compose_spec() -> None:

@@ -5,6 +5,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from pydantic import BaseModel
 
 from shared.agencies import load_agencies
 from shared.contracts import AmendmentPayload, CorrectionPayload, ReferralPayload
@@ -64,8 +65,9 @@ def test_asyncapi_shows_every_field_of_every_notice_kind() -> None:
     payload = notice["properties"]["payload"]
     assert payload["discriminator"] == "kind"
     kinds = {resolved(p)["properties"]["kind"]["const"]: resolved(p) for p in payload["oneOf"]}
-    models = {"referral": ReferralPayload, "correction": CorrectionPayload,
-              "amendment": AmendmentPayload}
+    models: dict[str, type[BaseModel]] = {
+        "referral": ReferralPayload, "correction": CorrectionPayload,
+        "amendment": AmendmentPayload}
     assert set(kinds) == set(models)
     for kind, model in models.items():
         assert set(kinds[kind]["properties"]) == set(model.model_fields), kind

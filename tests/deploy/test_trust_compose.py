@@ -29,7 +29,7 @@ SECRET_NAMES = ("KAFKA_SASL_PASSWORD", "REDIS_PASSWORD", "KAFKA_SASL_USERNAME",
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())  # type: ignore[no-any-return]
+    return yaml.safe_load(COMPOSE.read_text())
 
 
 @pytest.fixture(scope="module")

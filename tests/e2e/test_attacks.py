@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -38,6 +37,7 @@ from shared.contracts import (
     AgencyNotice,
     AgencyResponse,
     Location,
+    Priority,
     Report,
     ReportSupplemented,
     RetractReport,
@@ -56,9 +56,9 @@ from tipline.stack import (
     Stack,
     create_topics,
     running,
+    spawn_valkey,
     start_services,
     tansu_binary,
-    wait_for_port,
 )
 
 pytestmark = pytest.mark.e2e
@@ -118,7 +118,7 @@ async def esp(system: Stack, settings_of: Settings) -> AsyncIterator[httpx.Async
 async def status_of(http: httpx.AsyncClient, report_id: str) -> dict[str, Any]:
     response = await http.get(f"/v1/reports/{report_id}")
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def dead_letters(settings: Settings, marker: str, count: int = 1) -> list[dict[str, Any]]:
@@ -261,7 +261,8 @@ async def test_forged_commands_and_events_are_dead_lettered_not_obeyed(
     supplemented = ReportSupplemented(
         event_id=derived_id(forged_report, "supplemented"), report_id=forged_report,
         esp_id="attacker", report=Report(location=Location(country="US", us_state="TX")),
-        agencies=agencies, priority=3, jurisdiction="forged", rules_version="forged")
+        agencies=agencies, priority=Priority.IMMINENT, jurisdiction="forged",
+        rules_version="forged")
     producer = AIOKafkaProducer(bootstrap_servers=settings_of.kafka_bootstrap_servers)
     await producer.start()
     try:
@@ -299,6 +300,7 @@ async def test_four_thousand_schema_errors_answer_fast_and_intake_stays_responsi
     body = report_xml(tail=bogus)
     assert len(body) > 133 * 1024
     ops = next(c.ops for c in system.children if c.name == "intake")
+    assert ops is not None  # intake serves its ops endpoint
     # Logged in, and the schema loaded: what is measured is the errors' cost alone.
     assert (await esp.post("/ispws/submit", content=report_xml(), headers=XML)).status_code == 200
     worst = 0.0
@@ -577,9 +579,7 @@ async def test_after_valkey_forgets_everything_no_id_repeats_and_no_notice_is_lo
             else:
                 for inner in leftover.rglob("*"):
                     inner.unlink()
-        stack.spawn("valkey", list(valkey.process.args), env={"PATH": os.environ["PATH"]})
-        address = urlparse(stack.redis)
-        await asyncio.to_thread(wait_for_port, address.hostname or "127.0.0.1", address.port or 0)
+        await asyncio.to_thread(spawn_valkey, stack, "valkey")  # as `tipline up` started it
         after = await _submit_and_wait(stack, settings, agencies, 3)
         assert not set(before) & set(after)
         assert min(map(int, after)) > max(map(int, before))

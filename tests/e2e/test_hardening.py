@@ -104,13 +104,13 @@ async def test_six_floods_in_flight_do_not_hold_up_another_esps_first_login(
         await asyncio.sleep(0.1)  # the six bodies on their way, their checks starting
         assert not any(f.done() for f in floods), "the floods were answered before the login"
         started = time.monotonic()
-        login = await http.get("/ispws/status", auth=newcomer)
+        welcomed = await http.get("/ispws/status", auth=newcomer)
         took = time.monotonic() - started
         in_flight = sum(not f.done() for f in floods)
         answers = await asyncio.gather(*floods)
     print(f"\nanother ESP's first login answered in {took * 1000:.0f} ms with {in_flight} of six "
           "floods in flight")
-    assert login.status_code == 200
+    assert welcomed.status_code == 200
     assert [a.status_code for a in answers] == [400] * 6
     assert in_flight >= 1, "the login waited until every flood was answered"
 

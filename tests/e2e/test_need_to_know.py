@@ -36,6 +36,7 @@ from shared.contracts import (
     AgencyNotice,
     DeadLetter,
     Location,
+    Priority,
     Report,
     ReportSupplemented,
     RetractReport,
@@ -313,7 +314,7 @@ async def test_forged_dead_letters_are_refused_and_a_genuine_one_goes_back_seale
     urgent = ReportSupplemented(
         event_id=derived_id(made_up, "supplemented"), report_id=made_up, esp_id="nobody",
         report=Report(location=Location(country="US", us_state="NY")), agencies=agencies[:1],
-        priority=3, jurisdiction="forged", rules_version="forged")
+        priority=Priority.IMMINENT, jurisdiction="forged", rules_version="forged")
     # A keyless local process writes two letters, with the words the old guard trusted.
     forged = [DeadLetter(service=service, topic=topic, partition=0, offset=0, key=key,
                          value=event.model_dump_json(), error="ValidationError: fixed since")

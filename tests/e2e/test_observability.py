@@ -58,7 +58,7 @@ def observed(
 def _signing_keys(keys_dir: Path) -> None:
     """Notice-signing keys for the services that sign (where this checkout signs notices)."""
     try:
-        from shared.signing import ensure_keys  # type: ignore[attr-defined]
+        from shared.signing import ensure_keys
     except ImportError:
         return
     ensure_keys(keys_dir)
@@ -182,8 +182,9 @@ async def test_no_report_content_in_any_log(
     assert (await settle(http, first, AVAILABLE))["status"] == AVAILABLE
     retracted = await http.post(f"/v1/reports/{first}/retract", json={"reason": marker})
     assert retracted.status_code == 202, retracted.text
-    refused = {key: marker for key in ("incident_type", "platform", "reporter_email",
-                                       "escalate_to_high_priority", "additional_info")}
+    refused: dict[str, Any] = {key: marker for key in (
+        "incident_type", "platform", "reporter_email", "escalate_to_high_priority",
+        "additional_info")}
     refused["incident_at"] = (datetime.now(UTC) + timedelta(days=365)).isoformat()
     refused["location"] = {"country": marker, "us_state": marker, "ip_address": marker}
     second = (await http.post("/v1/reports", json={"report": refused})).json()["report_id"]

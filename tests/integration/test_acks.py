@@ -6,7 +6,7 @@ import contextlib
 import inspect
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,8 @@ def local(settings: Settings, tmp_path: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(*coroutines: object) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(c) for c in coroutines]  # type: ignore[arg-type]
+async def running(*coroutines: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(c) for c in coroutines]
     try:
         yield
     finally:
@@ -173,7 +173,7 @@ async def test_the_client_refuses_tampered_and_unsigned_notices(local: Settings)
         await producer.send_and_wait(agency_topic(agency), value, key=report_id.encode())
     await producer.stop()
 
-    client, got = AgencyClient(local, agency, auto_ack=False), []
+    client, got = AgencyClient(local, agency, auto_ack=False), list[AgencyNotice]()
     async with running(client.collect(got)):
         await until(lambda: len(got) + len(client.refused) >= 4)
     assert [(n.kind, n.payload.model_dump().get("version")) for n in got] == [("amendment", 3)]
@@ -210,13 +210,15 @@ async def test_a_restarted_client_hands_over_no_old_notice(local: Settings, tmp_
 
     old = referral(r)
     await publish(old, correction(r), correction(s))
-    first, got = AgencyClient(local, agency, group, auto_ack=False, data_dir=data), []
+    first = AgencyClient(local, agency, group, auto_ack=False, data_dir=data)
+    got: list[AgencyNotice] = []
     async with running(first.collect(got)):
         await until(lambda: len(got) == 3)
     # Restarted; meanwhile the old referral comes again (replayed), an old referral of s (its
     # correction taken already) comes late, and then a new one.
     await publish(old, referral(s), referral(q))
-    again, got_again = AgencyClient(local, agency, group, auto_ack=False, data_dir=data), []
+    again = AgencyClient(local, agency, group, auto_ack=False, data_dir=data)
+    got_again: list[AgencyNotice] = []
     async with running(again.collect(got_again)):
         await until(lambda: len(got_again) == 1 and again.duplicates == 1 and again.refused)
     assert [(n.kind, n.report_id) for n in got_again] == [("referral", q)]
@@ -253,13 +255,14 @@ async def test_outcomes_show_in_the_timeline_and_foreign_acks_are_refused(
             response_id="r3", agency_id=other, report_id=report_id, kind="ack",
             notice_id=notices.notice_id("referral", report_id, mine)), signers[other]), registry)
     # An agency the report never went to answers for nothing: no outcome, no ack.
-    for kind, extra in (("outcome", {"outcome": "closed", "text": "synthetic"}),
-                        ("ack", {"notice_id": notices.notice_id("referral", report_id,
-                                                                stranger)})):
+    for foreign in (
+        AgencyResponse(response_id="r-outcome", agency_id=stranger, report_id=report_id,
+                       kind="outcome", outcome="closed", text="synthetic"),
+        AgencyResponse(response_id="r-ack", agency_id=stranger, report_id=report_id, kind="ack",
+                       notice_id=notices.notice_id("referral", report_id, stranger)),
+    ):
         with pytest.raises(Poison, match=f"{stranger} never received report"):
-            await flow.acknowledge(signed(AgencyResponse(
-                response_id=f"r-{kind}", agency_id=stranger, report_id=report_id, kind=kind,
-                **extra), signers[stranger]), registry)
+            await flow.acknowledge(signed(foreign, signers[stranger]), registry)
     fact = await flow.acknowledge(signed(AgencyResponse(
         response_id="r2", agency_id=mine, report_id=report_id, kind="outcome",
         outcome="investigating", text="synthetic note"), signers[mine]), registry)

@@ -58,14 +58,16 @@ async def api(settings: Settings, redis: Redis, tmp_path: Path) -> AsyncIterator
         "tipline_routing_file": routing_file(tmp_path / "routing.yaml", agencies),
     })
     app = create_app(local)
-    await app.broker.connect()  # publish only: this test drives the consumer's work itself
+    broker = app.broker
+    assert broker is not None  # the service's app is made with its broker
+    await broker.connect()  # publish only: this test drives the consumer's work itself
     analyst = f"analyst-{uuid.uuid4().hex[:6]}"
     await AnalystDirectory(redis).add(analyst, PASSWORD)
     transport = httpx.ASGITransport(app=app.analyst_api)  # type: ignore[attr-defined]
     async with httpx.AsyncClient(transport=transport, base_url="http://analyst",
                                  auth=(analyst, PASSWORD)) as http:
         yield Api(http, app, local, agencies, analyst)
-    await app.broker.stop()
+    await broker.stop()
 
 
 def texas_report() -> Report:

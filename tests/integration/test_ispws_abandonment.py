@@ -61,7 +61,7 @@ async def http(app: FastAPI, short: Settings) -> AsyncIterator[httpx.AsyncClient
 
 
 def sweeper(app: FastAPI) -> Abandonment:
-    return app.state.reporting.reports.abandonment  # type: ignore[no-any-return]
+    return app.state.reporting.reports.abandonment
 
 
 async def test_calls_after_the_deadline_answer_abandoned(

@@ -83,7 +83,7 @@ async def probe(app: FastAPI, auth: tuple[str, str], report_id: str) -> list[htt
 async def own_view(app: FastAPI, auth: tuple[str, str], report_id: str) -> dict[str, Any]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://i",
                                  auth=auth) as http:
-        return (await http.get(f"/ispws/reports/{report_id}")).json()  # type: ignore[no-any-return]
+        return (await http.get(f"/ispws/reports/{report_id}")).json()
 
 
 async def test_many_esps_at_once_see_only_their_own(system: FastAPI, redis: Redis) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from pydantic import SecretStr
 
 from shared import topics
 from shared.contracts import Report, ReportSubmitted, derived_id
@@ -38,8 +39,8 @@ from tests.tls_support import LOOPBACK, Pki, make_pki, stunnel, stunnel_binary, 
 from tipline import credentials
 from tipline.stack import Stack, free_port
 
-FAST = {"kafka_session_timeout_ms": 1000, "kafka_heartbeat_interval_ms": 100,
-        "kafka_fetch_max_wait_ms": 5}
+FAST: dict[str, Any] = {"kafka_session_timeout_ms": 1000, "kafka_heartbeat_interval_ms": 100,
+                        "kafka_fetch_max_wait_ms": 5}
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +282,8 @@ async def test_our_sasl_settings_run_a_scram_exchange_as_the_configured_user(
         settings = Settings(
             kafka_bootstrap_servers=f"{LOOPBACK}:{wire.port}",
             kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
-            kafka_sasl_username="validation", kafka_sasl_password="synthetic-sasl-password")
+            kafka_sasl_username="validation",
+            kafka_sasl_password=SecretStr("synthetic-sasl-password"))
         exc = await refused(settings)
     # The handshake names SCRAM-SHA-512; the client-first message names our user; the password
     # never crosses the wire (SCRAM sends a proof).

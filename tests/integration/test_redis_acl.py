@@ -87,7 +87,7 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(params=["one server", "cluster"])
 def server(request: pytest.FixtureRequest) -> Server:
     if request.param == "one server":
-        return request.getfixturevalue("one_server")  # type: ignore[no-any-return]
+        return request.getfixturevalue("one_server")
     shards: Stack = request.getfixturevalue("own_cluster")
     passwords = {s: env["REDIS_PASSWORD"] for s, env in shards.service_env.items()}
     return Server(shards.redis, True, {**passwords, REDIS_OPERATOR: shards.redis_password})
@@ -203,7 +203,7 @@ async def intake_code(redis: Store, operator: Store, tag: str) -> None:
 
 
 async def validation_code(redis: Store, operator: Store, tag: str) -> None:
-    file = FileInfo(file_id=f"{tag}-f", filename="a.png", size=1, sha256=uuid.uuid4().hex * 2)
+    file = FileInfo(file_id=f"{tag}-f", original_name="a.png", size=1, sha256=uuid.uuid4().hex * 2)
     assert await CrossCheck(redis, NoFacts()).content_seen(tag, "esp", file) == []
 
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import ClusterNode
 
 from services.intake.esps import EspRegistry
 from services.notification.awaiting import AwaitingAcknowledgement
@@ -106,6 +107,13 @@ async def settle(http: httpx.AsyncClient, path: str, until: Any, timeout: float 
         await asyncio.sleep(0.1)
 
 
+def shard_of(cluster: RedisCluster, report_id: str) -> ClusterNode:
+    """The primary a report's keys live on."""
+    node = cluster.get_node_from_key(f"tipline:{{{report_id}}}:report")
+    assert node is not None, report_id  # every slot is served
+    return node
+
+
 def referred(status: dict[str, Any]) -> bool:
     return status.get("status") == "available_to_law_enforcement"  # as its ESP is told
 
@@ -160,7 +168,7 @@ async def test_reports_flow_end_to_end_over_every_shard(
             await asyncio.gather(*tasks)
 
     # The cluster is really used: reports live on several shards, each report on one slot.
-    owners = {cluster.get_node_from_key(f"tipline:{{{r}}}:report").name for r in report_ids}
+    owners = {shard_of(cluster, r).name for r in report_ids}
     assert len(owners) >= 2, owners
     sizes = [await cluster.dbsize(target_nodes=node) for node in cluster.get_primaries()]
     assert sum(1 for size in sizes if size) >= 2, sizes
@@ -212,7 +220,7 @@ async def test_a_shard_killed_and_started_again_loses_nothing_accepted(
     await load
 
     on_victim = [r for r in accepted
-                 if cluster.get_node_from_key(f"tipline:{{{r}}}:report").port == port]
+                 if shard_of(cluster, r).port == port]
     assert on_victim, "no accepted report lives on the restarted shard"
     for report_id in accepted:
         status = await settle(http, f"/v1/reports/{report_id}", referred)

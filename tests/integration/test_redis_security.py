@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
 
 from shared.settings import Settings
-from shared.store import connect
+from shared.store import Store, connect
 from tests.tls_support import LOOPBACK, make_pki, stunnel, stunnel_binary, valkey
 from tipline import credentials
 from tipline.stack import (
@@ -52,7 +52,7 @@ def settings(port: int, *, scheme: str = "redis", **more: object) -> Settings:
     return Settings(redis_url=f"{scheme}://{LOOPBACK}:{port}/0", **more)  # type: ignore[arg-type]
 
 
-async def refused(client: Redis) -> Exception:
+async def refused(client: Store) -> Exception:
     try:
         await client.ping()
     except (AuthenticationError, ConnectionError, ResponseError) as exc:
@@ -94,6 +94,7 @@ async def test_rediss_through_a_tls_terminator(stack: Stack, tmp_path: Path) -> 
                               redis_ssl_ca_file=pki.ca))
     try:
         assert await secure.set("tipline:tls", "yes") and await secure.get("tipline:tls") == "yes"
+        assert isinstance(secure, Redis)  # one node, not a cluster: the one pool holds the CA
         assert secure.connection_pool.connection_kwargs["ssl_ca_certs"] == str(pki.ca)
     finally:
         await secure.aclose()

@@ -34,6 +34,7 @@ from shared.contracts import (
     derived_id,
 )
 from shared.settings import Settings
+from shared.store import Store
 from tests.fake_producer import FakeProducer
 
 INTERLEAVINGS = 1000
@@ -77,7 +78,7 @@ class OrderedLedger(Ledger):
     A retraction that finished before the first claim started certainly came first.
     """
 
-    def __init__(self, redis: Redis, order: list[str]) -> None:
+    def __init__(self, redis: Store, order: list[str]) -> None:
         super().__init__(redis)
         self.order = order
 
@@ -104,7 +105,7 @@ async def until_done(step: Any, rng: random.Random, start_within_s: float) -> No
 
 
 async def one_interleaving(
-    redis: Redis, rng: random.Random, start_within_s: float = 0.002
+    redis: Store, rng: random.Random, start_within_s: float = 0.002
 ) -> dict[str, int]:
     """Referral and retraction of one report, each starting within `start_within_s` (longer
     than a round trip to Redis, so either may come first)."""

@@ -163,10 +163,11 @@ async def test_a_fetched_batch_of_fact_records_agrees(redis: Redis,
         assert status.ReportStatus(
             status.Status(fields["status"]) if "status" in fields else None,
             int(fields.get("rank", 0)), frozenset(ids), length) == model
-        firsts = {}  # each fact's entry carries the time of the record that first told it
+        # each fact's entry carries the time of the record that first told it
+        firsts: dict[str, str] = {}
         for record in records:
-            for fact in record.facts[report_id]:
-                firsts.setdefault(fact.event_id, record.occurred_at.isoformat())
+            for told in record.facts[report_id]:
+                firsts.setdefault(told.event_id, record.occurred_at.isoformat())
         assert [e["at"] for e in await timeline.entries(report_id)] == list(firsts.values())
     finally:
         await redis.delete(report, seen, entries)

@@ -55,7 +55,7 @@ async def test_a_command_never_written_is_sent_again_and_a_lost_reply_is_not(
     a connection lost (Redis away), never run twice; and a command that keeps failing so is
     given up after a few tries."""
     redis = connect(cluster_settings(settings, valkey_cluster))
-    real, failures = RedisCluster.execute_command, []
+    real, failures = RedisCluster.execute_command, list[str]()
 
     async def flaky(self: RedisCluster, *args: Any, **kwargs: Any) -> Any:
         if failures:

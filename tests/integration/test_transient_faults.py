@@ -103,10 +103,13 @@ async def test_every_esp_step_with_its_reports_shard_away_answers_503_with_retry
     cluster = connect(operator)
     assert isinstance(cluster, RedisCluster)
     await cluster.initialize()
-    esps_shard = cluster.get_node_from_key("tipline:esps").name
 
     def shard(key: str) -> str:
-        return str(cluster.get_node_from_key(key).name)
+        node = cluster.get_node_from_key(key)
+        assert node is not None, key  # every slot is served
+        return node.name
+
+    esps_shard = shard("tipline:esps")
 
     async with intake_on(local, operator) as (http, esp_id):
         opened, submitted = "", ""

@@ -86,7 +86,9 @@ async def test_a_run_that_failed_after_making_the_report_is_answered_with_it(
     made: list[str] = []
 
     async def stored_then_lost(*args: Any, **kwargs: Any) -> Submitted:
-        made.append((await real(*args, **kwargs)).report_id)
+        stored = await real(*args, **kwargs)
+        assert isinstance(stored, Submitted)  # the report was made
+        made.append(stored.report_id)
         raise RedisUnavailable("connection lost after the report was stored")
 
     same = key()
@@ -113,6 +115,7 @@ async def test_a_lapsed_run_is_taken_over_on_the_same_report(
 
     async def hangs(*args: Any, **kwargs: Any) -> Submitted | Refused:
         outcome = await real(*args, **kwargs)
+        assert isinstance(outcome, Submitted)  # the report was made
         made.append(outcome.report_id)
         started.set()
         await release.wait()  # stuck: the answer never comes

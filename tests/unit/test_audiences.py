@@ -130,10 +130,11 @@ def test_how_many_agencies_received_it_is_not_the_esps_to_count() -> None:
 
 def test_what_intake_shows_of_entries_kept_before_the_model() -> None:
     at = "2026-01-01T00:00:00+00:00"
-    old = [{"at": at, "what": "duplicate content across reports", "file_id": "f",
-            "other_report": None, "esp_visible": False},
-           {"at": at, "what": "something a later service learned", "secret": "x"},
-           {"at": at, "what": "finished", "files": ["f"]}]
+    old: list[dict[str, object]] = [
+        {"at": at, "what": "duplicate content across reports", "file_id": "f",
+         "other_report": None, "esp_visible": False},
+        {"at": at, "what": "something a later service learned", "secret": "x"},
+        {"at": at, "what": "finished", "files": ["f"]}]
     assert esp_timeline(old) == [{"at": at, "what": "finished", "files": ["f"]}]
 
 

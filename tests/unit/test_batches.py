@@ -183,7 +183,7 @@ async def deliver(records: list[ConsumerRecord], handler: Handler,
     await decoder(message)  # type: ignore[arg-type]
     letters = Publisher(transactions) if transactions else None  # type: ignore[arg-type]
     delivery = Delivery(broker, SETTINGS, "test", commits,  # type: ignore[arg-type]
-                        transactions, letters)  # type: ignore[arg-type]
+                        transactions, letters)
     await delivery(message, decoder.take(message), handler)  # type: ignore[arg-type]
     if commits is None:
         await delivery.commits.drain()
@@ -386,7 +386,7 @@ async def test_in_a_transaction_a_transient_failure_aborts_and_the_batch_comes_a
 
 
 async def test_what_waits_for_delivery_runs_after_the_commit_and_never_after_an_abort() -> None:
-    transactions, done = Transactions(), []
+    transactions, done = Transactions(), list[Any]()
     publish = Publisher(FakeSender())  # type: ignore[arg-type]
 
     class Recording(Handler):

@@ -11,7 +11,7 @@ from services.console.filters import BadFilter, Filters, page_of
 from services.console.follow import by_service
 from services.console.model import Report, cause, letter_of, refusal
 from shared import topics
-from shared.contracts import NoticeKind, Priority, Supplement
+from shared.contracts import NoticeKind, Priority, Supplement, SupplementKind
 from shared.contracts import Report as Filed
 from tipline import consolebench as events
 
@@ -24,6 +24,7 @@ def at(seconds: float) -> datetime:
 
 def referred(report: Report, agencies: list[str], esp: str = "esp-a") -> None:
     rid = report.report_id
+    kinds: tuple[tuple[SupplementKind, bool], ...] = (("geolocation", True), ("note", False))
     report.apply(events.record(topics.REPORTS_VALIDATED, event_id=f"v{rid}", report_id=rid,
                                esp_id=esp, report=Filed(), occurred_at=at(0))[1])
     report.apply(events.record(
@@ -33,7 +34,7 @@ def referred(report: Report, agencies: list[str], esp: str = "esp-a") -> None:
         supplements=[Supplement(supplement_id=f"{kind}-1", kind=kind, content="synthetic",
                                 source="a source", verified=verified, analyst_id="a1",
                                 added_at=at(1))
-                     for kind, verified in (("geolocation", True), ("note", False))])[1])
+                     for kind, verified in kinds])[1])
     report.apply(events.record(topics.REPORTS_REFERRED, event_id=f"r{rid}", report_id=rid,
                                agencies=agencies, occurred_at=at(2))[1])
     for agency in agencies:

@@ -66,7 +66,7 @@ def test_deadline_is_the_later_of_the_two_windows() -> None:
 def test_finish_errors_are_report_done_responses() -> None:
     refused = render(Answer(Code.ALREADY_FINISHED, report_id="42", done=True), None)
     assert refused.status_code == 409
-    assert refused.body.startswith(b"<?xml") and b"<reportDoneResponse>" in refused.body
+    assert bytes(refused.body).startswith(b"<?xml") and b"<reportDoneResponse>" in refused.body
     assert b"<responseCode>5102</responseCode><reportId>42</reportId><files/>" in refused.body
     assert b"responseDescription" not in refused.body  # not in the schema's element
     assert refused.headers["Tipline-Response-Description"] == "Report already finished"

@@ -101,7 +101,8 @@ class FakeCases:
     """The case file's routing memory, in a dict (the real one is tested against Redis)."""
 
     def __init__(self, report: Report) -> None:
-        self.report, self.routing = report, None
+        self.report = report
+        self.routing: dict[str, Any] | None = None
 
     async def get_many(self, report_ids: list[str], **_: Any) -> list[Any]:
         from services.supplementation.casefile import Case
@@ -132,7 +133,7 @@ def drive(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         coroutine.send(None)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
     raise AssertionError("the coroutine waited on something")
 
 

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from services.intake.publicform import Filed, read_addition, read_report
+from services.intake.publicform import Addition, Filed, read_addition, read_report
 from services.intake.receipts import Problem, Purpose, Token, Tokens, code_hash, code_matches
 from services.intake.throttle import Refused, Throttle
 
@@ -97,6 +97,7 @@ def test_every_problem_is_named_on_its_field_without_quoting_it() -> None:
     errors = read_report(form(incident_type="", incident_date="30/05/2030", description=" ",
                               urls="ftp://x.example.test", country="USA",
                               contact_email="secret-but-wrong", contact_phone="call me"), NOW)
+    assert isinstance(errors, dict)
     assert set(errors) == {"incident_type", "incident_date", "description", "urls",
                            "country", "contact_email", "contact_phone"}
     assert "secret-but-wrong" not in str(errors) and "call me" not in str(errors)
@@ -108,7 +109,8 @@ def test_every_problem_is_named_on_its_field_without_quoting_it() -> None:
 
 
 def test_an_addition_names_its_report_by_number() -> None:
-    assert read_addition({"report_number": "12 34", "code": "c", "text": " t "}).text == "t"
+    added = read_addition({"report_number": "12 34", "code": "c", "text": " t "})
+    assert isinstance(added, Addition) and added.text == "t"
     assert read_addition({"report_number": "r-1", "code": "", "text": ""}) == {
         "code": "The secret code is required.", "text": "What you add is required.",
         "report_number": "The report number is the number on your receipt: digits only."}
