@@ -346,9 +346,10 @@ async def amend(report_id: str, body: NewAmendment, svc: Svc, analyst_id: Analys
 
 @router.post("/reports/{report_id}/retract", status_code=202)
 async def retract(report_id: str, body: Retraction, svc: Svc, analyst_id: AnalystId) -> Any:
-    """Ask the retraction service to retract a report. This door needs no outbox: it changes no
-    state here, it answers 202 only once the broker has the command, and the command's id comes
-    from the report, so asking again after a 503 is the same retraction, taken once."""
+    """Retract a report: every agency that received it is corrected. 202 once the retraction is
+    requested; 503 with Retry-After while it cannot be, and asking again is the same retraction."""
+    # No outbox at this door: it changes no state here and answers 202 only once the broker has
+    # the command, whose id comes from the report, so a second ask is the same command.
     await _case(svc, report_id)
     command = RetractReport(
         command_id=derived_id(report_id, "retract", "analyst"), report_id=report_id,
