@@ -321,7 +321,9 @@ async def test_every_page_fits_a_phone_and_every_text_is_legible(
     widths, illegible = {}, {}
     for path in paths:
         await page.goto(f"{console}{path}")
-        await page.wait_for_timeout(300)
+        # Measured once the live script has drawn its header (login has none).
+        await page.wait_for_function(
+            "!document.getElementById('live') || document.body.dataset.live !== undefined")
         widths[path] = await page.evaluate("document.documentElement.scrollWidth")
         illegible[path] = await page.evaluate(CONTRAST)
         if path == "/":
