@@ -160,7 +160,7 @@ async def _announce(svc: Analysis, report_id: str, kept: Kept) -> dict[str, Any]
     if kept.state == CaseState.RELEASING:
         raise being_released(report_id)
     case = await _case(svc, report_id)
-    priority = Priority[(case.routing or {}).get("priority", "normal").upper()]
+    priority = case.routing.level if case.routing else Priority.NORMAL
     unsent = case.unsent
     out: list[tuple[BaseModel, str, str]] = [
         (event, topics.REPORT_FACTS, svc.broker.service)  # in order with the service's facts
@@ -203,7 +203,7 @@ async def read_case(report_id: str, svc: Svc, reader: ReaderId) -> Any:
             c.model_dump(mode="json", exclude_none=True) for c in case.after_release],
         "amendments_unsent": [v for v, _ in case.unsent],
         "retracted": case.retracted,
-        "routing": case.routing,
+        "routing": case.routing.model_dump() if case.routing else None,
     }
 
 

@@ -15,10 +15,11 @@ States (services/supplementation/holds.py says what each script below does):
 (none) -> held -> releasing -> released, or (none) -> released; held -> closed.
 """
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel
 
 from services.supplementation.holds import CaseState
 from shared.audiences import Kind
@@ -27,6 +28,7 @@ from shared.contracts import (
     Change,
     Fact,
     InformationAdded,
+    Priority,
     Report,
     ReporterContact,
     ReportValidated,
@@ -127,6 +129,20 @@ class Closure:
     at: float
 
 
+class Routing(BaseModel):
+    """Where a released report goes: decided once, on the report as the analyst established it,
+    and kept with its case, so every redelivery goes the same way."""
+
+    agencies: list[str]
+    basis: str  # which rule placed it
+    rules_version: str
+    priority: str  # a Priority's name, in lower case
+
+    @property
+    def level(self) -> Priority:
+        return Priority[self.priority.upper()]
+
+
 @dataclass(frozen=True)
 class Case:
     state: str
@@ -134,7 +150,7 @@ class Case:
     report: Report | None
     supplements: list[Supplement]
     amendments: list[Amendment]
-    routing: dict[str, Any] | None
+    routing: Routing | None
     after_release: list[Change] = field(default_factory=list)  # version n is item n - 1
     sent_after_release: int = 0  # versions up to this one were published for the agencies
     retracted: bool = False
@@ -179,7 +195,7 @@ class CaseFiles:
         return [f"{tag}:case", f"{tag}:case:supplements", f"{tag}:case:amendments",
                 f"{tag}:case:after-release", f"{tag}:case:retracted", f"{tag}:case:additions"]
 
-    async def arrive(self, arrivals: list[tuple[ReportValidated, dict[str, Any] | None]]
+    async def arrive(self, arrivals: list[tuple[ReportValidated, Routing | None]]
                      ) -> list[Arrived]:
         """Validated reports (each with the routing decided on it) arrive, in one round trip:
         the state each is in now (released, or held: by an analyst, or for triage) and,
@@ -187,7 +203,7 @@ class CaseFiles:
         join the triage queue (a second round trip, when there are any)."""
         answers = await run_script(self._redis, self._arrive, [
             (self._keys(e.report_id)[:3],
-             [e.report.model_dump_json(), e.esp_id, json.dumps(routing) if routing else "",
+             [e.report.model_dump_json(), e.esp_id, routing.model_dump_json() if routing else "",
               e.source, e.contact.model_dump_json(exclude_none=True) if e.contact else ""])
             for e, routing in arrivals])
         out, triage = [], {}
@@ -203,7 +219,8 @@ class CaseFiles:
                 report=Report.model_validate_json(stored) if stored else event.report,
                 supplements=[Supplement.model_validate_json(s) for s in supplements],
                 amendments=[Amendment.model_validate_json(a) for a in amendments],
-                routing=json.loads(routing) if routing else None, source=event.source)))
+                routing=Routing.model_validate_json(routing) if routing else None,
+                source=event.source)))
         if triage:  # a redelivery keeps the first arrival's place in the queue
             await self._redis.zadd(TRIAGE, triage, nx=True)
         return out
@@ -282,16 +299,16 @@ class CaseFiles:
                 pipe.set(self._keys(report_id)[4], 1)
             await pipe.execute()
 
-    async def route_once(self, routings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    async def route_once(self, routings: dict[str, Routing]) -> dict[str, Routing]:
         """The first routing stored for each report wins: a report is never routed twice. One
         round trip for them all."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for report_id, routing in routings.items():
                 key = self._keys(report_id)[0]
-                pipe.hsetnx(key, "routing", json.dumps(routing))
+                pipe.hsetnx(key, "routing", routing.model_dump_json())
                 pipe.hget(key, "routing")
             stored = (await pipe.execute())[1::2]
-        return {r: dict(json.loads(str(s))) for r, s in zip(routings, stored, strict=True)}
+        return {r: Routing.model_validate_json(s) for r, s in zip(routings, stored, strict=True)}
 
     async def get(self, report_id: str) -> Case | None:
         return (await self.get_many([report_id]))[0]
@@ -331,7 +348,7 @@ def _case(case: dict[Any, Any], supplements: list[Any], amendments: list[Any],
         report=Report.model_validate_json(fields["report"]) if "report" in fields else None,
         supplements=[Supplement.model_validate_json(s) for s in supplements],
         amendments=[Amendment.model_validate_json(a) for a in amendments],
-        routing=json.loads(fields["routing"]) if "routing" in fields else None,
+        routing=Routing.model_validate_json(fields["routing"]) if "routing" in fields else None,
         after_release=[Change.model_validate_json(c) for c in after_release or ()],
         sent_after_release=int(fields.get("sent_after_release", 0)),
         retracted=bool(retracted),

@@ -2,11 +2,10 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import JsonValue
 
-from services.supplementation.casefile import Case, CaseFiles
+from services.supplementation.casefile import Case, CaseFiles, Routing
 from services.supplementation.jurisdiction import LiveRules, RoutingRules, priority_of, resolve
 from shared import topics
 from shared.amendments import amended
@@ -64,25 +63,25 @@ class Releaser:
 
 
 def routing_of(report_id: str, report: Report, amendments: list[Amendment],
-               rules: RoutingRules) -> dict[str, Any]:
+               rules: RoutingRules) -> Routing:
     """Where the report goes, decided on what the analyst established (amendments applied)."""
     effective = amended(report, amendments)
     resolution = resolve(report_id, effective, rules)
-    return {"agencies": resolution.agencies, "basis": resolution.basis,
-            "rules_version": rules.version, "priority": priority_of(effective).name.lower()}
+    return Routing(agencies=resolution.agencies, basis=resolution.basis,
+                   rules_version=rules.version, priority=priority_of(effective).name.lower())
 
 
-def supplemented(report_id: str, case: Case, routing: dict[str, Any]) -> ReportSupplemented:
+def supplemented(report_id: str, case: Case, routing: Routing) -> ReportSupplemented:
     assert case.report is not None
     return ReportSupplemented(
         event_id=derived_id(report_id, "supplemented"),
         report_id=report_id,
         esp_id=case.esp_id or "",
         report=case.report,
-        agencies=routing["agencies"],
-        priority=Priority[routing["priority"].upper()],
-        jurisdiction=routing["basis"],
-        rules_version=routing["rules_version"],
+        agencies=routing.agencies,
+        priority=routing.level,
+        jurisdiction=routing.basis,
+        rules_version=routing.rules_version,
         supplements=case.supplements,
         amendments=case.amendments,
         source=case.source,

@@ -323,7 +323,9 @@ async def test_new_rules_go_live_without_restart_but_never_reroute_a_released_re
         'version: "', 'version: "v2-'))
     later = f"an-{uuid.uuid4().hex}"
     assert await arrive(api, later, texas_report()) == "released"
-    assert (await analysis.cases.get(later)).routing["agencies"] == [api.agencies[0]]
+    case = await analysis.cases.get(later)
+    assert case is not None and case.routing is not None
+    assert case.routing.agencies == [api.agencies[0]]
 
     (again,) = await analysis.releaser.release([released])  # a redelivery under new rules
     assert sorted(again.agencies) == sorted(api.agencies)

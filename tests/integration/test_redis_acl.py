@@ -24,7 +24,7 @@ from services.intake.esps import EspRegistry, basic_credentials
 from services.intake.timeline import Timeline
 from services.notification.ledger import Ledger
 from services.notification.referrals import ClaimAgencies
-from services.supplementation.casefile import CaseFiles
+from services.supplementation.casefile import CaseFiles, Routing
 from services.validation.crosscheck import CrossCheck
 from shared import topics
 from shared.analysts import AnalystDirectory
@@ -208,7 +208,8 @@ async def validation_code(redis: Store, operator: Store, tag: str) -> None:
 
 
 async def supplementation_code(redis: Store, operator: Store, tag: str) -> None:
-    routing = {"agencies": ["icac-tx"]}
+    routing = Routing(agencies=["icac-tx"], basis="synthetic", rules_version="1",
+                      priority="normal")
     assert await CaseFiles(redis).route_once({tag: routing}) == {tag: routing}
     await AnalystDirectory(operator).add(f"analyst-{tag}", "synthetic-password-1")
     assert await AnalystDirectory(redis).verify(f"analyst-{tag}", "synthetic-password-1",

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.supplementation.casefile import Case, Routing
 from services.supplementation.jurisdiction import (
     LiveRules,
     RoutingRules,
@@ -102,14 +103,12 @@ class FakeCases:
 
     def __init__(self, report: Report) -> None:
         self.report = report
-        self.routing: dict[str, Any] | None = None
+        self.routing: Routing | None = None
 
     async def get_many(self, report_ids: list[str], **_: Any) -> list[Any]:
-        from services.supplementation.casefile import Case
-
         return [Case("released", "esp", self.report, [], [], self.routing) for _ in report_ids]
 
-    async def route_once(self, routings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    async def route_once(self, routings: dict[str, Routing]) -> dict[str, Routing]:
         (report_id, routing), = routings.items()
         self.routing = self.routing or routing
         return {report_id: self.routing}
