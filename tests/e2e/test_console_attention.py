@@ -12,7 +12,6 @@ no page wider than 390 px at 390 px, and every text at WCAG AA contrast; a conso
 
 import asyncio
 import contextlib
-import os
 import random
 import shutil
 import signal
@@ -32,11 +31,11 @@ from shared.analysts import AnalystDirectory
 from shared.contracts import AgencyNotice
 from shared.settings import Settings
 from shared.signing import Signer
-from tests.e2e.support import agencies_for_services, until
+from tests.e2e.support import CHROMIUM, CHROMIUM_ARGS, console_system, until
 from tests.integration.agency_helpers import agency_ids, agency_key
 from tipline.agency import AgencyClient
 from tipline.esps import dev_logins
-from tipline.stack import SERVICES, Stack, create_topics, free_port, start_services, wait_for_port
+from tipline.stack import Stack, free_port, wait_for_port
 from tipline.synthetic import synthetic_report
 
 pytestmark = pytest.mark.e2e
@@ -44,9 +43,6 @@ ACK_TIMEOUT_S, MAX_RESENDS = 6.0, 1
 PASSWORD = "synthetic-console-password"
 ANALYST = "attention-analyst"
 ESP = "attention-e2e-esp"
-CHROMIUM = os.environ.get("TIPLINE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 NOTES = Path("/work/notes")
 
 
@@ -73,26 +69,11 @@ class Agencies:
 
 @pytest.fixture(scope="module")
 def system(servers: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
-    workdir = tmp_path_factory.mktemp("attention")
     ids = agency_ids(3)
-    with pytest.MonkeyPatch.context() as env:
-        agencies_for_services(env, workdir, ids, keyless=(ids[2],),
-                              ack_timeout_s=ACK_TIMEOUT_S, max_resends=MAX_RESENDS)
-        env.setenv("TIPLINE_KEYS_DIR", str(workdir / "keys"))
-        stack = Stack(kafka=servers.kafka, redis=servers.redis,
-                      http=f"http://127.0.0.1:{free_port()}", workdir=workdir,
-                      analyst=f"http://127.0.0.1:{free_port()}",
-                      console=f"http://127.0.0.1:{free_port()}")
+    with console_system(servers, tmp_path_factory.mktemp("attention"), ids,
+                        ack_timeout_s=ACK_TIMEOUT_S, max_resends=MAX_RESENDS) as stack:
         stack.agency_ids = ids  # type: ignore[attr-defined]
-        create_topics(stack)
-        try:
-            start_services(stack, SERVICES)
-            yield stack
-        finally:
-            killed = stack.stop()
-            assert not killed, f"had to be killed: {killed}"
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +113,7 @@ async def submit(esp: httpx.AsyncClient, seed: int) -> str:
 @pytest.fixture
 async def browser_page(system: Stack) -> AsyncIterator[Page]:
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = await browser.new_context(viewport={"width": 1280, "height": 900})
         page = await context.new_page()
         try:

@@ -12,7 +12,6 @@ to /work/notes/ for the closing note).
 
 import asyncio
 import contextlib
-import os
 import random
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -27,20 +26,17 @@ from shared.analysts import AnalystDirectory
 from shared.contracts import AgencyNotice
 from shared.settings import Settings
 from shared.signing import Signer
-from tests.e2e.support import agencies_for_services, until
+from tests.e2e.support import CHROMIUM, CHROMIUM_ARGS, console_system, until
 from tests.integration.agency_helpers import agency_ids
 from tipline.agency import AgencyClient
 from tipline.esps import dev_logins
-from tipline.stack import SERVICES, Stack, create_topics, free_port, start_services
+from tipline.stack import Stack
 from tipline.synthetic import synthetic_report
 
 pytestmark = pytest.mark.e2e
 ACK_TIMEOUT_S, MAX_RESENDS = 8.0, 1
 PASSWORD = "synthetic-console-password"
 ESP = "console-e2e-esp"
-CHROMIUM = os.environ.get("TIPLINE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
 NOTES = Path("/work/notes")
 
 
@@ -52,30 +48,15 @@ def agencies() -> list[str]:
 @pytest.fixture(scope="module")
 def system(servers: Stack, agencies: list[str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
-    workdir = tmp_path_factory.mktemp("console")
-    with pytest.MonkeyPatch.context() as env:
-        agencies_for_services(env, workdir, agencies, keyless=(agencies[2],),
-                              ack_timeout_s=ACK_TIMEOUT_S, max_resends=MAX_RESENDS)
-        env.setenv("TIPLINE_KEYS_DIR", str(workdir / "keys"))
-        stack = Stack(kafka=servers.kafka, redis=servers.redis,
-                      http=f"http://127.0.0.1:{free_port()}", workdir=workdir,
-                      analyst=f"http://127.0.0.1:{free_port()}",
-                      console=f"http://127.0.0.1:{free_port()}")
-        create_topics(stack)
-        try:
-            start_services(stack, SERVICES)
-            yield stack
-        finally:
-            killed = stack.stop()
-            assert not killed, f"had to be killed: {killed}"
+    with console_system(servers, tmp_path_factory.mktemp("console"), agencies,
+                        ack_timeout_s=ACK_TIMEOUT_S, max_resends=MAX_RESENDS) as stack:
+        yield stack
 
 
 @pytest.fixture
 async def page(system: Stack) -> AsyncIterator[Page]:
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = await browser.new_context(viewport={"width": 1280, "height": 900})
         page = await context.new_page()
         outside: list[str] = []

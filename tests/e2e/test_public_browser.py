@@ -13,7 +13,6 @@ folder (and a few to /work/notes for the closing note).
 
 import asyncio
 import contextlib
-import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,12 +21,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from tests.e2e.support import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tipline.stack import Stack, create_topics, free_port, start_services
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = os.environ.get("TIPLINE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 NOTES = Path("/work/notes")
 DESCRIPTION = "Synthetic: an adult account asked a child in a game chat to move to a private app."
 FORM_MIN_S = 0.1  # the form's least time (3 s by default)
@@ -35,8 +32,7 @@ FORM_MIN_S = 0.1  # the form's least time (3 s by default)
 
 @pytest.fixture(scope="module")
 def intake(servers: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
+    needs_chromium()
     workdir = tmp_path_factory.mktemp("public-browser")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TIPLINE_KEYS_DIR", str(workdir / "keys"))
@@ -57,7 +53,7 @@ def intake(servers: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture
 async def browser(intake: Stack) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
