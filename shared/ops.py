@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvicorn
 from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,6 +30,16 @@ log = logging.getLogger("tipline.ops")
 
 Check = Callable[[], Awaitable[object]]
 CHECK_TIMEOUT_S = 2.0
+
+
+def listening(server: uvicorn.Server) -> Check:
+    """A readiness check: the uvicorn server has bound its port. uvicorn binds after the app's
+    start-up, so a service whose port is taken would otherwise look ready and serve nothing
+    (it exits a moment later)."""
+    async def bound() -> bool:
+        return bool(server.started)
+
+    return bound
 
 
 @dataclass

@@ -101,5 +101,6 @@ async def serve_http(app: FastAPI, settings: Settings) -> None:
         log_level="warning", timeout_graceful_shutdown=int(settings.tipline_shutdown_grace_s),
         **proxies(settings),
     ), exit_within=settings.tipline_shutdown_grace_s + 5)
+    app.state.ops.checks["listening"] = ops.listening(server)
     async with ops.serving(settings, app.state.ops):
         await server.serve()

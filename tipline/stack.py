@@ -68,20 +68,31 @@ def _child_setup() -> None:
     os.umask(PRIVATE)
 
 
+# The ports free_port gave out lately: a stack picks all its ports before any child binds one,
+# so two picks must never be the same port (one in 10,000 a pair by chance alone).
+_GIVEN: dict[int, None] = {}
+_GIVEN_AT_MOST = 4096
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, for a child to bind, chosen below the kernel's
     ephemeral range: a port from that range, freed here, may be taken by any process's outgoing
     connection before the child binds it (a service once failed at start with "address already
-    in use" while the whole suite ran)."""
+    in use" while the whole suite ran). Never one this process gave out lately."""
     low = _ephemeral_low()
     for _ in range(200):
         port = random.randint(max(1024, low - 10_000), low - 1)
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue  # in use
-            return port
+        _GIVEN[port] = None
+        if len(_GIVEN) > _GIVEN_AT_MOST:
+            del _GIVEN[next(iter(_GIVEN))]  # the oldest: long bound, or long free again
+        return port
     with socket.socket() as s:  # all tried were taken: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -454,6 +465,7 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
         if set(services) - set(CONSUMERS):
             raise ValueError(f"only {', '.join(CONSUMERS)} run in copies")
         env["TIPLINE_ANALYST_PORT"] = "0"
+    started = []
     for name in services:
         ops_port = free_port()  # health and metrics, away from the ESP port
         child = stack.spawn(copy_name(name, copy),
@@ -463,14 +475,37 @@ def start_services(stack: Stack, services: tuple[str, ...] = SERVICES, copy: int
                                  # the same name for the copy that replaces it (transactions)
                                  "TIPLINE_INSTANCE": instance_of(copy_name(name, copy))})
         child.ops = f"http://127.0.0.1:{ops_port}"
-    if "intake" in services:
-        wait_for_port(http.hostname or "127.0.0.1", http.port or 80, timeout=SERVICE_START_S)
-    if analyst and "supplementation" in services and copy == 1:
-        wait_for_port(analyst.hostname or "127.0.0.1", analyst.port or 80,
-                      timeout=SERVICE_START_S)
-    if console and "console" in services:
-        wait_for_port(console.hostname or "127.0.0.1", console.port or 80,
-                      timeout=SERVICE_START_S)
+        started.append((name, child))
+    serving = {"intake": "listening"}  # each HTTP server's readiness check
+    if console:
+        serving["console"] = "console"
+    if analyst and copy == 1:
+        serving["supplementation"] = "analyst API"
+    for name, child in started:
+        if name in serving:
+            wait_serving(child, serving[name])
+
+
+def wait_serving(child: Child, check: str, timeout: float = SERVICE_START_S) -> None:
+    """Until `child`'s readiness check `check` says its HTTP server has bound its port: a port
+    that another process holds answers too, so an open port alone says nothing. Raises, with
+    the end of its log, if the child exits first (its port taken, say)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if child.process.poll() is not None:
+            said = child.log.read_text(errors="replace")[-2000:] if child.log else ""
+            raise RuntimeError(f"{child.name} exited with {child.process.returncode} before it "
+                               f"served:\n{said}")
+        try:
+            if httpx.get(f"{child.ops}/readyz", timeout=2).json()["checks"].get(check) == "ok":
+                return
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass  # not answering yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{child.name} did not serve within {timeout} s ({check})")
+        time.sleep(0.05)
 
 
 def console_secret(workdir: Path) -> str:

@@ -19,7 +19,7 @@ from shared.analysts import AnalystDirectory
 from shared.http import proxies
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
-from shared.ops import count_requests
+from shared.ops import count_requests, listening
 from shared.settings import Settings
 from shared.shutdown import cancel
 from shared.signing import PUBLIC_FILE, Verifier
@@ -87,5 +87,6 @@ def create_app(settings: Settings) -> FastStream:
 
     app = FastStream(broker, after_startup=[start], on_shutdown=[stop])
     app.console_api = api  # type: ignore[attr-defined]  # for in-process tests
-    app.readiness = {"read model": caught_up}  # type: ignore[attr-defined]  # shared.service
+    app.readiness = {"read model": caught_up,  # type: ignore[attr-defined]  # shared.service
+                     **({"console": listening(server)} if settings.tipline_console_port else {})}
     return app

@@ -27,7 +27,7 @@ from shared.http import (
 )
 from shared.kafka import make_broker
 from shared.logins import Limits, LoginGuard
-from shared.ops import count_requests
+from shared.ops import count_requests, listening
 from shared.settings import Settings
 from shared.store import connect
 
@@ -74,4 +74,6 @@ def create_app(settings: Settings) -> FastStream:
 
     app = FastStream(broker, after_startup=[serve_api], on_shutdown=[stop])
     app.analyst_api = api  # type: ignore[attr-defined]  # for in-process tests
+    if settings.tipline_analyst_port:  # shared.service
+        app.readiness = {"analyst API": listening(server)}  # type: ignore[attr-defined]
     return app

@@ -133,6 +133,13 @@ def test_a_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:
             s.bind(("127.0.0.1", port))
 
 
+def test_a_stack_never_gets_the_same_free_port_twice() -> None:
+    """A stack picks every port before any child binds one: 2,000 picks, none twice (by chance
+    alone, 2,000 picks from 10,000 ports would repeat almost surely)."""
+    picks = [free_port() for _ in range(2000)]
+    assert len(set(picks)) == len(picks)
+
+
 def test_a_refusal_has_a_cause_only_in_the_state_that_explains_it() -> None:
     ispws = httpx.Response(409, json={"reportResponse": {"responseCode": 5103}})
     v1 = httpx.Response(409, json={"detail": {"code": 5101, "description": "..."}})
