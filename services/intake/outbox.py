@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 
 from services.intake.drafts import Drafts, Pending
 from services.intake.timeline import Fact, Timeline
+from shared import contracts
 from shared.schedule import DueIndex
 from shared.store import REDIS_UNAVAILABLE
 
@@ -49,8 +51,9 @@ class Outbox:
         leaves the rest to the sweep. Never raises: the step is accepted (safe in Redis), so the
         caller answers that it was, whatever fails now."""
         try:
+            sending_at = contracts.now()
             await asyncio.wait_for(self._send(report_id, pending), self.publish_wait_s)
-            await self._sent(report_id, pending)
+            await self._sent(report_id, pending, sending_at)
         except (KafkaError, RedisError, *REDIS_UNAVAILABLE, TimeoutError, OSError) as exc:
             log.warning("event %s of report %s left to the sweep: %r", pending.event_id,
                         report_id, exc)
@@ -67,9 +70,12 @@ class Outbox:
         await self.broker.publish(pending.value.encode(), pending.topic,
                                    key=report_id.encode())
 
-    async def _sent(self, report_id: str, pending: Pending) -> None:
+    async def _sent(self, report_id: str, pending: Pending, sending_at: datetime) -> None:
+        """Record the fact at the time its event was sent, before any service could act on it:
+        a rejection or a retraction may reach the timeline before this record does, and the
+        timeline is in the order things happened."""
         await self._timeline.record_all(report_id, [
-            Fact(pending.event_id, pending.what, pending.status, pending.detail)])
+            Fact(pending.event_id, pending.what, pending.status, pending.detail)], at=sending_at)
         await self._drafts.sent(report_id, pending.event_id)
         await self._due.remove(f"{report_id}|{pending.event_id}")
 
@@ -82,7 +88,8 @@ class Outbox:
             if pending is None:
                 await self._due.remove(member)  # refused, or sent already
                 continue
+            sending_at = contracts.now()
             await self._send(report_id, pending)
-            await self._sent(report_id, pending)
+            await self._sent(report_id, pending, sending_at)
             sent += 1
         return sent
