@@ -176,10 +176,9 @@ class Settings(BaseSettings):
     # address its failed logins are counted against.
     tipline_forwarded_allow_ips: str = ""
 
-    # A subscriber handles what one fetch brings, up to this many records, as one batch; it
-    # waits at most this long for a fetch (shared/batches/).
+    # A subscriber handles what one fetch brings, up to this many records, as one batch
+    # (shared/batches/).
     tipline_batch_max_records: int = 500
-    tipline_batch_timeout_ms: int = 5
     # A batch that failed for want of Redis or the broker is fetched again after this pause; a
     # record failing otherwise gets this many attempts, then goes to the dead-letter topic.
     tipline_retry_backoff_s: float = 0.5

@@ -52,18 +52,22 @@ def consume(
             message = broker.context.get_local("message")
             await delivery(message, decoder.take(message), handler)
 
-        options = consumer_options(settings, group, patient=patient)
-        # A patient subscriber waits as long for a batch as for a fetch.
-        batch_timeout_ms = (options["fetch_max_wait_ms"] if patient
-                            else settings.tipline_batch_timeout_ms)
         broker.subscriber(*topic_names, batch=True, decoder=decoder,
                           max_records=min(max_records or settings.tipline_batch_max_records,
                                           settings.tipline_batch_max_records),
-                          batch_timeout_ms=batch_timeout_ms, **options)(on_batch)
+                          batch_timeout_ms=UNTIL_RECORDS_COME_MS,
+                          **consumer_options(settings, group, patient=patient))(on_batch)
         return handler
 
     return register
 
+
+# How long a subscriber's turn waits in aiokafka's `getmany`, which returns as soon as a fetch
+# has brought a record. FastStream's batch loop sleeps as long again after a turn that brought
+# nothing, and a record arriving meanwhile waits out the sleep: so the wait must never end while
+# the service runs (a century). An idle subscriber then takes no turn at all; stopping cancels
+# its wait.
+UNTIL_RECORDS_COME_MS = 100 * 365 * 24 * 3600 * 1000
 
 # A patient subscriber's fetch asks for more than a trickle brings, so the broker holds it for
 # the whole wait and answers with all that came meanwhile (the embedded broker otherwise answers
@@ -76,6 +80,8 @@ def consumer_options(settings: Settings, group: str, *, patient: bool = False) -
     (a `patient` one waits KAFKA_PATIENT_FETCH_WAIT_MS for a fuller fetch)."""
     static = ({"group_instance_id": f"{group}-{settings.tipline_instance}"}
               if settings.kafka_static_membership else {})
+    fetch_max_wait_ms = (settings.kafka_patient_fetch_wait_ms if patient
+                         else settings.kafka_fetch_max_wait_ms)
     return {
         **static,
         "group_id": group,
@@ -83,8 +89,10 @@ def consumer_options(settings: Settings, group: str, *, patient: bool = False) -
         "auto_offset_reset": "earliest",
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
-        "fetch_max_wait_ms": (settings.kafka_patient_fetch_wait_ms if patient
-                              else settings.kafka_fetch_max_wait_ms),
+        "fetch_max_wait_ms": fetch_max_wait_ms,
+        # How often aiokafka's fetch loop wakes with nothing to do (200 ms by default): an
+        # answer, an assignment or a drained batch wakes it sooner, so no oftener than fetches.
+        "consumer_timeout_ms": max(fetch_max_wait_ms, 200),
         "fetch_min_bytes": PATIENT_FETCH_MIN_BYTES if patient else 1,
         "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
         # Records of a transaction not committed (a sender killed mid-batch) are never read.

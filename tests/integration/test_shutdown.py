@@ -83,36 +83,70 @@ def wait_ready(service: subprocess.Popen[bytes], ops_port: int, log: Path) -> No
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("after_s", [0.5, 1.5])
+@pytest.mark.parametrize("moment", ["loading its code", "joining its groups"])
 def test_sigterm_while_starting_ends_the_process(
-    own: tuple[Stack, Settings], after_s: float, tmp_path: Path
+    own: tuple[Stack, Settings], moment: str, tmp_path: Path
 ) -> None:
     stack, settings = own
     log = tmp_path / "validation.log"
-    service = validation(stack, settings, log)
-    time.sleep(after_s)
+    service = validation(stack, settings, log, ops_port=free_port())
+    if moment == "joining its groups":  # its ops endpoint serves, then its subscribers start
+        deadline = time.monotonic() + 30
+        while "ops endpoint on" not in log.read_text():
+            assert service.poll() is None, f"it died by itself: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "its ops endpoint never served"
+            time.sleep(0.02)
     assert service.poll() is None, f"it died by itself: {log.read_text()[-2000:]}"
     took = stop(service)
-    print(f"SIGTERM after {after_s} s: exit {service.returncode} in {took:.1f} s")
+    print(f"SIGTERM while {moment}: exit {service.returncode} in {took:.1f} s")
     # Still loading its code, the signal's default ends it (-15) before it took any work;
     # joining its groups, the deadline may end it (70); else it stops cleanly.
     assert service.returncode in {0, -signal.SIGTERM, EXIT_DEADLINE_PASSED}
     assert "Traceback" not in log.read_text()
 
 
-@pytest.mark.parametrize("after_s", [0.0, 2.0])
+@pytest.mark.parametrize("moment", ["as soon as ready", "having handled a report"])
 def test_sigterm_once_running_stops_cleanly(
-    own: tuple[Stack, Settings], after_s: float, tmp_path: Path
+    own: tuple[Stack, Settings], moment: str, tmp_path: Path
 ) -> None:
+    """Handled a report, its subscribers are back waiting in the broker's fetch for the next
+    record, however long that takes: a stop must end that wait too."""
     stack, settings = own
     log, port = tmp_path / "validation.log", free_port()
     service = validation(stack, settings, log, ops_port=port)
     wait_ready(service, port, log)
-    time.sleep(after_s)
+    if moment == "having handled a report":
+        asyncio.run(one_report_handled(settings))
     took = stop(service)
-    print(f"SIGTERM {after_s} s after ready: exit {service.returncode} in {took:.1f} s")
+    print(f"SIGTERM {moment}: exit {service.returncode} in {took:.1f} s")
     assert service.returncode == 0 and took < DEADLINE_S, log.read_text()[-2000:]
     assert "Traceback" not in log.read_text()
+
+
+async def one_report_handled(settings: Settings) -> None:
+    """Submit one report validation rejects, and wait for its rejection."""
+    report_id = f"once-{uuid.uuid4().hex[:8]}"
+    event = ReportSubmitted(event_id=derived_id(report_id, "submitted"), report_id=report_id,
+                            esp_id="esp", report=Report(incident_type="x"))
+    value, key = event.model_dump_json().encode(), report_id.encode()
+    rejected = AIOKafkaConsumer(topics.REPORTS_REJECTED,
+                                bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await rejected.start()
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topics.REPORTS_SUBMITTED, value, key=key,
+            headers=Seals(settings.tipline_keys_dir).headers(
+                "intake", topics.REPORTS_SUBMITTED, key, value))
+        deadline = time.monotonic() + 30
+        while not any(r.key == key for part in (await rejected.getmany(timeout_ms=200)).values()
+                      for r in part):
+            assert time.monotonic() < deadline, "the report was never handled"
+    finally:
+        await producer.stop()
+        await rejected.stop()
 
 
 def test_ready_only_once_started_with_its_collector_pauses_exported(
