@@ -38,7 +38,8 @@ from shared.telemetry import tracer_provider
 from shared.topics import WRITERS, writes
 from shared.topology import partitions_of, topic_config
 
-__all__ = ["TiplineBroker", "consumer_lag", "consumer_options", "ensure_topics",
+__all__ = ["LagProbe", "TiplineBroker", "consumer_lag", "consumer_options", "described_partitions",
+           "ensure_topics",
            "kafka_client_options", "kafka_security", "make_broker", "topic_partitions"]
 
 
@@ -254,9 +255,15 @@ async def topic_partitions(settings: Settings, names: Iterable[str]) -> list[Top
     admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
-        described = await admin.describe_topics(list(names))
+        return await described_partitions(admin, names)
     finally:
         await admin.close()
+
+
+async def described_partitions(admin: AIOKafkaAdminClient,
+                               names: Iterable[str]) -> list[TopicPartition]:
+    """`topic_partitions` through an admin client the caller keeps open."""
+    described = await admin.describe_topics(list(names))
     return sorted(TopicPartition(t["topic"], p["partition"])
                   for t in described if t["error_code"] == 0 for p in t["partitions"])
 
@@ -268,39 +275,62 @@ async def consumer_lag(settings: Settings, timeout_s: float = 3.0,
                        skip: frozenset[str] = frozenset()) -> dict[str, dict[str, int]]:
     """{group: {topic: lag}} for every consumer group with committed offsets, on every topic
     but `skip` (topics the caller may not read)."""
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=5000)
-    await admin.start()
-    try:
-        groups = sorted(g[0] for g in await admin.list_consumer_groups())
-        topics = [t for t in await admin.list_topics()
-                  if not t.startswith("__") and t not in skip]
-        tps = await topic_partitions(settings, topics)
-        probe = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
-        await probe.start()
+    async with LagProbe(settings) as probe:
+        return await probe.lag(timeout_s, skip)
+
+
+class LagProbe:
+    """An admin client and a consumer that measure consumer lag, kept open between
+    measurements: on Apache Kafka each new connection costs both ends a TLS handshake and a
+    SCRAM login, which a console asking every few seconds would pay again each time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.admin = AIOKafkaAdminClient(**kafka_client_options(settings),
+                                         request_timeout_ms=5000)
+        self.probe = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
+
+    async def __aenter__(self) -> "LagProbe":
+        await self.admin.start()
         try:
-            committed: dict[str, dict[TopicPartition, int]] = {}
-            for group in groups:
-                offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
-                committed[group] = {tp: m.offset for tp, m in offsets.items() if m.offset >= 0}
-            used = sorted({tp for c in committed.values() for tp in c})
-            highwater = await _highwaters(probe, used, committed, timeout_s)
+            await self.probe.start()
+        except BaseException:
+            await self.admin.close()
+            raise
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        try:
+            await self.probe.stop()
         finally:
-            await probe.stop()
-    finally:
-        await admin.close()
-    lag: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for group, offsets in committed.items():
-        for tp, offset in offsets.items():
-            if tp in highwater:
-                lag[group][tp.topic] += max(highwater[tp] - offset, 0)
-    return {g: dict(t) for g, t in lag.items()}
+            await self.admin.close()
+
+    async def lag(self, timeout_s: float = 3.0,
+                  skip: frozenset[str] = frozenset()) -> dict[str, dict[str, int]]:
+        """{group: {topic: lag}}, as `consumer_lag` says."""
+        groups = sorted(g[0] for g in await self.admin.list_consumer_groups())
+        topics = [t for t in await self.admin.list_topics()
+                  if not t.startswith("__") and t not in skip]
+        tps = await described_partitions(self.admin, topics)
+        committed: dict[str, dict[TopicPartition, int]] = {}
+        for group in groups:
+            offsets = await self.admin.list_consumer_group_offsets(group, partitions=tps)
+            committed[group] = {tp: m.offset for tp, m in offsets.items() if m.offset >= 0}
+        used = sorted({tp for c in committed.values() for tp in c})
+        highwater = await _highwaters(self.probe, used, committed, timeout_s)
+        lag: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for group, offsets in committed.items():
+            for tp, offset in offsets.items():
+                if tp in highwater:
+                    lag[group][tp.topic] += max(highwater[tp] - offset, 0)
+        return {g: dict(t) for g, t in lag.items()}
 
 
 async def _highwaters(
     probe: AIOKafkaConsumer, tps: list[TopicPartition],
     committed: dict[str, dict[TopicPartition, int]], timeout_s: float,
 ) -> dict[TopicPartition, int]:
-    """A fetch at the lowest committed offset of each partition tells its high-water mark."""
+    """A fetch at the lowest committed offset of each partition tells its high-water mark.
+    The partitions are paused afterwards, so a kept probe fetches nothing between asks."""
     if not tps:
         return {}
     probe.assign(tps)
@@ -315,4 +345,5 @@ async def _highwaters(
             mark = probe.highwater(tp)
             if mark is not None:
                 out[tp] = mark
+    probe.pause(*tps)
     return out

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import OffsetOutOfRangeError
 from pydantic import BaseModel
 
@@ -36,7 +37,7 @@ from shared import topics
 from shared.agencies import AgencyRegistry
 from shared.batches import UNREADABLE, decode
 from shared.contracts import AgencyNotice
-from shared.kafka import consumer_lag, kafka_client_options, topic_partitions
+from shared.kafka import LagProbe, described_partitions, kafka_client_options
 from shared.metrics import REFUSED
 from shared.seals import Seals
 from shared.settings import Settings
@@ -156,12 +157,17 @@ class Follower:
             **kafka_client_options(self.settings), group_id=None, enable_auto_commit=False,
             auto_offset_reset="none", client_id="tipline-console",
             fetch_max_wait_ms=max(self.settings.kafka_fetch_max_wait_ms, 100),
+            consumer_timeout_ms=max(self.settings.kafka_fetch_max_wait_ms, 200),
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
             fetch_max_bytes=FETCH_MAX_BYTES,
             # What a transaction its sender never committed holds is never shown (on Apache
             # Kafka, where notices go out in transactions).
             isolation_level=self.isolation,
         )
+        # Kept open: a new client every REFRESH_S would cost a TLS handshake and a SCRAM login
+        # on both ends each time, on Apache Kafka.
+        self.admin = AIOKafkaAdminClient(**kafka_client_options(self.settings))
+        await self.admin.start()
         await self.consumer.start()
         try:
             await self._assign()
@@ -189,12 +195,15 @@ class Follower:
                                                                      self.store.tune)
         finally:
             await self.consumer.stop()
+            await self.admin.close()
             self.writer.shutdown()
 
     async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
         """What the next transaction takes: one fetch, or while catching up, every fetch
         already in hand up to CATCH_UP_BATCH records."""
-        batches = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
+        # Caught up, a turn with nothing has only the refresh to do.
+        batches = await self.consumer.getmany(timeout_ms=1000 if self.live.caught_up else 200,
+                                              max_records=BATCH)
         count = sum(map(len, batches.values()))
         while not self.live.caught_up and 0 < count < CATCH_UP_BATCH:
             more = await self.consumer.getmany(timeout_ms=50, max_records=BATCH)
@@ -236,7 +245,7 @@ class Follower:
         """Every partition of every wanted topic that exists: from the checkpoint, or from the
         start of one the store never read."""
         self.registry.get("")  # re-reads the routing file when it changed
-        wanted = set(await topic_partitions(self.settings, wanted_topics(self.registry)))
+        wanted = set(await described_partitions(self.admin, wanted_topics(self.registry)))
         held = self.consumer.assignment()
         if wanted <= held:
             return
@@ -286,13 +295,16 @@ class Follower:
 
 async def follow_lag(settings: Settings, live: Live, every_s: float = 10.0) -> None:
     """Forever: each service's consumer lag (summed over its groups), for the overview; never
-    on the raw acknowledgements, which the console may not read."""
+    on the raw acknowledgements, which the console may not read. One probe is kept while it
+    answers, and made anew after a failure."""
     while True:
         try:
-            lag = await asyncio.wait_for(
-                consumer_lag(settings, skip=frozenset({topics.AGENCY_ACKS})), 15)
-            live.lag = by_service(lag)
-            live.lag_error = None
+            async with LagProbe(settings) as probe:
+                while True:
+                    live.lag = by_service(await asyncio.wait_for(
+                        probe.lag(skip=frozenset({topics.AGENCY_ACKS})), 15))
+                    live.lag_error = None
+                    await asyncio.sleep(every_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the broker away, or no right to describe groups
