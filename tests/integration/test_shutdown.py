@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -70,6 +71,17 @@ def stop(service: subprocess.Popen[bytes]) -> float:
     return time.monotonic() - asked
 
 
+@contextmanager
+def killed_if_left(service: subprocess.Popen[bytes]) -> Iterator[None]:
+    """A test that fails before it stops its service leaves no process behind."""
+    try:
+        yield
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()
+
+
 def wait_ready(service: subprocess.Popen[bytes], ops_port: int, log: Path) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -90,14 +102,15 @@ def test_sigterm_while_starting_ends_the_process(
     stack, settings = own
     log = tmp_path / "validation.log"
     service = validation(stack, settings, log, ops_port=free_port())
-    if moment == "joining its groups":  # its ops endpoint serves, then its subscribers start
-        deadline = time.monotonic() + 30
-        while "ops endpoint on" not in log.read_text():
-            assert service.poll() is None, f"it died by itself: {log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "its ops endpoint never served"
-            time.sleep(0.02)
-    assert service.poll() is None, f"it died by itself: {log.read_text()[-2000:]}"
-    took = stop(service)
+    with killed_if_left(service):
+        if moment == "joining its groups":  # its ops endpoint serves, then subscribers start
+            deadline = time.monotonic() + 30
+            while "ops endpoint on" not in log.read_text():
+                assert service.poll() is None, f"it died by itself: {log.read_text()[-2000:]}"
+                assert time.monotonic() < deadline, "its ops endpoint never served"
+                time.sleep(0.02)
+        assert service.poll() is None, f"it died by itself: {log.read_text()[-2000:]}"
+        took = stop(service)
     print(f"SIGTERM while {moment}: exit {service.returncode} in {took:.1f} s")
     # Still loading its code, the signal's default ends it (-15) before it took any work;
     # joining its groups, the deadline may end it (70); else it stops cleanly.
@@ -114,10 +127,11 @@ def test_sigterm_once_running_stops_cleanly(
     stack, settings = own
     log, port = tmp_path / "validation.log", free_port()
     service = validation(stack, settings, log, ops_port=port)
-    wait_ready(service, port, log)
-    if moment == "having handled a report":
-        asyncio.run(one_report_handled(settings))
-    took = stop(service)
+    with killed_if_left(service):
+        wait_ready(service, port, log)
+        if moment == "having handled a report":
+            asyncio.run(one_report_handled(settings))
+        took = stop(service)
     print(f"SIGTERM {moment}: exit {service.returncode} in {took:.1f} s")
     assert service.returncode == 0 and took < DEADLINE_S, log.read_text()[-2000:]
     assert "Traceback" not in log.read_text()
