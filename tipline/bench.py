@@ -43,6 +43,7 @@ from shared.kafka import RememberingPartitioner, ensure_topics, kafka_client_opt
 from shared.seals import Seals
 from shared.service import freeze_startup_objects
 from shared.settings import CONFIG_DIR, Settings
+from shared.topics import agency_topic
 from shared.topology import topic_names
 from tipline import generate
 from tipline.esps import dev_logins
@@ -251,12 +252,14 @@ class CpuMeter:
 async def steady(
     producer: AIOKafkaProducer, topic: str, arrived: dict[str, float], prefix: str,
     rate: float, seconds: float, seals: Seals | None = None,
+    sent_at: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Latency percentiles at a fixed offered rate (waits for the last message, bounded)."""
+    """Latency percentiles at a fixed offered rate (waits for the last message, bounded);
+    `sent_at` is given each message's send time."""
     # The bench's own collector must not stop the clock it times with: a full collection of
     # what earlier stages left held every arrival of the pipeline's stage 69 ms (measured).
     freeze_startup_objects()
-    sent_at: dict[str, float] = {}
+    sent_at = {} if sent_at is None else sent_at
     messages = [submitted(prefix, i, ONE_AGENCY_PLACE) for i in range(int(rate * seconds))]
     await feed(producer, topic, messages, rate, sent_at, seals)
     with contextlib.suppress(TimeoutError):
@@ -503,10 +506,13 @@ async def _stage_pipeline(settings: Settings, stack: Stack, plan: Plan, run: str
 
     try:
         await warm_up(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-latwarm", 90, seals)
-        paused = await gc_pauses(stack)
+        before, sent_at = await service_totals(stack), dict[str, float]()
         latency = await steady(producer, topics.REPORTS_SUBMITTED, arrived, f"{run}-lat",
-                               plan.offered, plan.steady_s, seals)  # "latency first", above
-        latency["gc_pauses"] = since(paused, await gc_pauses(stack))
+                               plan.offered, plan.steady_s, seals, sent_at)  # "latency first"
+        after = await service_totals(stack)
+        latency["gc_pauses"] = gc_since(before, after)
+        latency["batches"] = batches_since(before, after)
+        latency["hops"] = await where_latency_goes(settings, f"{run}-lat-", sent_at, arrived)
         rate, cpu = await throughput("")
         by_copies = {1: rate}
         for copy in range(2, copies + 1):
@@ -535,42 +541,121 @@ async def all_ready(stack: Stack, timeout: float = 60) -> None:
             await asyncio.sleep(0.1)
 
 
-GcPauses = dict[str, dict[str, float]]  # service -> seconds, collections, up to 10 ms
-NO_PAUSES = {"seconds": 0.0, "collections": 0.0, "upto_10ms": 0.0}
+Totals = dict[str, dict[str, float]]  # service -> what its metrics counted so far
+NOTHING = {"gc_seconds": 0.0, "collections": 0.0, "upto_10ms": 0.0,
+           "batches": 0.0, "handler_seconds": 0.0, "records": 0.0}
+# The topic each hop of the latency stage reads: its batches are the hop's.
+HOP_INPUTS = {"validation": [topics.REPORTS_SUBMITTED],
+              "supplementation": [topics.REPORTS_VALIDATED],
+              "referral": [topics.REPORTS_SUPPLEMENTED_URGENT, topics.REPORTS_SUPPLEMENTED,
+                           topics.REPORTS_SUPPLEMENTED_BULK]}
 
 
-async def gc_pauses(stack: Stack) -> GcPauses:
-    """Each service's garbage-collection pauses so far, from its ops endpoint's metrics."""
-    out: GcPauses = {}
+async def service_totals(stack: Stack) -> Totals:
+    """Each service's garbage-collection pauses and batches handled so far (on its hop's input
+    topic), from its ops endpoint's metrics."""
+    out: Totals = {}
     async with httpx.AsyncClient(timeout=5) as client:
         for child in stack.children:
             if child.ops is None or service_of(child.name) not in SERVICES:
                 continue
-            totals = dict(NO_PAUSES)
+            totals, inputs = dict(NOTHING), HOP_INPUTS.get(service_of(child.name), [])
             text = (await client.get(f"{child.ops}/metrics")).text
             for family in text_string_to_metric_families(text):
-                if family.name != "tipline_gc_pause_seconds":
-                    continue
                 for sample in family.samples:
-                    if sample.name.endswith("_sum"):
-                        totals["seconds"] += sample.value
-                    elif sample.name.endswith("_count"):
-                        totals["collections"] += sample.value
-                    elif sample.labels.get("le") == "0.01":
-                        totals["upto_10ms"] += sample.value
+                    if family.name == "tipline_gc_pause_seconds":
+                        if sample.name.endswith("_sum"):
+                            totals["gc_seconds"] += sample.value
+                        elif sample.name.endswith("_count"):
+                            totals["collections"] += sample.value
+                        elif sample.labels.get("le") == "0.01":
+                            totals["upto_10ms"] += sample.value
+                    elif sample.labels.get("topic") not in inputs:
+                        continue
+                    elif family.name == "tipline_handler_seconds":
+                        if sample.name.endswith("_sum"):
+                            totals["handler_seconds"] += sample.value
+                        elif sample.name.endswith("_count"):
+                            totals["batches"] += sample.value
+                    elif sample.name == "tipline_events_in_total":
+                        totals["records"] += sample.value
             out[child.name] = totals
     return out
 
 
-def since(before: GcPauses, after: GcPauses) -> dict[str, dict[str, float]]:
+def gc_since(before: Totals, after: Totals) -> dict[str, dict[str, float]]:
     """Per service: collections, their total ms and how many paused over 10 ms, in between."""
     out = {}
     for name, now in after.items():
-        was = before.get(name, NO_PAUSES)
+        was = before.get(name, NOTHING)
         collections = now["collections"] - was["collections"]
         out[name] = {"collections": collections,
-                     "total_ms": round(1000 * (now["seconds"] - was["seconds"]), 1),
+                     "total_ms": round(1000 * (now["gc_seconds"] - was["gc_seconds"]), 1),
                      "over_10ms": collections - (now["upto_10ms"] - was["upto_10ms"])}
+    return out
+
+
+def batches_since(before: Totals, after: Totals) -> dict[str, dict[str, float]]:
+    """Per hop's service: its batches in between, their mean size and how long a handler took
+    with one on average (waits included: Redis, the broker's acknowledgements)."""
+    out = {}
+    for name in HOP_INPUTS:
+        now, was = after.get(name, NOTHING), before.get(name, NOTHING)
+        batches = now["batches"] - was["batches"]
+        out[name] = {"batches": batches,
+                     "records_a_batch": round((now["records"] - was["records"])
+                                              / max(batches, 1), 1),
+                     "handler_ms": round(1000 * (now["handler_seconds"] - was["handler_seconds"])
+                                         / max(batches, 1), 2)}
+    return out
+
+
+class WrittenAt(Tail):
+    """When each report's record was written on each stage's topics (the producer's create
+    time, ms): the pipeline's latency hop by hop."""
+
+    max_records = 5000
+
+    def __init__(self, settings: Settings, stages: dict[str, list[str]], prefix: str) -> None:
+        super().__init__(settings, [t for ts in stages.values() for t in ts])
+        self.stage_of = {t: stage for stage, ts in stages.items() for t in ts}
+        self.prefix = prefix.encode()
+        self.at: dict[str, dict[str, int]] = {stage: {} for stage in stages}
+
+    def took(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]],
+             arrived: float) -> None:
+        at = self.at[self.stage_of[tp.topic]]
+        for r in records:
+            if r.key is not None and r.key.startswith(self.prefix):
+                at.setdefault(r.key.decode(), r.timestamp)
+
+
+async def where_latency_goes(settings: Settings, prefix: str, sent_at: dict[str, float],
+                             arrived: dict[str, float]) -> dict[str, Any]:
+    """Each hop's share of the latency stage's reports (percentiles, ms): from one record's
+    create time to the next's, and from referral's notice to the bench reading it (the rest of
+    each report's latency)."""
+    stages = {"submitted": [topics.REPORTS_SUBMITTED], "validated": [topics.REPORTS_VALIDATED],
+              "supplemented": HOP_INPUTS["referral"],
+              "notice": [agency_topic(ONE_AGENCY[0])]}
+    written = WrittenAt(settings, stages, prefix)
+    await written.start(from_beginning=True)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await wait_for(lambda: all(sent_at.keys() <= at.keys()
+                                       for at in written.at.values()), 30, "hop times")
+    finally:
+        await written.stop()
+    at = written.at
+    hops = {"validation": ("submitted", "validated"),
+            "supplementation": ("validated", "supplemented"),
+            "referral": ("supplemented", "notice")}
+    out = {hop: percentiles([(at[b][k] - at[a][k]) / 1000 for k in sent_at
+                             if k in at[a] and k in at[b]])
+           for hop, (a, b) in hops.items()}
+    out["to the reader"] = percentiles([
+        arrived[k] - sent_at[k] - (at["notice"][k] - at["submitted"][k]) / 1000
+        for k in sent_at if k in arrived and k in at["notice"] and k in at["submitted"]])
     return out
 
 
@@ -848,6 +933,12 @@ def render(r: dict[str, Any]) -> str:
         "GC pauses in the pipeline's latency stage (collections, total ms, over 10 ms): "
         + ", ".join(f"{k} {v['collections']:.0f}/{v['total_ms']}/{v['over_10ms']:.0f}"
                     for k, v in pipe["latency_ms"].get("gc_pauses", {}).items()),
+        f"where the pipeline's latency goes at {pipe['latency_ms']['offered_per_s']}/s "
+        "(p50/p99 ms a hop, from record to record): " + ", ".join(
+            f"{k} {v['p50']}/{v['p99']}" for k, v in pipe["latency_ms"].get("hops", {}).items()),
+        "its batches (records a batch, mean ms a handler took with one, waits included): "
+        + ", ".join(f"{k} {v['records_a_batch']}/{v['handler_ms']}"
+                    for k, v in pipe["latency_ms"].get("batches", {}).items()),
         "peak RSS MB: " + ", ".join(f"{k} {v['peak_rss_mb']}" for k, v in r["memory_mb"].items())
         + "; relays " + ", ".join(f"{v['peak_rss_mb']}" for v in raw["memory_mb"].values()),
     ]

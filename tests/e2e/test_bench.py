@@ -20,6 +20,7 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
                  "retraction -> 50 agencies corrected", "ratio pipeline/raw throughput",
                  "pipeline/ceiling",
                  "CPU ms a message, pipeline", "GC pauses in the pipeline's latency stage",
+                 "where the pipeline's latency goes", "its batches (records a batch",
                  "peak RSS MB"):
         assert line in run.stdout, run.stdout
     result = json.loads(out.read_text())
@@ -41,6 +42,14 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
     # Each service's collector pauses, read from its own /metrics around the latency stage.
     assert set(result["pipeline"]["latency_ms"]["gc_pauses"]) == {
         "intake", "validation", "supplementation", "referral", "retraction"}
+    # Where the latency goes: each hop's share of every report of the stage, record to record,
+    # and each hop's batches as its service's metrics counted them.
+    latency = result["pipeline"]["latency_ms"]
+    assert set(latency["hops"]) == {"validation", "supplementation", "referral", "to the reader"}
+    assert all(hop["count"] == latency["count"] for hop in latency["hops"].values()), latency
+    assert set(latency["batches"]) == {"validation", "supplementation", "referral"}
+    assert all(b["batches"] > 0 and b["records_a_batch"] >= 1 and b["handler_ms"] > 0
+               for b in latency["batches"].values()), latency["batches"]
     assert result["http"]["lost"] == 0 and result["fanout"]["lost"] == 0
     assert result["fanout"]["agencies"] == 50
     assert set(result["memory_mb"]) == {"intake", "validation", "supplementation", "referral",
