@@ -4,6 +4,7 @@
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import cached_property
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -42,6 +43,10 @@ class Publisher:
         self.broker = broker
         self.partitioner = RememberingPartitioner()  # where the producer's own would put them
 
+    @cached_property
+    def tracer(self) -> Tracer:
+        return self.broker.tracer()
+
     async def send(self, items: Iterable[Item]) -> None:
         """(body, topic, report id) each, then what the batch left for later; returns once the
         broker acknowledged them all."""
@@ -53,7 +58,7 @@ class Publisher:
             return
         producer = (scope.producer if scope is not None and scope.producer is not None
                     else await self.broker.sender())
-        tracer = self.broker.tracer()
+        tracer = self.tracer
         partitions: dict[str, list[int]] = {}
         by_partition: dict[tuple[str, int], list[tuple[bytes, bytes, list[Any]]]] = {}
         for body, topic, report_id in items:
