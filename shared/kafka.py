@@ -39,8 +39,8 @@ from shared.topics import WRITERS, writes
 from shared.topology import partitions_of, topic_config
 
 __all__ = ["LagProbe", "TiplineBroker", "consumer_lag", "consumer_options", "described_partitions",
-           "ensure_topics",
-           "kafka_client_options", "kafka_security", "make_broker", "topic_partitions"]
+           "ensure_topics", "kafka_client_options", "kafka_security", "make_broker",
+           "topic_partitions"]
 
 
 _SASL = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512, "PLAIN": SASLPlaintext}

@@ -35,7 +35,7 @@ from services.console.store import Read, Store
 from services.console.web import Live
 from shared import topics
 from shared.agencies import AgencyRegistry
-from shared.batches import UNREADABLE, decode
+from shared.batches import UNREADABLE, decode, idle_wake_ms
 from shared.contracts import AgencyNotice
 from shared.kafka import LagProbe, described_partitions, kafka_client_options
 from shared.metrics import REFUSED
@@ -153,11 +153,12 @@ class Follower:
         return self.consumer.highwater(tp)
 
     async def run(self) -> None:
+        fetch_max_wait_ms = max(self.settings.kafka_fetch_max_wait_ms, 100)
         self.consumer = AIOKafkaConsumer(
             **kafka_client_options(self.settings), group_id=None, enable_auto_commit=False,
             auto_offset_reset="none", client_id="tipline-console",
-            fetch_max_wait_ms=max(self.settings.kafka_fetch_max_wait_ms, 100),
-            consumer_timeout_ms=max(self.settings.kafka_fetch_max_wait_ms, 200),
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            consumer_timeout_ms=idle_wake_ms(fetch_max_wait_ms),
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
             fetch_max_bytes=FETCH_MAX_BYTES,
             # What a transaction its sender never committed holds is never shown (on Apache

@@ -20,9 +20,9 @@ from shared.batches.partitioner import RememberingPartitioner
 from shared.batches.publisher import Item, Publisher, Sender, sealed
 from shared.batches.retries import TRANSIENT, Delivery, Handler, Poison, dead_letter_of, in_rounds
 from shared.batches.scope import refuse
-from shared.batches.subscriber import consume, consumer_options
+from shared.batches.subscriber import consume, consumer_options, idle_wake_ms
 
 __all__ = ["TRANSIENT", "UNREADABLE", "Batch", "Commits", "Decoder", "Delivery", "Handler",
            "Item", "M", "Poison", "Publisher", "RememberingPartitioner", "Sender", "Transactions",
-           "consume", "consumer_options", "dead_letter_of", "decode", "header", "in_rounds",
-           "next_offsets", "refuse", "sealed"]
+           "consume", "consumer_options", "dead_letter_of", "decode", "header", "idle_wake_ms",
+           "in_rounds", "next_offsets", "refuse", "sealed"]

@@ -75,6 +75,13 @@ UNTIL_RECORDS_COME_MS = 100 * 365 * 24 * 3600 * 1000
 PATIENT_FETCH_MIN_BYTES = 1024 * 1024
 
 
+def idle_wake_ms(fetch_max_wait_ms: int) -> int:
+    """aiokafka's `consumer_timeout_ms` for a consumer whose fetches wait this long: how often
+    its fetch loop wakes with nothing to do (200 ms by default). An answer, an assignment or a
+    drained batch wakes it sooner, so it need not wake oftener than its fetches answer."""
+    return max(fetch_max_wait_ms, 200)
+
+
 def consumer_options(settings: Settings, group: str, *, patient: bool = False) -> dict[str, Any]:
     """How every tipline subscriber consumes: its own group, commits by Delivery, short waits
     (a `patient` one waits KAFKA_PATIENT_FETCH_WAIT_MS for a fuller fetch)."""
@@ -90,9 +97,7 @@ def consumer_options(settings: Settings, group: str, *, patient: bool = False) -
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
         "fetch_max_wait_ms": fetch_max_wait_ms,
-        # How often aiokafka's fetch loop wakes with nothing to do (200 ms by default): an
-        # answer, an assignment or a drained batch wakes it sooner, so no oftener than fetches.
-        "consumer_timeout_ms": max(fetch_max_wait_ms, 200),
+        "consumer_timeout_ms": idle_wake_ms(fetch_max_wait_ms),
         "fetch_min_bytes": PATIENT_FETCH_MIN_BYTES if patient else 1,
         "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
         # Records of a transaction not committed (a sender killed mid-batch) are never read.
