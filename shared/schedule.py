@@ -5,7 +5,7 @@ again when the lease ends. Members name their report in a hash tag-free string; 
 one key (one slot of a Redis cluster).
 """
 
-from shared.store import Pipe, Store
+from shared.store import Store
 
 # Take the due members: push each one's time on by the lease, so another copy does not take it.
 _TAKE = """
@@ -21,17 +21,10 @@ class DueIndex:
         self.key = key
         self._take = redis.register_script(_TAKE)
 
-    async def add(
-        self, members: dict[str, float], *, nx: bool = False, gt: bool = False,
-        pipe: Pipe | None = None,
-    ) -> None:
-        """Due at these times. `nx`: only members not there yet; `gt`: never earlier than now.
-        With `pipe`, the command joins that pipeline (one round trip with others)."""
-        if not members:
-            return
-        if pipe is not None:
-            pipe.zadd(self.key, members, nx=nx, gt=gt)  # type: ignore[arg-type]
-        else:
+    async def add(self, members: dict[str, float], *, nx: bool = False, gt: bool = False
+                  ) -> None:
+        """Due at these times. `nx`: only members not there yet; `gt`: never earlier than now."""
+        if members:
             await self._redis.zadd(self.key, members, nx=nx, gt=gt)  # type: ignore[arg-type]
 
     async def take(self, now: float, lease_s: float, limit: int = 100) -> list[str]:

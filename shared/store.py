@@ -3,19 +3,22 @@
 Every key about a report carries the report's id as a hash tag (`tipline:{<id>}:...`), so all of
 a report's keys share one cluster slot and a Lua script over them runs on one node. The few other
 keys (ESP and analyst logins, the due indexes, idempotency keys, content hashes) are each used
-alone. No command or script spans two reports and no pipeline is a transaction, so the same code
-runs on a cluster, whose client splits a pipeline by node.
+alone. A script spans several reports only where they share a slot (`run_script`), and no
+pipeline is a transaction, so the same code runs on a cluster, whose client splits a pipeline by
+node.
 """
 
 import asyncio
+import hashlib
 import ssl
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import (
     ClusterError,
     ConnectionError,
@@ -29,7 +32,6 @@ from redis.exceptions import (
 from shared.settings import Settings
 
 Store = Redis | RedisCluster
-Pipe = Pipeline | ClusterPipeline
 
 # Redis, or one shard of a cluster, is away (down, restarting, loading, slots moving): waiting
 # cures it. Anything else from Redis is a bug or a refused command.
@@ -141,33 +143,85 @@ def connect(settings: Settings) -> Store:
     return Redis.from_pool(pool)
 
 
+# A script run for many calls at once: each call's keys and arguments, in turn, go through the
+# script's own body (KEYS and ARGV are its parameters), and each call's answer comes back in a
+# list of one (of none, for nil). ARGV: how many calls, then for each its key and argument
+# counts and its arguments; KEYS: every call's keys, in order.
+_MANY_HEAD = "local function one(KEYS, ARGV)\n"
+_MANY_TAIL = """
+end
+local out, k, a = {}, 0, 1
+for i = 1, tonumber(ARGV[1]) do
+  local nk, na = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local keys, args = {unpack(KEYS, k + 1, k + nk)}, {unpack(ARGV, a + 3, a + 2 + na)}
+  k, a = k + nk, a + 2 + na
+  out[i] = {one(keys, args)}
+end
+return out
+"""
+MANY_AT_ONCE = 200  # calls in one run: Redis serves no one else while a script runs
+
+
+@cache
+def _many(script: str) -> tuple[str, str]:
+    """The script that runs `script` for many calls at once, and its SHA1."""
+    many = _MANY_HEAD + script + _MANY_TAIL
+    return many, hashlib.sha1(many.encode()).hexdigest()
+
+
+def _runs(redis: Store, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[list[int]]:
+    """The calls (by index) in runs of at most MANY_AT_ONCE, each on one cluster slot: all of a
+    report's keys share one, so a run spans reports only where they share it (a single server
+    is all one slot)."""
+    by_slot: dict[int, list[int]] = {}
+    cluster = isinstance(redis, RedisCluster)
+    for i, (keys, _) in enumerate(calls):
+        by_slot.setdefault(key_slot(keys[0].encode()) if cluster and keys else 0, []).append(i)
+    return [run[at:at + MANY_AT_ONCE] for run in by_slot.values()
+            for at in range(0, len(run), MANY_AT_ONCE)]
+
+
 async def run_script(
     redis: Store, script: AsyncScript, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
 ) -> list[Any]:
     """The script once for each (keys, args), in one pipeline (one round trip a node); the
-    answers in order. A server that lost its scripts (restarted, failed over) refuses its calls
-    with NOSCRIPT, which leaves them undone: the script is loaded again (on every primary of a
-    cluster) and just those calls are made again. Any other error is raised."""
+    answers in order. The calls go in runs, each one script call for many (a call to Redis costs
+    the client about as much CPU whatever it carries: docs/load-testing.md); a run of one is the
+    script itself. A server that lost its scripts (restarted, failed over) refuses a run with
+    NOSCRIPT, which leaves it undone: the script is loaded again (on every primary of a cluster)
+    and just those runs are made again. Any other error is raised."""
+    many, many_sha = _many(script.script)
     answers: list[Any] = [None] * len(calls)
-    todo = list(range(len(calls)))
+    todo = _runs(redis, calls)
     for attempt in range(2):
         async with redis.pipeline(transaction=False) as pipe:
-            for i in todo:
-                keys, args = calls[i]
+            for run in todo:
+                if len(run) == 1:
+                    sha, (keys, args) = script.sha, calls[run[0]]
+                else:
+                    sha, keys, args = many_sha, [], [len(run)]
+                    for i in run:
+                        call_keys, call_args = calls[i]
+                        keys += call_keys
+                        args += [len(call_keys), len(call_args), *call_args]
                 # As a raw command: the cluster pipeline refuses its evalsha() method because
                 # it cannot load scripts itself, which is done here.
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
         missing = []
-        for i, result in zip(todo, results, strict=True):
+        for run, result in zip(todo, results, strict=True):
             if isinstance(result, NoScriptError) and attempt == 0:
-                missing.append(i)
+                missing.append(run)
             elif isinstance(result, Exception):
                 raise result
+            elif len(run) == 1:
+                answers[run[0]] = result
             else:
-                answers[i] = result
+                for i, answer in zip(run, result, strict=True):
+                    answers[i] = answer[0] if answer else None
         if not missing:
             break
-        await redis.script_load(script.script)
+        for text in {script.script if len(run) == 1 else many for run in missing}:
+            await redis.script_load(text)
         todo = missing
     return answers

@@ -17,9 +17,15 @@ from services.notification.acknowledgements import SETTLES_AS, NoticeEvent, Noti
 from services.notification.notices import Encoded
 from shared.contracts import AgencyNotice
 from shared.schedule import DueIndex
-from shared.store import Store
+from shared.store import Store, run_script
 
 DUE = "tipline:acks:due"  # "report_id|notice_id" by when the next step is due
+
+# Track a notice: its state (ARGV[3], awaiting) and the bytes sent, each kept as first set.
+_TRACK = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3])
+return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+"""
 
 # Move a notice forward from 'awaiting' only; returns the state it is in afterwards.
 _SETTLE = """
@@ -45,6 +51,7 @@ class AwaitingAcknowledgement:
         self.ack_timeout_s = ack_timeout_s
         self._due = DueIndex(redis, DUE)
         self._settle = redis.register_script(_SETTLE)
+        self._track = redis.register_script(_TRACK)
 
     @staticmethod
     def _keys(report_id: str) -> tuple[str, str, str]:
@@ -54,20 +61,18 @@ class AwaitingAcknowledgement:
     async def track(self, sent: Iterable[Encoded]) -> None:
         """Await an ack for these notices (once: tracking one again changes nothing), each with
         the bytes that go out (signed): a re-send sends those."""
-        # One round trip; each step is idempotent, so a crash anywhere is mended by tracking
-        # again. A notice acked already gets a due entry that `take_due` drops unsent.
+        # The state and the bytes first, then the due entry (which so always finds them). Each
+        # step is idempotent, so a crash anywhere is mended by tracking again. A notice acked
+        # already gets a due entry that `take_due` drops unsent.
         sent = list(sent)
         if not sent:
             return
         due = time.time() + self.ack_timeout_s
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for notice, body in ((e.notice, e.body) for e in sent):
-                states, stored, _ = self._keys(notice.report_id)
-                pipe.hsetnx(stored, notice.notice_id, body)
-                pipe.hsetnx(states, notice.notice_id, NoticeState.AWAITING)
-                await self._due.add({f"{notice.report_id}|{notice.notice_id}": due}, nx=True,
-                                    pipe=pipe)
-            await pipe.execute()
+        await run_script(self._redis, self._track, [
+            (self._keys(e.notice.report_id)[:2],
+             [e.notice.notice_id, e.body, NoticeState.AWAITING]) for e in sent])
+        await self._due.add({f"{e.notice.report_id}|{e.notice.notice_id}": due for e in sent},
+                            nx=True)
 
     async def acknowledge(self, report_id: str, notice_id: str) -> str:
         """Record an ack; returns the notice's state after it ('none' if it was not tracked)."""

@@ -10,7 +10,7 @@ from redis.asyncio import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.notification.ledger import Ledger
-from services.notification.referrals import ClaimAgencies
+from services.notification.referrals import ClaimAgencies, Retract
 from shared.settings import Settings
 from shared.store import UNSENT_ATTEMPTS, connect
 from tipline.stack import Stack
@@ -35,6 +35,33 @@ async def test_a_script_cache_emptied_under_a_batch_is_filled_again(
         await ledger.confirm_referrals(reports)
         for report_id in reports:
             assert await ledger.states(report_id) == {"a1": "referred"}
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["one server", "cluster"])
+async def test_many_reports_in_one_script_call_each_get_their_own_answer(
+    cluster: bool, settings: Settings, request: pytest.FixtureRequest
+) -> None:
+    """A batch's reports go to Redis as one script call where they share a slot (all of them on
+    one server): each report is still claimed on its own state, and answered for itself."""
+    if cluster:
+        settings = cluster_settings(settings, request.getfixturevalue("valkey_cluster"))
+    redis = connect(settings)
+    try:
+        ledger = Ledger(redis)
+        reports = [f"many-{uuid.uuid4().hex[:8]}" for _ in range(30)]
+        retracted = set(reports[::3])
+        await ledger.retract({r: Retract("2026-01-01T00:00:00+00:00", "esp", "esp-1", "wrong")
+                              for r in retracted})
+        claims = await ledger.claim({r: ClaimAgencies((f"agency-of-{r}", "icac-tx"))
+                                     for r in reports})
+        assert list(claims) == reports
+        for report_id, claim in claims.items():
+            if report_id in retracted:
+                assert claim.withheld, report_id
+            else:
+                assert sorted(claim.to_refer) == sorted([f"agency-of-{report_id}", "icac-tx"])
     finally:
         await redis.aclose()
 
