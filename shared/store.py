@@ -144,9 +144,9 @@ def connect(settings: Settings) -> Store:
 
 
 # A script run for many calls at once: each call's keys and arguments, in turn, go through the
-# script's own body (KEYS and ARGV are its parameters), and each call's answer comes back in a
-# list of one (of none, for nil). ARGV: how many calls, then for each its key and argument
-# counts and its arguments; KEYS: every call's keys, in order.
+# script's own body (KEYS and ARGV are its parameters), and the calls' answers come back in a
+# list (nil as false, which Redis answers as nil). ARGV: how many calls, then for each its key
+# and argument counts and its arguments; KEYS: every call's keys, in order.
 _MANY_HEAD = "local function one(KEYS, ARGV)\n"
 _MANY_TAIL = """
 end
@@ -155,7 +155,9 @@ for i = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local keys, args = {unpack(KEYS, k + 1, k + nk)}, {unpack(ARGV, a + 3, a + 2 + na)}
   k, a = k + nk, a + 2 + na
-  out[i] = {one(keys, args)}
+  local answer = one(keys, args)
+  if answer == nil then answer = false end  -- a hole would cut the list short
+  out[i] = answer
 end
 return out
 """
@@ -218,7 +220,7 @@ async def run_script(
                 answers[run[0]] = result
             else:
                 for i, answer in zip(run, result, strict=True):
-                    answers[i] = answer[0] if answer else None
+                    answers[i] = answer
         if not missing:
             break
         for text in {script.script if len(run) == 1 else many for run in missing}:
