@@ -161,7 +161,7 @@ for i = 1, tonumber(ARGV[1]) do
 end
 return out
 """
-MANY_AT_ONCE = 200  # calls in one run: Redis serves no one else while a script runs
+MANY_AT_ONCE = 50  # calls in one run: Redis serves no one else while a script runs
 
 
 @cache
