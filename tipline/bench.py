@@ -34,8 +34,9 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream import FastStream
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel
 
-from shared import topics
+from shared import contracts, topics
 from shared.agencies import load_agencies
 from shared.batches import Publisher
 from shared.contracts import Report, ReportSubmitted, derived_id
@@ -545,11 +546,13 @@ async def all_ready(stack: Stack, timeout: float = 60) -> None:
 Totals = dict[str, dict[str, float]]  # service -> what its metrics counted so far
 NOTHING = {"gc_seconds": 0.0, "collections": 0.0, "upto_10ms": 0.0,
            "batches": 0.0, "handler_seconds": 0.0, "records": 0.0}
-# The topic each hop of the latency stage reads: its batches are the hop's.
-HOP_INPUTS = {"validation": [topics.REPORTS_SUBMITTED],
-              "supplementation": [topics.REPORTS_VALIDATED],
-              "referral": [topics.REPORTS_SUPPLEMENTED_URGENT, topics.REPORTS_SUPPLEMENTED,
-                           topics.REPORTS_SUPPLEMENTED_BULK]}
+# What each hop of the latency stage reads: its batches are the hop's, its input topics are the
+# catalogue's for that model (referral's are three, one a priority).
+HOP_MODELS: dict[str, type[BaseModel]] = {"validation": contracts.ReportSubmitted,
+                                          "supplementation": contracts.ReportValidated,
+                                          "referral": contracts.ReportSupplemented}
+HOP_INPUTS = {hop: [t.name for t in topics.read_by(hop) if t.model is model]
+              for hop, model in HOP_MODELS.items()}
 
 
 async def service_totals(stack: Stack) -> Totals:
@@ -636,9 +639,8 @@ async def where_latency_goes(settings: Settings, prefix: str, sent_at: dict[str,
     """Each hop's share of the latency stage's reports (percentiles, ms): from one record's
     create time to the next's, and from referral's notice to the bench reading it (the rest of
     each report's latency)."""
-    stages = {"submitted": [topics.REPORTS_SUBMITTED], "validated": [topics.REPORTS_VALIDATED],
-              "supplemented": HOP_INPUTS["referral"],
-              "notice": [agency_topic(ONE_AGENCY[0])]}
+    stages = {"submitted": HOP_INPUTS["validation"], "validated": HOP_INPUTS["supplementation"],
+              "supplemented": HOP_INPUTS["referral"], "notice": [agency_topic(ONE_AGENCY[0])]}
     written = WrittenAt(settings, stages, prefix)
     await written.start(from_beginning=True)
     try:
