@@ -9,6 +9,7 @@ import json
 import random
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ ANALYST = ("chaos-analyst", "synthetic-analyst-password")
 MIX = Mix(invalid=0.1, duplicate=0.05, abandoned=0.04, withheld=0.03, retract_before=0.1,
           retract_after=0.1, amend=0.06)
 COUNTERS = ("lost", "duplicated", "misrouted", "out_of_order")
+# How long a fault waits at most for the pipeline to move before the next one: near the stream's
+# end no more notices come.
+FLOW_WITHIN_S = 5.0
 
 
 def chaos_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,6 +98,18 @@ class Faults:
     settings: Settings
     rng: random.Random
     tally: Tally = field(default_factory=Tally)
+    replay: Replay | None = None  # the load the faults run in (replay_with sets it)
+
+    async def flowing(self, notices: int) -> None:
+        """Until the replay's agencies have seen `notices` more notices: the pipeline moves, so
+        the next fault lands in work in flight, on a fast machine or a slow one (a pause of
+        wall-clock time could end before the load began, or inside a stall). At most
+        FLOW_WITHIN_S."""
+        assert self.replay is not None, "faults pace themselves by a replay's notices"
+        wanted = self.replay.watch.received + notices
+        deadline = time.monotonic() + FLOW_WITHIN_S
+        while self.replay.watch.received < wanted and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def service_env(self, name: str, as_name: str, copy: bool = False) -> dict[str, str]:
         analyst = self.stack.analyst.rsplit(":", 1)[1]
@@ -154,6 +170,7 @@ async def replay_with(
         await redis.aclose()
     replay = Replay(faults.settings, faults.stack.http, logins, concurrency=32, retry_for=60,
                     after_referral_timeout=90, analyst=ANALYST, analyst_url=faults.stack.analyst)
+    faults.replay = replay
     dispatched = asyncio.Event()
 
     async def run_replay() -> dict[str, Any]:

@@ -93,7 +93,7 @@ class Chaos(harness.Faults):
     async def run(self, until: asyncio.Event, budget_s: float) -> None:
         """Faults one after another until the replay has dispatched everything (bounded)."""
         deadline = time.monotonic() + budget_s
-        await asyncio.sleep(2.0)
+        await self.flowing(10)
         await self.poison()
         step = 0
         while ((not until.is_set() or sum(self.tally.kills.values()) < MIN_KILLS)
@@ -105,7 +105,7 @@ class Chaos(harness.Faults):
                 await self.rebalance(self.rng.choice(KILLABLE), self.rng.uniform(2.0, 4.0))
             else:
                 await self.kill_and_restart(self.rng.choice(KILLABLE))
-            await asyncio.sleep(self.rng.uniform(1.0, 2.5))
+            await self.flowing(self.rng.randint(5, 15))
         if self.tally.redis_outages == 0:
             await self.redis_outage(2.0)
         await self.poison()  # and once more near the end: the pipeline must still flow after

@@ -240,13 +240,13 @@ class BrokerFaults(harness.Faults):
 
     async def run(self, dispatched: asyncio.Event) -> None:
         """kill -9 the busiest node in the middle of the load and start it again, then restart
-        all three one after another, each given time to catch up."""
-        await asyncio.sleep(6.0)
+        all three one after another, each once the pipeline moves again (it caught up)."""
+        await self.flowing(30)
         await self.restart(await asyncio.to_thread(self.busiest), signal.SIGKILL)
-        await asyncio.sleep(6.0)
+        await self.flowing(20)
         for node_id in (1, 2, 3):
             await self.restart(node_id, signal.SIGTERM)
-            await asyncio.sleep(6.0)
+            await self.flowing(20)
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ class Scaled(harness.Faults):
     async def run(self, until: asyncio.Event, budget_s: float) -> None:
         """Faults one after another until the replay has dispatched everything (bounded)."""
         deadline = time.monotonic() + budget_s
-        await asyncio.sleep(2.0)
+        await self.flowing(10)
         step = 0
         while ((not until.is_set() or sum(self.tally.kills.values()) < MIN_KILLS
                 or self.tally.shard_restarts < MIN_SHARD_RESTARTS)
@@ -70,7 +70,7 @@ class Scaled(harness.Faults):
                 await self.restart_shard()
             else:
                 await self.kill_a_copy()
-            await asyncio.sleep(self.rng.uniform(1.0, 2.0))
+            await self.flowing(self.rng.randint(5, 15))
 
 
 def assignments(stack: Stack) -> dict[str, int]:
