@@ -39,7 +39,7 @@ from pydantic import BaseModel
 from shared import contracts, topics
 from shared.agencies import load_agencies
 from shared.batches import Publisher
-from shared.contracts import Report, ReportSubmitted, derived_id
+from shared.contracts import AgencyNotice, Report, ReportSubmitted, derived_id
 from shared.kafka import RememberingPartitioner, ensure_topics, kafka_client_options, make_broker
 from shared.seals import Seals
 from shared.service import freeze_startup_objects
@@ -699,20 +699,70 @@ async def _stage_http(settings: Settings, url: str, plan: Plan,
 
 async def _stage_fanout(settings: Settings, url: str, reports: int,
                         logins: dict[str, str]) -> dict[str, Any]:
-    async def fan_out(count: int) -> dict[str, Any]:
+    async def fan_out(count: int) -> tuple[Replay, dict[str, Any]]:
         stream = _stream(count, {"country": FANOUT_COUNTRY}, FANOUT_AGENCIES,
                          retract_after=True)
-        return await Replay(settings, url, logins, concurrency=8, agencies=FANOUT_AGENCIES).run(
-            stream, rate=str(FANOUT_RATE), settle_timeout=60)
+        replay = Replay(settings, url, logins, concurrency=8, agencies=FANOUT_AGENCIES)
+        return replay, await replay.run(stream, rate=str(FANOUT_RATE), settle_timeout=60)
 
     # Warmed up untimed, as every stage is: the first records on 50 fresh agency topics are
     # not what a retraction costs (docs/load-testing.md, "The fan-out warmed up").
     await fan_out(FANOUT_WARM_UP)
-    result = await fan_out(reports)
+    replay, result = await fan_out(reports)
     return {"agencies": len(FANOUT_AGENCIES), "reports": reports, "lost": result["lost"],
             "offered_per_s": FANOUT_RATE,
             "oracle": {k: v for k, v in result["oracle"].items() if k != "examples"},
-            "latency_ms": result["latency_ms"]["retract_to_all_corrections_delivered"]}
+            "latency_ms": {**result["latency_ms"]["retract_to_all_corrections_delivered"],
+                           "hops": await where_fanout_goes(settings, replay)}}
+
+
+class RetractionWritten(Tail):
+    """When each report's retraction was written, and the last of its corrections on the agency
+    topics (the producer's create time, ms)."""
+
+    def __init__(self, settings: Settings, report_ids: set[str]) -> None:
+        super().__init__(settings, [topics.RETRACTIONS_REQUESTED,
+                                    *map(agency_topic, FANOUT_AGENCIES)])
+        self.report_ids = report_ids
+        self.requested: dict[str, int] = {}
+        self.corrected: dict[str, int] = {}
+
+    def took(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]],
+             arrived: float) -> None:
+        for r in records:
+            report_id = r.key.decode() if r.key is not None else ""
+            if report_id not in self.report_ids:
+                continue
+            if tp.topic == topics.RETRACTIONS_REQUESTED:
+                self.requested.setdefault(report_id, r.timestamp)
+            elif AgencyNotice.model_validate_json(r.value).kind == "correction":
+                self.corrected[report_id] = max(self.corrected.get(report_id, 0), r.timestamp)
+
+
+async def where_fanout_goes(settings: Settings, replay: Replay) -> dict[str, Any]:
+    """Each retraction of the fan-out, hop by hop (percentiles, ms): from its request sent to
+    its RetractReport written (intake), to the last of its corrections written (retraction),
+    and on to the bench reading that one (to the reader). The replay's times are monotonic and
+    a record's are the wall clock's: the first and last hop cross from one to the other."""
+    asked = {c.report_id: c.retract_first_try for c in replay.cases.values()
+             if c.report_id and c.retract_first_try is not None}
+    read = {r: max(t for t, _ in seen.corrections.values())
+            for r, seen in replay.watch.reports.items() if r in asked and seen.corrections}
+    written = RetractionWritten(settings, set(asked))
+    await written.start(from_beginning=True)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await wait_for(lambda: asked.keys() <= written.requested.keys()
+                           and read.keys() <= written.corrected.keys(), 30, "retraction times")
+    finally:
+        await written.stop()
+    to_wall = time.time() - time.monotonic()
+    requested = {r: t / 1000 for r, t in written.requested.items() if r in asked}
+    corrected = {r: t / 1000 for r, t in written.corrected.items() if r in requested}
+    return {"intake": percentiles([requested[r] - (asked[r] + to_wall) for r in requested]),
+            "retraction": percentiles([corrected[r] - requested[r] for r in corrected]),
+            "to the reader": percentiles([read[r] + to_wall - corrected[r]
+                                          for r in corrected if r in read])}
 
 
 async def _stage_long(settings: Settings, url: str, stack: Stack, logins: dict[str, str],
@@ -948,6 +998,8 @@ def render(r: dict[str, Any]) -> str:
         "its batches (records a batch, mean ms a handler took with one, waits included): "
         + ", ".join(f"{k} {v['records_a_batch']}/{v['handler_ms']}"
                     for k, v in pipe["latency_ms"].get("batches", {}).items()),
+        "where the fan-out's latency goes (p50/p99 ms a hop): " + ", ".join(
+            f"{k} {v['p50']}/{v['p99']}" for k, v in fan["latency_ms"].get("hops", {}).items()),
         "peak RSS MB: " + ", ".join(f"{k} {v['peak_rss_mb']}" for k, v in r["memory_mb"].items())
         + "; relays " + ", ".join(f"{v['peak_rss_mb']}" for v in raw["memory_mb"].values()),
     ]

@@ -21,6 +21,7 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
                  "pipeline/ceiling",
                  "CPU ms a message, pipeline", "GC pauses in the pipeline's latency stage",
                  "where the pipeline's latency goes", "its batches (records a batch",
+                 "where the fan-out's latency goes",
                  "peak RSS MB"):
         assert line in run.stdout, run.stdout
     result = json.loads(out.read_text())
@@ -52,6 +53,10 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
                for b in latency["batches"].values()), latency["batches"]
     assert result["http"]["lost"] == 0 and result["fanout"]["lost"] == 0
     assert result["fanout"]["agencies"] == 50
+    # And the fan-out's: each timed retraction through intake, retraction, and to the reader.
+    fanout = result["fanout"]["latency_ms"]
+    assert set(fanout["hops"]) == {"intake", "retraction", "to the reader"}
+    assert all(hop["count"] == fanout["count"] for hop in fanout["hops"].values()), fanout
     assert set(result["memory_mb"]) == {"intake", "validation", "supplementation", "referral",
                                         "retraction"}
 
