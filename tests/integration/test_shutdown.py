@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -137,12 +138,23 @@ def test_sigterm_once_running_stops_cleanly(
     assert "Traceback" not in log.read_text()
 
 
+def rejectable(report_id: str) -> ReportSubmitted:
+    """A report validation rejects: handled, and seen so on the rejected topic."""
+    return ReportSubmitted(event_id=derived_id(report_id, "submitted"), report_id=report_id,
+                           esp_id="esp", report=Report(incident_type="x"))
+
+
+def from_intake(seals: Seals, event: ReportSubmitted) -> dict[str, Any]:
+    """The record of `event` as intake sends it (keyed by its report, sealed)."""
+    value, key = event.model_dump_json().encode(), event.report_id.encode()
+    return {"value": value, "key": key,
+            "headers": seals.headers("intake", topics.REPORTS_SUBMITTED, key, value)}
+
+
 async def one_report_handled(settings: Settings) -> None:
     """Submit one report validation rejects, and wait for its rejection."""
-    report_id = f"once-{uuid.uuid4().hex[:8]}"
-    event = ReportSubmitted(event_id=derived_id(report_id, "submitted"), report_id=report_id,
-                            esp_id="esp", report=Report(incident_type="x"))
-    value, key = event.model_dump_json().encode(), report_id.encode()
+    event = rejectable(f"once-{uuid.uuid4().hex[:8]}")
+    key = event.report_id.encode()
     rejected = AIOKafkaConsumer(topics.REPORTS_REJECTED,
                                 bootstrap_servers=settings.kafka_bootstrap_servers,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
@@ -150,10 +162,8 @@ async def one_report_handled(settings: Settings) -> None:
     await rejected.start()
     await producer.start()
     try:
-        await producer.send_and_wait(
-            topics.REPORTS_SUBMITTED, value, key=key,
-            headers=Seals(settings.tipline_keys_dir).headers(
-                "intake", topics.REPORTS_SUBMITTED, key, value))
+        await producer.send_and_wait(topics.REPORTS_SUBMITTED,
+                                     **from_intake(Seals(settings.tipline_keys_dir), event))
         deadline = time.monotonic() + 30
         while not any(r.key == key for part in (await rejected.getmany(timeout_ms=200)).values()
                       for r in part):
@@ -237,19 +247,15 @@ async def test_a_stop_mid_stream_commits_only_what_was_handled(
 ) -> None:
     stack, settings = own
     run = uuid.uuid4().hex[:6]
-    events = [ReportSubmitted(event_id=derived_id(f"{run}-{n}", "submitted"),
-                              report_id=f"{run}-{n}", esp_id="esp",
-                              report=Report(incident_type="x")) for n in range(12000)]
+    events = [rejectable(f"{run}-{n}") for n in range(12000)]
     seals = Seals(settings.tipline_keys_dir)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
     await producer.start()
     try:
         sends = []
         for event in events:
-            value, key = event.model_dump_json().encode(), event.report_id.encode()
-            sends.append(await producer.send(
-                topics.REPORTS_SUBMITTED, value, key=key,
-                headers=seals.headers("intake", topics.REPORTS_SUBMITTED, key, value)))
+            sends.append(await producer.send(topics.REPORTS_SUBMITTED,
+                                             **from_intake(seals, event)))
         placed = {e.report_id: (await s) for e, s in zip(events, sends, strict=True)}
     finally:
         await producer.stop()
