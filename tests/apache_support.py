@@ -76,6 +76,10 @@ class ApacheKafka:
         """(topic, partition) -> the id of the node leading it now."""
         return kafkacluster.leaders(self.cluster, self.passwords[ADMIN], topics)
 
+    def under_replicated(self) -> list[tuple[str, int]]:
+        """Every (topic, partition) with a replica out of sync now."""
+        return kafkacluster.under_replicated(self.cluster, self.passwords[ADMIN])
+
 
 def require_apache_kafka() -> None:
     """Skip, saying why, where Java or the jars are missing; fail instead under CI."""

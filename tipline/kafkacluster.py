@@ -345,6 +345,15 @@ def leaders(cluster: Cluster, admin_password: str,
             for p, partition in metadata[t].partitions.items()}
 
 
+def under_replicated(cluster: Cluster, admin_password: str) -> list[tuple[str, int]]:
+    """Every (topic, partition) with a replica out of sync now: a node restarted, not caught up
+    yet (a rolling restart waits for none before the next node)."""
+    metadata = _admin(cluster, admin_password).list_topics(timeout=10).topics
+    return [(t, p) for t, topic in metadata.items()
+            for p, partition in topic.partitions.items()
+            if len(partition.isrs) < len(partition.replicas)]
+
+
 def start_apache(stack: "Stack", brokers: int) -> tuple[Cluster, bool]:
     """Apache Kafka of `brokers` nodes under the stack's workdir, with a login for each service
     (`stack.service_env`) and the admin's for the stack's own tools; the jars fetched first when

@@ -214,6 +214,7 @@ async def test_each_notice_reaches_its_agency_once_though_its_sender_dies_as_it_
 
 BROKER_REPORTS = 160
 BROKER_RATE = 4.0  # the load lasts through the kill and the rolling restart (about 40 s)
+CAUGHT_UP_S = 120.0  # a restarted node back in sync, at most
 
 
 @dataclass
@@ -238,15 +239,25 @@ class BrokerFaults(harness.Faults):
         await asyncio.to_thread(self.kafka.restart, node_id)
         self.broker_restarts += 1
 
+    async def caught_up(self) -> None:
+        """Until every partition has all its replicas in sync again (the restarted node caught
+        up: what a rolling restart waits for before the next node), then the pipeline moves."""
+        assert self.kafka is not None
+        deadline = time.monotonic() + CAUGHT_UP_S
+        while lagging := await asyncio.to_thread(self.kafka.under_replicated):
+            assert time.monotonic() < deadline, f"not back in sync after {CAUGHT_UP_S} s: {lagging}"
+            await asyncio.sleep(0.2)
+        await self.flowing(20)
+
     async def run(self, dispatched: asyncio.Event) -> None:
         """kill -9 the busiest node in the middle of the load and start it again, then restart
-        all three one after another, each once the pipeline moves again (it caught up)."""
+        all three one after another, each once the last one caught up."""
         await self.flowing(30)
         await self.restart(await asyncio.to_thread(self.busiest), signal.SIGKILL)
-        await self.flowing(20)
+        await self.caught_up()
         for node_id in (1, 2, 3):
             await self.restart(node_id, signal.SIGTERM)
-            await self.flowing(20)
+            await self.caught_up()
 
 
 @pytest.fixture
