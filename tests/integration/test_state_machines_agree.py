@@ -34,6 +34,7 @@ from services.notification.referrals import (
 from services.supplementation import holds
 from services.supplementation.casefile import TRIAGE, CaseFiles, Kept
 from services.supplementation.holds import CaseEvent, CaseFile, CaseState
+from shared.audiences import Status
 from shared.contracts import (
     Amendment,
     Fact,
@@ -189,6 +190,30 @@ async def test_a_later_hop_fetched_first_reads_back_in_the_order_things_happened
             await timeline.record_events([record])
         assert [e["what"] for e in await timeline.entries(report_id)] == [
             "validated", "supplemented", "referral delivered"]
+    finally:
+        await redis.delete(*Timeline._keys(report_id))
+
+
+async def test_report_fields_go_with_the_facts_and_the_time_moves_only_with_a_new_fact(
+        redis: Redis) -> None:
+    """A supersession's links travel as report fields beside facts, set in the same step after
+    the status the facts give; `updated_at` moves only when a fact is new."""
+    timeline, report_id = Timeline(redis), a_report()
+    first, later = now(), now() + timedelta(seconds=5)
+    referred = Fact(f"referred-{report_id}", "referred", Status.REFERRED)
+    try:
+        assert await timeline.record_all(report_id, [
+            Fact(f"validated-{report_id}", "validated", Status.VALIDATED), referred],
+            at=first, fields={"supersedes": "an-older-report"}) == 2
+        assert await timeline.fields(report_id) == {
+            "status": Status.REFERRED, "rank": "4", "supersedes": "an-older-report",
+            "updated_at": first.isoformat()}
+        # The same fact again, with a field: the field is set, the time stays.
+        assert await timeline.record_all(report_id, [referred], at=later,
+                                         fields={"superseded_by": "a-newer-report"}) == 0
+        assert await timeline.fields(report_id) == {
+            "status": Status.REFERRED, "rank": "4", "supersedes": "an-older-report",
+            "superseded_by": "a-newer-report", "updated_at": first.isoformat()}
     finally:
         await redis.delete(*Timeline._keys(report_id))
 
