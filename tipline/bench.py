@@ -854,6 +854,11 @@ async def _run(workdir: Path, plan: Plan, long_replay_s: float,
                              / results["raw"]["throughput_per_s"], 3)
     results["ratio_to_ceiling"] = round(results["pipeline"]["throughput_per_s"]
                                         / results["ceiling"]["throughput_per_s"], 3)
+    # The pipeline against the raw chain in the same run, as docs/load-testing.md compares them:
+    # CPU a report over every process against the chain's a message, and p99 at the same rate.
+    results["cpu_ratio"] = round(cpu_ms(results["pipeline"]) / cpu_ms(results["raw"]), 2)
+    results["p99_ratio"] = round(results["pipeline"]["latency_ms"]["p99"]
+                                 / results["raw"]["latency_ms"]["p99"], 2)
     results["machine"]["load_avg_at_end"] = os.getloadavg()
     return results
 
@@ -950,6 +955,11 @@ def main(workdir: Path, *, quick: bool = False, long_replay_s: float = 0.0,
     return asyncio.run(_run(run_dir, plan, long_replay_s, profile, kafka))
 
 
+def cpu_ms(stage: dict[str, Any]) -> float:
+    """A chain's CPU a message over all its processes, the broker and Valkey included."""
+    return float(sum(stage["cpu_ms_per_msg"].values()))
+
+
 def render(r: dict[str, Any]) -> str:
     def p(lat: dict[str, Any]) -> str:
         return f"{lat['p50']!s:>8} {lat['p95']!s:>8} {lat['p99']!s:>8} {lat['max']!s:>8}"
@@ -982,6 +992,9 @@ def render(r: dict[str, Any]) -> str:
         f"{r['ratio_to_ceiling']:.1%}; FastStream chain/raw "
         f"{r['framework']['throughput_per_s'] / r['raw']['throughput_per_s']:.1%}   "
         f"(fetch_max_wait_ms {r.get('fetch_max_wait_ms')})",
+        f"pipeline/raw CPU a message, all processes: {cpu_ms(pipe):.3f} / {cpu_ms(raw):.3f} ms = "
+        f"{r['cpu_ratio']}x; p99 at {pipe['latency_ms']['offered_per_s']}/s: "
+        f"{pipe['latency_ms']['p99']} / {raw['latency_ms']['p99']} ms = {r['p99_ratio']}x",
         f"HTTP: achieved {http['achieved_per_s']}/s, errors {http['errors'] or 'none'}, "
         f"lost {http['lost']}; fan-out lost {fan['lost']}",
         *(f"CPU ms a message, {name}: " + ", ".join(

@@ -18,7 +18,7 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
                  "FastStream relay chain",
                  "(b) pipeline, Kafka in -> referral", "HTTP submit -> referral",
                  "retraction -> 50 agencies corrected", "ratio pipeline/raw throughput",
-                 "pipeline/ceiling",
+                 "pipeline/ceiling", "pipeline/raw CPU a message, all processes",
                  "CPU ms a message, pipeline", "GC pauses in the pipeline's latency stage",
                  "where the pipeline's latency goes", "its batches (records a batch",
                  "where the fan-out's latency goes",
@@ -29,6 +29,12 @@ def test_bench_quick_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
     assert result["framework"]["throughput_per_s"] > 0
     assert result["pipeline"]["throughput_per_s"] > 0
     assert result["ratio"] > 0 and result["ratio_to_ceiling"] > 0
+    # The CPU and p99 ratios, from the chains' own figures in the same run.
+    assert result["cpu_ratio"] == round(
+        sum(result["pipeline"]["cpu_ms_per_msg"].values())
+        / sum(result["raw"]["cpu_ms_per_msg"].values()), 2)
+    assert result["p99_ratio"] == round(
+        result["pipeline"]["latency_ms"]["p99"] / result["raw"]["latency_ms"]["p99"], 2)
     # The ceiling: the raw relays, every message fed and sunk by processes of their own.
     assert result["ceiling"]["throughput_per_s"] > 0
     assert result["ceiling"]["latency_ms"]["not_arrived"] == 0
