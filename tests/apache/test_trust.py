@@ -10,6 +10,7 @@ fails them.
 
 import asyncio
 import ssl
+import uuid
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -70,15 +71,18 @@ def admin_error(admin: AdminClient, futures: dict[Any, Any]) -> int:
     return 0
 
 
-def first_record(config: dict[str, Any], topic: str, group: str) -> Any:
-    """What a consumer in `group` gets first from `topic`: a record, or the broker's error."""
+def first_record(config: dict[str, Any], topic: str, group: str,
+                 value: bytes | None = None) -> Any:
+    """What a consumer in `group` gets first from `topic`: a record (the first of this `value`,
+    when given: other tests' records may come before it), or the broker's error."""
     consumer = Consumer({**config, "group.id": group, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False})
     consumer.subscribe([topic])
     try:
         for _ in range(30):
             message = consumer.poll(1)
-            if message is not None:
+            if message is not None and (value is None or message.error() is not None
+                                        or message.value() == value):
                 return message
         raise AssertionError(f"nothing at all from {topic} in 30 s")
     finally:
@@ -177,11 +181,12 @@ async def test_intake_writes_its_own_topics_and_nothing_else(apache: ApacheKafka
 
 async def test_the_console_reads_and_writes_nothing(apache: ApacheKafka) -> None:
     console = apache.settings_for("console")
+    synthetic = f"synthetic-{uuid.uuid4().hex}".encode()
     for topic in ("tipline.reports.referred", "tipline.agency.acks"):
-        await write(apache.admin(), topic, b"synthetic")
+        await write(apache.admin(), topic, synthetic)
     shown = await asyncio.to_thread(first_record, apache.config_for("console"),
-                                    "tipline.reports.referred", "console")
-    assert shown.error() is None and shown.value() == b"synthetic"
+                                    "tipline.reports.referred", "console", synthetic)
+    assert shown.error() is None and shown.value() == synthetic
     # Not even every topic: the agencies' raw responses are retraction's to check.
     acks = await asyncio.to_thread(first_record, apache.config_for("console"),
                                    "tipline.agency.acks", "console")
