@@ -1,10 +1,7 @@
 """The notice senders' transactions on a running Apache Kafka (the `apache` fixture), as
 `tipline up --kafka apache` runs them: referral's own subscribers, logged in as referral."""
 
-import asyncio
-import time
 import uuid
-from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -12,8 +9,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared import topics
 from shared.batches import Publisher
 from shared.contracts import ReportReferred
-from shared.kafka import kafka_client_options, make_broker
+from shared.kafka import kafka_client_options, make_broker, topic_partitions
+from shared.settings import Settings
 from tests.apache_support import ApacheKafka
+from tests.e2e.support import until
 
 WITHIN_S = 60.0
 
@@ -32,57 +31,33 @@ async def test_a_batch_that_publishes_nothing_commits_its_offsets_all_the_same(
         seen.update(e.report_id for e in events)
 
     reports = [f"txn-{uuid.uuid4().hex}" for _ in range(5)]
+    admin = AIOKafkaAdminClient(**kafka_client_options(apache.admin()))
     await broker.start()
+    await admin.start()
     try:
         await Publisher(broker).send([
             (ReportReferred(event_id=f"referred-{r}", report_id=r, agencies=["us-federal"]),
              topics.REPORTS_REFERRED, r) for r in reports])
-        await until(lambda: seen >= set(reports), "the subscriber read them")
-        ends = await end_offsets(apache, topics.REPORTS_REFERRED)
-        await until_committed(apache, "referral-confirm", ends)
+        await until(lambda: seen >= set(reports), "referral-confirm to read them", WITHIN_S)
+        ends = await end_offsets(apache.admin(), topics.REPORTS_REFERRED)
+        await until(lambda: committed_up_to(admin, "referral-confirm", ends),
+                    f"referral-confirm's offsets committed up to {ends}", WITHIN_S)
     finally:
+        await admin.close()
         await broker.stop()
 
 
-async def until(done: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WITHIN_S
-    while not done():
-        assert time.monotonic() < deadline, f"not within {WITHIN_S} s: {what}"
-        await asyncio.sleep(0.1)
-
-
-async def end_offsets(apache: ApacheKafka, topic: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(**kafka_client_options(apache.admin()))
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    assert partitions, f"no partitions of {topic}: {described}"
-    consumer = AIOKafkaConsumer(**kafka_client_options(apache.admin()))
+async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings))
     await consumer.start()
     try:
-        return dict(await consumer.end_offsets(partitions))
+        return dict(await consumer.end_offsets(await topic_partitions(settings, [topic])))
     finally:
         await consumer.stop()
 
 
-async def until_committed(apache: ApacheKafka, group: str,
-                          ends: dict[TopicPartition, int]) -> None:
-    """Until the group's committed offsets reach `ends` on every partition that has records."""
-    admin = AIOKafkaAdminClient(**kafka_client_options(apache.admin()))
-    await admin.start()
-    try:
-        deadline = time.monotonic() + WITHIN_S
-        while True:
-            offsets = await admin.list_consumer_group_offsets(group)
-            committed = {tp: meta.offset for tp, meta in offsets.items()}
-            behind = {tp: (committed.get(tp), end) for tp, end in ends.items()
-                      if end and committed.get(tp, -1) < end}
-            if not behind:
-                return
-            assert time.monotonic() < deadline, f"not committed within {WITHIN_S} s: {behind}"
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+async def committed_up_to(admin: AIOKafkaAdminClient, group: str,
+                          ends: dict[TopicPartition, int]) -> bool:
+    """Whether the group's committed offsets reach `ends` on every partition with records."""
+    offsets = await admin.list_consumer_group_offsets(group)
+    return all(tp in offsets and offsets[tp].offset >= end for tp, end in ends.items() if end)
