@@ -77,6 +77,15 @@ def ledger_states(stack: Stack, report_id: str) -> dict[str, str]:
     return asyncio.run(read())
 
 
+def ledger_settled(stack: Stack, report_id: str, state: str) -> dict[str, str]:
+    """The ledger once every agency the report went to is in `state` (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while set((states := ledger_states(stack, report_id)).values()) != {state}:
+        assert time.monotonic() < deadline, states
+        time.sleep(0.1)
+    return states
+
+
 def whats(status: dict[str, Any]) -> list[str]:
     return [e["what"] for e in status["timeline"]]
 
@@ -118,8 +127,8 @@ def test_scripted_esp_session(stack: Stack) -> None:
         assert status["status"] == "available_to_law_enforcement"
         files = {f["file_id"]: f for f in status["files"]}
         assert files[file_ids[2]]["duplicate_of"] == file_ids[0]
-        referred = ledger_states(stack, report_id)
-        assert referred and set(referred.values()) == {"referred"}
+        # (the ledger moves to referred when referral reads its ReportReferred back)
+        referred = ledger_settled(stack, report_id, "referred")
 
         r = http.post("/ispws/retract", data={"id": report_id, "reason": "wrong account"})
         assert (r.status_code, code(r.text)) == (200, 0), r.text
@@ -129,11 +138,7 @@ def test_scripted_esp_session(stack: Stack) -> None:
         assert status["retraction"]["reason"] == "post-finish retraction: wrong account"
         # (intake records its own step once the broker took it: the retraction may be quicker)
         assert sorted(whats(status)[-2:]) == ["retracted", "retraction requested"]
-        deadline = time.monotonic() + 30
-        while set(ledger_states(stack, report_id).values()) != {"corrected"}:
-            assert time.monotonic() < deadline, ledger_states(stack, report_id)
-            time.sleep(0.1)
-        assert set(ledger_states(stack, report_id)) == set(referred)
+        assert set(ledger_settled(stack, report_id, "corrected")) == set(referred)
         assert not any(agency in http.get(f"/ispws/reports/{report_id}").text
                        for agency in referred)
 

@@ -265,7 +265,10 @@ async def test_a_report_closed_as_not_actionable_is_never_referred(
     redis = connect(settings_of)
     try:
         assert await Ledger(redis).states(closed) == {}
-        assert set((await Ledger(redis).states(later)).values()) == {"referred"}
+        # (the ledger moves to referred when referral reads its ReportReferred back)
+        async def confirmed() -> bool:
+            return set((await Ledger(redis).states(later)).values()) == {"referred"}
+        await until(confirmed, "the ledger to confirm the later referral")
     finally:
         await redis.aclose()
     assert not [n for n in following.got if n.report_id == closed]

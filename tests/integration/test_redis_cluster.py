@@ -24,6 +24,7 @@ from shared.contracts import AgencyNotice
 from shared.settings import Settings
 from shared.signing import Signer
 from shared.store import connect
+from tests.e2e.support import until
 from tests.integration.agency_helpers import agency_ids, registered
 from tests.integration.test_pipeline import VALID
 from tests.integration.test_retraction_invariant import one_interleaving
@@ -138,7 +139,11 @@ async def test_reports_flow_end_to_end_over_every_shard(
         for report_id in report_ids:
             status = await settle(http, f"/v1/reports/{report_id}", referred)
             assert referred(status), status
-            assert await ledger.states(report_id) == dict.fromkeys(agencies, "referred")
+            # The ledger moves to referred when referral reads its own ReportReferred back,
+            # which may be a moment after intake has told the ESP.
+            async def confirmed(report_id: str = report_id) -> bool:
+                return await ledger.states(report_id) == dict.fromkeys(agencies, "referred")
+            await until(confirmed, f"the ledger to confirm {report_id} for every agency")
 
         retracted = report_ids[0]
         assert (await http.post(f"/v1/reports/{retracted}/retract")).status_code == 202
