@@ -127,7 +127,8 @@ def test_scripted_esp_session(stack: Stack) -> None:
         assert status["status"] == "available_to_law_enforcement"
         files = {f["file_id"]: f for f in status["files"]}
         assert files[file_ids[2]]["duplicate_of"] == file_ids[0]
-        # (the ledger moves to referred when referral reads its ReportReferred back)
+        # (referral marks the ledger once its send is acknowledged; intake tells the ESP
+        # from its own reading of the facts: either may come first)
         referred = ledger_settled(stack, report_id, "referred")
 
         r = http.post("/ispws/retract", data={"id": report_id, "reason": "wrong account"})

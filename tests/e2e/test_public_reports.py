@@ -265,7 +265,8 @@ async def test_a_report_closed_as_not_actionable_is_never_referred(
     redis = connect(settings_of)
     try:
         assert await Ledger(redis).states(closed) == {}
-        # (the ledger moves to referred when referral reads its ReportReferred back)
+        # (referral marks the ledger once its send is acknowledged; intake tells the ESP
+        # from its own reading of the facts: either may come first)
         async def confirmed() -> bool:
             return set((await Ledger(redis).states(later)).values()) == {"referred"}
         await until(confirmed, "the ledger to confirm the later referral")

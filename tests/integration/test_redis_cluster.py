@@ -139,8 +139,8 @@ async def test_reports_flow_end_to_end_over_every_shard(
         for report_id in report_ids:
             status = await settle(http, f"/v1/reports/{report_id}", referred)
             assert referred(status), status
-            # The ledger moves to referred when referral reads its own ReportReferred back,
-            # which may be a moment after intake has told the ESP.
+            # (referral marks the ledger once its send is acknowledged; intake tells the ESP
+            # from its own reading of the facts: either may come first)
             async def confirmed(report_id: str = report_id) -> bool:
                 return await ledger.states(report_id) == dict.fromkeys(agencies, "referred")
             await until(confirmed, f"the ledger to confirm {report_id} for every agency")
