@@ -47,6 +47,7 @@ from shared.settings import Settings
 from shared.signing import Signer
 from shared.store import connect
 from tests.e2e.support import agencies_for_services, drained, until
+from tests.integration.test_pipeline import settle
 from tests.ispws_support import field, report_xml
 from tipline.agency import AgencyClient
 from tipline.stack import Stack, running
@@ -368,10 +369,8 @@ async def test_forged_dead_letters_are_refused_and_a_genuine_one_goes_back_seale
     assert await records(settings_of, topics.REPORTS_SUPPLEMENTED_URGENT, made_up, 0) == []
     assert await records(settings_of, topics.agency_topic(agencies[0]), made_up, 0) == []
     # (intake hears of the referral from its own reading of the facts, not from the ledger)
-    async def told() -> dict[str, Any]:
-        status: dict[str, Any] = (await esp.get(f"/v1/reports/{real}")).json()
-        return status if status["status"] == "available_to_law_enforcement" else {}
-    assert (await until(told, "its ESP to be told it was referred"))["retraction"] is None
+    status = await settle(esp, real, lambda s: s.get("status") == "available_to_law_enforcement")
+    assert status["status"] == "available_to_law_enforcement" and status["retraction"] is None
 
 
 # --- helpers -------------------------------------------------------------------------------
