@@ -27,6 +27,7 @@ from shared.batches import (
     M,
     Publisher,
     RememberingPartitioner,
+    Resting,
     Transactions,
     consume,
     consumer_options,
@@ -85,6 +86,7 @@ class TiplineBroker(KafkaBroker):
         self._starting = asyncio.Lock()
         self.commits: list[Commits] = []  # each subscriber's
         self.transactions: list[Transactions] = []  # each subscriber's, when transactional
+        self.resting = Resting(settings.kafka_rest_ms, settings.kafka_rest_after_s)
 
     def consume(self, *topic_names: str, group: str, model: type[M], patient: bool = False,
                 max_records: int | None = None) -> Callable[[Handler[M]], Handler[M]]:
@@ -101,7 +103,7 @@ class TiplineBroker(KafkaBroker):
         return consume(self, self.settings, self.service, *topic_names, group=group,
                        model=model, seals=self.seals, patient=patient, max_records=max_records,
                        commits=commits, transactions=transactions,
-                       letters=Publisher(self) if transactions else None)
+                       letters=Publisher(self) if transactions else None, resting=self.resting)
 
     async def sender(self) -> AIOKafkaProducer:
         """The producer a batch's records go out on, started on first use. FastStream's own
@@ -117,7 +119,12 @@ class TiplineBroker(KafkaBroker):
     def tracer(self) -> Tracer:
         return tracer_provider(self.settings, self.service).get_tracer("tipline.publish")
 
+    async def start(self, *args: Any, **kwargs: Any) -> None:
+        await super().start(*args, **kwargs)
+        self.resting.start()
+
     async def stop(self, *args: Any, **kwargs: Any) -> None:
+        await self.resting.stop()
         # The commits on their way first, and the batch in hand's awaited, before any consumer
         # stops.
         await asyncio.gather(*(commits.drain() for commits in self.commits))

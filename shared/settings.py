@@ -45,13 +45,20 @@ class Settings(BaseSettings):
     # Consumer tuning. The embedded broker needs short sessions and fetch waits (see
     # docs/operations.md); real Kafka wants session_timeout_ms >= 6000.
     kafka_session_timeout_ms: int = 1000
-    kafka_heartbeat_interval_ms: int = 100
+    # A third of the session, Kafka's own ratio: each heartbeat is a request the broker answers,
+    # a few hundred a second from an idle stack at 100 ms (docs/load-testing.md).
+    kafka_heartbeat_interval_ms: int = 333
     # The embedded broker answers a waiting fetch within about half its wait (why 10 ms:
     # docs/load-testing.md).
     kafka_fetch_max_wait_ms: int = 10
     # Subscribers nobody waits on (acks, draft steps, bulk referrals) fetch this patiently, for
     # a fuller fetch: a quick idle consumer costs CPU polling (docs/load-testing.md).
     kafka_patient_fetch_wait_ms: int = 100
+    # A subscriber idle this long rests: it fetches once every KAFKA_REST_MS instead of asking
+    # all the time (shared/batches/resting.py). 0: never rest, for a broker that answers a
+    # fetch when a record comes (Apache Kafka).
+    kafka_rest_ms: int = 1000
+    kafka_rest_after_s: float = 10.0
     kafka_linger_ms: int = 1
     # A producer batch (per partition); why this size: docs/load-testing.md.
     kafka_max_batch_bytes: int = 256 * 1024

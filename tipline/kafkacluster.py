@@ -47,13 +47,14 @@ JVM = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
        "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"]
 # What every client of Apache Kafka is told, beside its address and login: sessions of seconds
 # (the broker's minimum is 6 s, the embedded broker's 1 s is refused) with a heartbeat a third of
-# one, fetches answered as data arrives (so a long wait costs no latency, and an idle consumer
-# asks seldom), and what only Apache Kafka offers. The same as compose and k8s.
+# one, fetches answered as data arrives (so a long wait costs no latency, an idle consumer asks
+# seldom, and none need rest), and what only Apache Kafka offers. The same as compose and k8s.
 CLIENT_TUNING = {
     "KAFKA_SESSION_TIMEOUT_MS": "10000",
     "KAFKA_HEARTBEAT_INTERVAL_MS": "3000",
     "KAFKA_FETCH_MAX_WAIT_MS": "5000",
     "KAFKA_PATIENT_FETCH_WAIT_MS": "5000",
+    "KAFKA_REST_MS": "0",
     "KAFKA_IDEMPOTENCE": "true",
     "KAFKA_TRANSACTIONS": "true",
     "KAFKA_STATIC_MEMBERSHIP": "true",

@@ -35,7 +35,7 @@ from services.console.store import Read, Store
 from services.console.web import Live
 from shared import topics
 from shared.agencies import AgencyRegistry
-from shared.batches import UNREADABLE, decode, idle_wake_ms
+from shared.batches import UNREADABLE, Resting, decode, idle_wake_ms
 from shared.contracts import AgencyNotice
 from shared.kafka import LagProbe, described_partitions, kafka_client_options
 from shared.metrics import REFUSED
@@ -168,8 +168,11 @@ class Follower:
         # Kept open: a new client every REFRESH_S would cost a TLS handshake and a SCRAM login
         # on both ends each time, on Apache Kafka.
         self.admin = AIOKafkaAdminClient(**kafka_client_options(self.settings))
+        resting = Resting(self.settings.kafka_rest_ms, self.settings.kafka_rest_after_s)
+        rest = resting.add(lambda: self.consumer, fetch_max_wait_ms)
         await self.admin.start()
         await self.consumer.start()
+        resting.start()
         try:
             await self._assign()
             refreshed = time.monotonic()
@@ -180,6 +183,7 @@ class Follower:
                     await self._out_of_range(exc.args[0] if exc.args else {})
                     continue
                 if batches:
+                    rest.woke()
                     await self._apply(batches)
                 if not self.live.caught_up and (past := await self._past_end()):  # shows it
                     await self._another_history(past)
@@ -195,6 +199,7 @@ class Follower:
                     await asyncio.get_running_loop().run_in_executor(self.writer,
                                                                      self.store.tune)
         finally:
+            await resting.stop()
             await self.consumer.stop()
             await self.admin.close()
             self.writer.shutdown()

@@ -16,6 +16,7 @@ from faststream.kafka import KafkaBroker
 from shared.batches.commits import Commits, Transactions
 from shared.batches.decoding import Decoder, M
 from shared.batches.publisher import Publisher
+from shared.batches.resting import Resting
 from shared.batches.retries import Delivery, Handler
 from shared.seals import Seals
 from shared.settings import Settings
@@ -25,7 +26,7 @@ def consume(
     broker: KafkaBroker, settings: Settings, service: str, *topic_names: str, group: str,
     model: type[M], seals: Seals | None, patient: bool = False, max_records: int | None = None,
     commits: Commits | None = None, transactions: Transactions | None = None,
-    letters: Publisher | None = None,
+    letters: Publisher | None = None, resting: Resting | None = None,
 ) -> Callable[[Handler[M]], Handler[M]]:
     """Register `handler(events: list[model])` as a batch subscriber of `topic_names` in consumer
     group `group`, delivered as this module says; a `patient` one (nobody waits on its records)
@@ -34,7 +35,8 @@ def consume(
     event loop while its CPU work runs, and other subscribers of the process wait that long.
     `commits`: where its commits go (the broker's, which drains them when it stops);
     `transactions`: its transactional producer instead, where the broker offers transactions
-    (then `letters` publishes its dead letters, in the transaction)."""
+    (then `letters` publishes its dead letters, in the transaction);
+    `resting`: where it rests when idle (shared/batches/resting.py)."""
     delivery = Delivery(broker, settings, service, commits, transactions, letters)
     decoder = Decoder(model, seals)
 
@@ -50,13 +52,20 @@ def consume(
             # FastStream's context, not as a `KafkaMessage` parameter: that one is resolved in
             # a worker thread, a thread hop every batch.
             message = broker.context.get_local("message")
+            if rest is not None:
+                rest.woke()
             await delivery(message, decoder.take(message), handler)
 
-        broker.subscriber(*topic_names, batch=True, decoder=decoder,
-                          max_records=min(max_records or settings.tipline_batch_max_records,
-                                          settings.tipline_batch_max_records),
-                          batch_timeout_ms=UNTIL_RECORDS_COME_MS,
-                          **consumer_options(settings, group, patient=patient))(on_batch)
+        options = consumer_options(settings, group, patient=patient)
+        subscriber = broker.subscriber(
+            *topic_names, batch=True, decoder=decoder,
+            max_records=min(max_records or settings.tipline_batch_max_records,
+                            settings.tipline_batch_max_records),
+            batch_timeout_ms=UNTIL_RECORDS_COME_MS, **options)
+        # FastStream's subscriber holds its aiokafka consumer, started with the broker.
+        rest = (resting.add(lambda: subscriber.consumer, options["fetch_max_wait_ms"])
+                if resting is not None else None)
+        subscriber(on_batch)
         return handler
 
     return register

@@ -1,0 +1,132 @@
+"""Resting: a subscriber with nothing to read stops asking the broker every few milliseconds.
+
+The embedded broker has no long poll: it answers a fetch when the fetch's wait is up, records or
+not. So a subscriber that nobody writes to asks a hundred times a second, and an idle stack spent
+half a core on it (docs/load-testing.md, "tipline idle"). Apache Kafka answers a fetch as soon
+as a record comes, so there a subscriber may simply wait long, and nobody rests
+(`KAFKA_REST_MS=0`).
+
+A subscriber that has handled no batch for `KAFKA_REST_AFTER_S` rests: its partitions are
+paused, and every `KAFKA_REST_MS` resumed for one fetch. A record written while it rests waits
+that long at most; its batch wakes the subscriber, which fetches as before until it has been
+idle that long again. The console's reader rests alike.
+
+The race, and who wins it: a record may arrive in the very fetch a resting subscriber made, and
+aiokafka drops what a fetch brought for a paused partition (without moving the position). So a
+subscriber pauses again only after a fetch made since it resumed has answered on every partition
+(`last_poll_timestamp`), and only when that answer showed nothing past its position
+(`highwater`). If it showed a record, the subscriber stays resumed and the record is read:
+the record wins. Nothing is lost either way; at worst a record is fetched twice.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = logging.getLogger("tipline.kafka")
+
+
+@dataclass
+class Rest:
+    """One consumer's rest: how long its fetches wait, and when it last had records."""
+
+    consumer: Callable[[], AIOKafkaConsumer | None]  # None: not started yet, or stopped
+    fetch_wait_s: float
+    last_batch: float = field(default_factory=time.monotonic)
+
+    def woke(self) -> None:
+        """Records came: awake until it has been idle long enough again."""
+        self.last_batch = time.monotonic()
+
+
+def may_rest(resumed_ms: float, partitions: list[tuple[int | None, int | None, int]]) -> bool:
+    """Whether a consumer that resumed at `resumed_ms` may pause again, given each partition's
+    (last fetch answer's time in ms, highwater, position): only once every partition was
+    answered since, and none holds a record past the position (it is read first)."""
+    return bool(partitions) and all(
+        answered is not None and answered >= resumed_ms
+        and highwater is not None and highwater <= position
+        for answered, highwater, position in partitions)
+
+
+class Resting:
+    """The rests of one process's consumers, and the task that keeps them."""
+
+    def __init__(self, rest_ms: int, rest_after_s: float) -> None:
+        self.every_s = rest_ms / 1000
+        self.after_s = rest_after_s
+        self.rests: list[Rest] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, consumer: Callable[[], AIOKafkaConsumer | None], fetch_wait_ms: int) -> Rest:
+        rest = Rest(consumer, fetch_wait_ms / 1000)
+        self.rests.append(rest)
+        return rest
+
+    @property
+    def on(self) -> bool:
+        """Whether consumers rest here at all (not where the broker has a long poll)."""
+        return self.every_s > 0
+
+    def start(self) -> None:
+        """Once the consumers have started: idle from now, not from when they were made."""
+        if self.on and self._task is None:
+            for rest in self.rests:
+                rest.woke()
+            self._task = asyncio.create_task(self._keep(), name="tipline-resting")
+
+    async def stop(self) -> None:
+        """Stop resting, every partition resumed (the consumers may finish what is in hand)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for rest in self.rests:
+            consumer = rest.consumer()
+            if consumer is not None and consumer.paused():
+                consumer.resume(*consumer.paused())
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            idle_since = time.monotonic() - self.after_s
+            await asyncio.gather(*(self._turn(rest, rest.last_batch < idle_since)
+                                   for rest in self.rests))
+
+    async def _turn(self, rest: Rest, idle: bool) -> None:
+        """Awake: fetching. Idle: one fetch, then paused again unless it found a record."""
+        consumer = rest.consumer()
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        if consumer.paused():
+            consumer.resume(*consumer.paused())
+        if not idle or not assigned:
+            return
+        resumed_ms = time.time() * 1000
+        # The embedded broker answers within the fetch's wait: no sooner than half of it.
+        await asyncio.sleep(rest.fetch_wait_s / 2)
+        deadline = time.monotonic() + 4 * rest.fetch_wait_s + 1
+        try:
+            while time.monotonic() < deadline:
+                if consumer.assignment() != assigned:
+                    return  # a rebalance: awake, and the next turn looks again
+                if may_rest(resumed_ms, [await _partition(consumer, tp) for tp in assigned]):
+                    consumer.pause(*assigned)
+                    return
+                await asyncio.sleep(max(rest.fetch_wait_s / 4, 0.005))
+        except Exception as error:  # a consumer stopping under us: awake is always safe
+            log.debug("resting: %s", error)
+        # Not answered in time: awake until the next turn.
+
+
+async def _partition(consumer: AIOKafkaConsumer, tp: TopicPartition
+                     ) -> tuple[int | None, int | None, int]:
+    answered = consumer.last_poll_timestamp(tp)
+    return (answered or None, consumer.highwater(tp), await consumer.position(tp))
