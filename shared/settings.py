@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     # docs/operations.md); real Kafka wants session_timeout_ms >= 6000.
     kafka_session_timeout_ms: int = 1000
     # A third of the session, Kafka's own ratio: each heartbeat is a request the broker answers,
-    # a few hundred a second from an idle stack at 100 ms (docs/load-testing.md).
+    # from every consumer, idle or not (docs/load-testing.md, "tipline idle").
     kafka_heartbeat_interval_ms: int = 333
     # The embedded broker answers a waiting fetch within about half its wait (why 10 ms:
     # docs/load-testing.md).

@@ -1,8 +1,8 @@
 """Resting: a subscriber with nothing to read stops asking the broker every few milliseconds.
 
 The embedded broker has no long poll: it answers a fetch when the fetch's wait is up, records or
-not. So a subscriber that nobody writes to asks a hundred times a second, and an idle stack spent
-half a core on it (docs/load-testing.md, "tipline idle"). Apache Kafka answers a fetch as soon
+not. So a subscriber that nobody writes to asks all the time, and an idle stack spent most of its
+CPU on it (docs/load-testing.md, "tipline idle"). Apache Kafka answers a fetch as soon
 as a record comes, so there a subscriber may simply wait long, and nobody rests
 (`KAFKA_REST_MS=0`).
 
@@ -55,13 +55,13 @@ def may_rest(resumed_ms: float, partitions: list[tuple[int | None, int | None, i
 
 
 class Resting:
-    """The rests of one process's consumers, and the task that keeps them."""
+    """The rests of one process's consumers, and the tasks that keep them."""
 
     def __init__(self, rest_ms: int, rest_after_s: float) -> None:
         self.every_s = rest_ms / 1000
         self.after_s = rest_after_s
         self.rests: list[Rest] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def add(self, consumer: Callable[[], AIOKafkaConsumer | None], fetch_wait_ms: int) -> Rest:
         rest = Rest(consumer, fetch_wait_ms / 1000)
@@ -75,55 +75,59 @@ class Resting:
 
     def start(self) -> None:
         """Once the consumers have started: idle from now, not from when they were made."""
-        if self.on and self._task is None:
-            for rest in self.rests:
+        if self.on and not self._tasks:
+            for rest in self.rests:  # each its own task: one waiting on a rebalance holds no other
                 rest.woke()
-            self._task = asyncio.create_task(self._keep(), name="tipline-resting")
+                self._tasks.append(asyncio.create_task(self._keep(rest), name="tipline-resting"))
 
     async def stop(self) -> None:
         """Stop resting, every partition resumed (the consumers may finish what is in hand)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         for rest in self.rests:
             consumer = rest.consumer()
             if consumer is not None and consumer.paused():
                 consumer.resume(*consumer.paused())
 
-    async def _keep(self) -> None:
+    async def _keep(self, rest: Rest) -> None:
         while True:
             await asyncio.sleep(self.every_s)
-            idle_since = time.monotonic() - self.after_s
-            await asyncio.gather(*(self._turn(rest, rest.last_batch < idle_since)
-                                   for rest in self.rests))
+            await self._turn(rest, rest.last_batch < time.monotonic() - self.after_s)
 
     async def _turn(self, rest: Rest, idle: bool) -> None:
-        """Awake: fetching. Idle: one fetch, then paused again unless it found a record."""
+        """Awake: fetching. Idle: one fetch, then paused again unless it found a record. On any
+        error (a consumer stopping or rebalancing under it) the consumer is left awake, which is
+        always safe, and the next turn looks again."""
         consumer = rest.consumer()
         if consumer is None:
             return
-        assigned = consumer.assignment()
-        if consumer.paused():
-            consumer.resume(*consumer.paused())
-        if not idle or not assigned:
-            return
+        try:
+            assigned = consumer.assignment()
+            if consumer.paused():
+                consumer.resume(*consumer.paused())
+            if idle and assigned:
+                await asyncio.wait_for(self._one_fetch(rest, consumer, assigned),
+                                       4 * rest.fetch_wait_s + 2)
+        except Exception as error:
+            if not isinstance(error, TimeoutError):  # a fetch not answered yet: no news
+                log.warning("resting: %s; awake until the next turn", error)
+            with contextlib.suppress(Exception):
+                consumer.resume(*consumer.paused())
+
+    async def _one_fetch(self, rest: Rest, consumer: AIOKafkaConsumer,
+                         assigned: set[TopicPartition]) -> None:
         resumed_ms = time.time() * 1000
         # The embedded broker answers within the fetch's wait: no sooner than half of it.
         await asyncio.sleep(rest.fetch_wait_s / 2)
-        deadline = time.monotonic() + 4 * rest.fetch_wait_s + 1
-        try:
-            while time.monotonic() < deadline:
-                if consumer.assignment() != assigned:
-                    return  # a rebalance: awake, and the next turn looks again
-                if may_rest(resumed_ms, [await _partition(consumer, tp) for tp in assigned]):
-                    consumer.pause(*assigned)
-                    return
-                await asyncio.sleep(max(rest.fetch_wait_s / 4, 0.005))
-        except Exception as error:  # a consumer stopping under us: awake is always safe
-            log.debug("resting: %s", error)
-        # Not answered in time: awake until the next turn.
+        while True:  # bounded by the turn's timeout: then awake until the next turn
+            if consumer.assignment() != assigned:
+                return  # a rebalance: awake, and the next turn looks again
+            if may_rest(resumed_ms, [await _partition(consumer, tp) for tp in assigned]):
+                consumer.pause(*assigned)
+                return
+            await asyncio.sleep(max(rest.fetch_wait_s / 4, 0.005))
 
 
 async def _partition(consumer: AIOKafkaConsumer, tp: TopicPartition
