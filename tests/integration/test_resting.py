@@ -6,6 +6,8 @@ import asyncio
 import json
 import random
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel
@@ -60,9 +62,11 @@ async def write(producer: AIOKafkaProducer, topic: str, n: int) -> None:
                                  key=report_id.encode())
 
 
-async def test_an_idle_subscriber_rests_and_a_record_written_meanwhile_wakes_it(
-    settings: Settings,
-) -> None:
+@asynccontextmanager
+async def woken_once(settings: Settings) -> AsyncIterator[
+        tuple[Callable[[int], Awaitable[None]], AIOKafkaConsumer, list[int]]]:
+    """The resting subscriber running, once it has handled step 0: a way to write step n, its
+    consumer, and the steps it handled."""
     local, topic, broker, handled = await resting_subscriber(settings)
     producer = AIOKafkaProducer(bootstrap_servers=local.kafka_bootstrap_servers)
     await producer.start()
@@ -70,37 +74,34 @@ async def test_an_idle_subscriber_rests_and_a_record_written_meanwhile_wakes_it(
         async with running(broker):
             await write(producer, topic, 0)
             await until(lambda: handled == [0])
-            consumer = consumer_of(broker)
-            await until(lambda: resting(consumer))  # nothing more came: it rests
-            for n in range(1, 21):  # a burst, to every partition, while it rests
-                await write(producer, topic, n)
-            await until(lambda: sorted(set(handled)) == list(range(21)))
-            await until(lambda: resting(consumer))  # and rests again once idle
+            yield (lambda n: write(producer, topic, n)), consumer_of(broker), handled
     finally:
         await producer.stop()
+
+
+async def test_an_idle_subscriber_rests_and_a_record_written_meanwhile_wakes_it(
+    settings: Settings,
+) -> None:
+    async with woken_once(settings) as (step, consumer, handled):
+        await until(lambda: resting(consumer))  # nothing more came: it rests
+        for n in range(1, 21):  # a burst, to every partition, while it rests
+            await step(n)
+        await until(lambda: sorted(set(handled)) == list(range(21)))
+        await until(lambda: resting(consumer))  # and rests again once idle
 
 
 async def test_a_record_written_at_any_moment_of_a_rest_is_handled(settings: Settings) -> None:
     """The race: a record may come in the very fetch a resting subscriber makes, which aiokafka
     drops for a paused partition. Records written at random moments of the rest, one a round,
     are each handled."""
-    local, topic, broker, handled = await resting_subscriber(settings)
     rng = random.Random(28)
-    producer = AIOKafkaProducer(bootstrap_servers=local.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        async with running(broker):
-            await write(producer, topic, 0)
-            await until(lambda: handled == [0])
-            consumer = consumer_of(broker)
-            for n in range(1, 12):
-                await until(lambda: resting(consumer))
-                # Anywhere in the rest, its fetch included.
-                await asyncio.sleep(rng.uniform(0, 2 * REST_MS / 1000))
-                await write(producer, topic, n)
-                await until(lambda n=n: n in handled)  # type: ignore[misc]
-    finally:
-        await producer.stop()
+    async with woken_once(settings) as (step, consumer, handled):
+        for n in range(1, 12):
+            await until(lambda: resting(consumer))
+            # Anywhere in the rest, its fetch included.
+            await asyncio.sleep(rng.uniform(0, 2 * REST_MS / 1000))
+            await step(n)
+            await until(lambda n=n: n in handled)  # type: ignore[misc]
     assert sorted(set(handled)) == list(range(12))
 
 
