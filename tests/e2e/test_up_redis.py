@@ -61,12 +61,15 @@ def socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def owner_of_port(port: int, pids: dict[int, str]) -> str | None:
-    """Which of these processes holds the loopback TCP socket whose local port is `port`."""
+def owner_of_port(port: int, server: int, pids: dict[int, str]) -> str | None:
+    """Which of these processes holds the loopback TCP socket from local `port` to the server's
+    port. Closed sockets in TIME_WAIT (inode 0) may share the local port: they are passed over."""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port:
-            return next((name for pid, name in pids.items() if fields[9] in socket_inodes(pid)),
+        local, remote, inode = (int(fields[1].split(":")[1], 16),
+                                int(fields[2].split(":")[1], 16), fields[9])
+        if (local, remote) == (port, server) and inode != "0":
+            return next((name for pid, name in pids.items() if inode in socket_inodes(pid)),
                         None)
     return None
 
@@ -114,7 +117,8 @@ def test_up_runs_each_service_as_its_own_redis_user(tmp_path: Path) -> None:
             clients = redis.client_list()
             users_by_service: dict[str, set[str]] = {}
             for client in clients:
-                name = owner_of_port(int(client["addr"].rsplit(":", 1)[1]), services)
+                name = owner_of_port(int(client["addr"].rsplit(":", 1)[1]),
+                                         int(client["laddr"].rsplit(":", 1)[1]), services)
                 if name:
                     users_by_service.setdefault(name, set()).add(client["user"])
             assert users_by_service == {s: {s} for s in SERVICES}, users_by_service
