@@ -86,7 +86,7 @@ class TiplineBroker(KafkaBroker):
         self._starting = asyncio.Lock()
         self.commits: list[Commits] = []  # each subscriber's
         self.transactions: list[Transactions] = []  # each subscriber's, when transactional
-        self.resting = Resting(settings.kafka_rest_ms, settings.kafka_rest_after_s)
+        self.resting = Resting.of(settings, service)
 
     def consume(self, *topic_names: str, group: str, model: type[M], patient: bool = False,
                 max_records: int | None = None) -> Callable[[Handler[M]], Handler[M]]:

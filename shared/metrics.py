@@ -49,6 +49,12 @@ CONSUMER_LAG = Gauge(
     "Messages not yet committed by a consumer group: high-water mark minus committed offset",
     ["service", "group", "topic", "partition"],
 )
+RESTING = Gauge(
+    "tipline_resting",
+    "1 while a consumer rests: nothing came for KAFKA_REST_AFTER_S, so its partitions are "
+    "paused and resumed for one fetch every KAFKA_REST_MS; 0 while it fetches",
+    ["service", "group"],
+)
 CORRECTIONS_PENDING = Gauge(
     "tipline_corrections_pending_ack",
     "Correction notices delivered to agencies and not yet acknowledged by them",

@@ -168,8 +168,8 @@ class Follower:
         # Kept open: a new client every REFRESH_S would cost a TLS handshake and a SCRAM login
         # on both ends each time, on Apache Kafka.
         self.admin = AIOKafkaAdminClient(**kafka_client_options(self.settings))
-        resting = Resting(self.settings.kafka_rest_ms, self.settings.kafka_rest_after_s)
-        rest = resting.add(lambda: self.consumer, fetch_max_wait_ms)
+        resting = Resting.of(self.settings, "console")
+        rest = resting.add(lambda: self.consumer, fetch_max_wait_ms, "reader")
         await self.admin.start()
         await self.consumer.start()
         resting.start()

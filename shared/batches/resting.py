@@ -9,7 +9,8 @@ as a record comes, so there a subscriber may simply wait long, and nobody rests
 A subscriber that has handled no batch for `KAFKA_REST_AFTER_S` rests: its partitions are
 paused, and every `KAFKA_REST_MS` resumed for one fetch. A record written while it rests waits
 that long at most; its batch wakes the subscriber, which fetches as before until it has been
-idle that long again. The console's reader rests alike.
+idle that long again. The console's reader rests alike. `tipline_resting` says which consumers
+rest, so paused partitions are seen for what they are.
 
 The race, and who wins it: a record may arrive in the very fetch a resting subscriber made, and
 aiokafka drops what a fetch brought for a paused partition (without moving the position). So a
@@ -28,6 +29,9 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared.metrics import RESTING
+from shared.settings import Settings
+
 log = logging.getLogger("tipline.kafka")
 
 
@@ -37,6 +41,7 @@ class Rest:
 
     consumer: Callable[[], AIOKafkaConsumer | None]  # None: not started yet, or stopped
     fetch_wait_s: float
+    group: str
     last_batch: float = field(default_factory=time.monotonic)
 
     def woke(self) -> None:
@@ -57,14 +62,21 @@ def may_rest(resumed_ms: float, partitions: list[tuple[int | None, int | None, i
 class Resting:
     """The rests of one process's consumers, and the tasks that keep them."""
 
-    def __init__(self, rest_ms: int, rest_after_s: float) -> None:
+    def __init__(self, service: str, rest_ms: int, rest_after_s: float) -> None:
+        self.service = service
         self.every_s = rest_ms / 1000
         self.after_s = rest_after_s
         self.rests: list[Rest] = []
         self._tasks: list[asyncio.Task[None]] = []
 
-    def add(self, consumer: Callable[[], AIOKafkaConsumer | None], fetch_wait_ms: int) -> Rest:
-        rest = Rest(consumer, fetch_wait_ms / 1000)
+    @classmethod
+    def of(cls, settings: Settings, service: str) -> "Resting":
+        return cls(service, settings.kafka_rest_ms, settings.kafka_rest_after_s)
+
+    def add(self, consumer: Callable[[], AIOKafkaConsumer | None], fetch_wait_ms: int,
+            group: str) -> Rest:
+        """A consumer that rests when idle; `group` names it in `tipline_resting`."""
+        rest = Rest(consumer, fetch_wait_ms / 1000, group)
         self.rests.append(rest)
         return rest
 
@@ -90,11 +102,15 @@ class Resting:
             consumer = rest.consumer()
             if consumer is not None and consumer.paused():
                 consumer.resume(*consumer.paused())
+            RESTING.labels(self.service, rest.group).set(0)
 
     async def _keep(self, rest: Rest) -> None:
+        resting = RESTING.labels(self.service, rest.group)
         while True:
             await asyncio.sleep(self.every_s)
             await self._turn(rest, rest.last_batch < time.monotonic() - self.after_s)
+            consumer = rest.consumer()
+            resting.set(1 if consumer is not None and consumer.paused() else 0)
 
     async def _turn(self, rest: Rest, idle: bool) -> None:
         """Awake: fetching. Idle: one fetch, then paused again unless it found a record. On any

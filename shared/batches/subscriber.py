@@ -63,8 +63,8 @@ def consume(
                             settings.tipline_batch_max_records),
             batch_timeout_ms=UNTIL_RECORDS_COME_MS, **options)
         # FastStream's subscriber holds its aiokafka consumer, started with the broker.
-        rest = (resting.add(lambda: subscriber.consumer, options["fetch_max_wait_ms"])
-                if resting is not None else None)
+        rest = (resting.add(lambda: subscriber.consumer, options["fetch_max_wait_ms"],
+                            group) if resting is not None else None)
         subscriber(on_batch)
         return handler
 

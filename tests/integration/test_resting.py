@@ -1,6 +1,6 @@
 """Resting on the real embedded broker: a subscriber with nothing to read pauses its partitions
-and fetches once a rest, and a record written at any moment of a rest is handled all the same
-(shared/batches/resting.py)."""
+and fetches once a rest, says so on `tipline_resting`, and a record written at any moment of a
+rest is handled all the same (shared/batches/resting.py)."""
 
 import asyncio
 import json
@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from shared.batches import Resting
-from shared.batches.resting import may_rest
+from shared.batches.resting import Rest, may_rest
 from shared.kafka import TiplineBroker, ensure_topics, make_broker
 from shared.settings import Settings
 from tests.integration.test_delivery import running, until
@@ -44,11 +45,16 @@ async def resting_subscriber(settings: Settings) -> tuple[Settings, str, Tipline
     return local, topic, broker, handled
 
 
-def consumer_of(broker: TiplineBroker) -> AIOKafkaConsumer:
-    (rest,) = broker.resting.rests
+def consumer_of(rest: Rest) -> AIOKafkaConsumer:
     consumer = rest.consumer()
     assert consumer is not None
     return consumer
+
+
+def gauge(rest: Rest) -> float | None:
+    """What the subscriber's `tipline_resting` says, as Prometheus scrapes it."""
+    return REGISTRY.get_sample_value("tipline_resting",
+                                     {"service": "test-resting", "group": rest.group})
 
 
 def resting(consumer: AIOKafkaConsumer) -> bool:
@@ -64,9 +70,9 @@ async def write(producer: AIOKafkaProducer, topic: str, n: int) -> None:
 
 @asynccontextmanager
 async def woken_once(settings: Settings) -> AsyncIterator[
-        tuple[Callable[[int], Awaitable[None]], AIOKafkaConsumer, list[int]]]:
+        tuple[Callable[[int], Awaitable[None]], Rest, list[int]]]:
     """The resting subscriber running, once it has handled step 0: a way to write step n, its
-    consumer, and the steps it handled."""
+    rest, and the steps it handled."""
     local, topic, broker, handled = await resting_subscriber(settings)
     producer = AIOKafkaProducer(bootstrap_servers=local.kafka_bootstrap_servers)
     await producer.start()
@@ -74,7 +80,8 @@ async def woken_once(settings: Settings) -> AsyncIterator[
         async with running(broker):
             await write(producer, topic, 0)
             await until(lambda: handled == [0])
-            yield (lambda n: write(producer, topic, n)), consumer_of(broker), handled
+            (rest,) = broker.resting.rests
+            yield (lambda n: write(producer, topic, n)), rest, handled
     finally:
         await producer.stop()
 
@@ -82,12 +89,16 @@ async def woken_once(settings: Settings) -> AsyncIterator[
 async def test_an_idle_subscriber_rests_and_a_record_written_meanwhile_wakes_it(
     settings: Settings,
 ) -> None:
-    async with woken_once(settings) as (step, consumer, handled):
+    async with woken_once(settings) as (step, rest, handled):
+        consumer = consumer_of(rest)
         await until(lambda: resting(consumer))  # nothing more came: it rests
+        await until(lambda: gauge(rest) == 1)  # and says so
         for n in range(1, 21):  # a burst, to every partition, while it rests
             await step(n)
         await until(lambda: sorted(set(handled)) == list(range(21)))
         await until(lambda: resting(consumer))  # and rests again once idle
+        await until(lambda: gauge(rest) == 1)
+    assert gauge(rest) == 0  # stopped: every partition resumed
 
 
 async def test_a_record_written_at_any_moment_of_a_rest_is_handled(settings: Settings) -> None:
@@ -95,7 +106,8 @@ async def test_a_record_written_at_any_moment_of_a_rest_is_handled(settings: Set
     drops for a paused partition. Records written at random moments of the rest, one a round,
     are each handled."""
     rng = random.Random(28)
-    async with woken_once(settings) as (step, consumer, handled):
+    async with woken_once(settings) as (step, rest, handled):
+        consumer = consumer_of(rest)
         for n in range(1, 12):
             await until(lambda: resting(consumer))
             # Anywhere in the rest, its fetch included.
@@ -116,5 +128,5 @@ def test_a_subscriber_pauses_only_once_every_partition_was_answered_with_nothing
 
 
 def test_a_broker_with_a_long_poll_never_rests() -> None:
-    assert not Resting(rest_ms=0, rest_after_s=10).on  # KAFKA_REST_MS=0: Apache Kafka
-    assert Resting(rest_ms=REST_MS, rest_after_s=10).on
+    assert not Resting("test-resting", rest_ms=0, rest_after_s=10).on  # Apache Kafka
+    assert Resting("test-resting", rest_ms=REST_MS, rest_after_s=10).on
